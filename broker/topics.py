@@ -1,0 +1,112 @@
+"""The one place that names Kafka topics and consumer groups (DESIGN.md, "Kafka topics").
+
+| topic                      | key               | written by     | read by         |
+|----------------------------|-------------------|----------------|-----------------|
+| <ns>.ingest.<agency>       | subject pseudonym | that agency    | router          |
+| <ns>.consent (compacted)   | subject + purpose | consent agency | router          |
+| <ns>.feed.<subscriber>     | subject pseudonym | router         | that subscriber |
+| <ns>.quarantine            | -                 | router         | operators       |
+| <ns>.audit                 | -                 | router         | checkpointer    |
+| <ns>.audit.checkpoints     | -                 | checkpointer   | everyone        |
+
+The namespace ``<ns>`` is ``safeshare`` in production; tests give each test its
+own namespace so that topics and groups never collide.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "safeshare"
+
+# Agency and subscriber ids become part of topic names, ACL resource names and
+# consumer group ids, so they are restricted to a safe alphabet.
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAMESPACE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$")
+
+
+def check_id(kind: str, value: str) -> str:
+    """Return ``value`` if it is a valid agency/subscriber id, else raise ValueError."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ValueError(
+            f"invalid {kind} id {value!r}: use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic and group names under one namespace."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE.match(self.namespace):
+            raise ValueError(f"invalid topic namespace {self.namespace!r}")
+
+    # -- topics -------------------------------------------------------------
+    @property
+    def ingest_prefix(self) -> str:
+        return f"{self.namespace}.ingest."
+
+    @property
+    def ingest_pattern(self) -> str:
+        """Regex matching every ingest topic (for pattern subscription)."""
+        return "^" + re.escape(self.ingest_prefix) + r"[a-z0-9][a-z0-9_-]*$"
+
+    def ingest(self, agency: str) -> str:
+        """The topic an agency publishes its concern events to."""
+        return self.ingest_prefix + check_id("agency", agency)
+
+    def agency_of_ingest(self, topic: str) -> str | None:
+        """The agency that owns an ingest topic, or None if ``topic`` is not one."""
+        if topic.startswith(self.ingest_prefix):
+            return topic[len(self.ingest_prefix):]
+        return None
+
+    @property
+    def feed_prefix(self) -> str:
+        return f"{self.namespace}.feed."
+
+    def feed(self, subscriber: str) -> str:
+        """The topic a subscriber reads its minimised copies from."""
+        return self.feed_prefix + check_id("subscriber", subscriber)
+
+    @property
+    def consent(self) -> str:
+        return f"{self.namespace}.consent"
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.namespace}.quarantine"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.namespace}.audit"
+
+    @property
+    def audit_checkpoints(self) -> str:
+        return f"{self.namespace}.audit.checkpoints"
+
+    # -- consumer groups and transactional ids ---------------------------------
+    @property
+    def router_group(self) -> str:
+        """Consumer group shared by every router process."""
+        return f"{self.namespace}.router"
+
+    def router_transactional_id(self, instance: str) -> str:
+        """Stable per-instance transactional id, so a restarted router fences its zombie."""
+        return f"{self.namespace}.router.{instance}"
+
+    def feed_group(self, subscriber: str) -> str:
+        """Consumer group a subscriber reads its own feed with."""
+        return f"{self.namespace}.subscriber.{check_id('subscriber', subscriber)}"
+
+    @property
+    def checkpointer_group(self) -> str:
+        return f"{self.namespace}.checkpointer"
+
+
+DEFAULT = Topics()
