@@ -1,0 +1,54 @@
+# Safeshare — the two commands a newcomer needs are `make run` and `make test`.
+# Everything else (virtualenv, Python packages, Kafka jars, a local broker) is
+# set up on demand by these targets.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: run test bench lint kafka-up kafka-down kafka-status venv clean help
+
+help:
+	@echo "make run        start Kafka if none is configured, play the MASH scenario end to end"
+	@echo "make test       run the test suite against a real Kafka (started if needed)"
+	@echo "make bench      print benchmark figures"
+	@echo "make lint       ruff + mypy"
+	@echo "make kafka-up   leave a local Kafka running; last line is its bootstrap address"
+	@echo "make kafka-down stop the local Kafka"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@command -v java >/dev/null || { echo "Java 17+ is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: venv
+	$(PY) -m broker.demo
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m bench
+
+lint: venv
+	$(VENV)/bin/ruff check broker tests bench
+	$(VENV)/bin/mypy broker
+
+kafka-up: venv
+	@$(PY) -m broker.kafka up
+
+kafka-down: venv
+	@$(PY) -m broker.kafka down
+
+kafka-status: venv
+	@$(PY) -m broker.kafka status
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
