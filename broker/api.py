@@ -1,0 +1,183 @@
+"""The public Python API: what agency systems and subscribers import.
+
+Agency systems publish concern events::
+
+    from broker.api import Publisher
+    with Publisher(bootstrap="localhost:9092", agency="devon-cornwall-police") as pub:
+        receipt = pub.publish_json(event_as_json)
+
+Subscribers read their own feed::
+
+    from broker.api import FeedReader
+    with FeedReader(bootstrap="localhost:9092", subscriber="torbay-mash") as feed:
+        for item in feed.poll(timeout_ms=1000):
+            print(item.record["event"]["summary"])
+
+The ``safeshare`` CLI is built on exactly these classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from broker.codec import Codec
+from broker.codec.exceptions import EncodingError
+from broker.kafka.clients import make_consumer, make_producer
+from broker.topics import DEFAULT, Topics
+
+ENVELOPE = "safeshare.ConcernEvent"
+FEED_RECORD = "safeshare.FeedRecord"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where a published event landed."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One minimised event as a subscriber receives it, with its Kafka coordinates."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    record: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class Publisher:
+    """Publishes an agency's concern events to its own ingest topic.
+
+    Every event is validated against the schema before anything is sent; an
+    invalid event raises :class:`EncodingError` naming the field, and nothing
+    reaches Kafka. The record key is the subject's pseudonym, so one child's
+    events stay in order on one partition.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        agency: str,
+        codec: Codec | None = None,
+        topics: Topics = DEFAULT,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.agency = agency
+        self.topic = topics.ingest(agency)
+        self._codec = codec or Codec.default()
+        self._producer = make_producer(bootstrap, **dict(producer_config or {}))
+
+    def encode(self, event: Mapping[str, Any]) -> bytes:
+        """Validate ``event`` (in-memory shape) and return its wire bytes."""
+        source = event.get("source") or {}
+        if source.get("agency_id") != self.agency:
+            raise EncodingError(
+                f"source.agency_id: this publisher is for agency {self.agency!r}; "
+                f"an event from {source.get('agency_id')!r} cannot be published to {self.topic}"
+            )
+        return self._codec.encode(dict(event), ENVELOPE)
+
+    def publish(self, event: Mapping[str, Any], *, timeout_s: float = 30.0) -> Receipt:
+        """Validate and publish one event; block until the broker acknowledges it."""
+        data = self.encode(event)
+        key = event["subject"]["pseudonym"]
+        future = self._producer.send(
+            self.topic, key=key.encode() if key else None, value=data
+        )
+        meta = future.get(timeout=timeout_s)
+        return Receipt(str(event["event_id"]), meta.topic, meta.partition, meta.offset)
+
+    def publish_json(self, obj: Any, *, timeout_s: float = 30.0) -> Receipt:
+        """Like :meth:`publish`, for an event in its JSON form."""
+        return self.publish(self._codec.from_json(obj, ENVELOPE), timeout_s=timeout_s)
+
+    def flush(self) -> None:
+        self._producer.flush()
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FeedReader:
+    """Reads one subscriber's feed, committed records only (``read_committed``).
+
+    Each subscriber reads with its own consumer group, so its position survives
+    restarts; ``commit()`` records that the items returned so far were handled.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        subscriber: str,
+        codec: Codec | None = None,
+        topics: Topics = DEFAULT,
+        group_id: str | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.subscriber = subscriber
+        self.topic = topics.feed(subscriber)
+        self._codec = codec or Codec.default()
+        self._consumer = make_consumer(
+            bootstrap,
+            group_id=group_id or topics.feed_group(subscriber),
+            topics=[self.topic],
+            isolation_level="read_committed",
+            **dict(consumer_config or {}),
+        )
+
+    def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[FeedItem]:
+        """Return the next decoded feed items (possibly none)."""
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        items: list[FeedItem] = []
+        for records in batches.values():
+            for r in records:
+                items.append(
+                    FeedItem(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key.decode() if r.key is not None else None,
+                        record=self._codec.decode(r.value, FEED_RECORD),
+                    )
+                )
+        return items
+
+    def __iter__(self) -> Iterator[FeedItem]:
+        while True:
+            yield from self.poll()
+
+    def commit(self) -> None:
+        self._consumer.commit()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> FeedReader:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,310 @@
+"""The router's decision core: one inbound Kafka message in, the records to write out.
+
+No I/O here: :class:`RoutingCore` turns an :class:`Inbound` message into the
+feed copies, quarantine records and audit leaves that must be written *together*
+(the service writes them in one Kafka transaction with the consumer offsets).
+That keeps every routing rule unit-testable while the integration tests run the
+real thing on a real broker.
+
+Every message ends in exactly one of:
+
+- shared to one or more subscribers and/or withheld from the others
+  (one audit leaf per subscriber decision);
+- quarantined with its original bytes and a reason (one audit leaf);
+- recognised as a duplicate event id (one audit leaf, nothing shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.clock import Clock
+from broker.codec import Codec
+from broker.codec.exceptions import (
+    CodecError,
+    DecodingError,
+    EncodingError,
+    UnknownSchemaError,
+)
+from broker.topics import Topics
+
+log = logging.getLogger(__name__)
+
+ENVELOPE = "safeshare.ConcernEvent"
+FEED_RECORD = "safeshare.FeedRecord"
+QUARANTINE_RECORD = "safeshare.QuarantineRecord"
+CONSENT_PAYLOAD = "safeshare.ConsentRecord"
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A consumed Kafka record, as the router sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class DecisionLike(Protocol):
+    """What the router needs of a policy decision (see broker.policy)."""
+
+    subscriber: str
+    outcome: str  # "SHARE" | "WITHHOLD"
+    rule_id: str
+    reason_code: str
+    lawful_basis: str | None
+    data_classes_shared: frozenset[str]
+    fields_redacted: tuple[str, ...]
+    policy_digest: str
+    now_ms: int
+
+
+class Decider(Protocol):
+    def decide_all(self, event: Mapping[str, Any], consents: Any, now_ms: int) -> Sequence[Any]:
+        ...
+
+
+@dataclass
+class Routed:
+    """Everything one inbound message produced."""
+
+    outputs: list[Outbound] = field(default_factory=list)
+    leaves: list[dict[str, Any]] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
+    withheld: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: str | None = None
+    duplicate: bool = False
+    event_id: str | None = None
+    agency: str | None = None
+    reported_at_ms: int | None = None
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)
+
+
+class RoutingCore:
+    """Pure routing logic; see module docstring."""
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        decider: Decider,
+        consents: Any,
+        topics: Topics,
+        clock: Clock,
+        pseudonym_key: bytes,
+        feed_topic_of: Callable[[str], str] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        seen_event_ids: set[str] | None = None,
+    ) -> None:
+        self.codec = codec
+        self.decider = decider
+        self.consents = consents
+        self.topics = topics
+        self.clock = clock
+        self._pseudonym_key = pseudonym_key
+        self._feed_topic_of = feed_topic_of or topics.feed
+        self.max_message_bytes = max_message_bytes
+        self.seen_event_ids: set[str] = seen_event_ids if seen_event_ids is not None else set()
+
+    # -- audit helpers -------------------------------------------------------
+    def subject_hmac(self, pseudonym: str | None) -> str:
+        """Keyed pseudonym of the subject for the audit log: no identifier in clear."""
+        if not pseudonym:
+            return ""
+        return hmac.new(
+            self._pseudonym_key, b"safeshare-subject:" + pseudonym.encode(), hashlib.sha256
+        ).hexdigest()
+
+    # -- entry point ---------------------------------------------------------
+    def handle(self, msg: Inbound) -> Routed:
+        if msg.topic == self.topics.consent:
+            return self._handle_consent(msg)
+        return self._handle_ingest(msg)
+
+    def _quarantine(self, msg: Inbound, reason: str, detail: str, routed: Routed) -> Routed:
+        now = self.clock.now_ms()
+        record = {
+            "original": msg.value or b"",
+            "source_topic": msg.topic,
+            "source_partition": msg.partition,
+            "source_offset": msg.offset,
+            "reason": reason,
+            "detail": detail,
+            "quarantined_at": now,
+        }
+        routed.outputs.append(
+            Outbound(self.topics.quarantine, None, self.codec.encode(record, QUARANTINE_RECORD))
+        )
+        routed.quarantined = reason
+        routed.leaves.append(
+            {
+                "kind": "QUARANTINED",
+                "time_ms": now,
+                "event_id": routed.event_id or "",
+                "event_digest": hashlib.sha256(msg.value or b"").hexdigest(),
+                "source_agency": routed.agency or "",
+                "source": msg.where,
+                "reason": reason,
+            }
+        )
+        log.warning("quarantined %s reason=%s event=%s", msg.where, reason, routed.event_id or "-")
+        return routed
+
+    def _decode(self, msg: Inbound, routed: Routed) -> dict[str, Any] | None:
+        value = msg.value
+        if value is None:
+            self._quarantine(msg, "UNDECODABLE", "empty message (no value)", routed)
+            return None
+        if len(value) > self.max_message_bytes:
+            self._quarantine(
+                msg,
+                "OVERSIZED",
+                f"message of {len(value)} bytes exceeds limit of {self.max_message_bytes}",
+                routed,
+            )
+            return None
+        try:
+            return self.codec.decode(value, ENVELOPE)
+        except UnknownSchemaError as exc:
+            self._quarantine(msg, "UNKNOWN_SCHEMA", str(exc), routed)
+        except (DecodingError, EncodingError) as exc:
+            reason = "SCHEMA_INVALID" if isinstance(exc, EncodingError) else "UNDECODABLE"
+            self._quarantine(msg, reason, str(exc), routed)
+        except CodecError as exc:
+            self._quarantine(msg, "UNDECODABLE", str(exc), routed)
+        return None
+
+    def _handle_consent(self, msg: Inbound) -> Routed:
+        routed = Routed()
+        event = self._decode(msg, routed)
+        if event is None:
+            return routed
+        routed.event_id = event["event_id"]
+        routed.agency = event["source"]["agency_id"]
+        payload = event.get("payload")
+        if not (isinstance(payload, tuple) and payload[0] == CONSENT_PAYLOAD):
+            return self._quarantine(
+                msg, "SCHEMA_INVALID", "consent topic carries a non-consent payload", routed
+            )
+        self.consents.apply(event)
+        return routed
+
+    def _handle_ingest(self, msg: Inbound) -> Routed:
+        routed = Routed()
+        event = self._decode(msg, routed)
+        if event is None:
+            return routed
+        event_id = event["event_id"]
+        agency = event["source"]["agency_id"]
+        routed.event_id, routed.agency = event_id, agency
+        routed.reported_at_ms = _ms(event["reported_at"])
+        owner = self.topics.agency_of_ingest(msg.topic)
+        if owner != agency:
+            return self._quarantine(
+                msg,
+                "AGENCY_MISMATCH",
+                f"event claims agency {agency!r} but arrived on {msg.topic} owned by {owner!r}",
+                routed,
+            )
+        now = self.clock.now_ms()
+        event_digest = hashlib.sha256(msg.value or b"").hexdigest()
+        subject = self.subject_hmac(event["subject"].get("pseudonym"))
+        if event_id in self.seen_event_ids:
+            routed.duplicate = True
+            routed.leaves.append(
+                {
+                    "kind": "DUPLICATE",
+                    "time_ms": now,
+                    "event_id": event_id,
+                    "event_digest": event_digest,
+                    "source_agency": agency,
+                    "subject": subject,
+                    "source": msg.where,
+                    "reason": "DUPLICATE_EVENT_ID",
+                }
+            )
+            log.info("duplicate %s event=%s not shared again", msg.where, event_id)
+            return routed
+        self.seen_event_ids.add(event_id)
+
+        key = msg.key
+        for decision in self.decider.decide_all(event, self.consents, now):
+            leaf: dict[str, Any] = {
+                "time_ms": decision.now_ms,
+                "event_id": event_id,
+                "event_digest": event_digest,
+                "source_agency": agency,
+                "recipient": decision.subscriber,
+                "rule_id": decision.rule_id,
+                "reason": decision.reason_code,
+                "policy_digest": decision.policy_digest,
+                "subject": subject,
+            }
+            if decision.outcome == "SHARE":
+                copy, redacted = self.codec.redact(
+                    event, set(decision.data_classes_shared), ENVELOPE
+                )
+                feed_record = {
+                    "decision": _decision_record(decision, redacted),
+                    "event": copy,
+                }
+                data = self.codec.encode(feed_record, FEED_RECORD)
+                routed.outputs.append(Outbound(self._feed_topic_of(decision.subscriber), key, data))
+                routed.shared.append(decision.subscriber)
+                leaf.update(
+                    kind="SHARED",
+                    lawful_basis=decision.lawful_basis,
+                    data_classes_shared=sorted(decision.data_classes_shared),
+                    fields_redacted=sorted(redacted),
+                    delivered_digest=hashlib.sha256(data).hexdigest(),
+                    consent_ref=getattr(decision, "consent_ref", None),
+                    obligations=[o.code for o in getattr(decision, "obligations", ())],
+                )
+            else:
+                routed.withheld.append((decision.subscriber, decision.reason_code))
+                leaf.update(kind="WITHHELD")
+            routed.leaves.append(leaf)
+        return routed
+
+
+def _decision_record(decision: Any, redacted: Iterable[str]) -> dict[str, Any]:
+    return {
+        "subscriber": decision.subscriber,
+        "rule_id": decision.rule_id,
+        "lawful_basis": decision.lawful_basis or "",
+        "policy_digest": decision.policy_digest,
+        "data_classes_shared": sorted(decision.data_classes_shared),
+        "fields_redacted": sorted(redacted),
+        "obligations": [
+            {"code": o.code, "due_at": o.due_at_ms} for o in getattr(decision, "obligations", ())
+        ],
+        "decided_at": decision.now_ms,
+    }

@@ -1,0 +1,191 @@
+"""The router service: consume, decide, and write feeds + audit + offsets in one transaction.
+
+Exactly once, fail closed (DESIGN.md): the router reads ingest topics with
+``read_committed`` as one consumer group, and for each polled batch writes every
+subscriber copy, every quarantine record, the batch's audit leaves and the
+consumer offsets in a single Kafka transaction. A share and its audit record
+commit together or not at all; if anything in the batch cannot be written the
+transaction is aborted and the process stops, so the batch is replayed by the
+next router to own the partitions (nothing shared without its audit record).
+
+Consent records are read by a second consumer that is *assigned* (not
+subscribed) to the compacted consent topic and always starts from the
+beginning, so every router instance holds the full, current consent state; it
+is caught up before each ingest batch so consent is checked at routing time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.kafka.clients import make_consumer, make_producer
+from broker.routing.core import Inbound, Routed, RoutingCore
+from broker.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RouterStats:
+    consumed: int = 0
+    shared: int = 0
+    withheld: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    transactions: int = 0
+    last_commit_ms: int = 0
+    per_agency: dict[str, int] = field(default_factory=dict)
+
+
+AuditEncoder = Callable[[list[dict[str, Any]]], list[bytes]]
+
+
+class RouterService:
+    """Runs :class:`RoutingCore` against Kafka, transactionally."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        core: RoutingCore,
+        topics: Topics,
+        instance_id: str,
+        audit_encoder: AuditEncoder,
+        max_batch: int = 500,
+        poll_timeout_ms: int = 200,
+        on_batch: Callable[[list[Routed]], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.topics = topics
+        self.stats = RouterStats()
+        self._audit_encoder = audit_encoder
+        self._max_batch = max_batch
+        self._poll_timeout_ms = poll_timeout_ms
+        self._on_batch = on_batch
+        self._stop = threading.Event()
+        pattern = (
+            "^(" + re.escape(topics.ingest_prefix) + r"[a-z0-9][a-z0-9_-]*)$"
+        )
+        self._consumer = make_consumer(
+            bootstrap,
+            group_id=topics.router_group,
+            pattern=pattern,
+            isolation_level="read_committed",
+            max_poll_records=max_batch,
+            # New topics (a new agency) are picked up without a restart.
+            metadata_max_age_ms=5000,
+        )
+        self._consent = make_consumer(
+            bootstrap, group_id=None, topics=None, isolation_level="read_committed"
+        )
+        self._consent_assigned = False
+        self._producer = make_producer(
+            bootstrap, transactional_id=topics.router_transactional_id(instance_id)
+        )
+        self._producer.init_transactions()
+
+    # -- consent -------------------------------------------------------------
+    def _catch_up_consent(self) -> None:
+        from kafka.structs import TopicPartition  # noqa: PLC0415 - thin wrapper boundary
+
+        c = self._consent
+        if not self._consent_assigned:
+            parts = c.partitions_for_topic(self.topics.consent) or set()
+            if not parts:
+                return
+            tps = [TopicPartition(self.topics.consent, p) for p in sorted(parts)]
+            c.assign(tps)
+            c.seek_to_beginning(*tps)
+            self._consent_assigned = True
+        tps = list(c.assignment())
+        end = c.end_offsets(tps)
+        while any(c.position(tp) < end[tp] for tp in tps):
+            for records in c.poll(timeout_ms=100).values():
+                for r in records:
+                    self.core.handle(
+                        Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    )
+
+    # -- main loop -----------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, idle_exit_s: float | None = None, max_events: int | None = None) -> RouterStats:
+        """Route until :meth:`stop`, or until idle for ``idle_exit_s``, or ``max_events``."""
+        last_activity = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._catch_up_consent()
+                batches = self._consumer.poll(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
+                )
+                if not batches:
+                    if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
+                        break
+                    continue
+                last_activity = time.monotonic()
+                self._process(batches)
+                if max_events is not None and self.stats.consumed >= max_events:
+                    break
+        finally:
+            self.close()
+        return self.stats
+
+    def _process(self, batches: dict[Any, list[Any]]) -> None:
+        from kafka.structs import OffsetAndMetadata  # noqa: PLC0415
+
+        producer = self._producer
+        producer.begin_transaction()
+        try:
+            routed_all: list[Routed] = []
+            leaves: list[dict[str, Any]] = []
+            offsets = {}
+            for tp, records in batches.items():
+                for r in records:
+                    msg = Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    routed = self.core.handle(msg)
+                    for out in routed.outputs:
+                        producer.send(out.topic, key=out.key, value=out.value)
+                    leaves.extend(routed.leaves)
+                    routed_all.append(routed)
+                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            for payload in self._audit_encoder(leaves):
+                producer.send(self.topics.audit, value=payload)
+            producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
+            producer.commit_transaction()
+        except BaseException:
+            log.exception("transaction failed; aborting and stopping (batch will be replayed)")
+            try:
+                producer.abort_transaction()
+            except Exception:  # noqa: BLE001 - already failing; the abort is best effort
+                log.exception("abort failed")
+            raise
+        self._account(routed_all)
+        if self._on_batch is not None:
+            self._on_batch(routed_all)
+
+    def _account(self, routed_all: list[Routed]) -> None:
+        s = self.stats
+        s.transactions += 1
+        s.last_commit_ms = self.core.clock.now_ms()
+        for r in routed_all:
+            s.consumed += 1
+            s.shared += len(r.shared)
+            s.withheld += len(r.withheld)
+            s.quarantined += r.quarantined is not None
+            s.duplicates += r.duplicate
+            if r.agency:
+                s.per_agency[r.agency] = s.per_agency.get(r.agency, 0) + 1
+
+    def close(self) -> None:
+        for closer in (self._consumer.close, self._consent.close, self._producer.close):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001
+                log.exception("close failed")
