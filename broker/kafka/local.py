@@ -1,0 +1,677 @@
+"""The project's own single-node Kafka: fetched with Maven, run from jars, no Docker.
+
+Why it exists: the machines this project runs on (developers' and CI's) have
+Java 17 and Maven but no Docker engine and no Kafka. Integration tests need a
+real broker (DESIGN.md: never mock Kafka), so the project starts one itself.
+
+Layout under ``Settings.home`` (default ``var/``, gitignored)::
+
+    kafka/<version>/libs/          jars from Maven Central (shared by all instances)
+    kafka/<version>/libs/.complete marker: the fetch finished
+    kafka/run/                     the default instance (``make kafka-up``)
+        instance.json              cluster id, ports, version (kept across restarts)
+        server.properties          generated on every start
+        broker.json                state file while running: pid, bootstrap
+        data/                      log.dirs (KRaft metadata + topic data)
+        logs/server.log            log4j2 output (deploy/kafka/log4j2.properties)
+        logs/stdout.log            the JVM's own stdout/stderr (crashes land here)
+
+How it runs (facts checked against Kafka 4.1.1 jars):
+
+* ``mvn dependency:copy-dependencies`` on ``deploy/kafka/pom.xml`` fetches
+  ``kafka_2.13`` and its runtime closure (46 jars, 43 MB) plus the
+  slf4j->log4j2 binding that ``kafka_2.13``'s pom does not bring.
+* ``kafka.tools.StorageTool random-uuid`` makes a cluster id, ``format
+  --standalone -t <id> -c server.properties`` writes ``meta.properties`` and the
+  bootstrap checkpoint of a one-voter dynamic quorum. Formatting happens once
+  per data dir; later starts reuse the data.
+* ``kafka.Kafka server.properties`` runs broker and controller in one JVM.
+  Readiness is asked of the broker (DescribeCluster shows the node unfenced),
+  never assumed after a sleep.
+* SIGTERM shuts it down cleanly in about 2 s; SIGKILL is the fallback.
+
+Ports are chosen free on first start and then kept (``instance.json``) so a
+restarted broker is found at the same bootstrap address; if another process
+took one of them meanwhile, new ports are picked and the data is kept (a
+single-voter quorum accepts a changed controller endpoint).
+
+Several processes may share one instance (``make kafka-up`` in one shell, pytest
+in another): starts and stops are serialised with a file lock, and a broker
+already running per ``broker.json`` (pid alive, command line ours, broker
+answering) is reused instead of started twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from broker.config import KAFKA_VERSION, PROJECT_ROOT, Settings
+from broker.kafka.exceptions import LocalKafkaError
+
+log = logging.getLogger(__name__)
+
+DEPLOY_DIR = PROJECT_ROOT / "deploy" / "kafka"
+POM = DEPLOY_DIR / "pom.xml"
+LOG4J2_CONFIG = DEPLOY_DIR / "log4j2.properties"
+
+DEFAULT_INSTANCE = "run"
+HOST = "127.0.0.1"
+
+# Small heap: a test broker holds little data. G1 as Kafka's own scripts use;
+# C1-only JIT (TieredStopAtLevel=1) trims JVM warm-up, which dominates a
+# test broker's start, at a throughput cost that tests do not notice.
+DEFAULT_JVM_OPTS: tuple[str, ...] = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    """What ``broker.json`` records about a running local broker."""
+
+    pid: int
+    bootstrap: str
+    port: int
+    controller_port: int
+    version: str
+    cluster_id: str
+    instance_dir: str
+    started_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> BrokerState:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            pid=int(data["pid"]),
+            bootstrap=str(data["bootstrap"]),
+            port=int(data["port"]),
+            controller_port=int(data["controller_port"]),
+            version=str(data["version"]),
+            cluster_id=str(data["cluster_id"]),
+            instance_dir=str(data["instance_dir"]),
+            started_at=float(data["started_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """What must stay the same across restarts of one data dir (``instance.json``)."""
+
+    cluster_id: str
+    port: int
+    controller_port: int
+    version: str
+
+
+class LocalKafka:
+    """A single-node KRaft Kafka (broker+controller in one JVM) run from Maven jars.
+
+    ``start()`` is idempotent: it reuses a broker this instance dir already runs
+    (started by this or another process) and otherwise fetches jars (once),
+    formats storage (once), starts the JVM and waits until the broker answers.
+    ``stop()`` stops whatever broker the state file names, from any process.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        version: str = KAFKA_VERSION,
+        *,
+        instance_dir: Path | None = None,
+        jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS,
+        log_level: str = "WARN",
+        ready_timeout_s: float = 120.0,
+        fetch_timeout_s: float = 1200.0,
+        extra_properties: Mapping[str, str] | None = None,
+    ) -> None:
+        """``home``: cache root for jars (``<home>/kafka/<version>/libs``).
+
+        ``instance_dir``: where this broker keeps data, logs and its state file;
+        default ``<home>/kafka/run``. Give a temp dir for a throwaway broker
+        that must not disturb the shared one (it still uses the cached jars).
+        """
+        self.home = Path(home)
+        self.version = version
+        self.kafka_root = self.home / "kafka"
+        self.libs_dir = self.kafka_root / version / "libs"
+        self.instance_dir = Path(instance_dir) if instance_dir else self.kafka_root / DEFAULT_INSTANCE
+        self.data_dir = self.instance_dir / "data"
+        self.logs_dir = self.instance_dir / "logs"
+        self.properties_path = self.instance_dir / "server.properties"
+        self.state_path = self.instance_dir / "broker.json"
+        self.meta_path = self.instance_dir / "instance.json"
+        self.jvm_opts = jvm_opts
+        self.log_level = log_level
+        self.ready_timeout_s = ready_timeout_s
+        self.fetch_timeout_s = fetch_timeout_s
+        self.extra_properties = dict(extra_properties or {})
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._state: BrokerState | None = None
+        self.started_here = False
+        """True if this object started the JVM (rather than reusing a running one)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> LocalKafka:
+        return cls(settings.home, settings.kafka_version, **kwargs)
+
+    # -- context manager ------------------------------------------------------
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.started_here:
+            self.stop()
+
+    # -- public API -------------------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` of the running broker; raises if it is not running."""
+        state = self._state or self.status()
+        if state is None:
+            raise LocalKafkaError(f"local Kafka in {self.instance_dir} is not running")
+        return state.bootstrap
+
+    def is_fetched(self) -> bool:
+        return (self.libs_dir / ".complete").is_file()
+
+    def fetch(self) -> Path:
+        """Fetch the Kafka jars with Maven unless cached; return the libs dir.
+
+        Idempotent and safe to run from several processes at once (file lock).
+        The jars land in a temporary directory first and are renamed into
+        place only when Maven succeeded, so a killed fetch never leaves a
+        half-filled libs dir that looks complete.
+        """
+        if self.is_fetched():
+            return self.libs_dir
+        self.kafka_root.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.kafka_root / ".fetch.lock"):
+            if self.is_fetched():
+                return self.libs_dir
+            mvn = shutil.which("mvn")
+            if mvn is None:
+                raise LocalKafkaError("cannot fetch Kafka jars: `mvn` (Maven) is not on PATH")
+            tmp = self.libs_dir.parent / f"libs.partial-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            cmd = [
+                mvn, "-B", "-q", "-Dstyle.color=never",
+                "-f", str(POM),
+                f"-Dkafka.version={self.version}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                # Must be absolute: Maven resolves a relative one against the pom's dir.
+                f"-DoutputDirectory={tmp.resolve()}",
+            ]
+            log.info("fetching Kafka %s jars with Maven into %s", self.version, self.libs_dir)
+            t0 = time.monotonic()
+            try:
+                res = subprocess.run(
+                    cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                    timeout=self.fetch_timeout_s, check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise LocalKafkaError(
+                    f"Maven did not fetch Kafka {self.version} within {self.fetch_timeout_s:.0f} s"
+                ) from exc
+            if res.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                out = (res.stdout + res.stderr).decode(errors="replace").strip().splitlines()
+                raise LocalKafkaError(
+                    f"Maven could not fetch Kafka {self.version} (exit {res.returncode}): "
+                    + "\n".join(out[-30:])
+                )
+            main_jar = tmp / f"kafka_2.13-{self.version}.jar"
+            if not main_jar.is_file():
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise LocalKafkaError(f"Maven succeeded but {main_jar.name} is missing")
+            shutil.rmtree(self.libs_dir, ignore_errors=True)
+            os.replace(tmp, self.libs_dir)
+            (self.libs_dir / ".complete").write_text(f"{self.version}\n")
+            log.info("fetched Kafka %s in %.1f s", self.version, time.monotonic() - t0)
+        return self.libs_dir
+
+    def status(self) -> BrokerState | None:
+        """The state of the broker this instance dir runs, or None if none runs.
+
+        Checks that the recorded pid is alive and is really our JVM (the pid
+        may have been reused after a reboot); does not ask the broker.
+        """
+        try:
+            state = BrokerState.from_json(self.state_path.read_text())
+        except (OSError, ValueError, KeyError):
+            return None
+        if not self._is_our_process(state.pid):
+            return None
+        return state
+
+    def answers(self, timeout_s: float = 5.0) -> bool:
+        """True if the broker this instance dir runs answers a DescribeCluster."""
+        state = self.status()
+        return state is not None and _probe(state.bootstrap, timeout_s) is None
+
+    def start(self) -> BrokerState:
+        """Start the broker (or reuse the running one) and wait until it answers."""
+        self.instance_dir.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.instance_dir / ".lock"):
+            running = self.status()
+            if running is not None:
+                reason = _probe(running.bootstrap, 10.0)
+                if reason is None:
+                    log.info("reusing local Kafka at %s (pid %d)", running.bootstrap, running.pid)
+                    self._state = running
+                    return running
+                log.warning(
+                    "local Kafka pid %d does not answer (%s); restarting it", running.pid, reason
+                )
+                self._stop_locked(running.pid, 30.0)
+            self.fetch()
+            java = _find_java()
+            inst = self._prepare_instance(java)
+            self._write_properties(inst)
+            return self._launch(java, inst)
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the running broker, if any; True if one was stopped.
+
+        SIGTERM first (Kafka flushes and closes its logs), SIGKILL if it has not
+        exited after ``timeout_s``. Works from any process via the state file.
+        """
+        if not self.instance_dir.exists():
+            return False
+        with _file_lock(self.instance_dir / ".lock"):
+            state = self.status()
+            pid = state.pid if state else (self._proc.pid if self._proc else None)
+            if pid is None or not _pid_alive(pid):
+                self._clear_state()
+                return False
+            self._stop_locked(pid, timeout_s)
+            return True
+
+    def wipe(self) -> None:
+        """Stop the broker and delete its instance dir (data, logs, ports)."""
+        self.stop()
+        shutil.rmtree(self.instance_dir, ignore_errors=True)
+
+    def server_log_tail(self, lines: int = 40) -> str:
+        """The last lines of server.log and stdout.log, for error messages."""
+        out: list[str] = []
+        for name in ("stdout.log", "server.log"):
+            path = self.logs_dir / name
+            try:
+                text = path.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                continue
+            if text:
+                out.append(f"--- {path} ---")
+                out.extend(text[-lines:])
+        return "\n".join(out)
+
+    # -- internals --------------------------------------------------------------
+    def _prepare_instance(self, java: str) -> _Instance:
+        """Load or create instance.json, choose ports, format storage if needed."""
+        inst: _Instance | None = None
+        try:
+            inst = _Instance(**json.loads(self.meta_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            inst = None
+        formatted = (self.data_dir / "meta.properties").is_file()
+        if inst is not None and formatted and inst.version != self.version:
+            log.warning(
+                "local Kafka data in %s was formatted by Kafka %s, not %s: wiping it",
+                self.data_dir, inst.version, self.version,
+            )
+            formatted = False
+        if inst is None or not formatted:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            port, cport = _free_ports(2)
+            inst = _Instance(self._random_uuid(java), port, cport, self.version)
+            self._write_properties(inst)
+            self._format(java, inst)
+        elif not (_port_free(inst.port) and _port_free(inst.controller_port)):
+            port, cport = _free_ports(2)
+            log.warning(
+                "local Kafka ports %d/%d are taken; moving to %d/%d (data kept)",
+                inst.port, inst.controller_port, port, cport,
+            )
+            inst = _Instance(inst.cluster_id, port, cport, inst.version)
+        self.meta_path.write_text(json.dumps(asdict(inst), indent=2, sort_keys=True) + "\n")
+        return inst
+
+    def _properties(self, inst: _Instance) -> dict[str, str]:
+        listener = f"PLAINTEXT://{HOST}:{inst.port}"
+        controller = f"CONTROLLER://{HOST}:{inst.controller_port}"
+        props = {
+            # One JVM is broker and the only controller (voter) of a KRaft quorum.
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{HOST}:{inst.controller_port}",
+            "listeners": f"{listener},{controller}",
+            "advertised.listeners": f"{listener},{controller}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir.resolve()),
+            # Internal topics default to RF 3: on one node they could never be
+            # created and transactions/groups would hang.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Fewer internal partitions (default 50) make the first consumer
+            # group / first transaction of a fresh broker start much faster.
+            "offsets.topic.num.partitions": "5",
+            "transaction.state.log.num.partitions": "5",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "num.partitions": "1",
+            # Topics are created by broker.kafka.clients.Admin, with their configs;
+            # a typo must fail, not silently create a default topic.
+            "auto.create.topics.enable": "false",
+            # Tests join groups constantly; don't wait 3 s for more members.
+            "group.initial.rebalance.delay.ms": "0",
+            # The cleaner's dedupe buffer is allocated on the heap (default 128 MiB).
+            "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+        }
+        props.update(self.extra_properties)
+        return props
+
+    def _write_properties(self, inst: _Instance) -> None:
+        self.instance_dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "# Generated by broker/kafka/local.py on every start; edits are overwritten.",
+            f"# Kafka {self.version}, cluster {inst.cluster_id}",
+        ]
+        lines += [f"{k}={v}" for k, v in self._properties(inst).items()]
+        self.properties_path.write_text("\n".join(lines) + "\n")
+
+    def _java_cmd(self, java: str, main: str, *args: str, jvm_opts: tuple[str, ...] = ()) -> list[str]:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            java,
+            *jvm_opts,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dkafka.logs.dir={self.logs_dir.resolve()}",
+            f"-Dsafeshare.kafka.loglevel={self.log_level}",
+            "-cp", str(self.libs_dir.resolve() / "*"),
+            main,
+            *args,
+        ]
+
+    def _run_tool(self, java: str, *args: str) -> str:
+        cmd = self._java_cmd(java, "kafka.tools.StorageTool", *args, jvm_opts=("-Xmx256m",))
+        res = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False
+        )
+        out = res.stdout.decode(errors="replace")
+        if res.returncode != 0:
+            raise LocalKafkaError(
+                f"StorageTool {' '.join(args[:1])} failed (exit {res.returncode}): "
+                + (out + res.stderr.decode(errors="replace")).strip()[-3000:]
+            )
+        return out
+
+    def _random_uuid(self, java: str) -> str:
+        cluster_id = self._run_tool(java, "random-uuid").strip().splitlines()[-1].strip()
+        if not cluster_id:
+            raise LocalKafkaError("StorageTool random-uuid printed no cluster id")
+        return cluster_id
+
+    def _format(self, java: str, inst: _Instance) -> None:
+        # --standalone: this node is the one voter of a dynamic quorum
+        # (controller.quorum.bootstrap.servers); without it a combined node
+        # with no static controller.quorum.voters cannot elect a leader.
+        self._run_tool(
+            java, "format", "--standalone", "-t", inst.cluster_id, "-c", str(self.properties_path)
+        )
+        log.info("formatted local Kafka storage in %s (cluster %s)", self.data_dir, inst.cluster_id)
+
+    def _launch(self, java: str, inst: _Instance) -> BrokerState:
+        cmd = self._java_cmd(
+            java, "kafka.Kafka", str(self.properties_path.resolve()), jvm_opts=self.jvm_opts
+        )
+        stdout = open(self.logs_dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
+        t0 = time.monotonic()
+        try:
+            # Own session: Ctrl-C in the shell that ran `make kafka-up` must not
+            # reach the broker, and the broker outlives the process that started it.
+            self._proc = subprocess.Popen(
+                cmd, cwd=self.instance_dir, stdin=subprocess.DEVNULL,
+                stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            stdout.close()
+        state = BrokerState(
+            pid=self._proc.pid,
+            bootstrap=f"{HOST}:{inst.port}",
+            port=inst.port,
+            controller_port=inst.controller_port,
+            version=self.version,
+            cluster_id=inst.cluster_id,
+            instance_dir=str(self.instance_dir.resolve()),
+            started_at=time.time(),
+        )
+        try:
+            self._wait_ready(state)
+        except BaseException:
+            self._stop_locked(state.pid, 10.0)
+            raise
+        _atomic_write(self.state_path, state.to_json())
+        self._state = state
+        self.started_here = True
+        log.info(
+            "local Kafka %s ready at %s in %.1f s (pid %d)",
+            self.version, state.bootstrap, time.monotonic() - t0, state.pid,
+        )
+        return state
+
+    def _wait_ready(self, state: BrokerState) -> None:
+        """Ask the broker until it answers, the JVM dies, or the deadline passes."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        reason = "not asked yet"
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise LocalKafkaError(
+                    f"local Kafka exited with code {self._proc.returncode} while starting\n"
+                    + self.server_log_tail()
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LocalKafkaError(
+                    f"local Kafka at {state.bootstrap} did not become ready within "
+                    f"{self.ready_timeout_s:.0f} s (last answer: {reason})\n" + self.server_log_tail()
+                )
+            probe = _probe(state.bootstrap, min(2.0, max(remaining, 0.5)))
+            if probe is None:
+                return
+            reason = probe
+            time.sleep(0.1)  # poll interval between two questions, not a guess at readiness
+
+    def _stop_locked(self, pid: int, timeout_s: float) -> None:
+        t0 = time.monotonic()
+        _signal(pid, signal.SIGTERM)
+        if not self._wait_exit(pid, timeout_s):
+            log.warning("local Kafka pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout_s)
+            _signal(pid, signal.SIGKILL)
+            if not self._wait_exit(pid, 10.0):
+                raise LocalKafkaError(f"local Kafka pid {pid} survived SIGKILL")
+        self._clear_state()
+        self._state = None
+        self.started_here = False
+        log.info("stopped local Kafka pid %d in %.1f s", pid, time.monotonic() - t0)
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout=timeout_s)  # also reaps our child
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return True
+            time.sleep(0.05)
+        return not _pid_alive(pid)
+
+    def _clear_state(self) -> None:
+        try:
+            self.state_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _is_our_process(self, pid: int) -> bool:
+        if not _pid_alive(pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return True  # no /proc (not Linux): trust the live pid
+        args = [a.decode(errors="replace") for a in cmdline]
+        return "kafka.Kafka" in args and str(self.properties_path.resolve()) in args
+
+
+# -- helpers ----------------------------------------------------------------------
+def _probe(bootstrap: str, timeout_s: float) -> str | None:
+    """Ask a broker whether it is ready; None if it is, else why not.
+
+    Ready means DescribeCluster answers with a controller and at least one
+    unfenced broker: then topics can be created and groups joined.
+    """
+    # Imported here: kafka-python is heavy and only needed once a broker runs.
+    from kafka.admin import KafkaAdminClient
+
+    ms = max(int(timeout_s * 1000), 200)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="safeshare-probe",
+            bootstrap_timeout_ms=ms,
+            request_timeout_ms=ms,
+            reconnect_backoff_max_ms=200,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        info = admin.describe_cluster()
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        admin.close()
+    brokers = info.get("brokers") or []
+    if not brokers:
+        return "no brokers registered"
+    if all(b.get("is_fenced") for b in brokers):
+        return "broker still fenced"
+    if info.get("controller_id", -1) is None or info.get("controller_id", -1) < 0:
+        return "no active controller"
+    return None
+
+
+def _find_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise LocalKafkaError("cannot run Kafka: `java` (17 or newer) is not on PATH")
+    return java
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs and is not a zombie (a zombie is dead, just unreaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # Field 3, after the parenthesised command name (which may contain spaces).
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _port_free(port: int) -> bool:
+    """True if we can bind ``port`` on HOST the way the JVM does (SO_REUSEADDR).
+
+    With SO_REUSEADDR a port whose old connections linger in TIME_WAIT after
+    a stop counts as free, exactly as it does for Kafka's own server socket.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the OS considers free right now."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock between processes (released if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
