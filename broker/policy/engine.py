@@ -1,0 +1,663 @@
+"""The policy engine: load a policy file once, then decide, subscriber by subscriber.
+
+How a decision is reached (the same steps :func:`broker.policy.explain.explain`
+puts into words):
+
+1. The subscriber must be registered (else ``UNKNOWN_SUBSCRIBER``) and the
+   event's source agency must be registered (else ``UNKNOWN_AGENCY``). An
+   event that lacks the routing facts is withheld (``MALFORMED_EVENT``): a
+   decision is a value, never an exception, and we fail closed.
+2. The rules are tried in file order; the first rule whose conditions all hold
+   decides (source agency/type, category, payload type, subscriber/role, the
+   rule's purpose among the subscriber's registered purposes, minimum risk,
+   break-glass, area). A subscriber that does not serve the child's local
+   authority is matched only by a rule with ``cross_area: true``. No rule:
+   withheld by default deny (``OUT_OF_AREA`` or ``NO_MATCHING_RULE``).
+3. A ``withhold`` rule withholds, with its written reason.
+4. A ``share`` rule shares on one of two footings, never on neither:
+
+   - **consent** given for the rule's purpose, in scope for the recipient's
+     role and not expired or withdrawn (UK GDPR Art 6(1)(a)/9(2)(a));
+   - **without consent, to protect the child**, only if the rule permits it
+     (``without_consent``) *and* the event's risk is at or above the rule's
+     threshold *and* the source agency gave one of the three reasons of
+     DPA 2018 Sch 1 para 18(3) (``sharing.no_consent_reason``) *and* a non-blank
+     written justification (``sharing.justification``). DESIGN.md: "no consent
+     needed when asking would put the child at risk or when it cannot be given
+     or reasonably obtained".
+
+     When consent was **refused or withdrawn**, the only reason accepted is
+     ``WOULD_PREJUDICE_PROTECTION``: the record shows that consent *could* be
+     given and *was* obtained, which contradicts "cannot be given" and "cannot
+     reasonably be obtained"; what remains lawful is to override the refusal
+     because respecting it would prejudice the child's protection
+     (Sch 1 para 18(3)(c); for police, Sch 8 para 4 under the same test).
+     Such a decision records the refusal it overrode (``decision.consent``).
+
+   The lawful basis follows the footing and the recipient: consent; else for a
+   law-enforcement recipient (police, DPA 2018 Part 3) Sch 8 para 4; else UK
+   GDPR Art 9(2)(g) with DPA 2018 Sch 1 para 18.
+5. Need to know, field by field: the recipient gets the data classes its roles
+   are granted (only the roles the rule matched on), narrowed by the rule's
+   ``data_classes``, plus ``referrer``/``third_party`` only if the rule names
+   them in ``explicit_grants``, and on consent only what the consent's scope
+   covers. ``metadata`` is always kept. Everything else is redacted.
+6. Break-glass (``sharing.break_glass``) never creates a lawful basis; it only
+   lets a rule written for emergencies (``break_glass: true``) match, e.g. to
+   reach an out-of-area team. Every share of a break-glass event carries the
+   obligation ``REVIEW_WITHIN_72H`` due at decision time + 72 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path as FsPath
+from typing import Any
+
+from broker.policy._check import Checked, Vocabulary, check
+from broker.policy._yaml import load_document
+from broker.policy.consent import NO_CONSENT, ConsentLookup, ConsentState, ConsentStatus
+from broker.policy.decision import DEFAULT_DENY, Decision, Obligation
+from broker.policy.exceptions import PolicyError, Problem
+from broker.policy.model import Agency, Role, Rule, Subscriber
+from broker.policy.vocabulary import (
+    ALWAYS_SHARED,
+    RISK_LEVELS,
+    RISK_RANK,
+    LawfulBasis,
+    NoConsentReason,
+    ObligationCode,
+    Outcome,
+    ReasonCode,
+)
+
+_ALWAYS = frozenset({ALWAYS_SHARED})
+_REASONS = {str(r): r for r in NoConsentReason}
+_STATUS_CODE = {
+    ConsentStatus.NONE: ReasonCode.NO_CONSENT,
+    ConsentStatus.REFUSED: ReasonCode.CONSENT_REFUSED,
+    ConsentStatus.WITHDRAWN: ReasonCode.CONSENT_WITHDRAWN,
+    ConsentStatus.EXPIRED: ReasonCode.CONSENT_EXPIRED,
+}
+_STATUS_WORDS = {
+    ConsentStatus.NONE: "no consent is recorded",
+    ConsentStatus.REFUSED: "consent was refused",
+    ConsentStatus.WITHDRAWN: "consent was withdrawn",
+    ConsentStatus.EXPIRED: "the consent has expired",
+    ConsentStatus.GIVEN: "consent is given",
+}
+
+
+def canonical_form(data: Any) -> bytes:
+    """The canonical form of a parsed policy: UTF-8 JSON, keys sorted, no whitespace.
+
+    Comments, key order, quoting style, indentation and YAML flow/block style
+    do not change it; any change of meaning does.
+    """
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def policy_digest(data: Any) -> str:
+    """SHA-256 (hex) of :func:`canonical_form`: the policy version every decision cites."""
+    return hashlib.sha256(canonical_form(data)).hexdigest()
+
+
+def _default_vocabulary() -> Vocabulary:
+    """The field data classes from the codec's schemas (the one source of field paths)."""
+    try:
+        from broker.codec import Codec  # type: ignore[attr-defined,unused-ignore]
+
+        field_classes = dict(Codec.default().data_classes())
+    except Exception as exc:  # any failure to learn the schema means: do not start
+        raise PolicyError(
+            "<codec>", [Problem(1, 1, f"cannot read field data classes from the codec: {exc}")]
+        ) from exc
+    return Vocabulary(field_classes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What policy reads from one event, extracted once per event."""
+
+    event_id: str
+    agency_id: str
+    category: str
+    payload_type: str | None
+    risk: str
+    risk_rank: int
+    subject: str | None
+    local_authority: str | None
+    reason: NoConsentReason | None
+    reason_raw: str | None
+    justified: bool
+    break_glass: bool
+    present: tuple[tuple[str, str], ...]  # (path, label) present non-null, sorted by path
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A rule precompiled for one subscriber it can apply to."""
+
+    rule: Rule
+    agencies: frozenset[str]
+    categories: frozenset[str] | None
+    payload_types: frozenset[str] | None
+    min_rank: int
+    break_glass: bool | None
+    cross_area: bool
+    roles: tuple[str, ...]  # the subscriber's roles the rule matched on
+    classes: frozenset[str]  # data classes before consent scope (metadata included)
+    override_rank: int | None
+
+
+class Policy:
+    """A loaded, checked policy. Immutable; safe to share between threads."""
+
+    def __init__(
+        self, checked: Checked, *, digest: str, vocabulary: Vocabulary, source: str
+    ) -> None:
+        """Use :meth:`load` or :meth:`from_text`."""
+        self._c = checked
+        self._digest = digest
+        self._vocab = vocabulary
+        self.source = source
+        self._leaves = dict(vocabulary.field_classes)
+        prefixes: set[str] = set()
+        for path in self._leaves:
+            parts = path.split(".")
+            for i in range(1, len(parts)):
+                prefixes.add(".".join(parts[:i]))
+        self._prefixes = frozenset(prefixes)
+        self._targets: dict[str, tuple[_Target, ...]] = {
+            sid: tuple(self._compile(r, s) for r in checked.rules if sid in r.subscribers)
+            for sid, s in checked.subscribers.items()
+        }
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | FsPath,
+        *,
+        field_classes: Mapping[str, str] | None = None,
+    ) -> Policy:
+        """Load and check a policy file; raise :class:`PolicyError` on any problem.
+
+        ``field_classes`` is the codec's ``{path: data class}`` map (default:
+        ``Codec.default().data_classes()``).
+        """
+        source = str(path)
+        try:
+            text = FsPath(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(source, [Problem(1, 1, f"cannot read policy file: {exc}")]) from exc
+        return cls.from_text(text, source=source, field_classes=field_classes)
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        *,
+        source: str = "<policy>",
+        field_classes: Mapping[str, str] | None = None,
+    ) -> Policy:
+        """Like :meth:`load`, from the text of a policy file."""
+        policy, problems = cls.check_text(text, source=source, field_classes=field_classes)
+        if policy is None:
+            raise PolicyError(source, problems)
+        return policy
+
+    @classmethod
+    def check_text(
+        cls,
+        text: str,
+        *,
+        source: str = "<policy>",
+        field_classes: Mapping[str, str] | None = None,
+    ) -> tuple[Policy | None, list[Problem]]:
+        """Check without raising: the policy (None if any problem) and every problem found."""
+        vocab = (
+            _default_vocabulary() if field_classes is None else Vocabulary(dict(field_classes))
+        )
+        doc, problems = load_document(text)
+        if doc is None:
+            return None, problems
+        checked, more = check(doc, vocab)
+        problems = sorted(problems + more)
+        if checked is None or problems:
+            return None, problems
+        return cls(checked, digest=policy_digest(doc.data), vocabulary=vocab, source=source), []
+
+    def _compile(self, rule: Rule, sub: Subscriber) -> _Target:
+        roles = tuple(
+            r for r in sub.roles if rule.subscriber_roles is None or r in rule.subscriber_roles
+        )
+        granted: set[str] = set()
+        for r in roles:
+            granted |= self._c.roles[r].data_classes
+        if rule.data_classes is not None:
+            granted &= rule.data_classes
+        classes = frozenset(granted | rule.explicit_grants | _ALWAYS)
+        return _Target(
+            rule=rule,
+            agencies=rule.agencies,
+            categories=rule.categories,
+            payload_types=rule.payload_types,
+            min_rank=RISK_RANK[rule.min_risk or "LOW"],
+            break_glass=rule.break_glass,
+            cross_area=rule.cross_area,
+            roles=roles,
+            classes=classes,
+            override_rank=(
+                RISK_RANK[rule.override_min_risk] if rule.override_min_risk is not None else None
+            ),
+        )
+
+    # -- registry -------------------------------------------------------------
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical form of the policy file (see :func:`canonical_form`)."""
+        return self._digest
+
+    @property
+    def name(self) -> str:
+        return self._c.name
+
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        """Every registered subscriber, in file order (the order of ``decide_all``)."""
+        return tuple(self._c.subscribers.values())
+
+    @property
+    def agencies(self) -> tuple[Agency, ...]:
+        return tuple(self._c.agencies.values())
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(self._c.rules)
+
+    @property
+    def roles(self) -> Mapping[str, Role]:
+        return dict(self._c.roles)
+
+    @property
+    def purposes(self) -> Mapping[str, str]:
+        return dict(self._c.purposes)
+
+    @property
+    def local_authorities(self) -> Mapping[str, str]:
+        return dict(self._c.local_authorities)
+
+    @property
+    def field_classes(self) -> Mapping[str, str]:
+        return dict(self._leaves)
+
+    def agency(self, agency_id: str) -> Agency | None:
+        """The registered agency, or None: the router must not accept its events."""
+        return self._c.agencies.get(agency_id)
+
+    def subscriber(self, subscriber_id: str) -> Subscriber | None:
+        return self._c.subscribers.get(subscriber_id)
+
+    def rule(self, rule_id: str) -> Rule | None:
+        for r in self._c.rules:
+            if r.id == rule_id:
+                return r
+        return None
+
+    # -- decisions ------------------------------------------------------------
+    def decide(
+        self,
+        event: Mapping[str, Any],
+        subscriber_id: str,
+        consents: ConsentLookup | None,
+        now_ms: int,
+    ) -> Decision:
+        """The decision for one subscriber. Never raises for any event or subscriber."""
+        sub = self._c.subscribers.get(subscriber_id)
+        if sub is None:
+            return self._withhold(
+                subscriber_id,
+                ReasonCode.UNKNOWN_SUBSCRIBER,
+                f"{subscriber_id!r} is not a registered subscriber of this policy;"
+                " nothing is shared with an unknown recipient.",
+                now_ms,
+                _event_id(event),
+            )
+        facts = self._facts(event, now_ms)
+        if isinstance(facts, Decision):
+            return _retarget(facts, subscriber_id)
+        return self._decide(facts, sub, consents, now_ms, {})
+
+    def decide_all(
+        self, event: Mapping[str, Any], consents: ConsentLookup | None, now_ms: int
+    ) -> list[Decision]:
+        """One decision per registered subscriber, in registry order."""
+        facts = self._facts(event, now_ms)
+        if isinstance(facts, Decision):
+            return [_retarget(facts, s) for s in self._c.subscribers]
+        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        return [
+            self._decide(facts, sub, consents, now_ms, cache)
+            for sub in self._c.subscribers.values()
+        ]
+
+    def _withhold(
+        self, sub: str, code: ReasonCode, text: str, now_ms: int, event_id: str | None
+    ) -> Decision:
+        return Decision(
+            subscriber=sub,
+            outcome=Outcome.WITHHOLD,
+            rule_id=DEFAULT_DENY,
+            reason_code=code,
+            reason=text,
+            policy_digest=self._digest,
+            now_ms=now_ms,
+            event_id=event_id,
+        )
+
+    def _facts(self, event: Mapping[str, Any], now_ms: int) -> _Facts | Decision:
+        """Read the routing facts; a withhold template (subscriber "") if they cannot be had."""
+        event_id = _event_id(event)
+        try:
+            source = event["source"]
+            agency_id = source["agency_id"]
+            subject = event["subject"]
+            risk = event["risk_level"]
+            category = event["category"]
+            if not isinstance(agency_id, str) or not isinstance(category, str):
+                raise TypeError("agency id and category must be strings")
+            if risk not in RISK_RANK:
+                raise ValueError(f"unknown risk level {risk!r}")
+            sharing = event.get("sharing") or {}
+            payload = event.get("payload")
+            local_authority = subject.get("local_authority")
+            pseudonym = subject.get("pseudonym")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return self._withhold(
+                "",
+                ReasonCode.MALFORMED_EVENT,
+                f"the event lacks the facts policy needs ({exc}); nothing is shared.",
+                now_ms,
+                event_id,
+            )
+        if agency_id not in self._c.agencies:
+            return self._withhold(
+                "",
+                ReasonCode.UNKNOWN_AGENCY,
+                f"the source agency {agency_id!r} is not registered in this policy;"
+                " nothing it sends is shared.",
+                now_ms,
+                event_id,
+            )
+        payload_type = None
+        if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[0], str):
+            payload_type = payload[0].rsplit(".", 1)[-1]
+        reason_raw = sharing.get("no_consent_reason") if isinstance(sharing, Mapping) else None
+        justification = sharing.get("justification") if isinstance(sharing, Mapping) else None
+        return _Facts(
+            event_id=event_id or "",
+            agency_id=agency_id,
+            category=category,
+            payload_type=payload_type,
+            risk=str(risk),
+            risk_rank=RISK_RANK[str(risk)],
+            subject=pseudonym if isinstance(pseudonym, str) and pseudonym else None,
+            local_authority=local_authority if isinstance(local_authority, str) else None,
+            reason=_REASONS.get(str(reason_raw)) if reason_raw is not None else None,
+            reason_raw=str(reason_raw) if reason_raw is not None else None,
+            justified=isinstance(justification, str) and bool(justification.strip()),
+            break_glass=(isinstance(sharing, Mapping) and sharing.get("break_glass") is True),
+            present=self._present(event),
+        )
+
+    def _present(self, event: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        leaves, prefixes = self._leaves, self._prefixes
+        out: dict[str, str] = {}
+
+        def walk(value: Any, path: str) -> None:
+            if value is None:
+                return
+            label = leaves.get(path)
+            if label is not None:
+                out[path] = label
+                return
+            if path and path not in prefixes:
+                return
+            if isinstance(value, Mapping):
+                for k, v in value.items():
+                    walk(v, f"{path}.{k}" if path else str(k))
+            elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+                walk(value[1], f"{path}.{value[0].rsplit('.', 1)[-1]}")
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v, path)
+
+        walk(event, "")
+        return tuple(sorted(out.items()))
+
+    def _split(
+        self,
+        facts: _Facts,
+        classes: frozenset[str],
+        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        got = cache.get(classes)
+        if got is None:
+            shared = tuple(p for p, label in facts.present if label in classes)
+            redacted = tuple(p for p, label in facts.present if label not in classes)
+            got = cache[classes] = (shared, redacted)
+        return got
+
+    def _decide(
+        self,
+        f: _Facts,
+        sub: Subscriber,
+        consents: ConsentLookup | None,
+        now_ms: int,
+        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
+    ) -> Decision:
+        in_area = f.local_authority is not None and f.local_authority in sub.local_authorities
+        for t in self._targets[sub.id]:
+            if (
+                f.agency_id in t.agencies
+                and (t.categories is None or f.category in t.categories)
+                and (t.payload_types is None or f.payload_type in t.payload_types)
+                and f.risk_rank >= t.min_rank
+                and (t.break_glass is None or t.break_glass == f.break_glass)
+                and (in_area or t.cross_area)
+            ):
+                return self._apply(t, f, sub, consents, now_ms, cache)
+        if not in_area:
+            code = ReasonCode.OUT_OF_AREA
+            text = (
+                f"{sub.id} serves {_words(sorted(sub.local_authorities))}, not the child's local"
+                f" authority ({f.local_authority or 'unknown'}), and no rule permits a"
+                " cross-area share of this event."
+            )
+        else:
+            code = ReasonCode.NO_MATCHING_RULE
+            text = (
+                f"no rule permits sharing this {f.category} event"
+                f"{' (' + f.payload_type + ')' if f.payload_type else ''} from {f.agency_id}"
+                f" with {sub.id}; policy withholds by default."
+            )
+        return Decision(
+            subscriber=sub.id,
+            outcome=Outcome.WITHHOLD,
+            rule_id=DEFAULT_DENY,
+            reason_code=code,
+            reason=text,
+            policy_digest=self._digest,
+            now_ms=now_ms,
+            event_id=f.event_id,
+            fields_redacted=tuple(p for p, _ in f.present),
+            break_glass=f.break_glass,
+        )
+
+    def _apply(
+        self,
+        t: _Target,
+        f: _Facts,
+        sub: Subscriber,
+        consents: ConsentLookup | None,
+        now_ms: int,
+        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
+    ) -> Decision:
+        rule = t.rule
+
+        def withhold(code: ReasonCode, text: str, consent: ConsentState | None = None) -> Decision:
+            return Decision(
+                subscriber=sub.id,
+                outcome=Outcome.WITHHOLD,
+                rule_id=rule.id,
+                reason_code=code,
+                reason=text,
+                policy_digest=self._digest,
+                now_ms=now_ms,
+                event_id=f.event_id,
+                fields_redacted=tuple(p for p, _ in f.present),
+                consent=consent,
+                break_glass=f.break_glass,
+                purpose=rule.purpose,
+            )
+
+        if not rule.shares:
+            return withhold(ReasonCode.RULE_WITHHOLD, rule.reason)
+
+        purpose = rule.purpose
+        assert purpose is not None  # the checker guarantees a purpose on share rules
+        state = NO_CONSENT
+        if consents is not None and f.subject is not None:
+            for role in t.roles:
+                found = consents.lookup(f.subject, purpose, role, now_ms)
+                if found.status is ConsentStatus.GIVEN:
+                    state = found
+                    break
+                if found.status is not ConsentStatus.NONE and state.status is ConsentStatus.NONE:
+                    state = found
+
+        if state.status is ConsentStatus.GIVEN:
+            classes = t.classes
+            if state.data_classes:
+                classes = classes & (state.data_classes | _ALWAYS)
+            basis = LawfulBasis.CONSENT
+            code = ReasonCode.CONSENT_GIVEN
+            text = (
+                f"consent for purpose {purpose!r} is given (record {state.record_id})"
+                + (
+                    f" and covers {_words(sorted(state.data_classes))}"
+                    if state.data_classes
+                    else ""
+                )
+                + "."
+            )
+            consent_ref: str | None = state.record_id
+            no_consent_reason = None
+        else:
+            words = _STATUS_WORDS[state.status] + f" for purpose {purpose!r}"
+            if state.record_id:
+                words += f" (record {state.record_id})"
+            if t.override_rank is None:
+                return withhold(
+                    _STATUS_CODE[state.status],
+                    f"{words}, and rule {rule.id!r} does not permit sharing without consent.",
+                    state,
+                )
+            threshold = RISK_LEVELS[t.override_rank]
+            if f.risk_rank < t.override_rank:
+                return withhold(
+                    ReasonCode.OVERRIDE_RISK_TOO_LOW,
+                    f"{words}; sharing without consent needs risk {threshold} or above under rule"
+                    f" {rule.id!r}, and this event is {f.risk}.",
+                    state,
+                )
+            if f.reason is None:
+                got = f" (it gave {f.reason_raw!r}, which is not one)" if f.reason_raw else ""
+                return withhold(
+                    ReasonCode.OVERRIDE_NO_REASON,
+                    f"{words}; sharing without consent needs one of the reasons"
+                    f" {_words(sorted(_REASONS))} from the source agency{got}.",
+                    state,
+                )
+            if not f.justified:
+                return withhold(
+                    ReasonCode.OVERRIDE_NO_JUSTIFICATION,
+                    f"{words}; sharing without consent needs a written justification from the"
+                    " source agency, and the event carries none.",
+                    state,
+                )
+            if (
+                state.status in (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN)
+                and f.reason is not NoConsentReason.WOULD_PREJUDICE_PROTECTION
+            ):
+                return withhold(
+                    ReasonCode.OVERRIDE_REASON_CONTRADICTED,
+                    f"{words}; the reason {f.reason} is contradicted by that record (consent"
+                    " could be and was sought), so only WOULD_PREJUDICE_PROTECTION can override"
+                    " the decision of the child or family.",
+                    state,
+                )
+            classes = t.classes
+            basis = (
+                LawfulBasis.LAW_ENFORCEMENT_SAFEGUARDING
+                if sub.law_enforcement
+                else LawfulBasis.SAFEGUARDING
+            )
+            code = ReasonCode.SHARED_WITHOUT_CONSENT
+            text = (
+                f"{words}; shared without consent to protect the child: risk {f.risk} is at or"
+                f" above {threshold}, the source agency gave the reason {f.reason}"
+                f" ({f.reason.text}) and a written justification."
+            )
+            consent_ref = None
+            no_consent_reason = str(f.reason)
+
+        codes = set(rule.obligations)
+        if f.break_glass:
+            codes.add(ObligationCode.REVIEW_WITHIN_72H)
+        obligations = tuple(Obligation(c, now_ms + c.due_after_ms) for c in sorted(codes))
+        shared, redacted = self._split(f, classes, cache)
+        return Decision(
+            subscriber=sub.id,
+            outcome=Outcome.SHARE,
+            rule_id=rule.id,
+            reason_code=code,
+            reason=text,
+            policy_digest=self._digest,
+            now_ms=now_ms,
+            event_id=f.event_id,
+            lawful_basis=basis,
+            data_classes_shared=classes,
+            fields_shared=shared,
+            fields_redacted=redacted,
+            obligations=obligations,
+            consent_ref=consent_ref,
+            consent=state,
+            no_consent_reason=no_consent_reason,
+            break_glass=f.break_glass,
+            purpose=purpose,
+        )
+
+
+def _event_id(event: Any) -> str | None:
+    try:
+        value = event["event_id"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _retarget(template: Decision, subscriber_id: str) -> Decision:
+    return replace(template, subscriber=subscriber_id)
+
+
+def _words(items: Sequence[str]) -> str:
+    if not items:
+        return "nothing"
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,110 @@
+"""The registry and rules of a loaded policy, as frozen values.
+
+Built only by the checker (``broker.policy._check``) from a file that passed
+every check, so the engine can trust them without re-validating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broker.policy.vocabulary import ObligationCode
+from broker.topics import DEFAULT, Topics
+
+
+@dataclass(frozen=True)
+class AgencyKey:
+    """A public key an agency signs its events with (Ed25519; used by a later issue)."""
+
+    id: str
+    public_key: str
+    algorithm: str = "ed25519"
+
+
+@dataclass(frozen=True)
+class Agency:
+    """An agency that publishes concern events on its own ingest topic."""
+
+    id: str
+    name: str
+    type: str
+    local_authorities: frozenset[str]
+    keys: tuple[AgencyKey, ...] = ()
+
+    def ingest_topic(self, topics: Topics = DEFAULT) -> str:
+        """The ingest topic is derived from the id, never configured separately."""
+        return topics.ingest(self.id)
+
+
+@dataclass(frozen=True)
+class Role:
+    """A safeguarding role and the data classes it needs to know."""
+
+    id: str
+    description: str
+    data_classes: frozenset[str]
+    #: A competent authority processing for law enforcement purposes (DPA 2018
+    #: Part 3), e.g. police: its lawful basis without consent is Sch 8 para 4.
+    law_enforcement: bool = False
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A team that receives a minimised copy of events on its own feed topic."""
+
+    id: str
+    organisation: str
+    roles: tuple[str, ...]
+    local_authorities: frozenset[str]
+    purposes: frozenset[str]
+    law_enforcement: bool
+    description: str = ""
+
+    def feed_topic(self, topics: Topics = DEFAULT) -> str:
+        """The feed topic is derived from the id, never configured separately."""
+        return topics.feed(self.id)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ordered rule, as written and as resolved against the registry.
+
+    ``None`` in a condition means "any". ``agencies`` and ``subscribers`` are
+    the registry entries the rule can ever apply to (resolved at load from the
+    agency ids/types and subscriber ids/roles/purpose it names).
+    """
+
+    id: str
+    index: int
+    line: int
+    column: int
+    description: str
+    effect: str  # "share" | "withhold"
+    # -- conditions ---------------------------------------------------------
+    source_agencies: frozenset[str] | None
+    source_agency_types: frozenset[str] | None
+    categories: frozenset[str] | None
+    payload_types: frozenset[str] | None
+    subscriber_ids: frozenset[str] | None
+    subscriber_roles: frozenset[str] | None
+    min_risk: str | None
+    break_glass: bool | None
+    cross_area: bool
+    # -- outcome ------------------------------------------------------------
+    purpose: str | None
+    override_min_risk: str | None  # None: sharing without consent not permitted
+    data_classes: frozenset[str] | None  # None: the roles' grants, not narrowed
+    explicit_grants: frozenset[str]
+    obligations: tuple[ObligationCode, ...]
+    reason: str
+    # -- resolved -----------------------------------------------------------
+    agencies: frozenset[str]
+    subscribers: frozenset[str]
+
+    @property
+    def shares(self) -> bool:
+        return self.effect == "share"
+
+    @property
+    def place(self) -> str:
+        return f"line {self.line}:{self.column}"
