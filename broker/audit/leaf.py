@@ -1,0 +1,245 @@
+"""Audit leaves: one per routing decision, canonical bytes, no personal data in clear.
+
+A leaf's bytes are the RFC 8785 (JCS) canonical JSON of its fields plus
+``"v": 1``; those exact bytes are the Merkle leaf data (RFC 9162 §2.1.1 hashes
+``0x00 || bytes``). Every value is a string, an integer in the IEEE-754 safe
+range, ``null`` or an array of strings, so any JCS implementation reproduces
+the bytes. Example (wrapped here; the real bytes have no whitespace)::
+
+    {"consent_ref":null,"data_classes_shared":["concern_summary","location"],
+     "delivered_digest":"9f86…","event_digest":"2c26…","event_id":"5f0c…",
+     "fields_redacted":["reporter.name"],"kind":"SHARED","lawful_basis":"…",
+     "obligations":[],"outcome":"ALLOW","policy_digest":"b5bb…","reason":"",
+     "recipient":"mash-torbay","rule_id":"mash-all","sequence":41,
+     "source_agency":"police-devon","subject":"e3b0…","time_ms":1700000000000,"v":1}
+
+``sequence`` is the leaf's index in its shard's tree (0, 1, 2, …), assigned by
+the router; auditors check that sequences are contiguous.
+
+Several leaves travel in one Kafka message as a *batch* (see :func:`encode_batch`).
+The leaf, not the message, is the unit of the tree.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as _hmac
+
+from broker.audit._jcs import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize, parse_canonical
+from broker.audit.exceptions import MalformedError
+
+__all__ = [
+    "BATCH_MAGIC",
+    "AuditLeaf",
+    "LeafKind",
+    "decode_batch",
+    "encode_batch",
+    "subject_pseudonym",
+]
+
+LEAF_VERSION = 1
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_SUBJECT_DOMAIN = b"safeshare/audit/subject-pseudonym/v1\x00"
+_MIN_PSEUDONYM_KEY = 32
+
+
+class LeafKind(StrEnum):
+    """What the decision was."""
+
+    SHARED = "SHARED"  # a minimised copy was written to the recipient's feed
+    WITHHELD = "WITHHELD"  # policy decided not to share with the recipient
+    QUARANTINED = "QUARANTINED"  # the event could not be processed; kept aside
+    DUPLICATE = "DUPLICATE"  # an event id seen before; nothing shared
+    KEY_ROTATION = "KEY_ROTATION"  # the log's signing keys changed (see broker.audit.keys)
+
+
+def subject_pseudonym(key: bytes, subject_id: str) -> str:
+    """Keyed pseudonym of a subject: hex HMAC-SHA256 (RFC 2104) with a domain prefix.
+
+    ``HMAC-SHA256(key, "safeshare/audit/subject-pseudonym/v1" || 0x00 || UTF-8(subject_id))``.
+    The prefix keeps these values apart from any other use of the same key.
+    """
+    if len(key) < _MIN_PSEUDONYM_KEY:
+        raise ValueError(f"the pseudonym key needs at least {_MIN_PSEUDONYM_KEY} bytes")
+    mac = _hmac.HMAC(key, hashes.SHA256())
+    mac.update(_SUBJECT_DOMAIN + subject_id.encode("utf-8"))
+    return mac.finalize().hex()
+
+
+def _fail(name: str, why: str) -> MalformedError:
+    return MalformedError(f"audit leaf field {name!r} {why}")
+
+
+def _str(name: str, v: object) -> str:
+    if not isinstance(v, str):
+        raise _fail(name, f"must be a string, not {type(v).__name__}")
+    return v
+
+
+def _int(name: str, v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_SAFE_INTEGER:
+        raise _fail(name, f"must be an integer in 0..2**53-1, not {v!r}")
+    return v
+
+
+def _hex64(name: str, v: object, *, empty_ok: bool = False) -> str:
+    s = _str(name, v)
+    if not (_HEX64.match(s) or (empty_ok and s == "")):
+        raise _fail(name, "must be 64 lowercase hex digits (a SHA-256 digest)")
+    return s
+
+
+def _strings(name: str, v: object, *, sort: bool) -> tuple[str, ...]:
+    if isinstance(v, str) or not isinstance(v, list | tuple):
+        raise _fail(name, "must be a list of strings")
+    items = tuple(_str(name, x) for x in v)
+    return tuple(sorted(set(items))) if sort else items
+
+
+@dataclass(frozen=True)
+class AuditLeaf:
+    """One audited decision. No personal data: subject is a keyed pseudonym, payloads are digests.
+
+    ``data_classes_shared`` and ``fields_redacted`` are kept sorted and
+    de-duplicated; ``obligations`` keep their order.
+    """
+
+    sequence: int
+    time_ms: int
+    kind: LeafKind
+    event_id: str
+    event_digest: str
+    source_agency: str
+    recipient: str = ""
+    outcome: str = ""
+    rule_id: str = ""
+    lawful_basis: str = ""
+    data_classes_shared: tuple[str, ...] = ()
+    fields_redacted: tuple[str, ...] = ()
+    policy_digest: str = ""
+    consent_ref: str | None = None
+    delivered_digest: str | None = None
+    subject: str = ""
+    reason: str = ""
+    obligations: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        _int("sequence", self.sequence)
+        _int("time_ms", self.time_ms)
+        try:
+            set_(self, "kind", LeafKind(self.kind))
+        except ValueError as exc:
+            raise _fail("kind", f"must be one of {[k.value for k in LeafKind]}") from exc
+        for name in ("event_id", "source_agency", "recipient", "outcome", "rule_id",
+                     "lawful_basis", "reason"):
+            _str(name, getattr(self, name))
+        _hex64("event_digest", self.event_digest)
+        _hex64("policy_digest", self.policy_digest, empty_ok=True)
+        _hex64("subject", self.subject, empty_ok=True)
+        if self.consent_ref is not None:
+            _str("consent_ref", self.consent_ref)
+        if self.delivered_digest is not None:
+            _hex64("delivered_digest", self.delivered_digest)
+        set_(self, "data_classes_shared", _strings("data_classes_shared", self.data_classes_shared, sort=True))
+        set_(self, "fields_redacted", _strings("fields_redacted", self.fields_redacted, sort=True))
+        set_(self, "obligations", _strings("obligations", self.obligations, sort=False))
+
+    def to_json_value(self) -> dict[str, Any]:
+        """The leaf as a JSON object (before canonicalisation)."""
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["kind"] = self.kind.value
+        d["v"] = LEAF_VERSION
+        return d
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes (RFC 8785): the Merkle leaf data."""
+        try:
+            return canonicalize(self.to_json_value())
+        except CanonicalizationError as exc:
+            raise MalformedError(f"audit leaf {self.sequence} cannot be canonicalised: {exc}") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AuditLeaf:
+        """Parse canonical leaf bytes; anything not byte-for-byte canonical is refused."""
+        try:
+            value = parse_canonical(data)
+        except CanonicalizationError as exc:
+            raise MalformedError(f"audit leaf is not canonical JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise MalformedError("audit leaf is not a JSON object")
+        if value.get("v") != LEAF_VERSION:
+            raise MalformedError(f"audit leaf version {value.get('v')!r} is not {LEAF_VERSION}")
+        names = {f.name for f in fields(cls)}
+        keys = set(value) - {"v"}
+        if keys != names:
+            missing, extra = sorted(names - keys), sorted(keys - names)
+            raise MalformedError(f"audit leaf fields wrong: missing {missing}, unexpected {extra}")
+        kwargs = {k: value[k] for k in names}
+        leaf = cls(**kwargs)
+        if leaf.to_bytes() != data:  # e.g. an unsorted list the constructor sorted
+            raise MalformedError("audit leaf is not in canonical form (list order)")
+        return leaf
+
+
+# -- batch framing ----------------------------------------------------------------
+
+#: Batch header: magic ``SSAB`` (Safeshare Audit Batch) and format version 1.
+BATCH_MAGIC = b"SSAB\x01"
+_U32 = struct.Struct(">I")
+MAX_BATCH_LEAVES = 100_000
+MAX_LEAF_BYTES = 1 << 20
+
+
+def encode_batch(leaves: Sequence[AuditLeaf | bytes]) -> bytes:
+    """Frame leaves for one Kafka message.
+
+    Layout (all integers unsigned 32-bit big-endian)::
+
+        "SSAB" 0x01 | count | len(leaf 0) | leaf 0 bytes | len(leaf 1) | ... 
+
+    Leaves appear in sequence order; each is a leaf's canonical bytes.
+    """
+    if len(leaves) > MAX_BATCH_LEAVES:
+        raise MalformedError(f"a batch holds at most {MAX_BATCH_LEAVES} leaves")
+    parts = [BATCH_MAGIC, _U32.pack(len(leaves))]
+    for leaf in leaves:
+        data = leaf.to_bytes() if isinstance(leaf, AuditLeaf) else leaf
+        if not 0 < len(data) <= MAX_LEAF_BYTES:
+            raise MalformedError(f"a leaf has 1..{MAX_LEAF_BYTES} bytes, not {len(data)}")
+        parts.append(_U32.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_batch(message: bytes) -> list[bytes]:
+    """Split a batch message into leaf byte strings (not yet parsed or trusted)."""
+    if not message.startswith(BATCH_MAGIC):
+        raise MalformedError("not an audit batch: bad magic or version")
+    pos = len(BATCH_MAGIC)
+    if len(message) < pos + 4:
+        raise MalformedError("audit batch truncated in its header")
+    (count,) = _U32.unpack_from(message, pos)
+    pos += 4
+    if count > MAX_BATCH_LEAVES:
+        raise MalformedError(f"audit batch claims {count} leaves; at most {MAX_BATCH_LEAVES}")
+    out: list[bytes] = []
+    for i in range(count):
+        if len(message) < pos + 4:
+            raise MalformedError(f"audit batch truncated before leaf {i} of {count}")
+        (n,) = _U32.unpack_from(message, pos)
+        pos += 4
+        if not 0 < n <= MAX_LEAF_BYTES or len(message) < pos + n:
+            raise MalformedError(f"audit batch leaf {i} of {count} has a bad length {n}")
+        out.append(message[pos : pos + n])
+        pos += n
+    if pos != len(message):
+        raise MalformedError(f"audit batch has {len(message) - pos} bytes after its last leaf")
+    return out

@@ -1,0 +1,202 @@
+"""Audit leaves: RFC 8785 canonical bytes, strict parsing, pseudonyms, batch framing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.audit._jcs import CanonicalizationError, canonicalize, parse_canonical
+from broker.audit.exceptions import MalformedError
+from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch, encode_batch, subject_pseudonym
+
+H = hashlib.sha256
+
+
+def make_leaf(seq: int = 41, **kw: object) -> AuditLeaf:
+    base: dict[str, object] = dict(
+        sequence=seq,
+        time_ms=1_700_000_000_000 + seq,
+        kind=LeafKind.SHARED,
+        event_id="5f0c1e8e-9a49-4d1c-8d57-6a8f1f0f2a11",
+        event_digest=H(b"event").hexdigest(),
+        source_agency="police-devon",
+        recipient="mash-torbay",
+        outcome="ALLOW",
+        rule_id="mash-all",
+        lawful_basis="UK GDPR Art 9(2)(g); DPA 2018 Sch 1 para 18",
+        data_classes_shared=["location", "concern_summary"],
+        fields_redacted=["reporter.name", "reporter.contact"],
+        policy_digest=H(b"policy").hexdigest(),
+        consent_ref=None,
+        delivered_digest=H(b"delivered").hexdigest(),
+        subject=subject_pseudonym(b"k" * 32, "child-1"),
+        reason="",
+        obligations=["review within 72h"],
+    )
+    base.update(kw)
+    return AuditLeaf(**base)  # type: ignore[arg-type]
+
+
+# -- RFC 8785 ----------------------------------------------------------------------
+
+
+def test_jcs_sorts_members_by_utf16_code_units() -> None:
+    # RFC 8785 §3.2.3 sorting example.
+    value = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
+    order = [k for k in json.loads(canonicalize(value))]
+    assert order == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+
+
+def test_jcs_string_escaping_matches_rfc_example() -> None:
+    # RFC 8785 §3.2.4, the "literals" and "string" members of the example.
+    value = {"string": "\u20ac$\x0f\nA'B\"\\\\\"/", "literals": [None, True, False]}
+    assert canonicalize(value) == '{"literals":[null,true,false],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'.encode()
+
+
+def test_jcs_refuses_what_it_cannot_reproduce() -> None:
+    for bad in [1.5, 2**53, -(2**53), "\ud800", {1: "x"}, b"bytes", {"a": float("nan")}]:
+        with pytest.raises(CanonicalizationError):
+            canonicalize(bad)
+    for text in [b'{"a":1,"a":2}', b'{"a":1.0}', b'{"a":NaN}', b'{ "a":1}', b'{"b":1,"a":2}', b"\xef\xbb\xbf{}"]:
+        with pytest.raises(CanonicalizationError):
+            parse_canonical(text)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_jcs_agrees_with_an_independent_implementation(value: object) -> None:
+    rfc8785 = pytest.importorskip("rfc8785")
+    assert canonicalize(value) == rfc8785.dumps(value)
+    assert parse_canonical(canonicalize(value)) == json.loads(canonicalize(value))
+
+
+# -- leaves --------------------------------------------------------------------------
+
+
+def test_leaf_bytes_are_canonical_and_round_trip() -> None:
+    leaf = make_leaf()
+    data = leaf.to_bytes()
+    assert data == canonicalize(json.loads(data))
+    assert b" " not in data.replace(b"UK GDPR Art 9(2)(g); DPA 2018 Sch 1 para 18", b"").replace(
+        b"review within 72h", b""
+    )
+    doc = json.loads(data)
+    assert doc["v"] == 1 and doc["kind"] == "SHARED" and doc["consent_ref"] is None
+    assert doc["data_classes_shared"] == ["concern_summary", "location"]  # sorted
+    assert doc["fields_redacted"] == ["reporter.contact", "reporter.name"]
+    assert AuditLeaf.from_bytes(data) == leaf
+    assert list(doc) == sorted(doc)
+
+
+def test_leaf_from_bytes_refuses_non_canonical_input() -> None:
+    data = make_leaf().to_bytes()
+    doc = json.loads(data)
+    variants = [
+        json.dumps(doc).encode(),  # whitespace
+        json.dumps(dict(reversed(list(doc.items()))), separators=(",", ":")).encode(),  # key order
+        data.replace(b'"sequence":41', b'"sequence":41.0'),
+        data.replace(b'"sequence":41', b'"sequence":"41"'),
+        data.replace(b'["concern_summary","location"]', b'["location","concern_summary"]'),
+        data.replace(b'"v":1', b'"v":2'),
+        data.replace(b'"reason":"",', b""),
+        data.replace(b'"reason":"",', b'"reason":"","reasons":"",'),
+        data.replace(b'"kind":"SHARED"', b'"kind":"STOLEN"'),
+        data.replace(b'"reason":""', b'"reason":"\\ud800"'),
+        data + b"\n",
+    ]
+    for v in variants:
+        assert v != data
+        with pytest.raises(MalformedError):
+            AuditLeaf.from_bytes(v)
+
+
+def test_leaf_validates_its_fields() -> None:
+    for bad in [
+        dict(sequence=-1),
+        dict(sequence=True),
+        dict(time_ms=2**53),
+        dict(kind="NOPE"),
+        dict(event_digest="ABC"),
+        dict(event_digest=H(b"x").hexdigest().upper()),
+        dict(subject="not-hex"),
+        dict(delivered_digest=""),
+        dict(data_classes_shared="identity"),
+        dict(obligations=[1]),
+        dict(recipient=None),
+    ]:
+        with pytest.raises(MalformedError):
+            make_leaf(**bad)
+    quarantine = make_leaf(kind="QUARANTINED", recipient="", subject="", delivered_digest=None)
+    assert AuditLeaf.from_bytes(quarantine.to_bytes()).kind is LeafKind.QUARANTINED
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seq=st.integers(0, 2**53 - 1),
+    text=st.text(max_size=30),
+    classes=st.lists(st.text(max_size=10), max_size=5),
+    consent=st.none() | st.text(max_size=10),
+)
+def test_leaf_round_trip_property(seq: int, text: str, classes: list[str], consent: str | None) -> None:
+    leaf = make_leaf(seq, event_id=text, reason=text, data_classes_shared=classes, consent_ref=consent)
+    assert AuditLeaf.from_bytes(leaf.to_bytes()) == leaf
+    rfc8785 = pytest.importorskip("rfc8785")
+    assert rfc8785.dumps(json.loads(leaf.to_bytes())) == leaf.to_bytes()
+
+
+def test_subject_pseudonym_is_domain_separated_hmac() -> None:
+    key = bytes(range(32))
+    got = subject_pseudonym(key, "child-1")
+    expected = hmac.new(key, b"safeshare/audit/subject-pseudonym/v1\x00child-1", hashlib.sha256).hexdigest()
+    assert got == expected
+    assert got != hmac.new(key, b"child-1", hashlib.sha256).hexdigest()
+    assert subject_pseudonym(key, "child-2") != got
+    with pytest.raises(ValueError):
+        subject_pseudonym(b"short", "child-1")
+
+
+# -- batches -----------------------------------------------------------------------------
+
+
+def test_batch_round_trip_and_layout() -> None:
+    leaves = [make_leaf(i) for i in range(3)]
+    msg = encode_batch(leaves)
+    assert msg[:5] == b"SSAB\x01" and int.from_bytes(msg[5:9], "big") == 3
+    first = leaves[0].to_bytes()
+    assert int.from_bytes(msg[9:13], "big") == len(first) and msg[13 : 13 + len(first)] == first
+    assert decode_batch(msg) == [leaf.to_bytes() for leaf in leaves]
+    assert decode_batch(encode_batch([])) == []
+
+
+def test_batch_refuses_damage() -> None:
+    msg = encode_batch([make_leaf(i) for i in range(2)])
+    for bad in [
+        b"XXXX" + msg[4:],
+        msg[:-1],
+        msg + b"\x00",
+        msg[:5] + (3).to_bytes(4, "big") + msg[9:],
+        msg[:9] + (2**31).to_bytes(4, "big") + msg[13:],
+        msg[:8],
+    ]:
+        with pytest.raises(MalformedError):
+            decode_batch(bad)
