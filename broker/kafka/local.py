@@ -53,7 +53,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -157,7 +157,9 @@ class LocalKafka:
         self.version = version
         self.kafka_root = self.home / "kafka"
         self.libs_dir = self.kafka_root / version / "libs"
-        self.instance_dir = Path(instance_dir) if instance_dir else self.kafka_root / DEFAULT_INSTANCE
+        self.instance_dir = (
+            Path(instance_dir) if instance_dir else self.kafka_root / DEFAULT_INSTANCE
+        )
         self.data_dir = self.instance_dir / "data"
         self.logs_dir = self.instance_dir / "logs"
         self.properties_path = self.instance_dir / "server.properties"
@@ -277,7 +279,7 @@ class LocalKafka:
     def answers(self, timeout_s: float = 5.0) -> bool:
         """True if the broker this instance dir runs answers a DescribeCluster."""
         state = self.status()
-        return state is not None and _probe(state.bootstrap, timeout_s) is None
+        return state is not None and probe_broker(state.bootstrap, timeout_s) is None
 
     def start(self) -> BrokerState:
         """Start the broker (or reuse the running one) and wait until it answers."""
@@ -285,7 +287,7 @@ class LocalKafka:
         with _file_lock(self.instance_dir / ".lock"):
             running = self.status()
             if running is not None:
-                reason = _probe(running.bootstrap, 10.0)
+                reason = probe_broker(running.bootstrap, 10.0)
                 if reason is None:
                     log.info("reusing local Kafka at %s (pid %d)", running.bootstrap, running.pid)
                     self._state = running
@@ -417,7 +419,9 @@ class LocalKafka:
         lines += [f"{k}={v}" for k, v in self._properties(inst).items()]
         self.properties_path.write_text("\n".join(lines) + "\n")
 
-    def _java_cmd(self, java: str, main: str, *args: str, jvm_opts: tuple[str, ...] = ()) -> list[str]:
+    def _java_cmd(
+        self, java: str, main: str, *args: str, jvm_opts: tuple[str, ...] = ()
+    ) -> list[str]:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         return [
             java,
@@ -511,9 +515,10 @@ class LocalKafka:
             if remaining <= 0:
                 raise LocalKafkaError(
                     f"local Kafka at {state.bootstrap} did not become ready within "
-                    f"{self.ready_timeout_s:.0f} s (last answer: {reason})\n" + self.server_log_tail()
+                    f"{self.ready_timeout_s:.0f} s (last answer: {reason})\n"
+                    + self.server_log_tail()
                 )
-            probe = _probe(state.bootstrap, min(2.0, max(remaining, 0.5)))
+            probe = probe_broker(state.bootstrap, min(2.0, max(remaining, 0.5)))
             if probe is None:
                 return
             reason = probe
@@ -547,10 +552,8 @@ class LocalKafka:
         return not _pid_alive(pid)
 
     def _clear_state(self) -> None:
-        try:
+        with suppress(FileNotFoundError):
             self.state_path.unlink()
-        except FileNotFoundError:
-            pass
 
     def _is_our_process(self, pid: int) -> bool:
         if not _pid_alive(pid):
@@ -563,24 +566,43 @@ class LocalKafka:
         return "kafka.Kafka" in args and str(self.properties_path.resolve()) in args
 
 
+def running_bootstrap(settings: Settings) -> str | None:
+    """Bootstrap of the default local broker if one runs (per its state file), else None.
+
+    For commands that must talk to an existing cluster and never start one
+    implicitly (the CLI); does not ask the broker.
+    """
+    state = LocalKafka.from_settings(settings).status()
+    return None if state is None else state.bootstrap
+
+
 # -- helpers ----------------------------------------------------------------------
-def _probe(bootstrap: str, timeout_s: float) -> str | None:
+def probe_broker(bootstrap: str, timeout_s: float, **client_config: Any) -> str | None:
     """Ask a broker whether it is ready; None if it is, else why not.
 
     Ready means DescribeCluster answers with a controller and at least one
     unfenced broker: then topics can be created and groups joined.
+    ``client_config``: extra KafkaAdminClient settings (e.g. security_protocol).
     """
     # Imported here: kafka-python is heavy and only needed once a broker runs.
     from kafka.admin import KafkaAdminClient
 
     ms = max(int(timeout_s * 1000), 200)
+    with _quiet_kafka_logs():
+        return _probe_once(KafkaAdminClient, bootstrap, ms, client_config)
+
+
+def _probe_once(
+    client_cls: Any, bootstrap: str, ms: int, client_config: Mapping[str, Any]
+) -> str | None:
     try:
-        admin = KafkaAdminClient(
+        admin = client_cls(
             bootstrap_servers=bootstrap,
             client_id="safeshare-probe",
             bootstrap_timeout_ms=ms,
             request_timeout_ms=ms,
             reconnect_backoff_max_ms=200,
+            **client_config,
         )
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
         return f"{type(exc).__name__}: {exc}"
@@ -598,6 +620,32 @@ def _probe(bootstrap: str, timeout_s: float) -> str | None:
     if info.get("controller_id", -1) is None or info.get("controller_id", -1) < 0:
         return "no active controller"
     return None
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+# kafka-python logs every refused connection at ERROR/WARNING; while we probe
+# a broker that is still starting, those are expected and only bury real output.
+_NOISY_LOGGERS = (
+    "kafka.net.manager", "kafka.net.connection", "kafka.net.transport",
+    "kafka.net.selector", "kafka.cluster", "kafka.admin.client",
+)
+
+
+@contextmanager
+def _quiet_kafka_logs() -> Iterator[None]:
+    flt = _DropAll()
+    loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(flt)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(flt)
 
 
 def _find_java() -> str:
@@ -624,10 +672,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _port_free(port: int) -> bool:

@@ -1,0 +1,5 @@
+"""``python -m broker.kafka up|down|status|fetch`` (see :mod:`broker.kafka.harness`)."""
+
+from broker.kafka.harness import main
+
+main()

@@ -1,0 +1,692 @@
+"""Thin, typed wrappers around kafka-python: the only Kafka clients Safeshare uses.
+
+No other package imports kafka-python. Keeping it here gives one place to fix
+defaults, one place where kafka-python's exceptions become ours
+(:mod:`broker.kafka.exceptions`), and typed values (:class:`TopicPartition`,
+:class:`OffsetAndMetadata`, :class:`Record`) instead of kafka-python's untyped
+namedtuples.
+
+Exactly-once consume-transform-produce (the router's loop)::
+
+    producer = make_producer(bootstrap, transactional_id=topics.router_transactional_id("r1"))
+    producer.init_transactions()            # once; fences an older instance with this id
+    consumer = make_consumer(bootstrap, group_id=topics.router_group, pattern=topics.ingest_pattern)
+    while running:
+        records = consumer.poll_records(timeout_ms=500)
+        if not records:
+            continue
+        try:
+            with producer.transaction():
+                for r in records:
+                    producer.send(feed_topic, value, key=r.key)
+                producer.send_offsets_to_transaction(
+                    offsets_after(records), consumer.group_metadata())
+        except TransactionAbortedError:
+            consumer.rewind_to_committed()  # replay the batch
+        # ProducerFencedError: another instance took over; stop.
+
+Findings with kafka-python 3.0.12 against Kafka 4.1.1 (checked by
+tests/test_kafka_harness.py; pitfalls marked !):
+
+* Transactions work: ``init_transactions``, ``begin_transaction``, ``send``,
+  ``send_offsets_to_transaction(offsets, group_metadata)``, ``commit_transaction``
+  / ``abort_transaction``. A ``read_committed`` consumer never sees aborted
+  records; a ``read_uncommitted`` one does.
+* ``send_offsets_to_transaction(offsets, group_metadata)``: ``offsets`` is
+  ``{kafka TopicPartition: kafka OffsetAndMetadata(offset, metadata, leader_epoch)}``
+  and the offset is the *next* one to read (last processed + 1).
+  ``group_metadata`` is ``consumer.group_metadata()`` (a ConsumerGroupMetadata
+  with generation and member id, so the broker fences a consumer that was
+  kicked out of the group, KIP-447); a bare group-id string is still accepted
+  but loses that fencing. The wrappers here convert our typed values.
+* ! kafka-python 3.x defaults to ``enable_idempotence=True`` and ``acks=all``;
+  ``OffsetAndMetadata`` has three fields (``leader_epoch`` came in 2.x), so
+  two-argument construction from old examples fails.
+* ! After ``abort_transaction`` the consumer's in-memory position is still past
+  the records of the aborted batch: without seeking back to the committed
+  offsets (:meth:`Consumer.rewind_to_committed`) they are silently skipped.
+* ! There is no ``NoBrokersAvailable`` any more: a client that cannot reach its
+  bootstrap servers raises ``KafkaTimeoutError("Unable to bootstrap ...")``
+  from its constructor after ``bootstrap_timeout_ms`` (default 30 s).
+* ! ``create_topics`` returns before the new topic has a leader everywhere;
+  :meth:`Admin.ensure_topics` waits for leaders (``wait_for_topics``), or the
+  first produce may fail with UnknownTopicOrPartition.
+* ! A pattern subscription only notices new topics at the next metadata refresh
+  (``metadata_max_age_ms``, 5 min by default): :func:`make_consumer` lowers it to
+  5 s when a pattern is given, so a newly onboarded agency is picked up.
+* ! ``auto.create.topics.enable=false`` on our broker: producing to a topic
+  that does not exist blocks for ``max_block_ms`` and then times out.
+  Create topics first (:meth:`Admin.ensure_topics`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import kafka
+import kafka.errors as _kerr
+import kafka.structs as _kstructs
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from broker.kafka.exceptions import (
+    KafkaError,
+    ProducerFencedError,
+    TopicError,
+    translated,
+)
+from broker.topics import Topics
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+# -- values -------------------------------------------------------------------------
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class OffsetAndMetadata(NamedTuple):
+    """A committed position: ``offset`` is the next record to read."""
+
+    offset: int
+    metadata: str = ""
+    leader_epoch: int = -1
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed record (kafka-python's ConsumerRecord, typed and trimmed)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = -1
+    """Milliseconds since the epoch (CreateTime unless the topic says LogAppendTime)."""
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass(frozen=True)
+class RecordMetadata:
+    """Where a produced record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class GroupMetadata:
+    """Opaque consumer-group snapshot for :meth:`Producer.send_offsets_to_transaction`."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    @property
+    def group_id(self) -> str | None:
+        gid = getattr(self.raw, "group_id", None)
+        return None if gid is None else str(gid)
+
+    def __repr__(self) -> str:
+        return f"GroupMetadata({self.raw!r})"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as Safeshare wants it: name, partitions and topic-level configs.
+
+    ``replication_factor=-1`` means "the broker's default.replication.factor",
+    so the same specs work on the one-node test broker and a real cluster.
+    """
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    replication_factor: int = -1
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str]
+
+
+def _ktp(tp: TopicPartition | tuple[str, int]) -> Any:
+    return _kstructs.TopicPartition(tp[0], tp[1])
+
+
+def _kom(om: OffsetAndMetadata | int) -> Any:
+    if isinstance(om, int):
+        return _kstructs.OffsetAndMetadata(om, "", -1)
+    return _kstructs.OffsetAndMetadata(om.offset, om.metadata, om.leader_epoch)
+
+
+def _record(raw: Any) -> Record:
+    headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (raw.headers or ()))
+    return Record(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key,
+        value=raw.value,
+        headers=headers,
+        timestamp=raw.timestamp if raw.timestamp is not None else -1,
+    )
+
+
+def offsets_after(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit after processing ``records``: last offset + 1 per partition."""
+    out: dict[TopicPartition, OffsetAndMetadata] = {}
+    for r in records:
+        cur = out.get(r.tp)
+        if cur is None or r.offset + 1 > cur.offset:
+            out[r.tp] = OffsetAndMetadata(r.offset + 1)
+    return out
+
+
+# -- producer -----------------------------------------------------------------------
+class SendFuture:
+    """The pending result of :meth:`Producer.send`."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def get(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> RecordMetadata:
+        """Block until the broker acknowledged the record (``timeout`` in seconds)."""
+        with translated("send"):
+            md = self._raw.get(timeout=timeout)
+        return RecordMetadata(md.topic, md.partition, md.offset)
+
+
+class Producer:
+    """A kafka-python producer with our errors, our types and a transaction helper."""
+
+    def __init__(self, raw: Any, *, transactional: bool) -> None:
+        self._raw = raw
+        self.transactional = transactional
+
+    @property
+    def raw(self) -> Any:
+        """The kafka-python KafkaProducer (escape hatch; prefer the methods here)."""
+        return self._raw
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> SendFuture:
+        with translated(f"send to {topic}"):
+            fut = self._raw.send(
+                topic, value=value, key=key, headers=list(headers) if headers else None,
+                partition=partition, timestamp_ms=timestamp_ms,
+            )
+        return SendFuture(fut)
+
+    def flush(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Block until every record sent so far is acknowledged (``timeout`` in seconds)."""
+        with translated("flush"):
+            self._raw.flush(timeout=timeout)
+
+    def init_transactions(self) -> None:
+        """Register the transactional id; fences (and aborts) any older producer with it."""
+        with translated("init_transactions"):
+            self._raw.init_transactions()
+
+    def begin_transaction(self) -> None:
+        with translated("begin_transaction"):
+            self._raw.begin_transaction()
+
+    def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_metadata: GroupMetadata,
+    ) -> None:
+        """Commit consumer offsets as part of the current transaction."""
+        with translated("send_offsets_to_transaction"):
+            self._raw.send_offsets_to_transaction(
+                {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
+            )
+
+    def commit_transaction(self) -> None:
+        with translated("commit_transaction"):
+            self._raw.commit_transaction()
+
+    def abort_transaction(self) -> None:
+        with translated("abort_transaction"):
+            self._raw.abort_transaction()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``begin``; commit if the block succeeds, abort if it raises (then re-raise).
+
+        A fenced producer is not aborted (it no longer may); the error propagates
+        and the caller must close this producer.
+        """
+        self.begin_transaction()
+        try:
+            yield
+        except BaseException as exc:
+            if not isinstance(exc, ProducerFencedError | _kerr.ProducerFencedError):
+                with suppress(KafkaError):  # the original error says more
+                    self.abort_transaction()
+            raise
+        self.commit_transaction()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        with translated("close producer"):
+            self._raw.close(timeout=timeout)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def make_producer(
+    bootstrap: str, *, transactional_id: str | None = None, **overrides: Any
+) -> Producer:
+    """A producer with Safeshare's defaults: idempotent, ``acks=all``.
+
+    With ``transactional_id`` the producer is transactional; call
+    :meth:`Producer.init_transactions` once before the first transaction.
+    ``overrides`` are kafka-python KafkaProducer settings.
+    """
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": "safeshare-producer",
+        "acks": "all",
+        "enable_idempotence": True,
+        "max_block_ms": int(DEFAULT_TIMEOUT_S * 1000),
+        "bootstrap_timeout_ms": int(DEFAULT_TIMEOUT_S * 1000),
+    }
+    if transactional_id is not None:
+        cfg["transactional_id"] = transactional_id
+    cfg.update(overrides)
+    with translated("create producer"):
+        raw = kafka.KafkaProducer(**cfg)
+    return Producer(raw, transactional=transactional_id is not None)
+
+
+# -- consumer -----------------------------------------------------------------------
+class Consumer:
+    """A kafka-python consumer with manual commits, our errors and our types."""
+
+    def __init__(self, raw: Any, *, group_id: str | None) -> None:
+        self._raw = raw
+        self.group_id = group_id
+
+    @property
+    def raw(self) -> Any:
+        """The kafka-python KafkaConsumer (escape hatch; prefer the methods here)."""
+        return self._raw
+
+    def subscribe(
+        self, topics: Sequence[str] | None = None, *, pattern: str | None = None
+    ) -> None:
+        with translated("subscribe"):
+            if pattern is not None:
+                self._raw.subscribe(pattern=pattern)
+            else:
+                self._raw.subscribe(topics=list(topics or ()))
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        with translated("assign"):
+            self._raw.assign([_ktp(tp) for tp in partitions])
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._raw.assignment()}
+
+    def poll(
+        self, timeout_ms: int = 1000, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Record]]:
+        """Records fetched in one poll, per partition, in offset order (as kafka-python)."""
+        with translated("poll"):
+            batches = self._raw.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return {
+            TopicPartition(tp.topic, tp.partition): [_record(m) for m in msgs]
+            for tp, msgs in batches.items()
+            if msgs
+        }
+
+    def poll_records(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
+        """Like :meth:`poll`, flattened into one list."""
+        return [r for recs in self.poll(timeout_ms, max_records).values() for r in recs]
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """Partition ids of ``topic`` from cluster metadata, or None if unknown."""
+        with translated("partitions_for_topic"):
+            parts = self._raw.partitions_for_topic(topic)
+        return None if parts is None else {int(p) for p in parts}
+
+    def collect(
+        self, count: int, *, timeout_s: float = DEFAULT_TIMEOUT_S, poll_ms: int = 200
+    ) -> list[Record]:
+        """Poll until ``count`` records arrived or ``timeout_s`` passed; return what came."""
+        out: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < count and time.monotonic() < deadline:
+            out.extend(self.poll_records(timeout_ms=poll_ms))
+        return out
+
+    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata] | None = None) -> None:
+        """Commit ``offsets`` (default: the current positions) synchronously."""
+        with translated("commit"):
+            if offsets is None:
+                self._raw.commit()
+            else:
+                self._raw.commit({_ktp(tp): _kom(om) for tp, om in offsets.items()})
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for ``tp`` (next to read), or None."""
+        with translated("committed"):
+            off = self._raw.committed(_ktp(tp))
+        return None if off is None else int(off)
+
+    def position(self, tp: TopicPartition) -> int:
+        with translated("position"):
+            return int(self._raw.position(_ktp(tp)))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        with translated("seek"):
+            self._raw.seek(_ktp(tp), offset)
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        with translated("seek_to_beginning"):
+            self._raw.seek_to_beginning(*[_ktp(tp) for tp in tps])
+
+    def rewind_to_committed(self) -> None:
+        """Move every assigned partition back to its committed offset (or the start).
+
+        Needed after an aborted transaction: the consumer's position already
+        moved past the batch that was not committed.
+        """
+        for tp in self.assignment():
+            off = self.committed(tp)
+            if off is None:
+                self.seek_to_beginning(tp)
+            else:
+                self.seek(tp, off)
+
+    def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        with translated("end_offsets"):
+            res = self._raw.end_offsets([_ktp(tp) for tp in tps])
+        return {TopicPartition(tp.topic, tp.partition): int(off) for tp, off in res.items()}
+
+    def group_metadata(self) -> GroupMetadata:
+        """Snapshot for :meth:`Producer.send_offsets_to_transaction` (KIP-447 fencing)."""
+        return GroupMetadata(self._raw.group_metadata())
+
+    def close(self) -> None:
+        """Leave the group without committing (commits are always explicit here)."""
+        with translated("close consumer"):
+            self._raw.close(autocommit=False)
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def make_consumer(
+    bootstrap: str,
+    *,
+    group_id: str | None,
+    topics: Sequence[str] | None = None,
+    pattern: str | None = None,
+    isolation_level: str = "read_committed",
+    **overrides: Any,
+) -> Consumer:
+    """A consumer with manual commits, ``auto_offset_reset=earliest``, ``read_committed``.
+
+    Subscribes to ``topics`` or to the regex ``pattern`` (not both); with
+    neither, call :meth:`Consumer.subscribe` or :meth:`Consumer.assign` later.
+    ``group_id=None`` reads without a group (no commits), e.g. an auditor
+    replaying a topic. ``overrides`` are kafka-python KafkaConsumer settings.
+    """
+    if topics is not None and pattern is not None:
+        raise ValueError("give topics or pattern, not both")
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": "safeshare-consumer",
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": isolation_level,
+        "bootstrap_timeout_ms": int(DEFAULT_TIMEOUT_S * 1000),
+    }
+    if pattern is not None:
+        cfg["metadata_max_age_ms"] = 5000
+    cfg.update(overrides)
+    with translated("create consumer"):
+        raw = kafka.KafkaConsumer(**cfg)
+    consumer = Consumer(raw, group_id=group_id)
+    if topics is not None or pattern is not None:
+        try:
+            consumer.subscribe(topics, pattern=pattern)
+        except BaseException:
+            raw.close(autocommit=False)
+            raise
+    return consumer
+
+
+# -- admin ----------------------------------------------------------------------------
+_TOPIC_EXISTS = _kerr.TopicAlreadyExistsError.errno
+_UNKNOWN_TOPIC = _kerr.UnknownTopicOrPartitionError.errno
+
+
+class Admin:
+    """Topic administration: idempotent creation with configs, description, deletion."""
+
+    def __init__(
+        self, bootstrap: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **overrides: Any
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": "safeshare-admin",
+            "bootstrap_timeout_ms": int(timeout_s * 1000),
+            "request_timeout_ms": int(timeout_s * 1000),
+        }
+        cfg.update(overrides)
+        with translated("create admin client"):
+            self._raw = kafka.KafkaAdminClient(**cfg)
+
+    @property
+    def raw(self) -> Any:
+        return self._raw
+
+    def list_topics(self) -> set[str]:
+        with translated("list topics"):
+            return set(self._raw.list_topics())
+
+    def ensure_topics(self, specs: Iterable[TopicSpec]) -> dict[str, str]:
+        """Create missing topics and bring existing ones' configs to the spec.
+
+        Returns ``{name: "created" | "exists" | "updated"}``. Idempotent: a topic
+        that already exists is fine; if one of the spec's configs differs (say
+        someone created the audit topic with the default 7-day retention) it is
+        set to the spec's value, because a wrong retention silently loses audit
+        records. The partition count of an existing topic is never changed:
+        adding partitions would move subjects to other partitions and break
+        per-subject ordering.
+        """
+        specs = list(specs)
+        if not specs:
+            return {}
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate topic names in specs: {names}")
+        request = {
+            s.name: {
+                "num_partitions": s.partitions,
+                "replication_factor": s.replication_factor,
+                "configs": dict(s.config),
+            }
+            for s in specs
+        }
+        timeout_ms = int(self.timeout_s * 1000)
+        with translated("create topics"):
+            res = self._raw.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+        status: dict[str, str] = {}
+        errors: list[str] = []
+        for t in res["topics"]:
+            code = t.get("error_code", 0)
+            if code == 0:
+                status[t["name"]] = "created"
+            elif code == _TOPIC_EXISTS:
+                status[t["name"]] = "exists"
+            else:
+                err = _kerr.for_code(code).__name__
+                errors.append(f"{t['name']}: {err} {t.get('error_message') or ''}".strip())
+        if errors:
+            raise TopicError("could not create topics: " + "; ".join(errors))
+        existing = [s for s in specs if status.get(s.name) == "exists" and s.config]
+        if existing:
+            current = self.describe([s.name for s in existing])
+            for s in existing:
+                drift = {
+                    k: v for k, v in s.config.items() if current[s.name].config.get(k) != str(v)
+                }
+                if drift:
+                    self.alter_topic_config(s.name, drift)
+                    status[s.name] = "updated"
+        with translated("wait for topic leaders"):
+            self._raw.wait_for_topics(names, timeout_ms=timeout_ms)
+        return status
+
+    def alter_topic_config(self, name: str, config: Mapping[str, str]) -> None:
+        """Set topic-level configs (incrementally: other keys keep their values)."""
+        resource = ConfigResource(ConfigResourceType.TOPIC, name, dict(config))
+        with translated(f"alter config of {name}"):
+            self._raw.alter_configs([resource], incremental=True)
+
+    def describe(self, names: Iterable[str]) -> dict[str, TopicDescription]:
+        """Partitions, replication factor and every topic-level config value.
+
+        Raises TopicError if a topic does not exist.
+        """
+        names = list(names)
+        if not names:
+            return {}
+        with translated("describe topics"):
+            meta = self._raw.describe_topics(names)
+        by_name = {t["name"]: t for t in meta}
+        missing = [
+            n for n in names
+            if n not in by_name or by_name[n].get("error_code", 0) != 0
+        ]
+        if missing:
+            raise TopicError(f"no such topics: {missing}")
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        with translated("describe topic configs"):
+            cfgs = self._raw.describe_configs(resources, config_filter="all")
+        out: dict[str, TopicDescription] = {}
+        for n in names:
+            parts = by_name[n].get("partitions") or []
+            rf = max((len(p.get("replica_nodes") or []) for p in parts), default=0)
+            raw_cfg = cfgs.get("topic", {}).get(n, {})
+            config = {
+                k: str(v.get("value")) for k, v in raw_cfg.items() if v.get("value") is not None
+            }
+            out[n] = TopicDescription(n, len(parts), rf, config)
+        return out
+
+    def delete_topics(self, names: Iterable[str]) -> list[str]:
+        """Delete topics; ones that do not exist are ignored. Returns those deleted."""
+        names = list(names)
+        if not names:
+            return []
+        with translated("delete topics"):
+            res = self._raw.delete_topics(
+                names, timeout_ms=int(self.timeout_s * 1000), raise_errors=False
+            )
+        deleted: list[str] = []
+        errors: list[str] = []
+        for t in res["topics"]:
+            code = t.get("error_code", 0)
+            if code == 0:
+                deleted.append(t["name"])
+            elif code != _UNKNOWN_TOPIC:
+                errors.append(f"{t['name']}: {_kerr.for_code(code).__name__}")
+        if errors:
+            raise TopicError("could not delete topics: " + "; ".join(errors))
+        return deleted
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- Safeshare's topics -----------------------------------------------------------------
+NEVER = "-1"
+
+AUDIT_CONFIG: Mapping[str, str] = {
+    # The audit log is the evidence: never compacted, never expired.
+    "cleanup.policy": "delete",
+    "retention.ms": NEVER,
+    "retention.bytes": NEVER,
+}
+CONSENT_CONFIG: Mapping[str, str] = {
+    # Latest consent record per subject+purpose is what counts.
+    "cleanup.policy": "compact",
+}
+
+
+def standard_topic_specs(
+    topics: Topics,
+    agencies: Iterable[str],
+    subscribers: Iterable[str],
+    *,
+    partitions: int = 3,
+    audit_shards: int = 1,
+) -> list[TopicSpec]:
+    """Every topic a Safeshare deployment (namespace ``topics``) needs (DESIGN.md).
+
+    ``partitions``: for keyed topics (ingest, consent, feeds, quarantine); more
+    partitions let more router processes share the load. ``audit_shards``:
+    one audit partition per Merkle log shard.
+    """
+    specs = [TopicSpec(topics.ingest(a), partitions) for a in agencies]
+    specs.append(TopicSpec(topics.consent, partitions, CONSENT_CONFIG))
+    specs += [TopicSpec(topics.feed(s), partitions) for s in subscribers]
+    specs.append(TopicSpec(topics.quarantine, partitions))
+    specs.append(TopicSpec(topics.audit, audit_shards, AUDIT_CONFIG))
+    specs.append(TopicSpec(topics.audit_checkpoints, 1, AUDIT_CONFIG))
+    return specs
