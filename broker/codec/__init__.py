@@ -1,0 +1,38 @@
+"""The Avro event contract: single-object encoding, schema resolution, data classes.
+
+Public surface::
+
+    Codec                      encode / decode / from_json / to_json / redact / ...
+    check_compatibility        -> list[Problem]; assert_compatible raises
+    CodecError and its family  (broker.codec.exceptions)
+
+Schemas live in ``schemas/`` (one named type per ``.avsc``) with every version
+ever written kept under ``schemas/history/<Name>/<n>.avsc``.
+"""
+
+from broker.codec.codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SCHEMA, Codec, SchemaVersion
+from broker.codec.compat import Problem, assert_compatible, check_compatibility
+from broker.codec.exceptions import (
+    CodecError,
+    DecodingError,
+    EncodingError,
+    IncompatibleSchemaError,
+    SchemaError,
+    UnknownSchemaError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_SCHEMA",
+    "Codec",
+    "CodecError",
+    "DecodingError",
+    "EncodingError",
+    "IncompatibleSchemaError",
+    "Problem",
+    "SchemaError",
+    "SchemaVersion",
+    "UnknownSchemaError",
+    "assert_compatible",
+    "check_compatibility",
+]

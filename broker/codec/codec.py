@@ -1,0 +1,476 @@
+"""The codec: Avro single-object encoding of Safeshare records.
+
+Wire format (Avro 1.11 specification, "Single-object encoding")::
+
+    C3 01 | CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical
+          |   Form, 8 bytes little-endian
+          | Avro binary encoding of the record
+
+A reader finds the writer schema by its fingerprint — among the current schemas
+and every version kept under ``schemas/history`` — and resolves the data to
+its own (current) schema ("Schema Resolution"), so events written before a
+compatible schema change decode into today's shape. Unknown fingerprints are
+refused, never guessed at (fail closed).
+
+The hot paths (:meth:`Codec.encode`, :meth:`Codec.decode`, :meth:`Codec.redact`)
+use fastavro's schemaless writer and reader with schemas parsed once, and
+validators and redaction plans compiled once per schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
+
+from broker.codec import _json, _schema, _validate
+from broker.codec._fingerprint import HEADER_SIZE, MAGIC, crc64_avro, header
+from broker.codec._redact import Allowed, RedactionPlan
+from broker.codec._schema import (
+    Array,
+    Map,
+    Node,
+    Record,
+    Union,
+    branch_segment,
+    join,
+)
+from broker.codec.exceptions import (
+    DecodingError,
+    EncodingError,
+    SchemaError,
+    UnknownSchemaError,
+)
+
+DEFAULT_SCHEMA: Final = "safeshare.ConcernEvent"
+
+#: Largest message the codec encodes or decodes. Kafka's default ``message.max.bytes``
+#: is about 1 MiB; a safeguarding event is a few kilobytes. The limit bounds what a
+#: hostile message can make the decoder allocate.
+DEFAULT_MAX_MESSAGE_BYTES: Final = 1_048_576
+
+_HISTORY: Final = "history"
+_VERSION_FILE: Final = re.compile(r"([1-9][0-9]*)\.avsc")
+
+# What fastavro raises on bad input; anything else is a bug and propagates.
+_READ_ERRORS: Final = (
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    struct.error,
+    SchemaResolutionError,
+    RecursionError,
+    MemoryError,
+)
+_WRITE_ERRORS: Final = (ValueError, TypeError, OverflowError, AttributeError, KeyError)
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """A writer schema the codec can decode: a current schema or a kept version."""
+
+    name: str
+    version: int | None  # None for the current schema
+    fingerprint: bytes
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One self-contained schema, parsed every way the codec needs it."""
+
+    name: str
+    version: int | None
+    raw: dict[str, Any]  # expanded JSON, docs and dataClass kept
+    parsed: Any  # fastavro's parsed schema
+    node: Record
+    canonical: str
+    fingerprint: bytes
+    header: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.header = header(self.fingerprint)
+
+
+def _entry(raw: dict[str, Any], version: int | None, where: str) -> _Entry:
+    try:
+        parsed = parse_schema(copy.deepcopy(raw))
+        canonical = to_parsing_canonical_form(parsed)
+    except Exception as exc:  # fastavro raises a variety of types for bad schemas
+        raise SchemaError(f"{where}: not a valid Avro schema: {exc}") from exc
+    node = _schema.build(raw)
+    if not isinstance(node, Record):
+        raise SchemaError(f"{where}: a message schema must be a record")
+    return _Entry(
+        name=node.fullname,
+        version=version,
+        raw=raw,
+        parsed=parsed,
+        node=node,
+        canonical=canonical,
+        fingerprint=crc64_avro(canonical.encode("utf-8")),
+    )
+
+
+@dataclass(frozen=True)
+class LoadedSchemas:
+    """What :func:`load_dir` found: current records, kept versions, broken rules."""
+
+    directory: Path
+    current: dict[str, _Entry]
+    history: dict[str, dict[int, _Entry]]
+    lint: list[tuple[str, str, str]]  # (record, field, reason) of each broken rule
+
+
+def load_dir(schemas_dir: Path) -> LoadedSchemas:
+    """Read ``schemas_dir`` (one named type per ``.avsc``) and ``schemas_dir/history``.
+
+    Raises :class:`SchemaError` for files that cannot be read or parsed; broken
+    Safeshare rules are returned in ``lint`` so the compatibility check can list
+    them all (:meth:`Codec.from_dir` refuses them).
+    """
+    definitions = _schema.read_dir(schemas_dir)
+    current: dict[str, _Entry] = {}
+    lint: dict[tuple[str, str, str], None] = {}  # (owner, field, reason), deduplicated
+    for name, definition in definitions.items():
+        if definition.raw.get("type") not in ("record", "error"):
+            continue
+        entry = _entry(_schema.expand(name, definitions), None, definition.file.name)
+        current[name] = entry
+        for p in _schema.lint(entry.node):
+            lint[(p.owner, p.field, p.reason)] = None
+
+    history: dict[str, dict[int, _Entry]] = {}
+    history_dir = schemas_dir / _HISTORY
+    if history_dir.is_dir():
+        for sub in sorted(history_dir.iterdir()):
+            if not sub.is_dir():
+                continue
+            fullname = sub.name if "." in sub.name else f"{_schema.NAMESPACE}.{sub.name}"
+            versions: dict[int, _Entry] = {}
+            for path in sorted(sub.glob("*.avsc")):
+                match = _VERSION_FILE.fullmatch(path.name)
+                where = f"{_HISTORY}/{sub.name}/{path.name}"
+                if match is None:
+                    raise SchemaError(f"{where}: a kept version is named <n>.avsc, n from 1")
+                raw = _schema.read_json(path)
+                if not isinstance(raw, dict):
+                    raise SchemaError(f"{where}: not a record schema")
+                entry = _entry(raw, int(match.group(1)), where)
+                if entry.name != fullname:
+                    raise SchemaError(f"{where}: defines {entry.name}, expected {fullname}")
+                versions[entry.version or 0] = entry
+            if versions:
+                history[fullname] = versions
+    return LoadedSchemas(schemas_dir, current, history, list(lint))
+
+
+class Codec:
+    """Encodes, decodes, converts and redacts Safeshare records.
+
+    Build one with :meth:`from_dir` or :meth:`default` and share it: it is
+    immutable apart from caches of compiled validators and plans, which are
+    safe to fill from several threads (the worst case compiles one twice).
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedSchemas,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        check_rules: bool = True,
+    ) -> None:
+        if check_rules and loaded.lint:
+            raise SchemaError(
+                f"{len(loaded.lint)} schema rule(s) broken: "
+                + "; ".join(f"{o}.{f}: {r}" if f else f"{o}: {r}" for o, f, r in loaded.lint)
+            )
+        if max_message_bytes < HEADER_SIZE:
+            raise ValueError("max_message_bytes is smaller than the single-object header")
+        self.max_message_bytes = max_message_bytes
+        self.schemas_dir = loaded.directory
+        self._current = loaded.current
+        self._history = loaded.history
+        self._writers: dict[bytes, _Entry] = {}
+        for entry in loaded.current.values():
+            self._writers[entry.fingerprint] = entry
+        for versions in loaded.history.values():
+            for entry in versions.values():
+                # A kept version equal to the current schema decodes as the current one.
+                self._writers.setdefault(entry.fingerprint, entry)
+        self._checks: dict[str, _validate.Check] = {}
+        self._format_checks: dict[str, _validate.Check | None] = {}
+        self._from_json: dict[str, _json.Convert] = {}
+        self._to_json: dict[str, _json.Render] = {}
+        self._plans: dict[str, RedactionPlan] = {}
+        self._leaves: dict[str, dict[str, str]] = {}
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_dir(
+        cls, schemas_dir: Path, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> Codec:
+        """Load ``schemas_dir`` (current schemas) and ``schemas_dir/history`` (older
+        writer schemas still to be read). Raises :class:`SchemaError` if a file is
+        broken or a schema breaks Safeshare's rules (fail closed: a field without a
+        data class could not be redacted)."""
+        return cls(load_dir(Path(schemas_dir)), max_message_bytes=max_message_bytes)
+
+    @classmethod
+    def default(cls) -> Codec:
+        """The codec for the project's schemas directory (``broker.config``), loaded once."""
+        return _default_codec()
+
+    # -- schemas -----------------------------------------------------------------------
+
+    def _entry(self, schema: str) -> _Entry:
+        entry = self._current.get(schema)
+        if entry is None and "." not in schema:
+            entry = self._current.get(f"{_schema.NAMESPACE}.{schema}")
+        if entry is None:
+            raise UnknownSchemaError(f"no record schema named {schema}")
+        return entry
+
+    def names(self) -> list[str]:
+        """Full names of every current record schema."""
+        return sorted(self._current)
+
+    def raw_schemas(self) -> dict[str, dict[str, Any]]:
+        """Each current record schema as self-contained (expanded) JSON, docs and
+        ``dataClass`` labels included — what another Avro implementation needs."""
+        return {name: copy.deepcopy(e.raw) for name, e in sorted(self._current.items())}
+
+    def canonical_form(self, schema: str = DEFAULT_SCHEMA) -> str:
+        """The Parsing Canonical Form (Avro 1.11 spec) of the expanded schema."""
+        return self._entry(schema).canonical
+
+    def fingerprint(self, schema: str = DEFAULT_SCHEMA) -> bytes:
+        """CRC-64-AVRO of the expanded schema's canonical form, 8 bytes little-endian."""
+        return self._entry(schema).fingerprint
+
+    def versions(self) -> list[SchemaVersion]:
+        """Every writer schema the codec can decode: current ones and kept versions."""
+        out = [SchemaVersion(e.name, None, e.fingerprint) for e in self._current.values()]
+        for versions in self._history.values():
+            out.extend(SchemaVersion(e.name, e.version, e.fingerprint) for e in versions.values())
+        return sorted(out, key=lambda v: (v.name, v.version is None, v.version or 0))
+
+    def _writer(self, data: bytes) -> _Entry:
+        size = len(data)
+        if size > self.max_message_bytes:
+            raise DecodingError(
+                f"message is {size} bytes, over the limit of {self.max_message_bytes}"
+            )
+        if size < HEADER_SIZE:
+            raise DecodingError(
+                f"message is {size} bytes, shorter than the {HEADER_SIZE}-byte single-object header"
+            )
+        if data[:2] != MAGIC:
+            raise DecodingError("not an Avro single-object message (no C3 01 marker)")
+        fingerprint = bytes(data[2:HEADER_SIZE])
+        entry = self._writers.get(fingerprint)
+        if entry is None:
+            raise UnknownSchemaError(f"no known schema has fingerprint {fingerprint.hex()}")
+        return entry
+
+    def schema_name_of(self, data: bytes) -> str:
+        """Full name of the record schema a message was written with (from its fingerprint)."""
+        return self._writer(data).name
+
+    # -- encoding and decoding ---------------------------------------------------------
+
+    def _check(self, entry: _Entry) -> _validate.Check:
+        check = self._checks.get(entry.name)
+        if check is None:
+            check = self._checks[entry.name] = _validate.compile_check(entry.node)
+        return check
+
+    def validate(self, record: Any, schema: str = DEFAULT_SCHEMA) -> None:
+        """Raise :class:`EncodingError` naming every problem's path if ``record`` does
+        not fit the in-memory shape of ``schema`` (docs/CONTRACTS.md)."""
+        entry = self._entry(schema)
+        errors: list[str] = []
+        self._check(entry)(record, errors)
+        if errors:
+            raise EncodingError(errors[: _validate.MAX_PROBLEMS])
+
+    def encode(self, record: Mapping[str, Any], schema: str = DEFAULT_SCHEMA) -> bytes:
+        """Validate ``record`` and return its single-object encoding."""
+        entry = self._entry(schema)
+        errors: list[str] = []
+        self._check(entry)(record, errors)
+        if errors:
+            raise EncodingError(errors[: _validate.MAX_PROBLEMS])
+        out = io.BytesIO()
+        out.write(entry.header)
+        try:
+            schemaless_writer(out, entry.parsed, record)
+        except _WRITE_ERRORS as exc:
+            # The validator passed, so this is a gap in it; fastavro's message may
+            # quote the value, so only its type is passed on.
+            raise EncodingError(
+                f"(root): {entry.name} could not be encoded ({type(exc).__name__})"
+            ) from None
+        data = out.getvalue()
+        if len(data) > self.max_message_bytes:
+            raise EncodingError(
+                f"(root): encoded {entry.name} is {len(data)} bytes, over the "
+                f"limit of {self.max_message_bytes}"
+            )
+        return data
+
+    def decode(self, data: bytes, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
+        """Decode a single-object message into the in-memory shape of ``schema``.
+
+        Raises :class:`UnknownSchemaError` for an unknown fingerprint, and
+        :class:`DecodingError` for anything else wrong: no marker, a different
+        record type, a body that is truncated, garbage, not valid UTF-8, or
+        followed by trailing bytes, or values the schema's rules refuse (e.g. an
+        ``event_id`` that is not a UUID). Work is bounded by ``max_message_bytes``:
+        a length or count that lies runs into the end of the buffer, and no array
+        item type can be zero bytes wide (a schema rule), so no count loops for long.
+        """
+        reader = self._entry(schema)
+        writer = self._writer(data)
+        if writer.name != reader.name:
+            raise DecodingError(f"message holds a {writer.name}, not a {reader.name}")
+        buffer = io.BytesIO(data)
+        buffer.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(
+                buffer,
+                writer.parsed,
+                None if writer is reader else reader.parsed,
+                return_record_name=True,
+                return_record_name_override=True,
+            )
+        except _READ_ERRORS as exc:
+            raise DecodingError(f"body is not a valid {writer.name}: {_why(exc)}") from None
+        trailing = len(data) - buffer.tell()
+        if trailing:
+            raise DecodingError(f"{trailing} trailing byte(s) after the {writer.name} body")
+        if not isinstance(record, dict):  # pragma: no cover - the schema is a record
+            raise DecodingError(f"body is not a valid {writer.name}: not a record")
+        if reader.name not in self._format_checks:
+            self._format_checks[reader.name] = _validate.compile_format_check(reader.node)
+        format_check = self._format_checks[reader.name]
+        if format_check is not None:
+            errors: list[str] = []
+            format_check(record, errors)
+            if errors:
+                raise DecodingError(errors[: _validate.MAX_PROBLEMS])
+        return record
+
+    # -- JSON --------------------------------------------------------------------------
+
+    def from_json(self, obj: Any, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
+        """Convert a human-friendly JSON object (see ``broker/codec/_json.py``) into
+        the in-memory shape, raising :class:`EncodingError` with every problem's path."""
+        entry = self._entry(schema)
+        convert = self._from_json.get(entry.name)
+        if convert is None:
+            convert = self._from_json[entry.name] = _json.compile_from_json(entry.node)
+        errors: list[str] = []
+        record = convert(obj, errors)
+        if errors:
+            raise EncodingError(errors[: _validate.MAX_PROBLEMS])
+        assert isinstance(record, dict)
+        return record
+
+    def to_json(self, record: Mapping[str, Any], schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
+        """The inverse of :meth:`from_json`: a JSON-serialisable dict for printing."""
+        entry = self._entry(schema)
+        self.validate(record, entry.name)
+        render = self._to_json.get(entry.name)
+        if render is None:
+            render = self._to_json[entry.name] = _json.compile_to_json(entry.node)
+        out = render(record)
+        assert isinstance(out, dict)
+        return out
+
+    # -- data classes and redaction ----------------------------------------------------
+
+    def data_classes(self, schema: str = DEFAULT_SCHEMA) -> dict[str, str]:
+        """``{path: data class}`` for every leaf field (docs/CONTRACTS.md, "Field paths")."""
+        entry = self._entry(schema)
+        leaves = self._leaves.get(entry.name)
+        if leaves is None:
+            leaves = self._leaves[entry.name] = _leaf_classes(entry.node)
+        return dict(leaves)
+
+    def redact(
+        self,
+        record: Mapping[str, Any],
+        allowed: Allowed,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A deep copy of ``record`` in which every field whose (path, data class) is
+        not allowed is None, and the paths of those that held a value.
+
+        ``allowed`` is a set of data classes, or a function ``(path, data_class) ->
+        bool``. ``metadata`` is always kept. A field not allowed is nulled whole,
+        records and arrays included; an allowed record is copied and its fields
+        judged in turn. The record is assumed valid (decoded or validated).
+        """
+        entry = self._entry(schema)
+        plan = self._plans.get(entry.name)
+        if plan is None:
+            plan = self._plans[entry.name] = RedactionPlan(entry.node)
+        return plan.redact(record, allowed)
+
+
+def _why(exc: BaseException) -> str:
+    # fastavro's messages can quote decoded data, so describe the kind of failure only.
+    if isinstance(exc, EOFError):
+        return "truncated (a length or the data runs past the end)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a string is not valid UTF-8"
+    if isinstance(exc, SchemaResolutionError):
+        return "cannot be resolved to the reader schema (e.g. an enum symbol the reader lacks)"
+    if isinstance(exc, RecursionError | MemoryError):
+        return "too deeply nested or too large"
+    return f"malformed ({type(exc).__name__})"
+
+
+def _leaf_classes(root: Record) -> dict[str, str]:
+    out: dict[str, str] = {}
+
+    def walk(node: Node, path: str, label: str) -> None:
+        if isinstance(node, Record):
+            for f in node.fields:
+                walk(f.type, join(path, f.name), f.data_class or "")
+        elif isinstance(node, Array):
+            walk(node.items, path, label)
+        elif isinstance(node, Map):
+            walk(node.values, path, label)
+        elif isinstance(node, Union) and len(node.non_null) > 1:
+            for b in node.non_null:
+                walk(b, join(path, branch_segment(node, b)), label)
+        elif isinstance(node, Union):
+            for b in node.non_null:
+                walk(b, path, label)
+        else:
+            out[path] = label
+
+    walk(root, "", "")
+    return out
+
+
+@functools.cache
+def _default_codec() -> Codec:
+    from broker import config
+
+    return Codec.from_dir(config.load().schemas_dir)
