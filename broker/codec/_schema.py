@@ -633,3 +633,19 @@ def named_records(root: Node) -> Iterator[Record]:
                 yield from walk(b)
 
     yield from walk(root)
+
+
+def dumps(value: JSON, indent: int = 0, width: int = 96, lead: int = 0) -> str:
+    """JSON for schema files: objects and lists on one line when they fit in ``width``."""
+    compact = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if len(compact) + indent + lead <= width or not isinstance(value, dict | list):
+        return compact
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [
+            f"{pad}{json.dumps(k)}: {dumps(v, indent + 2, width, len(json.dumps(k)) + 2)}"
+            for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + dumps(v, indent + 2, width) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"

@@ -26,11 +26,13 @@ non-metadata fields nullable; see :func:`broker.codec._schema.lint`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.codec._schema import (
+    NAMESPACE,
     Array,
     Enum,
     Fixed,
@@ -41,6 +43,7 @@ from broker.codec._schema import (
     Union,
     branch_segment,
     describe,
+    dumps,
     join,
     short_name,
 )
@@ -256,3 +259,30 @@ def assert_compatible(codec_or_dir: Codec | Path) -> None:
     problems = check_compatibility(codec_or_dir)
     if problems:
         raise IncompatibleSchemaError(str(p) for p in problems)
+
+
+def snapshot(schemas_dir: Path, names: Iterable[str] = ()) -> list[Path]:
+    """Keep the current version of message schemas in ``schemas_dir/history``.
+
+    For each schema that already has a history, and each of ``names``, writes
+    the current expanded schema as ``history/<Name>/<n+1>.avsc`` unless the
+    latest kept version already is the current one. Returns the files written.
+    Refuses (:class:`~broker.codec.exceptions.SchemaError`) schemas that break
+    Safeshare's rules: such a version must never be written.
+    """
+    from broker.codec.codec import Codec
+
+    codec = Codec.from_dir(schemas_dir)
+    wanted = {n if "." in n else f"{NAMESPACE}.{n}" for n in names}
+    written: list[Path] = []
+    for name in sorted(wanted | set(codec._history)):
+        current = codec._entry(name)
+        versions = codec._history.get(current.name, {})
+        latest = max(versions, default=0)
+        if latest and versions[latest].fingerprint == current.fingerprint:
+            continue
+        path = schemas_dir / "history" / short_name(current.name) / f"{latest + 1}.avsc"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps(current.raw) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
