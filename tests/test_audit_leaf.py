@@ -158,7 +158,7 @@ def test_leaf_validates_its_fields() -> None:
     consent=st.none() | st.text(max_size=10),
 )
 def test_leaf_round_trip_property(seq: int, text: str, classes: list[str], consent: str | None) -> None:
-    leaf = make_leaf(seq, event_id=text, reason=text, data_classes_shared=classes, consent_ref=consent)
+    leaf = make_leaf(seq, time_ms=seq, event_id=text, reason=text, data_classes_shared=classes, consent_ref=consent)
     assert AuditLeaf.from_bytes(leaf.to_bytes()) == leaf
     rfc8785 = pytest.importorskip("rfc8785")
     assert rfc8785.dumps(json.loads(leaf.to_bytes())) == leaf.to_bytes()

@@ -1,0 +1,342 @@
+"""Offline verification of an exported bundle, event inclusion proofs, and who-saw queries.
+
+Nothing here trusts the bundle: only the log keys the auditor passes in
+(``trusted_vkeys``, and the key lists they sign) and, optionally, witness keys.
+Failures raise :class:`~broker.audit.exceptions.VerificationError` naming the
+first bad leaf index, checkpoint or key list and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from broker.audit import note as _note
+from broker.audit.bundle import Bundle
+from broker.audit.checkpoint import Checkpoint, open_checkpoint
+from broker.audit.cosignature import CosignatureVerifier, add_cosignatures, verify_cosignatures
+from broker.audit.exceptions import AuditError, VerificationError
+from broker.audit.keys import KeyRing
+from broker.audit.leaf import AuditLeaf, LeafKind
+from broker.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+
+__all__ = [
+    "EventProof",
+    "Report",
+    "prove_event",
+    "verify_bundle",
+    "verify_event_proof",
+    "who_saw",
+]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a successful :func:`verify_bundle` established."""
+
+    origin: str
+    tree_size: int
+    root_hash: bytes
+    checkpoints: int
+    key_list_version: int
+    signing_keys: tuple[str, ...]  # "name+keyid" of log keys that signed checkpoints
+    witnesses: tuple[str, ...]  # witnesses with at least one valid cosignature
+    min_cosignatures: int  # fewest trusted cosignatures on any checkpoint
+    leaves: tuple[AuditLeaf, ...]
+
+    def summary(self) -> str:
+        return (
+            f"{self.origin}: {self.tree_size} leaves verified against {self.checkpoints} "
+            f"signed checkpoints (root {self.root_hash.hex()}); log keys "
+            f"{', '.join(self.signing_keys) or '-'}; key list v{self.key_list_version}; "
+            f"witnesses {', '.join(self.witnesses) or '-'} (at least {self.min_cosignatures} "
+            "per checkpoint)"
+        )
+
+
+def _ring(trusted: KeyRing | Iterable[str]) -> KeyRing:
+    return trusted if isinstance(trusted, KeyRing) else KeyRing(trusted)
+
+
+def _witnesses(vkeys: Iterable[str]) -> list[CosignatureVerifier]:
+    return [CosignatureVerifier.from_vkey(v) for v in vkeys]
+
+
+def verify_bundle(
+    bundle: Bundle,
+    trusted_vkeys: KeyRing | Iterable[str],
+    *,
+    witness_vkeys: Iterable[str] = (),
+    witness_quorum: int = 0,
+) -> Report:
+    """Recompute the log from its leaves and check everything the log signed.
+
+    In order, stopping at the first failure:
+
+    1. key lists: each signed by a current key of the previous version (the
+       first by a trusted key);
+    2. leaves: canonical bytes (RFC 8785), ``sequence`` equal to the index;
+    3. checkpoints: the log's signature (C2SP signed-note, key named after the
+       origin, key valid at the time of the checkpoint's newest leaf), sizes
+       never decreasing, root equal to the root recomputed from the leaves at
+       that size (RFC 9162 §2.1.1), consistency with the previous checkpoint
+       (RFC 9162 §2.1.4), and at least ``witness_quorum`` valid cosignatures
+       from ``witness_vkeys`` (C2SP tlog-cosignature);
+    4. every leaf is covered by a checkpoint, and every key list after the
+       first is announced by a ``KEY_ROTATION`` leaf (and vice versa).
+    """
+    ring = _ring(trusted_vkeys)
+    witnesses = _witnesses(witness_vkeys)
+    origin = bundle.origin
+
+    # 1. Key lists.
+    rotation_digests: dict[str, int] = {}
+    for i, kl_bytes in enumerate(bundle.key_lists):
+        try:
+            kl = ring.add_key_list(kl_bytes)
+        except (AuditError, UnicodeDecodeError) as exc:
+            raise VerificationError(f"key list {i} does not verify: {exc}") from exc
+        if kl.origin != origin:
+            raise VerificationError(f"key list {i} is for log {kl.origin}, not {origin}")
+        if kl.version > 1:
+            rotation_digests[hashlib.sha256(kl_bytes).hexdigest()] = i
+
+    # 2. Leaves, and the tree.
+    leaves: list[AuditLeaf] = []
+    announced: set[str] = set()
+    for i, data in enumerate(bundle.leaves):
+        try:
+            leaf = AuditLeaf.from_bytes(data)
+        except AuditError as exc:
+            raise VerificationError(f"leaf {i} is not a valid audit leaf: {exc}") from exc
+        if leaf.sequence != i:
+            raise VerificationError(
+                f"leaf {i} has sequence {leaf.sequence}, expected {i}: a leaf is missing, "
+                "inserted or out of order at this position"
+            )
+        if leaf.kind is LeafKind.KEY_ROTATION:
+            if leaf.event_digest not in rotation_digests:
+                raise VerificationError(
+                    f"leaf {i} announces a key rotation (digest {leaf.event_digest}) whose "
+                    "signed key list is not in the bundle"
+                )
+            announced.add(leaf.event_digest)
+        leaves.append(leaf)
+    unannounced = set(rotation_digests) - announced
+    if unannounced:
+        first = min(rotation_digests[d] for d in unannounced)
+        raise VerificationError(
+            f"key list {first} is not announced by any KEY_ROTATION leaf in the log"
+        )
+    tree = MerkleTree()
+    tree.extend(bundle.leaves)
+
+    # 3. Checkpoints.
+    if bundle.leaves and not bundle.checkpoints:
+        raise VerificationError("the bundle has leaves but no signed checkpoint")
+    prev: Checkpoint | None = None
+    signing_keys: set[str] = set()
+    seen_witnesses: set[str] = set()
+    min_cosigs: int | None = None
+    for j, bc in enumerate(bundle.checkpoints):
+        where = f"checkpoint {j}"
+        try:
+            cp, n = open_checkpoint(bc.note, ring.verifiers(origin=origin), origin=origin)
+        except AuditError as exc:
+            raise VerificationError(f"{where} does not verify: {exc}") from exc
+        where = f"checkpoint {j} (size {cp.size})"
+        if cp.size > len(leaves):
+            raise VerificationError(
+                f"{where} covers more leaves than the bundle holds ({len(leaves)}): leaves "
+                f"{len(leaves)}..{cp.size - 1} are missing"
+            )
+        if cp.size:
+            newest = leaves[cp.size - 1].time_ms
+            in_window = False
+            for s in n.sigs:
+                window = ring.window(s.name, s.key_id)
+                if window is None or window.valid_at(newest):
+                    in_window = True
+                signing_keys.add(f"{s.name}+{s.key_id:08x}")
+            if not in_window:
+                raise VerificationError(
+                    f"{where} is signed only by keys outside their validity window at "
+                    f"{newest} ms (time of leaf {cp.size - 1})"
+                )
+        recomputed = tree.root(cp.size)
+        if recomputed != cp.root_hash:
+            lo = prev.size if prev is not None else 0
+            raise VerificationError(
+                f"{where} does not match the leaves: the log signed root {cp.root_hash.hex()}, "
+                f"leaves 0..{cp.size - 1} give {recomputed.hex()}; the first altered, "
+                f"missing or extra leaf is at an index in {lo}..{cp.size - 1}"
+            )
+        if prev is not None:
+            if cp.size < prev.size:
+                raise VerificationError(
+                    f"{where} is smaller than checkpoint {j - 1} (size {prev.size}): "
+                    "checkpoints must be in increasing size order"
+                )
+            try:
+                verify_consistency(
+                    prev.size, cp.size, tree.consistency_proof(prev.size, cp.size),
+                    prev.root_hash, cp.root_hash,
+                )
+            except VerificationError as exc:
+                raise VerificationError(f"{where} is not consistent with checkpoint {j - 1}: {exc}") from exc
+        if witnesses:
+            try:
+                cosigned = add_cosignatures(bc.note, bc.cosignatures)
+                got = verify_cosignatures(cosigned, witnesses)
+            except AuditError as exc:
+                raise VerificationError(f"{where}: a witness cosignature does not verify: {exc}") from exc
+            seen_witnesses.update(got)
+            min_cosigs = len(got) if min_cosigs is None else min(min_cosigs, len(got))
+            if len(got) < witness_quorum:
+                raise VerificationError(
+                    f"{where} has {len(got)} valid witness cosignatures; {witness_quorum} required"
+                )
+        elif witness_quorum > 0:
+            raise VerificationError("a witness quorum needs witness keys to check it against")
+        prev = cp
+
+    # 4. Coverage.
+    covered = prev.size if prev is not None else 0
+    if covered < len(leaves):
+        raise VerificationError(
+            f"leaves {covered}..{len(leaves) - 1} are not covered by any signed checkpoint"
+        )
+    return Report(
+        origin=origin,
+        tree_size=covered,
+        root_hash=tree.root(covered),
+        checkpoints=len(bundle.checkpoints),
+        key_list_version=ring.version(origin),
+        signing_keys=tuple(sorted(signing_keys)),
+        witnesses=tuple(sorted(seen_witnesses)),
+        min_cosignatures=min_cosigs or 0,
+        leaves=tuple(leaves),
+    )
+
+
+# -- event proofs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventProof:
+    """Everything needed to show, offline, that one leaf is in the signed log.
+
+    RFC 9162 §2.1.3 inclusion proof of ``leaf`` at ``index`` in the tree of
+    ``checkpoint`` (a signed note, cosignature lines appended).
+    """
+
+    index: int
+    leaf: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: bytes
+
+    def to_json_value(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "leaf": _note.b64encode(self.leaf),
+            "hashes": [_note.b64encode(h) for h in self.hashes],
+            "checkpoint": self.checkpoint.decode("utf-8"),
+        }
+
+    @classmethod
+    def from_json_value(cls, doc: dict[str, object]) -> EventProof:
+        hashes, index = doc.get("hashes"), doc.get("index")
+        if not isinstance(hashes, list) or not isinstance(index, int) or isinstance(index, bool):
+            raise VerificationError("malformed event proof: index or hashes missing")
+        try:
+            return cls(
+                index,
+                _note.b64decode_strict(str(doc["leaf"]), canonical=True),
+                tuple(_note.b64decode_strict(str(h), canonical=True) for h in hashes),
+                str(doc["checkpoint"]).encode("utf-8"),
+            )
+        except (KeyError, ValueError) as exc:
+            raise VerificationError(f"malformed event proof: {exc!r}") from exc
+
+
+def prove_event(bundle: Bundle, event_id: str) -> list[EventProof]:
+    """Inclusion proofs for every leaf about ``event_id``, each against the
+    largest checkpoint in the bundle that covers it. Verify them with
+    :func:`verify_event_proof`; this function itself trusts nothing."""
+    tree = MerkleTree()
+    tree.extend(bundle.leaves)
+    sized = []
+    for bc in bundle.checkpoints:
+        text, _ = _note.parse(bc.note)
+        sized.append((Checkpoint.parse(text).size, add_cosignatures(bc.note, bc.cosignatures)))
+    proofs = []
+    for i, data in enumerate(bundle.leaves):
+        if AuditLeaf.from_bytes(data).event_id != event_id:
+            continue
+        covering = [(size, note) for size, note in sized if i < size <= tree.size]
+        if not covering:
+            raise VerificationError(f"leaf {i} (event {event_id}) is not covered by any checkpoint")
+        size, note = max(covering, key=lambda c: c[0])
+        proofs.append(EventProof(i, data, tuple(tree.inclusion_proof(i, size)), note))
+    return proofs
+
+
+def verify_event_proof(
+    proof: EventProof,
+    trusted_vkeys: KeyRing | Iterable[str],
+    *,
+    witness_vkeys: Iterable[str] = (),
+    witness_quorum: int = 0,
+) -> AuditLeaf:
+    """Check an :class:`EventProof` offline; return the proven leaf."""
+    ring = _ring(trusted_vkeys)
+    try:
+        name = _note.parse(proof.checkpoint)[0].split("\n", 1)[0]
+        cp, _ = open_checkpoint(proof.checkpoint, ring.verifiers(origin=name))
+    except AuditError as exc:
+        raise VerificationError(f"the checkpoint of the proof for leaf {proof.index} does not verify: {exc}") from exc
+    verify_inclusion(hash_leaf(proof.leaf), proof.index, cp.size, proof.hashes, cp.root_hash)
+    try:
+        leaf = AuditLeaf.from_bytes(proof.leaf)
+    except AuditError as exc:
+        raise VerificationError(f"leaf {proof.index} is not a valid audit leaf: {exc}") from exc
+    if leaf.sequence != proof.index:
+        raise VerificationError(f"leaf {proof.index} carries sequence {leaf.sequence}")
+    if witness_quorum:
+        got = verify_cosignatures(proof.checkpoint, _witnesses(witness_vkeys))
+        if len(got) < witness_quorum:
+            raise VerificationError(
+                f"the checkpoint for leaf {proof.index} has {len(got)} witness cosignatures; "
+                f"{witness_quorum} required"
+            )
+    return leaf
+
+
+def who_saw(
+    bundle: Bundle,
+    subject_pseudonym: str,
+    from_ms: int,
+    to_ms: int,
+    *,
+    trusted_vkeys: KeyRing | Iterable[str],
+    witness_vkeys: Sequence[str] = (),
+    witness_quorum: int = 0,
+) -> list[AuditLeaf]:
+    """Every share of information about a subject in ``[from_ms, to_ms)``.
+
+    Verifies the whole bundle first (an answer from an unverified log would be
+    worthless), then returns the ``SHARED`` leaves for ``subject_pseudonym``
+    (see :func:`broker.audit.leaf.subject_pseudonym`) in log order: each says
+    who received which data classes, when, under which rule and lawful basis.
+    """
+    report = verify_bundle(
+        bundle, trusted_vkeys, witness_vkeys=witness_vkeys, witness_quorum=witness_quorum
+    )
+    return [
+        leaf
+        for leaf in report.leaves
+        if leaf.kind is LeafKind.SHARED
+        and leaf.subject == subject_pseudonym
+        and from_ms <= leaf.time_ms < to_ms
+    ]
