@@ -47,8 +47,8 @@ def by_sub(policy: Policy, event: dict, store: ConsentStore | None = None, now: 
 
 def test_subscribers_receive_different_fields_of_the_same_event(policy: Policy) -> None:
     d = by_sub(policy, make_event(category="MISSING_EPISODE", **OVERRIDE))
-    mash, school = d["torbay-mash"], d["torquay-academy-dsl"]
-    police, rhi = d["dc-police-exploitation"], d["checkpoint-rhi"]
+    mash, school = d["torbay-mash"], d["example-academy-dsl"]
+    police, rhi = d["dc-police-exploitation"], d["safe-return-rhi"]
     assert all(x.outcome is Outcome.SHARE for x in (mash, school, police, rhi))
     where = "payload.MissingEpisode.last_seen.place"
     ref = "payload.MissingEpisode.police_reference"
@@ -88,7 +88,7 @@ def test_fields_shared_and_redacted_partition_the_fields_present(policy: Policy)
 def test_referrer_and_third_parties_only_where_a_rule_grants_them(policy: Policy) -> None:
     event = make_event(
         category="RETURN_HOME_INTERVIEW",
-        agency="checkpoint-torbay",
+        agency="safe-return-charity",
         agency_type="VOLUNTARY",
         **OVERRIDE,
     )
@@ -107,7 +107,7 @@ def test_school_never_receives_what_health_publishes(policy: Policy) -> None:
         agency="torbay-hospital", agency_type="HEALTH", category="HEALTH_CONCERN", **OVERRIDE
     )
     d = by_sub(policy, event)
-    school = d["torquay-academy-dsl"]
+    school = d["example-academy-dsl"]
     assert school.outcome is Outcome.WITHHOLD
     assert school.rule_id == "school-never-receives-health"
     assert school.reason_code is ReasonCode.RULE_WITHHOLD
@@ -128,7 +128,7 @@ def test_a_school_in_another_area_gets_nothing(policy: Policy) -> None:
     # ...while a Devon child's episode reaches it, and not the Torbay school
     d = by_sub(policy, make_event(la=DEVON, **OVERRIDE))
     assert d["newton-abbot-college-dsl"].outcome is Outcome.SHARE
-    assert d["torquay-academy-dsl"].reason_code is ReasonCode.OUT_OF_AREA
+    assert d["example-academy-dsl"].reason_code is ReasonCode.OUT_OF_AREA
 
 
 # -- consent ------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_a_school_in_another_area_gets_nothing(policy: Policy) -> None:
 
 def education_event(**kw: object) -> dict:
     return make_event(
-        agency="torquay-academy",
+        agency="example-academy",
         agency_type="SCHOOL",
         category="EDUCATION_CONCERN",
         risk="MEDIUM",
@@ -147,29 +147,29 @@ def education_event(**kw: object) -> dict:
 def test_consent_given_then_withdrawn_stops_later_shares(policy: Policy) -> None:
     store = ConsentStore()
     store.apply(consent_event(status="GIVEN", event_id="consent-1"))
-    first = policy.decide(education_event(), "torquay-academy-dsl", store, NOW)
+    first = policy.decide(education_event(), "example-academy-dsl", store, NOW)
     assert first.outcome is Outcome.SHARE
     assert first.lawful_basis is LawfulBasis.CONSENT
     assert first.consent_ref == "consent-1"
     assert first.reason_code is ReasonCode.CONSENT_GIVEN
 
     store.apply(consent_event(status="WITHDRAWN", event_id="consent-2"))
-    later = policy.decide(education_event(), "torquay-academy-dsl", store, NOW + 1)
+    later = policy.decide(education_event(), "example-academy-dsl", store, NOW + 1)
     assert later.outcome is Outcome.WITHHOLD
     assert later.reason_code is ReasonCode.CONSENT_WITHDRAWN
     assert later.consent is not None and later.consent.record_id == "consent-2"
     assert later.consent_ref is None  # a withdrawal is never relied on
 
     store.apply(None, key=consent_key("child-0001", "SAFEGUARDING"))  # tombstone
-    gone = policy.decide(education_event(), "torquay-academy-dsl", store, NOW + 2)
+    gone = policy.decide(education_event(), "example-academy-dsl", store, NOW + 2)
     assert gone.reason_code is ReasonCode.NO_CONSENT and gone.consent_status is ConsentStatus.NONE
 
 
 def test_consent_expires_at_its_expiry_time(policy: Policy) -> None:
     store = ConsentStore()
     store.apply(consent_event(status="GIVEN", expires_at=NOW))
-    before = policy.decide(education_event(), "torquay-academy-dsl", store, NOW - 1)
-    at = policy.decide(education_event(), "torquay-academy-dsl", store, NOW)
+    before = policy.decide(education_event(), "example-academy-dsl", store, NOW - 1)
+    at = policy.decide(education_event(), "example-academy-dsl", store, NOW)
     assert before.outcome is Outcome.SHARE
     assert at.outcome is Outcome.WITHHOLD and at.reason_code is ReasonCode.CONSENT_EXPIRED
 
@@ -179,7 +179,7 @@ def test_consent_scope_limits_roles_and_data_classes(policy: Policy) -> None:
     store.apply(consent_event(status="GIVEN", roles=["mash_team"], data_classes=["identity"]))
     event = education_event()
     d = by_sub(policy, event, store)
-    assert d["torquay-academy-dsl"].reason_code is ReasonCode.NO_CONSENT  # role not in scope
+    assert d["example-academy-dsl"].reason_code is ReasonCode.NO_CONSENT  # role not in scope
     mash = d["torbay-mash"]
     assert mash.lawful_basis is LawfulBasis.CONSENT
     assert mash.data_classes_shared == {"metadata", "identity"}
@@ -191,7 +191,7 @@ def test_consent_for_another_purpose_or_child_does_not_count(policy: Policy) -> 
     store = ConsentStore()
     store.apply(consent_event(status="GIVEN", purpose="EARLY_HELP"))
     store.apply(consent_event(status="GIVEN", subject="child-0002"))
-    d = policy.decide(education_event(), "torquay-academy-dsl", store, NOW)
+    d = policy.decide(education_event(), "example-academy-dsl", store, NOW)
     assert d.reason_code is ReasonCode.NO_CONSENT
 
 
@@ -245,7 +245,7 @@ def test_a_refusal_is_overridden_only_when_asking_would_prejudice_protection(
 def test_a_rule_without_override_never_shares_without_consent(policy: Policy) -> None:
     event = education_event(reason="WOULD_PREJUDICE_PROTECTION", justification=JUST)
     event["risk_level"] = "CRITICAL"
-    d = policy.decide(event, "torquay-academy-dsl", ConsentStore(), NOW)
+    d = policy.decide(event, "example-academy-dsl", ConsentStore(), NOW)
     assert d.outcome is Outcome.WITHHOLD and d.reason_code is ReasonCode.NO_CONSENT
 
 
