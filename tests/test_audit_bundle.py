@@ -39,7 +39,13 @@ class World:
 
 
 def _leaf(seq: int, t: int, i: int) -> AuditLeaf:
-    kinds = [LeafKind.SHARED, LeafKind.SHARED, LeafKind.WITHHELD, LeafKind.QUARANTINED, LeafKind.DUPLICATE]
+    kinds = [
+        LeafKind.SHARED,
+        LeafKind.SHARED,
+        LeafKind.WITHHELD,
+        LeafKind.QUARANTINED,
+        LeafKind.DUPLICATE,
+    ]
     kind = kinds[i % len(kinds)]
     event = f"event-{i // 2}"
     return AuditLeaf(
@@ -49,14 +55,18 @@ def _leaf(seq: int, t: int, i: int) -> AuditLeaf:
         event_id=event,
         event_digest=hashlib.sha256(event.encode()).hexdigest(),
         source_agency="police-devon",
-        recipient="" if kind is LeafKind.QUARANTINED else ("mash-torbay" if i % 2 else "school-dsl-12"),
+        recipient=""
+        if kind is LeafKind.QUARANTINED
+        else ("mash-torbay" if i % 2 else "school-dsl-12"),
         outcome={"SHARED": "ALLOW", "WITHHELD": "WITHHOLD"}.get(kind.value, kind.value),
         rule_id="mash-all",
         lawful_basis="UK GDPR Art 9(2)(g); DPA 2018 Sch 1 para 18",
         data_classes_shared=["concern_summary", "location"] if kind is LeafKind.SHARED else [],
         fields_redacted=["reporter.name"],
         policy_digest=hashlib.sha256(b"policy v1").hexdigest(),
-        delivered_digest=hashlib.sha256(f"copy {i}".encode()).hexdigest() if kind is LeafKind.SHARED else None,
+        delivered_digest=hashlib.sha256(f"copy {i}".encode()).hexdigest()
+        if kind is LeafKind.SHARED
+        else None,
         subject=ALICE if i % 3 else BOB,
         reason="" if kind is LeafKind.SHARED else "NOT_ENTITLED",
     )
@@ -141,7 +151,10 @@ def test_untrusted_log_key_is_refused(world: World) -> None:
 
 
 def test_witness_quorum_is_enforced(world: World) -> None:
-    with pytest.raises(VerificationError, match="checkpoint 0 \\(size 10\\) has 1 valid witness cosignatures; 2 required"):
+    with pytest.raises(
+        VerificationError,
+        match="checkpoint 0 \\(size 10\\) has 1 valid witness cosignatures; 2 required",
+    ):
         verify(world, quorum=2)
     no_cosigs = dataclasses.replace(
         world.bundle, checkpoints=tuple(BundleCheckpoint(c.note) for c in world.bundle.checkpoints)
@@ -194,16 +207,23 @@ def test_inserting_and_renumbering_is_caught_by_the_checkpoint(world: World) -> 
     leaves = [AuditLeaf.from_bytes(b) for b in world.bundle.leaves]
     forged = [*leaves[:17], _leaf(17, T0, 99), *leaves[17:]]
     renumbered = [dataclasses.replace(leaf, sequence=i).to_bytes() for i, leaf in enumerate(forged)]
-    with pytest.raises(VerificationError, match="checkpoint 1 \\(size 25\\) does not match the leaves.*10..24"):
+    with pytest.raises(
+        VerificationError, match="checkpoint 1 \\(size 25\\) does not match the leaves.*10..24"
+    ):
         verify(world, with_leaves(world.bundle, renumbered))
 
 
 def test_missing_and_unsigned_leaves(world: World) -> None:
     leaves = list(world.bundle.leaves)
-    with pytest.raises(VerificationError, match="checkpoint 2 \\(size 40\\) covers more leaves .* leaves 39..39 are missing"):
+    with pytest.raises(
+        VerificationError,
+        match="checkpoint 2 \\(size 40\\) covers more leaves .* leaves 39..39 are missing",
+    ):
         verify(world, with_leaves(world.bundle, leaves[:-1]))
     extra = _leaf(40, T0 + 10**6, 7).to_bytes()
-    with pytest.raises(VerificationError, match="leaves 40..40 are not covered by any signed checkpoint"):
+    with pytest.raises(
+        VerificationError, match="leaves 40..40 are not covered by any signed checkpoint"
+    ):
         verify(world, with_leaves(world.bundle, [*leaves, extra]))
 
 
@@ -219,7 +239,9 @@ def _replace_checkpoint(b: Bundle, j: int, new: BundleCheckpoint) -> Bundle:
 def test_replacing_a_checkpoint_with_an_impostors_is_named(world: World) -> None:
     impostor = Ed25519Signer.generate(ORIGIN)
     fake = sign_checkpoint(Checkpoint(ORIGIN, 25, world.log.tree.root(25)), [impostor])
-    with pytest.raises(VerificationError, match="checkpoint 1 does not verify: note has no verifiable signatures"):
+    with pytest.raises(
+        VerificationError, match="checkpoint 1 does not verify: note has no verifiable signatures"
+    ):
         verify(world, _replace_checkpoint(world.bundle, 1, BundleCheckpoint(fake)))
 
 
@@ -230,7 +252,9 @@ def test_replacing_a_checkpoint_with_another_history_is_named(world: World) -> N
     fork.append(b"another leaf 24")
     current = world.log._signer  # noqa: SLF001 - the log operator's own key
     fake = sign_checkpoint(Checkpoint(ORIGIN, 25, fork.root()), [current])
-    with pytest.raises(VerificationError, match="checkpoint 1 \\(size 25\\) does not match the leaves"):
+    with pytest.raises(
+        VerificationError, match="checkpoint 1 \\(size 25\\) does not match the leaves"
+    ):
         verify(world, _replace_checkpoint(world.bundle, 1, BundleCheckpoint(fake)), quorum=0)
 
 
@@ -239,14 +263,22 @@ def test_forging_a_checkpoint_signature_is_named(world: World) -> None:
     text, sigs = note.parse(bc.note)
     sig, raw = sigs[0]
     forged_raw = bytes([raw[0] ^ 1]) + raw[1:]
-    forged_sig = note.Signature(sig.name, sig.key_id, base64.b64encode(sig.key_id.to_bytes(4, "big") + forged_raw).decode())
+    forged_sig = note.Signature(
+        sig.name, sig.key_id, base64.b64encode(sig.key_id.to_bytes(4, "big") + forged_raw).decode()
+    )
     forged = (text + "\n" + forged_sig.line()).encode()
-    with pytest.raises(VerificationError, match="checkpoint 2 does not verify: invalid signature for key"):
-        verify(world, _replace_checkpoint(world.bundle, 2, BundleCheckpoint(forged, bc.cosignatures)))
+    with pytest.raises(
+        VerificationError, match="checkpoint 2 does not verify: invalid signature for key"
+    ):
+        verify(
+            world, _replace_checkpoint(world.bundle, 2, BundleCheckpoint(forged, bc.cosignatures))
+        )
     # Editing the signed text (the size) is caught by the signature too.
     edited = bc.note.replace(b"\n40\n", b"\n39\n", 1)
     with pytest.raises(VerificationError, match="checkpoint 2 does not verify"):
-        verify(world, _replace_checkpoint(world.bundle, 2, BundleCheckpoint(edited, bc.cosignatures)))
+        verify(
+            world, _replace_checkpoint(world.bundle, 2, BundleCheckpoint(edited, bc.cosignatures))
+        )
 
 
 def test_forging_a_cosignature_is_named(world: World) -> None:
@@ -256,14 +288,18 @@ def test_forging_a_cosignature_is_named(world: World) -> None:
     raw = bytearray(base64.b64decode(b64))
     raw[-1] ^= 1
     bad = f"— {name} {base64.b64encode(bytes(raw)).decode()}\n"
-    with pytest.raises(VerificationError, match="checkpoint 1 \\(size 25\\): a witness cosignature does not verify"):
+    with pytest.raises(
+        VerificationError, match="checkpoint 1 \\(size 25\\): a witness cosignature does not verify"
+    ):
         verify(world, _replace_checkpoint(world.bundle, 1, BundleCheckpoint(bc.note, (bad,))))
 
 
 def test_checkpoints_out_of_order_are_named(world: World) -> None:
     cps = list(world.bundle.checkpoints)
     cps[1], cps[2] = cps[2], cps[1]
-    with pytest.raises(VerificationError, match="checkpoint 2 \\(size 25\\) is smaller than checkpoint 1"):
+    with pytest.raises(
+        VerificationError, match="checkpoint 2 \\(size 25\\) is smaller than checkpoint 1"
+    ):
         verify(world, dataclasses.replace(world.bundle, checkpoints=tuple(cps)))
 
 
@@ -303,7 +339,10 @@ def test_old_key_outside_its_window_is_refused(tmp_path: Path) -> None:
     assert verify_bundle(good, [first.vkey]).tree_size == 3
     late = sign_checkpoint(Checkpoint(ORIGIN, 3, log.tree.root()), [first])
     bad = _replace_checkpoint(good, 1, BundleCheckpoint(late))
-    with pytest.raises(VerificationError, match="checkpoint 1 \\(size 3\\) is signed only by keys outside their validity window"):
+    with pytest.raises(
+        VerificationError,
+        match="checkpoint 1 \\(size 3\\) is signed only by keys outside their validity window",
+    ):
         verify_bundle(bad, [first.vkey])
 
 
@@ -314,13 +353,18 @@ def test_prove_event_and_verify_offline(world: World) -> None:
     proofs = prove_event(world.bundle, "event-9")
     assert [p.index for p in proofs] == [18, 19]
     for p in proofs:
-        leaf = verify_event_proof(p, _ring(world), witness_vkeys=[world.witness_vkey], witness_quorum=1)
+        leaf = verify_event_proof(
+            p, _ring(world), witness_vkeys=[world.witness_vkey], witness_quorum=1
+        )
         assert leaf.event_id == "event-9"
         again = EventProof.from_json_value(json.loads(json.dumps(p.to_json_value())))
         assert verify_event_proof(again, _ring(world)) == leaf
     p = proofs[0]
     bad_leaf = dataclasses.replace(p, leaf=p.leaf.replace(b"police-devon", b"police-dorse"))
-    with pytest.raises(VerificationError, match="inclusion proof for leaf 18 in a tree of size 40 does not verify: expected root"):
+    with pytest.raises(
+        VerificationError,
+        match="inclusion proof for leaf 18 in a tree of size 40 does not verify: expected root",
+    ):
         verify_event_proof(bad_leaf, _ring(world))
     bad_index = dataclasses.replace(p, index=17)
     with pytest.raises(VerificationError):
@@ -343,13 +387,18 @@ def test_who_saw_lists_shares_about_one_subject(world: World) -> None:
     expected = [
         AuditLeaf.from_bytes(b)
         for b in world.bundle.leaves
-        if AuditLeaf.from_bytes(b).kind is LeafKind.SHARED and AuditLeaf.from_bytes(b).subject == ALICE
+        if AuditLeaf.from_bytes(b).kind is LeafKind.SHARED
+        and AuditLeaf.from_bytes(b).subject == ALICE
     ]
     assert seen == expected
-    window = who_saw(world.bundle, ALICE, seen[1].time_ms, seen[2].time_ms, trusted_vkeys=[world.first_vkey])
+    window = who_saw(
+        world.bundle, ALICE, seen[1].time_ms, seen[2].time_ms, trusted_vkeys=[world.first_vkey]
+    )
     assert window == [seen[1]]
     assert {s.recipient for s in seen} <= {"mash-torbay", "school-dsl-12"}
     leaves = list(world.bundle.leaves)
     leaves[3] = leaves[3].replace(b"police-devon", b"police-dorse")
     with pytest.raises(VerificationError):
-        who_saw(with_leaves(world.bundle, leaves), ALICE, 0, 2**53, trusted_vkeys=[world.first_vkey])
+        who_saw(
+            with_leaves(world.bundle, leaves), ALICE, 0, 2**53, trusted_vkeys=[world.first_vkey]
+        )

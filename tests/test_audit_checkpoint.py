@@ -120,19 +120,29 @@ def test_spec_cosignature_message_and_timestamp() -> None:
 def test_transparency_dev_cosignature_vectors() -> None:
     # transparency-dev/formats note/note_cosigv1_test.go: a native 0x04 vkey and
     # the timestamp inside a cosignature (TestCoSigV1NewVerifier, TestCoSigV1Timestamp).
-    v = CosignatureVerifier.from_vkey("remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2")
+    v = CosignatureVerifier.from_vkey(
+        "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
+    )
     assert (v.name, v.key_id) == ("remora.n621.de", 0xDA77ADE7)
     assert v.vkey == "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
-    ok = "ZGhGuQAAAABm/qTPeyKXD+R2rzyQsxPiP8mXum7qq/iF0u4vanlqJyocWODBt97w9uL+8qT7S5gxEHWWOworDcFiEBYJXORmnFBOBA=="
+    ok = (
+        "ZGhGuQAAAABm/qTPeyKXD+R2rzyQsxPiP8mXum7qq/iF0u4vanlqJyocWODBt97w9uL+8qT7S5gx"
+        "EHWWOworDcFiEBYJXORmnFBOBA=="
+    )
     assert cosignature_timestamp(Signature("x", 0, ok)) == 1727964367
-    plain_ed25519 = "eQjRQm6eSKzFoiYalgwCPXu2y3ijtg68is9M46JKxuZB+dRfTmeQeDBoXnvxZx2ugnkyV+MUMLXpWs1hPb/W/4xkNQY="
+    plain_ed25519 = (
+        "eQjRQm6eSKzFoiYalgwCPXu2y3ijtg68is9M46JKxuZB+dRfTmeQeDBoXnvxZx2ugnkyV+MUMLXpWs1h"
+        "Pb/W/4xkNQY="
+    )
     with pytest.raises(MalformedError):
         cosignature_timestamp(Signature("x", 0, plain_ed25519))
     # A type 0x01 key is not a cosigner key, and bad key ids are refused.
     with pytest.raises(KeyFormatError):
         CosignatureVerifier.from_vkey("TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6")
     with pytest.raises(KeyFormatError):
-        CosignatureVerifier.from_vkey("remora.n621.de+00000000+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2")
+        CosignatureVerifier.from_vkey(
+            "remora.n621.de+00000000+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
+        )
 
 
 def test_cosignature_bytes_are_timestamp_then_ed25519_over_the_spec_message() -> None:
@@ -193,7 +203,9 @@ def witness(tmp_path: Path) -> Witness:
     return Witness(signer=signer, state_path=tmp_path / "witness.json")
 
 
-def test_witness_cosigns_a_growing_log_and_remembers(log: Log, witness: Witness, tmp_path: Path) -> None:
+def test_witness_cosigns_a_growing_log_and_remembers(
+    log: Log, witness: Witness, tmp_path: Path
+) -> None:
     log.grow(5)
     line = witness.cosign(log.checkpoint(), [], log.key.verifier())
     assert line.startswith("— witness.example/w1 ") and line.endswith("\n")
@@ -228,7 +240,9 @@ def test_witness_refuses_to_go_backwards(log: Log, witness: Witness) -> None:
         witness.cosign(log.checkpoint(4), [], log.key.verifier())
 
 
-def test_witness_detects_same_size_different_root(log: Log, witness: Witness, tmp_path: Path) -> None:
+def test_witness_detects_same_size_different_root(
+    log: Log, witness: Witness, tmp_path: Path
+) -> None:
     log.grow(8)
     witness.cosign(log.checkpoint(), [], log.key.verifier())
     state_before = (tmp_path / "witness.json").read_bytes()

@@ -74,8 +74,12 @@ def test_key_list_text_round_trip_and_strictness() -> None:
 def test_rotation_chain_keeps_old_keys_verifiable() -> None:
     k1, k2, k3 = (Ed25519Signer.generate(ORIGIN) for _ in range(3))
     kl1, signed1 = initial_key_list(k1, now_ms=1000)
-    kl2, signed2, leaf2 = rotate(kl1, old_signer=k1, new_signer=k2, now_ms=5000, overlap_ms=500, sequence=7)
-    kl3, signed3, leaf3 = rotate(kl2, old_signer=k2, new_signer=k3, now_ms=9000, overlap_ms=500, sequence=12)
+    kl2, signed2, leaf2 = rotate(
+        kl1, old_signer=k1, new_signer=k2, now_ms=5000, overlap_ms=500, sequence=7
+    )
+    kl3, signed3, leaf3 = rotate(
+        kl2, old_signer=k2, new_signer=k3, now_ms=9000, overlap_ms=500, sequence=12
+    )
     assert leaf2.kind is LeafKind.KEY_ROTATION and leaf2.sequence == 7 and leaf2.time_ms == 5000
     assert leaf2.event_digest == hashlib.sha256(signed2).hexdigest()
     assert [k.not_after_ms for k in kl3.keys] == [5500, 9500, None]

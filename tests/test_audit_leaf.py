@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,7 @@ from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch, encode_batch, s
 H = hashlib.sha256
 
 
-def make_leaf(seq: int = 41, **kw: object) -> AuditLeaf:
+def make_leaf(seq: int = 41, **kw: Any) -> AuditLeaf:
     base: dict[str, object] = dict(
         sequence=seq,
         time_ms=1_700_000_000_000 + seq,
@@ -62,22 +63,34 @@ def test_jcs_sorts_members_by_utf16_code_units() -> None:
 
 def test_jcs_string_escaping_matches_rfc_example() -> None:
     # RFC 8785 §3.2.4, the "literals" and "string" members of the example.
-    value = {"string": "\u20ac$\x0f\nA'B\"\\\\\"/", "literals": [None, True, False]}
-    assert canonicalize(value) == '{"literals":[null,true,false],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'.encode()
+    value = {"string": '\u20ac$\x0f\nA\'B"\\\\"/', "literals": [None, True, False]}
+    assert (
+        canonicalize(value)
+        == '{"literals":[null,true,false],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'.encode()
+    )
 
 
 def test_jcs_refuses_what_it_cannot_reproduce() -> None:
     for bad in [1.5, 2**53, -(2**53), "\ud800", {1: "x"}, b"bytes", {"a": float("nan")}]:
         with pytest.raises(CanonicalizationError):
             canonicalize(bad)
-    for text in [b'{"a":1,"a":2}', b'{"a":1.0}', b'{"a":NaN}', b'{ "a":1}', b'{"b":1,"a":2}', b"\xef\xbb\xbf{}"]:
+    for text in [
+        b'{"a":1,"a":2}',
+        b'{"a":1.0}',
+        b'{"a":NaN}',
+        b'{ "a":1}',
+        b'{"b":1,"a":2}',
+        b"\xef\xbb\xbf{}",
+    ]:
         with pytest.raises(CanonicalizationError):
             parse_canonical(text)
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -131,7 +144,7 @@ def test_leaf_from_bytes_refuses_non_canonical_input() -> None:
 
 
 def test_leaf_validates_its_fields() -> None:
-    for bad in [
+    bad_fields: list[dict[str, Any]] = [
         dict(sequence=-1),
         dict(sequence=True),
         dict(time_ms=2**53),
@@ -143,7 +156,8 @@ def test_leaf_validates_its_fields() -> None:
         dict(data_classes_shared="identity"),
         dict(obligations=[1]),
         dict(recipient=None),
-    ]:
+    ]
+    for bad in bad_fields:
         with pytest.raises(MalformedError):
             make_leaf(**bad)
     quarantine = make_leaf(kind="QUARANTINED", recipient="", subject="", delivered_digest=None)
@@ -157,8 +171,17 @@ def test_leaf_validates_its_fields() -> None:
     classes=st.lists(st.text(max_size=10), max_size=5),
     consent=st.none() | st.text(max_size=10),
 )
-def test_leaf_round_trip_property(seq: int, text: str, classes: list[str], consent: str | None) -> None:
-    leaf = make_leaf(seq, time_ms=seq, event_id=text, reason=text, data_classes_shared=classes, consent_ref=consent)
+def test_leaf_round_trip_property(
+    seq: int, text: str, classes: list[str], consent: str | None
+) -> None:
+    leaf = make_leaf(
+        seq,
+        time_ms=seq,
+        event_id=text,
+        reason=text,
+        data_classes_shared=classes,
+        consent_ref=consent,
+    )
     assert AuditLeaf.from_bytes(leaf.to_bytes()) == leaf
     rfc8785 = pytest.importorskip("rfc8785")
     assert rfc8785.dumps(json.loads(leaf.to_bytes())) == leaf.to_bytes()
@@ -167,7 +190,9 @@ def test_leaf_round_trip_property(seq: int, text: str, classes: list[str], conse
 def test_subject_pseudonym_is_domain_separated_hmac() -> None:
     key = bytes(range(32))
     got = subject_pseudonym(key, "child-1")
-    expected = hmac.new(key, b"safeshare/audit/subject-pseudonym/v1\x00child-1", hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        key, b"safeshare/audit/subject-pseudonym/v1\x00child-1", hashlib.sha256
+    ).hexdigest()
     assert got == expected
     assert got != hmac.new(key, b"child-1", hashlib.sha256).hexdigest()
     assert subject_pseudonym(key, "child-2") != got

@@ -83,7 +83,10 @@ def tree_of(leaves: list[bytes]) -> MerkleTree:
 def test_hashing_primitives_use_the_rfc_domain_prefixes() -> None:
     assert EMPTY_ROOT.hex() == VECTORS["empty_root"]
     assert hash_leaf(b"") == hashlib.sha256(b"\x00").digest()
-    assert hash_children(b"a" * 32, b"b" * 32) == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    assert (
+        hash_children(b"a" * 32, b"b" * 32)
+        == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    )
     assert MerkleTree().root() == EMPTY_ROOT
 
 
@@ -109,7 +112,9 @@ def test_inclusion_vectors(vec: dict[str, object]) -> None:
             pytest.fail(f"verified corrupted inclusion proof: {desc}")
 
 
-@pytest.mark.parametrize("vec", VECTORS["consistency"], ids=lambda v: f"{v['size1']}-to-{v['size2']}")
+@pytest.mark.parametrize(
+    "vec", VECTORS["consistency"], ids=lambda v: f"{v['size1']}-to-{v['size2']}"
+)
 def test_consistency_vectors(vec: dict[str, object]) -> None:
     size1, size2 = int(vec["size1"]), int(vec["size2"])  # type: ignore[call-overload]
     proof = [bytes.fromhex(h) for h in vec["proof"]]  # type: ignore[attr-defined]
@@ -128,11 +133,19 @@ def test_transparency_dev_testdata_files() -> None:
     b64 = base64.b64decode
     inc = VECTORS["testdata_json"]["inclusion"]
     verify_inclusion(
-        b64(inc["leafHash"]), inc["leafIdx"], inc["treeSize"], [b64(p) for p in inc["proof"]], b64(inc["root"])
+        b64(inc["leafHash"]),
+        inc["leafIdx"],
+        inc["treeSize"],
+        [b64(p) for p in inc["proof"]],
+        b64(inc["root"]),
     )
     con = VECTORS["testdata_json"]["consistency"]
     verify_consistency(
-        con["size1"], con["size2"], [b64(p) for p in con["proof"]], b64(con["root1"]), b64(con["root2"])
+        con["size1"],
+        con["size2"],
+        [b64(p) for p in con["proof"]],
+        b64(con["root1"]),
+        b64(con["root2"]),
     )
 
 
@@ -161,7 +174,9 @@ def _corrupt_inclusion(
     if proof:
         probes.append(("removed component", (leaf, index, size, proof[:-1], root)))
     if len(proof) > 1:
-        probes.append(("inserted component", (leaf, index, size, [proof[0], SOME_HASH, *proof[1:]], root)))
+        probes.append(
+            ("inserted component", (leaf, index, size, [proof[0], SOME_HASH, *proof[1:]], root))
+        )
     return probes
 
 
@@ -196,8 +211,9 @@ def _corrupt_consistency(
 
 def test_consistency_edge_cases_match_transparency_dev() -> None:
     r1, r2 = b"don't care 1", b"don't care 2"
-    ok = [(0, 0, [], r1, r1), (0, 1, [], r1, r2), (1, 1, [], r2, r2)]
-    bad = [
+    none: list[bytes] = []
+    ok = [(0, 0, none, r1, r1), (0, 1, none, r1, r2), (1, 1, none, r2, r2)]
+    bad: list[tuple[int, int, list[bytes], bytes, bytes]] = [
         (0, 0, [], r1, r2),
         (1, 1, [], r1, r2),
         (1, 0, [], r1, r2),
@@ -297,7 +313,9 @@ def test_extend_equals_append_and_large_proofs_are_logarithmic() -> None:
     leaves=st.lists(st.binary(max_size=16), min_size=1, max_size=200),
     data=st.data(),
 )
-def test_property_proofs_verify_and_tampering_fails(leaves: list[bytes], data: st.DataObject) -> None:
+def test_property_proofs_verify_and_tampering_fails(
+    leaves: list[bytes], data: st.DataObject
+) -> None:
     tree = tree_of(leaves)
     size = data.draw(st.integers(1, len(leaves)))
     index = data.draw(st.integers(0, size - 1))
@@ -309,7 +327,12 @@ def test_property_proofs_verify_and_tampering_fails(leaves: list[bytes], data: s
         i = data.draw(st.integers(0, len(proof) - 1))
         bit = data.draw(st.integers(0, 255))
         bad = list(proof)
-        bad[i] = bytes([bad[i][bit // 8] ^ (1 << (bit % 8)) if j == bit // 8 else c for j, c in enumerate(bad[i])])
+        bad[i] = bytes(
+            [
+                bad[i][bit // 8] ^ (1 << (bit % 8)) if j == bit // 8 else c
+                for j, c in enumerate(bad[i])
+            ]
+        )
         with pytest.raises(VerificationError):
             verify_inclusion(hash_leaf(leaves[index]), index, size, bad, root)
     size1 = data.draw(st.integers(1, size))

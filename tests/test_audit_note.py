@@ -21,11 +21,28 @@ from broker.audit.note import Ed25519Signer, Ed25519Verifier, Signature
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
-TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
-PETER_SIG = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
-ENOCH_SIG = "— EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
-PETER = Signature("PeterNeumann", 0xC74F20A3, "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=")
-ENOCH = Signature("EnochRoot", 0xAF0CFE78, "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=")
+TEXT = (
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+)
+PETER_B64 = (
+    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM="
+)
+PETER_SIG = "— PeterNeumann " + PETER_B64 + "\n"
+ENOCH_B64 = (
+    "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ="
+)
+ENOCH_SIG = "— EnochRoot " + ENOCH_B64 + "\n"
+PETER = Signature(
+    "PeterNeumann",
+    0xC74F20A3,
+    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
+)
+ENOCH = Signature(
+    "EnochRoot",
+    0xAF0CFE78,
+    "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=",
+)
 
 
 def test_go_verifier_key_parses_and_round_trips() -> None:
@@ -144,7 +161,9 @@ def test_open_invalid_signature_from_known_key_rejects_the_note() -> None:
     peter = Ed25519Verifier.from_vkey(PETER_VKEY)
     p = PETER_SIG.encode()
     msg = (TEXT + "\n").encode() + p[:60] + b"ABCD" + p[60:]
-    with pytest.raises(InvalidSignatureError, match="invalid signature for key PeterNeumann\\+c74f20a3"):
+    with pytest.raises(
+        InvalidSignatureError, match="invalid signature for key PeterNeumann\\+c74f20a3"
+    ):
         note.open(msg, [peter])
     tampered = (TEXT.replace("answer", "Answer") + "\n" + PETER_SIG).encode()
     with pytest.raises(InvalidSignatureError):
@@ -154,9 +173,20 @@ def test_open_invalid_signature_from_known_key_rejects_the_note() -> None:
 def test_open_drops_duplicates() -> None:
     peter = Ed25519Verifier.from_vkey(PETER_VKEY)
     # Go slices bytes: byte 60 of the line (the em dash is 3 bytes in UTF-8).
-    enoch_abcd = Signature("EnochRoot", 0xAF0CFE78, "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n" + "ABCD" + "2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=")
+    enoch_abcd = Signature(
+        "EnochRoot",
+        0xAF0CFE78,
+        "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n"
+        + "ABCD"
+        + "2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=",
+    )
     e = ENOCH_SIG.encode()
-    msg = (TEXT + "\n" + PETER_SIG + PETER_SIG + ENOCH_SIG + ENOCH_SIG).encode() + e[:60] + b"ABCD" + e[60:]
+    msg = (
+        (TEXT + "\n" + PETER_SIG + PETER_SIG + ENOCH_SIG + ENOCH_SIG).encode()
+        + e[:60]
+        + b"ABCD"
+        + e[60:]
+    )
     n = note.open(msg, [peter])
     assert n.sigs == (PETER,)
     assert n.unverified_sigs == (ENOCH, enoch_abcd)
@@ -169,12 +199,12 @@ def test_open_drops_duplicates() -> None:
         TEXT + "\n",
         TEXT + "\n" + PETER_SIG[:-1],
         "\x01" + TEXT + "\n" + PETER_SIG,
-        TEXT + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
+        TEXT + "\n" + "— Bad Name " + PETER_B64,
         TEXT + "\n" + PETER_SIG + "Unexpected line.\n",
-        TEXT + "\n" + "- PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n",
+        TEXT + "\n" + "- PeterNeumann " + PETER_B64 + "\n",
         TEXT + "\n" + "— PeterNeumann AAAA\n",
         TEXT + "\n" + "— PeterNeumann \n",
-        TEXT + "\n" + "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM\n",
+        TEXT + "\n" + "— PeterNeumann " + PETER_B64[:-1] + "\n",
     ],
 )
 def test_open_malformed(msg: str) -> None:
@@ -184,7 +214,9 @@ def test_open_malformed(msg: str) -> None:
 
 def test_open_invalid_utf8() -> None:
     with pytest.raises(MalformedError):
-        note.open(b"\xff" + (TEXT + "\n" + PETER_SIG).encode(), [Ed25519Verifier.from_vkey(PETER_VKEY)])
+        note.open(
+            b"\xff" + (TEXT + "\n" + PETER_SIG).encode(), [Ed25519Verifier.from_vkey(PETER_VKEY)]
+        )
 
 
 def test_unknown_key_sharing_name_or_id_is_not_trusted() -> None:

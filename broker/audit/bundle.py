@@ -73,8 +73,12 @@ class Bundle:
         log_vkeys: Sequence[str] = (),
         witness_vkeys: Sequence[str] = (),
     ) -> Bundle:
-        cps = tuple(c if isinstance(c, BundleCheckpoint) else BundleCheckpoint(c) for c in checkpoints)
-        return cls(origin, tuple(leaves), cps, tuple(key_lists), tuple(log_vkeys), tuple(witness_vkeys))
+        cps = tuple(
+            c if isinstance(c, BundleCheckpoint) else BundleCheckpoint(c) for c in checkpoints
+        )
+        return cls(
+            origin, tuple(leaves), cps, tuple(key_lists), tuple(log_vkeys), tuple(witness_vkeys)
+        )
 
     def to_json_value(self) -> dict[str, Any]:
         return {
@@ -91,7 +95,9 @@ class Bundle:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_json_value(), indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+        return (
+            json.dumps(self.to_json_value(), indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> Bundle:

@@ -44,7 +44,9 @@ def _check_line(what: str, line: str) -> None:
     for ch in line:
         o = ord(ch)
         if o < 0x20 or 0xD800 <= o <= 0xDFFF:
-            raise MalformedError(f"malformed checkpoint: the {what} line has control character U+{o:04X}")
+            raise MalformedError(
+                f"malformed checkpoint: the {what} line has control character U+{o:04X}"
+            )
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,11 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         _check_line("origin", self.origin)
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or not 0 <= self.size <= _MAX_SIZE:
+        if (
+            not isinstance(self.size, int)
+            or isinstance(self.size, bool)
+            or not 0 <= self.size <= _MAX_SIZE
+        ):
             raise MalformedError(f"malformed checkpoint: tree size {self.size!r} is not a uint64")
         if len(self.root_hash) != HASH_SIZE:
             raise MalformedError(
@@ -118,9 +124,7 @@ def open_checkpoint(
     n = _note.open(msg, verifiers)
     cp = Checkpoint.parse(n.text)
     if origin is not None and cp.origin != origin:
-        raise VerificationError(
-            f"checkpoint is for log {cp.origin!r}, expected {origin!r}"
-        )
+        raise VerificationError(f"checkpoint is for log {cp.origin!r}, expected {origin!r}")
     if not any(s.name == cp.origin for s in n.sigs):
         signers = ", ".join(s.name for s in n.sigs)
         raise VerificationError(

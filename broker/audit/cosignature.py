@@ -1,4 +1,4 @@
-"""C2SP tlog-cosignature (https://c2sp.org/tlog-cosignature), Ed25519 ``cosignature/v1``, and a witness.
+"""C2SP tlog-cosignature (c2sp.org/tlog-cosignature): Ed25519 ``cosignature/v1``, and a witness.
 
 A cosignature is a note signature line on a checkpoint::
 
@@ -327,7 +327,9 @@ class Witness:
                 root2=cp.root_hash,
             )
         try:
-            verify_consistency(prev.size, cp.size, list(consistency_proof), prev.root_hash, cp.root_hash)
+            verify_consistency(
+                prev.size, cp.size, list(consistency_proof), prev.root_hash, cp.root_hash
+            )
         except VerificationError as exc:
             raise SplitViewError(
                 f"SPLIT VIEW of log {cp.origin}: checkpoint at size {cp.size} (root "

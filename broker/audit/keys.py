@@ -102,7 +102,8 @@ class KeyList:
                 raise MalformedError(f"malformed key list: {exc}") from exc
             if v.name != self.origin:
                 raise MalformedError(
-                    f"malformed key list: key {entry.vkey} is not named after the origin {self.origin}"
+                    f"malformed key list: key {entry.vkey} is not named after "
+                    f"the origin {self.origin}"
                 )
             if v.key_id in seen:
                 raise MalformedError(f"malformed key list: key {entry.vkey} is listed twice")
@@ -121,7 +122,9 @@ class KeyList:
             raise MalformedError("malformed key list: no final newline")
         lines = text[:-1].split("\n")
         if len(lines) < 4 or lines[0] != _HEADER:
-            raise MalformedError(f"malformed key list: it must start with {_HEADER!r} and list keys")
+            raise MalformedError(
+                f"malformed key list: it must start with {_HEADER!r} and list keys"
+            )
         origin, version = lines[1], _num(lines[2], "version")
         entries = []
         for line in lines[3:]:
@@ -182,7 +185,9 @@ def rotate(
         event_digest=hashlib.sha256(signed).hexdigest(),
         source_agency=source_agency,
         outcome="ROTATED",
-        reason=f"new key {new_signer.key_id:08x}; key {old_signer.key_id:08x} retires at {retire_at}",
+        reason=(
+            f"new key {new_signer.key_id:08x}; key {old_signer.key_id:08x} retires at {retire_at}"
+        ),
     )
     return new, signed, leaf
 
@@ -236,7 +241,9 @@ class KeyRing:
         # left open-ended. A retired key cannot introduce new keys.
         current = self._current.get(kl.origin)
         if current is None:
-            signers = [v for (name, _), (v, e) in self._keys.items() if name == kl.origin and e is None]
+            signers = [
+                v for (name, _), (v, e) in self._keys.items() if name == kl.origin and e is None
+            ]
         else:
             signers = [e.verifier() for e in current.keys if e.not_after_ms is None]
         try:

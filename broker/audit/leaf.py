@@ -121,14 +121,14 @@ class AuditLeaf:
     outcome: str = ""
     rule_id: str = ""
     lawful_basis: str = ""
-    data_classes_shared: tuple[str, ...] = ()
-    fields_redacted: tuple[str, ...] = ()
+    data_classes_shared: Sequence[str] = ()
+    fields_redacted: Sequence[str] = ()
     policy_digest: str = ""
     consent_ref: str | None = None
     delivered_digest: str | None = None
     subject: str = ""
     reason: str = ""
-    obligations: tuple[str, ...] = field(default=())
+    obligations: Sequence[str] = field(default=())
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -138,8 +138,15 @@ class AuditLeaf:
             set_(self, "kind", LeafKind(self.kind))
         except ValueError as exc:
             raise _fail("kind", f"must be one of {[k.value for k in LeafKind]}") from exc
-        for name in ("event_id", "source_agency", "recipient", "outcome", "rule_id",
-                     "lawful_basis", "reason"):
+        for name in (
+            "event_id",
+            "source_agency",
+            "recipient",
+            "outcome",
+            "rule_id",
+            "lawful_basis",
+            "reason",
+        ):
             _str(name, getattr(self, name))
         _hex64("event_digest", self.event_digest)
         _hex64("policy_digest", self.policy_digest, empty_ok=True)
@@ -148,7 +155,11 @@ class AuditLeaf:
             _str("consent_ref", self.consent_ref)
         if self.delivered_digest is not None:
             _hex64("delivered_digest", self.delivered_digest)
-        set_(self, "data_classes_shared", _strings("data_classes_shared", self.data_classes_shared, sort=True))
+        set_(
+            self,
+            "data_classes_shared",
+            _strings("data_classes_shared", self.data_classes_shared, sort=True),
+        )
         set_(self, "fields_redacted", _strings("fields_redacted", self.fields_redacted, sort=True))
         set_(self, "obligations", _strings("obligations", self.obligations, sort=False))
 
@@ -164,7 +175,9 @@ class AuditLeaf:
         try:
             return canonicalize(self.to_json_value())
         except CanonicalizationError as exc:
-            raise MalformedError(f"audit leaf {self.sequence} cannot be canonicalised: {exc}") from exc
+            raise MalformedError(
+                f"audit leaf {self.sequence} cannot be canonicalised: {exc}"
+            ) from exc
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AuditLeaf:
@@ -203,7 +216,7 @@ def encode_batch(leaves: Sequence[AuditLeaf | bytes]) -> bytes:
 
     Layout (all integers unsigned 32-bit big-endian)::
 
-        "SSAB" 0x01 | count | len(leaf 0) | leaf 0 bytes | len(leaf 1) | ... 
+        "SSAB" 0x01 | count | len(leaf 0) | leaf 0 bytes | len(leaf 1) | ...
 
     Leaves appear in sequence order; each is a leaf's canonical bytes.
     """

@@ -1,4 +1,4 @@
-"""C2SP signed notes (https://c2sp.org/signed-note), byte-compatible with golang.org/x/mod/sumdb/note.
+"""C2SP signed notes (c2sp.org/signed-note), byte-compatible with golang.org/x/mod/sumdb/note.
 
 A signed note is::
 
@@ -256,7 +256,9 @@ class Ed25519Signer:
             raise KeyFormatError(f"an Ed25519 private key seed has 32 bytes, not {len(seed)}")
         self._seed = bytes(seed)
         self._key = Ed25519PrivateKey.from_private_bytes(self._seed)
-        self._verifier = Ed25519Verifier(name=name, public_key=self._key.public_key().public_bytes_raw())
+        self._verifier = Ed25519Verifier(
+            name=name, public_key=self._key.public_key().public_bytes_raw()
+        )
         self._name = name
 
     @classmethod
@@ -356,9 +358,7 @@ def _check_text(text: str) -> None:
     for ch in text:
         o = ord(ch)
         if (o < 0x20 and ch != "\n") or 0xD800 <= o <= 0xDFFF:
-            raise MalformedError(
-                f"malformed note: the text contains control character U+{o:04X}"
-            )
+            raise MalformedError(f"malformed note: the text contains control character U+{o:04X}")
 
 
 def sign(text: str, signers: Sequence[NoteSigner], existing: Sequence[Signature] = ()) -> bytes:

@@ -180,17 +180,24 @@ def verify_bundle(
                 )
             try:
                 verify_consistency(
-                    prev.size, cp.size, tree.consistency_proof(prev.size, cp.size),
-                    prev.root_hash, cp.root_hash,
+                    prev.size,
+                    cp.size,
+                    tree.consistency_proof(prev.size, cp.size),
+                    prev.root_hash,
+                    cp.root_hash,
                 )
             except VerificationError as exc:
-                raise VerificationError(f"{where} is not consistent with checkpoint {j - 1}: {exc}") from exc
+                raise VerificationError(
+                    f"{where} is not consistent with checkpoint {j - 1}: {exc}"
+                ) from exc
         if witnesses:
             try:
                 cosigned = add_cosignatures(bc.note, bc.cosignatures)
                 got = verify_cosignatures(cosigned, witnesses)
             except AuditError as exc:
-                raise VerificationError(f"{where}: a witness cosignature does not verify: {exc}") from exc
+                raise VerificationError(
+                    f"{where}: a witness cosignature does not verify: {exc}"
+                ) from exc
             seen_witnesses.update(got)
             min_cosigs = len(got) if min_cosigs is None else min(min_cosigs, len(got))
             if len(got) < witness_quorum:
@@ -295,7 +302,9 @@ def verify_event_proof(
         name = _note.parse(proof.checkpoint)[0].split("\n", 1)[0]
         cp, _ = open_checkpoint(proof.checkpoint, ring.verifiers(origin=name))
     except AuditError as exc:
-        raise VerificationError(f"the checkpoint of the proof for leaf {proof.index} does not verify: {exc}") from exc
+        raise VerificationError(
+            f"the checkpoint of the proof for leaf {proof.index} does not verify: {exc}"
+        ) from exc
     verify_inclusion(hash_leaf(proof.leaf), proof.index, cp.size, proof.hashes, cp.root_hash)
     try:
         leaf = AuditLeaf.from_bytes(proof.leaf)
