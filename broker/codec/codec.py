@@ -440,6 +440,10 @@ def _why(exc: BaseException) -> str:
         return "a string is not valid UTF-8"
     if isinstance(exc, SchemaResolutionError):
         return "cannot be resolved to the reader schema (e.g. an enum symbol the reader lacks)"
+    if isinstance(exc, IndexError):
+        # fastavro indexes the bytes it read: a varint cut short, or a union index
+        # past the branches.
+        return "truncated or malformed (a number runs past the end or is out of range)"
     if isinstance(exc, RecursionError | MemoryError):
         return "too deeply nested or too large"
     return f"malformed ({type(exc).__name__})"
