@@ -22,6 +22,7 @@ The leaf, not the message, is the unit of the tree.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 
-from broker.audit._jcs import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize, parse_canonical
+from broker.audit._jcs import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize_trusted
 from broker.audit.exceptions import MalformedError
 
 __all__ = [
@@ -165,7 +166,7 @@ class AuditLeaf:
 
     def to_json_value(self) -> dict[str, Any]:
         """The leaf as a JSON object (before canonicalisation)."""
-        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        d: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_ORDER}
         d["kind"] = self.kind.value
         d["v"] = LEAF_VERSION
         return d
@@ -173,7 +174,9 @@ class AuditLeaf:
     def to_bytes(self) -> bytes:
         """Canonical bytes (RFC 8785): the Merkle leaf data."""
         try:
-            return canonicalize(self.to_json_value())
+            # Field names are ASCII and __post_init__ checked every value, so
+            # the fast canonicaliser applies (tests cross-check the strict one).
+            return canonicalize_trusted(self.to_json_value())
         except CanonicalizationError as exc:
             raise MalformedError(
                 f"audit leaf {self.sequence} cannot be canonicalised: {exc}"
@@ -181,25 +184,34 @@ class AuditLeaf:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AuditLeaf:
-        """Parse canonical leaf bytes; anything not byte-for-byte canonical is refused."""
+        """Parse canonical leaf bytes; anything not byte-for-byte canonical is refused.
+
+        The check is by construction: parse, validate every field, re-encode,
+        and require the very same bytes. Whitespace, member order, escapes,
+        duplicate members, floats or unsorted lists all change the bytes.
+        """
         try:
-            value = parse_canonical(data)
-        except CanonicalizationError as exc:
-            raise MalformedError(f"audit leaf is not canonical JSON: {exc}") from exc
+            value = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise MalformedError(f"audit leaf is not JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise MalformedError("audit leaf is not a JSON object")
-        if value.get("v") != LEAF_VERSION:
+        if value.get("v") != LEAF_VERSION or isinstance(value.get("v"), bool | float):
             raise MalformedError(f"audit leaf version {value.get('v')!r} is not {LEAF_VERSION}")
-        names = {f.name for f in fields(cls)}
-        keys = set(value) - {"v"}
-        if keys != names:
-            missing, extra = sorted(names - keys), sorted(keys - names)
+        keys = set(value)
+        keys.discard("v")
+        if keys != _FIELD_NAMES:
+            missing, extra = sorted(_FIELD_NAMES - keys), sorted(keys - _FIELD_NAMES)
             raise MalformedError(f"audit leaf fields wrong: missing {missing}, unexpected {extra}")
-        kwargs = {k: value[k] for k in names}
-        leaf = cls(**kwargs)
-        if leaf.to_bytes() != data:  # e.g. an unsorted list the constructor sorted
-            raise MalformedError("audit leaf is not in canonical form (list order)")
+        del value["v"]
+        leaf = cls(**value)
+        if leaf.to_bytes() != data:
+            raise MalformedError("audit leaf is not in RFC 8785 canonical form")
         return leaf
+
+
+_FIELD_ORDER = tuple(f.name for f in fields(AuditLeaf))
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
 
 
 # -- batch framing ----------------------------------------------------------------
