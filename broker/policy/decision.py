@@ -7,7 +7,7 @@ normal outcome that the audit log records with its reason (DESIGN.md: "a record
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from broker.policy.consent import ConsentState, ConsentStatus
@@ -92,3 +92,27 @@ class Decision:
             "event_id": self.event_id,
             "now_ms": self.now_ms,
         }
+
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(Decision) if f.default is not MISSING
+}
+_REQUIRED = frozenset(f.name for f in fields(Decision) if f.default is MISSING)
+
+
+def make_decision(**values: Any) -> Decision:
+    """Build a :class:`Decision` the fast way, for the engine's hot path.
+
+    A frozen dataclass's ``__init__`` writes each of the 19 fields through
+    ``object.__setattr__``; with ten subscribers per event that was a third of
+    the decision time. This sets the instance dict in one write. The result is
+    the same value: equal to, and hashing like, ``Decision(**values)``.
+    """
+    missing = _REQUIRED - values.keys()
+    if missing:
+        raise TypeError(f"Decision needs {sorted(missing)}")
+    obj = object.__new__(Decision)
+    state = dict(_DEFAULTS)
+    state.update(values)
+    object.__setattr__(obj, "__dict__", state)
+    return obj

@@ -60,7 +60,7 @@ from typing import Any
 from broker.policy._check import Checked, Vocabulary, check
 from broker.policy._yaml import load_document
 from broker.policy.consent import NO_CONSENT, ConsentLookup, ConsentState, ConsentStatus
-from broker.policy.decision import DEFAULT_DENY, Decision, Obligation
+from broker.policy.decision import DEFAULT_DENY, Decision, Obligation, make_decision
 from broker.policy.exceptions import PolicyError, Problem
 from broker.policy.model import Agency, Role, Rule, Subscriber
 from broker.policy.vocabulary import (
@@ -135,6 +135,34 @@ class _Facts:
     justified: bool
     break_glass: bool
     present: tuple[tuple[str, str], ...]  # (path, label) present non-null, sorted by path
+    present_paths: tuple[str, ...]
+
+
+# The field paths as a tree: key -> (path, label if a leaf, subtree if not).
+_Tree = dict[str, tuple[str, str | None, "_Tree | None"]]
+
+
+def _build_tree(leaves: Mapping[str, str]) -> _Tree:
+    root: _Tree = {}
+    for path, label in leaves.items():
+        node = root
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            here = ".".join(parts[: i + 1])
+            if i == len(parts) - 1:
+                node[part] = (here, label, None)
+                break
+            entry = node.get(part)
+            if entry is None or entry[2] is None:
+                entry = (here, None, {})
+                node[part] = entry
+            child = entry[2]
+            assert child is not None
+            node = child
+    return root
+
+
+_MATCH_CACHE_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +193,8 @@ class Policy:
         self._vocab = vocabulary
         self.source = source
         self._leaves = dict(vocabulary.field_classes)
-        prefixes: set[str] = set()
-        for path in self._leaves:
-            parts = path.split(".")
-            for i in range(1, len(parts)):
-                prefixes.add(".".join(parts[:i]))
-        self._prefixes = frozenset(prefixes)
+        self._tree = _build_tree(self._leaves)
+        self._match_cache: dict[tuple[Any, ...], _Target | None] = {}
         self._targets: dict[str, tuple[_Target, ...]] = {
             sid: tuple(self._compile(r, s) for r in checked.rules if sid in r.subscribers)
             for sid, s in checked.subscribers.items()
@@ -219,9 +243,7 @@ class Policy:
         field_classes: Mapping[str, str] | None = None,
     ) -> tuple[Policy | None, list[Problem]]:
         """Check without raising: the policy (None if any problem) and every problem found."""
-        vocab = (
-            _default_vocabulary() if field_classes is None else Vocabulary(dict(field_classes))
-        )
+        vocab = _default_vocabulary() if field_classes is None else Vocabulary(dict(field_classes))
         doc, problems = load_document(text)
         if doc is None:
             return None, problems
@@ -348,7 +370,7 @@ class Policy:
     def _withhold(
         self, sub: str, code: ReasonCode, text: str, now_ms: int, event_id: str | None
     ) -> Decision:
-        return Decision(
+        return make_decision(
             subscriber=sub,
             outcome=Outcome.WITHHOLD,
             rule_id=DEFAULT_DENY,
@@ -396,6 +418,7 @@ class Policy:
         payload_type = None
         if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[0], str):
             payload_type = payload[0].rsplit(".", 1)[-1]
+        present = self._present(event)
         reason_raw = sharing.get("no_consent_reason") if isinstance(sharing, Mapping) else None
         justification = sharing.get("justification") if isinstance(sharing, Mapping) else None
         return _Facts(
@@ -411,32 +434,35 @@ class Policy:
             reason_raw=str(reason_raw) if reason_raw is not None else None,
             justified=isinstance(justification, str) and bool(justification.strip()),
             break_glass=(isinstance(sharing, Mapping) and sharing.get("break_glass") is True),
-            present=self._present(event),
+            present=present,
+            present_paths=tuple(p for p, _ in present),
         )
 
     def _present(self, event: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-        leaves, prefixes = self._leaves, self._prefixes
+        """(path, data class) of every leaf field holding a value, walked along the field tree."""
         out: dict[str, str] = {}
 
-        def walk(value: Any, path: str) -> None:
-            if value is None:
-                return
-            label = leaves.get(path)
-            if label is not None:
-                out[path] = label
-                return
-            if path and path not in prefixes:
-                return
+        def visit(value: Any, node: _Tree) -> None:
             if isinstance(value, Mapping):
-                for k, v in value.items():
-                    walk(v, f"{path}.{k}" if path else str(k))
+                for key, v in value.items():
+                    entry = node.get(key)
+                    if entry is None or v is None:
+                        continue
+                    path, label, child = entry
+                    if label is not None:
+                        out[path] = label
+                    elif child is not None:
+                        visit(v, child)
             elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-                walk(value[1], f"{path}.{value[0].rsplit('.', 1)[-1]}")
-            elif isinstance(value, list):
+                entry = node.get(value[0].rsplit(".", 1)[-1])  # union branch: a path segment
+                if entry is not None and entry[2] is not None and value[1] is not None:
+                    visit(value[1], entry[2])
+            elif isinstance(value, list):  # arrays add no segment
                 for v in value:
-                    walk(v, path)
+                    if v is not None:
+                        visit(v, node)
 
-        walk(event, "")
+        visit(event, self._tree)
         return tuple(sorted(out.items()))
 
     def _split(
@@ -447,9 +473,11 @@ class Policy:
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         got = cache.get(classes)
         if got is None:
-            shared = tuple(p for p, label in facts.present if label in classes)
-            redacted = tuple(p for p, label in facts.present if label not in classes)
-            got = cache[classes] = (shared, redacted)
+            shared: list[str] = []
+            redacted: list[str] = []
+            for path, label in facts.present:
+                (shared if label in classes else redacted).append(path)
+            got = cache[classes] = (tuple(shared), tuple(redacted))
         return got
 
     def _decide(
@@ -461,16 +489,26 @@ class Policy:
         cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
     ) -> Decision:
         in_area = f.local_authority is not None and f.local_authority in sub.local_authorities
-        for t in self._targets[sub.id]:
-            if (
-                f.agency_id in t.agencies
-                and (t.categories is None or f.category in t.categories)
-                and (t.payload_types is None or f.payload_type in t.payload_types)
-                and f.risk_rank >= t.min_rank
-                and (t.break_glass is None or t.break_glass == f.break_glass)
-                and (in_area or t.cross_area)
-            ):
-                return self._apply(t, f, sub, consents, now_ms, cache)
+        # Which rule applies depends only on these facts, and they take few values:
+        # remember the answer (first match wins, so the answer is the first target).
+        key = (
+            sub.id,
+            f.agency_id,
+            f.category,
+            f.payload_type,
+            f.risk_rank,
+            f.break_glass,
+            in_area,
+        )
+        try:
+            target = self._match_cache[key]
+        except KeyError:
+            target = self._match(f, sub, in_area)
+            if len(self._match_cache) >= _MATCH_CACHE_LIMIT:
+                self._match_cache.clear()
+            self._match_cache[key] = target
+        if target is not None:
+            return self._apply(target, f, sub, consents, now_ms, cache)
         if not in_area:
             code = ReasonCode.OUT_OF_AREA
             text = (
@@ -485,7 +523,7 @@ class Policy:
                 f"{' (' + f.payload_type + ')' if f.payload_type else ''} from {f.agency_id}"
                 f" with {sub.id}; policy withholds by default."
             )
-        return Decision(
+        return make_decision(
             subscriber=sub.id,
             outcome=Outcome.WITHHOLD,
             rule_id=DEFAULT_DENY,
@@ -494,9 +532,23 @@ class Policy:
             policy_digest=self._digest,
             now_ms=now_ms,
             event_id=f.event_id,
-            fields_redacted=tuple(p for p, _ in f.present),
+            fields_redacted=f.present_paths,
             break_glass=f.break_glass,
         )
+
+    def _match(self, f: _Facts, sub: Subscriber, in_area: bool) -> _Target | None:
+        """The first rule (precompiled for ``sub``) whose conditions the event meets."""
+        for t in self._targets[sub.id]:
+            if (
+                f.agency_id in t.agencies
+                and (t.categories is None or f.category in t.categories)
+                and (t.payload_types is None or f.payload_type in t.payload_types)
+                and f.risk_rank >= t.min_rank
+                and (t.break_glass is None or t.break_glass == f.break_glass)
+                and (in_area or t.cross_area)
+            ):
+                return t
+        return None
 
     def _apply(
         self,
@@ -510,7 +562,7 @@ class Policy:
         rule = t.rule
 
         def withhold(code: ReasonCode, text: str, consent: ConsentState | None = None) -> Decision:
-            return Decision(
+            return make_decision(
                 subscriber=sub.id,
                 outcome=Outcome.WITHHOLD,
                 rule_id=rule.id,
@@ -519,7 +571,7 @@ class Policy:
                 policy_digest=self._digest,
                 now_ms=now_ms,
                 event_id=f.event_id,
-                fields_redacted=tuple(p for p, _ in f.present),
+                fields_redacted=f.present_paths,
                 consent=consent,
                 break_glass=f.break_glass,
                 purpose=rule.purpose,
@@ -616,12 +668,14 @@ class Policy:
             consent_ref = None
             no_consent_reason = str(f.reason)
 
-        codes = set(rule.obligations)
-        if f.break_glass:
-            codes.add(ObligationCode.REVIEW_WITHIN_72H)
-        obligations = tuple(Obligation(c, now_ms + c.due_after_ms) for c in sorted(codes))
+        obligations: tuple[Obligation, ...] = ()
+        if rule.obligations or f.break_glass:
+            codes = set(rule.obligations)
+            if f.break_glass:
+                codes.add(ObligationCode.REVIEW_WITHIN_72H)
+            obligations = tuple(Obligation(c, now_ms + c.due_after_ms) for c in sorted(codes))
         shared, redacted = self._split(f, classes, cache)
-        return Decision(
+        return make_decision(
             subscriber=sub.id,
             outcome=Outcome.SHARE,
             rule_id=rule.id,
