@@ -10,6 +10,7 @@ from test_policy_helpers import (
     EXAMPLE_POLICY,
     FIELD_CLASSES,
     NOW,
+    TORBAY,
     consent_event,
     make_event,
 )
@@ -379,3 +380,30 @@ def test_explain_tells_a_dpo_what_was_shared_redacted_and_why(policy: Policy) ->
     w = policy.decide(make_event(**OVERRIDE), "newton-abbot-college-dsl", store, NOW)
     text = explain(w, policy)
     assert "WITHHOLD" in text and "OUT_OF_AREA" in text and "Shared: nothing" in text
+
+
+def test_fast_built_decisions_equal_ordinary_ones(policy: Policy) -> None:
+    from broker.policy import Decision
+
+    for d in policy.decide_all(make_event(break_glass=True, **OVERRIDE), ConsentStore(), NOW):
+        again = Decision(**vars(d))
+        assert again == d and hash(again) == hash(d) and repr(again) == repr(d)
+
+
+def test_remembered_rule_matches_give_the_same_decisions_as_a_cold_policy(policy: Policy) -> None:
+    events = [
+        make_event(category=c, risk=r, la=la, break_glass=bg, **OVERRIDE)
+        for c in ("MISSING_EPISODE", "HEALTH_CONCERN", "EXPLOITATION")
+        for r in ("LOW", "HIGH")
+        for la in (TORBAY, DEVON)
+        for bg in (False, True)
+    ]
+    warm = [policy.decide_all(e, ConsentStore(), NOW) for e in events + events]
+    cold = Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES)
+    assert warm == [cold.decide_all(e, ConsentStore(), NOW) for e in events + events]
+
+
+def test_explain_an_unknown_subscriber(policy: Policy) -> None:
+    d = policy.decide(make_event(), "tabloid-newsdesk", ConsentStore(), NOW)
+    text = explain(d, policy)
+    assert "not a registered subscriber" in text and "UNKNOWN_SUBSCRIBER" in text

@@ -222,7 +222,7 @@ class _Checker:
         if top is None:
             return None
         version = top.get("version")
-        if "version" in top and version != POLICY_VERSION:
+        if "version" in top and (type(version) is not int or version != POLICY_VERSION):
             self.problem(("version",), f"unsupported policy version {version!r}; expected 1")
         name = self.string(top.get("name"), ("name",)) if "name" in top else None
         description = ""
