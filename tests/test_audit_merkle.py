@@ -351,3 +351,21 @@ def test_property_different_leaf_changes_root(leaves: list[bytes], data: st.Data
     changed = list(leaves)
     changed[index] = leaves[index] + b"!"
     assert tree_of(changed).root() != tree_of(leaves).root()
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks=st.lists(st.integers(0, 40), max_size=12))
+def test_property_chunked_extend_equals_one_by_one(chunks: list[int]) -> None:
+    one, bulk = MerkleTree(), MerkleTree()
+    for n, size in enumerate(chunks, start=1):
+        data = [n.to_bytes(4, "big") + bytes([i]) for i in range(size)]
+        for d in data:
+            one.append(d)
+        if n % 2:
+            bulk.extend(data)
+        else:
+            bulk.extend_hashes([hash_leaf(d) for d in data])
+        assert bulk.size == one.size
+        for level_one, level_bulk in zip(one._levels, bulk._levels, strict=False):  # noqa: SLF001
+            assert level_one == level_bulk
+        assert bulk.root() == one.root()
