@@ -632,7 +632,7 @@ class Policy:
                 return withhold(
                     ReasonCode.OVERRIDE_NO_REASON,
                     f"{words}; sharing without consent needs one of the reasons"
-                    f" {_words(sorted(_REASONS))} from the source agency{got}.",
+                    f" {_words(sorted(_REASONS), 'or')} from the source agency{got}.",
                     state,
                 )
             if not f.justified:
@@ -709,9 +709,9 @@ def _retarget(template: Decision, subscriber_id: str) -> Decision:
     return replace(template, subscriber=subscriber_id)
 
 
-def _words(items: Sequence[str]) -> str:
+def _words(items: Sequence[str], conjunction: str = "and") -> str:
     if not items:
         return "nothing"
     if len(items) == 1:
         return items[0]
-    return ", ".join(items[:-1]) + " and " + items[-1]
+    return ", ".join(items[:-1]) + f" {conjunction} " + items[-1]
