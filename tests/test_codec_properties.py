@@ -35,7 +35,7 @@ CODEC = Codec.from_dir(ROOT / "schemas")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Text without lone surrogates (which UTF-8 cannot carry).
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 # timestamp-millis values a datetime can hold, at millisecond precision.
 TIMESTAMPS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999).map(
     lambda ms: EPOCH + timedelta(milliseconds=ms)
@@ -67,11 +67,11 @@ def strategy(node: Node, uuid: bool = False) -> st.SearchStrategy[Any]:
     if isinstance(node, Map):
         return st.dictionaries(TEXT, strategy(node.values), max_size=3)
     if isinstance(node, Union):
-        options = []
+        options: list[st.SearchStrategy[Any]] = []
         for branch in node.branches:
             s = strategy(branch, uuid)
             if isinstance(branch, Record) and len(node.non_null) > 1:
-                s = s.map(lambda value, name=branch.fullname: (name, value))
+                s = s.map(_tagger(branch.fullname))
             options.append(s)
         return st.one_of(options)
     return st.fixed_dictionaries(
@@ -79,8 +79,13 @@ def strategy(node: Node, uuid: bool = False) -> st.SearchStrategy[Any]:
     )
 
 
-def records(name: str) -> st.SearchStrategy[dict[str, Any]]:
-    return strategy(CODEC._entry(name).node)  # type: ignore[return-value]
+def _tagger(name: str) -> Any:
+    # fastavro's tuple notation for a branch of a union of several records
+    return lambda value: (name, value)
+
+
+def records(name: str) -> st.SearchStrategy[Any]:
+    return strategy(CODEC._entry(name).node)
 
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -73,7 +73,7 @@ def _record_in(node: Any, segment: str) -> Any:
     if isinstance(node, list):
         records = [b for b in node if isinstance(b, dict) and b.get("type") == "record"]
         named = [b for b in records if b["name"] == segment]
-        return (named or records or [None])[0]
+        return (named or records)[0] if (named or records) else None
     if isinstance(node, dict) and node.get("type") == "array":
         return _record_in(node["items"], segment)
     return node
