@@ -241,6 +241,14 @@ def test_fingerprint_is_of_the_expanded_schema_not_fastavros_named_references(
     )
     assert '"type":"safeshare.Source"' in by_reference  # a name, never defined
     assert crc64_avro(by_reference.encode()) != codec.fingerprint()
+    # fastavro's expand=True is not enough either (fastavro 1.13): it inlines the
+    # types the top record names, but their own references (AgencyType inside
+    # Source, Place inside MissingEpisode) stay bare names that are never defined.
+    one_level = fastavro.schema.to_parsing_canonical_form(
+        fastavro.parse_schema(raws["ConcernEvent"], named, expand=True)
+    )
+    assert '"type":"safeshare.AgencyType"' in one_level
+    assert crc64_avro(one_level.encode()) != codec.fingerprint()
     assert '{"name":"safeshare.Source","type":"record"' in codec.canonical_form()
 
 

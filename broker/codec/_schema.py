@@ -9,8 +9,12 @@ yields the same canonical text in every implementation only for the expanded
 schema. fastavro's ``to_parsing_canonical_form`` of a schema parsed against
 separately registered named types writes only the name, so its fingerprint would
 differ from Java's or the ``avro`` package's (DESIGN.md, "Event contract").
-:func:`expand` writes every named type out in full at its first use, depth
-first, in document order — the form every implementation reads the same way.
+``parse_schema(..., expand=True)`` does not cure it either (fastavro 1.13): it
+inlines the types the top record names, but their own references (``AgencyType``
+inside ``Source``) stay bare names that are never defined. :func:`expand` writes
+every named type out in full at its first use, depth first, in document order —
+the form every implementation reads the same way (tests/test_codec.py checks the
+fingerprint against the ``avro`` package).
 
 The expanded JSON is then turned into a small tree of nodes (:class:`Record`,
 :class:`Union`, ...) that the validator, JSON converter, redactor and
