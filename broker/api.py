@@ -26,10 +26,12 @@ from typing import Any
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.kafka.clients import make_consumer, make_producer
+from broker.policy.consent import consent_key
 from broker.topics import DEFAULT, Topics
 
 ENVELOPE = "safeshare.ConcernEvent"
 FEED_RECORD = "safeshare.FeedRecord"
+CONSENT_RECORD = "safeshare.ConsentRecord"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Publisher:
     ) -> None:
         self.agency = agency
         self.topic = topics.ingest(agency)
+        self._consent_topic = topics.consent
         self._codec = codec or Codec.default()
         self._producer = make_producer(bootstrap, **dict(producer_config or {}))
 
@@ -90,13 +93,24 @@ class Publisher:
             )
         return self._codec.encode(dict(event), ENVELOPE)
 
+    def destination(self, event: Mapping[str, Any]) -> tuple[str, bytes | None]:
+        """Topic and key for ``event``.
+
+        Concern events go to the agency's ingest topic keyed by the subject's
+        pseudonym; consent records go to the compacted consent topic keyed by
+        subject and purpose, so compaction keeps the latest per purpose.
+        """
+        subject = (event.get("subject") or {}).get("pseudonym")
+        payload = event.get("payload")
+        if isinstance(payload, tuple) and payload[0] == CONSENT_RECORD:
+            return self._consent_topic, consent_key(subject or "", payload[1]["purpose"])
+        return self.topic, subject.encode() if subject else None
+
     def publish(self, event: Mapping[str, Any], *, timeout_s: float = 30.0) -> Receipt:
         """Validate and publish one event; block until the broker acknowledges it."""
         data = self.encode(event)
-        key = event["subject"]["pseudonym"]
-        future = self._producer.send(
-            self.topic, key=key.encode() if key else None, value=data
-        )
+        topic, key = self.destination(event)
+        future = self._producer.send(topic, data, key=key)
         meta = future.get(timeout=timeout_s)
         return Receipt(str(event["event_id"]), meta.topic, meta.partition, meta.offset)
 
@@ -149,20 +163,16 @@ class FeedReader:
 
     def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[FeedItem]:
         """Return the next decoded feed items (possibly none)."""
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        items: list[FeedItem] = []
-        for records in batches.values():
-            for r in records:
-                items.append(
-                    FeedItem(
-                        topic=r.topic,
-                        partition=r.partition,
-                        offset=r.offset,
-                        key=r.key.decode() if r.key is not None else None,
-                        record=self._codec.decode(r.value, FEED_RECORD),
-                    )
-                )
-        return items
+        return [
+            FeedItem(
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                key=r.key.decode() if r.key is not None else None,
+                record=self._codec.decode(r.value or b"", FEED_RECORD),
+            )
+            for r in self._consumer.poll_records(timeout_ms=timeout_ms, max_records=max_records)
+        ]
 
     def __iter__(self) -> Iterator[FeedItem]:
         while True:

@@ -16,7 +16,14 @@ from broker.errors import SafeshareError
 
 # (module, attribute) of each sub-command; a module that is missing is an
 # installation error, not something to hide.
-_COMMANDS: list[tuple[str, str]] = []
+_COMMANDS: list[tuple[str, str]] = [
+    ("broker.cli.publish", "publish"),
+    ("broker.cli.route", "route"),
+    ("broker.cli.route", "serve"),
+    ("broker.cli.feed", "feed"),
+    ("broker.cli.policy", "policy"),
+    ("broker.cli.schemas", "schemas"),
+]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

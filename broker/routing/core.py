@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -145,14 +145,26 @@ class RoutingCore:
 
     # -- entry point ---------------------------------------------------------
     def handle(self, msg: Inbound) -> Routed:
-        if msg.topic == self.topics.consent:
-            return self._handle_consent(msg)
-        return self._handle_ingest(msg)
+        """Route one message. Never raises for anything a message can contain.
+
+        An unexpected failure while routing one message (a defect, not bad
+        input) quarantines that message with reason OTHER, so one poison
+        message cannot stop every other child's events; the error is logged
+        with the message's coordinates for the operators.
+        """
+        try:
+            if msg.topic == self.topics.consent:
+                return self._handle_consent(msg)
+            return self._handle_ingest(msg)
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            log.exception("internal error routing %s; quarantining it", msg.where)
+            return self._quarantine(msg, "OTHER", f"internal error: {type(exc).__name__}", Routed())
 
     def _quarantine(self, msg: Inbound, reason: str, detail: str, routed: Routed) -> Routed:
         now = self.clock.now_ms()
         record = {
-            "original": msg.value or b"",
+            "original": msg.value,
+            "original_size": len(msg.value) if msg.value is not None else None,
             "source_topic": msg.topic,
             "source_partition": msg.partition,
             "source_offset": msg.offset,
@@ -171,7 +183,6 @@ class RoutingCore:
                 "event_id": routed.event_id or "",
                 "event_digest": hashlib.sha256(msg.value or b"").hexdigest(),
                 "source_agency": routed.agency or "",
-                "source": msg.where,
                 "reason": reason,
             }
         )
@@ -203,19 +214,45 @@ class RoutingCore:
         return None
 
     def _handle_consent(self, msg: Inbound) -> Routed:
+        """The group's duty for a consent message: quarantine it if it is bad.
+
+        Consent *state* is kept by :meth:`apply_consent`, fed by every router
+        instance from the whole consent topic; this path runs once per message
+        (inside the transaction), so a bad record is quarantined and audited once.
+        """
         routed = Routed()
+        if msg.value is None:
+            if msg.key is None:
+                return self._quarantine(msg, "SCHEMA_INVALID", "consent tombstone without key", routed)
+            return routed
         event = self._decode(msg, routed)
         if event is None:
             return routed
         routed.event_id = event["event_id"]
         routed.agency = event["source"]["agency_id"]
-        payload = event.get("payload")
-        if not (isinstance(payload, tuple) and payload[0] == CONSENT_PAYLOAD):
-            return self._quarantine(
-                msg, "SCHEMA_INVALID", "consent topic carries a non-consent payload", routed
-            )
-        self.consents.apply(event)
+        problem = _consent_problem(event)
+        if problem:
+            return self._quarantine(msg, "SCHEMA_INVALID", problem, routed)
         return routed
+
+    def apply_consent(self, msg: Inbound) -> bool:
+        """Fold one consent-topic message into the consent state; False if it is unusable."""
+        if msg.value is None:
+            if msg.key is None:
+                return False
+            try:
+                self.consents.apply(None, key=msg.key)
+            except ValueError:
+                return False
+            return True
+        try:
+            event = self.codec.decode(msg.value, ENVELOPE)
+        except CodecError:
+            return False
+        if _consent_problem(event):
+            return False
+        self.consents.apply(event)
+        return True
 
     def _handle_ingest(self, msg: Inbound) -> Routed:
         routed = Routed()
@@ -247,7 +284,6 @@ class RoutingCore:
                     "event_digest": event_digest,
                     "source_agency": agency,
                     "subject": subject,
-                    "source": msg.where,
                     "reason": "DUPLICATE_EVENT_ID",
                 }
             )
@@ -255,7 +291,7 @@ class RoutingCore:
             return routed
         self.seen_event_ids.add(event_id)
 
-        key = msg.key
+        pseudonym = event["subject"].get("pseudonym")
         for decision in self.decider.decide_all(event, self.consents, now):
             leaf: dict[str, Any] = {
                 "time_ms": decision.now_ms,
@@ -263,48 +299,75 @@ class RoutingCore:
                 "event_digest": event_digest,
                 "source_agency": agency,
                 "recipient": decision.subscriber,
+                "outcome": str(decision.outcome),
                 "rule_id": decision.rule_id,
-                "reason": decision.reason_code,
+                "reason": str(decision.reason_code),
                 "policy_digest": decision.policy_digest,
                 "subject": subject,
             }
             if decision.outcome == "SHARE":
-                copy, redacted = self.codec.redact(
-                    event, set(decision.data_classes_shared), ENVELOPE
-                )
+                classes = decision.data_classes_shared
+                copy, _ = self.codec.redact(event, set(classes), ENVELOPE)
                 feed_record = {
-                    "decision": _decision_record(decision, redacted),
+                    "decision": _decision_record(decision),
                     "event": copy,
                 }
                 data = self.codec.encode(feed_record, FEED_RECORD)
-                routed.outputs.append(Outbound(self._feed_topic_of(decision.subscriber), key, data))
+                routed.outputs.append(
+                    Outbound(
+                        self._feed_topic_of(decision.subscriber),
+                        self._feed_key(pseudonym, "pseudonym" in classes),
+                        data,
+                    )
+                )
                 routed.shared.append(decision.subscriber)
                 leaf.update(
                     kind="SHARED",
-                    lawful_basis=decision.lawful_basis,
-                    data_classes_shared=sorted(decision.data_classes_shared),
-                    fields_redacted=sorted(redacted),
+                    lawful_basis=str(decision.lawful_basis or ""),
+                    data_classes_shared=sorted(classes),
+                    fields_redacted=sorted(decision.fields_redacted),
                     delivered_digest=hashlib.sha256(data).hexdigest(),
-                    consent_ref=getattr(decision, "consent_ref", None),
-                    obligations=[o.code for o in getattr(decision, "obligations", ())],
+                    consent_ref=decision.consent_ref,
+                    obligations=[f"{o.code}@{o.due_at_ms}" for o in decision.obligations],
                 )
             else:
-                routed.withheld.append((decision.subscriber, decision.reason_code))
+                routed.withheld.append((decision.subscriber, str(decision.reason_code)))
                 leaf.update(kind="WITHHELD")
             routed.leaves.append(leaf)
         return routed
 
+    def _feed_key(self, pseudonym: str | None, shared: bool) -> bytes | None:
+        """The feed record key: the pseudonym if the recipient may see it, else an
+        opaque keyed digest of it, which keeps one child's events in order on one
+        partition without telling the recipient who the child is."""
+        if not pseudonym:
+            return None
+        if shared:
+            return pseudonym.encode()
+        return hmac.new(
+            self._pseudonym_key, b"safeshare-feed-key:" + pseudonym.encode(), hashlib.sha256
+        ).hexdigest()[:32].encode()
 
-def _decision_record(decision: Any, redacted: Iterable[str]) -> dict[str, Any]:
+
+def _consent_problem(event: Mapping[str, Any]) -> str | None:
+    payload = event.get("payload")
+    if not (isinstance(payload, tuple) and payload[0] == CONSENT_PAYLOAD):
+        return "consent topic carries a non-consent payload"
+    if not (event.get("subject") or {}).get("pseudonym"):
+        return "consent record without a subject pseudonym"
+    return None
+
+
+def _decision_record(decision: Any) -> dict[str, Any]:
     return {
         "subscriber": decision.subscriber,
         "rule_id": decision.rule_id,
-        "lawful_basis": decision.lawful_basis or "",
+        "lawful_basis": str(decision.lawful_basis or ""),
         "policy_digest": decision.policy_digest,
         "data_classes_shared": sorted(decision.data_classes_shared),
-        "fields_redacted": sorted(redacted),
+        "fields_redacted": sorted(decision.fields_redacted),
         "obligations": [
-            {"code": o.code, "due_at": o.due_at_ms} for o in getattr(decision, "obligations", ())
+            {"code": str(o.code), "due_at": o.due_at_ms} for o in decision.obligations
         ],
         "decided_at": decision.now_ms,
     }

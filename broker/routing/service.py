@@ -24,8 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.kafka.clients import make_consumer, make_producer
+from broker.kafka.clients import (
+    OffsetAndMetadata,
+    Record,
+    TopicPartition,
+    make_consumer,
+    make_producer,
+)
 from broker.routing.core import Inbound, Routed, RoutingCore
+from broker.routing.metrics import HealthServer, RouterMetrics
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -60,17 +67,32 @@ class RouterService:
         max_batch: int = 500,
         poll_timeout_ms: int = 200,
         on_batch: Callable[[list[Routed]], None] | None = None,
+        metrics: RouterMetrics | None = None,
+        metrics_host: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.core = core
         self.topics = topics
         self.stats = RouterStats()
+        self.metrics = metrics or RouterMetrics()
+        self._last_poll = time.monotonic()
+        self._health: HealthServer | None = None
+        self.metrics_port: int | None = None
+        if metrics_port is not None:
+            self._health = HealthServer(
+                self.metrics, self.health, host=metrics_host or "127.0.0.1", port=metrics_port
+            ).start()
+            self.metrics_port = self._health.port
         self._audit_encoder = audit_encoder
         self._max_batch = max_batch
         self._poll_timeout_ms = poll_timeout_ms
         self._on_batch = on_batch
         self._stop = threading.Event()
+        # Ingest topics, and the consent topic (whose bad records the group
+        # quarantines exactly once; consent *state* comes from self._consent).
         pattern = (
-            "^(" + re.escape(topics.ingest_prefix) + r"[a-z0-9][a-z0-9_-]*)$"
+            "^(" + re.escape(topics.ingest_prefix) + r"[a-z0-9][a-z0-9_-]*"
+            + "|" + re.escape(topics.consent) + ")$"
         )
         self._consumer = make_consumer(
             bootstrap,
@@ -92,8 +114,6 @@ class RouterService:
 
     # -- consent -------------------------------------------------------------
     def _catch_up_consent(self) -> None:
-        from kafka.structs import TopicPartition  # noqa: PLC0415 - thin wrapper boundary
-
         c = self._consent
         if not self._consent_assigned:
             parts = c.partitions_for_topic(self.topics.consent) or set()
@@ -106,11 +126,22 @@ class RouterService:
         tps = list(c.assignment())
         end = c.end_offsets(tps)
         while any(c.position(tp) < end[tp] for tp in tps):
-            for records in c.poll(timeout_ms=100).values():
-                for r in records:
-                    self.core.handle(
-                        Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                    )
+            for r in c.poll_records(timeout_ms=100):
+                if not self.core.apply_consent(_inbound(r)):
+                    log.debug("consent record %s unusable (quarantined by the group)",
+                              _inbound(r).where)
+
+    # -- health ----------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while the loop polls; reports when it last committed."""
+        since_poll = time.monotonic() - self._last_poll
+        ok = not self._stop.is_set() and since_poll < 30
+        return ok, {
+            "consuming": since_poll < 30,
+            "seconds_since_poll": round(since_poll, 3),
+            "last_commit_ms": self.stats.last_commit_ms,
+            "transactions": self.stats.transactions,
+        }
 
     # -- main loop -----------------------------------------------------------
     def stop(self) -> None:
@@ -125,6 +156,7 @@ class RouterService:
                 batches = self._consumer.poll(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                 )
+                self._last_poll = time.monotonic()
                 if not batches:
                     if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
                         break
@@ -137,44 +169,57 @@ class RouterService:
             self.close()
         return self.stats
 
-    def _process(self, batches: dict[Any, list[Any]]) -> None:
-        from kafka.structs import OffsetAndMetadata  # noqa: PLC0415
-
+    def _process(self, batches: dict[TopicPartition, list[Record]]) -> None:
         producer = self._producer
+        started = time.monotonic()
         producer.begin_transaction()
         try:
             routed_all: list[Routed] = []
             leaves: list[dict[str, Any]] = []
-            offsets = {}
+            offsets: dict[TopicPartition, OffsetAndMetadata] = {}
             for tp, records in batches.items():
                 for r in records:
-                    msg = Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                    routed = self.core.handle(msg)
+                    routed = self.core.handle(_inbound(r))
                     for out in routed.outputs:
-                        producer.send(out.topic, key=out.key, value=out.value)
+                        producer.send(out.topic, out.value, key=out.key)
                     leaves.extend(routed.leaves)
                     routed_all.append(routed)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
             for payload in self._audit_encoder(leaves):
-                producer.send(self.topics.audit, value=payload)
+                producer.send(self.topics.audit, payload)
             producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
             producer.commit_transaction()
         except BaseException:
+            self.metrics.txn_aborted.inc()
             log.exception("transaction failed; aborting and stopping (batch will be replayed)")
             try:
                 producer.abort_transaction()
             except Exception:  # noqa: BLE001 - already failing; the abort is best effort
                 log.exception("abort failed")
             raise
+        self.metrics.txn_duration.observe(time.monotonic() - started)
+        self.metrics.audit_leaves.inc(len(leaves))
         self._account(routed_all)
         if self._on_batch is not None:
             self._on_batch(routed_all)
 
     def _account(self, routed_all: list[Routed]) -> None:
-        s = self.stats
+        s, m = self.stats, self.metrics
         s.transactions += 1
-        s.last_commit_ms = self.core.clock.now_ms()
+        s.last_commit_ms = now = self.core.clock.now_ms()
+        m.last_commit.set(now / 1000)
         for r in routed_all:
+            m.consumed.labels(r.agency or "unknown").inc()
+            for sub in r.shared:
+                m.shared.labels(sub).inc()
+            for sub, reason in r.withheld:
+                m.withheld.labels(sub, reason).inc()
+            if r.quarantined is not None:
+                m.quarantined.labels(r.quarantined).inc()
+            if r.duplicate:
+                m.duplicates.inc()
+            if r.shared and r.reported_at_ms is not None:
+                m.latency.observe(max(0.0, (now - r.reported_at_ms) / 1000))
             s.consumed += 1
             s.shared += len(r.shared)
             s.withheld += len(r.withheld)
@@ -184,8 +229,15 @@ class RouterService:
                 s.per_agency[r.agency] = s.per_agency.get(r.agency, 0) + 1
 
     def close(self) -> None:
+        if self._health is not None:
+            self._health.close()
+            self._health = None
         for closer in (self._consumer.close, self._consent.close, self._producer.close):
             try:
                 closer()
             except Exception:  # noqa: BLE001
                 log.exception("close failed")
+
+
+def _inbound(r: Record) -> Inbound:
+    return Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)

@@ -1,0 +1,56 @@
+"""``safeshare feed tail``: decode and print a subscriber's feed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
+
+
+@click.group()
+def feed() -> None:
+    """Read a subscriber's feed."""
+
+
+@feed.command()
+@click.option("--subscriber", required=True, help="Subscriber id whose feed to read.")
+@click.option("--follow/--no-follow", default=False, help="Keep waiting for new events.")
+@click.option(
+    "--idle", type=float, default=3.0, show_default=True,
+    help="Without --follow, stop after this many seconds with nothing new.",
+)
+@click.option("--group", default=None, help="Consumer group (default: the subscriber's own).")
+@click.option("--commit/--no-commit", default=False,
+              help="Record the position in the subscriber's group (default: just look).")
+@bootstrap_option
+def tail(
+    subscriber: str, follow: bool, idle: float, group: str | None, commit: bool,
+    bootstrap: str | None,
+) -> None:
+    """Print the subscriber's events, one JSON object per line."""
+    from broker.api import FeedReader  # noqa: PLC0415
+    from broker.codec import Codec  # noqa: PLC0415
+
+    s = settings()
+    codec = Codec.from_dir(s.schemas_dir)
+    group_id = group or (None if commit else f"{s.topics.feed_group(subscriber)}.tail.{time.time_ns()}")
+    with FeedReader(
+        bootstrap=resolve_bootstrap(bootstrap), subscriber=subscriber, codec=codec,
+        topics=s.topics, group_id=group_id,
+    ) as reader:
+        last = time.monotonic()
+        while True:
+            items = reader.poll(timeout_ms=500)
+            for item in items:
+                shown = codec.to_json(item.record, "safeshare.FeedRecord")
+                click.echo(json.dumps({"at": item.where, **shown}))
+            if items:
+                last = time.monotonic()
+                if commit:
+                    reader.commit()
+            elif not follow and time.monotonic() - last > idle:
+                break
+

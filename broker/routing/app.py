@@ -1,0 +1,109 @@
+"""Assembling a router from configuration: codec, policy, consent store, keys, Kafka.
+
+Fail closed: a schema directory or policy that does not load, or a key that
+cannot be read or created, stops the router before it consumes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from broker.audit.leaf import MAX_LEAF_BYTES, AuditLeaf, encode_batch
+from broker.clock import Clock
+from broker.codec import Codec
+from broker.config import Settings
+from broker.policy import ConsentStore, Policy
+from broker.routing.core import RoutingCore
+from broker.routing.exceptions import RoutingError
+from broker.routing.service import RouterService
+
+log = logging.getLogger(__name__)
+
+SUBJECT_KEY_FILE = "subject-pseudonym.key"
+# Keep one audit message well under Kafka's default 1 MiB message limit.
+AUDIT_MESSAGE_BUDGET = 512 * 1024
+
+
+def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
+    """Read a secret key file, creating it (mode 0600) on first use."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = secrets.token_bytes(nbytes)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        log.info("created secret key %s", path)
+        return data
+    except OSError as exc:
+        raise RoutingError(f"cannot read key {path}: {exc.strerror}") from exc
+    if len(data) < nbytes:
+        raise RoutingError(f"key {path} is too short ({len(data)} bytes, need {nbytes})")
+    return data
+
+
+def keys_dir(settings: Settings) -> Path:
+    return settings.home / "keys"
+
+
+def audit_encoder(leaves: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """Audit leaves as batch messages (several leaves per Kafka message, in order)."""
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+    for fields in leaves:
+        data = AuditLeaf(**fields).to_bytes()
+        if len(data) > MAX_LEAF_BYTES:  # pragma: no cover - a leaf holds digests, not content
+            raise RoutingError("audit leaf too large")
+        if batch and size + len(data) + 4 > AUDIT_MESSAGE_BUDGET:
+            out.append(encode_batch(batch))
+            batch, size = [], 0
+        batch.append(data)
+        size += len(data) + 4
+    if batch:
+        out.append(encode_batch(batch))
+    return out
+
+
+def build_core(
+    settings: Settings,
+    *,
+    clock: Clock,
+    codec: Codec | None = None,
+    policy: Policy | None = None,
+) -> RoutingCore:
+    codec = codec or Codec.from_dir(settings.schemas_dir)
+    policy = policy or Policy.load(settings.policy_path, field_classes=codec.data_classes())
+    return RoutingCore(
+        codec=codec,
+        decider=policy,
+        consents=ConsentStore(),
+        topics=settings.topics,
+        clock=clock,
+        pseudonym_key=load_or_create_secret(keys_dir(settings) / SUBJECT_KEY_FILE),
+    )
+
+
+def build_service(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    clock: Clock,
+    instance_id: str,
+    core: RoutingCore | None = None,
+    **kwargs: Any,
+) -> RouterService:
+    return RouterService(
+        bootstrap=bootstrap,
+        core=core or build_core(settings, clock=clock),
+        topics=settings.topics,
+        instance_id=instance_id,
+        audit_encoder=audit_encoder,
+        **kwargs,
+    )
