@@ -28,6 +28,7 @@ from broker.audit.exceptions import (
     StaleCheckpointError,
     UnverifiedNoteError,
     VerificationError,
+    WitnessConflictError,
     WitnessStateError,
 )
 from broker.audit.merkle import MerkleTree
@@ -231,6 +232,19 @@ def test_witness_cosigns_a_growing_log_and_remembers(
     again.cosign(log.checkpoint(), log.tree.consistency_proof(17), [log.key.verifier()])
     # Re-cosigning the same checkpoint is fine.
     again.cosign(log.checkpoint(), [], [log.key.verifier()])
+
+
+def test_witness_asks_for_a_proof_from_its_own_size(log: Log, witness: Witness) -> None:
+    log.grow(10)
+    witness.cosign(log.checkpoint(), [], log.key.verifier(), old_size=0)
+    log.grow(5)
+    with pytest.raises(WitnessConflictError) as err:
+        witness.cosign(
+            log.checkpoint(), log.tree.consistency_proof(4), log.key.verifier(), old_size=4
+        )
+    assert err.value.seen_size == 10
+    proof = log.tree.consistency_proof(err.value.seen_size)
+    witness.cosign(log.checkpoint(), proof, log.key.verifier(), old_size=10)
 
 
 def test_witness_refuses_to_go_backwards(log: Log, witness: Witness) -> None:

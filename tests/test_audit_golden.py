@@ -46,6 +46,7 @@ def build(tmp: Path) -> tuple[Bundle, dict[str, object]]:
     def add(kind: LeafKind, recipient: str, subject: str) -> None:
         clock.advance(1000)
         i = log.size
+        shared = kind is LeafKind.SHARED
         log.append(
             AuditLeaf(
                 sequence=i,
@@ -58,7 +59,7 @@ def build(tmp: Path) -> tuple[Bundle, dict[str, object]]:
                 outcome="ALLOW" if kind is LeafKind.SHARED else kind.value,
                 rule_id="mash-all" if recipient else "",
                 lawful_basis="DPA 2018 Sch 8 para 4" if kind is LeafKind.SHARED else "",
-                data_classes_shared=["location", "concern_summary"] if kind is LeafKind.SHARED else [],
+                data_classes_shared=["location", "concern_summary"] if shared else [],
                 fields_redacted=["reporter.name"] if recipient else [],
                 policy_digest=hashlib.sha256(b"policy").hexdigest(),
                 consent_ref=None,

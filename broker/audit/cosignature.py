@@ -42,6 +42,7 @@ from broker.audit.exceptions import (
     StaleCheckpointError,
     UnverifiedNoteError,
     VerificationError,
+    WitnessConflictError,
     WitnessStateError,
 )
 from broker.audit.merkle import EMPTY_ROOT, verify_consistency
@@ -288,6 +289,8 @@ class Witness:
         checkpoint_note: bytes,
         consistency_proof: Sequence[bytes],
         log_verifier: NoteVerifier | Iterable[NoteVerifier],
+        *,
+        old_size: int | None = None,
     ) -> str:
         """Check ``checkpoint_note`` against what this witness has seen; cosign it.
 
@@ -300,6 +303,11 @@ class Witness:
         4. Record the checkpoint, then return the cosignature line
            ``— <witness name> <base64>\\n``.
 
+        ``old_size`` is the size the proof starts from. When given and not the
+        witness's last seen size, :class:`WitnessConflictError` tells the caller
+        which size to prove from (nothing is wrong with the log). When omitted,
+        the proof is taken to start from the witness's last seen size.
+
         A log seen for the first time is trusted on first use: the proof is
         checked from the empty tree.
         """
@@ -308,6 +316,13 @@ class Witness:
         )
         cp, n = open_checkpoint(checkpoint_note, verifiers)
         prev = self._seen.get(cp.origin) or _Seen(0, EMPTY_ROOT, "")
+        if old_size is not None and old_size != prev.size and cp.size >= prev.size:
+            raise WitnessConflictError(
+                f"the consistency proof for {cp.origin} starts at size {old_size}, but this "
+                f"witness last cosigned size {prev.size}: prove from size {prev.size}",
+                origin=cp.origin,
+                seen_size=prev.size,
+            )
         if cp.size < prev.size:
             raise StaleCheckpointError(
                 f"checkpoint of {cp.origin} at size {cp.size} is older than the size {prev.size} "

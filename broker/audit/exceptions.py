@@ -6,6 +6,8 @@ The tree is drawn once, here::
     └── AuditError                         anything wrong in broker.audit
         ├── KeyFormatError                 a vkey, private key or key list entry is malformed
         ├── WitnessStateError              a witness cannot read or write its state file
+        ├── WitnessConflictError           the proof offered starts from another size than
+        │                                  the witness's last seen one (retry with that size)
         └── VerificationError              a signature, proof or log does not verify
             ├── MalformedError             untrusted bytes do not follow their format
             │                              (note, checkpoint, leaf, batch, bundle)
@@ -39,6 +41,20 @@ class KeyFormatError(AuditError):
 
 class WitnessStateError(AuditError):
     """A witness cannot read or write the file holding its last seen checkpoints."""
+
+
+class WitnessConflictError(AuditError):
+    """A consistency proof was built from a size the witness is not at.
+
+    Not evidence of misbehaviour: the caller's idea of the witness's state is
+    out of date (C2SP tlog-witness answers such a request with 409 Conflict).
+    Rebuild the proof from :attr:`seen_size` and ask again.
+    """
+
+    def __init__(self, message: str, *, origin: str, seen_size: int) -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.seen_size = seen_size
 
 
 class VerificationError(AuditError):
