@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
+from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 import broker.policy.engine as engine
 from broker.cli.policy import policy as policy_cli

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES, ROOT
+from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES, ROOT
 
 from broker.cli.policy import policy as policy_cli
 from broker.codec import Codec

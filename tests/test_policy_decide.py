@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from test_policy_helpers import (
+from tests.test_policy_helpers import (
     DEVON,
     EXAMPLE_POLICY,
     FIELD_CLASSES,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 import yaml
-from test_policy_helpers import (
+from tests.test_policy_helpers import (
     DEVON,
     EXAMPLE_POLICY,
     FIELD_CLASSES,

