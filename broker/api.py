@@ -59,6 +59,20 @@ class FeedItem:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
+def check_source(event: Mapping[str, Any], agency: str) -> None:
+    """Refuse an event whose source agency is not the publishing agency.
+
+    The router would quarantine it anyway (an agency may only speak for
+    itself); refusing here tells the sender at once.
+    """
+    source = event.get("source") or {}
+    if source.get("agency_id") != agency:
+        raise EncodingError(
+            f"source.agency_id: publishing as agency {agency!r}, but the event says it is "
+            f"from {source.get('agency_id')!r}"
+        )
+
+
 class Publisher:
     """Publishes an agency's concern events to its own ingest topic.
 
@@ -85,12 +99,7 @@ class Publisher:
 
     def encode(self, event: Mapping[str, Any]) -> bytes:
         """Validate ``event`` (in-memory shape) and return its wire bytes."""
-        source = event.get("source") or {}
-        if source.get("agency_id") != self.agency:
-            raise EncodingError(
-                f"source.agency_id: this publisher is for agency {self.agency!r}; "
-                f"an event from {source.get('agency_id')!r} cannot be published to {self.topic}"
-            )
+        check_source(event, self.agency)
         return self._codec.encode(dict(event), ENVELOPE)
 
     def destination(self, event: Mapping[str, Any]) -> tuple[str, bytes | None]:

@@ -50,3 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     except SafeshareError as exc:  # pragma: no cover - click handles most paths
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

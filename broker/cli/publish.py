@@ -20,7 +20,7 @@ def publish(agency: str, source: str, bootstrap: str | None) -> None:
     Every event is checked before anything is sent: if one is invalid, the error
     names the event and field, the exit status is non-zero and nothing is sent.
     """
-    from broker.api import Publisher  # noqa: PLC0415 - keep `--help` fast
+    from broker.api import Publisher, check_source  # noqa: PLC0415 - keep `--help` fast
     from broker.codec import Codec  # noqa: PLC0415
 
     s = settings()
@@ -31,17 +31,14 @@ def publish(agency: str, source: str, bootstrap: str | None) -> None:
         where = f"event {n}" if len(events) > 1 else "event"
         try:
             record = codec.from_json(obj)
+            check_source(record, agency)
+            codec.validate(record)
         except CodecError as exc:
             raise click.ClickException(f"{where}: {exc}; nothing was sent") from exc
         encoded.append(record)
     with Publisher(
         bootstrap=resolve_bootstrap(bootstrap), agency=agency, codec=codec, topics=s.topics
     ) as pub:
-        for n, record in enumerate(encoded, 1):
-            try:
-                pub.encode(record)
-            except CodecError as exc:
-                raise click.ClickException(f"event {n}: {exc}; nothing was sent") from exc
         for record in encoded:
             r = pub.publish(record)
             click.echo(
