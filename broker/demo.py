@@ -92,24 +92,29 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         steps = build_events(policy, clock)
         ids: set[str] = set()
         for step in steps:
-            with Publisher(bootstrap=bootstrap, agency=step["agency"], codec=codec,
-                           topics=topics) as pub:
+            with Publisher(
+                bootstrap=bootstrap, agency=step["agency"], codec=codec, topics=topics
+            ) as pub:
                 r = pub.publish_json(step["event"])
             ids.add(r.event_id)
             out(f"  {step['agency']:<24} {r.topic}[{r.partition}]@{r.offset}  {step['say']}")
 
         # ... and three messages that must not be shared.
         dup = next(s for s in steps if s["event"]["category"] == "MISSING_EPISODE")
-        with Publisher(bootstrap=bootstrap, agency=dup["agency"], codec=codec,
-                       topics=topics) as pub:
+        with Publisher(
+            bootstrap=bootstrap, agency=dup["agency"], codec=codec, topics=topics
+        ) as pub:
             pub.publish_json(dup["event"])
         out(f"  {dup['agency']:<24} (the same missing report sent twice by a retrying system)")
         forged = json.loads(json.dumps(dup["event"]))
         forged["event_id"] = str(uuid.uuid4())
         ids.add(forged["event_id"])
         raw = make_producer(bootstrap)
-        raw.send(topics.ingest("example-academy"), codec.encode(codec.from_json(forged)),
-                 key=b"psn-7Q2K-93XD")
+        raw.send(
+            topics.ingest("example-academy"),
+            codec.encode(codec.from_json(forged)),
+            key=b"psn-7Q2K-93XD",
+        )
         out(f"  {'example-academy':<24} (a message claiming to be from the police)")
         raw.send(topics.ingest("torbay-hospital"), b"\x00garbage from a misconfigured system")
         out(f"  {'torbay-hospital':<24} (bytes that are not a Safeshare event)")
@@ -120,21 +125,31 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         out("\n-- 2. The router applies consent and need-to-know policy --")
         routed: list[Routed] = []
         service = build_service(
-            settings, bootstrap, clock=clock, instance_id=f"demo-{uuid.uuid4().hex[:6]}",
+            settings,
+            bootstrap,
+            clock=clock,
+            instance_id=f"demo-{uuid.uuid4().hex[:6]}",
             core=build_core(settings, clock=clock, codec=codec, policy=policy),
             on_batch=routed.extend,
         )
         stats = service.run(idle_exit_s=3.0)
         mine = [r for r in routed if r.event_id in ids or r.event_id is None]
-        out(f"  routed {stats.consumed} messages in {stats.transactions} transaction(s): "
+        out(
+            f"  routed {stats.consumed} messages in {stats.transactions} transaction(s): "
             f"{stats.shared} shares, {stats.withheld} withheld, {stats.quarantined} quarantined, "
-            f"{stats.duplicates} duplicate(s)")
+            f"{stats.duplicates} duplicate(s)"
+        )
 
         # 3. What each subscriber received.
         out("\n-- 3. What each subscriber received (read_committed feeds) --")
         for sub in policy.subscribers:
-            with FeedReader(bootstrap=bootstrap, subscriber=sub.id, codec=codec, topics=topics,
-                            group_id=f"demo-{uuid.uuid4().hex}") as reader:
+            with FeedReader(
+                bootstrap=bootstrap,
+                subscriber=sub.id,
+                codec=codec,
+                topics=topics,
+                group_id=f"demo-{uuid.uuid4().hex}",
+            ) as reader:
                 items = _drain(reader, ids)
             if not items:
                 out(f"\n  {sub.id}: nothing")
@@ -147,10 +162,15 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
                 out(f"    - {e['category']:<22} risk {e['risk_level']:<8} rule {d['rule_id']}")
                 out(f"      basis: {d['lawful_basis']}")
                 out(f"      summary: {e['summary']!s:.90}")
-                name = " ".join(x for x in (e["subject"].get("given_name"),
-                                            e["subject"].get("family_name")) if x)
-                out(f"      child: {name or '(identity redacted)'}; reporter: "
-                    f"{e['reporter'].get('name') or '(redacted)'}")
+                name = " ".join(
+                    x
+                    for x in (e["subject"].get("given_name"), e["subject"].get("family_name"))
+                    if x
+                )
+                out(
+                    f"      child: {name or '(identity redacted)'}; reporter: "
+                    f"{e['reporter'].get('name') or '(redacted)'}"
+                )
                 out(f"      payload fields received: {', '.join(shown) or '(none)'}")
                 if d["fields_redacted"]:
                     out(f"      redacted: {', '.join(_short(d['fields_redacted']))}")
@@ -163,15 +183,23 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             for sub, reason in r.withheld:
                 if reason not in ("OUT_OF_AREA", "NO_MATCHING_RULE", "RULE_WITHHOLD"):
                     out(f"  {r.event_id[:8] if r.event_id else '-':<8} {sub:<28} {reason}")
-        hidden = sum(1 for r in mine for _, reason in r.withheld
-                     if reason in ("OUT_OF_AREA", "NO_MATCHING_RULE", "RULE_WITHHOLD"))
-        out(f"  (+{hidden} routine withholdings: out of area, no rule for that recipient, "
-            "or a rule that withholds)")
+        hidden = sum(
+            1
+            for r in mine
+            for _, reason in r.withheld
+            if reason in ("OUT_OF_AREA", "NO_MATCHING_RULE", "RULE_WITHHOLD")
+        )
+        out(
+            f"  (+{hidden} routine withholdings: out of area, no rule for that recipient, "
+            "or a rule that withholds)"
+        )
         out("\n-- 5. Quarantined and duplicates (nothing from these reached a feed) --")
         for r in mine:
             if r.quarantined:
-                out(f"  quarantined: {r.quarantined:<16} agency={r.agency or '-'} "
-                    f"event={r.event_id or '-'}")
+                out(
+                    f"  quarantined: {r.quarantined:<16} agency={r.agency or '-'} "
+                    f"event={r.event_id or '-'}"
+                )
             if r.duplicate:
                 out(f"  duplicate:   event {r.event_id} not shared twice")
         _show_quarantine(bootstrap, codec, topics.quarantine, out)
@@ -203,8 +231,10 @@ def _show_quarantine(bootstrap: str, codec: Codec, topic: str, out: Callable[[st
         consumer.close()
     for r in records[-3:]:
         q = codec.decode(r.value or b"", "safeshare.QuarantineRecord")
-        out(f"  {topic}: {q['reason']} from {q['source_topic']}[{q['source_partition']}]"
-            f"@{q['source_offset']}, {q['original_size']} original bytes kept; {q['detail']}")
+        out(
+            f"  {topic}: {q['reason']} from {q['source_topic']}[{q['source_partition']}]"
+            f"@{q['source_offset']}, {q['original_size']} original bytes kept; {q['detail']}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def create_topics(admin: Admin, s: config.Settings) -> Policy:
     policy = Policy.load(s.policy_path, field_classes=CODEC.data_classes())
     admin.ensure_topics(
         standard_topic_specs(
-            s.topics, [a.id for a in policy.agencies], [x.id for x in policy.subscribers],
+            s.topics,
+            [a.id for a in policy.agencies],
+            [x.id for x in policy.subscribers],
             partitions=2,
         )
     )
@@ -50,8 +52,12 @@ def run_router(bootstrap: str, s: config.Settings, *, idle_s: float = 2.0) -> li
     routed: list[Routed] = []
     clock = SystemClock()
     service = build_service(
-        s, bootstrap, clock=clock, instance_id=f"test-{uuid.uuid4().hex[:6]}",
-        core=build_core(s, clock=clock, codec=CODEC), on_batch=routed.extend,
+        s,
+        bootstrap,
+        clock=clock,
+        instance_id=f"test-{uuid.uuid4().hex[:6]}",
+        core=build_core(s, clock=clock, codec=CODEC),
+        on_batch=routed.extend,
     )
     service.run(idle_exit_s=idle_s)
     return routed

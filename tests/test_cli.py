@@ -16,10 +16,16 @@ from tests.routing_helpers import create_topics, example, read_all, run_router, 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def safeshare(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def safeshare(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "broker.cli.main", *args],
-        input=stdin, capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
         timeout=120,
     )
 
@@ -49,7 +55,10 @@ def test_publish_refuses_invalid_events_naming_the_field_and_sends_nothing(
     mutate(event)
     # No Kafka is needed to refuse: validation happens before any connection.
     out = safeshare(
-        "publish", "--agency", "devon-cornwall-police", "-",
+        "publish",
+        "--agency",
+        "devon-cornwall-police",
+        "-",
         env={"SAFESHARE_BOOTSTRAP": "127.0.0.1:1", "SAFESHARE_HOME": str(tmp_path)},
         stdin=json.dumps(event),
     )
@@ -62,7 +71,10 @@ def test_publish_refuses_invalid_events_naming_the_field_and_sends_nothing(
 
 def test_publish_refuses_malformed_json_with_its_place(tmp_path: Path) -> None:
     out = safeshare(
-        "publish", "--agency", "devon-cornwall-police", "-",
+        "publish",
+        "--agency",
+        "devon-cornwall-police",
+        "-",
         env={"SAFESHARE_BOOTSTRAP": "127.0.0.1:1", "SAFESHARE_HOME": str(tmp_path)},
         stdin='{"event_id": \n',
     )
@@ -72,7 +84,10 @@ def test_publish_refuses_malformed_json_with_its_place(tmp_path: Path) -> None:
 
 def test_publish_refuses_an_event_from_another_agency(tmp_path: Path) -> None:
     out = safeshare(
-        "publish", "--agency", "torbay-hospital", "-",
+        "publish",
+        "--agency",
+        "torbay-hospital",
+        "-",
         env={"SAFESHARE_BOOTSTRAP": "127.0.0.1:1", "SAFESHARE_HOME": str(tmp_path)},
         stdin=json.dumps(example("missing_episode")),
     )

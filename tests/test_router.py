@@ -67,7 +67,9 @@ def test_events_reach_entitled_feeds_minimised_and_every_decision_is_audited(
     school = _feed(kafka_bootstrap, topics, "example-academy-dsl")
     assert health["event_id"] not in {f["event"]["event_id"] for f in school}
     for f in school:
-        assert f["event"]["payload"] is None or f["event"]["payload"][0] != "safeshare.HealthConcern"
+        assert (
+            f["event"]["payload"] is None or f["event"]["payload"][0] != "safeshare.HealthConcern"
+        )
         assert f["event"]["subject"]["date_of_birth"] is not None or True
         assert "location" not in f["decision"]["data_classes_shared"]
 
@@ -147,6 +149,7 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
 ) -> None:
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)
+
     # A MEDIUM education concern without any no-consent reason: needs consent.
     def concern() -> dict:
         e = example("education_concern")
@@ -156,8 +159,9 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     consent = example("consent_record")
     consent["subject"]["pseudonym"] = "psn-7Q2K-93XD"
     consent["source"] = {"agency_id": "example-academy", "agency_type": "SCHOOL", "system": "MIS"}
-    consent["payload"].update(purpose="SAFEGUARDING", scope_roles=[], scope_data_classes=[],
-                              expires_at=None)
+    consent["payload"].update(
+        purpose="SAFEGUARDING", scope_roles=[], scope_data_classes=[], expires_at=None
+    )
 
     first = concern()
     with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
@@ -185,7 +189,8 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     mash = _feed(kafka_bootstrap, topics, "torbay-mash")
     assert [f["event"]["event_id"] for f in mash] == [second["event_id"]]
     withheld = [
-        lf for lf in _leaves(kafka_bootstrap, topics)
+        lf
+        for lf in _leaves(kafka_bootstrap, topics)
         if lf.event_id == third["event_id"] and lf.recipient == "torbay-mash"
     ]
     assert [lf.kind for lf in withheld] == ["WITHHELD"]
@@ -204,8 +209,9 @@ def test_invalid_event_is_refused_and_nothing_is_sent(
             p.publish_json(bad)
         other = example("missing_episode")
         with pytest.raises(EncodingError, match="source.agency_id"):
-            with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital",
-                           topics=topics) as wrong:
+            with Publisher(
+                bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics
+            ) as wrong:
                 wrong.publish_json(other)
     assert read_all(kafka_bootstrap, topics.ingest("devon-cornwall-police"), timeout_s=1) == []
     assert read_all(kafka_bootstrap, topics.ingest("torbay-hospital"), timeout_s=1) == []
@@ -220,8 +226,9 @@ def test_feed_reader_reads_only_committed_minimised_copies(
     with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
         p.publish_json(event)
     run_router(kafka_bootstrap, s)
-    with FeedReader(bootstrap=kafka_bootstrap, subscriber="dc-police-exploitation",
-                    topics=topics) as reader:
+    with FeedReader(
+        bootstrap=kafka_bootstrap, subscriber="dc-police-exploitation", topics=topics
+    ) as reader:
         items = []
         for _ in range(20):
             items += reader.poll(timeout_ms=300)

@@ -74,7 +74,9 @@ def test_undecodable_input_is_quarantined_with_a_reason_and_one_audit_leaf(
     q = CODEC.decode(routed.outputs[0].value, "safeshare.QuarantineRecord")
     assert q["original"] == value
     assert (q["source_topic"], q["source_partition"], q["source_offset"]) == (
-        T.ingest("torbay-hospital"), 0, 7,
+        T.ingest("torbay-hospital"),
+        0,
+        7,
     )
     assert [lf["kind"] for lf in routed.leaves] == ["QUARANTINED"]
 

@@ -19,15 +19,25 @@ def feed() -> None:
 @click.option("--subscriber", required=True, help="Subscriber id whose feed to read.")
 @click.option("--follow/--no-follow", default=False, help="Keep waiting for new events.")
 @click.option(
-    "--idle", type=float, default=3.0, show_default=True,
+    "--idle",
+    type=float,
+    default=3.0,
+    show_default=True,
     help="Without --follow, stop after this many seconds with nothing new.",
 )
 @click.option("--group", default=None, help="Consumer group (default: the subscriber's own).")
-@click.option("--commit/--no-commit", default=False,
-              help="Record the position in the subscriber's group (default: just look).")
+@click.option(
+    "--commit/--no-commit",
+    default=False,
+    help="Record the position in the subscriber's group (default: just look).",
+)
 @bootstrap_option
 def tail(
-    subscriber: str, follow: bool, idle: float, group: str | None, commit: bool,
+    subscriber: str,
+    follow: bool,
+    idle: float,
+    group: str | None,
+    commit: bool,
     bootstrap: str | None,
 ) -> None:
     """Print the subscriber's events, one JSON object per line."""
@@ -36,10 +46,15 @@ def tail(
 
     s = settings()
     codec = Codec.from_dir(s.schemas_dir)
-    group_id = group or (None if commit else f"{s.topics.feed_group(subscriber)}.tail.{time.time_ns()}")
+    group_id = group or (
+        None if commit else f"{s.topics.feed_group(subscriber)}.tail.{time.time_ns()}"
+    )
     with FeedReader(
-        bootstrap=resolve_bootstrap(bootstrap), subscriber=subscriber, codec=codec,
-        topics=s.topics, group_id=group_id,
+        bootstrap=resolve_bootstrap(bootstrap),
+        subscriber=subscriber,
+        codec=codec,
+        topics=s.topics,
+        group_id=group_id,
     ) as reader:
         last = time.monotonic()
         while True:
@@ -53,4 +68,3 @@ def tail(
                     reader.commit()
             elif not follow and time.monotonic() - last > idle:
                 break
-

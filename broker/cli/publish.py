@@ -43,7 +43,11 @@ def publish(agency: str, source: str, bootstrap: str | None) -> None:
             r = pub.publish(record)
             click.echo(
                 json.dumps(
-                    {"event_id": r.event_id, "topic": r.topic, "partition": r.partition,
-                     "offset": r.offset}
+                    {
+                        "event_id": r.event_id,
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "offset": r.offset,
+                    }
                 )
             )

@@ -19,8 +19,13 @@ def _instance_id(given: str | None) -> str:
 
 @click.command()
 @click.option("--instance", default=None, help="Router instance id (transactional id suffix).")
-@click.option("--idle", type=float, default=5.0, show_default=True,
-              help="Stop after this many seconds with nothing to route (0: never).")
+@click.option(
+    "--idle",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Stop after this many seconds with nothing to route (0: never).",
+)
 @bootstrap_option
 def route(instance: str | None, idle: float, bootstrap: str | None) -> None:
     """Route every ingest topic to the subscriber feeds until idle.
@@ -37,28 +42,46 @@ def route(instance: str | None, idle: float, bootstrap: str | None) -> None:
     )
     _stop_on_signals(service.stop)
     stats = service.run(idle_exit_s=idle or None)
-    click.echo(json.dumps({
-        "consumed": stats.consumed, "shared": stats.shared, "withheld": stats.withheld,
-        "quarantined": stats.quarantined, "duplicates": stats.duplicates,
-        "transactions": stats.transactions,
-    }))
+    click.echo(
+        json.dumps(
+            {
+                "consumed": stats.consumed,
+                "shared": stats.shared,
+                "withheld": stats.withheld,
+                "quarantined": stats.quarantined,
+                "duplicates": stats.duplicates,
+                "transactions": stats.transactions,
+            }
+        )
+    )
 
 
 @click.command()
 @click.option("--instance", default=None, help="Router instance id (transactional id suffix).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--metrics-port", type=int, default=9308, show_default=True,
-              help="Port for /metrics and /healthz (0: any free port).")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9308,
+    show_default=True,
+    help="Port for /metrics and /healthz (0: any free port).",
+)
 @bootstrap_option
-def serve(instance: str | None, metrics_host: str, metrics_port: int, bootstrap: str | None) -> None:
+def serve(
+    instance: str | None, metrics_host: str, metrics_port: int, bootstrap: str | None
+) -> None:
     """Run the router as a long-lived service with /metrics and /healthz."""
     from broker.clock import SystemClock  # noqa: PLC0415
     from broker.routing.app import build_service  # noqa: PLC0415
 
     s = settings()
     service = build_service(
-        s, resolve_bootstrap(bootstrap), clock=SystemClock(), instance_id=_instance_id(instance),
-        metrics_host=metrics_host, metrics_port=metrics_port,
+        s,
+        resolve_bootstrap(bootstrap),
+        clock=SystemClock(),
+        instance_id=_instance_id(instance),
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )
     _stop_on_signals(service.stop)
     click.echo(f"serving metrics on http://{metrics_host}:{service.metrics_port}/metrics", err=True)

@@ -32,6 +32,7 @@ from broker.codec.exceptions import (
     EncodingError,
     UnknownSchemaError,
 )
+from broker.routing.dedup import SeenEvents
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,7 @@ class DecisionLike(Protocol):
 
 
 class Decider(Protocol):
-    def decide_all(self, event: Mapping[str, Any], consents: Any, now_ms: int) -> Sequence[Any]:
-        ...
+    def decide_all(self, event: Mapping[str, Any], consents: Any, now_ms: int) -> Sequence[Any]: ...
 
 
 @dataclass
@@ -123,7 +123,7 @@ class RoutingCore:
         pseudonym_key: bytes,
         feed_topic_of: Callable[[str], str] | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        seen_event_ids: set[str] | None = None,
+        seen_event_ids: SeenEvents | None = None,
     ) -> None:
         self.codec = codec
         self.decider = decider
@@ -133,7 +133,7 @@ class RoutingCore:
         self._pseudonym_key = pseudonym_key
         self._feed_topic_of = feed_topic_of or topics.feed
         self.max_message_bytes = max_message_bytes
-        self.seen_event_ids: set[str] = seen_event_ids if seen_event_ids is not None else set()
+        self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
 
     # -- audit helpers -------------------------------------------------------
     def subject_hmac(self, pseudonym: str | None) -> str:
@@ -222,7 +222,9 @@ class RoutingCore:
         routed = Routed()
         if msg.value is None:
             if msg.key is None:
-                return self._quarantine(msg, "SCHEMA_INVALID", "consent tombstone without key", routed)
+                return self._quarantine(
+                    msg, "SCHEMA_INVALID", "consent tombstone without key", routed
+                )
             return routed
         event = self._decode(msg, routed)
         if event is None:
@@ -343,9 +345,13 @@ class RoutingCore:
             return None
         if shared:
             return pseudonym.encode()
-        return hmac.new(
-            self._pseudonym_key, b"safeshare-feed-key:" + pseudonym.encode(), hashlib.sha256
-        ).hexdigest()[:32].encode()
+        return (
+            hmac.new(
+                self._pseudonym_key, b"safeshare-feed-key:" + pseudonym.encode(), hashlib.sha256
+            )
+            .hexdigest()[:32]
+            .encode()
+        )
 
 
 def _consent_problem(event: Mapping[str, Any]) -> str | None:
@@ -365,8 +371,6 @@ def _decision_record(decision: Any) -> dict[str, Any]:
         "policy_digest": decision.policy_digest,
         "data_classes_shared": sorted(decision.data_classes_shared),
         "fields_redacted": sorted(decision.fields_redacted),
-        "obligations": [
-            {"code": str(o.code), "due_at": o.due_at_ms} for o in decision.obligations
-        ],
+        "obligations": [{"code": str(o.code), "due_at": o.due_at_ms} for o in decision.obligations],
         "decided_at": decision.now_ms,
     }

@@ -44,9 +44,7 @@ class RouterMetrics:
         self.duplicates = Counter(
             "safeshare_duplicates", "Repeated event ids not shared again", registry=r
         )
-        self.audit_leaves = Counter(
-            "safeshare_audit_leaves", "Audit leaves committed", registry=r
-        )
+        self.audit_leaves = Counter("safeshare_audit_leaves", "Audit leaves committed", registry=r)
         self.latency = Histogram(
             "safeshare_end_to_end_latency_seconds",
             "From an event's reported_at to its share committed to the feed",

@@ -20,11 +20,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.audit.exceptions import AuditError
+from broker.audit.leaf import decode_batch
 from broker.kafka.clients import (
+    Consumer,
     OffsetAndMetadata,
     Record,
     TopicPartition,
@@ -91,8 +94,12 @@ class RouterService:
         # Ingest topics, and the consent topic (whose bad records the group
         # quarantines exactly once; consent *state* comes from self._consent).
         pattern = (
-            "^(" + re.escape(topics.ingest_prefix) + r"[a-z0-9][a-z0-9_-]*"
-            + "|" + re.escape(topics.consent) + ")$"
+            "^("
+            + re.escape(topics.ingest_prefix)
+            + r"[a-z0-9][a-z0-9_-]*"
+            + "|"
+            + re.escape(topics.consent)
+            + ")$"
         )
         self._consumer = make_consumer(
             bootstrap,
@@ -106,30 +113,41 @@ class RouterService:
         self._consent = make_consumer(
             bootstrap, group_id=None, topics=None, isolation_level="read_committed"
         )
-        self._consent_assigned = False
+        # Follows the audit topic so every instance knows every routed event id.
+        self._audit = make_consumer(
+            bootstrap, group_id=None, topics=None, isolation_level="read_committed"
+        )
         self._producer = make_producer(
             bootstrap, transactional_id=topics.router_transactional_id(instance_id)
         )
         self._producer.init_transactions()
 
-    # -- consent -------------------------------------------------------------
+    # -- state followed by every instance -------------------------------------
     def _catch_up_consent(self) -> None:
-        c = self._consent
-        if not self._consent_assigned:
-            parts = c.partitions_for_topic(self.topics.consent) or set()
-            if not parts:
-                return
-            tps = [TopicPartition(self.topics.consent, p) for p in sorted(parts)]
-            c.assign(tps)
-            c.seek_to_beginning(*tps)
-            self._consent_assigned = True
-        tps = list(c.assignment())
-        end = c.end_offsets(tps)
-        while any(c.position(tp) < end[tp] for tp in tps):
-            for r in c.poll_records(timeout_ms=100):
-                if not self.core.apply_consent(_inbound(r)):
-                    log.debug("consent record %s unusable (quarantined by the group)",
-                              _inbound(r).where)
+        """Fold every committed consent record into the consent state."""
+        if not _follow_from_start(self._consent, self.topics.consent):
+            return
+        for r in _catch_up(self._consent, "consent"):
+            if not self.core.apply_consent(_inbound(r)):
+                log.debug(
+                    "consent record %s unusable (quarantined by the group)", _inbound(r).where
+                )
+
+    def _catch_up_audit(self) -> None:
+        """Learn every event id committed to the audit log (by any instance)."""
+        if not _follow_from_start(self._audit, self.topics.audit):
+            return
+        seen = self.core.seen_event_ids
+        for r in _catch_up(self._audit, "audit"):
+            try:
+                leaves = decode_batch(r.value or b"")
+            except AuditError:
+                log.error(
+                    "audit record %s[%d]@%d is not a leaf batch", r.topic, r.partition, r.offset
+                )
+                continue
+            for leaf in leaves:
+                seen.add_from_leaf(leaf)
 
     # -- health ----------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -147,12 +165,15 @@ class RouterService:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, *, idle_exit_s: float | None = None, max_events: int | None = None) -> RouterStats:
+    def run(
+        self, *, idle_exit_s: float | None = None, max_events: int | None = None
+    ) -> RouterStats:
         """Route until :meth:`stop`, or until idle for ``idle_exit_s``, or ``max_events``."""
         last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._catch_up_consent()
+                self._catch_up_audit()
                 batches = self._consumer.poll(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                 )
@@ -232,7 +253,13 @@ class RouterService:
         if self._health is not None:
             self._health.close()
             self._health = None
-        for closer in (self._consumer.close, self._consent.close, self._producer.close):
+        closers = (
+            self._consumer.close,
+            self._consent.close,
+            self._audit.close,
+            self._producer.close,
+        )
+        for closer in closers:
             try:
                 closer()
             except Exception:  # noqa: BLE001
@@ -241,3 +268,37 @@ class RouterService:
 
 def _inbound(r: Record) -> Inbound:
     return Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+
+
+CATCH_UP_DEADLINE_S = 10.0
+
+
+def _catch_up(consumer: Consumer, what: str) -> Iterator[Record]:
+    """Every record up to the (last stable) end offsets at the time of the call.
+
+    Bounded in time: an open transaction of another producer holds the last
+    stable offset back, and the loop must not wait for it forever.
+    """
+    tps = list(consumer.assignment())
+    end = consumer.end_offsets(tps)
+    deadline = time.monotonic() + CATCH_UP_DEADLINE_S
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        if time.monotonic() > deadline:
+            log.warning(
+                "%s catch-up incomplete after %.0f s; continuing", what, CATCH_UP_DEADLINE_S
+            )
+            return
+        yield from consumer.poll_records(timeout_ms=100)
+
+
+def _follow_from_start(consumer: Consumer, topic: str) -> bool:
+    """Assign every partition of ``topic`` from its beginning, once; False if it is unknown."""
+    if consumer.assignment():
+        return True
+    parts = consumer.partitions_for_topic(topic) or set()
+    if not parts:
+        return False
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return True
