@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,37 @@ def test_rewind_to_committed_replays_an_aborted_batch(
         c.rewind_to_committed()
         assert _values(c.collect(2)) == [b"e2", b"e3"]
     assert _values(first) == [b"e0", b"e1", b"e2", b"e3"]
+
+
+@pytest.mark.parametrize("subscription", ["topics", "pattern"])
+def test_group_consumer_picks_up_partitions_that_appear_later(
+    kafka_bootstrap: str, admin: Admin, topics: Topics, subscription: str
+) -> None:
+    """Guards the kafka-python 3.0.12 lost-rejoin workaround (clients._patch_lost_rejoin).
+
+    The consumer joins before its topic exists, so the partitions arrive with
+    a later metadata refresh and force a rejoin. Short poll timeouts used to
+    make kafka-python drop that rejoin's assignment: no records, ever. The
+    pattern case is the router noticing a newly onboarded agency.
+    """
+    topic = topics.ingest("newagency")
+    kwargs: dict[str, Any] = (
+        {"pattern": topics.ingest_pattern} if subscription == "pattern" else {"topics": [topic]}
+    )
+    with make_consumer(
+        kafka_bootstrap, group_id=topics.router_group, metadata_max_age_ms=300, **kwargs
+    ) as c:
+        assert c.poll_records(timeout_ms=500) == []
+        admin.ensure_topics([TopicSpec(topic, 2)])
+        with make_producer(kafka_bootstrap) as p:
+            for i in range(4):
+                p.send(topic, f"m{i}".encode(), partition=i % 2)
+            p.flush()
+        got: list[Record] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 4 and time.monotonic() < deadline:
+            got.extend(c.poll_records(timeout_ms=5))
+    assert sorted(_values(got)) == [b"m0", b"m1", b"m2", b"m3"]
 
 
 def test_new_producer_with_same_transactional_id_fences_the_old(

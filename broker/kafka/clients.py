@@ -54,6 +54,14 @@ tests/test_kafka_harness.py; pitfalls marked !):
 * ! A pattern subscription only notices new topics at the next metadata refresh
   (``metadata_max_age_ms``, 5 min by default): :func:`make_consumer` lowers it to
   5 s when a pattern is given, so a newly onboarded agency is picked up.
+* ! kafka-python 3.0.12 can lose a rebalance's assignment when ``poll`` times
+  out mid-rejoin (see :func:`_patch_lost_rejoin`); importing this module
+  patches it. Symptom: a group consumer that never receives records, with
+  "No partition metadata for topic" or "Updated partition assignment: []"
+  as its last word.
+* ! With a pattern subscription every ``poll`` first waits for a metadata
+  refresh; a poll timeout shorter than that round trip means the consumer
+  never rejoins (Consumer.poll enforces ``MIN_PATTERN_POLL_MS``).
 * ! ``auto.create.topics.enable=false`` on our broker: producing to a topic
   that does not exist blocks for ``max_block_ms`` and then times out.
   Create topics first (:meth:`Admin.ensure_topics`).
@@ -82,6 +90,43 @@ from broker.kafka.exceptions import (
 from broker.topics import Topics
 
 DEFAULT_TIMEOUT_S = 30.0
+MIN_PATTERN_POLL_MS = 100
+
+
+def _patch_lost_rejoin() -> None:
+    """Work around a kafka-python 3.0.x bug that leaves a consumer with no partitions.
+
+    ``join_group_async`` keeps an in-flight JoinGroup/SyncGroup task across
+    polls and only re-awaits it ``while need_rejoin()``. For a rejoin that
+    ConsumerCoordinator itself decided on (subscription changed, e.g. a
+    pattern matched a new topic; or partition metadata arrived after the
+    first join), ``need_rejoin()`` turns False as soon as the leader computed
+    the new assignment, inside the task. If ``poll(timeout_ms)`` expired while
+    the task was in flight, the next poll skips the loop, the task's
+    assignment is never installed, and the consumer sits on its old (often
+    empty) assignment until something else triggers a rebalance. Reproduced
+    here with poll timeouts of a few ms on every try, and once with 200 ms.
+
+    The fix: a pending join task means the rejoin is not over. If the task
+    already finished unseen, the library sends a fresh JoinGroup (one extra
+    rebalance round) instead of using the stale result, which is correct.
+    """
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    original = ConsumerCoordinator.need_rejoin
+    if getattr(original, "_safeshare_patched", False):
+        return
+
+    def need_rejoin(self: Any) -> bool:
+        if getattr(self, "_join_task", None) is not None:
+            return True
+        return bool(original(self))
+
+    need_rejoin._safeshare_patched = True  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin
+
+
+_patch_lost_rejoin()
 
 
 # -- values -------------------------------------------------------------------------
@@ -338,6 +383,7 @@ class Consumer:
     def __init__(self, raw: Any, *, group_id: str | None) -> None:
         self._raw = raw
         self.group_id = group_id
+        self._pattern = False
 
     @property
     def raw(self) -> Any:
@@ -352,6 +398,7 @@ class Consumer:
                 self._raw.subscribe(pattern=pattern)
             else:
                 self._raw.subscribe(topics=list(topics or ()))
+        self._pattern = pattern is not None
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         with translated("assign"):
@@ -363,7 +410,15 @@ class Consumer:
     def poll(
         self, timeout_ms: int = 1000, max_records: int | None = None
     ) -> dict[TopicPartition, list[Record]]:
-        """Records fetched in one poll, per partition, in offset order (as kafka-python)."""
+        """Records fetched in one poll, per partition, in offset order (as kafka-python).
+
+        With a pattern subscription the timeout is at least
+        :data:`MIN_PATTERN_POLL_MS`: kafka-python refreshes metadata inside
+        every such poll and gives up when the timeout expires first, so with
+        tiny timeouts the consumer never rejoins and never sees new topics.
+        """
+        if self._pattern:
+            timeout_ms = max(timeout_ms, MIN_PATTERN_POLL_MS)
         with translated("poll"):
             batches = self._raw.poll(timeout_ms=timeout_ms, max_records=max_records)
         return {
