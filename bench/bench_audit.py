@@ -53,7 +53,6 @@ def make_leaves(n: int) -> list[AuditLeaf]:
     for i in range(n):
         out.append(
             AuditLeaf(
-                sequence=i,
                 time_ms=1_750_000_000_000 + i,
                 kind=LeafKind.SHARED,
                 event_id=f"5f0c1e8e-9a49-4d1c-8d57-{i:012d}",
@@ -87,7 +86,7 @@ def main() -> None:
     t = timed(lambda: [AuditLeaf.from_bytes(b) for b in blobs])
     report("leaf strict parse (from_bytes)", len(blobs) / t, "leaves/s")
     size = sum(map(len, blobs)) / len(blobs)
-    # Repeat the real leaf bytes, varied in their sequence digit, up to n.
+    # Repeat the real leaf bytes, each made unique by a 4-byte suffix, up to n.
     data = [blobs[i % len(blobs)] + i.to_bytes(4, "big") for i in range(n)]
 
     def append_all() -> MerkleTree:

@@ -19,7 +19,14 @@ from broker.audit.leaf import AuditLeaf, LeafKind, subject_pseudonym
 from broker.audit.log import AuditLog
 from broker.audit.merkle import MerkleTree
 from broker.audit.note import Ed25519Signer
-from broker.audit.verify import EventProof, prove_event, verify_bundle, verify_event_proof, who_saw
+from broker.audit.verify import (
+    EventProof,
+    prove_event,
+    prove_leaves,
+    verify_bundle,
+    verify_event_proof,
+    who_saw,
+)
 from broker.clock import FixedClock
 
 ORIGIN = "safeshare.example/audit/0"
@@ -38,7 +45,7 @@ class World:
     clock: FixedClock
 
 
-def _leaf(seq: int, t: int, i: int) -> AuditLeaf:
+def _leaf(t: int, i: int) -> AuditLeaf:
     kinds = [
         LeafKind.SHARED,
         LeafKind.SHARED,
@@ -49,7 +56,6 @@ def _leaf(seq: int, t: int, i: int) -> AuditLeaf:
     kind = kinds[i % len(kinds)]
     event = f"event-{i // 2}"
     return AuditLeaf(
-        sequence=seq,
         time_ms=t,
         kind=kind,
         event_id=event,
@@ -85,7 +91,7 @@ def build_world(tmp: Path) -> World:
         nonlocal i
         for _ in range(n):
             clock.advance(1000)
-            log.append(_leaf(log.size, clock.now_ms(), i))
+            log.append(_leaf(clock.now_ms(), i))
             i += 1
 
     def checkpoint() -> None:
@@ -182,45 +188,75 @@ def test_flipping_any_byte_of_a_leaf_fails_and_names_the_place(world: World) -> 
     leaves[target] = original
 
 
-def test_deleting_a_leaf_is_named(world: World) -> None:
+# Leaves carry no index: deletion, reordering and insertion are caught by the
+# signed roots, and the verifier names the first bad place as well as it can.
+
+
+def test_deleting_a_leaf_is_bounded_by_the_checkpoints(world: World) -> None:
     leaves = list(world.bundle.leaves)
     del leaves[17]
-    with pytest.raises(VerificationError, match="leaf 17 has sequence 18, expected 17"):
+    with pytest.raises(
+        VerificationError,
+        match="checkpoint 1 \\(size 25\\) does not match the leaves.*at an index in 10..24 "
+        "\\(the bundle holds 39 leaves but a checkpoint claims 40: 1 or more are missing\\)",
+    ):
         verify(world, with_leaves(world.bundle, leaves))
 
 
 def test_reordering_leaves_is_named(world: World) -> None:
     leaves = list(world.bundle.leaves)
     leaves[17], leaves[18] = leaves[18], leaves[17]
-    with pytest.raises(VerificationError, match="leaf 17 has sequence 18, expected 17"):
+    with pytest.raises(VerificationError, match="leaves 17 and 18 are out of order"):
         verify(world, with_leaves(world.bundle, leaves))
 
 
 def test_inserting_a_leaf_is_named(world: World) -> None:
     leaves = list(world.bundle.leaves)
-    forged = _leaf(17, T0, 99).to_bytes()
-    with pytest.raises(VerificationError, match="leaf 18 has sequence 17, expected 18"):
-        verify(world, with_leaves(world.bundle, leaves[:17] + [forged] + leaves[17:]))
-
-
-def test_inserting_and_renumbering_is_caught_by_the_checkpoint(world: World) -> None:
-    leaves = [AuditLeaf.from_bytes(b) for b in world.bundle.leaves]
-    forged = [*leaves[:17], _leaf(17, T0, 99), *leaves[17:]]
-    renumbered = [dataclasses.replace(leaf, sequence=i).to_bytes() for i, leaf in enumerate(forged)]
+    forged = _leaf(T0, 99).to_bytes()
     with pytest.raises(
-        VerificationError, match="checkpoint 1 \\(size 25\\) does not match the leaves.*10..24"
+        VerificationError, match="leaf 17 is not in the signed log.*inserted at 17"
     ):
-        verify(world, with_leaves(world.bundle, renumbered))
+        verify(world, with_leaves(world.bundle, leaves[:17] + [forged] + leaves[17:]))
+    # Before the first checkpoint too.
+    with pytest.raises(VerificationError, match="leaf 0 is not in the signed log"):
+        verify(world, with_leaves(world.bundle, [forged, *leaves]))
+
+
+def test_altering_a_leaf_canonically_is_bounded_by_the_checkpoints(world: World) -> None:
+    leaves = [AuditLeaf.from_bytes(b) for b in world.bundle.leaves]
+    leaves[17] = dataclasses.replace(leaves[17], recipient="someone-else")
+    with pytest.raises(
+        VerificationError,
+        match="checkpoint 1 \\(size 25\\) does not match the leaves.*at an index in 10..24$",
+    ):
+        verify(world, with_leaves(world.bundle, [leaf.to_bytes() for leaf in leaves]))
+
+
+def test_a_range_too_wide_to_search_is_still_bounded(tmp_path: Path) -> None:
+    from broker.audit import verify as verify_mod
+
+    clock = FixedClock(T0)
+    signer = Ed25519Signer.generate(ORIGIN)
+    log = AuditLog(signer=signer, clock=clock)
+    for i in range(verify_mod.LOCATE_LIMIT + 10):
+        log.append(_leaf(T0 + i, i))
+    log.checkpoint()
+    bundle = log.export()
+    leaves = list(bundle.leaves)
+    leaves[3], leaves[4] = leaves[4], leaves[3]
+    with pytest.raises(VerificationError, match=f"at an index in 0..{len(leaves) - 1}$"):
+        verify_bundle(with_leaves(bundle, leaves), [signer.vkey])
 
 
 def test_missing_and_unsigned_leaves(world: World) -> None:
     leaves = list(world.bundle.leaves)
     with pytest.raises(
         VerificationError,
-        match="checkpoint 2 \\(size 40\\) covers more leaves .* leaves 39..39 are missing",
+        match="checkpoint 2 \\(size 40\\) covers more leaves than the bundle holds \\(39\\): "
+        "1 or more leaves are missing; the first missing or altered leaf is at an index in 25..39",
     ):
         verify(world, with_leaves(world.bundle, leaves[:-1]))
-    extra = _leaf(40, T0 + 10**6, 7).to_bytes()
+    extra = _leaf(T0 + 10**6, 7).to_bytes()
     with pytest.raises(
         VerificationError, match="leaves 40..40 are not covered by any signed checkpoint"
     ):
@@ -329,11 +365,11 @@ def test_old_key_outside_its_window_is_refused(tmp_path: Path) -> None:
     clock = FixedClock(T0)
     first = Ed25519Signer.generate(ORIGIN)
     log = AuditLog(signer=first, clock=clock)
-    log.append(_leaf(0, clock.now_ms(), 0))
+    log.append(_leaf(clock.now_ms(), 0))
     log.checkpoint()
     log.rotate_key(Ed25519Signer.generate(ORIGIN), overlap_ms=1000)
     clock.advance(10_000)
-    log.append(_leaf(2, clock.now_ms(), 2))
+    log.append(_leaf(clock.now_ms(), 2))
     log.checkpoint()
     good = log.export()
     assert verify_bundle(good, [first.vkey]).tree_size == 3
@@ -381,21 +417,32 @@ def _ring(world: World):  # type: ignore[no-untyped-def]
     return ring
 
 
-def test_who_saw_lists_shares_about_one_subject(world: World) -> None:
+def test_who_saw_lists_shares_and_withholdings_about_one_subject(world: World) -> None:
     seen = who_saw(world.bundle, ALICE, T0, T0 + 10**9, trusted_vkeys=[world.first_vkey])
-    assert seen and all(s.kind is LeafKind.SHARED and s.subject == ALICE for s in seen)
+    parsed = [AuditLeaf.from_bytes(b) for b in world.bundle.leaves]
     expected = [
-        AuditLeaf.from_bytes(b)
-        for b in world.bundle.leaves
-        if AuditLeaf.from_bytes(b).kind is LeafKind.SHARED
-        and AuditLeaf.from_bytes(b).subject == ALICE
+        (i, leaf)
+        for i, leaf in enumerate(parsed)
+        if leaf.kind in (LeafKind.SHARED, LeafKind.WITHHELD) and leaf.subject == ALICE
     ]
-    assert seen == expected
+    assert [(s.index, s.leaf) for s in seen] == expected
+    assert {s.leaf.kind for s in seen} == {LeafKind.SHARED, LeafKind.WITHHELD}
     window = who_saw(
-        world.bundle, ALICE, seen[1].time_ms, seen[2].time_ms, trusted_vkeys=[world.first_vkey]
+        world.bundle,
+        ALICE,
+        seen[1].leaf.time_ms,
+        seen[2].leaf.time_ms,
+        trusted_vkeys=[world.first_vkey],
     )
     assert window == [seen[1]]
-    assert {s.recipient for s in seen} <= {"mash-torbay", "school-dsl-12"}
+    assert {s.leaf.recipient for s in seen} <= {"mash-torbay", "school-dsl-12"}
+    shares = who_saw(
+        world.bundle, ALICE, 0, 2**53, trusted_vkeys=[world.first_vkey], kinds=[LeafKind.SHARED]
+    )
+    assert [s.leaf for s in shares] == [s.leaf for s in seen if s.leaf.kind is LeafKind.SHARED]
+    # Each sighting's index proves offline.
+    for proof in prove_leaves(world.bundle, [s.index for s in seen]):
+        assert verify_event_proof(proof, _ring(world)).subject == ALICE
     leaves = list(world.bundle.leaves)
     leaves[3] = leaves[3].replace(b"police-devon", b"police-dorse")
     with pytest.raises(VerificationError):

@@ -49,7 +49,6 @@ def build(tmp: Path) -> tuple[Bundle, dict[str, object]]:
         shared = kind is LeafKind.SHARED
         log.append(
             AuditLeaf(
-                sequence=i,
                 time_ms=clock.now_ms(),
                 kind=kind,
                 event_id=f"00000000-0000-4000-8000-{i:012d}",

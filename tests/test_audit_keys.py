@@ -74,13 +74,9 @@ def test_key_list_text_round_trip_and_strictness() -> None:
 def test_rotation_chain_keeps_old_keys_verifiable() -> None:
     k1, k2, k3 = (Ed25519Signer.generate(ORIGIN) for _ in range(3))
     kl1, signed1 = initial_key_list(k1, now_ms=1000)
-    kl2, signed2, leaf2 = rotate(
-        kl1, old_signer=k1, new_signer=k2, now_ms=5000, overlap_ms=500, sequence=7
-    )
-    kl3, signed3, leaf3 = rotate(
-        kl2, old_signer=k2, new_signer=k3, now_ms=9000, overlap_ms=500, sequence=12
-    )
-    assert leaf2.kind is LeafKind.KEY_ROTATION and leaf2.sequence == 7 and leaf2.time_ms == 5000
+    kl2, signed2, leaf2 = rotate(kl1, old_signer=k1, new_signer=k2, now_ms=5000, overlap_ms=500)
+    kl3, signed3, leaf3 = rotate(kl2, old_signer=k2, new_signer=k3, now_ms=9000, overlap_ms=500)
+    assert leaf2.kind is LeafKind.KEY_ROTATION and leaf2.time_ms == 5000
     assert leaf2.event_digest == hashlib.sha256(signed2).hexdigest()
     assert [k.not_after_ms for k in kl3.keys] == [5500, 9500, None]
     # The rotation note carries the old and the new key's signatures.
@@ -99,8 +95,8 @@ def test_rotation_chain_keeps_old_keys_verifiable() -> None:
 def test_key_ring_refuses_gaps_strangers_and_retired_keys() -> None:
     k1, k2, k3 = (Ed25519Signer.generate(ORIGIN) for _ in range(3))
     kl1, signed1 = initial_key_list(k1, now_ms=0)
-    kl2, signed2, _ = rotate(kl1, old_signer=k1, new_signer=k2, now_ms=10, overlap_ms=5, sequence=1)
-    _, signed3, _ = rotate(kl2, old_signer=k2, new_signer=k3, now_ms=20, overlap_ms=5, sequence=2)
+    kl2, signed2, _ = rotate(kl1, old_signer=k1, new_signer=k2, now_ms=10, overlap_ms=5)
+    _, signed3, _ = rotate(kl2, old_signer=k2, new_signer=k3, now_ms=20, overlap_ms=5)
     ring = KeyRing([k1.vkey])
     ring.add_key_list(signed1)
     with pytest.raises(VerificationError, match="has version 3; expected 2"):

@@ -26,7 +26,6 @@ H = hashlib.sha256
 
 def make_leaf(seq: int = 41, **kw: Any) -> AuditLeaf:
     base: dict[str, object] = dict(
-        sequence=seq,
         time_ms=1_700_000_000_000 + seq,
         kind=LeafKind.SHARED,
         event_id="5f0c1e8e-9a49-4d1c-8d57-6a8f1f0f2a11",
@@ -133,8 +132,9 @@ def test_leaf_from_bytes_refuses_non_canonical_input() -> None:
     variants = [
         json.dumps(doc).encode(),  # whitespace
         json.dumps(dict(reversed(list(doc.items()))), separators=(",", ":")).encode(),  # key order
-        data.replace(b'"sequence":41', b'"sequence":41.0'),
-        data.replace(b'"sequence":41', b'"sequence":"41"'),
+        data.replace(b'"time_ms":1700000000041', b'"time_ms":1700000000041.0'),
+        data.replace(b'"time_ms":1700000000041', b'"time_ms":"1700000000041"'),
+        data.replace(b'"time_ms":1700000000041', b'"sequence":41,"time_ms":1700000000041'),
         data.replace(b'["concern_summary","location"]', b'["location","concern_summary"]'),
         data.replace(b'"v":1', b'"v":2'),
         data.replace(b'"reason":"",', b""),
@@ -151,8 +151,8 @@ def test_leaf_from_bytes_refuses_non_canonical_input() -> None:
 
 def test_leaf_validates_its_fields() -> None:
     bad_fields: list[dict[str, Any]] = [
-        dict(sequence=-1),
-        dict(sequence=True),
+        dict(time_ms=-1),
+        dict(time_ms=True),
         dict(time_ms=2**53),
         dict(kind="NOPE"),
         dict(event_digest="ABC"),
@@ -168,6 +168,51 @@ def test_leaf_validates_its_fields() -> None:
             make_leaf(**bad)
     quarantine = make_leaf(kind="QUARANTINED", recipient="", subject="", delivered_digest=None)
     assert AuditLeaf.from_bytes(quarantine.to_bytes()).kind is LeafKind.QUARANTINED
+
+
+def test_a_leaf_carries_no_index() -> None:
+    # Several routers write one audit partition in their own transactions: none
+    # of them can know a leaf's index, which is its position in the tree.
+    doc = json.loads(make_leaf().to_bytes())
+    assert "sequence" not in doc and "index" not in doc
+    with pytest.raises(TypeError):
+        AuditLeaf(sequence=1, **{k: v for k, v in doc.items() if k != "v"})
+
+
+def test_the_routers_leaf_dicts_are_accepted() -> None:
+    """The dicts broker.routing.core emits (AuditLeaf's fields, kind as a string)."""
+    digest = H(b"bytes that did not decode").hexdigest()
+    undecodable = {
+        "kind": "QUARANTINED",
+        "time_ms": 1_700_000_000_000,
+        "event_id": "",  # nothing could be decoded: no event id to give
+        "event_digest": digest,
+        "source_agency": "",
+        "reason": "UNDECODABLE",
+    }
+    leaf = AuditLeaf(**undecodable)  # type: ignore[arg-type]
+    assert leaf.event_id == "" and AuditLeaf.from_bytes(leaf.to_bytes()) == leaf
+    shared = {
+        "time_ms": 1_700_000_000_000,
+        "event_id": "5f0c1e8e-9a49-4d1c-8d57-6a8f1f0f2a11",
+        "event_digest": digest,
+        "source_agency": "police-devon",
+        "recipient": "mash-torbay",
+        "outcome": "SHARE",
+        "rule_id": "mash-all",
+        "reason": "CONSENT_GIVEN",
+        "policy_digest": H(b"policy").hexdigest(),
+        "subject": subject_pseudonym(b"k" * 32, "child-1"),
+        "kind": "SHARED",
+        "lawful_basis": "UK GDPR Art 9(2)(g); DPA 2018 Sch 1 para 18",
+        "data_classes_shared": ["concern_summary", "location"],
+        "fields_redacted": ["reporter.name"],
+        "delivered_digest": H(b"copy").hexdigest(),
+        "consent_ref": None,
+        "obligations": ["REVIEW_WITHIN_72H@1700259200000"],
+    }
+    leaf = AuditLeaf(**shared)  # type: ignore[arg-type]
+    assert AuditLeaf.from_bytes(leaf.to_bytes()).obligations == ("REVIEW_WITHIN_72H@1700259200000",)
 
 
 @settings(max_examples=100, deadline=None)

@@ -152,13 +152,13 @@ def rotate(
     new_signer: Ed25519Signer,
     now_ms: int,
     overlap_ms: int,
-    sequence: int,
     source_agency: str = "safeshare",
 ) -> tuple[KeyList, bytes, AuditLeaf]:
     """Introduce ``new_signer`` and retire ``old_signer`` after ``overlap_ms``.
 
     Returns the new key list, its signed note (signed by the old and the new
-    key) and the ``KEY_ROTATION`` leaf (at ``sequence``) to append to the log.
+    key) and the ``KEY_ROTATION`` leaf to append to the log (it must be
+    committed in the log before any checkpoint signed by the new key alone).
     Retired keys stay listed with their closed window.
     """
     if new_signer.name != current.origin or old_signer.name != current.origin:
@@ -178,7 +178,6 @@ def rotate(
     new = KeyList(current.origin, current.version + 1, tuple(entries))
     signed = new.sign([old_signer, new_signer])
     leaf = AuditLeaf(
-        sequence=sequence,
         time_ms=now_ms,
         kind=LeafKind.KEY_ROTATION,
         event_id=f"keylist/{current.origin}/{new.version}",

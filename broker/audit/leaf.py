@@ -10,11 +10,21 @@ the bytes. Example (wrapped here; the real bytes have no whitespace)::
      "delivered_digest":"9f86…","event_digest":"2c26…","event_id":"5f0c…",
      "fields_redacted":["reporter.name"],"kind":"SHARED","lawful_basis":"…",
      "obligations":[],"outcome":"ALLOW","policy_digest":"b5bb…","reason":"",
-     "recipient":"mash-torbay","rule_id":"mash-all","sequence":41,
-     "source_agency":"police-devon","subject":"e3b0…","time_ms":1700000000000,"v":1}
+     "recipient":"mash-torbay","rule_id":"mash-all","source_agency":"police-devon",
+     "subject":"e3b0…","time_ms":1700000000000,"v":1}
 
-``sequence`` is the leaf's index in its shard's tree (0, 1, 2, …), assigned by
-the router; auditors check that sequences are contiguous.
+A leaf does not carry its own index. Several router processes write leaves to
+one audit partition, each inside its own Kafka transaction, so no router can
+know where its leaves will land. A leaf's index is its *position*: the order of
+committed leaves in the shard's audit partition, message by message, leaf by
+leaf within a batch. The checkpointer (:mod:`broker.audit.checkpointer`) reads
+committed leaves in that order and the signed checkpoints fix it; a deleted,
+inserted or reordered leaf changes the root (RFC 9162 §2.1.1) and no longer
+matches them.
+
+``event_id`` may be empty: a quarantined message whose bytes could not be
+decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
+the bytes).
 
 Several leaves travel in one Kafka message as a *batch* (see :func:`encode_batch`).
 The leaf, not the message, is the unit of the tree.
@@ -112,7 +122,6 @@ class AuditLeaf:
     de-duplicated; ``obligations`` keep their order.
     """
 
-    sequence: int
     time_ms: int
     kind: LeafKind
     event_id: str
@@ -133,7 +142,6 @@ class AuditLeaf:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        _int("sequence", self.sequence)
         _int("time_ms", self.time_ms)
         try:
             set_(self, "kind", LeafKind(self.kind))
@@ -179,7 +187,7 @@ class AuditLeaf:
             return canonicalize_trusted(self.to_json_value())
         except CanonicalizationError as exc:
             raise MalformedError(
-                f"audit leaf {self.sequence} cannot be canonicalised: {exc}"
+                f"audit leaf of event {self.event_id!r} cannot be canonicalised: {exc}"
             ) from exc
 
     @classmethod
@@ -230,7 +238,8 @@ def encode_batch(leaves: Sequence[AuditLeaf | bytes]) -> bytes:
 
         "SSAB" 0x01 | count | len(leaf 0) | leaf 0 bytes | len(leaf 1) | ...
 
-    Leaves appear in sequence order; each is a leaf's canonical bytes.
+    Leaves appear in log order (their order in the tree); each is a leaf's
+    canonical bytes.
     """
     if len(leaves) > MAX_BATCH_LEAVES:
         raise MalformedError(f"a batch holds at most {MAX_BATCH_LEAVES} leaves")

@@ -1,9 +1,11 @@
 """The log operator's side of one audit shard, in memory: leaves, checkpoints, keys, export.
 
-Kafka is not involved here: the router appends leaves it has committed, the
-checkpointer calls :meth:`AuditLog.checkpoint`, witnesses' cosignature lines
-are attached with :meth:`AuditLog.add_cosignature`, and :meth:`AuditLog.export`
-produces the auditor's :class:`~broker.audit.bundle.Bundle`.
+Kafka is not involved here: leaves are appended in log order,
+:meth:`AuditLog.checkpoint` signs the tree, witnesses' cosignature lines are
+attached with :meth:`AuditLog.add_cosignature`, and :meth:`AuditLog.export`
+produces the auditor's :class:`~broker.audit.bundle.Bundle`. Tests, the golden
+data and benchmarks use it; the Kafka service is
+:class:`broker.audit.checkpointer.Checkpointer`.
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ class AuditLog:
         return [entry.verifier() for entry in self._key_list.keys]
 
     def append(self, leaf: AuditLeaf) -> int:
-        """Append a leaf whose sequence is the next index; return that index."""
-        if leaf.sequence != self._tree.size:
-            raise AuditError(
-                f"leaf sequence {leaf.sequence} does not follow the log (next is {self._tree.size})"
-            )
+        """Append a leaf at the end; return its index.
+
+        The index is the leaf's position: leaves carry no index of their own
+        (see :mod:`broker.audit.leaf`).
+        """
         data = leaf.to_bytes()
         self._leaves.append(data)
         return self._tree.append(data)
@@ -93,7 +95,6 @@ class AuditLog:
             new_signer=new_signer,
             now_ms=now,
             overlap_ms=overlap_ms,
-            sequence=self._tree.size,
         )
         self._key_lists.append(signed)
         self._vkeys.append(new_signer.vkey)

@@ -148,6 +148,38 @@ class MerkleTree:
             )
             level += 1
 
+    def root_with_suffix(self, size: int, suffix_hashes: Iterable[bytes]) -> bytes:
+        """MTH of this tree's first ``size`` leaves followed by ``suffix_hashes``.
+
+        Answers "what would the root be if the leaves from ``size`` on were
+        these?" without copying the tree: the first ``size`` leaves are taken
+        as their O(log n) complete subtrees (a compact range, as
+        transparency-dev/merkle ``compact.Range``), the suffix is merged in
+        leaf by leaf, and the range is folded right to left into the RFC 9162
+        §2.1.1 root. Verification uses it to test what a tampered bundle did
+        (a leaf inserted, two swapped) against a signed root.
+        """
+        size = self._check_size(size)
+        # Complete subtrees covering [0, size), largest (leftmost) first.
+        stack: list[tuple[int, bytes]] = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                stack.append((level, self._levels[level][start >> level]))
+                start += 1 << level
+        for h in suffix_hashes:
+            level = 0
+            while stack and stack[-1][0] == level:
+                h = sha256(_NODE_PREFIX + stack.pop()[1] + h).digest()
+                level += 1
+            stack.append((level, h))
+        if not stack:
+            return EMPTY_ROOT
+        root = stack[-1][1]
+        for _, left in reversed(stack[:-1]):
+            root = sha256(_NODE_PREFIX + left + root).digest()
+        return root
+
     def leaf_hash(self, index: int) -> bytes:
         """The stored hash of leaf ``index``."""
         self._check_index(index, self.size)

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from broker.audit import note as _note
-from broker.audit.bundle import Bundle
+from broker.audit._jcs import CanonicalizationError, canonicalize
+from broker.audit.bundle import Bundle, BundleCheckpoint
 from broker.audit.checkpoint import Checkpoint, open_checkpoint
 from broker.audit.cosignature import CosignatureVerifier, add_cosignatures, verify_cosignatures
 from broker.audit.exceptions import AuditError, VerificationError
@@ -22,9 +23,13 @@ from broker.audit.leaf import AuditLeaf, LeafKind
 from broker.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 
 __all__ = [
+    "LOCATE_LIMIT",
+    "SUBJECT_DECISIONS",
     "EventProof",
     "Report",
+    "Sighting",
     "prove_event",
+    "prove_leaves",
     "verify_bundle",
     "verify_event_proof",
     "who_saw",
@@ -63,6 +68,60 @@ def _witnesses(vkeys: Iterable[str]) -> list[CosignatureVerifier]:
     return [CosignatureVerifier.from_vkey(v) for v in vkeys]
 
 
+#: The widest range of leaves in which :func:`verify_bundle` tests "one leaf
+#: inserted" and "two neighbours swapped" against a signed root. Each test
+#: costs O(range) hashes, so the search is O(range²): about a second here.
+LOCATE_LIMIT = 1024
+
+
+def _locate(
+    tree: MerkleTree,
+    lo: int,
+    hi: int,
+    signed_root: bytes,
+    checkpoints: Sequence[BundleCheckpoint],
+) -> str:
+    """Say where the bundle's leaves first part from the signed log, as precisely as we can.
+
+    Known: the leaves up to ``lo`` give a signed root, those up to ``hi`` do
+    not, so the first difference is in ``lo..hi-1``. Without the log's own
+    leaves no more can be proven, but two tamperings can be recognised by
+    undoing them: if dropping leaf ``k`` (an insertion) or swapping ``k`` and
+    ``k+1`` (a reorder) reproduces ``signed_root``, that is what happened.
+    (A deletion cannot be undone: the missing leaf's bytes are gone.)
+    """
+    if hi - lo <= LOCATE_LIMIT:
+        hashes = [tree.leaf_hash(i) for i in range(lo, min(hi + 1, tree.size))]
+        if tree.size > hi:
+            for k in range(lo, hi):
+                if tree.root_with_suffix(k, hashes[k + 1 - lo : hi + 1 - lo]) == signed_root:
+                    return (
+                        f"leaf {k} is not in the signed log: without it, leaves "
+                        f"0..{hi - 1} give the signed root (a leaf was inserted at {k})"
+                    )
+        for k in range(lo, hi - 1):
+            i = k - lo
+            swapped = [hashes[i + 1], hashes[i], *hashes[i + 2 : hi - lo]]
+            if tree.root_with_suffix(k, swapped) == signed_root:
+                return (
+                    f"leaves {k} and {k + 1} are out of order: swapped back, leaves "
+                    f"0..{hi - 1} give the signed root"
+                )
+    msg = f"the first altered, missing, extra or reordered leaf is at an index in {lo}..{hi - 1}"
+    last = 0
+    for bc in checkpoints:  # untrusted sizes, used for a hint only
+        try:
+            last = max(last, Checkpoint.parse(_note.parse(bc.note)[0]).size)
+        except (AuditError, UnicodeDecodeError):
+            continue
+    if last > tree.size:
+        msg += (
+            f" (the bundle holds {tree.size} leaves but a checkpoint claims {last}: "
+            f"{last - tree.size} or more are missing)"
+        )
+    return msg
+
+
 def verify_bundle(
     bundle: Bundle,
     trusted_vkeys: KeyRing | Iterable[str],
@@ -76,15 +135,22 @@ def verify_bundle(
 
     1. key lists: each signed by a current key of the previous version (the
        first by a trusted key);
-    2. leaves: canonical bytes (RFC 8785), ``sequence`` equal to the index;
+    2. leaves: canonical bytes (RFC 8785); every key list after the first is
+       announced by a ``KEY_ROTATION`` leaf (and vice versa);
     3. checkpoints: the log's signature (C2SP signed-note, key named after the
        origin, key valid at the time of the checkpoint's newest leaf), sizes
        never decreasing, root equal to the root recomputed from the leaves at
        that size (RFC 9162 §2.1.1), consistency with the previous checkpoint
        (RFC 9162 §2.1.4), and at least ``witness_quorum`` valid cosignatures
        from ``witness_vkeys`` (C2SP tlog-cosignature);
-    4. every leaf is covered by a checkpoint, and every key list after the
-       first is announced by a ``KEY_ROTATION`` leaf (and vice versa).
+    4. every leaf is covered by a checkpoint.
+
+    Leaves carry no index: a leaf's index is its position. A deleted,
+    inserted or reordered leaf is caught because the recomputed root no longer
+    equals a signed one. The first checkpoint that does not match bounds the
+    first bad index from below by the last one that does; inside that range
+    the verifier then tests whether removing one leaf or swapping two
+    neighbours reproduces the signed root, and names that leaf if so.
     """
     ring = _ring(trusted_vkeys)
     witnesses = _witnesses(witness_vkeys)
@@ -110,11 +176,6 @@ def verify_bundle(
             leaf = AuditLeaf.from_bytes(data)
         except AuditError as exc:
             raise VerificationError(f"leaf {i} is not a valid audit leaf: {exc}") from exc
-        if leaf.sequence != i:
-            raise VerificationError(
-                f"leaf {i} has sequence {leaf.sequence}, expected {i}: a leaf is missing, "
-                "inserted or out of order at this position"
-            )
         if leaf.kind is LeafKind.KEY_ROTATION:
             if leaf.event_digest not in rotation_digests:
                 raise VerificationError(
@@ -147,9 +208,11 @@ def verify_bundle(
             raise VerificationError(f"{where} does not verify: {exc}") from exc
         where = f"checkpoint {j} (size {cp.size})"
         if cp.size > len(leaves):
+            lo = prev.size if prev is not None else 0
             raise VerificationError(
-                f"{where} covers more leaves than the bundle holds ({len(leaves)}): leaves "
-                f"{len(leaves)}..{cp.size - 1} are missing"
+                f"{where} covers more leaves than the bundle holds ({len(leaves)}): "
+                f"{cp.size - len(leaves)} or more leaves are missing; the first missing or "
+                f"altered leaf is at an index in {lo}..{len(leaves)}"
             )
         if cp.size:
             newest = leaves[cp.size - 1].time_ms
@@ -169,8 +232,8 @@ def verify_bundle(
             lo = prev.size if prev is not None else 0
             raise VerificationError(
                 f"{where} does not match the leaves: the log signed root {cp.root_hash.hex()}, "
-                f"leaves 0..{cp.size - 1} give {recomputed.hex()}; the first altered, "
-                f"missing or extra leaf is at an index in {lo}..{cp.size - 1}"
+                f"leaves 0..{cp.size - 1} give {recomputed.hex()}; "
+                + _locate(tree, lo, cp.size, cp.root_hash, bundle.checkpoints)
             )
         if prev is not None:
             if cp.size < prev.size:
@@ -267,26 +330,59 @@ class EventProof:
             raise VerificationError(f"malformed event proof: {exc!r}") from exc
 
 
-def prove_event(bundle: Bundle, event_id: str) -> list[EventProof]:
-    """Inclusion proofs for every leaf about ``event_id``, each against the
-    largest checkpoint in the bundle that covers it. Verify them with
-    :func:`verify_event_proof`; this function itself trusts nothing."""
+def _event_needle(event_id: str) -> bytes:
+    """The bytes a canonical leaf about ``event_id`` contains (a cheap pre-filter)."""
+    try:
+        return b'"event_id":' + canonicalize(event_id)
+    except CanonicalizationError:
+        return b""
+
+
+def prove_leaves(bundle: Bundle, indices: Iterable[int]) -> list[EventProof]:
+    """Inclusion proofs (RFC 9162 §2.1.3) for the leaves at ``indices``, each
+    against the largest checkpoint in the bundle that covers it.
+
+    Trusts nothing and checks nothing: verify the result with
+    :func:`verify_event_proof`, which needs only the log's keys.
+    """
     tree = MerkleTree()
     tree.extend(bundle.leaves)
     sized = []
     for bc in bundle.checkpoints:
         text, _ = _note.parse(bc.note)
-        sized.append((Checkpoint.parse(text).size, add_cosignatures(bc.note, bc.cosignatures)))
+        size = Checkpoint.parse(text).size
+        if size <= tree.size:
+            sized.append((size, add_cosignatures(bc.note, bc.cosignatures)))
     proofs = []
-    for i, data in enumerate(bundle.leaves):
-        if AuditLeaf.from_bytes(data).event_id != event_id:
-            continue
-        covering = [(size, note) for size, note in sized if i < size <= tree.size]
+    for i in indices:
+        covering = [(size, note) for size, note in sized if i < size]
         if not covering:
-            raise VerificationError(f"leaf {i} (event {event_id}) is not covered by any checkpoint")
+            raise VerificationError(f"leaf {i} is not covered by any checkpoint in the bundle")
         size, note = max(covering, key=lambda c: c[0])
-        proofs.append(EventProof(i, data, tuple(tree.inclusion_proof(i, size)), note))
+        proofs.append(
+            EventProof(i, bundle.leaves[i], tuple(tree.inclusion_proof(i, size)), note)
+        )
     return proofs
+
+
+def prove_event(bundle: Bundle, event_id: str) -> list[EventProof]:
+    """Inclusion proofs for every leaf (decision) about ``event_id``, in log order.
+
+    See :func:`prove_leaves`. Leaves that do not parse are skipped here (this
+    function trusts nothing; :func:`verify_bundle` is where they are refused).
+    """
+    needle = _event_needle(event_id)
+    indices = []
+    for i, data in enumerate(bundle.leaves):
+        if needle and needle not in data:
+            continue
+        try:
+            leaf = AuditLeaf.from_bytes(data)
+        except AuditError:
+            continue
+        if leaf.event_id == event_id:
+            indices.append(i)
+    return prove_leaves(bundle, indices)
 
 
 def verify_event_proof(
@@ -310,8 +406,6 @@ def verify_event_proof(
         leaf = AuditLeaf.from_bytes(proof.leaf)
     except AuditError as exc:
         raise VerificationError(f"leaf {proof.index} is not a valid audit leaf: {exc}") from exc
-    if leaf.sequence != proof.index:
-        raise VerificationError(f"leaf {proof.index} carries sequence {leaf.sequence}")
     if witness_quorum:
         got = verify_cosignatures(proof.checkpoint, _witnesses(witness_vkeys))
         if len(got) < witness_quorum:
@@ -320,6 +414,19 @@ def verify_event_proof(
                 f"{witness_quorum} required"
             )
     return leaf
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One decision about a subject: the leaf and its index in the verified tree."""
+
+    index: int
+    leaf: AuditLeaf
+
+
+#: What :func:`who_saw` reports by default: every share and every decision not to share
+#: (DESIGN.md: "a record of what was shared, with whom, when, why ... and of decisions not to").
+SUBJECT_DECISIONS = frozenset({LeafKind.SHARED, LeafKind.WITHHELD})
 
 
 def who_saw(
@@ -331,21 +438,25 @@ def who_saw(
     trusted_vkeys: KeyRing | Iterable[str],
     witness_vkeys: Sequence[str] = (),
     witness_quorum: int = 0,
-) -> list[AuditLeaf]:
-    """Every share of information about a subject in ``[from_ms, to_ms)``.
+    kinds: Iterable[LeafKind] = SUBJECT_DECISIONS,
+) -> list[Sighting]:
+    """Every decision to share or not to share about a subject in ``[from_ms, to_ms)``.
 
     Verifies the whole bundle first (an answer from an unverified log would be
-    worthless), then returns the ``SHARED`` leaves for ``subject_pseudonym``
-    (see :func:`broker.audit.leaf.subject_pseudonym`) in log order: each says
-    who received which data classes, when, under which rule and lawful basis.
+    worthless), then returns the leaves of ``kinds`` (default: ``SHARED`` and
+    ``WITHHELD``) for ``subject_pseudonym`` (the keyed HMAC of
+    :func:`broker.audit.leaf.subject_pseudonym`) in log order, with their
+    indices for :func:`prove_leaves`: each says who received (or was refused)
+    which data classes, when, under which rule and lawful basis.
     """
+    wanted = frozenset(LeafKind(k) for k in kinds)
     report = verify_bundle(
         bundle, trusted_vkeys, witness_vkeys=witness_vkeys, witness_quorum=witness_quorum
     )
     return [
-        leaf
-        for leaf in report.leaves
-        if leaf.kind is LeafKind.SHARED
+        Sighting(i, leaf)
+        for i, leaf in enumerate(report.leaves)
+        if leaf.kind in wanted
         and leaf.subject == subject_pseudonym
         and from_ms <= leaf.time_ms < to_ms
     ]
