@@ -213,9 +213,7 @@ def test_reordering_leaves_is_named(world: World) -> None:
 def test_inserting_a_leaf_is_named(world: World) -> None:
     leaves = list(world.bundle.leaves)
     forged = _leaf(T0, 99).to_bytes()
-    with pytest.raises(
-        VerificationError, match="leaf 17 is not in the signed log.*inserted at 17"
-    ):
+    with pytest.raises(VerificationError, match="leaf 17 is not in the signed log.*inserted at 17"):
         verify(world, with_leaves(world.bundle, leaves[:17] + [forged] + leaves[17:]))
     # Before the first checkpoint too.
     with pytest.raises(VerificationError, match="leaf 0 is not in the signed log"):

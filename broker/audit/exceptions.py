@@ -14,7 +14,10 @@ The tree is drawn once, here::
             ├── UnverifiedNoteError        no trusted key signed the note
             ├── InvalidSignatureError      a trusted key's signature on a note is wrong
             ├── StaleCheckpointError       a witness was shown an older checkpoint
-            └── SplitViewError             two checkpoints of one log are inconsistent
+            ├── SplitViewError             two checkpoints of one log are inconsistent
+            └── BrokenLogError             the audit partition in Kafka holds something that
+                                           is not committed audit batches, or no longer
+                                           matches a checkpoint already published
 
 Verification functions return a value or raise one of the
 :class:`VerificationError` family, with a message a person can act on
@@ -128,3 +131,19 @@ class SplitViewError(VerificationError):
         self.root1 = root1
         self.size2 = size2
         self.root2 = root2
+
+
+class BrokenLogError(VerificationError):
+    """The audit log *as stored in Kafka* is broken; nothing more may be signed.
+
+    Raised by the checkpointer (and the Kafka witness) when a committed record
+    of the audit partition is not an audit batch or holds a malformed leaf,
+    or when replaying the partition no longer gives the root of a checkpoint
+    already published. Every leaf is part of the tree, so a record that cannot
+    be read cannot be skipped: the log stops being checkpointed until a person
+    looks. :attr:`where` is ``topic[partition]@offset``.
+    """
+
+    def __init__(self, message: str, *, where: str) -> None:
+        super().__init__(message)
+        self.where = where

@@ -359,9 +359,7 @@ def prove_leaves(bundle: Bundle, indices: Iterable[int]) -> list[EventProof]:
         if not covering:
             raise VerificationError(f"leaf {i} is not covered by any checkpoint in the bundle")
         size, note = max(covering, key=lambda c: c[0])
-        proofs.append(
-            EventProof(i, bundle.leaves[i], tuple(tree.inclusion_proof(i, size)), note)
-        )
+        proofs.append(EventProof(i, bundle.leaves[i], tuple(tree.inclusion_proof(i, size)), note))
     return proofs
 
 
