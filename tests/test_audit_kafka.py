@@ -28,7 +28,7 @@ from broker.audit.keystore import LogKeyStore
 from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch, subject_pseudonym
 from broker.audit.merkle import MerkleTree, verify_consistency
 from broker.audit.note import Ed25519Signer
-from broker.audit.stream import checkpoint_headers
+from broker.audit.stream import checkpoint_headers, cosignature_headers
 from broker.audit.verify import verify_bundle
 from broker.cli.audit import audit
 from broker.clock import SystemClock
@@ -552,6 +552,19 @@ def test_witness_cosigns_a_consistent_log_and_refuses_a_fork(
     wsigner = CosignatureSigner.from_skey(
         read_private_key(state.with_suffix(".skey")), clock=SystemClock()
     )
+    # Someone with write access publishes a bogus cosignature under the witness's name:
+    # read_log drops it (it does not verify), so it cannot deny auditors their answer.
+    cps = of_type(checkpoint_records(kafka_bootstrap, audit_topics), "checkpoint")
+    forged_raw = wsigner.key_id.to_bytes(4, "big") + bytes(72)
+    forged_sig = note.Signature(wsigner.name, wsigner.key_id, note.b64encode(forged_raw))
+    with make_producer(kafka_bootstrap) as p:
+        p.send(
+            audit_topics.audit_checkpoints,
+            cps[-1].value + forged_sig.line().encode(),
+            key=ORIGIN.encode(),
+            headers=cosignature_headers(ORIGIN, 0, 14, wsigner.name, wsigner.vkey),
+            partition=0,
+        ).get()
     ok = cli(
         home,
         audit_topics,

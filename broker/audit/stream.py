@@ -46,6 +46,7 @@ from typing import Any
 from broker.audit import note as _note
 from broker.audit.bundle import Bundle, BundleCheckpoint
 from broker.audit.checkpoint import Checkpoint, origin_for_shard
+from broker.audit.cosignature import CosignatureVerifier
 from broker.audit.exceptions import AuditError, BrokenLogError, MalformedError
 from broker.audit.keys import KeyList
 from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
@@ -344,14 +345,19 @@ class PublishedLog:
                     PublishedCheckpoint(e.value, Checkpoint.parse(text), e.where)
                 )
             elif e.type is RecordType.COSIGNATURE:
-                text, sigs = _note.parse(e.value)
+                # Keep only the line the record's own witness key verifies: a bogus
+                # line under a trusted witness's name would otherwise make every
+                # later verification of the bundle fail (anyone who may write
+                # cosignatures could deny auditors their answer).
+                vkey = e.headers.get("vkey", "")
+                witness = CosignatureVerifier.from_vkey(vkey)
+                text, _ = _note.parse(e.value)
+                n = _note.open(e.value, [witness])
                 lines = self.cosignatures.setdefault(text, [])
-                for sig, _raw in sigs:
-                    line = sig.line()
-                    if sig.name != self.origin and line not in lines:
-                        lines.append(line)
-                vkey = e.headers.get("vkey")
-                if vkey and vkey not in self.witness_vkeys:
+                for sig in n.sigs:
+                    if sig.line() not in lines:
+                        lines.append(sig.line())
+                if vkey not in self.witness_vkeys:
                     self.witness_vkeys.append(vkey)
             else:
                 text, _ = _note.parse(e.value)
