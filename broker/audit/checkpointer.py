@@ -239,7 +239,8 @@ class Checkpointer:
             raise BrokenLogError(
                 f"audit log broken: replaying the audit partition gives root {root.hex()} at "
                 f"size {cp.size}, but the published checkpoint ({where}) signed "
-                f"{cp.root_hash.hex()}; the stored leaves were altered",
+                f"{cp.root_hash.hex()}: either the stored leaves were altered, or the log key "
+                "signed a tree that is not this partition (a fork; is the key compromised?)",
                 where=where,
             )
 
