@@ -23,6 +23,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.feed", "feed"),
     ("broker.cli.policy", "policy"),
     ("broker.cli.schemas", "schemas"),
+    ("broker.cli.audit", "audit"),
 ]
 
 
