@@ -28,11 +28,16 @@ from broker.codec import Codec
 from broker.kafka.clients import Admin, make_consumer, make_producer, standard_topic_specs
 from broker.kafka.cluster import obtain_cluster
 from broker.policy import Policy
-from broker.routing.app import build_core, build_service
+from broker.audit.checkpointer import Checkpointer
+from broker.audit.keystore import LogKeyStore
+from broker.audit.leaf import subject_pseudonym
+from broker.audit.stream import read_log
+from broker.audit.verify import verify_bundle
+from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed
 
 SCENARIO = config.PROJECT_ROOT / "deploy" / "scenario" / "torbay.json"
-FEED_FIELDS_SHOWN = 6
+SCENARIO_CHILD = "psn-7Q2K-93XD"
 
 
 def _iso(t: datetime) -> str:
@@ -42,7 +47,10 @@ def _iso(t: datetime) -> str:
 def build_events(policy: Policy, clock: Clock, path: Path = SCENARIO) -> list[dict[str, Any]]:
     """The scenario's steps as JSON events with fresh ids and times relative to now."""
     now = datetime.fromtimestamp(clock.now_ms() / 1000, UTC)
-    steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
+    # A fresh pseudonym per run, so earlier runs' consent records do not apply.
+    child = "psn-" + uuid.uuid4().hex[:4].upper() + "-" + uuid.uuid4().hex[:4].upper()
+    text = path.read_text(encoding="utf-8").replace(SCENARIO_CHILD, child)
+    steps = json.loads(text)["steps"]
     out = []
     for step in steps:
         event = json.loads(json.dumps(step["event"]))
@@ -87,11 +95,26 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
                 )
             )
 
-        # 1. Agencies publish.
-        out("\n-- 1. Agencies publish concern events --")
-        steps = build_events(policy, clock)
-        ids: set[str] = set()
-        for step in steps:
+        routed: list[Routed] = []
+        core = build_core(settings, clock=clock, codec=codec, policy=policy)
+
+        def route() -> None:
+            service = build_service(
+                settings,
+                bootstrap,
+                clock=clock,
+                instance_id="demo",
+                core=core,
+                on_batch=routed.extend,
+            )
+            stats = service.run(idle_exit_s=2.0)
+            out(
+                f"  router: {stats.consumed} messages in {stats.transactions} transaction(s): "
+                f"{stats.shared} shares, {stats.withheld} withheld, "
+                f"{stats.quarantined} quarantined, {stats.duplicates} duplicate(s)"
+            )
+
+        def publish(step: dict[str, Any]) -> None:
             with Publisher(
                 bootstrap=bootstrap, agency=step["agency"], codec=codec, topics=topics
             ) as pub:
@@ -99,8 +122,17 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             ids.add(r.event_id)
             out(f"  {step['agency']:<24} {r.topic}[{r.partition}]@{r.offset}  {step['say']}")
 
+        # 1. Agencies publish; the router shares what policy allows, no consent yet.
+        out("\n-- 1. Agencies publish concern events; the router applies policy --")
+        steps = build_events(policy, clock)
+        child = steps[0]["event"]["subject"]["pseudonym"]
+        ids: set[str] = set()
+        consent_at = next(i for i, st in enumerate(steps) if st["event"]["category"] == "CONSENT")
+        for step in steps[:consent_at]:
+            publish(step)
+
         # ... and three messages that must not be shared.
-        dup = next(s for s in steps if s["event"]["category"] == "MISSING_EPISODE")
+        dup = next(st for st in steps if st["event"]["category"] == "MISSING_EPISODE")
         with Publisher(
             bootstrap=bootstrap, agency=dup["agency"], codec=codec, topics=topics
         ) as pub:
@@ -113,32 +145,22 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         raw.send(
             topics.ingest("example-academy"),
             codec.encode(codec.from_json(forged)),
-            key=b"psn-7Q2K-93XD",
+            key=child.encode(),
         )
         out(f"  {'example-academy':<24} (a message claiming to be from the police)")
         raw.send(topics.ingest("torbay-hospital"), b"\x00garbage from a misconfigured system")
         out(f"  {'torbay-hospital':<24} (bytes that are not a Safeshare event)")
         raw.flush()
         raw.close()
+        started_ms = clock.now_ms()
+        route()
 
-        # 2. The router decides, shares, withholds, quarantines and audits.
-        out("\n-- 2. The router applies consent and need-to-know policy --")
-        routed: list[Routed] = []
-        service = build_service(
-            settings,
-            bootstrap,
-            clock=clock,
-            instance_id=f"demo-{uuid.uuid4().hex[:6]}",
-            core=build_core(settings, clock=clock, codec=codec, policy=policy),
-            on_batch=routed.extend,
-        )
-        stats = service.run(idle_exit_s=3.0)
+        # 2. Consent is recorded; later events can be shared on that basis.
+        out("\n-- 2. The return-home service records consent, then the interview --")
+        for step in steps[consent_at:]:
+            publish(step)
+        route()
         mine = [r for r in routed if r.event_id in ids or r.event_id is None]
-        out(
-            f"  routed {stats.consumed} messages in {stats.transactions} transaction(s): "
-            f"{stats.shared} shares, {stats.withheld} withheld, {stats.quarantined} quarantined, "
-            f"{stats.duplicates} duplicate(s)"
-        )
 
         # 3. What each subscriber received.
         out("\n-- 3. What each subscriber received (read_committed feeds) --")
@@ -202,14 +224,54 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
                 )
             if r.duplicate:
                 out(f"  duplicate:   event {r.event_id} not shared twice")
-        _show_quarantine(bootstrap, codec, topics.quarantine, out)
+        _show_quarantine(bootstrap, codec, topics.quarantine, started_ms, out)
+
+        # 6. The signed audit log: checkpoint, verify, answer "who saw this child?".
+        out("\n-- 6. The signed audit log --")
+        checkpointer = Checkpointer.from_settings(settings, bootstrap, clock=clock)
+        try:
+            published = checkpointer.run_once()
+        finally:
+            checkpointer.close()
+        cp = published.checkpoint
+        out(
+            f"  checkpoint: {cp.origin} size {cp.size} root {cp.root_hash.hex()[:16]}… "
+            "(C2SP signed note, Ed25519)"
+        )
+        store = LogKeyStore(settings.home / "keys", origin=cp.origin, shard=0)
+        anchor = store.anchor()
+        assert anchor is not None
+        bundle = read_log(bootstrap, topics, shard=0)
+        report = verify_bundle(bundle, [anchor])
+        out(
+            f"  verify: OK, {report.tree_size} leaves recomputed against "
+            f"{report.checkpoints} signed checkpoint(s); root matches"
+        )
+        key = (settings.home / "keys" / SUBJECT_KEY_FILE).read_bytes()
+        seen = [
+            lf
+            for lf in report.leaves
+            if lf.subject == subject_pseudonym(key, child) and lf.event_id in ids
+        ]
+        shares = [lf for lf in seen if lf.kind == "SHARED"]
+        out(
+            f"  who saw {child} in this run: {len(shares)} shares to "
+            f"{len({lf.recipient for lf in shares})} recipients, "
+            f"{sum(lf.kind == 'WITHHELD' for lf in seen)} decisions not to share"
+        )
+        out(f"  try: safeshare audit verify | safeshare audit who-saw --subject {child}")
 
         out("\nDone.")
     return 0
 
 
 def _short(paths: list[str]) -> list[str]:
-    return [p.replace("payload.", "") for p in paths]
+    """Field groups, not every leaf: ``payload.MissingEpisode.found.place`` -> ``found``."""
+    out: dict[str, None] = {}
+    for p in paths:
+        parts = p.split(".")
+        out[parts[2] if parts[0] == "payload" and len(parts) > 2 else ".".join(parts[:2])] = None
+    return list(out)
 
 
 def _drain(reader: FeedReader, ids: set[str], idle_s: float = 2.0) -> list[Any]:
@@ -223,14 +285,18 @@ def _drain(reader: FeedReader, ids: set[str], idle_s: float = 2.0) -> list[Any]:
     return items
 
 
-def _show_quarantine(bootstrap: str, codec: Codec, topic: str, out: Callable[[str], None]) -> None:
+def _show_quarantine(
+    bootstrap: str, codec: Codec, topic: str, since_ms: int, out: Callable[[str], None]
+) -> None:
     consumer = make_consumer(bootstrap, group_id=None, topics=[topic])
     try:
         records = consumer.collect(10_000, timeout_s=2.0)
     finally:
         consumer.close()
-    for r in records[-3:]:
+    for r in records:
         q = codec.decode(r.value or b"", "safeshare.QuarantineRecord")
+        if q["quarantined_at"].timestamp() * 1000 < since_ms:
+            continue
         out(
             f"  {topic}: {q['reason']} from {q['source_topic']}[{q['source_partition']}]"
             f"@{q['source_offset']}, {q['original_size']} original bytes kept; {q['detail']}"
