@@ -23,16 +23,16 @@ from typing import Any
 
 from broker import config
 from broker.api import FeedReader, Publisher
-from broker.clock import Clock, SystemClock
-from broker.codec import Codec
-from broker.kafka.clients import Admin, make_consumer, make_producer, standard_topic_specs
-from broker.kafka.cluster import obtain_cluster
-from broker.policy import Policy
 from broker.audit.checkpointer import Checkpointer
 from broker.audit.keystore import LogKeyStore
 from broker.audit.leaf import subject_pseudonym
 from broker.audit.stream import read_log
 from broker.audit.verify import verify_bundle
+from broker.clock import Clock, SystemClock
+from broker.codec import Codec
+from broker.kafka.clients import Admin, make_consumer, make_producer, standard_topic_specs
+from broker.kafka.cluster import obtain_cluster
+from broker.policy import Policy
 from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed
 
