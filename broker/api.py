@@ -27,6 +27,7 @@ from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.kafka.clients import make_consumer, make_producer
 from broker.policy.consent import consent_key
+from broker.signing import AgencySigner, sign_message
 from broker.topics import DEFAULT, Topics
 
 ENVELOPE = "safeshare.ConcernEvent"
@@ -76,6 +77,9 @@ def check_source(event: Mapping[str, Any], agency: str) -> None:
 class Publisher:
     """Publishes an agency's concern events to its own ingest topic.
 
+    With ``signer`` (the agency's Ed25519 key) every event is signed
+    (broker.signing); a policy may require it.
+
     Every event is validated against the schema before anything is sent; an
     invalid event raises :class:`EncodingError` naming the field, and nothing
     reaches Kafka. The record key is the subject's pseudonym, so one child's
@@ -90,8 +94,12 @@ class Publisher:
         codec: Codec | None = None,
         topics: Topics = DEFAULT,
         producer_config: Mapping[str, Any] | None = None,
+        signer: AgencySigner | None = None,
     ) -> None:
+        if signer is not None and signer.agency_id != agency:
+            raise ValueError(f"signing key is for agency {signer.agency_id!r}, not {agency!r}")
         self.agency = agency
+        self._signer = signer
         self.topic = topics.ingest(agency)
         self._consent_topic = topics.consent
         self._codec = codec or Codec.default()
@@ -100,7 +108,10 @@ class Publisher:
     def encode(self, event: Mapping[str, Any]) -> bytes:
         """Validate ``event`` (in-memory shape) and return its wire bytes."""
         check_source(event, self.agency)
-        return self._codec.encode(dict(event), ENVELOPE)
+        if self._signer is None:
+            return self._codec.encode(dict(event), ENVELOPE)
+        unsigned = self._codec.encode({**event, "signature": None}, ENVELOPE)
+        return sign_message(unsigned, self._signer)
 
     def destination(self, event: Mapping[str, Any]) -> tuple[str, bytes | None]:
         """Topic and key for ``event``.

@@ -10,6 +10,7 @@ from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
+from broker.signing import AgencySigner, sign_message
 from broker.topics import Topics
 from tests.routing_helpers import CODEC, example
 
@@ -95,6 +96,11 @@ def test_event_on_another_agencys_topic_is_quarantined(core: RoutingCore) -> Non
 
 def test_a_defect_while_deciding_quarantines_that_message_only(core: RoutingCore) -> None:
     class Broken:
+        event_signatures = "optional"
+
+        def agency(self, agency_id: str) -> None:
+            return None
+
         def decide_all(self, *a: object) -> list[object]:
             raise RuntimeError("bug")
 
@@ -126,3 +132,85 @@ def test_consent_topic_state_and_duty(core: RoutingCore) -> None:
 
 def test_codec_fixture_is_the_projects(core: RoutingCore) -> None:
     assert isinstance(core.codec, Codec)
+
+
+# -- agency signatures ------------------------------------------------------------
+
+
+def _signed_core(mode: str, signer: AgencySigner, **key: object) -> RoutingCore:
+    text = POLICY.read_text().replace("event_signatures: optional", f"event_signatures: {mode}")
+    entry = {**signer.registry_entry(), **key}
+    line = "    keys: [{" + ", ".join(f"{k}: '{v}'" for k, v in entry.items()) + "}]"
+    text = text.replace(
+        "  - id: devon-cornwall-police\n    name: Devon and Cornwall Police\n"
+        "    type: POLICE\n    local_authorities: [E06000027, E10000008]\n    keys: []",
+        "  - id: devon-cornwall-police\n    name: Devon and Cornwall Police\n"
+        "    type: POLICE\n    local_authorities: [E06000027, E10000008]\n" + line,
+    )
+    policy = Policy.from_text(text, field_classes=CODEC.data_classes())
+    assert policy.agency("devon-cornwall-police").keys, "key not injected"
+    return RoutingCore(
+        codec=CODEC, decider=policy, consents=ConsentStore(), topics=T,
+        clock=FixedClock(NOW), pseudonym_key=b"k" * 32,
+    )
+
+
+def _signed(signer: AgencySigner, name: str = "missing_episode") -> bytes:
+    unsigned = CODEC.encode({**CODEC.from_json(example(name)), "signature": None})
+    return sign_message(unsigned, signer)
+
+
+POLICE = "devon-cornwall-police"
+
+
+def test_a_signed_event_is_routed_and_its_signature_reaches_no_one_else() -> None:
+    signer = AgencySigner.generate(POLICE)
+    core = _signed_core("required", signer)
+    routed = core.handle(_msg(T.ingest(POLICE), _signed(signer)))
+    assert routed.quarantined is None and routed.shared
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["unsigned", "other_key", "flipped_body", "flipped_signature", "other_agency_name"],
+)
+def test_forged_missing_or_mismatched_signatures_are_quarantined(tamper: str) -> None:
+    signer = AgencySigner.generate(POLICE)
+    core = _signed_core("required", signer)
+    if tamper == "unsigned":
+        data = _encoded("missing_episode")
+    elif tamper == "other_key":
+        data = _signed(AgencySigner.generate(POLICE))
+    elif tamper == "flipped_body":
+        good = bytearray(_signed(signer))
+        good[40] ^= 0x01
+        data = bytes(good)
+    elif tamper == "flipped_signature":
+        good = bytearray(_signed(signer))
+        good[-3] ^= 0x01
+        data = bytes(good)
+    else:  # the police key, but a signature made for another agency's name
+        data = _signed(AgencySigner("torbay-hospital", signer.private_key))
+    routed = core.handle(_msg(T.ingest(POLICE), data))
+    assert routed.quarantined in ("BAD_SIGNATURE", "UNDECODABLE")
+    assert routed.shared == [] and routed.leaves[0]["kind"] == "QUARANTINED"
+
+
+def test_an_agency_with_a_key_must_sign_even_when_signatures_are_optional() -> None:
+    signer = AgencySigner.generate(POLICE)
+    core = _signed_core("optional", signer)
+    routed = core.handle(_msg(T.ingest(POLICE), _encoded("missing_episode")))
+    assert routed.quarantined == "BAD_SIGNATURE"
+    # Other agencies (no keys yet) may publish unsigned while signatures are optional.
+    routed = core.handle(_msg(T.ingest("torbay-hospital"), _encoded("health_concern")))
+    assert routed.quarantined is None
+
+
+def test_rotation_old_key_accepted_during_overlap_refused_after() -> None:
+    old = AgencySigner.generate(POLICE)
+    core = _signed_core("required", old, not_after="2026-11-20T00:00:00Z")
+    routed = core.handle(_msg(T.ingest(POLICE), _signed(old)))  # NOW is 2026-11-18
+    assert routed.quarantined is None
+    core.clock.set(NOW + 7 * 24 * 3600 * 1000)
+    routed = core.handle(_msg(T.ingest(POLICE), _signed(old)))
+    assert routed.quarantined == "BAD_SIGNATURE"

@@ -24,6 +24,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.policy", "policy"),
     ("broker.cli.schemas", "schemas"),
     ("broker.cli.audit", "audit"),
+    ("broker.cli.keys", "keys"),
 ]
 
 

@@ -7,10 +7,12 @@ problem is refused as a whole: fail closed.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from broker.policy._yaml import Document, Path
@@ -62,6 +64,7 @@ class Checked:
     agencies: dict[str, Agency]
     subscribers: dict[str, Subscriber]
     rules: list[Rule] = field(default_factory=list)
+    event_signatures: str = "required"
 
 
 _TOP = {
@@ -74,10 +77,12 @@ _TOP = {
     "agencies": True,
     "subscribers": True,
     "rules": True,
+    "event_signatures": False,
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {"id": True, "name": True, "type": True, "local_authorities": True, "keys": False}
-_KEY = {"id": True, "public_key": True, "algorithm": False}
+_KEY = {"id": True, "public_key": True, "algorithm": False, "not_before": False,
+        "not_after": False}
 _SUBSCRIBER = {
     "id": True,
     "organisation": True,
@@ -237,7 +242,14 @@ class _Checker:
         subscribers = self.subscribers(
             top.get("subscribers"), ("subscribers",), las, purposes, roles
         )
+        signatures = top.get("event_signatures", "required")
+        if signatures not in ("required", "optional"):
+            self.problem(
+                ("event_signatures",),
+                f"event_signatures must be 'required' or 'optional', not {signatures!r}",
+            )
         checked = Checked(
+            event_signatures=str(signatures),
             name=name or "",
             description=description,
             local_authorities=las,
@@ -366,7 +378,31 @@ class _Checker:
                         alg = km.get("algorithm", "ed25519")
                         if alg != "ed25519":
                             self.problem((*kp, j, "algorithm"), "only 'ed25519' keys are supported")
-                        keys.append(AgencyKey(kid, pub))
+                        try:
+                            raw = base64.b64decode(pub, validate=True)
+                        except ValueError:
+                            raw = b""
+                        if pub and len(raw) != 32:
+                            self.problem(
+                                (*kp, j, "public_key"),
+                                "public_key must be a base64 Ed25519 public key (32 bytes)",
+                            )
+                        window = []
+                        for bound in ("not_before", "not_after"):
+                            v = km.get(bound)
+                            if v is None:
+                                window.append(None)
+                            elif isinstance(v, datetime):
+                                window.append(int(v.timestamp() * 1000))
+                            else:
+                                try:
+                                    t = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+                                    window.append(int(t.timestamp() * 1000))
+                                except ValueError:
+                                    self.problem((*kp, j, bound), f"{bound}: not an ISO-8601 time")
+                                    window.append(None)
+                        keys.append(AgencyKey(kid, pub, not_before_ms=window[0],
+                                              not_after_ms=window[1]))
             if aid and aid not in out and isinstance(atype, str) and atype in AGENCY_TYPES:
                 out[aid] = Agency(aid, name or "", atype, areas, tuple(keys))
         return out

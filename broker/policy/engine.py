@@ -285,6 +285,12 @@ class Policy:
         return self._digest
 
     @property
+    def event_signatures(self) -> str:
+        """``required``: every event must carry a valid signature of its agency;
+        ``optional``: an agency with registered keys must sign, others may not."""
+        return self._c.event_signatures
+
+    @property
     def name(self) -> str:
         return self._c.name
 

@@ -14,11 +14,19 @@ from broker.topics import DEFAULT, Topics
 
 @dataclass(frozen=True)
 class AgencyKey:
-    """A public key an agency signs its events with (Ed25519; used by a later issue)."""
+    """A public key an agency signs its events with (Ed25519, base64 of the 32 raw bytes)."""
 
     id: str
     public_key: str
     algorithm: str = "ed25519"
+    not_before_ms: int | None = None
+    not_after_ms: int | None = None
+
+    def valid_at(self, time_ms: int) -> bool:
+        """Within the key's validity window (rotation keeps two keys valid for an overlap)."""
+        if self.not_before_ms is not None and time_ms < self.not_before_ms:
+            return False
+        return self.not_after_ms is None or time_ms <= self.not_after_ms
 
 
 @dataclass(frozen=True)

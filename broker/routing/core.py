@@ -33,6 +33,7 @@ from broker.codec.exceptions import (
     UnknownSchemaError,
 )
 from broker.routing.dedup import SeenEvents
+from broker.signing import SignatureError, verify_message
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,9 @@ class RoutingCore:
                 routed,
             )
         now = self.clock.now_ms()
+        problem = self._signature_problem(msg.value or b"", event, agency, now)
+        if problem is not None:
+            return self._quarantine(msg, "BAD_SIGNATURE", problem, routed)
         event_digest = hashlib.sha256(msg.value or b"").hexdigest()
         subject = self.subject_hmac(event["subject"].get("pseudonym"))
         if event_id in self.seen_event_ids:
@@ -336,6 +340,27 @@ class RoutingCore:
                 leaf.update(kind="WITHHELD")
             routed.leaves.append(leaf)
         return routed
+
+    def _signature_problem(
+        self, data: bytes, event: Mapping[str, Any], agency: str, now_ms: int
+    ) -> str | None:
+        """Why the event's agency signature is not acceptable, or None if it is.
+
+        Required when the policy says ``event_signatures: required`` or when the
+        agency has registered keys; a signature that is present is always checked.
+        """
+        registry = getattr(self.decider, "agency", None)
+        record = registry(agency) if registry is not None else None
+        keys = record.keys if record is not None else ()
+        mode = getattr(self.decider, "event_signatures", "required")
+        signature = event.get("signature")
+        if not signature and not keys and mode != "required":
+            return None
+        try:
+            verify_message(data, signature, agency, keys, now_ms)
+        except SignatureError as exc:
+            return str(exc)
+        return None
 
     def _feed_key(self, pseudonym: str | None, shared: bool) -> bytes | None:
         """The feed record key: the pseudonym if the recipient may see it, else an
