@@ -7,12 +7,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test bench lint kafka-up kafka-down kafka-status venv clean help
+.PHONY: run test bench fuzz lint kafka-up kafka-down kafka-status venv clean help
 
 help:
 	@echo "make run        start Kafka if none is configured, play the MASH scenario end to end"
 	@echo "make test       run the test suite against a real Kafka (started if needed)"
 	@echo "make bench      print benchmark figures"
+	@echo "make fuzz       hostile corpus + 100,000 mutated inputs through the router core"
 	@echo "make lint       ruff + mypy"
 	@echo "make kafka-up   leave a local Kafka running; last line is its bootstrap address"
 	@echo "make kafka-down stop the local Kafka"
@@ -36,6 +37,9 @@ test: venv
 
 bench: venv
 	$(PY) -m bench
+
+fuzz: venv
+	$(PY) -m fuzz $(FUZZ_INPUTS)
 
 lint: venv
 	$(VENV)/bin/ruff check broker tests bench

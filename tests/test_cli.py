@@ -144,5 +144,5 @@ def test_route_keeps_going_past_garbage(
     with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as pub:
         pub.publish_json(good)
     routed = run_router(kafka_bootstrap, s)
-    assert [r.quarantined for r in routed] == ["UNDECODABLE", None]
+    assert sorted(r.quarantined or "" for r in routed) == ["", "UNDECODABLE"]
     assert len(read_all(kafka_bootstrap, topics.feed("torbay-mash"))) == 1

@@ -44,6 +44,9 @@ QUARANTINE_RECORD = "safeshare.QuarantineRecord"
 CONSENT_PAYLOAD = "safeshare.ConsentRecord"
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+# What of an original message a quarantine record holds (under the codec's and
+# Kafka's 1 MiB default message limits, with room for the record's other fields).
+QUARANTINE_ORIGINAL_MAX = 900 * 1024
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,17 @@ class RoutingCore:
 
     def _quarantine(self, msg: Inbound, reason: str, detail: str, routed: Routed) -> Routed:
         now = self.clock.now_ms()
+        original = msg.value
+        if original is not None and len(original) > QUARANTINE_ORIGINAL_MAX:
+            # Too big for one quarantine record: keep the head and say where the
+            # whole message still is (the ingest topic keeps it), with its digest.
+            detail += (
+                f"; original truncated to its first {QUARANTINE_ORIGINAL_MAX} bytes, the whole"
+                f" message (sha256 {hashlib.sha256(original).hexdigest()}) is at {msg.where}"
+            )
+            original = original[:QUARANTINE_ORIGINAL_MAX]
         record = {
-            "original": msg.value,
+            "original": original,
             "original_size": len(msg.value) if msg.value is not None else None,
             "source_topic": msg.topic,
             "source_partition": msg.partition,

@@ -1,0 +1,1 @@
+"""Hostile-input corpus and the router fuzzer (``python -m fuzz``)."""
