@@ -117,13 +117,31 @@ class Router:
             bootstrap, transactional_id=topics.router_transactional_id(instance)
         )
         self.producer.init_transactions()
+        self._lso = make_consumer(bootstrap, group_id=None)
 
     def commit(self, *batches: Sequence[dict[str, Any]]) -> None:
-        """One transaction; each argument becomes one or more batch messages."""
+        """One transaction; each argument becomes one or more batch messages.
+
+        Returns once the transaction is visible to read_committed readers:
+        commit_transaction returns when the coordinator has logged the commit,
+        but the commit markers reach the partition a moment later (until then
+        the last stable offset stays before the transaction).
+        """
         with self.producer.transaction():
-            for leaves in batches:
-                for payload in audit_encoder(leaves):
-                    self.producer.send(self.topics.audit, payload)
+            futures = [
+                self.producer.send(self.topics.audit, payload)
+                for leaves in batches
+                for payload in audit_encoder(leaves)
+            ]
+        self.wait_visible(max(f.get().offset for f in futures))
+
+    def wait_visible(self, offset: int) -> None:
+        """Wait until the last stable offset of the audit partition is past ``offset``."""
+        tp = TopicPartition(self.topics.audit, 0)
+        deadline = time.monotonic() + 30
+        while self._lso.end_offsets([tp])[tp] <= offset:
+            assert time.monotonic() < deadline, "the commit never became visible"
+            time.sleep(0.01)
 
     def abort(self, leaves: Sequence[dict[str, Any]]) -> None:
         self.producer.begin_transaction()
@@ -134,6 +152,7 @@ class Router:
 
     def close(self) -> None:
         self.producer.close()
+        self._lso.close()
 
 
 @pytest.fixture
@@ -354,6 +373,7 @@ def test_a_leaf_that_is_not_canonical_is_a_loud_error(
     bad = good[1].replace(b'"v":1}', b'"v":1 }')
     with router.producer.transaction():
         md = router.producer.send(audit_topics.audit, encode_batch([good[0], bad])).get()
+    router.wait_visible(md.offset)
     with (
         checkpointer(kafka_bootstrap, audit_topics, home) as cp,
         pytest.raises(

@@ -308,7 +308,13 @@ class Checkpointer:
 
     def run_once(self) -> Published:
         """Catch up to the end of the partition, publish one checkpoint if the tree grew; return
-        the latest checkpoint (the one just published, or the last one if nothing was new)."""
+        the latest checkpoint (the one just published, or the last one if nothing was new).
+
+        "The end" is the last stable offset now. A transaction whose commit call
+        has just returned may not be in it yet: the coordinator logs the commit,
+        then writes the commit markers to the partition (KIP-98); its leaves go
+        into the next checkpoint.
+        """
         self.start()
         assert self._reader is not None
         self._reader.catch_up()
