@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.kafka.clients import make_consumer, make_producer
 from broker.policy.consent import consent_key
 from broker.signing import AgencySigner, sign_message
+from broker.signing.feeds import FeedDecryptionError, decrypt, is_encrypted
 from broker.topics import DEFAULT, Topics
 
 ENVELOPE = "safeshare.ConcernEvent"
@@ -158,6 +161,9 @@ class FeedReader:
 
     Each subscriber reads with its own consumer group, so its position survives
     restarts; ``commit()`` records that the items returned so far were handled.
+    A confidential feed (the subscriber registered an X25519 key) is decrypted
+    with ``decryption_key``; without it reading fails rather than returning
+    nothing.
     """
 
     def __init__(
@@ -169,8 +175,10 @@ class FeedReader:
         topics: Topics = DEFAULT,
         group_id: str | None = None,
         consumer_config: Mapping[str, Any] | None = None,
+        decryption_key: X25519PrivateKey | None = None,
     ) -> None:
         self.subscriber = subscriber
+        self._decryption_key = decryption_key
         self.topic = topics.feed(subscriber)
         self._codec = codec or Codec.default()
         self._consumer = make_consumer(
@@ -189,10 +197,20 @@ class FeedReader:
                 partition=r.partition,
                 offset=r.offset,
                 key=r.key.decode() if r.key is not None else None,
-                record=self._codec.decode(r.value or b"", FEED_RECORD),
+                record=self._codec.decode(self._plaintext(r.value or b""), FEED_RECORD),
             )
             for r in self._consumer.poll_records(timeout_ms=timeout_ms, max_records=max_records)
         ]
+
+    def _plaintext(self, value: bytes) -> bytes:
+        if not is_encrypted(value):
+            return value
+        if self._decryption_key is None:
+            raise FeedDecryptionError(
+                f"the feed of {self.subscriber!r} is encrypted: pass the subscriber's "
+                "decryption key"
+            )
+        return decrypt(self._decryption_key, self.subscriber, value)
 
     def __iter__(self) -> Iterator[FeedItem]:
         while True:

@@ -43,9 +43,12 @@ def tail(
     """Print the subscriber's events, one JSON object per line."""
     from broker.api import FeedReader  # noqa: PLC0415
     from broker.codec import Codec  # noqa: PLC0415
+    from broker.signing.feeds import load_private  # noqa: PLC0415
 
     s = settings()
     codec = Codec.from_dir(s.schemas_dir)
+    path = key_file or s.home / "keys" / "subscribers" / f"{subscriber}.pem"
+    key = load_private(path) if key_file is not None or path.exists() else None
     group_id = group or (
         None if commit else f"{s.topics.feed_group(subscriber)}.tail.{time.time_ns()}"
     )

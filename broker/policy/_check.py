@@ -90,6 +90,7 @@ _SUBSCRIBER = {
     "roles": True,
     "local_authorities": True,
     "purposes": True,
+    "encryption_key": False,
 }
 _RULE = {
     "id": True,
@@ -455,8 +456,19 @@ class _Checker:
                 sp = self.known(
                     self.strings(m["purposes"], pp), pp, purposes, "purpose", m["purposes"]
                 )
+            enc = None
+            if "encryption_key" in m:
+                ep = (*p, "encryption_key")
+                enc = self.string(m["encryption_key"], ep)
+                try:
+                    raw_enc = base64.b64decode(enc or "", validate=True)
+                except ValueError:
+                    raw_enc = b""
+                if enc and len(raw_enc) != 32:
+                    self.problem(ep, "encryption_key must be a base64 X25519 public key (32 bytes)")
             if sid and sid not in out:
                 out[sid] = Subscriber(
+                    encryption_key=enc or None,
                     id=sid,
                     organisation=org or "",
                     roles=tuple(r for r in srole if r in roles),

@@ -67,6 +67,8 @@ class Subscriber:
     purposes: frozenset[str]
     law_enforcement: bool
     description: str = ""
+    encryption_key: str | None = None
+    """X25519 public key (base64): if set, its feed copies are encrypted to it."""
 
     def feed_topic(self, topics: Topics = DEFAULT) -> str:
         """The feed topic is derived from the id, never configured separately."""

@@ -34,6 +34,7 @@ from broker.codec.exceptions import (
 )
 from broker.routing.dedup import SeenEvents
 from broker.signing import SignatureError, verify_message
+from broker.signing.feeds import encrypt_for
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -330,6 +331,9 @@ class RoutingCore:
                     "event": copy,
                 }
                 data = self.codec.encode(feed_record, FEED_RECORD)
+                recipient_key = self._encryption_key(decision.subscriber)
+                if recipient_key is not None:
+                    data = encrypt_for(recipient_key, decision.subscriber, data)
                 routed.outputs.append(
                     Outbound(
                         self._feed_topic_of(decision.subscriber),
@@ -352,6 +356,12 @@ class RoutingCore:
                 leaf.update(kind="WITHHELD")
             routed.leaves.append(leaf)
         return routed
+
+    def _encryption_key(self, subscriber: str) -> str | None:
+        """The subscriber's X25519 public key if its feed is confidential."""
+        lookup = getattr(self.decider, "subscriber", None)
+        record = lookup(subscriber) if lookup is not None else None
+        return getattr(record, "encryption_key", None)
 
     def _signature_problem(
         self, data: bytes, event: Mapping[str, Any], agency: str, now_ms: int
