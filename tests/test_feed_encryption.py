@@ -100,10 +100,9 @@ def test_feed_reader_decrypts_with_the_key_and_refuses_without(
         topics=topics,
         group_id="no-key",
         decryption_key=None,
-    ) as reader:
-        with pytest.raises(FeedDecryptionError, match="encrypted"):
-            for _ in range(100):
-                reader.poll(timeout_ms=300)
+    ) as reader, pytest.raises(FeedDecryptionError, match="encrypted"):
+        for _ in range(100):
+            reader.poll(timeout_ms=300)
     with FeedReader(
         bootstrap=kafka_bootstrap,
         subscriber=MASH,

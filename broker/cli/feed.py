@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -31,6 +32,14 @@ def feed() -> None:
     default=False,
     help="Record the position in the subscriber's group (default: just look).",
 )
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Subscriber decryption key for a confidential feed "
+    "(default: $SAFESHARE_HOME/keys/subscribers/SUBSCRIBER.pem if it exists).",
+)
 @bootstrap_option
 def tail(
     subscriber: str,
@@ -38,6 +47,7 @@ def tail(
     idle: float,
     group: str | None,
     commit: bool,
+    key_file: Path | None,
     bootstrap: str | None,
 ) -> None:
     """Print the subscriber's events, one JSON object per line."""
@@ -58,6 +68,7 @@ def tail(
         codec=codec,
         topics=s.topics,
         group_id=group_id,
+        decryption_key=key,
     ) as reader:
         last = time.monotonic()
         while True:
