@@ -10,8 +10,17 @@ default for a local run. Nothing else in the package reads ``os.environ``.
 | SAFESHARE_NAMESPACE         | topic namespace (default ``safeshare``)                   |
 | SAFESHARE_POLICY            | policy YAML file                                          |
 | SAFESHARE_SECURITY_PROTOCOL | PLAINTEXT (default), SSL, SASL_SSL, SASL_PLAINTEXT        |
+| SAFESHARE_SASL_MECHANISM    | SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN           |
+| SAFESHARE_SASL_USERNAME     | SASL user (principal ``User:<name>``); needed for SASL_*  |
+| SAFESHARE_SASL_PASSWORD_FILE| file holding that user's password (never the password)    |
+| SAFESHARE_SSL_CAFILE        | PEM CA file the broker's certificate must chain to        |
+| SAFESHARE_SSL_CERTFILE      | client certificate (PEM) for mutual TLS                   |
+| SAFESHARE_SSL_KEYFILE       | its private key (PEM)                                     |
 | SAFESHARE_KAFKA_VERSION     | Kafka version the local broker fetches (default pinned)   |
 | SAFESHARE_NO_DOCKER         | if set, never try testcontainers                          |
+
+The security variables become a :class:`broker.kafka.security.Credentials`,
+which every Kafka client uses unless it is given other credentials.
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     policy_path: Path = PROJECT_ROOT / "deploy" / "policy" / "example-mash.yaml"
     security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     kafka_version: str = KAFKA_VERSION
     try_docker: bool = True
     schemas_dir: Path = PROJECT_ROOT / "schemas"
@@ -51,6 +66,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     proto = env.get("SAFESHARE_SECURITY_PROTOCOL", "PLAINTEXT").upper()
     if proto not in {"PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"}:
         raise ConfigError(f"SAFESHARE_SECURITY_PROTOCOL: unknown protocol {proto!r}")
+    mechanism = (env.get("SAFESHARE_SASL_MECHANISM") or "SCRAM-SHA-512").upper()
+    if mechanism not in {"SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"}:
+        raise ConfigError(f"SAFESHARE_SASL_MECHANISM: unknown mechanism {mechanism!r}")
+    username = env.get("SAFESHARE_SASL_USERNAME") or None
+    password_file = _path(env, "SAFESHARE_SASL_PASSWORD_FILE")
+    if proto.startswith("SASL_") and (username is None or password_file is None):
+        raise ConfigError(
+            f"SAFESHARE_SECURITY_PROTOCOL={proto} needs SAFESHARE_SASL_USERNAME and "
+            "SAFESHARE_SASL_PASSWORD_FILE"
+        )
+    certfile = _path(env, "SAFESHARE_SSL_CERTFILE")
+    keyfile = _path(env, "SAFESHARE_SSL_KEYFILE")
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("SAFESHARE_SSL_CERTFILE and SAFESHARE_SSL_KEYFILE go together")
     bootstrap = env.get("SAFESHARE_BOOTSTRAP") or None
     home = Path(env.get("SAFESHARE_HOME") or PROJECT_ROOT / "var")
     try:
@@ -66,7 +95,18 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         namespace=namespace,
         policy_path=policy,
         security_protocol=proto,
+        sasl_mechanism=mechanism,
+        sasl_username=username,
+        sasl_password_file=password_file,
+        ssl_cafile=_path(env, "SAFESHARE_SSL_CAFILE"),
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
         kafka_version=env.get("SAFESHARE_KAFKA_VERSION") or KAFKA_VERSION,
         try_docker=not env.get("SAFESHARE_NO_DOCKER"),
         extra={k: v for k, v in env.items() if k.startswith("SAFESHARE_")},
     )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name)
+    return Path(value) if value else None

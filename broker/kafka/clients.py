@@ -79,7 +79,19 @@ from typing import Any, NamedTuple
 import kafka
 import kafka.errors as _kerr
 import kafka.structs as _kstructs
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ConfigResource,
+    ConfigResourceType,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+    UserScramCredentialUpsertion,
+)
 
 from broker.kafka.exceptions import (
     KafkaError,
@@ -87,6 +99,7 @@ from broker.kafka.exceptions import (
     TopicError,
     translated,
 )
+from broker.kafka.security import SCRAM_ITERATIONS, SCRAM_MECHANISM, Credentials, resolve
 from broker.topics import Topics
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -207,6 +220,87 @@ class TopicDescription:
     partitions: int
     replication_factor: int
     config: Mapping[str, str]
+
+
+ACL_RESOURCE_TYPES = frozenset({"TOPIC", "GROUP", "CLUSTER", "TRANSACTIONAL_ID"})
+ACL_PATTERNS = frozenset({"LITERAL", "PREFIXED"})
+ACL_OPERATIONS = frozenset({
+    "ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "CLUSTER_ACTION",
+    "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "IDEMPOTENT_WRITE",
+})
+CLUSTER_RESOURCE = "kafka-cluster"
+"""The one name of Kafka's CLUSTER resource."""
+
+
+@dataclass(frozen=True, order=True)
+class AclBinding:
+    """One Kafka ACL: ``permission`` for ``principal`` to ``operation`` on a resource.
+
+    ``pattern`` ``PREFIXED`` matches every resource whose name starts with
+    ``resource_name`` (KIP-290). Hashable and ordered, so sets of bindings
+    can be diffed and printed in a stable order.
+    """
+
+    principal: str
+    """``User:<name>``."""
+    resource_type: str
+    """``TOPIC``, ``GROUP``, ``CLUSTER`` or ``TRANSACTIONAL_ID``."""
+    resource_name: str
+    operation: str
+    pattern: str = "LITERAL"
+    permission: str = "ALLOW"
+    host: str = "*"
+
+    def __post_init__(self) -> None:
+        if not self.principal.startswith("User:") or len(self.principal) <= len("User:"):
+            raise ValueError(f"ACL principal must be User:<name>, not {self.principal!r}")
+        if self.resource_type not in ACL_RESOURCE_TYPES:
+            raise ValueError(f"unknown ACL resource type {self.resource_type!r}")
+        if self.pattern not in ACL_PATTERNS:
+            raise ValueError(f"unknown ACL pattern type {self.pattern!r}")
+        if self.operation not in ACL_OPERATIONS:
+            raise ValueError(f"unknown ACL operation {self.operation!r}")
+        if self.permission not in {"ALLOW", "DENY"}:
+            raise ValueError(f"ACL permission must be ALLOW or DENY, not {self.permission!r}")
+        if not self.resource_name:
+            raise ValueError("ACL resource name must not be empty")
+
+    def __str__(self) -> str:
+        name = self.resource_name + ("*" if self.pattern == "PREFIXED" else "")
+        host = "" if self.host == "*" else f" from {self.host}"
+        return (
+            f"{self.permission} {self.principal} {self.operation} "
+            f"{self.resource_type} {name}{host}"
+        )
+
+
+def _kacl(b: AclBinding) -> Any:
+    return ACL(
+        principal=b.principal,
+        host=b.host,
+        operation=ACLOperation[b.operation],
+        permission_type=ACLPermissionType[b.permission],
+        resource_pattern=ResourcePattern(
+            ResourceType[b.resource_type], b.resource_name, ACLResourcePatternType[b.pattern]
+        ),
+    )
+
+
+def _binding(raw: Any) -> AclBinding | None:
+    """Our value for a kafka-python ACL; None for kinds Safeshare never writes."""
+    rp = raw.resource_pattern
+    try:
+        return AclBinding(
+            principal=raw.principal,
+            resource_type=rp.resource_type.name,
+            resource_name=rp.resource_name,
+            operation=raw.operation.name,
+            pattern=rp.pattern_type.name,
+            permission=raw.permission_type.name,
+            host=raw.host,
+        )
+    except (ValueError, KeyError):
+        return None
 
 
 def _ktp(tp: TopicPartition | tuple[str, int]) -> Any:
@@ -352,13 +446,19 @@ class Producer:
 
 
 def make_producer(
-    bootstrap: str, *, transactional_id: str | None = None, **overrides: Any
+    bootstrap: str,
+    *,
+    transactional_id: str | None = None,
+    credentials: Credentials | None = None,
+    **overrides: Any,
 ) -> Producer:
     """A producer with Safeshare's defaults: idempotent, ``acks=all``.
 
     With ``transactional_id`` the producer is transactional; call
     :meth:`Producer.init_transactions` once before the first transaction.
-    ``overrides`` are kafka-python KafkaProducer settings.
+    ``credentials``: who the producer is (default: the environment's, see
+    :mod:`broker.kafka.security`). ``overrides`` are kafka-python
+    KafkaProducer settings.
     """
     cfg: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
@@ -370,6 +470,7 @@ def make_producer(
     }
     if transactional_id is not None:
         cfg["transactional_id"] = transactional_id
+    cfg.update(resolve(credentials).client_config())
     cfg.update(overrides)
     with translated("create producer"):
         raw = kafka.KafkaProducer(**cfg)
@@ -517,6 +618,7 @@ def make_consumer(
     topics: Sequence[str] | None = None,
     pattern: str | None = None,
     isolation_level: str = "read_committed",
+    credentials: Credentials | None = None,
     **overrides: Any,
 ) -> Consumer:
     """A consumer with manual commits, ``auto_offset_reset=earliest``, ``read_committed``.
@@ -524,7 +626,8 @@ def make_consumer(
     Subscribes to ``topics`` or to the regex ``pattern`` (not both); with
     neither, call :meth:`Consumer.subscribe` or :meth:`Consumer.assign` later.
     ``group_id=None`` reads without a group (no commits), e.g. an auditor
-    replaying a topic. ``overrides`` are kafka-python KafkaConsumer settings.
+    replaying a topic. ``credentials``: who the consumer is (default: the
+    environment's). ``overrides`` are kafka-python KafkaConsumer settings.
     """
     if topics is not None and pattern is not None:
         raise ValueError("give topics or pattern, not both")
@@ -539,6 +642,7 @@ def make_consumer(
     }
     if pattern is not None:
         cfg["metadata_max_age_ms"] = 5000
+    cfg.update(resolve(credentials).client_config())
     cfg.update(overrides)
     with translated("create consumer"):
         raw = kafka.KafkaConsumer(**cfg)
@@ -558,10 +662,19 @@ _UNKNOWN_TOPIC = _kerr.UnknownTopicOrPartitionError.errno
 
 
 class Admin:
-    """Topic administration: idempotent creation with configs, description, deletion."""
+    """Topic administration (idempotent creation with configs, description,
+    deletion), ACLs and SCRAM users.
+
+    ``credentials``: who the admin client is (default: the environment's).
+    """
 
     def __init__(
-        self, bootstrap: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **overrides: Any
+        self,
+        bootstrap: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        credentials: Credentials | None = None,
+        **overrides: Any,
     ) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
@@ -571,6 +684,7 @@ class Admin:
             "bootstrap_timeout_ms": int(timeout_s * 1000),
             "request_timeout_ms": int(timeout_s * 1000),
         }
+        cfg.update(resolve(credentials).client_config())
         cfg.update(overrides)
         with translated("create admin client"):
             self._raw = kafka.KafkaAdminClient(**cfg)
@@ -695,6 +809,82 @@ class Admin:
         if errors:
             raise TopicError("could not delete topics: " + "; ".join(errors))
         return deleted
+
+    # -- ACLs (the cluster must run an authorizer) ------------------------------------
+    def describe_acls(self) -> set[AclBinding]:
+        """Every ACL the cluster holds (of the kinds :class:`AclBinding` can express)."""
+        flt = ACLFilter(
+            principal=None, host=None, operation=ACLOperation.ANY,
+            permission_type=ACLPermissionType.ANY,
+            resource_pattern=ResourcePatternFilter(
+                ResourceType.ANY, None, ACLResourcePatternType.ANY
+            ),
+        )
+        with translated("describe ACLs"):
+            raw, _ = self._raw.describe_acls(flt)
+        return {b for b in (_binding(a) for a in raw) if b is not None}
+
+    def create_acls(self, bindings: Iterable[AclBinding]) -> None:
+        """Create ACLs (creating one that exists is a no-op in Kafka)."""
+        bindings = sorted(set(bindings))
+        if not bindings:
+            return
+        with translated("create ACLs"):
+            res = self._raw.create_acls([_kacl(b) for b in bindings])
+        if res["failed"]:
+            raise KafkaError(
+                "could not create ACLs: " + "; ".join(str(e) for e in res["failed"])
+            )
+
+    def delete_acls(self, bindings: Iterable[AclBinding]) -> int:
+        """Delete exactly these ACLs (each filter matches one binding); how many went."""
+        bindings = sorted(set(bindings))
+        if not bindings:
+            return 0
+        filters = [
+            ACLFilter(
+                principal=b.principal, host=b.host, operation=ACLOperation[b.operation],
+                permission_type=ACLPermissionType[b.permission],
+                resource_pattern=ResourcePatternFilter(
+                    ResourceType[b.resource_type], b.resource_name,
+                    ACLResourcePatternType[b.pattern],
+                ),
+            )
+            for b in bindings
+        ]
+        with translated("delete ACLs"):
+            res = self._raw.delete_acls(filters)
+        errors = [f"{flt}: {err.__name__}" for flt, _, err in res if err is not _kerr.NoError]
+        if errors:
+            raise KafkaError("could not delete ACLs: " + "; ".join(errors))
+        return sum(len(matched) for _, matched, _ in res)
+
+    # -- SCRAM users ---------------------------------------------------------------------
+    def upsert_scram_users(
+        self,
+        passwords: Mapping[str, str],
+        *,
+        mechanism: str = SCRAM_MECHANISM,
+        iterations: int = SCRAM_ITERATIONS,
+    ) -> None:
+        """Create or reset SCRAM credentials (the broker stores only salted keys)."""
+        if not passwords:
+            return
+        ups = [
+            UserScramCredentialUpsertion(user, mechanism, pw, iterations=iterations)
+            for user, pw in sorted(passwords.items())
+        ]
+        with translated("alter SCRAM credentials"):
+            res = self._raw.alter_user_scram_credentials(ups)
+        errors = [f"{user}: {msg}" for user, msg in res.items() if msg]
+        if errors:
+            raise KafkaError("could not set SCRAM credentials: " + "; ".join(errors))
+
+    def scram_users(self) -> set[str]:
+        """Users that hold SCRAM credentials."""
+        with translated("describe SCRAM credentials"):
+            res = self._raw.describe_user_scram_credentials()
+        return {user for user, info in res.items() if not info.get("error")}
 
     def close(self) -> None:
         self._raw.close()

@@ -15,6 +15,9 @@ Layout under ``Settings.home`` (default ``var/``, gitignored)::
         data/                      log.dirs (KRaft metadata + topic data)
         logs/server.log            log4j2 output (deploy/kafka/log4j2.properties)
         logs/stdout.log            the JVM's own stdout/stderr (crashes land here)
+    kafka/secure/                  the secured instance (``LocalKafka(secure=True)``)
+        security/tls/              local CA and broker certificate (PEM, 0600)
+        security/users/            one SCRAM password file per principal (0600)
 
 How it runs (facts checked against Kafka 4.1.1 jars):
 
@@ -35,6 +38,20 @@ restarted broker is found at the same bootstrap address; if another process
 took one of them meanwhile, new ports are picked and the data is kept (a
 single-voter quorum accepts a changed controller endpoint).
 
+Secured (``secure=True``, its own instance dir ``kafka/secure`` by default):
+clients connect with SASL/SCRAM-SHA-512 over TLS (``SASL_SSL``) to a broker
+certificate signed by a CA the project generates (:mod:`broker.kafka.security`);
+Kafka's ``StandardAuthorizer`` denies whatever no ACL allows
+(``allow.everyone.if.no.acl.found=false``). The KRaft controller listener
+speaks mutual TLS: only a holder of a certificate from the local CA (the
+broker itself, principal ``User:CN=safeshare-local-broker``) gets in, and that
+principal is a super user or the node could not start (DESIGN.md). The super
+users are that, ``User:broker`` (the broker's SCRAM user, for its own
+inter-broker traffic) and ``User:admin``. ``admin`` and ``broker`` get their
+SCRAM credentials when storage is formatted (``--add-scram``, passed in a
+0600 argument file so no password shows in ``ps``); other principals are
+added over the admin API (:meth:`LocalKafka.add_users`).
+
 Several processes may share one instance (``make kafka-up`` in one shell, pytest
 in another): starts and stops are serialised with a file lock, and a broker
 already running per ``broker.json`` (pid alive, command line ours, broker
@@ -52,7 +69,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +78,19 @@ from typing import Any
 
 from broker.config import KAFKA_VERSION, PROJECT_ROOT, Settings
 from broker.kafka.exceptions import LocalKafkaError
+from broker.kafka.security import (
+    ADMIN_USER,
+    BROKER_CN,
+    BROKER_USER,
+    PLAINTEXT,
+    SCRAM_MECHANISM,
+    Credentials,
+    LocalTls,
+    PasswordStore,
+    ensure_local_tls,
+    resolve,
+    scram_add_argument,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +99,7 @@ POM = DEPLOY_DIR / "pom.xml"
 LOG4J2_CONFIG = DEPLOY_DIR / "log4j2.properties"
 
 DEFAULT_INSTANCE = "run"
+DEFAULT_SECURE_INSTANCE = "secure"
 HOST = "127.0.0.1"
 
 # Small heap: a test broker holds little data. G1 as Kafka's own scripts use;
@@ -97,6 +128,7 @@ class BrokerState:
     cluster_id: str
     instance_dir: str
     started_at: float
+    secure: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -113,6 +145,7 @@ class BrokerState:
             cluster_id=str(data["cluster_id"]),
             instance_dir=str(data["instance_dir"]),
             started_at=float(data["started_at"]),
+            secure=bool(data.get("secure", False)),
         )
 
 
@@ -124,6 +157,7 @@ class _Instance:
     port: int
     controller_port: int
     version: str
+    secure: bool = False
 
 
 class LocalKafka:
@@ -146,25 +180,35 @@ class LocalKafka:
         ready_timeout_s: float = 120.0,
         fetch_timeout_s: float = 1200.0,
         extra_properties: Mapping[str, str] | None = None,
+        secure: bool = False,
     ) -> None:
         """``home``: cache root for jars (``<home>/kafka/<version>/libs``).
 
         ``instance_dir``: where this broker keeps data, logs and its state file;
-        default ``<home>/kafka/run``. Give a temp dir for a throwaway broker
-        that must not disturb the shared one (it still uses the cached jars).
+        default ``<home>/kafka/run`` (``<home>/kafka/secure`` if ``secure``).
+        Give a temp dir for a throwaway broker that must not disturb the
+        shared one (it still uses the cached jars).
+
+        ``secure``: SASL_SSL with SCRAM-SHA-512 and ACLs enforced (module
+        docstring); clients need :meth:`credentials`. An instance dir is
+        formatted either secure or not: switching wipes its data.
         """
         self.home = Path(home)
         self.version = version
         self.kafka_root = self.home / "kafka"
         self.libs_dir = self.kafka_root / version / "libs"
+        self.secure = secure
         self.instance_dir = (
-            Path(instance_dir) if instance_dir else self.kafka_root / DEFAULT_INSTANCE
+            Path(instance_dir) if instance_dir
+            else self.kafka_root / (DEFAULT_SECURE_INSTANCE if secure else DEFAULT_INSTANCE)
         )
         self.data_dir = self.instance_dir / "data"
         self.logs_dir = self.instance_dir / "logs"
         self.properties_path = self.instance_dir / "server.properties"
         self.state_path = self.instance_dir / "broker.json"
         self.meta_path = self.instance_dir / "instance.json"
+        self.tls = LocalTls(self.instance_dir / "security" / "tls")
+        self.passwords = PasswordStore(self.instance_dir / "security" / "users")
         self.jvm_opts = jvm_opts
         self.log_level = log_level
         self.ready_timeout_s = ready_timeout_s
@@ -201,6 +245,49 @@ class LocalKafka:
         if state is None:
             raise LocalKafkaError(f"local Kafka in {self.instance_dir} is not running")
         return state.bootstrap
+
+    def credentials(self, user: str = ADMIN_USER) -> Credentials:
+        """How a client logs in to this broker as ``user`` (PLAINTEXT if not secure).
+
+        ``admin`` (the default) is a super user. Other users must have been
+        added with :meth:`add_users`.
+        """
+        if not self.secure:
+            return PLAINTEXT
+        password = self.passwords.get(user)
+        if password is None:
+            raise LocalKafkaError(
+                f"no password for SCRAM user {user!r} in {self.passwords.directory} "
+                "(add it with LocalKafka.add_users or `safeshare acl users`)"
+            )
+        return Credentials(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM_MECHANISM,
+            username=user,
+            password=password,
+            ssl_cafile=self.tls.ca_cert,
+        )
+
+    def add_users(self, users: Iterable[str]) -> dict[str, Credentials]:
+        """Give each user a SCRAM credential on the running secure broker (idempotent).
+
+        A user without a password file gets a new random password; one that
+        has a file gets its credential (re)set to it, so files and broker agree.
+        """
+        if not self.secure:
+            raise LocalKafkaError("users exist only on a secure local broker (secure=True)")
+        from broker.kafka.clients import Admin  # noqa: PLC0415 - clients imports heavy kafka
+
+        users = sorted(set(users))
+        if not users:
+            return {}
+        for reserved in (ADMIN_USER, BROKER_USER):
+            if reserved in users:
+                raise LocalKafkaError(f"{reserved!r} is the broker's own user; not re-keyed here")
+        passwords = {u: self.passwords.ensure(u) for u in users}
+        with Admin(self.bootstrap, credentials=self.credentials()) as admin:
+            admin.upsert_scram_users(passwords)
+        return {u: self.credentials(u) for u in users}
 
     def is_fetched(self) -> bool:
         return (self.libs_dir / ".complete").is_file()
@@ -279,7 +366,9 @@ class LocalKafka:
     def answers(self, timeout_s: float = 5.0) -> bool:
         """True if the broker this instance dir runs answers a DescribeCluster."""
         state = self.status()
-        return state is not None and probe_broker(state.bootstrap, timeout_s) is None
+        return state is not None and probe_broker(
+            state.bootstrap, timeout_s, credentials=self.credentials()
+        ) is None
 
     def start(self) -> BrokerState:
         """Start the broker (or reuse the running one) and wait until it answers."""
@@ -287,7 +376,7 @@ class LocalKafka:
         with _file_lock(self.instance_dir / ".lock"):
             running = self.status()
             if running is not None:
-                reason = probe_broker(running.bootstrap, 10.0)
+                reason = probe_broker(running.bootstrap, 10.0, credentials=self.credentials())
                 if reason is None:
                     log.info("reusing local Kafka at %s (pid %d)", running.bootstrap, running.pid)
                     self._state = running
@@ -353,10 +442,28 @@ class LocalKafka:
                 self.data_dir, inst.version, self.version,
             )
             formatted = False
+        if inst is not None and formatted and inst.secure != self.secure:
+            log.warning(
+                "local Kafka data in %s was formatted %s: wiping it",
+                self.data_dir, "secure" if inst.secure else "without security",
+            )
+            formatted = False
+        if self.secure:
+            ensure_local_tls(self.tls.directory, hosts=(HOST, "localhost"))
+            if formatted and any(
+                self.passwords.get(u) is None for u in (ADMIN_USER, BROKER_USER)
+            ):
+                # Their SCRAM credentials were written at format time; without
+                # the passwords nobody could log in (or the broker to itself).
+                log.warning(
+                    "admin/broker passwords of %s are gone: reformatting its storage",
+                    self.instance_dir,
+                )
+                formatted = False
         if inst is None or not formatted:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             port, cport = _free_ports(2)
-            inst = _Instance(self._random_uuid(java), port, cport, self.version)
+            inst = _Instance(self._random_uuid(java), port, cport, self.version, self.secure)
             self._write_properties(inst)
             self._format(java, inst)
         elif not (_port_free(inst.port) and _port_free(inst.controller_port)):
@@ -365,7 +472,7 @@ class LocalKafka:
                 "local Kafka ports %d/%d are taken; moving to %d/%d (data kept)",
                 inst.port, inst.controller_port, port, cport,
             )
-            inst = _Instance(inst.cluster_id, port, cport, inst.version)
+            inst = _Instance(inst.cluster_id, port, cport, inst.version, inst.secure)
         self.meta_path.write_text(json.dumps(asdict(inst), indent=2, sort_keys=True) + "\n")
         return inst
 
@@ -407,8 +514,45 @@ class LocalKafka:
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
+        if self.secure:
+            props.update(self._secure_properties(inst))
         props.update(self.extra_properties)
         return props
+
+    def _secure_properties(self, inst: _Instance) -> dict[str, str]:
+        """Listeners, TLS stores, SASL and the authorizer of a secure node (module doc)."""
+        broker_pw = self.passwords.ensure(BROKER_USER)
+        self.passwords.ensure(ADMIN_USER)
+        listener = f"SASL_SSL://{HOST}:{inst.port}"
+        controller = f"CONTROLLER://{HOST}:{inst.controller_port}"
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{broker_pw}";'
+        )
+        return {
+            "listeners": f"{listener},{controller}",
+            "advertised.listeners": f"{listener},{controller}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            # Clients: SCRAM over TLS. The broker logs in to itself as `broker`.
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            # KIP-651 PEM stores: key + chain in one file; the CA as trust store.
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls.broker_keystore.resolve()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.tls.ca_cert.resolve()),
+            "ssl.endpoint.identification.algorithm": "https",
+            # SCRAM credentials live in the metadata log, which the controller
+            # listener must work without: it uses mutual TLS instead.
+            "listener.name.controller.ssl.client.auth": "required",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": ";".join(
+                (f"User:CN={BROKER_CN}", f"User:{BROKER_USER}", f"User:{ADMIN_USER}")
+            ),
+        }
 
     def _write_properties(self, inst: _Instance) -> None:
         self.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -417,7 +561,12 @@ class LocalKafka:
             f"# Kafka {self.version}, cluster {inst.cluster_id}",
         ]
         lines += [f"{k}={v}" for k, v in self._properties(inst).items()]
-        self.properties_path.write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        if self.secure:
+            # Holds the broker's own SCRAM password (its JAAS login).
+            _write_private(self.properties_path, text)
+        else:
+            self.properties_path.write_text(text)
 
     def _java_cmd(
         self, java: str, main: str, *args: str, jvm_opts: tuple[str, ...] = ()
@@ -434,15 +583,18 @@ class LocalKafka:
             *args,
         ]
 
-    def _run_tool(self, java: str, *args: str) -> str:
-        cmd = self._java_cmd(java, "kafka.tools.StorageTool", *args, jvm_opts=("-Xmx256m",))
+    def _run_tool(self, java: str, *args: str, main: str | None = "kafka.tools.StorageTool") -> str:
+        """Run the StorageTool (``main=None``: ``args`` start with an @argfile naming it)."""
+        if main is not None:
+            args = (main, *args)
+        cmd = self._java_cmd(java, *args, jvm_opts=("-Xmx256m",))
         res = subprocess.run(
             cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False
         )
         out = res.stdout.decode(errors="replace")
         if res.returncode != 0:
             raise LocalKafkaError(
-                f"StorageTool {' '.join(args[:1])} failed (exit {res.returncode}): "
+                f"StorageTool {' '.join(args[1:2])} failed (exit {res.returncode}): "
                 + (out + res.stderr.decode(errors="replace")).strip()[-3000:]
             )
         return out
@@ -457,9 +609,22 @@ class LocalKafka:
         # --standalone: this node is the one voter of a dynamic quorum
         # (controller.quorum.bootstrap.servers); without it a combined node
         # with no static controller.quorum.voters cannot elect a leader.
-        self._run_tool(
-            java, "format", "--standalone", "-t", inst.cluster_id, "-c", str(self.properties_path)
-        )
+        args = ["format", "--standalone", "-t", inst.cluster_id, "-c", str(self.properties_path)]
+        if not self.secure:
+            self._run_tool(java, *args)
+        else:
+            for user in (ADMIN_USER, BROKER_USER):
+                args += ["--add-scram", scram_add_argument(user, self.passwords.ensure(user))]
+            # The passwords go through a 0600 java @argfile (main class and
+            # arguments inside), so they never show on a command line.
+            argfile = self.instance_dir / "security" / ".format.args"
+            _write_private(
+                argfile, "\n".join(_argfile_quote(a) for a in ("kafka.tools.StorageTool", *args))
+            )
+            try:
+                self._run_tool(java, f"@{argfile.resolve()}", main=None)
+            finally:
+                argfile.unlink(missing_ok=True)
         log.info("formatted local Kafka storage in %s (cluster %s)", self.data_dir, inst.cluster_id)
 
     def _launch(self, java: str, inst: _Instance) -> BrokerState:
@@ -486,6 +651,7 @@ class LocalKafka:
             cluster_id=inst.cluster_id,
             instance_dir=str(self.instance_dir.resolve()),
             started_at=time.time(),
+            secure=self.secure,
         )
         try:
             self._wait_ready(state)
@@ -518,7 +684,9 @@ class LocalKafka:
                     f"{self.ready_timeout_s:.0f} s (last answer: {reason})\n"
                     + self.server_log_tail()
                 )
-            probe = probe_broker(state.bootstrap, min(2.0, max(remaining, 0.5)))
+            probe = probe_broker(
+                state.bootstrap, min(2.0, max(remaining, 0.5)), credentials=self.credentials()
+            )
             if probe is None:
                 return
             reason = probe
@@ -577,19 +745,29 @@ def running_bootstrap(settings: Settings) -> str | None:
 
 
 # -- helpers ----------------------------------------------------------------------
-def probe_broker(bootstrap: str, timeout_s: float, **client_config: Any) -> str | None:
+def probe_broker(
+    bootstrap: str,
+    timeout_s: float,
+    *,
+    credentials: Credentials | None = None,
+    **client_config: Any,
+) -> str | None:
     """Ask a broker whether it is ready; None if it is, else why not.
 
     Ready means DescribeCluster answers with a controller and at least one
     unfenced broker: then topics can be created and groups joined.
-    ``client_config``: extra KafkaAdminClient settings (e.g. security_protocol).
+    ``credentials``: who asks (default: the environment's, see
+    :mod:`broker.kafka.security`). ``client_config``: extra KafkaAdminClient
+    settings, applied last.
     """
     # Imported here: kafka-python is heavy and only needed once a broker runs.
     from kafka.admin import KafkaAdminClient
 
+    cfg = resolve(credentials).client_config()
+    cfg.update(client_config)
     ms = max(int(timeout_s * 1000), 200)
     with _quiet_kafka_logs():
-        return _probe_once(KafkaAdminClient, bootstrap, ms, client_config)
+        return _probe_once(KafkaAdminClient, bootstrap, ms, cfg)
 
 
 def _probe_once(
@@ -703,6 +881,20 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by its owner only (0600 from the first byte)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument of a java @argfile: double-quoted, backslashes and quotes escaped."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _atomic_write(path: Path, text: str) -> None:
