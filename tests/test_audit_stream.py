@@ -75,3 +75,23 @@ def test_key_lists_stop_at_the_first_rotation_not_in_the_leaves() -> None:
     assert published.announced_key_lists([*leaves, rotation.to_bytes()]) == [signed1, signed2]
     latest = published.latest_key_list()
     assert latest is not None and latest.version == 2
+
+
+def test_checkpoints_no_log_key_signed_are_left_out_of_an_export() -> None:
+    key, stranger = Ed25519Signer.generate(ORIGIN), Ed25519Signer.generate(ORIGIN)
+    tree = MerkleTree()
+    tree.extend(leaf(i) for i in range(4))
+    good = sign_checkpoint(Checkpoint(ORIGIN, 2, tree.root(2)), [key])
+    noise = sign_checkpoint(Checkpoint(ORIGIN, 1_000_000, tree.root(4)), [stranger])
+    published = PublishedLog(ORIGIN)
+    published.add(entry(RecordType.KEY_LIST, initial_key_list(key, now_ms=0)[1], 0))
+    published.add(entry(RecordType.CHECKPOINT, good, 1))
+    published.add(entry(RecordType.CHECKPOINT, noise, 2))
+    own = published.own_keys()
+    assert own is not None and [v.key_id for v in own] == [key.key_id]
+    assert [c.note for c in published.bundle_checkpoints(own)] == [good]
+    last = published.last_checkpoint(own)
+    assert last is not None and last.note == good
+    # Unfiltered, the noise is the "largest" checkpoint: readers would wait for it.
+    unfiltered = published.last_checkpoint()
+    assert unfiltered is not None and unfiltered.note == noise

@@ -160,7 +160,7 @@ class Checkpointer:
         if self._reader is not None:
             return
         published = read_published(self.bootstrap, self.topics, self.origin)
-        self._check_key_lists(published)
+        ring = self._check_key_lists(published)
         latest = published.latest_key_list()
         self.keys.resolve_pending({e.vkey for e in latest.keys} if latest else set())
         self._signer = self.keys.current()
@@ -183,7 +183,7 @@ class Checkpointer:
             )
         self._key_list = latest
 
-        last = published.last_checkpoint()
+        last = published.last_checkpoint(ring.verifiers(origin=self.origin) if ring else [])
         validate_from = last.checkpoint.size if last is not None else 0
         self._reader = LeafReader(
             self.bootstrap, self.topics, shard=self.shard, validate_from=validate_from
@@ -192,8 +192,9 @@ class Checkpointer:
         self._reader.catch_up()
         took = time.monotonic() - started
         log.info(
-            "replayed %s: %d leaves in %.2f s (%.0f leaves/s)",
-            self._reader.where(0).split("@")[0],
+            "replayed %s[%d]: %d leaves in %.2f s (%.0f leaves/s)",
+            self.topics.audit,
+            self.shard,
             self._reader.size,
             took,
             self._reader.size / took if took > 0 else 0.0,
@@ -204,10 +205,13 @@ class Checkpointer:
         if self._last is None or self._reader.size > self._last.checkpoint.size:
             self.publish()
 
-    def _check_key_lists(self, published: PublishedLog) -> None:
-        """The published key lists must chain from our trust anchor (else someone forged one)."""
+    def _check_key_lists(self, published: PublishedLog) -> KeyRing | None:
+        """The published key lists must chain from our trust anchor (else someone forged one).
+
+        Returns the ring of the log's keys they establish (None: nothing published yet).
+        """
         if not published.key_lists:
-            return
+            return None
         anchor = self.keys.anchor()
         anchors = (
             [anchor]
@@ -223,6 +227,7 @@ class Checkpointer:
                     f"published key list v{version} of {self.origin} does not verify against the "
                     f"trust anchor {anchors[0]}: {exc}; refusing to sign"
                 ) from exc
+        return ring
 
     def _check_replay(self, note: bytes, cp: Checkpoint, where: str) -> None:
         reader = self._reader

@@ -45,12 +45,13 @@ from typing import Any
 
 from broker.audit import note as _note
 from broker.audit.bundle import Bundle, BundleCheckpoint
-from broker.audit.checkpoint import Checkpoint, origin_for_shard
+from broker.audit.checkpoint import Checkpoint, open_checkpoint, origin_for_shard
 from broker.audit.cosignature import CosignatureVerifier
 from broker.audit.exceptions import AuditError, BrokenLogError, MalformedError
-from broker.audit.keys import KeyList
+from broker.audit.keys import KeyList, KeyRing
 from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.audit.merkle import MerkleTree
+from broker.audit.note import NoteVerifier
 from broker.kafka.clients import Consumer, Record, TopicPartition, make_consumer
 from broker.topics import Topics
 
@@ -382,12 +383,26 @@ class PublishedLog:
                 exc,
             )
 
-    def last_checkpoint(self) -> PublishedCheckpoint | None:
-        """The largest published checkpoint (the last one published at that size)."""
+    def last_checkpoint(
+        self, verifiers: Sequence[NoteVerifier] | None = None
+    ) -> PublishedCheckpoint | None:
+        """The largest published checkpoint (the last one published at that size).
+
+        With ``verifiers``, only checkpoints the log's keys signed count: a
+        record anyone else wrote cannot make a reader wait for leaves that
+        never existed.
+        """
         best: PublishedCheckpoint | None = None
         for pc in self.checkpoints:
-            if best is None or pc.checkpoint.size >= best.checkpoint.size:
-                best = pc
+            if best is not None and pc.checkpoint.size < best.checkpoint.size:
+                continue
+            if verifiers is not None:
+                try:
+                    open_checkpoint(pc.note, verifiers, origin=self.origin)
+                except (AuditError, UnicodeDecodeError):
+                    log.warning("%s: checkpoint not signed by the log's keys; ignored", pc.where)
+                    continue
+            best = pc
         return best
 
     def latest_key_list(self) -> KeyList | None:
@@ -395,14 +410,48 @@ class PublishedLog:
             return None
         return KeyList.parse(_note.parse(self.key_lists[max(self.key_lists)])[0])
 
-    def bundle_checkpoints(self) -> list[BundleCheckpoint]:
-        """Distinct checkpoints in size order (then topic order), each with its cosignatures."""
+    def own_keys(self) -> list[NoteVerifier] | None:
+        """The log keys its own published key lists name, or None if they do not chain.
+
+        Not a trust decision (version 1 vouches for itself here): a filter that
+        keeps records nobody with a log key wrote out of an export. Auditors
+        verify the bundle against the anchor they got out of band.
+        """
+        if 1 not in self.key_lists:
+            return None
+        try:
+            first = KeyList.parse(_note.parse(self.key_lists[1])[0])
+            ring = KeyRing([e.vkey for e in first.keys])
+            version = 1
+            while version in self.key_lists:
+                ring.add_key_list(self.key_lists[version])
+                version += 1
+        except (AuditError, UnicodeDecodeError) as exc:
+            log.warning(
+                "key lists of %s do not chain (%s); exporting every checkpoint", self.origin, exc
+            )
+            return None
+        return list(ring.verifiers(origin=self.origin))
+
+    def bundle_checkpoints(
+        self, verifiers: Sequence[NoteVerifier] | None = None
+    ) -> list[BundleCheckpoint]:
+        """Distinct checkpoints in size order (then topic order), each with its cosignatures.
+
+        With ``verifiers``, checkpoints none of them signed are left out (logged).
+        """
         seen: set[bytes] = set()
         out: list[tuple[int, int, BundleCheckpoint]] = []
         for n, pc in enumerate(self.checkpoints):
             if pc.note in seen:
                 continue
             seen.add(pc.note)
+            if verifiers is not None:
+                try:
+                    open_checkpoint(pc.note, verifiers, origin=self.origin)
+                except (AuditError, UnicodeDecodeError):
+                    log.warning("%s: checkpoint not signed by the log's keys; left out", pc.where)
+                    continue
             lines = tuple(self.cosignatures.get(pc.checkpoint.text(), ()))
             out.append((pc.checkpoint.size, n, BundleCheckpoint(pc.note, lines)))
         return [bc for _, _, bc in sorted(out, key=lambda t: (t[0], t[1]))]
@@ -459,6 +508,8 @@ def read_log(
     Reads the checkpoints topic to its end first, then the audit partition
     (``read_committed``) up to the largest published checkpoint: leaves not
     yet covered by a checkpoint are left out, like :meth:`AuditLog.export`.
+    Checkpoint records that no key of the log's own key lists signed are left
+    out as noise (see :meth:`PublishedLog.own_keys`).
     Nothing is verified here; pass the result to
     :func:`broker.audit.verify.verify_bundle`. ``witness_vkeys`` are recorded
     in the bundle (informational); the witnesses' own ``vkey`` headers are
@@ -466,7 +517,8 @@ def read_log(
     """
     origin = origin or origin_for_shard(shard)
     published = read_published(bootstrap, topics, origin)
-    last = published.last_checkpoint()
+    own = published.own_keys()
+    last = published.last_checkpoint(own)
     target = last.checkpoint.size if last is not None else 0
     leaves: list[bytes] = []
     if target:
@@ -487,7 +539,7 @@ def read_log(
     return Bundle.create(
         origin=origin,
         leaves=leaves,
-        checkpoints=published.bundle_checkpoints(),
+        checkpoints=published.bundle_checkpoints(own),
         key_lists=key_lists,
         log_vkeys=log_vkeys,
         witness_vkeys=wvkeys,
