@@ -1,0 +1,260 @@
+"""Who may touch what, enforced by Kafka itself: ACLs derived from the policy's registry.
+
+The policy names the agencies and subscribers; their topics follow from
+:mod:`broker.topics`. This module turns both into the complete set of Kafka
+ACLs a deployment needs (:func:`desired_acls`, a pure function), compares it
+with what the cluster holds (:func:`plan`) and makes the cluster match
+(:func:`apply`). The broker runs ``StandardAuthorizer`` with
+``allow.everyone.if.no.acl.found=false``, so whatever is not listed here is
+denied: an agency cannot read a feed, a subscriber cannot read another's
+feed, nobody but the router can write a feed or the audit log.
+
+| principal                 | may                                                        |
+|---------------------------|------------------------------------------------------------|
+| ``User:agency-<id>``      | WRITE its own ingest topic; WRITE the consent topic        |
+| ``User:subscriber-<id>``  | READ its own feed; use its own group ``<ns>.subscriber.<id>`` |
+|                           | and groups named ``<ns>.subscriber.<id>.*`` (feed tails)   |
+| ``User:router``           | READ every ingest topic, consent and audit; WRITE every    |
+|                           | feed, audit and quarantine; group ``<ns>.router``;         |
+|                           | transactional ids ``<ns>.router.*``                        |
+| ``User:checkpointer``     | READ audit and checkpoints; WRITE checkpoints;             |
+|                           | transactional ids ``<ns>.checkpointer.*``                  |
+| ``User:witness``          | READ audit and checkpoints; WRITE checkpoints (cosignatures) |
+| ``User:auditor``          | READ audit and checkpoints                                 |
+| ``User:operator``         | READ quarantine                                            |
+
+Why these and no more (Kafka's authorizer rules, checked against 4.1):
+
+* WRITE and READ imply DESCRIBE (metadata, ListOffsets, FindCoordinator), so
+  no DESCRIBE binding is listed separately.
+* An idempotent producer needs no cluster permission: since Kafka 2.8
+  (KIP-679) InitProducerId is allowed to a principal that may WRITE some
+  topic, instead of IDEMPOTENT_WRITE on the cluster.
+* A transactional producer needs WRITE on its transactional id; committing
+  consumer offsets in the transaction needs READ on the group and the topic.
+* Consent is one shared topic: ACLs cannot tell which agency may record
+  consent for which child (Kafka authorises per topic, not per key), so any
+  registered agency may write it and the router judges each record.
+* Readers without a consumer group (the router's consent and audit
+  followers, auditors, the checkpointer) need no group ACL.
+* The subscriber group ACLs are a LITERAL binding for the group itself and a
+  PREFIXED one for ``<group>.``: ids never contain a dot, so subscriber
+  ``a`` gets no access to the groups of subscriber ``a-b``, which a bare
+  prefix ``<ns>.subscriber.a`` would give.
+
+:func:`plan` touches only bindings of Safeshare principals on resources of
+this namespace (or on the cluster itself), so ACLs of other namespaces,
+other systems or the super users are never deleted. Everything else that
+such a principal holds and the policy does not give it is *stale* and goes:
+a removed agency or subscriber loses its access at the next ``apply``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.kafka.clients import CLUSTER_RESOURCE, AclBinding
+from broker.topics import Topics, check_id
+
+if TYPE_CHECKING:
+    from broker.kafka.clients import Admin
+    from broker.policy import Policy
+
+__all__ = [
+    "AUDITOR",
+    "CHECKPOINTER",
+    "OPERATOR",
+    "ROUTER",
+    "SERVICE_USERS",
+    "WITNESS",
+    "AclPlan",
+    "agency_user",
+    "apply",
+    "desired_acls",
+    "in_scope",
+    "is_safeshare_principal",
+    "plan",
+    "policy_acls",
+    "policy_users",
+    "principal",
+    "subscriber_user",
+]
+
+ROUTER = "router"
+CHECKPOINTER = "checkpointer"
+WITNESS = "witness"
+AUDITOR = "auditor"
+OPERATOR = "operator"
+SERVICE_USERS = (ROUTER, CHECKPOINTER, WITNESS, AUDITOR, OPERATOR)
+"""Safeshare's own services' user names (one principal each, whatever the policy)."""
+
+_AGENCY = "agency-"
+_SUBSCRIBER = "subscriber-"
+_ID = r"[a-z0-9][a-z0-9_-]{0,62}"
+_SAFESHARE_USER = re.compile(
+    rf"^User:(?:{_AGENCY}{_ID}|{_SUBSCRIBER}{_ID}|{'|'.join(SERVICE_USERS)})\Z"
+)
+
+
+def agency_user(agency_id: str) -> str:
+    """The SASL user an agency's systems log in as."""
+    return _AGENCY + check_id("agency", agency_id)
+
+
+def subscriber_user(subscriber_id: str) -> str:
+    """The SASL user a subscriber's systems log in as."""
+    return _SUBSCRIBER + check_id("subscriber", subscriber_id)
+
+
+def principal(user: str) -> str:
+    """Kafka's principal for a SASL user."""
+    return f"User:{user}"
+
+
+def is_safeshare_principal(p: str) -> bool:
+    """True for the principals whose ACLs Safeshare manages (never the super users)."""
+    return bool(_SAFESHARE_USER.match(p))
+
+
+# -- derivation (pure) ----------------------------------------------------------------------
+def desired_acls(
+    topics: Topics, agencies: Iterable[str], subscribers: Iterable[str]
+) -> frozenset[AclBinding]:
+    """Every ACL a deployment with these agencies and subscribers needs (module table)."""
+
+    def allow(user: str, rtype: str, name: str, op: str, pattern: str = "LITERAL") -> AclBinding:
+        return AclBinding(principal(user), rtype, name, op, pattern)
+
+    out: set[AclBinding] = set()
+    for a in agencies:
+        user = agency_user(a)
+        out.add(allow(user, "TOPIC", topics.ingest(a), "WRITE"))
+        out.add(allow(user, "TOPIC", topics.consent, "WRITE"))
+    for s in subscribers:
+        user = subscriber_user(s)
+        group = topics.feed_group(s)
+        out.add(allow(user, "TOPIC", topics.feed(s), "READ"))
+        out.add(allow(user, "GROUP", group, "READ"))
+        out.add(allow(user, "GROUP", group + ".", "READ", "PREFIXED"))
+
+    out |= {
+        allow(ROUTER, "TOPIC", topics.ingest_prefix, "READ", "PREFIXED"),
+        allow(ROUTER, "TOPIC", topics.consent, "READ"),
+        allow(ROUTER, "TOPIC", topics.audit, "READ"),  # dedup follows the audit log
+        allow(ROUTER, "TOPIC", topics.feed_prefix, "WRITE", "PREFIXED"),
+        allow(ROUTER, "TOPIC", topics.audit, "WRITE"),
+        allow(ROUTER, "TOPIC", topics.quarantine, "WRITE"),
+        allow(ROUTER, "GROUP", topics.router_group, "READ"),
+        allow(ROUTER, "TRANSACTIONAL_ID", topics.router_transactional_id(""), "WRITE",
+              "PREFIXED"),
+    }
+    for user in (CHECKPOINTER, WITNESS, AUDITOR):
+        out.add(allow(user, "TOPIC", topics.audit, "READ"))
+        out.add(allow(user, "TOPIC", topics.audit_checkpoints, "READ"))
+    for user in (CHECKPOINTER, WITNESS):
+        out.add(allow(user, "TOPIC", topics.audit_checkpoints, "WRITE"))
+    out.add(allow(CHECKPOINTER, "TRANSACTIONAL_ID", topics.checkpointer_group + ".", "WRITE",
+                  "PREFIXED"))
+    out.add(allow(OPERATOR, "TOPIC", topics.quarantine, "READ"))
+    return frozenset(out)
+
+
+def policy_acls(policy: Policy, topics: Topics) -> frozenset[AclBinding]:
+    """:func:`desired_acls` for the policy's registry of agencies and subscribers."""
+    return desired_acls(
+        topics, (a.id for a in policy.agencies), (s.id for s in policy.subscribers)
+    )
+
+
+def policy_users(policy: Policy) -> list[str]:
+    """Every SASL user the policy's deployment needs, services included."""
+    return sorted(
+        [agency_user(a.id) for a in policy.agencies]
+        + [subscriber_user(s.id) for s in policy.subscribers]
+        + list(SERVICE_USERS)
+    )
+
+
+# -- diff (pure) ---------------------------------------------------------------------------
+def _scope(topics: Topics) -> re.Pattern[str]:
+    ns = re.escape(topics.namespace)
+    return re.compile(
+        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent|feed\.(?:{_ID})?|quarantine|audit"
+        rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}\.?"
+        rf"|checkpointer\.?(?:{_ID})?)\Z"
+    )
+
+
+def in_scope(binding: AclBinding, topics: Topics) -> bool:
+    """True if :func:`plan` manages ``binding``: a Safeshare principal on this
+    namespace's resources (by name shape, so namespace ``ns.x`` is not ``ns``'s)
+    or on the cluster."""
+    if not is_safeshare_principal(binding.principal):
+        return False
+    if binding.resource_type == "CLUSTER":
+        return binding.resource_name == CLUSTER_RESOURCE
+    return bool(_scope(topics).match(binding.resource_name))
+
+
+@dataclass(frozen=True)
+class AclPlan:
+    """What :func:`apply` will do: create the missing bindings, delete the stale ones."""
+
+    create: tuple[AclBinding, ...]
+    delete: tuple[AclBinding, ...]
+    unchanged: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.create and not self.delete
+
+    def lines(self) -> list[str]:
+        """``+ binding`` / ``- binding`` lines, grouped by principal, stable order."""
+        rows = [(b, "+") for b in self.create] + [(b, "-") for b in self.delete]
+        rows.sort(key=lambda r: (r[0].principal, r[0], r[1]))
+        return [f"{sign} {b}" for b, sign in rows]
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.create)} to create, {len(self.delete)} to delete, "
+            f"{self.unchanged} unchanged"
+        )
+
+
+def plan(
+    desired: Iterable[AclBinding], current: Iterable[AclBinding], topics: Topics
+) -> AclPlan:
+    """The difference between what the policy needs and what the cluster holds.
+
+    Bindings outside :func:`in_scope` are neither created nor deleted: a
+    desired binding out of scope is a bug in the derivation, so it raises.
+    """
+    want = set(desired)
+    stray = sorted(b for b in want if not in_scope(b, topics))
+    if stray:
+        raise ValueError(f"derived ACLs outside namespace {topics.namespace!r}: {stray[:3]}")
+    have = {b for b in current if in_scope(b, topics)}
+    return AclPlan(
+        create=tuple(sorted(want - have)),
+        delete=tuple(sorted(have - want)),
+        unchanged=len(want & have),
+    )
+
+
+# -- against a cluster ------------------------------------------------------------------------
+def apply(admin: Admin, desired: Iterable[AclBinding], topics: Topics, *,
+          dry_run: bool = False) -> AclPlan:
+    """Make the cluster's Safeshare ACLs of this namespace exactly ``desired``.
+
+    Missing bindings are created before stale ones are deleted, so a
+    principal that keeps an access never loses it midway. With ``dry_run``
+    the plan is only computed. Returns the plan (as it was before applying).
+    """
+    p = plan(desired, admin.describe_acls(), topics)
+    if not dry_run:
+        admin.create_acls(p.create)
+        admin.delete_acls(p.delete)
+    return p
