@@ -37,6 +37,7 @@ class SeenEvents:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self._ids: OrderedDict[bytes | str, None] = OrderedDict()
+        self._added = 0  # ids newly added since creation (for mark/forget_since)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -49,8 +50,29 @@ class SeenEvents:
         if key in self._ids:
             return
         self._ids[key] = None
+        self._added += 1
         if len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
+
+    def mark(self) -> int:
+        """A mark to pass to :meth:`forget_since` (how many ids were ever added)."""
+        return self._added
+
+    def forget_since(self, mark: int) -> int:
+        """Remove the ids added after ``mark``; return how many were removed.
+
+        For a router transaction that aborted: the ids its batch added were
+        never committed to the audit log, so when the batch is replayed they
+        must not count as routed. New ids are appended at the end of the
+        ordered set and a repeated id is not moved, so the ids added since the
+        mark are exactly the newest ones. Ids evicted meanwhile (at capacity)
+        stay forgotten, as eviction always does.
+        """
+        count = min(self._added - mark, len(self._ids))
+        for _ in range(count):
+            self._ids.popitem(last=True)
+        self._added = mark
+        return count
 
     def add_from_leaf(self, leaf: bytes) -> None:
         """Note the event of an audit leaf that records a routing decision."""

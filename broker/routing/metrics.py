@@ -68,6 +68,16 @@ class RouterMetrics:
             "Audit leaves committed but not yet covered by a signed checkpoint",
             registry=r,
         )
+        self.producer_restarts = Counter(
+            "safeshare_producer_restarts",
+            "Transactional producers replaced after a transaction could not be aborted",
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "safeshare_assigned_partitions",
+            "Ingest and consent partitions this router instance owns in its group",
+            registry=r,
+        )
         self.last_commit = Gauge(
             "safeshare_last_commit_timestamp_seconds",
             "Wall time of the last committed routing transaction",

@@ -4,14 +4,52 @@ Exactly once, fail closed (DESIGN.md): the router reads ingest topics with
 ``read_committed`` as one consumer group, and for each polled batch writes every
 subscriber copy, every quarantine record, the batch's audit leaves and the
 consumer offsets in a single Kafka transaction. A share and its audit record
-commit together or not at all; if anything in the batch cannot be written the
-transaction is aborted and the process stops, so the batch is replayed by the
-next router to own the partitions (nothing shared without its audit record).
+commit together or not at all.
 
-Consent records are read by a second consumer that is *assigned* (not
-subscribed) to the compacted consent topic and always starts from the
-beginning, so every router instance holds the full, current consent state; it
-is caught up before each ingest batch so consent is checked at routing time.
+Riding out broker trouble. When a transaction fails with a Kafka error (broker
+restarting, leader moving, a rebalance that fenced our offsets, a record the
+broker refused) the service:
+
+1. forgets the event ids the batch marked as routed
+   (:meth:`SeenEvents.forget_since`): they never reached the audit log, and
+   on replay they must be routed, not flagged as duplicates. Consent state
+   needs no undo: only the consent follower changes it, from committed records;
+2. aborts the transaction; if the producer cannot abort (it is in a fatal
+   state, or the broker does not answer) it is closed and a new one with the
+   same transactional id is made, whose ``init_transactions`` aborts the open
+   transaction on the broker (KIP-98);
+3. moves the consumer back to the committed offsets
+   (:meth:`Consumer.rewind_to_committed`) so the batch is polled again, by
+   this instance or, after a rebalance, by the new owner of its partitions;
+4. waits (capped exponential backoff) and carries on. ``/healthz`` turns 503
+   while this lasts more than :data:`HEALTH_STALE_S`.
+
+Nothing is shared meanwhile, because nothing commits. Two errors stop the loop
+instead: :class:`ProducerFencedError` (another process took over our
+transactional id — a restarted instance fencing this zombie — so this one
+must not write again) stops it cleanly, and an error that is not Kafka's
+(a defect, an audit leaf that cannot be built) aborts and propagates: fail
+closed, the batch is replayed by whichever router runs next.
+
+Several instances share the ingest partitions as one consumer group. The
+offsets are committed with the consumer's group metadata taken right after
+the poll that returned the batch (KIP-447): if a rebalance moved a partition
+to another instance meanwhile, the broker refuses the offsets, the
+transaction aborts and the new owner replays the batch. Instances on one host
+must be given distinct ``instance_id`` values; a restarted instance must keep
+its id, so it fences its own zombie.
+
+State followed by every instance, each on its own group-less consumer:
+
+- consent: the compacted consent topic from the beginning, caught up before
+  each ingest batch, so consent is checked at routing time;
+- the audit topic: every routed event id (so a repeated event is not shared
+  twice, whichever instance routed it first) and the number of committed
+  leaves per shard; and the checkpoints topic: the size of the newest signed
+  checkpoint per shard. Their difference is the audit checkpoint lag.
+
+Log lines carry ``topic[partition]@offset`` and event ids, never anything
+about a child.
 """
 
 from __future__ import annotations
@@ -20,7 +58,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,17 +66,34 @@ from broker.audit.exceptions import AuditError
 from broker.audit.leaf import decode_batch
 from broker.kafka.clients import (
     Consumer,
+    GroupMetadata,
     OffsetAndMetadata,
+    Producer,
     Record,
+    SendFuture,
     TopicPartition,
     make_consumer,
     make_producer,
 )
+from broker.kafka.exceptions import KafkaError, ProducerFencedError
 from broker.routing.core import Inbound, Routed, RoutingCore
 from broker.routing.metrics import HealthServer, RouterMetrics
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
+
+#: /healthz turns 503 when the loop has not polled, or transactions have kept
+#: failing, for this long.
+HEALTH_STALE_S = 30.0
+#: How often the consumer lag gauge is refreshed (one ListOffsets round trip).
+LAG_INTERVAL_S = 5.0
+#: Backoff between attempts after a failed transaction: doubles from the first
+#: value up to the second.
+RETRY_BACKOFF_S = (0.2, 5.0)
+#: A dead router's partitions move to the others after this long (the broker's
+#: minimum is 6 s; kafka-python's default of 45 s would stall them for long).
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
 
 
 @dataclass
@@ -49,6 +104,11 @@ class RouterStats:
     quarantined: int = 0
     duplicates: int = 0
     transactions: int = 0
+    aborted: int = 0
+    """Transactions that failed and were rolled back (their batches replayed)."""
+    producer_restarts: int = 0
+    fenced: bool = False
+    """True if the loop stopped because another producer took over our transactional id."""
     last_commit_ms: int = 0
     per_agency: dict[str, int] = field(default_factory=dict)
 
@@ -57,7 +117,7 @@ AuditEncoder = Callable[[list[dict[str, Any]]], list[bytes]]
 
 
 class RouterService:
-    """Runs :class:`RoutingCore` against Kafka, transactionally."""
+    """Runs :class:`RoutingCore` against Kafka, transactionally. See the module docstring."""
 
     def __init__(
         self,
@@ -73,154 +133,420 @@ class RouterService:
         metrics: RouterMetrics | None = None,
         metrics_host: str | None = None,
         metrics_port: int | None = None,
+        retry_backoff_s: tuple[float, float] = RETRY_BACKOFF_S,
+        client_config: Mapping[str, Any] | None = None,
     ) -> None:
+        """``client_config``: extra kafka-python settings for every client (e.g. security)."""
         self.core = core
         self.topics = topics
+        self.instance_id = instance_id
         self.stats = RouterStats()
         self.metrics = metrics or RouterMetrics()
+        self._bootstrap = bootstrap
+        self._client_config = dict(client_config or {})
+        self._transactional_id = topics.router_transactional_id(instance_id)
+        self._audit_encoder = audit_encoder
+        self._max_batch = max_batch
+        self._poll_timeout_ms = poll_timeout_ms
+        self._on_batch = on_batch
+        self._retry_backoff_s = retry_backoff_s
+        self._stop = threading.Event()
+
+        # Health and lag bookkeeping.
         self._last_poll = time.monotonic()
+        self._last_commit_at: float | None = None
+        self._failing_since: float | None = None
+        self._failures = 0
+        self._last_error = ""
+        self._lag_at = float("-inf")
+        self._lag: dict[str, int] = {}
+        self._leaves_per_shard: dict[int, int] = {}
+        self._checkpoint_size: dict[int, int] = {}
+        # Recovery state: set when a failed transaction could not be fully undone
+        # at once (the broker did not answer); done before anything else is polled.
+        self._need_rewind = False
+        self._need_producer = False
+        self._batch_group: GroupMetadata | None = None
+
         self._health: HealthServer | None = None
         self.metrics_port: int | None = None
+        self._consumer: Consumer | None = None
+        self._consent: Consumer | None = None
+        self._audit: Consumer | None = None
+        self._producer: Producer | None = None
+        try:
+            self._open_clients()
+        except BaseException:
+            self.close()
+            raise
         if metrics_port is not None:
             self._health = HealthServer(
                 self.metrics, self.health, host=metrics_host or "127.0.0.1", port=metrics_port
             ).start()
             self.metrics_port = self._health.port
-        self._audit_encoder = audit_encoder
-        self._max_batch = max_batch
-        self._poll_timeout_ms = poll_timeout_ms
-        self._on_batch = on_batch
-        self._stop = threading.Event()
+
+    def _open_clients(self) -> None:
+        cfg = self._client_config
         # Ingest topics, and the consent topic (whose bad records the group
         # quarantines exactly once; consent *state* comes from self._consent).
         pattern = (
             "^("
-            + re.escape(topics.ingest_prefix)
+            + re.escape(self.topics.ingest_prefix)
             + r"[a-z0-9][a-z0-9_-]*"
             + "|"
-            + re.escape(topics.consent)
+            + re.escape(self.topics.consent)
             + ")$"
         )
         self._consumer = make_consumer(
-            bootstrap,
-            group_id=topics.router_group,
+            self._bootstrap,
+            group_id=self.topics.router_group,
             pattern=pattern,
             isolation_level="read_committed",
-            max_poll_records=max_batch,
+            max_poll_records=self._max_batch,
             # New topics (a new agency) are picked up without a restart.
             metadata_max_age_ms=5000,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            client_id=f"safeshare-router-{self.instance_id}",
+            **cfg,
         )
         self._consent = make_consumer(
-            bootstrap, group_id=None, topics=None, isolation_level="read_committed"
+            self._bootstrap, group_id=None, topics=None, isolation_level="read_committed", **cfg
         )
-        # Follows the audit topic so every instance knows every routed event id.
+        # Follows the audit and checkpoints topics: routed event ids, checkpoint lag.
         self._audit = make_consumer(
-            bootstrap, group_id=None, topics=None, isolation_level="read_committed"
+            self._bootstrap, group_id=None, topics=None, isolation_level="read_committed", **cfg
         )
-        self._producer = make_producer(
-            bootstrap, transactional_id=topics.router_transactional_id(instance_id)
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        producer = make_producer(
+            self._bootstrap,
+            transactional_id=self._transactional_id,
+            client_id=f"safeshare-router-{self.instance_id}",
+            **self._client_config,
         )
-        self._producer.init_transactions()
+        try:
+            producer.init_transactions()  # fences (and aborts) an older one with our id
+        except BaseException:
+            _close_quietly(producer)
+            raise
+        return producer
 
     # -- state followed by every instance -------------------------------------
     def _catch_up_consent(self) -> None:
         """Fold every committed consent record into the consent state."""
-        if not _follow_from_start(self._consent, self.topics.consent):
+        assert self._consent is not None
+        if not _follow_from_start(self._consent, [self.topics.consent]):
             return
         for r in _catch_up(self._consent, "consent"):
             if not self.core.apply_consent(_inbound(r)):
-                log.debug(
-                    "consent record %s unusable (quarantined by the group)", _inbound(r).where
-                )
+                log.debug("consent record %s unusable (quarantined by the group)", _where(r))
 
     def _catch_up_audit(self) -> None:
-        """Learn every event id committed to the audit log (by any instance)."""
-        if not _follow_from_start(self._audit, self.topics.audit):
+        """Learn every event id committed to the audit log (by any instance), count
+        the committed leaves and note the newest checkpoint of each shard."""
+        assert self._audit is not None
+        follow = [self.topics.audit, self.topics.audit_checkpoints]
+        if not _follow_from_start(self._audit, follow):
             return
         seen = self.core.seen_event_ids
+        audit, checkpoints = self.topics.audit, self.topics.audit_checkpoints
         for r in _catch_up(self._audit, "audit"):
+            if r.topic == checkpoints:
+                self._note_checkpoint(r)
+                continue
+            if r.topic != audit:
+                continue
             try:
                 leaves = decode_batch(r.value or b"")
             except AuditError:
-                log.error(
-                    "audit record %s[%d]@%d is not a leaf batch", r.topic, r.partition, r.offset
-                )
+                log.error("audit record %s is not a leaf batch", _where(r))
                 continue
+            self._leaves_per_shard[r.partition] = (
+                self._leaves_per_shard.get(r.partition, 0) + len(leaves)
+            )
             for leaf in leaves:
                 seen.add_from_leaf(leaf)
+        lag = sum(
+            max(0, n - self._checkpoint_size.get(shard, 0))
+            for shard, n in self._leaves_per_shard.items()
+        )
+        self.metrics.checkpoint_lag.set(lag)
+
+    def _note_checkpoint(self, r: Record) -> None:
+        """A checkpoints-topic record: if it is a checkpoint, the size it signed.
+
+        Headers only (see broker.audit.stream): this is a gauge for operators,
+        not a verification; auditors verify the signed notes themselves.
+        """
+        headers = dict(r.headers)
+        if headers.get("type") != b"checkpoint":
+            return
+        try:
+            shard, size = int(headers["shard"]), int(headers["size"])
+        except (KeyError, ValueError):
+            return
+        if size > self._checkpoint_size.get(shard, -1):
+            self._checkpoint_size[shard] = size
 
     # -- health ----------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy while the loop polls; reports when it last committed."""
-        since_poll = time.monotonic() - self._last_poll
-        ok = not self._stop.is_set() and since_poll < 30
+        """Healthy while the loop polls and its transactions commit.
+
+        ``consuming``: the loop polled within :data:`HEALTH_STALE_S`.
+        ``committing``: no transaction has been failing for that long (an idle
+        router that has nothing to commit is committing).
+        """
+        now = time.monotonic()
+        since_poll = now - self._last_poll
+        consuming = since_poll < HEALTH_STALE_S
+        failing_for = None if self._failing_since is None else now - self._failing_since
+        committing = failing_for is None or failing_for < HEALTH_STALE_S
+        ok = not self._stop.is_set() and consuming and committing
         return ok, {
-            "consuming": since_poll < 30,
+            "instance": self.instance_id,
+            "consuming": consuming,
+            "committing": committing,
             "seconds_since_poll": round(since_poll, 3),
+            "seconds_since_commit": (
+                None if self._last_commit_at is None else round(now - self._last_commit_at, 3)
+            ),
+            "failing_for_seconds": None if failing_for is None else round(failing_for, 3),
+            "consecutive_failures": self._failures,
+            "last_error": self._last_error or None,
             "last_commit_ms": self.stats.last_commit_ms,
             "transactions": self.stats.transactions,
+            "aborted": self.stats.aborted,
+            "assigned_partitions": len(self._assignment()),
+            "consumer_lag": sum(self._lag.values()),
         }
+
+    def _assignment(self) -> set[TopicPartition]:
+        consumer = self._consumer
+        if consumer is None:
+            return set()
+        try:
+            return consumer.assignment()
+        except Exception:  # noqa: BLE001 - health must answer whatever the client does
+            return set()
+
+    def assignment(self) -> set[TopicPartition]:
+        """The ingest and consent partitions this instance owns in the group now."""
+        return self._assignment()
+
+    def _update_lag(self, *, force: bool = False) -> None:
+        """``safeshare_consumer_lag{topic}``: end offsets minus positions, per topic."""
+        now = time.monotonic()
+        if not force and now - self._lag_at < LAG_INTERVAL_S:
+            return
+        self._lag_at = now
+        consumer = self._consumer
+        assert consumer is not None
+        tps = sorted(consumer.assignment())
+        lag: dict[str, int] = {}
+        try:
+            end = consumer.end_offsets(tps) if tps else {}
+            for tp in tps:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end[tp] - consumer.position(tp))
+        except KafkaError as exc:  # a gauge; the loop notices real trouble itself
+            log.debug("consumer lag not measured: %s", exc)
+            return
+        gauge = self.metrics.consumer_lag
+        for topic in set(self._lag) - set(lag):
+            gauge.remove(topic)
+        for topic, n in lag.items():
+            gauge.labels(topic).set(n)
+        self._lag = lag
+        self.metrics.assigned_partitions.set(len(tps))
 
     # -- main loop -----------------------------------------------------------
     def stop(self) -> None:
+        """Ask the loop to stop after the current batch (safe from any thread)."""
         self._stop.set()
 
     def run(
         self, *, idle_exit_s: float | None = None, max_events: int | None = None
     ) -> RouterStats:
-        """Route until :meth:`stop`, or until idle for ``idle_exit_s``, or ``max_events``."""
+        """Route until :meth:`stop`, or until idle for ``idle_exit_s``, or ``max_events``.
+
+        Returns normally also when fenced (``stats.fenced``); raises what is not
+        a Kafka error (after aborting the transaction).
+        """
         last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._catch_up_consent()
-                self._catch_up_audit()
-                batches = self._consumer.poll(
-                    timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
-                )
-                self._last_poll = time.monotonic()
-                if not batches:
-                    if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
-                        break
+                try:
+                    self._repair()
+                    self._catch_up_consent()
+                    self._catch_up_audit()
+                    batches = self._poll()
+                    if batches:
+                        last_activity = time.monotonic()
+                        assert self._batch_group is not None
+                        self._process(batches, self._batch_group)
+                except ProducerFencedError as exc:
+                    self.stats.fenced = True
+                    self._last_error = f"fenced: {exc}"
+                    log.error(
+                        "router %s fenced: another process now uses transactional id %s; "
+                        "stopping without writing anything more (%s)",
+                        self.instance_id, self._transactional_id, exc,
+                    )
+                    break
+                except KafkaError as exc:
+                    last_activity = time.monotonic()  # in trouble is not idle
+                    self._failed(exc)
                     continue
-                last_activity = time.monotonic()
-                self._process(batches)
+                self._recovered()
+                self._update_lag()
+                idle_for = time.monotonic() - last_activity
+                if not batches and idle_exit_s is not None and idle_for > idle_exit_s:
+                    break
                 if max_events is not None and self.stats.consumed >= max_events:
                     break
         finally:
             self.close()
         return self.stats
 
-    def _process(self, batches: dict[TopicPartition, list[Record]]) -> None:
+    def _poll(self) -> dict[TopicPartition, list[Record]]:
+        assert self._consumer is not None
+        batches = self._consumer.poll(
+            timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
+        )
+        # KIP-447: the generation that owned these partitions when they were
+        # polled. Taken now, not at commit time: a rebalance completing in the
+        # background meanwhile must make the broker refuse these offsets.
+        self._batch_group = self._consumer.group_metadata()
+        self._last_poll = time.monotonic()
+        return batches
+
+    def _repair(self) -> None:
+        """Finish undoing a failed transaction before anything new is polled."""
+        if self._need_producer:
+            old, self._producer = self._producer, None
+            if old is not None:
+                _close_quietly(old, timeout=1.0)
+            self._producer = self._new_producer()
+            self._need_producer = False
+            self.stats.producer_restarts += 1
+            self.metrics.producer_restarts.inc()
+            log.info("router %s: new transactional producer ready", self.instance_id)
+        if self._need_rewind:
+            assert self._consumer is not None
+            self._consumer.rewind_to_committed()
+            self._need_rewind = False
+            log.info(
+                "router %s: rewound to committed offsets %s",
+                self.instance_id, _positions(self._consumer),
+            )
+
+    def _failed(self, exc: KafkaError) -> None:
+        """Note a failure and wait before the next attempt (capped exponential backoff)."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failures += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        first, cap = self._retry_backoff_s
+        delay = min(cap, first * 2 ** min(self._failures - 1, 16))
+        log.warning(
+            "router %s: %s (attempt %d, failing for %.1f s); retrying in %.1f s",
+            self.instance_id, self._last_error, self._failures, now - self._failing_since, delay,
+        )
+        self._stop.wait(delay)
+
+    def _process(
+        self, batches: dict[TopicPartition, list[Record]], group: GroupMetadata
+    ) -> None:
         producer = self._producer
+        assert producer is not None
+        seen = self.core.seen_event_ids
+        mark = seen.mark()
         started = time.monotonic()
-        producer.begin_transaction()
+        routed_all: list[Routed] = []
+        leaves: list[dict[str, Any]] = []
         try:
-            routed_all: list[Routed] = []
-            leaves: list[dict[str, Any]] = []
+            producer.begin_transaction()
+            futures: list[SendFuture] = []
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+            send = producer.send
+            handle = self.core.handle
             for tp, records in batches.items():
                 for r in records:
-                    routed = self.core.handle(_inbound(r))
+                    routed = handle(_inbound(r))
                     for out in routed.outputs:
-                        producer.send(out.topic, out.value, key=out.key)
+                        futures.append(send(out.topic, out.value, key=out.key))
                     leaves.extend(routed.leaves)
                     routed_all.append(routed)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
             for payload in self._audit_encoder(leaves):
-                producer.send(self.topics.audit, payload)
-            producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
+                futures.append(send(self.topics.audit, payload))
+            producer.send_offsets_to_transaction(offsets, group)
+            # Every record must be acknowledged before the commit: a copy or an
+            # audit batch the broker refused fails the whole transaction here,
+            # whatever the client library would make of it at commit time.
+            producer.flush()
+            for fut in futures:
+                fut.get(timeout=0)
             producer.commit_transaction()
-        except BaseException:
+        except BaseException as exc:
+            forgotten = seen.forget_since(mark)
+            self.stats.aborted += 1
             self.metrics.txn_aborted.inc()
-            log.exception("transaction failed; aborting and stopping (batch will be replayed)")
+            self._need_rewind = True
+            where = _span(batches)
+            if isinstance(exc, ProducerFencedError):
+                raise  # a fenced producer may not even abort
+            log.warning(
+                "router %s: transaction for %s failed (%s: %s); aborting, %d event id(s) "
+                "marked unrouted, batch to be replayed",
+                self.instance_id, where, type(exc).__name__, exc, forgotten,
+            )
             try:
                 producer.abort_transaction()
-            except Exception:  # noqa: BLE001 - already failing; the abort is best effort
-                log.exception("abort failed")
+            except ProducerFencedError:
+                raise
+            except Exception as abort_exc:  # noqa: BLE001 - replaced by a new producer instead
+                log.warning(
+                    "router %s: abort failed (%s: %s); the producer will be replaced, which "
+                    "aborts the transaction on the broker",
+                    self.instance_id, type(abort_exc).__name__, abort_exc,
+                )
+                self._need_producer = True
+            if isinstance(exc, KafkaError):
+                with _suppress_kafka():
+                    self._repair()
             raise
-        self.metrics.txn_duration.observe(time.monotonic() - started)
+        self._committed(started, routed_all, leaves, batches)
+
+    def _recovered(self) -> None:
+        """A loop iteration went through (polled, and committed if there was a batch)."""
+        if self._failing_since is not None:
+            log.info(
+                "router %s: working again after %.1f s and %d failed attempt(s)",
+                self.instance_id, time.monotonic() - self._failing_since, self._failures,
+            )
+        self._failing_since = None
+        self._failures = 0
+
+    def _committed(
+        self,
+        started: float,
+        routed_all: list[Routed],
+        leaves: list[dict[str, Any]],
+        batches: dict[TopicPartition, list[Record]],
+    ) -> None:
+        now = time.monotonic()
+        self._last_commit_at = now
+        self.metrics.txn_duration.observe(now - started)
         self.metrics.audit_leaves.inc(len(leaves))
         self._account(routed_all)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "router %s: committed %s: %d record(s), %d leaves",
+                self.instance_id, _span(batches), len(routed_all), len(leaves),
+            )
         if self._on_batch is not None:
             self._on_batch(routed_all)
 
@@ -253,21 +579,67 @@ class RouterService:
         if self._health is not None:
             self._health.close()
             self._health = None
-        closers = (
-            self._consumer.close,
-            self._consent.close,
-            self._audit.close,
-            self._producer.close,
-        )
-        for closer in closers:
-            try:
-                closer()
-            except Exception:  # noqa: BLE001
-                log.exception("close failed")
+        for client in (self._consumer, self._consent, self._audit):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("close failed")
+        if self._producer is not None:
+            # A fenced producer's close must not wait for anything.
+            _close_quietly(self._producer, timeout=1.0 if self.stats.fenced else 10.0)
+        self._consumer = self._consent = self._audit = None
+        self._producer = None
 
 
 def _inbound(r: Record) -> Inbound:
     return Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+
+
+def _where(r: Record) -> str:
+    return f"{r.topic}[{r.partition}]@{r.offset}"
+
+
+def _span(batches: Mapping[TopicPartition, list[Record]]) -> str:
+    """``topic[p]@first-last`` for each partition of a batch."""
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}]@{recs[0].offset}-{recs[-1].offset}"
+        for tp, recs in batches.items()
+        if recs
+    )
+
+
+def _positions(consumer: Consumer) -> str:
+    try:
+        return ", ".join(
+            f"{tp.topic}[{tp.partition}]@{consumer.position(tp)}"
+            for tp in sorted(consumer.assignment())
+        ) or "(no partitions)"
+    except KafkaError:
+        return "(positions unknown)"
+
+
+def _close_quietly(producer: Producer, timeout: float = 10.0) -> None:
+    try:
+        producer.close(timeout=timeout)
+    except Exception:  # noqa: BLE001 - closing a broken producer; nothing more to do
+        log.debug("closing producer failed", exc_info=True)
+
+
+class _suppress_kafka:  # noqa: N801 - used like contextlib.suppress
+    """Suppress Kafka errors (logged at debug): for best-effort steps retried later."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if exc is not None and isinstance(exc, KafkaError) and not isinstance(
+            exc, ProducerFencedError
+        ):
+            log.debug("deferred: %s", exc)
+            return True
+        return False
 
 
 CATCH_UP_DEADLINE_S = 10.0
@@ -291,14 +663,20 @@ def _catch_up(consumer: Consumer, what: str) -> Iterator[Record]:
         yield from consumer.poll_records(timeout_ms=100)
 
 
-def _follow_from_start(consumer: Consumer, topic: str) -> bool:
-    """Assign every partition of ``topic`` from its beginning, once; False if it is unknown."""
+def _follow_from_start(consumer: Consumer, topics: list[str]) -> bool:
+    """Assign every partition of ``topics`` from the beginning, once; False if none is known.
+
+    The first topic must exist; later ones are followed if they exist at that
+    moment (the checkpoints topic may be created after the router starts).
+    """
     if consumer.assignment():
         return True
-    parts = consumer.partitions_for_topic(topic) or set()
-    if not parts:
-        return False
-    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    tps: list[TopicPartition] = []
+    for i, topic in enumerate(topics):
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts and i == 0:
+            return False
+        tps += [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     return True
