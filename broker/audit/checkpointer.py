@@ -337,7 +337,8 @@ class Checkpointer:
     ) -> Published | None:
         """Follow the partition and publish a checkpoint at most every ``interval_s`` while
         leaves arrive. Returns (after ``stop_event`` is set, or ``idle_exit_s`` without new
-        leaves with everything published) the last checkpoint."""
+        leaves with everything published) the last checkpoint, having signed every leaf
+        read by then."""
         self.start()
         reader = self._reader
         assert reader is not None
@@ -358,6 +359,8 @@ class Checkpointer:
                 and now - last_leaf_at >= idle_exit_s
             ):
                 break
+        if self._pending():  # stopping: sign what was read, so no leaf waits for the restart
+            self.publish()
         return self._last
 
     # -- keys ------------------------------------------------------------------------------
