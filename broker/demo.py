@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         # 4. Decisions not to share, and quarantine.
         out("\n-- 4. Decisions not to share (each one is audited) --")
         for r in mine:
-            for sub, reason in r.withheld:
+            for sub_id, reason in r.withheld:
                 if reason not in ("OUT_OF_AREA", "NO_MATCHING_RULE", "RULE_WITHHOLD"):
-                    out(f"  {r.event_id[:8] if r.event_id else '-':<8} {sub:<28} {reason}")
+                    out(f"  {r.event_id[:8] if r.event_id else '-':<8} {sub_id:<28} {reason}")
         hidden = sum(
             1
             for r in mine

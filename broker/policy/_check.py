@@ -388,7 +388,7 @@ class _Checker:
                                 (*kp, j, "public_key"),
                                 "public_key must be a base64 Ed25519 public key (32 bytes)",
                             )
-                        window = []
+                        window: list[int | None] = []
                         for bound in ("not_before", "not_after"):
                             v = km.get(bound)
                             if v is None:
