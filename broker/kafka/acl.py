@@ -52,11 +52,13 @@ a removed agency or subscriber loses its access at the next ``apply``.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.kafka.clients import CLUSTER_RESOURCE, AclBinding
+from broker.kafka.exceptions import KafkaTimeoutError
 from broker.topics import Topics, check_id
 
 if TYPE_CHECKING:
@@ -90,6 +92,9 @@ AUDITOR = "auditor"
 OPERATOR = "operator"
 SERVICE_USERS = (ROUTER, CHECKPOINTER, WITNESS, AUDITOR, OPERATOR)
 """Safeshare's own services' user names (one principal each, whatever the policy)."""
+
+APPLY_SETTLE_S = 15.0
+"""How long :func:`apply` waits for the broker to show the ACLs it changed."""
 
 _AGENCY = "agency-"
 _SUBSCRIBER = "subscriber-"
@@ -245,16 +250,38 @@ def plan(
 
 
 # -- against a cluster ------------------------------------------------------------------------
-def apply(admin: Admin, desired: Iterable[AclBinding], topics: Topics, *,
-          dry_run: bool = False) -> AclPlan:
+def apply(
+    admin: Admin,
+    desired: Iterable[AclBinding],
+    topics: Topics,
+    *,
+    dry_run: bool = False,
+    settle_s: float = APPLY_SETTLE_S,
+) -> AclPlan:
     """Make the cluster's Safeshare ACLs of this namespace exactly ``desired``.
 
     Missing bindings are created before stale ones are deleted, so a
     principal that keeps an access never loses it midway. With ``dry_run``
     the plan is only computed. Returns the plan (as it was before applying).
+
+    ! The controller commits ACL changes before the broker's authorizer has
+    them: right after CreateAcls a DescribeAcls (and an authorization) may
+    still see the old set. So ``apply`` returns only once the broker shows
+    the new set, waiting up to ``settle_s``; otherwise it raises.
     """
-    p = plan(desired, admin.describe_acls(), topics)
-    if not dry_run:
-        admin.create_acls(p.create)
-        admin.delete_acls(p.delete)
-    return p
+    want = frozenset(desired)
+    p = plan(want, admin.describe_acls(), topics)
+    if dry_run or p.empty:
+        return p
+    admin.create_acls(p.create)
+    admin.delete_acls(p.delete)
+    deadline = time.monotonic() + settle_s
+    while True:
+        left = plan(want, admin.describe_acls(), topics)
+        if left.empty:
+            return p
+        if time.monotonic() >= deadline:
+            raise KafkaTimeoutError(
+                f"ACLs applied but the broker still shows {left.summary()} after {settle_s:.0f} s"
+            )
+        time.sleep(0.1)  # poll interval of the question above, not a guess

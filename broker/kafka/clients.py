@@ -142,6 +142,68 @@ def _patch_lost_rejoin() -> None:
 _patch_lost_rejoin()
 
 
+class AuthFailureRecorder:
+    """A kafka-python ``kafka_client`` factory that notices refused logins.
+
+    ! When a broker refuses a client's login, kafka-python 3.0.12 keeps
+    retrying until ``bootstrap_timeout_ms`` and then raises only
+    ``KafkaTimeoutError("Unable to bootstrap ...")``, exactly as if the
+    broker were down; the SASL error is only logged. This factory builds the
+    library's own client, but hooks each connection's setup future so the
+    error is kept and a wrong password says so. Best effort: the broker
+    answers a bad SCRAM proof and closes the connection, and kafka-python
+    sometimes notices only the close. It touches kafka-python internals
+    (pinned version); if they move, it degrades to the plain client and the
+    old message.
+    """
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+
+    def _saw(self, exc: BaseException) -> None:
+        if isinstance(exc, _kerr.SaslAuthenticationFailedError):
+            self.failure = exc
+
+    def __call__(self, **configs: Any) -> Any:
+        from kafka.net.compat import KafkaNetClient
+
+        try:
+            from kafka.net.manager import KafkaConnectionManager
+            from kafka.net.selector import NetworkSelector
+
+            net = NetworkSelector(**configs)
+            manager = KafkaConnectionManager(net, **configs)
+        except Exception:  # noqa: BLE001 - internals moved: no diagnosis, same client
+            return KafkaNetClient(**configs)
+        original = manager.get_connection
+
+        def get_connection(*args: Any, **kwargs: Any) -> Any:
+            conn = original(*args, **kwargs)
+            with suppress(AttributeError):
+                conn.init_future.add_errback(self._saw)
+            return conn
+
+        manager.get_connection = get_connection
+        return KafkaNetClient(net=net, manager=manager, **configs)
+
+    def auth_failure(self) -> BaseException | None:
+        return self.failure
+
+
+def _construct(what: str, cls: Any, cfg: dict[str, Any]) -> Any:
+    """``cls(**cfg)`` with our errors; a refused login is reported as such."""
+    recorder = AuthFailureRecorder()
+    cfg = {"kafka_client": recorder, **cfg}
+    try:
+        with translated(what):
+            return cls(**cfg)
+    except KafkaError:
+        auth = recorder.auth_failure()
+        if auth is None:
+            raise
+        raise KafkaError(f"{what}: the broker refused the login: {auth}") from auth
+
+
 # -- values -------------------------------------------------------------------------
 class TopicPartition(NamedTuple):
     topic: str
@@ -472,8 +534,7 @@ def make_producer(
         cfg["transactional_id"] = transactional_id
     cfg.update(resolve(credentials).client_config())
     cfg.update(overrides)
-    with translated("create producer"):
-        raw = kafka.KafkaProducer(**cfg)
+    raw = _construct("create producer", kafka.KafkaProducer, cfg)
     return Producer(raw, transactional=transactional_id is not None)
 
 
@@ -522,11 +583,33 @@ class Consumer:
             timeout_ms = max(timeout_ms, MIN_PATTERN_POLL_MS)
         with translated("poll"):
             batches = self._raw.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if not batches:
+            self._raise_if_unauthorized()
         return {
             TopicPartition(tp.topic, tp.partition): [_record(m) for m in msgs]
             for tp, msgs in batches.items()
             if msgs
         }
+
+    def _raise_if_unauthorized(self) -> None:
+        """Raise if the broker refused us one of our assigned topics.
+
+        ! kafka-python raises TopicAuthorizationFailedError for a group
+        subscription, but a consumer without a group (``assign``) whose
+        topic the broker's ACLs hide just polls nothing, forever; the refusal
+        is only logged. The metadata it received says so: make it an error.
+        """
+        cluster = getattr(getattr(self._raw, "_client", None), "cluster", None)
+        refused = getattr(cluster, "unauthorized_topics", None)
+        if not refused:
+            return
+        mine = {tp.topic for tp in self._raw.assignment()}
+        mine |= set(self._raw.subscription() or ())
+        denied = sorted(mine & set(refused))
+        if denied:
+            raise KafkaError(
+                f"poll: TopicAuthorizationFailedError: not authorized to read {denied}"
+            )
 
     def poll_records(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
         """Like :meth:`poll`, flattened into one list."""
@@ -644,8 +727,7 @@ def make_consumer(
         cfg["metadata_max_age_ms"] = 5000
     cfg.update(resolve(credentials).client_config())
     cfg.update(overrides)
-    with translated("create consumer"):
-        raw = kafka.KafkaConsumer(**cfg)
+    raw = _construct("create consumer", kafka.KafkaConsumer, cfg)
     consumer = Consumer(raw, group_id=group_id)
     if topics is not None or pattern is not None:
         try:
@@ -686,8 +768,7 @@ class Admin:
         }
         cfg.update(resolve(credentials).client_config())
         cfg.update(overrides)
-        with translated("create admin client"):
-            self._raw = kafka.KafkaAdminClient(**cfg)
+        self._raw = _construct("create admin client", kafka.KafkaAdminClient, cfg)
 
     @property
     def raw(self) -> Any:

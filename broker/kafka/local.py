@@ -773,6 +773,9 @@ def probe_broker(
 def _probe_once(
     client_cls: Any, bootstrap: str, ms: int, client_config: Mapping[str, Any]
 ) -> str | None:
+    from broker.kafka.clients import AuthFailureRecorder
+
+    recorder = AuthFailureRecorder()
     try:
         admin = client_cls(
             bootstrap_servers=bootstrap,
@@ -780,9 +783,12 @@ def _probe_once(
             bootstrap_timeout_ms=ms,
             request_timeout_ms=ms,
             reconnect_backoff_max_ms=200,
-            **client_config,
+            **{"kafka_client": recorder, **client_config},
         )
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        auth = recorder.auth_failure()
+        if auth is not None:
+            return f"the broker refused the login: {auth}"
         return f"{type(exc).__name__}: {exc}"
     try:
         info = admin.describe_cluster()
