@@ -1,0 +1,354 @@
+"""The router as a service on a real Kafka: /metrics, /healthz, several instances, fail closed.
+
+What an operator would notice: the metrics name agencies, subscribers and
+reason codes and nothing about a child; /healthz answers 200 while the router
+consumes and commits and 503 while its transactions keep failing; two
+instances in one group share the partitions and together route every event
+exactly once; and while the audit log cannot be written nothing is shared at
+all, then everything is, once, when it can again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker import config
+from broker.api import Publisher
+from broker.audit.checkpointer import Checkpointer
+from broker.audit.leaf import AuditLeaf, decode_batch
+from broker.clock import SystemClock
+from broker.kafka.clients import Admin, Record, make_consumer
+from broker.routing import service as service_module
+from broker.routing.app import build_core, build_service
+from broker.routing.core import Routed
+from broker.routing.dedup import SeenEvents
+from broker.routing.service import RouterService
+from broker.topics import Topics
+from tests.routing_helpers import CODEC, EVENTS, create_topics, example, read_all, settings_for
+
+# -- no Kafka -------------------------------------------------------------------------
+
+
+def test_forget_since_undoes_exactly_the_ids_added_after_the_mark() -> None:
+    seen = SeenEvents()
+    before = [str(uuid.uuid4()) for _ in range(3)]
+    for e in before:
+        seen.add(e)
+    mark = seen.mark()
+    during = [str(uuid.uuid4()) for _ in range(4)]
+    for e in during:
+        seen.add(e)
+    seen.add(before[0])  # already there: not "added" by this batch
+    assert seen.forget_since(mark) == 4
+    assert all(e in seen for e in before)
+    assert not any(e in seen for e in during)
+    assert seen.forget_since(seen.mark()) == 0
+
+
+# -- on Kafka ---------------------------------------------------------------------------
+
+
+
+class Running:
+    """A RouterService run in a thread (as ``safeshare serve`` runs it), recording batches."""
+
+    def __init__(
+        self, bootstrap: str, s: config.Settings, instance: str | None = None, **kwargs: Any
+    ) -> None:
+        self.routed: list[Routed] = []
+        self._lock = threading.Lock()
+        clock = SystemClock()
+        self.service: RouterService = build_service(
+            s,
+            bootstrap,
+            clock=clock,
+            instance_id=instance or f"svc-{uuid.uuid4().hex[:6]}",
+            core=build_core(s, clock=clock, codec=CODEC),
+            on_batch=self._on_batch,
+            **kwargs,
+        )
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _on_batch(self, batch: list[Routed]) -> None:
+        with self._lock:
+            self.routed.extend(batch)
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def event_ids(self) -> list[str]:
+        with self._lock:
+            return [r.event_id for r in self.routed if r.event_id]
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.service.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def stop(self) -> None:
+        self.service.stop()
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "router did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(*args: Any, **kwargs: Any) -> Running:
+        r = Running(*args, **kwargs)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.service.stop()
+    for r in started:
+        r._thread.join(60)
+
+
+def wait_for(what: str, cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def leaves_of(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
+    return [
+        AuditLeaf.from_bytes(b)
+        for r in read_all(bootstrap, topics.audit)
+        for b in decode_batch(r.value or b"")
+    ]
+
+
+def feed_event_ids(bootstrap: str, topics: Topics, subscriber: str) -> list[str]:
+    return [
+        CODEC.decode(r.value or b"", "safeshare.FeedRecord")["event"]["event_id"]
+        for r in read_all(bootstrap, topics.feed(subscriber))
+    ]
+
+
+def publish(bootstrap: str, topics: Topics, events: list[dict[str, Any]]) -> None:
+    by_agency: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_agency.setdefault(e["source"]["agency_id"], []).append(e)
+    for agency, evs in by_agency.items():
+        with Publisher(bootstrap=bootstrap, agency=agency, topics=topics) as p:
+            for e in evs:
+                p.publish_json(e)
+
+
+def personal_strings(obj: Any, key: str = "") -> set[str]:
+    """Every free-text or identifying string of an example event (not enums or ids)."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k not in {"source", "event_id", "type", "local_authority"}:
+                out |= personal_strings(v, k)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= personal_strings(v, key)
+    elif (
+        isinstance(obj, str)
+        and len(obj) >= 4
+        and not re.fullmatch(r"[A-Z][A-Z0-9_]*", obj)  # enum symbols
+        and not re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", obj)  # times
+    ):
+        out.add(obj)
+    return out
+
+
+@pytest.mark.kafka
+def test_metrics_name_agencies_subscribers_and_reasons_never_a_child_and_healthz_is_ok(
+    kafka_bootstrap: str,
+    topics: Topics,
+    admin: Admin,
+    tmp_path: Path,
+    running: Callable[..., Running],
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    raw = [json.loads(p.read_text()) for p in sorted(EVENTS.glob("*.json"))]
+    events = [dict(e, event_id=str(uuid.uuid4())) for e in raw]
+    publish(kafka_bootstrap, topics, events)
+
+    router = running(kafka_bootstrap, s, metrics_port=0)
+    wait_for("every example event routed", lambda: len(router.routed) == len(events))
+
+    status, body = router.get("/healthz")
+    health = json.loads(body)
+    assert status == 200, health
+    assert health["ok"] and health["consuming"] and health["committing"]
+    assert health["transactions"] >= 1 and health["assigned_partitions"] > 0
+
+    status, body = router.get("/metrics")
+    assert status == 200
+    text = body.decode()
+    labels: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("safeshare_") and "{" in line:
+            labels |= set(re.findall(r"([a-z_]+)=\"", line.split("{", 1)[1].rsplit("}", 1)[0]))
+    # (``le``: a histogram's bucket bound; ``topic``: an ingest topic, named after its agency.)
+    assert labels <= {"agency", "subscriber", "reason", "topic", "le"}, labels
+    assert 'safeshare_shares_total{subscriber="torbay-mash"}' in text
+    per_agency = Counter(e["source"]["agency_id"] for e in events)
+    for agency, n in per_agency.items():
+        assert f'safeshare_events_consumed_total{{agency="{agency}"}} {float(n)}' in text
+    assert re.search(r'safeshare_withheld_total\{reason="[A-Z_]+",subscriber="[a-z-]+"\}', text)
+    pii = set().union(*(personal_strings(e) for e in raw))
+    assert {"psn-7Q2K-93XD", "Jamie", "Example", "9434765919"} <= pii  # the check has teeth
+    leaked = sorted(p for p in pii if p in text)
+    assert leaked == [], f"personal data in /metrics: {leaked}"
+
+    # Audit checkpoint lag: every committed leaf, until a checkpoint covers them.
+    n_leaves = len(leaves_of(kafka_bootstrap, topics))
+    assert n_leaves > 0
+
+    def metrics() -> str:
+        return router.get("/metrics")[1].decode()
+
+    wait_for(
+        "checkpoint lag = committed leaves",
+        lambda: f"safeshare_audit_checkpoint_lag {float(n_leaves)}" in metrics(),
+        timeout_s=20,
+    )
+    cp = Checkpointer.from_settings(s, kafka_bootstrap)
+    wait_for("a checkpoint of every leaf", lambda: cp.run_once().checkpoint.size == n_leaves, 20)
+    wait_for(
+        "checkpoint lag 0",
+        lambda: "safeshare_audit_checkpoint_lag 0.0" in metrics(),
+        timeout_s=20,
+    )
+    assert re.search(r'safeshare_consumer_lag\{topic="[^"]+\.ingest\.[a-z-]+"\} 0\.0', text)
+    router.stop()
+
+
+@pytest.mark.kafka
+def test_two_instances_in_one_group_split_the_partitions_and_route_everything_once(
+    kafka_bootstrap: str,
+    topics: Topics,
+    admin: Admin,
+    tmp_path: Path,
+    running: Callable[..., Running],
+) -> None:
+    s = settings_for(topics, tmp_path)
+    policy = create_topics(admin, s)
+    a = running(kafka_bootstrap, s, instance="a")
+    b = running(kafka_bootstrap, s, instance="b")
+    # Both members joined and the group settled: each owns some partitions.
+    wait_for(
+        "both instances own partitions",
+        lambda: bool(a.service.assignment()) and bool(b.service.assignment())
+        and not (a.service.assignment() & b.service.assignment())
+        and len(a.service.assignment() | b.service.assignment()) == 16,
+    )
+    events = []
+    for i in range(60):
+        kind = ("missing_episode", "health_concern", "education_concern")[i % 3]
+        e = example(kind)
+        e["subject"] = dict(e["subject"], pseudonym=f"psn-TEST-{i:04d}")
+        events.append(e)
+    publish(kafka_bootstrap, topics, events)
+    ids = {e["event_id"] for e in events}
+    wait_for("every event routed", lambda: ids <= set(a.event_ids()) | set(b.event_ids()))
+    time.sleep(1.0)  # anything routed twice would show up now
+    a.stop()
+    b.stop()
+
+    by_a, by_b = set(a.event_ids()), set(b.event_ids())
+    assert by_a and by_b, "one instance routed everything: the partitions were not split"
+    assert not by_a & by_b
+    routed = Counter(a.event_ids() + b.event_ids())
+    assert routed == Counter(ids)
+
+    leaves = leaves_of(kafka_bootstrap, topics)
+    per_decision = Counter((lf.event_id, lf.recipient) for lf in leaves)
+    assert set(per_decision.values()) == {1}
+    assert len(per_decision) == len(events) * len(policy.subscribers)
+    assert not [lf for lf in leaves if lf.kind == "DUPLICATE"]
+    mash = Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash"))
+    shared_to_mash = {lf.event_id for lf in leaves if lf.kind == "SHARED"
+                      and lf.recipient == "torbay-mash"}
+    assert mash == Counter(shared_to_mash)
+
+
+def read_uncommitted(bootstrap: str, topic: str) -> list[Record]:
+    consumer = make_consumer(
+        bootstrap, group_id=None, topics=[topic], isolation_level="read_uncommitted"
+    )
+    try:
+        return consumer.collect(1_000_000, timeout_s=3.0)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+def test_while_the_audit_cannot_be_written_nothing_is_shared_then_everything_once(
+    kafka_bootstrap: str,
+    topics: Topics,
+    admin: Admin,
+    tmp_path: Path,
+    running: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service_module, "HEALTH_STALE_S", 2.0)
+    s = settings_for(topics, tmp_path)
+    policy = create_topics(admin, s)
+    # The broker refuses every audit batch: one event's leaves (one per subscriber)
+    # take several kilobytes. (Not smaller: the abort's control marker, about
+    # 80 bytes, must still fit, or the transaction can never finish aborting.)
+    admin.alter_topic_config(topics.audit, {"max.message.bytes": "1024"})
+    events = [example("missing_episode") for _ in range(5)]
+    publish(kafka_bootstrap, topics, events)
+
+    router = running(kafka_bootstrap, s, metrics_port=0, retry_backoff_s=(0.2, 0.5))
+    wait_for("three failed transactions", lambda: router.service.stats.aborted >= 3)
+    wait_for("/healthz 503", lambda: router.get("/healthz")[0] == 503, timeout_s=10)
+    health = json.loads(router.get("/healthz")[1])
+    assert health["consuming"] and not health["committing"], health
+    assert "MessageSizeTooLarge" in (health["last_error"] or ""), health
+
+    # The copies were written, inside transactions that were then aborted:
+    # a read_uncommitted reader sees them, no read_committed reader ever does.
+    assert len(read_uncommitted(kafka_bootstrap, topics.feed("torbay-mash"))) >= len(events)
+    assert feed_event_ids(kafka_bootstrap, topics, "torbay-mash") == []
+    assert read_all(kafka_bootstrap, topics.audit, timeout_s=1) == []
+    assert router.routed == []
+
+    # The audit can be written again: every event is shared once, none is taken
+    # for a duplicate of its own aborted attempt.
+    admin.alter_topic_config(topics.audit, {"max.message.bytes": "1048588"})
+    wait_for("every event routed", lambda: len(router.routed) == len(events), timeout_s=30)
+    wait_for("/healthz 200", lambda: router.get("/healthz")[0] == 200, timeout_s=10)
+    router.stop()
+    assert not any(r.duplicate for r in router.routed)
+    assert Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash")) == Counter(
+        e["event_id"] for e in events
+    )
+    leaves = leaves_of(kafka_bootstrap, topics)
+    assert len(leaves) == len(events) * len(policy.subscribers)
+    assert Counter((lf.event_id, lf.recipient) for lf in leaves).most_common(1)[0][1] == 1
