@@ -25,6 +25,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.schemas", "schemas"),
     ("broker.cli.audit", "audit"),
     ("broker.cli.keys", "keys"),
+    ("broker.cli.acl", "acl"),
 ]
 
 
