@@ -92,12 +92,17 @@ def test_subscriber_group_prefix_does_not_reach_a_longer_id(
 def test_only_the_router_writes_feeds_audit_and_quarantine(
     derived: frozenset[AclBinding],
 ) -> None:
-    feedish = {T.audit, T.quarantine, T.feed_prefix, T.feed("mash"), T.feed("mash-b")}
-    writers = {
-        b.principal for b in derived
-        if b.operation == "WRITE" and b.resource_type == "TOPIC" and b.resource_name in feedish
+    def writers(*names: str) -> set[str]:
+        return {
+            b.principal for b in derived
+            if b.operation == "WRITE" and b.resource_type == "TOPIC" and b.resource_name in names
+        }
+
+    assert writers(T.quarantine, T.feed_prefix, T.feed("mash"), T.feed("mash-b")) == {
+        "User:router"
     }
-    assert writers == {"User:router"}
+    # The checkpointer appends only the leaf of a key rotation (rotate_key).
+    assert writers(T.audit) == {"User:router", "User:checkpointer"}
 
 
 def test_router_reads_ingest_and_consent_and_owns_its_group_and_transactions(
@@ -106,6 +111,8 @@ def test_router_reads_ingest_and_consent_and_owns_its_group_and_transactions(
     router = _of(derived, "router")
     assert ("TOPIC", "ns.ingest.", "READ", "PREFIXED") in router
     assert ("TOPIC", "ns.consent", "READ", "LITERAL") in router
+    assert ("TOPIC", "ns.audit", "READ", "LITERAL") in router
+    assert ("TOPIC", "ns.audit.checkpoints", "READ", "LITERAL") in router
     assert ("GROUP", "ns.router", "READ", "LITERAL") in router
     assert ("TRANSACTIONAL_ID", "ns.router.", "WRITE", "PREFIXED") in router
     assert ("TOPIC", "ns.feed.", "WRITE", "PREFIXED") in router
@@ -127,6 +134,7 @@ def test_checkpointer_writes_checkpoints_transactionally(derived: frozenset[AclB
         ("TOPIC", "ns.audit", "READ", "LITERAL"),
         ("TOPIC", "ns.audit.checkpoints", "READ", "LITERAL"),
         ("TOPIC", "ns.audit.checkpoints", "WRITE", "LITERAL"),
+        ("TOPIC", "ns.audit", "WRITE", "LITERAL"),
         ("TRANSACTIONAL_ID", "ns.checkpointer.", "WRITE", "PREFIXED"),
     }
 

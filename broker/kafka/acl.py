@@ -7,18 +7,20 @@ with what the cluster holds (:func:`plan`) and makes the cluster match
 (:func:`apply`). The broker runs ``StandardAuthorizer`` with
 ``allow.everyone.if.no.acl.found=false``, so whatever is not listed here is
 denied: an agency cannot read a feed, a subscriber cannot read another's
-feed, nobody but the router can write a feed or the audit log.
+feed, nobody but the router can write a feed, and nobody but the router and
+the log's own signer (the checkpointer, for key rotations) the audit log.
 
 | principal                 | may                                                        |
 |---------------------------|------------------------------------------------------------|
 | ``User:agency-<id>``      | WRITE its own ingest topic; WRITE the consent topic        |
 | ``User:subscriber-<id>``  | READ its own feed; use its own group ``<ns>.subscriber.<id>`` |
 |                           | and groups named ``<ns>.subscriber.<id>.*`` (feed tails)   |
-| ``User:router``           | READ every ingest topic, consent and audit; WRITE every    |
-|                           | feed, audit and quarantine; group ``<ns>.router``;         |
-|                           | transactional ids ``<ns>.router.*``                        |
-| ``User:checkpointer``     | READ audit and checkpoints; WRITE checkpoints;             |
-|                           | transactional ids ``<ns>.checkpointer.*``                  |
+| ``User:router``           | READ every ingest topic, consent, audit and checkpoints;   |
+|                           | WRITE every feed, audit and quarantine; group              |
+|                           | ``<ns>.router``; transactional ids ``<ns>.router.*``       |
+| ``User:checkpointer``     | READ audit and checkpoints; WRITE checkpoints, and audit   |
+|                           | (a key rotation is itself a leaf, committed with the new   |
+|                           | key list); transactional ids ``<ns>.checkpointer.*``       |
 | ``User:witness``          | READ audit and checkpoints; WRITE checkpoints (cosignatures) |
 | ``User:auditor``          | READ audit and checkpoints                                 |
 | ``User:operator``         | READ quarantine                                            |
@@ -148,7 +150,10 @@ def desired_acls(
     out |= {
         allow(ROUTER, "TOPIC", topics.ingest_prefix, "READ", "PREFIXED"),
         allow(ROUTER, "TOPIC", topics.consent, "READ"),
-        allow(ROUTER, "TOPIC", topics.audit, "READ"),  # dedup follows the audit log
+        # Every instance follows the audit log (dedup by event id) and the
+        # checkpoints (checkpoint lag metric).
+        allow(ROUTER, "TOPIC", topics.audit, "READ"),
+        allow(ROUTER, "TOPIC", topics.audit_checkpoints, "READ"),
         allow(ROUTER, "TOPIC", topics.feed_prefix, "WRITE", "PREFIXED"),
         allow(ROUTER, "TOPIC", topics.audit, "WRITE"),
         allow(ROUTER, "TOPIC", topics.quarantine, "WRITE"),
@@ -161,6 +166,9 @@ def desired_acls(
         out.add(allow(user, "TOPIC", topics.audit_checkpoints, "READ"))
     for user in (CHECKPOINTER, WITNESS):
         out.add(allow(user, "TOPIC", topics.audit_checkpoints, "WRITE"))
+    # Checkpointer.rotate_key commits the KEY_ROTATION leaf and the new key
+    # list in one transaction, so the log's signer appends to the audit log.
+    out.add(allow(CHECKPOINTER, "TOPIC", topics.audit, "WRITE"))
     out.add(allow(CHECKPOINTER, "TRANSACTIONAL_ID", topics.checkpointer_group + ".", "WRITE",
                   "PREFIXED"))
     out.add(allow(OPERATOR, "TOPIC", topics.quarantine, "READ"))
