@@ -448,3 +448,48 @@ def test_the_real_services_run_with_exactly_these_acls(
     bundle = read_log(secured.bootstrap, t)
     assert len(bundle.leaves) == published.checkpoint.size
     verify_bundle(bundle, [anchor])
+
+
+# -- the command line -----------------------------------------------------------------------------
+def test_safeshare_acl_apply_shows_the_diff_then_applies_it(secured: Secured) -> None:
+    from click.testing import CliRunner
+
+    from broker.cli.acl import acl as acl_cli
+
+    t = secured.topics
+    local = secured.local
+    env = {
+        "SAFESHARE_NAMESPACE": t.namespace,
+        "SAFESHARE_POLICY": str(EXAMPLE),
+        "SAFESHARE_SECURITY_PROTOCOL": "SASL_SSL",
+        "SAFESHARE_SASL_USERNAME": "admin",
+        "SAFESHARE_SASL_PASSWORD_FILE": str(local.passwords.path("admin")),
+        "SAFESHARE_SSL_CAFILE": str(local.tls.ca_cert),
+    }
+    stale = AclBinding("User:auditor", "TOPIC", t.feed(secured.subscribers[0]), "READ")
+    with Admin(secured.bootstrap, credentials=secured.creds("admin")) as admin:
+        admin.create_acls([stale])
+    runner = CliRunner()
+    args = ["apply", "--bootstrap", secured.bootstrap]
+
+    deadline = time.monotonic() + DENIED_S
+    while True:  # until the broker shows the stray binding
+        dry = runner.invoke(acl_cli, [*args, "--dry-run"], env=env)
+        assert dry.exit_code == 0, dry.output
+        if f"- {stale}" in dry.output or time.monotonic() > deadline:
+            break
+    assert f"- {stale}" in dry.output
+    assert "would change: 0 to create, 1 to delete" in dry.output
+
+    done = runner.invoke(acl_cli, args, env=env)
+    assert done.exit_code == 0, done.output
+    assert "applied: 0 to create, 1 to delete" in done.output
+    again = runner.invoke(acl_cli, [*args, "--dry-run"], env=env)
+    assert "would change: 0 to create, 0 to delete" in again.output
+
+    # Without the admin's credentials the broker refuses to show or change ACLs.
+    as_router = {**env, "SAFESHARE_SASL_USERNAME": acl.ROUTER,
+                 "SAFESHARE_SASL_PASSWORD_FILE": str(local.passwords.path(acl.ROUTER))}
+    refused = runner.invoke(acl_cli, args, env=as_router)
+    assert refused.exit_code != 0
+    assert "ClusterAuthorizationFailed" in str(refused.exception) + refused.output

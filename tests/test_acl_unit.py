@@ -324,3 +324,16 @@ def test_password_store(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError):
         scram_add_argument("admin", "pw,with=comma")
+
+
+def test_safeshare_acl_show_prints_the_derived_acls() -> None:
+    from click.testing import CliRunner
+
+    from broker.cli.acl import acl as acl_cli
+
+    out = CliRunner().invoke(
+        acl_cli, ["show", "--policy", str(EXAMPLE)], env={"SAFESHARE_NAMESPACE": "ns"}
+    )
+    assert out.exit_code == 0, out.output
+    expected = sorted(acl.policy_acls(Policy.load(EXAMPLE), T))
+    assert out.output.splitlines() == [str(b) for b in expected]
