@@ -7,6 +7,7 @@ pass or fail on time. Run one alone with ``python -m bench NAME`` (e.g. ``policy
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import time
 import traceback
@@ -26,11 +27,17 @@ def main(argv: list[str]) -> int:
             continue
         print(f"\n===== {name} =====", flush=True)
         started = time.perf_counter()
+        saved, sys.argv = sys.argv, [f"bench/{name}.py"]  # each bench parses its own options
         try:
-            run()
+            if inspect.signature(run).parameters:
+                run([])
+            else:
+                run()
         except Exception:  # noqa: BLE001 - report and go on with the other benchmarks
             traceback.print_exc()
             failed.append(name)
+        finally:
+            sys.argv = saved
         print(f"({name}: {time.perf_counter() - started:.1f} s)", flush=True)
     if failed:
         print(f"\nbenchmarks that crashed: {', '.join(failed)}", file=sys.stderr)
