@@ -583,8 +583,19 @@ class LocalKafka:
             *args,
         ]
 
-    def _run_tool(self, java: str, *args: str, main: str | None = "kafka.tools.StorageTool") -> str:
-        """Run the StorageTool (``main=None``: ``args`` start with an @argfile naming it)."""
+    def _run_tool(
+        self,
+        java: str,
+        *args: str,
+        main: str | None = "kafka.tools.StorageTool",
+        what: str | None = None,
+        hide: tuple[str, ...] = (),
+    ) -> str:
+        """Run the StorageTool (``main=None``: ``args`` are an @argfile naming it).
+
+        ``hide``: strings (passwords) never to repeat in an error message.
+        """
+        what = what or (args[0] if args else "")
         if main is not None:
             args = (main, *args)
         cmd = self._java_cmd(java, *args, jvm_opts=("-Xmx256m",))
@@ -593,9 +604,11 @@ class LocalKafka:
         )
         out = res.stdout.decode(errors="replace")
         if res.returncode != 0:
+            text = (out + res.stderr.decode(errors="replace")).strip()
+            for secret in hide:
+                text = text.replace(secret, "***")
             raise LocalKafkaError(
-                f"StorageTool {' '.join(args[1:2])} failed (exit {res.returncode}): "
-                + (out + res.stderr.decode(errors="replace")).strip()[-3000:]
+                f"StorageTool {what} failed (exit {res.returncode}): {text[-3000:]}"
             )
         return out
 
@@ -613,8 +626,9 @@ class LocalKafka:
         if not self.secure:
             self._run_tool(java, *args)
         else:
-            for user in (ADMIN_USER, BROKER_USER):
-                args += ["--add-scram", scram_add_argument(user, self.passwords.ensure(user))]
+            passwords = tuple(self.passwords.ensure(u) for u in (ADMIN_USER, BROKER_USER))
+            for user, pw in zip((ADMIN_USER, BROKER_USER), passwords, strict=True):
+                args += ["--add-scram", scram_add_argument(user, pw)]
             # The passwords go through a 0600 java @argfile (main class and
             # arguments inside), so they never show on a command line.
             argfile = self.instance_dir / "security" / ".format.args"
@@ -622,7 +636,9 @@ class LocalKafka:
                 argfile, "\n".join(_argfile_quote(a) for a in ("kafka.tools.StorageTool", *args))
             )
             try:
-                self._run_tool(java, f"@{argfile.resolve()}", main=None)
+                self._run_tool(
+                    java, f"@{argfile.resolve()}", main=None, what="format", hide=passwords
+                )
             finally:
                 argfile.unlink(missing_ok=True)
         log.info("formatted local Kafka storage in %s (cluster %s)", self.data_dir, inst.cluster_id)
