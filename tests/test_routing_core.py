@@ -214,3 +214,17 @@ def test_rotation_old_key_accepted_during_overlap_refused_after() -> None:
     core.clock.set(NOW + 7 * 24 * 3600 * 1000)
     routed = core.handle(_msg(T.ingest(POLICE), _signed(old)))
     assert routed.quarantined == "BAD_SIGNATURE"
+
+
+def test_a_consent_record_with_a_forged_signature_is_quarantined_and_not_applied() -> None:
+    signer = AgencySigner.generate(POLICE)
+    core = _signed_core("optional", signer)
+    consent = example("consent_record")
+    consent["source"] = {"agency_id": POLICE, "agency_type": "POLICE", "system": "x"}
+    unsigned = CODEC.encode({**CODEC.from_json(consent), "signature": None})
+    forged = sign_message(unsigned, AgencySigner.generate(POLICE))
+    assert core.handle(_msg(T.consent, forged)).quarantined == "BAD_SIGNATURE"
+    assert core.apply_consent(_msg(T.consent, forged)) is False
+    assert len(core.consents) == 0
+    assert core.apply_consent(_msg(T.consent, sign_message(unsigned, signer))) is True
+    assert len(core.consents) == 1

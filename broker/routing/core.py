@@ -248,6 +248,12 @@ class RoutingCore:
         problem = _consent_problem(event)
         if problem:
             return self._quarantine(msg, "SCHEMA_INVALID", problem, routed)
+        # Any agency may write the consent topic (Kafka cannot check who wrote
+        # which key), so the agency's signature is what binds a consent record
+        # to the agency that recorded it.
+        problem = self._signature_problem(msg.value, event, routed.agency, self.clock.now_ms())
+        if problem:
+            return self._quarantine(msg, "BAD_SIGNATURE", problem, routed)
         return routed
 
     def apply_consent(self, msg: Inbound) -> bool:
@@ -264,7 +270,9 @@ class RoutingCore:
             event = self.codec.decode(msg.value, ENVELOPE)
         except CodecError:
             return False
-        if _consent_problem(event):
+        if _consent_problem(event) or self._signature_problem(
+            msg.value, event, event["source"]["agency_id"], self.clock.now_ms()
+        ):
             return False
         self.consents.apply(event)
         return True
