@@ -7,7 +7,8 @@
 | <ns>.feed.<subscriber>     | subject pseudonym | router         | that subscriber |
 | <ns>.quarantine            | -                 | router         | operators       |
 | <ns>.audit                 | -                 | router         | checkpointer    |
-| <ns>.audit.checkpoints     | -                 | checkpointer   | everyone        |
+| <ns>.audit.checkpoints     | log origin        | checkpointer,  | everyone        |
+|                            |                   | witnesses      |                 |
 
 The namespace ``<ns>`` is ``safeshare`` in production; tests give each test its
 own namespace so that topics and groups never collide.
