@@ -48,6 +48,7 @@ from broker.config import PROJECT_ROOT
 from broker.kafka.clients import (
     Admin,
     Consumer,
+    Record,
     SendFuture,
     TopicPartition,
     make_consumer,
@@ -57,7 +58,7 @@ from broker.kafka.local import LocalKafka
 from broker.policy import ConsentStore, Policy
 from broker.routing.app import build_core, build_service
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, create_topics, example, read_all, settings_for
+from tests.routing_helpers import CODEC, create_topics, example, settings_for
 
 pytestmark = pytest.mark.kafka
 
@@ -159,6 +160,31 @@ class GroupProgress:
         self._consumer.close()
 
 
+def read_to_end(bootstrap: str, topic: str, *, committed: bool = True) -> list[Record]:
+    """Every committed (or every) record of ``topic``, read up to its end offsets (no waiting
+    for silence: called once the router stopped, when no transaction is open)."""
+    consumer = make_consumer(
+        bootstrap,
+        group_id=None,
+        max_poll_records=10_000,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[Record] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            out.extend(consumer.poll_records(timeout_ms=200))
+        return out
+    finally:
+        consumer.close()
+
+
 def wait_for(what: str, cond: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -175,14 +201,14 @@ def check_exactly_once(bootstrap: str, s: config.Settings, policy: Policy, load:
     topics = s.topics
     leaves = [
         AuditLeaf.from_bytes(b)
-        for r in read_all(bootstrap, topics.audit, timeout_s=5)
+        for r in read_to_end(bootstrap, topics.audit)
         for b in decode_batch(r.value or b"")
     ]
     subscribers = [x.id for x in policy.subscribers]
     feeds = {
         sub: Counter(
             CODEC.decode(r.value or b"", "safeshare.FeedRecord")["event"]["event_id"]
-            for r in read_all(bootstrap, topics.feed(sub), timeout_s=2)
+            for r in read_to_end(bootstrap, topics.feed(sub))
         )
         for sub in subscribers
     }
@@ -216,7 +242,7 @@ def check_exactly_once(bootstrap: str, s: config.Settings, policy: Policy, load:
     digests = Counter(lf.event_digest for lf in leaves if lf.kind == "QUARANTINED")
     originals = Counter(
         CODEC.decode(r.value or b"", "safeshare.QuarantineRecord")["original"]
-        for r in read_all(bootstrap, topics.quarantine, timeout_s=2)
+        for r in read_to_end(bootstrap, topics.quarantine)
     )
     for g in load.garbage:
         if digests[hashlib.sha256(g).hexdigest()] != 1 or originals[g] != 1:
@@ -272,7 +298,7 @@ def test_router_killed_at_random_moments_loses_and_duplicates_nothing(
             )
 
     progress = GroupProgress(kafka_bootstrap, topics, [a.id for a in policy.agencies])
-    load = Load(kafka_bootstrap, topics, rate=60, seed=seed)
+    load = Load(kafka_bootstrap, topics, rate=100, seed=seed)
     load.start()
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -308,7 +334,15 @@ def test_router_killed_at_random_moments_loses_and_duplicates_nothing(
             load._halt.set()
         progress.close()
 
-    print(f"{len(load.events)} events, {len(load.garbage)} garbage, {KILLS} kills")
+    outputs = [topics.feed(x.id) for x in policy.subscribers] + [topics.quarantine, topics.audit]
+    aborted = sum(
+        len(read_to_end(kafka_bootstrap, t, committed=False)) - len(read_to_end(kafka_bootstrap, t))
+        for t in outputs
+    )
+    print(
+        f"{len(load.events)} events, {len(load.garbage)} garbage, {KILLS} kills; "
+        f"{aborted} records written by transactions that a kill cut short were aborted"
+    )
     assert len(load.events) > 300 and load.garbage
     n_leaves = check_exactly_once(kafka_bootstrap, s, policy, load)
     check_audit_verifies(kafka_bootstrap, s, n_leaves)
