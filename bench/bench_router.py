@@ -1,0 +1,656 @@
+"""Router figures on a real broker. Prints figures; never passes or fails.
+
+    .venv/bin/python -m bench router
+    .venv/bin/python bench/bench_router.py [--events N] [--throughput-events N] [--latency-s S]
+                                          [--rate R] [--profile] [--only PHASES]
+
+The cluster comes from ``broker.kafka.cluster.obtain_cluster`` ($SAFESHARE_BOOTSTRAP,
+else testcontainers, else the project's local Kafka); each phase uses a fresh
+topic namespace, deleted afterwards. Events are the examples in
+``tests/data/events`` (six kinds, several variants each, padded to about 1 KB
+with safeguarding-like filler text) routed by a policy cut down from
+``deploy/policy/example-mash.yaml`` to three subscribers (the Torbay MASH,
+children's social care and health safeguarding), so most events fan out to three
+feeds. Event ids are unique (the router drops repeated ids).
+
+Phases (``--only``, comma-separated, default all):
+
+``core``        in memory, no Kafka: CPU per event of the routing core (decode,
+                decide, redact and encode every copy, build the audit leaves),
+                with ``--profile`` the top of a cProfile;
+``throughput``  N events preloaded to the ingest topics, then routed: the router
+                (in this process, transactional, with audit) against a bare
+                passthrough through ``broker.kafka.clients`` (consume one, produce
+                three copies, no decoding, policy or audit), non-transactional
+                (at-least-once: flush, then commit offsets) and transactional
+                (offsets in the transaction), on the same input and broker.
+                Rates are from the first to the last commit (group joins excluded);
+``latency``     the router as a process (``safeshare route``) fed a steady rate
+                (default 1,000 events/s): from an event's ``reported_at`` (set
+                when it is sent) to the moment a ``read_committed`` reader of the
+                MASH feed has it; p50/p99/max after a warm-up;
+``rss``         the router as a process routing ``--events`` events
+                (SAFESHARE_BENCH_EVENTS, default 100,000; the issue's target is a
+                million) preloaded: its resident set size as it goes.
+
+Each figure is printed for people and once more as a machine-readable line::
+
+    BENCH {"name": "...", "value": ..., "unit": "..."}
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from broker import config  # noqa: E402
+from broker.clock import SystemClock  # noqa: E402
+from broker.codec import Codec  # noqa: E402
+from broker.kafka.clients import (  # noqa: E402
+    Admin,
+    OffsetAndMetadata,
+    TopicPartition,
+    TopicSpec,
+    make_consumer,
+    make_producer,
+    standard_topic_specs,
+)
+from broker.policy import ConsentStore, Policy  # noqa: E402
+from broker.policy.exceptions import PolicyError  # noqa: E402
+from broker.routing.app import audit_encoder, build_core, build_service  # noqa: E402
+from broker.routing.core import Inbound, Routed  # noqa: E402
+from broker.topics import Topics  # noqa: E402
+
+EVENTS = Path(__file__).resolve().parent.parent / "tests" / "data" / "events"
+SUBSCRIBERS = ("torbay-mash", "torbay-csc", "torbay-health-safeguarding")
+LATENCY_FEED = "torbay-mash"
+PASSTHROUGH_COPIES = 3
+PARTITIONS = 3
+TARGET_BYTES = 1000
+#: Event kinds routed, each with a lawful reason to share without consent, so
+#: that most reach all three subscribers (as the issue's figures assume).
+KINDS = (
+    "missing_episode",
+    "health_concern",
+    "exploitation_screening",
+    "police_notification",
+    "education_concern",
+    "return_home_interview",
+)
+FILLER = (
+    "Seen with older males near the harbour after school on several evenings.",
+    "Attendance has fallen to sixty per cent this term with unexplained absences.",
+    "Carer reports new phone and clothes the family cannot account for.",
+    "Strategy discussion requested; previous referral closed without assessment.",
+    "Disclosed staying at an address in another town with people met online.",
+    "Returned home late, intoxicated, and would not say where she had been.",
+    "Mother worried about contact with an adult who collects him from school.",
+    "Missing from placement twice this month, found each time in the same area.",
+)
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def report(name: str, value: float, unit: str, note: str = "") -> None:
+    shown = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    print(f"{name:<44} {shown:>14} {unit}{'  (' + note + ')' if note else ''}", flush=True)
+    print("BENCH " + json.dumps({"name": name, "value": round(value, 3), "unit": unit}), flush=True)
+
+
+# -- the load ----------------------------------------------------------------------------
+
+
+def _zigzag_varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b = z & 0x7F
+        z >>= 7
+        if z:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+@dataclass(frozen=True)
+class Template:
+    """One encoded example event whose event id and ``reported_at`` can be replaced in place.
+
+    The id is a 36-character string and a timestamp in milliseconds between 2004
+    and 2039 is a 6-byte zig-zag varint, so both keep their length: the result is
+    the valid encoding of the event with the new values (checked in ``templates``).
+    """
+
+    kind: str
+    topic: str
+    key: bytes
+    head: bytes
+    middle: bytes
+    tail: bytes
+    event: dict[str, Any]
+
+    def make(self, event_id: str, reported_at_ms: int) -> bytes:
+        ts = _zigzag_varint(reported_at_ms)
+        assert len(ts) == 6
+        return self.head + event_id.encode() + self.middle + ts + self.tail
+
+
+def templates(codec: Codec, topics: Topics, variants: int = 4) -> list[Template]:
+    rng = random.Random(7)
+    marker_id = "00000000-0000-4000-8000-00000000beef"
+    marker_ms = 1_700_000_000_123
+    out: list[Template] = []
+    for kind in KINDS:
+        base = json.loads((EVENTS / f"{kind}.json").read_text())
+        for _ in range(variants):
+            obj = json.loads(json.dumps(base))
+            obj["event_id"] = marker_id
+            obj["reported_at"] = marker_ms
+            obj["subject"]["pseudonym"] = f"psn-BNCH-{len(out):04d}"
+            obj["sharing"] = {
+                "no_consent_reason": "WOULD_PREJUDICE_PROTECTION",
+                "justification": "Asking would alert the adults involved.",
+                "break_glass": False,
+            }
+            summary = obj["summary"]
+            while True:
+                event = codec.from_json(obj)
+                data = codec.encode(event)
+                if len(data) >= TARGET_BYTES - 60:
+                    break
+                summary += " " + rng.choice(FILLER)
+                obj["summary"] = summary
+            id_bytes, ts_bytes = marker_id.encode(), _zigzag_varint(marker_ms)
+            assert data.count(id_bytes) == 1 and data.count(ts_bytes) == 1, kind
+            i, j = data.index(id_bytes), data.index(ts_bytes)
+            assert i < j
+            t = Template(
+                kind,
+                topics.ingest(obj["source"]["agency_id"]),
+                obj["subject"]["pseudonym"].encode(),
+                data[:i],
+                data[i + 36 : j],
+                data[j + 6 :],
+                event,
+            )
+            probe = codec.decode(t.make(str(uuid.uuid4()), 1_800_000_000_000))
+            assert probe["reported_at"].timestamp() == 1_800_000_000, "patching broke the event"
+            out.append(t)
+    return out
+
+
+def bench_policy(codec: Codec, directory: Path) -> Path:
+    """The example policy with only SUBSCRIBERS, minus the rules that no longer apply."""
+    raw = yaml.safe_load((config.load().policy_path).read_text())
+    raw["subscribers"] = [s for s in raw["subscribers"] if s["id"] in SUBSCRIBERS]
+    path = directory / "bench-policy.yaml"
+    while True:
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            Policy.load(path, field_classes=codec.data_classes())
+            return path
+        except PolicyError as exc:
+            dead = set(re.findall(r"rule '([^']+)' can never match", str(exc)))
+            if not dead:
+                raise
+            raw["rules"] = [r for r in raw["rules"] if r["id"] not in dead]
+
+
+def preload(bootstrap: str, tmpls: Sequence[Template], n: int) -> float:
+    """Publish ``n`` events (round robin over the templates); return the seconds it took."""
+    producer = make_producer(bootstrap, linger_ms=20, batch_size=256 * 1024)
+    started = time.perf_counter()
+    now = int(time.time() * 1000)
+    for i in range(n):
+        t = tmpls[i % len(tmpls)]
+        producer.send(t.topic, t.make(str(uuid.uuid4()), now), key=t.key)
+    producer.flush(timeout=300)
+    producer.close()
+    return time.perf_counter() - started
+
+
+# -- Kafka plumbing -------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    bootstrap: str
+    settings: config.Settings
+    topics: Topics
+    policy_path: Path
+    home: Path
+
+    def env(self) -> dict[str, str]:
+        return dict(
+            os.environ,
+            SAFESHARE_BOOTSTRAP=self.bootstrap,
+            SAFESHARE_NAMESPACE=self.topics.namespace,
+            SAFESHARE_HOME=str(self.home),
+            SAFESHARE_POLICY=str(self.policy_path),
+        )
+
+
+@contextmanager
+def namespace(bootstrap: str, base: config.Settings, policy_path: Path, what: str) -> Iterator[Env]:
+    """Fresh topics (deleted afterwards) and a fresh home (keys) for one phase."""
+    topics = Topics(f"bench-router-{what}-{uuid.uuid4().hex[:6]}")
+    policy = Policy.load(policy_path, field_classes=Codec.default().data_classes())
+    specs = standard_topic_specs(
+        topics,
+        [a.id for a in policy.agencies],
+        [s.id for s in policy.subscribers],
+        partitions=PARTITIONS,
+    )
+    specs += [TopicSpec(topics.feed(f"passthrough-{i}"), PARTITIONS) for i in range(3)]
+    with tempfile.TemporaryDirectory(prefix="bench-router-") as home, Admin(bootstrap) as admin:
+        admin.ensure_topics(specs)
+        settings = replace(
+            base, namespace=topics.namespace, home=Path(home), policy_path=policy_path
+        )
+        try:
+            yield Env(bootstrap, settings, topics, policy_path, Path(home))
+        finally:
+            admin.delete_topics([s.name for s in specs])
+
+
+@contextmanager
+def router_process(env: Env, instance: str) -> Iterator[subprocess.Popen[bytes]]:
+    log = open(env.home / "router.log", "ab")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "broker.cli.main", "route", "--idle", "0", "--instance", instance]
+    proc = subprocess.Popen(
+        cmd, env=env.env(), stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        log.close()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            tail = (env.home / "router.log").read_text(errors="replace")[-2000:]
+            print(f"router exited with {proc.returncode}:\n{tail}", file=sys.stderr)
+
+
+class Committed:
+    """The router group's committed offsets on every ingest partition (never joins the group)."""
+
+    def __init__(self, env: Env) -> None:
+        policy = Policy.load(env.policy_path, field_classes=Codec.default().data_classes())
+        self._consumer = make_consumer(env.bootstrap, group_id=env.topics.router_group)
+        self.tps = [
+            TopicPartition(env.topics.ingest(a.id), p)
+            for a in policy.agencies
+            for p in range(PARTITIONS)
+        ]
+
+    def total(self) -> int:
+        return sum(self._consumer.committed(tp) or 0 for tp in self.tps)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- phases ---------------------------------------------------------------------------------
+
+
+def phase_core(tmpls: Sequence[Template], env_settings: config.Settings, profile: bool) -> None:
+    codec = Codec.default()
+    core = build_core(env_settings, clock=SystemClock(), codec=codec)
+    tmpls = [replace_topic(t, env_settings.topics) for t in tmpls]
+    now = int(time.time() * 1000)
+    msgs = [
+        Inbound(t.topic, 0, i, t.key, t.make(str(uuid.uuid4()), now))
+        for i, t in enumerate(tmpls[i % len(tmpls)] for i in range(6000))
+    ]
+    size = sum(len(m.value or b"") for m in msgs) / len(msgs)
+    copies = leaves_n = 0
+
+    def route(batch: Sequence[Inbound]) -> None:
+        nonlocal copies, leaves_n
+        leaves: list[dict[str, Any]] = []
+        for m in batch:
+            r = core.handle(m)
+            copies += len(r.shared)
+            leaves.extend(r.leaves)
+        leaves_n += len(leaves)
+        audit_encoder(leaves)
+
+    route(msgs[:1000])  # warm caches (compiled validators, plans)
+    copies = leaves_n = 0
+    started = time.process_time()
+    route(msgs[1000:4000])
+    cpu = time.process_time() - started
+    report("core: CPU per event", cpu / 3000 * 1e6, "µs", f"events of ~{size:.0f} bytes")
+    report("core: events per CPU-second", 3000 / cpu, "events/s")
+    report("core: copies per event", copies / 3000, "copies")
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        route(msgs[4000:])
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+        print(out.getvalue())
+
+
+@dataclass
+class Timeline:
+    first_at: float | None = None
+    first_count: int = 0
+    last_at: float = 0.0
+    count: int = 0
+
+    def committed(self, n: int) -> None:
+        now = time.perf_counter()
+        self.count += n
+        if self.first_at is None:
+            self.first_at, self.first_count = now, self.count
+        self.last_at = now
+
+    def rate(self) -> float:
+        if self.first_at is None or self.last_at <= self.first_at:
+            return float("nan")
+        return (self.count - self.first_count) / (self.last_at - self.first_at)
+
+
+def passthrough(env: Env, n: int, *, transactional: bool, deadline_s: float = 600) -> float:
+    """Consume each ingest record, produce PASSTHROUGH_COPIES copies; rate in events/s."""
+    topics = env.topics
+    mode = "txn" if transactional else "plain"
+    consumer = make_consumer(
+        env.bootstrap,
+        group_id=f"{topics.namespace}.passthrough-{mode}",
+        pattern=topics.ingest_pattern,
+        isolation_level="read_committed",
+        max_poll_records=500,
+    )
+    producer = make_producer(
+        env.bootstrap,
+        transactional_id=f"{topics.namespace}.passthrough-{mode}" if transactional else None,
+    )
+    outputs = [topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
+    line = Timeline()
+    try:
+        if transactional:
+            producer.init_transactions()
+        stop_at = time.monotonic() + deadline_s
+        while line.count < n and time.monotonic() < stop_at:
+            batches = consumer.poll(timeout_ms=200, max_records=500)
+            if not batches:
+                continue
+            group = consumer.group_metadata()
+            if transactional:
+                producer.begin_transaction()
+            count = 0
+            for records in batches.values():
+                count += len(records)
+                for r in records:
+                    for out in outputs:
+                        producer.send(out, r.value, key=r.key)
+            offsets = {
+                tp: OffsetAndMetadata(records[-1].offset + 1) for tp, records in batches.items()
+            }
+            if transactional:
+                producer.send_offsets_to_transaction(offsets, group)
+                producer.commit_transaction()
+            else:
+                producer.flush()
+                consumer.commit(offsets)
+            line.committed(count)
+    finally:
+        consumer.close()
+        producer.close()
+    return line.rate()
+
+
+def router_in_process(env: Env, n: int) -> tuple[float, Any]:
+    clock = SystemClock()
+    line = Timeline()
+
+    def on_batch(batch: list[Routed]) -> None:
+        line.committed(len(batch))
+
+    service = build_service(
+        env.settings,
+        env.bootstrap,
+        clock=clock,
+        instance_id="bench",
+        core=build_core(env.settings, clock=clock, codec=Codec.default()),
+        on_batch=on_batch,
+    )
+    stats = service.run(max_events=n, idle_exit_s=60)
+    return line.rate(), stats
+
+
+def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int,
+                     tmpls: Sequence[Template]) -> None:
+    with namespace(bootstrap, base, policy, "tput") as env:
+        took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
+        print(f"preloaded {n:,} events in {took:.1f} s")
+        plain = passthrough(env, n, transactional=False)
+        report("passthrough (no txn), 1 in -> 3 out", plain, "events/s")
+        txn = passthrough(env, n, transactional=True)
+        report("passthrough (transactional), 1 in -> 3 out", txn, "events/s")
+        rate, stats = router_in_process(env, n)
+        per_event = max(stats.consumed, 1)
+        report("router (transactional, audited)", rate, "events/s",
+               f"{stats.shared / per_event:.2f} copies and "
+               f"{(stats.shared + stats.withheld) / per_event:.2f} leaves per event, "
+               f"{stats.transactions} transactions")
+        report("router / transactional passthrough", rate / txn, "ratio")
+        report("router / passthrough (no txn)", rate / plain, "ratio")
+
+
+def replace_topic(t: Template, topics: Topics) -> Template:
+    agency = t.topic.rsplit(".", 1)[1]
+    return replace(t, topic=topics.ingest(agency))
+
+
+def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
+                  tmpls: Sequence[Template], rate: float, seconds: float,
+                  warmup_s: float = 5.0) -> None:
+    codec = Codec.default()
+    policy = Policy.load(policy_path, field_classes=codec.data_classes())
+    now = int(time.time() * 1000)
+    to_feed = {
+        t.kind + t.key.decode(): any(
+            d.subscriber == LATENCY_FEED and d.outcome == "SHARE"
+            for d in policy.decide_all(t.event, ConsentStore(), now)
+        )
+        for t in tmpls
+    }
+    with namespace(bootstrap, base, policy_path, "lat") as env:
+        tmpls = [replace_topic(t, env.topics) for t in tmpls]
+        sent: dict[bytes, int] = {}
+        expected: set[bytes] = set()
+        latencies: list[float] = []
+        received: set[bytes] = set()
+        halt = threading.Event()
+        measure_from = [float("inf")]
+
+        def load() -> None:
+            producer = make_producer(bootstrap, linger_ms=2)
+            i, next_at = 0, time.monotonic()
+            measure_from[0] = time.time() * 1000 + warmup_s * 1000
+            end = time.monotonic() + warmup_s + seconds
+            while time.monotonic() < end and not halt.is_set():
+                t = tmpls[i % len(tmpls)]
+                eid = str(uuid.uuid4())
+                at = int(time.time() * 1000)
+                sent[eid.encode()] = at
+                if at >= measure_from[0] and to_feed[t.kind + t.key.decode()]:
+                    expected.add(eid.encode())
+                producer.send(t.topic, t.make(eid, at), key=t.key)
+                i += 1
+                next_at += 1 / rate
+                delay = next_at - time.monotonic()
+                if delay > 0.001:
+                    time.sleep(delay)
+            producer.flush()
+            producer.close()
+
+        def read() -> None:
+            consumer = make_consumer(bootstrap, group_id=None, isolation_level="read_committed")
+            parts = consumer.partitions_for_topic(env.topics.feed(LATENCY_FEED)) or set()
+            consumer.assign([TopicPartition(env.topics.feed(LATENCY_FEED), p) for p in parts])
+            try:
+                while not halt.is_set():
+                    records = consumer.poll_records(timeout_ms=50)
+                    at = time.time() * 1000
+                    for r in records:
+                        for m in UUID.finditer(r.value or b""):
+                            eid = m.group(0)
+                            if eid in sent:
+                                received.add(eid)
+                                if sent[eid] >= measure_from[0]:
+                                    latencies.append(at - sent[eid])
+                                break
+            finally:
+                consumer.close()
+
+        with router_process(env, "bench-latency"):
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            time.sleep(5)  # the router joins its group meanwhile
+            loader = threading.Thread(target=load, daemon=True)
+            loader.start()
+            loader.join()
+            deadline = time.monotonic() + 30
+            while not expected <= received and time.monotonic() < deadline:
+                time.sleep(0.2)
+            halt.set()
+            reader.join(10)
+        missing = len(expected - received)
+        lat = sorted(latencies)
+        if not lat:
+            print("no latency samples (the router did not deliver?)")
+            return
+        q = statistics.quantiles(lat, n=100)
+        note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s at {rate:,.0f}/s"
+        report("latency reported_at -> committed feed, p50", q[49], "ms", note)
+        report("latency reported_at -> committed feed, p99", q[98], "ms")
+        report("latency reported_at -> committed feed, max", lat[-1], "ms")
+        if missing:
+            print(f"  ({missing} expected events had not arrived 30 s after the load stopped)")
+
+
+def phase_rss(bootstrap: str, base: config.Settings, policy: Path,
+              tmpls: Sequence[Template], n: int) -> None:
+    with namespace(bootstrap, base, policy, "rss") as env:
+        took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
+        print(f"preloaded {n:,} events in {took:.1f} s")
+        committed = Committed(env)
+        samples: list[tuple[int, float]] = []
+        try:
+            with router_process(env, "bench-rss") as proc:
+                started = time.monotonic()
+                first: tuple[float, int] | None = None
+                next_mark = n // 10
+                done = 0
+                while done < n and proc.poll() is None:
+                    time.sleep(0.5)
+                    done = committed.total()
+                    if done and first is None:
+                        first = (time.monotonic(), done)
+                    if done >= next_mark or done >= n:
+                        mb = rss_mb(proc.pid)
+                        samples.append((done, mb))
+                        print(f"  {done:>10,} events routed  RSS {mb:7.1f} MB  "
+                              f"({time.monotonic() - started:.0f} s)", flush=True)
+                        next_mark = (done // (n // 10) + 1) * (n // 10)
+                    if time.monotonic() - started > 3600:
+                        print("  giving up after an hour")
+                        break
+                end = time.monotonic()
+        finally:
+            committed.close()
+        if not samples or first is None:
+            print("router made no progress")
+            return
+        report("router RSS after 10% of the run", samples[0][1], "MB")
+        report("router RSS at the end", samples[-1][1], "MB", f"{samples[-1][0]:,} events")
+        report("router RSS growth, 10% -> end", samples[-1][1] - samples[0][1], "MB")
+        per_event = (samples[-1][1] - samples[0][1]) * 1024 * 1024 / max(
+            samples[-1][0] - samples[0][0], 1
+        )
+        report("router RSS growth per event", per_event, "bytes")
+        report("router long-run throughput", (done - first[1]) / (end - first[0]), "events/s",
+               "as a process, incl. audit read-back")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Every figure. ``argv`` defaults to none (``python -m bench`` calls ``main()``)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int,
+                    default=int(os.environ.get("SAFESHARE_BENCH_EVENTS") or 100_000))
+    ap.add_argument("--throughput-events", type=int, default=20_000)
+    ap.add_argument("--latency-s", type=float, default=20.0)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
+    ap.add_argument("--only", default="core,throughput,latency,rss")
+    args = ap.parse_args(list(argv or ()))
+    phases = set(args.only.split(","))
+
+    codec = Codec.default()
+    base = config.load()
+    with tempfile.TemporaryDirectory(prefix="bench-router-policy-") as tmp:
+        policy = bench_policy(codec, Path(tmp))
+        tmpls = templates(codec, Topics("bench"))
+        sizes = [len(t.make(str(uuid.uuid4()), 1_800_000_000_000)) for t in tmpls]
+        print(f"{len(tmpls)} event variants of {min(sizes)}-{max(sizes)} bytes; "
+              f"subscribers {', '.join(SUBSCRIBERS)}")
+        if "core" in phases:
+            with tempfile.TemporaryDirectory() as home:
+                phase_core(tmpls, replace(base, home=Path(home), policy_path=policy), args.profile)
+        if not phases & {"throughput", "latency", "rss"}:
+            return
+        from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
+
+        with obtain_cluster(base) as cluster:
+            print(f"Kafka: {cluster.description}")
+            if "throughput" in phases:
+                phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
+            if "latency" in phases:
+                phase_latency(cluster.bootstrap, base, policy, tmpls, args.rate, args.latency_s)
+            if "rss" in phases:
+                phase_rss(cluster.bootstrap, base, policy, tmpls, args.events)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+
