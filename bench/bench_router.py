@@ -26,9 +26,11 @@ Phases (``--only``, comma-separated, default all):
                 (offsets in the transaction), on the same input and broker.
                 Rates are from the first to the last commit (group joins excluded);
 ``latency``     the router as a process (``safeshare route``) fed a steady rate
-                (default 1,000 events/s): from an event's ``reported_at`` (set
-                when it is sent) to the moment a ``read_committed`` reader of the
-                MASH feed has it; p50/p99/max after a warm-up;
+                (``--rates``, default 1,000 and 250 events/s): from an event's
+                ``reported_at`` (set when it is sent) to the moment a
+                ``read_committed`` reader of the MASH feed has it; p50/p99/max
+                after a 5 s warm-up. A rate above the router's throughput makes
+                a backlog, and the latency grows with the run;
 ``rss``         the router as a process routing ``--events`` events
                 (SAFESHARE_BENCH_EVENTS, default 100,000; the issue's target is a
                 million) preloaded: its resident set size as it goes.
@@ -57,7 +59,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,7 @@ from broker.policy import ConsentStore, Policy  # noqa: E402
 from broker.policy.exceptions import PolicyError  # noqa: E402
 from broker.routing.app import audit_encoder, build_core, build_service  # noqa: E402
 from broker.routing.core import Inbound, Routed  # noqa: E402
+from broker.routing.service import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
 from broker.topics import Topics  # noqa: E402
 
 EVENTS = Path(__file__).resolve().parent.parent / "tests" / "data" / "events"
@@ -402,6 +405,9 @@ def passthrough(env: Env, n: int, *, transactional: bool, deadline_s: float = 60
     producer = make_producer(
         env.bootstrap,
         transactional_id=f"{topics.namespace}.passthrough-{mode}" if transactional else None,
+        # As the router's producer: a batch's records leave together at the flush.
+        linger_ms=PRODUCER_LINGER_MS,
+        batch_size=PRODUCER_BATCH_BYTES,
     )
     outputs = [topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
     line = Timeline()
@@ -474,6 +480,42 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
                f"{stats.transactions} transactions")
         report("router / transactional passthrough", rate / txn, "ratio")
         report("router / passthrough (no txn)", rate / plain, "ratio")
+    # Scaling out: router processes in one group share the partitions (DESIGN.md).
+    one = router_processes(bootstrap, base, policy, n, tmpls, 1)
+    report("router, 1 process", one, "events/s")
+    two = router_processes(bootstrap, base, policy, n, tmpls, 2)
+    report("router, 2 processes in one group", two, "events/s", f"{two / one:.2f}x one process")
+
+
+def router_processes(bootstrap: str, base: config.Settings, policy: Path, n: int,
+                     tmpls: Sequence[Template], count: int) -> float:
+    """``count`` router processes in one group on ``n`` preloaded events; events/s.
+
+    Timed from the first to the last commit seen in the group's offsets (polled
+    every 0.25 s), so group joins are left out but a rebalance as the second
+    process joins is not.
+    """
+    with namespace(bootstrap, base, policy, f"x{count}") as env:
+        preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
+        committed = Committed(env)
+        try:
+            with ExitStack() as stack:
+                procs = [
+                    stack.enter_context(router_process(env, f"bench-{i}")) for i in range(count)
+                ]
+                first: tuple[float, int] | None = None
+                deadline = time.monotonic() + 900
+                while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+                    time.sleep(0.25)
+                    done = committed.total()
+                    now = time.monotonic()
+                    if done and first is None:
+                        first = (now, done)
+                    if done >= n and first is not None and now > first[0]:
+                        return (done - first[1]) / (now - first[0])
+        finally:
+            committed.close()
+    return float("nan")
 
 
 def replace_topic(t: Template, topics: Topics) -> Template:
@@ -561,10 +603,11 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             print("no latency samples (the router did not deliver?)")
             return
         q = statistics.quantiles(lat, n=100)
-        note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s at {rate:,.0f}/s"
-        report("latency reported_at -> committed feed, p50", q[49], "ms", note)
-        report("latency reported_at -> committed feed, p99", q[98], "ms")
-        report("latency reported_at -> committed feed, max", lat[-1], "ms")
+        note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
+        at = f"at {rate:,.0f}/s"
+        report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
+        report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
+        report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")
         if missing:
             print(f"  ({missing} expected events had not arrived 30 s after the load stopped)")
 
@@ -575,42 +618,42 @@ def phase_rss(bootstrap: str, base: config.Settings, policy: Path,
         took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
         print(f"preloaded {n:,} events in {took:.1f} s")
         committed = Committed(env)
-        samples: list[tuple[int, float]] = []
+        samples: list[tuple[int, float]] = []  # (events routed, RSS MB) every 0.5 s
+        first: tuple[float, int] | None = None
+        done, end = 0, time.monotonic()
         try:
             with router_process(env, "bench-rss") as proc:
                 started = time.monotonic()
-                first: tuple[float, int] | None = None
-                next_mark = n // 10
-                done = 0
                 while done < n and proc.poll() is None:
                     time.sleep(0.5)
                     done = committed.total()
                     if done and first is None:
                         first = (time.monotonic(), done)
-                    if done >= next_mark or done >= n:
-                        mb = rss_mb(proc.pid)
-                        samples.append((done, mb))
-                        print(f"  {done:>10,} events routed  RSS {mb:7.1f} MB  "
-                              f"({time.monotonic() - started:.0f} s)", flush=True)
-                        next_mark = (done // (n // 10) + 1) * (n // 10)
+                    samples.append((done, rss_mb(proc.pid)))
                     if time.monotonic() - started > 3600:
                         print("  giving up after an hour")
                         break
                 end = time.monotonic()
         finally:
             committed.close()
-        if not samples or first is None:
+        if first is None or not done:
             print("router made no progress")
             return
-        report("router RSS after 10% of the run", samples[0][1], "MB")
-        report("router RSS at the end", samples[-1][1], "MB", f"{samples[-1][0]:,} events")
-        report("router RSS growth, 10% -> end", samples[-1][1] - samples[0][1], "MB")
-        per_event = (samples[-1][1] - samples[0][1]) * 1024 * 1024 / max(
-            samples[-1][0] - samples[0][0], 1
-        )
-        report("router RSS growth per event", per_event, "bytes")
+        # The largest RSS seen in each tenth of the run: the resident set breathes
+        # with each batch, so single samples say little; a leak shows as a trend.
+        peaks: list[float] = []
+        for k in range(10):
+            lo, hi = done * k / 10, done * (k + 1) / 10
+            stretch = [mb for d, mb in samples if lo < d <= hi or (k == 0 and d == 0)]
+            if stretch:
+                peaks.append(max(stretch))
+                print(f"  {int(hi):>10,} events routed  peak RSS {peaks[-1]:7.1f} MB")
+        report("router peak RSS, first tenth of the run", peaks[0], "MB")
+        report("router peak RSS, last tenth of the run", peaks[-1], "MB", f"{done:,} events")
+        report("router RSS growth, first -> last tenth", peaks[-1] - peaks[0], "MB")
+        report("router peak RSS over the run", max(peaks), "MB")
         report("router long-run throughput", (done - first[1]) / (end - first[0]), "events/s",
-               "as a process, incl. audit read-back")
+               "as a process")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -620,7 +663,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     default=int(os.environ.get("SAFESHARE_BENCH_EVENTS") or 100_000))
     ap.add_argument("--throughput-events", type=int, default=20_000)
     ap.add_argument("--latency-s", type=float, default=20.0)
-    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument(
+        "--rates", default="1000,250",
+        help="steady input rates (events/s) for the latency phase, comma-separated",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
     ap.add_argument("--only", default="core,throughput,latency,rss")
     args = ap.parse_args(list(argv or ()))
@@ -646,7 +692,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "throughput" in phases:
                 phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
             if "latency" in phases:
-                phase_latency(cluster.bootstrap, base, policy, tmpls, args.rate, args.latency_s)
+                for rate in (float(r) for r in args.rates.split(",")):
+                    phase_latency(cluster.bootstrap, base, policy, tmpls, rate, args.latency_s)
             if "rss" in phases:
                 phase_rss(cluster.bootstrap, base, policy, tmpls, args.events)
 
