@@ -169,6 +169,9 @@ class RouterService:
         self._last_commit_at: float | None = None
         self._failing_since: float | None = None
         self._failures = 0
+        # A transaction failed and nothing has been committed since: the loop is
+        # not healthy again until it commits, or has nothing left to commit.
+        self._replay_pending = False
         self._last_error = ""
         self._lag_at = float("-inf")
         self._lag: dict[str, int] = {}
@@ -349,11 +352,15 @@ class RouterService:
         """The ingest and consent partitions this instance owns in the group now."""
         return self._assignment()
 
-    def _update_lag(self, *, force: bool = False) -> None:
-        """``safeshare_consumer_lag{topic}``: end offsets minus positions, per topic."""
+    def _update_lag(self, *, force: bool = False) -> bool:
+        """``safeshare_consumer_lag{topic}``: end offsets minus positions, per topic.
+
+        At most every :data:`LAG_INTERVAL_S` unless ``force``; False if it
+        could not be measured now.
+        """
         now = time.monotonic()
         if not force and now - self._lag_at < LAG_INTERVAL_S:
-            return
+            return False
         self._lag_at = now
         consumer = self._consumer
         assert consumer is not None
@@ -365,7 +372,7 @@ class RouterService:
                 lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end[tp] - consumer.position(tp))
         except KafkaError as exc:  # a gauge; the loop notices real trouble itself
             log.debug("consumer lag not measured: %s", exc)
-            return
+            return False
         gauge = self.metrics.consumer_lag
         for topic in set(self._lag) - set(lag):
             gauge.remove(topic)
@@ -373,6 +380,7 @@ class RouterService:
             gauge.labels(topic).set(n)
         self._lag = lag
         self.metrics.assigned_partitions.set(len(tps))
+        return True
 
     # -- main loop -----------------------------------------------------------
     def stop(self) -> None:
@@ -412,7 +420,7 @@ class RouterService:
                     last_activity = time.monotonic()  # in trouble is not idle
                     self._failed(exc)
                     continue
-                self._recovered()
+                self._recovered(bool(batches))
                 self._update_lag()
                 idle_for = time.monotonic() - last_activity
                 if not batches and idle_exit_s is not None and idle_for > idle_exit_s:
@@ -506,6 +514,7 @@ class RouterService:
             producer.commit_transaction()
         except BaseException as exc:
             forgotten = seen.forget_since(mark)
+            self._replay_pending = True
             self.stats.aborted += 1
             self.metrics.txn_aborted.inc()
             self._need_rewind = True
@@ -534,8 +543,22 @@ class RouterService:
             raise
         self._committed(started, routed_all, leaves, batches)
 
-    def _recovered(self) -> None:
-        """A loop iteration went through (polled, and committed if there was a batch)."""
+    def _recovered(self, committed: bool) -> None:
+        """A loop iteration went through: it polled, and committed if there was a batch.
+
+        After a failed transaction an empty poll is not enough (the fetch after
+        the rewind may simply not be back yet, or the broker be unreachable):
+        the failure is over when the router commits, or when there is nothing
+        left for it to commit (consumer lag 0).
+        """
+        if committed:
+            self._replay_pending = False
+        elif self._replay_pending:
+            measured = self._update_lag(force=True)
+            left = sum(self._lag.values())
+            if not measured or left > 0:
+                return
+            self._replay_pending = False
         if self._failing_since is not None:
             log.info(
                 "router %s: working again after %.1f s and %d failed attempt(s)",
