@@ -29,7 +29,7 @@ from broker.api import Publisher
 from broker.audit.checkpointer import Checkpointer
 from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
-from broker.kafka.clients import Admin, Record, make_consumer
+from broker.kafka.clients import Admin, Record, make_consumer, make_producer
 from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
@@ -352,3 +352,39 @@ def test_while_the_audit_cannot_be_written_nothing_is_shared_then_everything_onc
     leaves = leaves_of(kafka_bootstrap, topics)
     assert len(leaves) == len(events) * len(policy.subscribers)
     assert Counter((lf.event_id, lf.recipient) for lf in leaves).most_common(1)[0][1] == 1
+
+
+@pytest.mark.kafka
+def test_an_instance_fenced_by_its_successor_stops_cleanly_and_nothing_is_shared_twice(
+    kafka_bootstrap: str,
+    topics: Topics,
+    admin: Admin,
+    tmp_path: Path,
+    running: Callable[..., Running],
+) -> None:
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    first = [example("missing_episode") for _ in range(3)]
+    publish(kafka_bootstrap, topics, first)
+    zombie = running(kafka_bootstrap, s, instance="same")
+    wait_for("the first events routed", lambda: len(zombie.routed) == len(first))
+
+    # A new incarnation of instance "same" registers its transactional id: the
+    # old one, still running (a zombie: paused, partitioned away), is fenced.
+    successor = make_producer(
+        kafka_bootstrap, transactional_id=topics.router_transactional_id("same")
+    )
+    successor.init_transactions()
+    later = [example("missing_episode") for _ in range(3)]
+    publish(kafka_bootstrap, topics, later)
+    wait_for("the zombie to stop", lambda: not zombie._thread.is_alive(), timeout_s=60)
+    successor.close()
+    assert zombie.error is None, zombie.error
+    assert zombie.service.stats.fenced
+    assert not [r for r in zombie.routed if r.event_id in {e["event_id"] for e in later}]
+
+    heir = running(kafka_bootstrap, s, instance="same")
+    wait_for("the later events routed", lambda: len(heir.routed) == len(later))
+    heir.stop()
+    ids = [e["event_id"] for e in first + later]
+    assert Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash")) == Counter(ids)

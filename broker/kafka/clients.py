@@ -42,6 +42,9 @@ tests/test_kafka_harness.py; pitfalls marked !):
 * ! kafka-python 3.x defaults to ``enable_idempotence=True`` and ``acks=all``;
   ``OffsetAndMetadata`` has three fields (``leader_epoch`` came in 2.x), so
   two-argument construction from old examples fails.
+* ! A fenced producer's later calls raise a plain ``KafkaError`` ("... in an
+  error state: ProducerFencedError"); :class:`Producer` re-raises them as
+  :class:`ProducerFencedError`, so a caller does not retry and fence its successor.
 * ! After ``abort_transaction`` the consumer's in-memory position is still past
   the records of the aborted batch: without seeking back to the committed
   offsets (:meth:`Consumer.rewind_to_committed`) they are silently skipped.
@@ -426,6 +429,29 @@ class Producer:
         """The kafka-python KafkaProducer (escape hatch; prefer the methods here)."""
         return self._raw
 
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """:func:`translated`, and a fenced producer's errors as :class:`ProducerFencedError`.
+
+        Once fenced, kafka-python's transactional calls raise a plain KafkaError
+        ("Cannot execute transactional method because we are in an error state:
+        ProducerFencedError"); taken for a transient error, it would lead a
+        caller to replace the producer and fence its own successor in turn.
+        """
+        try:
+            with translated(what):
+                yield
+        except KafkaError as exc:
+            if isinstance(exc, ProducerFencedError) or not self._fenced():
+                raise
+            raise ProducerFencedError(str(exc)) from exc
+
+    def _fenced(self) -> bool:
+        manager = getattr(self._raw, "_transaction_manager", None)
+        last = getattr(manager, "last_error", None)
+        fenced = (_kerr.ProducerFencedError, _kerr.InvalidProducerEpochError)
+        return isinstance(last, fenced) or (isinstance(last, type) and issubclass(last, fenced))
+
     def send(
         self,
         topic: str,
@@ -436,7 +462,7 @@ class Producer:
         partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> SendFuture:
-        with translated(f"send to {topic}"):
+        with self._translated(f"send to {topic}"):
             fut = self._raw.send(
                 topic, value=value, key=key, headers=list(headers) if headers else None,
                 partition=partition, timestamp_ms=timestamp_ms,
@@ -445,7 +471,7 @@ class Producer:
 
     def flush(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Block until every record sent so far is acknowledged (``timeout`` in seconds)."""
-        with translated("flush"):
+        with self._translated("flush"):
             self._raw.flush(timeout=timeout)
 
     def init_transactions(self) -> None:
@@ -454,7 +480,7 @@ class Producer:
             self._raw.init_transactions()
 
     def begin_transaction(self) -> None:
-        with translated("begin_transaction"):
+        with self._translated("begin_transaction"):
             self._raw.begin_transaction()
 
     def send_offsets_to_transaction(
@@ -463,17 +489,17 @@ class Producer:
         group_metadata: GroupMetadata,
     ) -> None:
         """Commit consumer offsets as part of the current transaction."""
-        with translated("send_offsets_to_transaction"):
+        with self._translated("send_offsets_to_transaction"):
             self._raw.send_offsets_to_transaction(
                 {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
             )
 
     def commit_transaction(self) -> None:
-        with translated("commit_transaction"):
+        with self._translated("commit_transaction"):
             self._raw.commit_transaction()
 
     def abort_transaction(self) -> None:
-        with translated("abort_transaction"):
+        with self._translated("abort_transaction"):
             self._raw.abort_transaction()
 
     @contextmanager
