@@ -36,6 +36,7 @@ from broker.routing.core import Routed
 from broker.routing.dedup import SeenEvents
 from broker.routing.service import RouterService
 from broker.topics import Topics
+from tests.router_load import GroupProgress, Load, check_exactly_once
 from tests.routing_helpers import CODEC, EVENTS, create_topics, example, read_all, settings_for
 
 # -- no Kafka -------------------------------------------------------------------------
@@ -248,52 +249,50 @@ def test_metrics_name_agencies_subscribers_and_reasons_never_a_child_and_healthz
 
 
 @pytest.mark.kafka
-def test_two_instances_in_one_group_split_the_partitions_and_route_everything_once(
+def test_instances_joining_and_leaving_one_group_route_a_stream_exactly_once(
     kafka_bootstrap: str,
     topics: Topics,
     admin: Admin,
     tmp_path: Path,
     running: Callable[..., Running],
 ) -> None:
+    """Two instances split the partitions; a third joins and the first leaves while
+    events flow: each rebalance moves partitions under open transactions, whose
+    offsets the broker then refuses (KIP-447), and their batches are replayed by
+    the new owners. Every event is still routed exactly once."""
     s = settings_for(topics, tmp_path)
     policy = create_topics(admin, s)
     a = running(kafka_bootstrap, s, instance="a")
     b = running(kafka_bootstrap, s, instance="b")
-    # Both members joined and the group settled: each owns some partitions.
     wait_for(
-        "both instances own partitions",
+        "a and b to split the partitions",
         lambda: bool(a.service.assignment()) and bool(b.service.assignment())
         and not (a.service.assignment() & b.service.assignment())
         and len(a.service.assignment() | b.service.assignment()) == 16,
     )
-    events = []
-    for i in range(60):
-        kind = ("missing_episode", "health_concern", "education_concern")[i % 3]
-        e = example(kind)
-        e["subject"] = dict(e["subject"], pseudonym=f"psn-TEST-{i:04d}")
-        events.append(e)
-    publish(kafka_bootstrap, topics, events)
-    ids = {e["event_id"] for e in events}
-    wait_for("every event routed", lambda: ids <= set(a.event_ids()) | set(b.event_ids()))
-    time.sleep(1.0)  # anything routed twice would show up now
-    a.stop()
+    load = Load(kafka_bootstrap, topics, rate=100, seed=3)
+    load.start()
+    time.sleep(4)
+    c = running(kafka_bootstrap, s, instance="c")
+    wait_for("c to own partitions", lambda: bool(c.service.assignment()))
+    time.sleep(3)
+    a.stop()  # leaves the group: b and c take its partitions over
+    time.sleep(3)
+    load.stop()
+    progress = GroupProgress(kafka_bootstrap, topics, [x.id for x in policy.agencies])
+    try:
+        wait_for("everything routed", lambda: progress.committed() >= progress.end())
+    finally:
+        progress.close()
     b.stop()
+    c.stop()
 
-    by_a, by_b = set(a.event_ids()), set(b.event_ids())
-    assert by_a and by_b, "one instance routed everything: the partitions were not split"
-    assert not by_a & by_b
-    routed = Counter(a.event_ids() + b.event_ids())
-    assert routed == Counter(ids)
-
-    leaves = leaves_of(kafka_bootstrap, topics)
-    per_decision = Counter((lf.event_id, lf.recipient) for lf in leaves)
-    assert set(per_decision.values()) == {1}
-    assert len(per_decision) == len(events) * len(policy.subscribers)
-    assert not [lf for lf in leaves if lf.kind == "DUPLICATE"]
-    mash = Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash"))
-    shared_to_mash = {lf.event_id for lf in leaves if lf.kind == "SHARED"
-                      and lf.recipient == "torbay-mash"}
-    assert mash == Counter(shared_to_mash)
+    routed = [set(r.event_ids()) for r in (a, b, c)]
+    assert all(routed), "an instance routed nothing: the partitions were not shared"
+    assert not (routed[0] & routed[1] or routed[0] & routed[2] or routed[1] & routed[2])
+    check_exactly_once(kafka_bootstrap, s, policy, load)
+    aborted = sum(r.service.stats.aborted for r in (a, b, c))
+    print(f"{len(load.events)} events; {aborted} transactions aborted by rebalances")
 
 
 def read_uncommitted(bootstrap: str, topic: str) -> list[Record]:
@@ -388,3 +387,53 @@ def test_an_instance_fenced_by_its_successor_stops_cleanly_and_nothing_is_shared
     heir.stop()
     ids = [e["event_id"] for e in first + later]
     assert Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash")) == Counter(ids)
+
+
+@pytest.mark.kafka
+def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refused(
+    kafka_bootstrap: str,
+    topics: Topics,
+    admin: Admin,
+    tmp_path: Path,
+    running: Callable[..., Running],
+) -> None:
+    """KIP-447: instance a polls a batch and then stalls (a long pause) past its
+    max poll interval, so it is put out of the group and b takes its partitions.
+    When a wakes up and commits, its offsets carry the group generation of its
+    poll, which the broker refuses: a aborts, and every event is routed exactly
+    once (b replays the batch)."""
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    a = running(
+        kafka_bootstrap, s, instance="a", max_poll_interval_ms=6000
+    )
+    wait_for("a to own every partition", lambda: len(a.service.assignment()) == 16)
+    original = a.service._process
+    joined: list[Running] = []
+
+    def stalled(batches: Any, group: Any) -> None:
+        if not joined:
+            joined.append(running(kafka_bootstrap, s, instance="b"))
+            wait_for(
+                "b to take the partitions over from the stalled a",
+                lambda: len(joined[0].service.assignment()) == 16,
+                timeout_s=60,
+            )
+        original(batches, group)
+
+    a.service._process = stalled  # type: ignore[method-assign]
+    events = [example("missing_episode") for _ in range(20)]
+    ids = Counter(e["event_id"] for e in events)
+    publish(kafka_bootstrap, topics, events)
+    wait_for("b to start", lambda: bool(joined))
+    b = joined[0]
+    wait_for("every event routed", lambda: set(a.event_ids()) | set(b.event_ids()) == set(ids))
+    time.sleep(1.0)  # anything routed twice would show up now
+    b.stop()
+    a.stop()
+    assert a.service.stats.aborted >= 1, "the stale offsets were accepted"
+    assert "CommitFailed" in a.service._last_error or "generation" in a.service._last_error, (
+        a.service._last_error
+    )
+    assert Counter(a.event_ids() + b.event_ids()) == ids
+    assert Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash")) == ids

@@ -95,6 +95,8 @@ from kafka.admin import (
     ResourceType,
     UserScramCredentialUpsertion,
 )
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from broker.kafka.exceptions import (
     KafkaError,
@@ -260,6 +262,11 @@ class GroupMetadata:
     def group_id(self) -> str | None:
         gid = getattr(self.raw, "group_id", None)
         return None if gid is None else str(gid)
+
+    @property
+    def generation(self) -> int:
+        """The group generation the snapshot was taken in (-1 if not joined)."""
+        return int(getattr(self.raw, "generation_id", -1))
 
     def __repr__(self) -> str:
         return f"GroupMetadata({self.raw!r})"
@@ -720,6 +727,17 @@ class Consumer:
         self.close()
 
 
+#: Partition assignment strategies by their protocol name. ``range`` (kafka-python's
+#: first choice) assigns each topic's partitions separately, always starting from
+#: the same member: with many topics of few partitions (one ingest topic per
+#: agency), members beyond a topic's partition count get nothing at all.
+#: ``roundrobin`` deals every subscribed partition out in turn.
+ASSIGNORS: Mapping[str, Any] = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+}
+
+
 def make_consumer(
     bootstrap: str,
     *,
@@ -728,6 +746,7 @@ def make_consumer(
     pattern: str | None = None,
     isolation_level: str = "read_committed",
     credentials: Credentials | None = None,
+    assignors: Sequence[str] | None = None,
     **overrides: Any,
 ) -> Consumer:
     """A consumer with manual commits, ``auto_offset_reset=earliest``, ``read_committed``.
@@ -736,10 +755,17 @@ def make_consumer(
     neither, call :meth:`Consumer.subscribe` or :meth:`Consumer.assign` later.
     ``group_id=None`` reads without a group (no commits), e.g. an auditor
     replaying a topic. ``credentials``: who the consumer is (default: the
-    environment's). ``overrides`` are kafka-python KafkaConsumer settings.
+    environment's). ``assignors``: partition assignment strategies in order of
+    preference, of :data:`ASSIGNORS` (default kafka-python's: range, then
+    roundrobin). ``overrides`` are kafka-python KafkaConsumer settings.
     """
     if topics is not None and pattern is not None:
         raise ValueError("give topics or pattern, not both")
+    if assignors is not None:
+        unknown = [a for a in assignors if a not in ASSIGNORS]
+        if unknown or not assignors:
+            raise ValueError(f"unknown partition assignors {unknown}; use {sorted(ASSIGNORS)}")
+        overrides["partition_assignment_strategy"] = tuple(ASSIGNORS[a] for a in assignors)
     cfg: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "client_id": "safeshare-consumer",

@@ -94,6 +94,7 @@ RETRY_BACKOFF_S = (0.2, 5.0)
 #: minimum is 6 s; kafka-python's default of 45 s would stall them for long).
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 3_000
+MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's and Kafka's default
 #: kafka-python backs off reconnecting up to 30 s; after a broker restart that
 #: left the router idle for 15 s more (measured). The Java clients' default.
 RECONNECT_BACKOFF_MAX_MS = 1_000
@@ -143,9 +144,14 @@ class RouterService:
         metrics_host: str | None = None,
         metrics_port: int | None = None,
         retry_backoff_s: tuple[float, float] = RETRY_BACKOFF_S,
+        max_poll_interval_ms: int = MAX_POLL_INTERVAL_MS,
         client_config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``client_config``: extra kafka-python settings for every client (e.g. security)."""
+        """``max_poll_interval_ms``: an instance that has not polled for this long
+        (a batch that takes longer, a stalled process) is put out of the group and
+        its partitions move on; its late offsets are then refused (KIP-447).
+        ``client_config``: extra kafka-python settings for every client (e.g. security)."""
+        self._max_poll_interval_ms = max_poll_interval_ms
         self.core = core
         self.topics = topics
         self.instance_id = instance_id
@@ -222,6 +228,10 @@ class RouterService:
             metadata_max_age_ms=5000,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            max_poll_interval_ms=self._max_poll_interval_ms,
+            # Every instance gets partitions: one ingest topic per agency, each
+            # of a few partitions, leaves range-assigned extra instances idle.
+            assignors=("roundrobin", "range"),
             client_id=f"safeshare-router-{self.instance_id}",
             **cfg,
         )
