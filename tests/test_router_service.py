@@ -11,6 +11,7 @@ all, then everything is, once, when it can again.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -184,13 +185,15 @@ def personal_strings(obj: Any, key: str = "") -> set[str]:
 
 
 @pytest.mark.kafka
-def test_metrics_name_agencies_subscribers_and_reasons_never_a_child_and_healthz_is_ok(
+def test_metrics_and_logs_name_agencies_subscribers_and_reasons_never_a_child(
     kafka_bootstrap: str,
     topics: Topics,
     admin: Admin,
     tmp_path: Path,
     running: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="broker.routing")
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)
     raw = [json.loads(p.read_text()) for p in sorted(EVENTS.glob("*.json"))]
@@ -224,6 +227,12 @@ def test_metrics_name_agencies_subscribers_and_reasons_never_a_child_and_healthz
     assert {"psn-7Q2K-93XD", "Jamie", "Example", "9434765919"} <= pii  # the check has teeth
     leaked = sorted(p for p in pii if p in text)
     assert leaked == [], f"personal data in /metrics: {leaked}"
+    # Log lines: where each record was and which event it held, nothing about the child.
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for e in events:
+        assert re.search(rf"\.(ingest\.[a-z-]+|consent)\[\d\]@\d+ event={e['event_id']} ", logged)
+    leaked = sorted(p for p in pii if p in logged)
+    assert leaked == [], f"personal data in the router's log: {leaked}"
 
     # Audit checkpoint lag: every committed leaf, until a checkpoint covers them.
     n_leaves = len(leaves_of(kafka_bootstrap, topics))

@@ -498,15 +498,19 @@ class RouterService:
         started = time.monotonic()
         routed_all: list[Routed] = []
         leaves: list[dict[str, Any]] = []
+        wheres: list[str] = []  # coordinates of each routed record, for debug lines
         try:
             producer.begin_transaction()
             futures: list[SendFuture] = []
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
             send = producer.send
             handle = self.core.handle
+            debug = log.isEnabledFor(logging.DEBUG)
             for tp, records in batches.items():
                 for r in records:
                     routed = handle(_inbound(r))
+                    if debug:
+                        wheres.append(_where(r))
                     for out in routed.outputs:
                         futures.append(send(out.topic, out.value, key=out.key))
                     leaves.extend(routed.leaves)
@@ -532,9 +536,9 @@ class RouterService:
             if isinstance(exc, ProducerFencedError):
                 raise  # a fenced producer may not even abort
             log.warning(
-                "router %s: transaction for %s failed (%s: %s); aborting, %d event id(s) "
+                "router %s: transaction for %s failed (%s); aborting, %d event id(s) "
                 "marked unrouted, batch to be replayed",
-                self.instance_id, where, type(exc).__name__, exc, forgotten,
+                self.instance_id, where, _describe(exc), forgotten,
             )
             try:
                 producer.abort_transaction()
@@ -542,16 +546,16 @@ class RouterService:
                 raise
             except Exception as abort_exc:  # noqa: BLE001 - replaced by a new producer instead
                 log.warning(
-                    "router %s: abort failed (%s: %s); the producer will be replaced, which "
+                    "router %s: abort failed (%s); the producer will be replaced, which "
                     "aborts the transaction on the broker",
-                    self.instance_id, type(abort_exc).__name__, abort_exc,
+                    self.instance_id, _describe(abort_exc),
                 )
                 self._need_producer = True
             if isinstance(exc, KafkaError):
                 with _suppress_kafka():
                     self._repair()
             raise
-        self._committed(started, routed_all, leaves, batches)
+        self._committed(started, routed_all, leaves, batches, wheres)
 
     def _recovered(self, committed: bool) -> None:
         """A loop iteration went through: it polled, and committed if there was a batch.
@@ -583,13 +587,21 @@ class RouterService:
         routed_all: list[Routed],
         leaves: list[dict[str, Any]],
         batches: dict[TopicPartition, list[Record]],
+        wheres: list[str],
     ) -> None:
         now = time.monotonic()
         self._last_commit_at = now
         self.metrics.txn_duration.observe(now - started)
         self.metrics.audit_leaves.inc(len(leaves))
         self._account(routed_all)
-        if log.isEnabledFor(logging.DEBUG):
+        if wheres:  # debug logging is on
+            for where, r in zip(wheres, routed_all, strict=True):
+                log.debug(
+                    "router %s: %s event=%s shared=%s withheld=%s quarantined=%s%s",
+                    self.instance_id, where, r.event_id or "-", ",".join(r.shared) or "-",
+                    ",".join(f"{sub}:{why}" for sub, why in r.withheld) or "-",
+                    r.quarantined or "-", " duplicate" if r.duplicate else "",
+                )
             log.debug(
                 "router %s: committed %s: %d record(s), %d leaves",
                 self.instance_id, _span(batches), len(routed_all), len(leaves),
@@ -664,6 +676,14 @@ def _positions(consumer: Consumer) -> str:
         ) or "(no partitions)"
     except KafkaError:
         return "(positions unknown)"
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for a log line: Kafka's messages in full (they name topics and
+    brokers); of any other error only its type, as its message might quote data."""
+    if isinstance(exc, KafkaError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} (message withheld from the log)"
 
 
 def _close_quietly(producer: Producer, timeout: float = 10.0) -> None:
