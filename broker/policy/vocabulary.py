@@ -8,26 +8,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-#: Data-class vocabulary of docs/CONTRACTS.md. ``metadata`` is never redacted.
-DATA_CLASSES: frozenset[str] = frozenset(
-    {
-        "metadata",
-        "pseudonym",
-        "identity",
-        "concern_summary",
-        "location",
-        "health",
-        "education",
-        "police",
-        "social_care",
-        "referrer",
-        "third_party",
-        "free_text",
-        "consent",
-    }
-)
+from broker.codec import _schema
 
-ALWAYS_SHARED = "metadata"
+#: Data-class vocabulary of docs/CONTRACTS.md. The codec owns it (a schema
+#: field's ``dataClass`` must be one of these words, and the codec redacts by
+#: them); policy names the same words, so it takes them from there rather than
+#: keep a second list that could drift.
+DATA_CLASSES: frozenset[str] = _schema.DATA_CLASSES
+
+#: The one data class that is never redacted (an event's routing metadata).
+ALWAYS_SHARED: str = _schema.METADATA
 
 #: Identities of people other than the child. DESIGN.md ("Policy"): redacted by
 #: default; only a rule that names them explicitly may share them, so a role
