@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit import note as _note
 from broker.audit.checkpoint import Checkpoint, open_checkpoint
@@ -63,7 +62,6 @@ __all__ = [
 #: signed-note signature type of timestamped Ed25519 witness cosignatures.
 ALG_COSIGNATURE_V1 = 0x04
 _MAX_TIMESTAMP = 2**63 - 1
-_HEX8_RE = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
 def cosignature_message(timestamp: int, checkpoint_text: str) -> bytes:
@@ -75,47 +73,18 @@ def cosignature_message(timestamp: int, checkpoint_text: str) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{checkpoint_text}".encode()
 
 
-class CosignatureVerifier:
-    """Verifies Ed25519 ``cosignature/v1`` signatures of one cosigner (type 0x04)."""
+class CosignatureVerifier(_note.Ed25519VerifierBase):
+    """Verifies Ed25519 ``cosignature/v1`` signatures of one cosigner (type 0x04).
 
-    __slots__ = ("_key", "_key_id", "_name", "_public")
+    Name, key and verifier key text are those of any Ed25519 note key (the base
+    class); only the type byte and the signed message differ.
+    """
 
-    def __init__(self, *, name: str, public_key: bytes) -> None:
-        if not _note.is_valid_name(name):
-            raise KeyFormatError(f"invalid cosigner name {name!r}")
-        if len(public_key) != 32:
-            raise KeyFormatError(f"an Ed25519 public key has 32 bytes, not {len(public_key)}")
-        self._name = name
-        self._public = bytes(public_key)
-        self._key = Ed25519PublicKey.from_public_bytes(self._public)
-        self._key_id = _note.key_id(name, ALG_COSIGNATURE_V1, self._public)
+    __slots__ = ()
 
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        """Parse a type 0x04 verifier key ``<name>+<hex id>+<base64(0x04 || key)>``."""
-        name, _kid, alg, key = _note.parse_vkey(vkey)
-        if alg != ALG_COSIGNATURE_V1:
-            raise KeyFormatError(
-                f"verifier key {vkey!r} is of type {alg:#04x}, not an Ed25519 cosigner (0x04)"
-            )
-        return cls(name=name, public_key=key)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        return self._public
-
-    @property
-    def vkey(self) -> str:
-        material = _note.b64encode(bytes([ALG_COSIGNATURE_V1]) + self._public)
-        return f"{self._name}+{self._key_id:08x}+{material}"
+    SIG_TYPE = ALG_COSIGNATURE_V1
+    KIND = "Ed25519 cosigner (0x04)"
+    ROLE = "cosigner"
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         """``sig`` is ``timestamp (8 bytes) || Ed25519 signature (64 bytes)``."""
@@ -128,9 +97,6 @@ class CosignatureVerifier:
         except (InvalidSignature, MalformedError, UnicodeDecodeError):
             return False
         return True
-
-    def __repr__(self) -> str:
-        return f"CosignatureVerifier({self.vkey!r})"
 
 
 class CosignatureSigner:
@@ -155,19 +121,9 @@ class CosignatureSigner:
     @classmethod
     def from_skey(cls, skey: str, *, clock: Clock) -> CosignatureSigner:
         """Parse ``PRIVATE+KEY+<name>+<hex id>+<base64(0x04 || seed)>``."""
-        parts = skey.split("+", 4)
-        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or not _HEX8_RE.match(parts[3]):
-            raise KeyFormatError("private key is not PRIVATE+KEY+<name>+<hex id>+<base64 key>")
-        try:
-            key = _note.b64decode_strict(parts[4])
-        except ValueError as exc:
-            raise KeyFormatError(f"private key is not base64 ({exc})") from exc
-        if len(key) != 33 or key[0] != ALG_COSIGNATURE_V1:
-            raise KeyFormatError("private key is not an Ed25519 cosigner (0x04) 32-byte seed")
-        signer = cls(name=parts[2], seed=key[1:], clock=clock)
-        if signer.key_id != int(parts[3], 16):
-            raise KeyFormatError(f"private key id {parts[3]} does not match its public key")
-        return signer
+        return _note.signer_from_skey(
+            skey, CosignatureVerifier, lambda name, seed: cls(name=name, seed=seed, clock=clock)
+        )
 
     @property
     def name(self) -> str:

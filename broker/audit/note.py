@@ -29,9 +29,9 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -51,6 +51,7 @@ __all__ = [
     "ALG_ED25519",
     "Ed25519Signer",
     "Ed25519Verifier",
+    "Ed25519VerifierBase",
     "Note",
     "NoteSigner",
     "NoteVerifier",
@@ -60,6 +61,7 @@ __all__ = [
     "open",
     "parse_vkey",
     "sign",
+    "signer_from_skey",
 ]
 
 #: Signature type byte of plain Ed25519 note signatures (signed-note §Signature types).
@@ -184,27 +186,43 @@ class NoteSigner(Protocol):
         ...
 
 
-class Ed25519Verifier:
-    """An Ed25519 (type 0x01) note verifier."""
+class Ed25519VerifierBase:
+    """An Ed25519 public key as signed notes name it: key name, key ID, verifier key text.
+
+    What differs between Ed25519 signature types is only the type byte, which
+    goes into the key ID and the vkey, and the message that is signed; so the
+    name and key checks, the vkey parsing and the vkey text live here once, and
+    a subclass sets :attr:`SIG_TYPE`, :attr:`KIND` (how errors name the key)
+    and ``verify``: :class:`Ed25519Verifier` (type 0x01, the note text) and
+    :class:`~broker.audit.cosignature.CosignatureVerifier` (type 0x04, the
+    ``cosignature/v1`` message).
+    """
 
     __slots__ = ("_key", "_key_id", "_name", "_public")
 
+    #: Signature type byte (signed-note §Signature types).
+    SIG_TYPE: ClassVar[int]
+    #: The key type as an error names it, type byte included: "Ed25519 (0x01)".
+    KIND: ClassVar[str]
+    #: What the key's owner is called in an error about its name.
+    ROLE: ClassVar[str] = "key"
+
     def __init__(self, *, name: str, public_key: bytes) -> None:
         if not is_valid_name(name):
-            raise KeyFormatError(f"invalid key name {name!r}: no spaces or '+' allowed")
+            raise KeyFormatError(f"invalid {self.ROLE} name {name!r}: no spaces or '+' allowed")
         if len(public_key) != 32:
             raise KeyFormatError(f"an Ed25519 public key has 32 bytes, not {len(public_key)}")
         self._name = name
         self._public = bytes(public_key)
         self._key = Ed25519PublicKey.from_public_bytes(self._public)
-        self._key_id = key_id(name, ALG_ED25519, self._public)
+        self._key_id = key_id(name, self.SIG_TYPE, self._public)
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> Ed25519Verifier:
-        """Parse ``<name>+<hex id>+<base64(0x01 || public key)>``."""
+    def from_vkey(cls, vkey: str) -> Self:
+        """Parse ``<name>+<hex id>+<base64(type byte || public key)>`` of this key type."""
         name, _kid, alg, key = parse_vkey(vkey)
-        if alg != ALG_ED25519:
-            raise KeyFormatError(f"verifier key {vkey!r} is of type {alg:#04x}, not Ed25519 (0x01)")
+        if alg != cls.SIG_TYPE:
+            raise KeyFormatError(f"verifier key {vkey!r} is of type {alg:#04x}, not {cls.KIND}")
         if len(key) != 32:
             raise KeyFormatError(f"verifier key {vkey!r}: Ed25519 keys have 32 bytes")
         return cls(name=name, public_key=key)
@@ -225,7 +243,20 @@ class Ed25519Verifier:
     @property
     def vkey(self) -> str:
         """This key in verifier key text form."""
-        return f"{self._name}+{self._key_id:08x}+{b64encode(bytes([ALG_ED25519]) + self._public)}"
+        material = b64encode(bytes([self.SIG_TYPE]) + self._public)
+        return f"{self._name}+{self._key_id:08x}+{material}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.vkey!r})"
+
+
+class Ed25519Verifier(Ed25519VerifierBase):
+    """An Ed25519 (type 0x01) note verifier."""
+
+    __slots__ = ()
+
+    SIG_TYPE = ALG_ED25519
+    KIND = "Ed25519 (0x01)"
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         if len(sig) != 64:
@@ -235,9 +266,6 @@ class Ed25519Verifier:
         except InvalidSignature:
             return False
         return True
-
-    def __repr__(self) -> str:
-        return f"Ed25519Verifier({self.vkey!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Ed25519Verifier) and other.vkey == self.vkey
@@ -272,22 +300,7 @@ class Ed25519Signer:
 
         The key ID is checked against the public key derived from the seed.
         """
-        parts = skey.split("+", 4)  # base64 may itself contain "+"
-        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
-            raise KeyFormatError("private key is not PRIVATE+KEY+<name>+<hex id>+<base64 key>")
-        name, hex_id, key64 = parts[2:]
-        if not is_valid_name(name) or not _HEX8_RE.match(hex_id):
-            raise KeyFormatError("private key has an invalid name or key id")
-        try:
-            key = b64decode_strict(key64)
-        except ValueError as exc:
-            raise KeyFormatError(f"private key is not base64 ({exc})") from exc
-        if len(key) != 33 or key[0] != ALG_ED25519:
-            raise KeyFormatError("private key is not an Ed25519 (0x01) 32-byte seed")
-        signer = cls(name=name, seed=key[1:])
-        if signer.key_id != int(hex_id, 16):
-            raise KeyFormatError(f"private key id {hex_id} does not match its public key")
-        return signer
+        return signer_from_skey(skey, Ed25519Verifier, lambda name, seed: cls(name=name, seed=seed))
 
     @property
     def name(self) -> str:
@@ -315,6 +328,37 @@ class Ed25519Signer:
 
     def __repr__(self) -> str:  # never show the seed
         return f"Ed25519Signer(vkey={self.vkey!r})"
+
+
+_S = TypeVar("_S", bound=NoteSigner)
+
+
+def signer_from_skey(
+    skey: str, kind: type[Ed25519VerifierBase], make: Callable[[str, bytes], _S]
+) -> _S:
+    """Parse ``PRIVATE+KEY+<name>+<hex id>+<base64(type byte || seed)>`` into ``make(name, seed)``.
+
+    ``kind`` is the verifier class of the key type (its :attr:`~Ed25519VerifierBase.SIG_TYPE`
+    must be the type byte). The key ID is checked against the public key of the
+    signer ``make`` builds, so a private key whose name or ID was edited is
+    refused rather than signing under an ID no verifier will find.
+    """
+    parts = skey.split("+", 4)  # base64 may itself contain "+"
+    if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
+        raise KeyFormatError("private key is not PRIVATE+KEY+<name>+<hex id>+<base64 key>")
+    name, hex_id, key64 = parts[2:]
+    if not is_valid_name(name) or not _HEX8_RE.match(hex_id):
+        raise KeyFormatError("private key has an invalid name or key id")
+    try:
+        key = b64decode_strict(key64)
+    except ValueError as exc:
+        raise KeyFormatError(f"private key is not base64 ({exc})") from exc
+    if len(key) != 33 or key[0] != kind.SIG_TYPE:
+        raise KeyFormatError(f"private key is not an {kind.KIND} 32-byte seed")
+    signer = make(name, key[1:])
+    if signer.key_id != int(hex_id, 16):
+        raise KeyFormatError(f"private key id {hex_id} does not match its public key")
+    return signer
 
 
 @dataclass(frozen=True)
