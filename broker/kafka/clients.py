@@ -77,7 +77,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import kafka
 import kafka.errors as _kerr
@@ -424,7 +424,28 @@ class SendFuture:
         return RecordMetadata(md.topic, md.partition, md.offset)
 
 
-class Producer:
+class Closeable:
+    """A client that ``with`` closes on the way out, whether the block raised or not.
+
+    Producer, Consumer and Admin each hold sockets (and a producer its pending
+    records) that only ``close`` gives back; the ``with`` plumbing is written
+    once here.
+    """
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Producer(Closeable):
     """A kafka-python producer with our errors, our types and a transaction helper."""
 
     def __init__(self, raw: Any, *, transactional: bool) -> None:
@@ -530,15 +551,6 @@ class Producer:
         with translated("close producer"):
             self._raw.close(timeout=timeout)
 
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def make_producer(
     bootstrap: str,
@@ -572,7 +584,7 @@ def make_producer(
 
 
 # -- consumer -----------------------------------------------------------------------
-class Consumer:
+class Consumer(Closeable):
     """A kafka-python consumer with manual commits, our errors and our types."""
 
     def __init__(self, raw: Any, *, group_id: str | None) -> None:
@@ -717,15 +729,6 @@ class Consumer:
         with translated("close consumer"):
             self._raw.close(autocommit=False)
 
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 #: Partition assignment strategies by their protocol name. ``range`` (kafka-python's
 #: first choice) assigns each topic's partitions separately, always starting from
@@ -795,7 +798,7 @@ _TOPIC_EXISTS = _kerr.TopicAlreadyExistsError.errno
 _UNKNOWN_TOPIC = _kerr.UnknownTopicOrPartitionError.errno
 
 
-class Admin:
+class Admin(Closeable):
     """Topic administration (idempotent creation with configs, description,
     deletion), ACLs and SCRAM users.
 
@@ -1021,15 +1024,6 @@ class Admin:
 
     def close(self) -> None:
         self._raw.close()
-
-    def __enter__(self) -> Admin:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # -- Safeshare's topics -----------------------------------------------------------------
