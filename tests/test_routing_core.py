@@ -56,6 +56,25 @@ def test_each_subscriber_gets_one_decision_and_shares_carry_minimised_copies(
         )
 
 
+def test_each_feed_copy_is_exactly_the_redacted_event_the_codec_would_write(
+    core: RoutingCore,
+) -> None:
+    # The router splices one encoding of the event per subscriber instead of
+    # copying and re-encoding it; a subscriber must not be able to tell.
+    copies = 0
+    for name in ("missing_episode", "health_concern", "police_notification", "education_concern"):
+        data = _encoded(name)
+        event = CODEC.decode(data)
+        routed = core.handle(_msg(T.ingest(event["source"]["agency_id"]), data))
+        copies += len(routed.outputs)
+        for out in routed.outputs:
+            record = CODEC.decode(out.value, "safeshare.FeedRecord")
+            classes = set(record["decision"]["data_classes_shared"])
+            expected = {"decision": record["decision"], "event": CODEC.redact(event, classes)[0]}
+            assert out.value == CODEC.encode(expected, "safeshare.FeedRecord"), name
+    assert copies >= 8
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from broker.audit.leaf import subject_pseudonym
 from broker.clock import Clock
 from broker.codec import Codec
+from broker.codec.codec import Redactable
 from broker.codec.exceptions import (
     CodecError,
     DecodingError,
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ENVELOPE = "safeshare.ConcernEvent"
 FEED_RECORD = "safeshare.FeedRecord"
+DECISION_RECORD = "safeshare.Decision"
 QUARANTINE_RECORD = "safeshare.QuarantineRecord"
 CONSENT_PAYLOAD = "safeshare.ConsentRecord"
 
@@ -139,6 +141,7 @@ class RoutingCore:
         self._feed_topic_of = feed_topic_of or topics.feed
         self.max_message_bytes = max_message_bytes
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
+        self._feed_header = _feed_layout(codec)
 
     # -- audit helpers -------------------------------------------------------
     def subject_hmac(self, pseudonym: str | None) -> str:
@@ -318,6 +321,7 @@ class RoutingCore:
         self.seen_event_ids.add(event_id)
 
         pseudonym = event["subject"].get("pseudonym")
+        written: Redactable | None = None
         for decision in self.decider.decide_all(event, self.consents, now):
             leaf: dict[str, Any] = {
                 "time_ms": decision.now_ms,
@@ -333,12 +337,11 @@ class RoutingCore:
             }
             if decision.outcome == "SHARE":
                 classes = decision.data_classes_shared
-                copy, _ = self.codec.redact(event, set(classes), ENVELOPE)
-                feed_record = {
-                    "decision": _decision_record(decision),
-                    "event": copy,
-                }
-                data = self.codec.encode(feed_record, FEED_RECORD)
+                if written is None:
+                    # Encoded once; each subscriber's copy is a splice of these
+                    # bytes with its redacted fields nulled (broker.codec._write).
+                    written = self.codec.written(event, ENVELOPE)
+                data = self._feed_record(decision, written.redacted(classes))
                 recipient_key = self._encryption_key(decision.subscriber)
                 if recipient_key is not None:
                     data = encrypt_for(recipient_key, decision.subscriber, data)
@@ -364,6 +367,25 @@ class RoutingCore:
                 leaf.update(kind="WITHHELD")
             routed.leaves.append(leaf)
         return routed
+
+    def _feed_record(self, decision: Any, event_body: bytes) -> bytes:
+        """A FeedRecord's single-object bytes: header, the decision, the redacted event.
+
+        The same bytes as ``codec.encode({"decision": ..., "event": copy},
+        FEED_RECORD)`` (an Avro record is its fields' encodings one after the
+        other; tests hold the two equal), without encoding the event again.
+        """
+        data = (
+            self._feed_header
+            + self.codec.body_trusted(_decision_record(decision), DECISION_RECORD)
+            + event_body
+        )
+        if len(data) > self.codec.max_message_bytes:
+            raise EncodingError(
+                f"(root): feed record is {len(data)} bytes, over the limit of"
+                f" {self.codec.max_message_bytes}"
+            )
+        return data
 
     def _encryption_key(self, subscriber: str) -> str | None:
         """The subscriber's X25519 public key if its feed is confidential."""
@@ -407,6 +429,17 @@ class RoutingCore:
             .hexdigest()[:32]
             .encode()
         )
+
+
+def _feed_layout(codec: Codec) -> bytes:
+    """The FeedRecord header, after checking the record is (decision, event) as
+    :meth:`RoutingCore._feed_record` assumes — a schema change must change both."""
+    raw = codec.raw_schemas()[FEED_RECORD]
+    layout = [(f["name"], f["type"]["name"]) for f in raw["fields"]]
+    expected = [("decision", "Decision"), ("event", "ConcernEvent")]
+    if [(n, t.rsplit(".", 1)[-1]) for n, t in layout] != expected:
+        raise CodecError(f"{FEED_RECORD} fields are {layout}, the router writes {expected}")
+    return codec.header(FEED_RECORD)
 
 
 def _consent_problem(event: Mapping[str, Any]) -> str | None:
