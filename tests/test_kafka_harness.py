@@ -24,6 +24,7 @@ from broker.kafka.clients import (
     Record,
     TopicPartition,
     TopicSpec,
+    catch_up,
     make_consumer,
     make_producer,
     offsets_after,
@@ -195,6 +196,46 @@ def test_rewind_to_committed_replays_an_aborted_batch(
         c.rewind_to_committed()
         assert _values(c.collect(2)) == [b"e2", b"e3"]
     assert _values(first) == [b"e0", b"e1", b"e2", b"e3"]
+
+
+def test_catch_up_reads_to_the_end_offsets_of_the_call_and_reports_a_shortfall(
+    kafka_bootstrap: str, admin: Admin, topics: Topics
+) -> None:
+    """The helper that rebuilds state before work starts (audit tree, consent, seen ids)."""
+    topic = topics.feed("mash")
+    admin.ensure_topics([TopicSpec(topic, 2)])
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    with make_producer(kafka_bootstrap) as p:
+        for i in range(5):
+            p.send(topic, f"a{i}".encode(), partition=i % 2)
+        p.flush()
+    with make_consumer(kafka_bootstrap, group_id=None) as c:
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        got: list[Record] = []
+        # Out of time before the first poll: nothing is read, and each partition
+        # says where it stands against its end.
+        assert catch_up(c, tps, got.append, timeout_s=0) == {tps[0]: (0, 3), tps[1]: (0, 2)}
+        assert got == []
+        assert catch_up(c, tps, got.append, timeout_s=30) == {}
+        assert sorted(_values(got)) == [b"a0", b"a1", b"a2", b"a3", b"a4"]
+
+        # A transaction still open holds the last stable offset back: catch_up
+        # stops before its records instead of waiting for them; what was
+        # committed before it is read.
+        with make_producer(kafka_bootstrap, transactional_id=f"{topics.namespace}.tx") as tx:
+            tx.init_transactions()
+            with make_producer(kafka_bootstrap) as p:
+                p.send(topic, b"b0", partition=0).get()
+            tx.begin_transaction()
+            tx.send(topic, b"open", partition=1)
+            tx.flush()
+            got.clear()
+            assert catch_up(c, tps, got.append, timeout_s=10) == {}
+            assert _values(got) == [b"b0"]
+            tx.commit_transaction()
+        assert catch_up(c, tps, got.append, timeout_s=30) == {}
+        assert _values(got) == [b"b0", b"open"]
 
 
 @pytest.mark.parametrize("subscription", ["topics", "pattern"])

@@ -38,7 +38,7 @@ import bisect
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -52,7 +52,7 @@ from broker.audit.keys import KeyList, KeyRing
 from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.audit.merkle import MerkleTree
 from broker.audit.note import NoteVerifier
-from broker.kafka.clients import Consumer, Record, TopicPartition, make_consumer
+from broker.kafka.clients import Consumer, Record, TopicPartition, catch_up, make_consumer
 from broker.topics import Topics
 
 __all__ = [
@@ -121,22 +121,21 @@ def _where(r: Record) -> str:
     return f"{r.topic}[{r.partition}]@{r.offset}"
 
 
-def _catch_up(consumer: Consumer, tp: TopicPartition, handle: object, timeout_s: float) -> None:
-    """Poll ``tp`` until the position reaches the end offset measured now.
+def _read_to_end(
+    consumer: Consumer, tp: TopicPartition, handle: Callable[[Record], object], timeout_s: float
+) -> None:
+    """Read ``tp`` to its end offset as it is now (:func:`catch_up`), or raise :class:`AuditError`.
 
-    With ``read_committed`` the end offset is the last stable offset (KIP-98):
-    records of a transaction still open are not waited for.
+    A tree or a list of checkpoints short of the end would be taken for the
+    whole log, so falling short is an error here, not a state to carry on from.
     """
-    end = consumer.end_offsets([tp])[tp]
-    deadline = time.monotonic() + timeout_s
-    while consumer.position(tp) < end:
-        if time.monotonic() > deadline:
-            raise AuditError(
-                f"could not read {tp.topic}[{tp.partition}] to offset {end} within {timeout_s} s "
-                f"(at {consumer.position(tp)})"
-            )
-        for r in consumer.poll_records(timeout_ms=200):
-            handle(r)  # type: ignore[operator]
+    behind = catch_up(consumer, [tp], handle, timeout_s=timeout_s, poll_ms=200)
+    if behind:
+        position, end = behind[tp]
+        raise AuditError(
+            f"could not read {tp.topic}[{tp.partition}] to offset {end} within {timeout_s} s "
+            f"(at {position})"
+        )
 
 
 # -- the audit partition ---------------------------------------------------------------
@@ -244,7 +243,7 @@ class LeafReader:
     def catch_up(self, *, timeout_s: float = CATCH_UP_TIMEOUT_S) -> int:
         """Read to the partition's last stable offset; return how many leaves were appended."""
         before = self.tree.size
-        _catch_up(self._consumer, self.tp, self._append, timeout_s)
+        _read_to_end(self._consumer, self.tp, self._append, timeout_s)
         return self.tree.size - before
 
     def wait_for_size(self, size: int, *, timeout_s: float) -> bool:
@@ -305,7 +304,7 @@ class CheckpointsTopic:
             if e is not None:
                 out.append(e)
 
-        _catch_up(self._consumer, self.tp, handle, timeout_s)
+        _read_to_end(self._consumer, self.tp, handle, timeout_s)
         return out
 
     def poll(self, timeout_ms: int = 200) -> list[TopicEntry]:

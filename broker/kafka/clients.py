@@ -73,7 +73,7 @@ tests/test_kafka_harness.py; pitfalls marked !):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -791,6 +791,40 @@ def make_consumer(
             raw.close(autocommit=False)
             raise
     return consumer
+
+
+def catch_up(
+    consumer: Consumer,
+    partitions: Iterable[TopicPartition],
+    handle: Callable[[Record], object],
+    *,
+    timeout_s: float,
+    poll_ms: int = 100,
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Read ``partitions`` to their end offsets as they are now, passing each record to ``handle``.
+
+    For state rebuilt from a topic before work starts (the audit tree, consent,
+    seen event ids): the end is measured once, at the call, so records written
+    meanwhile are left to the next poll rather than chased. With
+    ``read_committed`` the end offset is the last stable offset (KIP-98), so
+    records of a transaction still open are not waited for.
+
+    Bounded by ``timeout_s``: returns ``{partition: (position, end offset)}``
+    for the partitions that did not reach their end in time, ``{}`` when all
+    did. Whether falling short is an error is the caller's to say (the audit
+    reader refuses a partial tree; the router carries on and catches up later).
+    Records from ``poll`` are handed on in order, whichever partition they
+    come from; every partition must be assigned to ``consumer``.
+    """
+    tps = list(partitions)
+    end = consumer.end_offsets(tps)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        behind = {tp: (pos, end[tp]) for tp in tps if (pos := consumer.position(tp)) < end[tp]}
+        if not behind or time.monotonic() > deadline:
+            return behind
+        for r in consumer.poll_records(timeout_ms=poll_ms):
+            handle(r)
 
 
 # -- admin ----------------------------------------------------------------------------
