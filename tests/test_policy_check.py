@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 import broker.policy.engine as engine
 from broker.cli.policy import policy as policy_cli
 from broker.errors import SafeshareError
 from broker.policy import Policy, PolicyError
 from broker.policy._check import Vocabulary
+from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 BASE = """\
 version: 1
