@@ -58,7 +58,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,7 @@ from broker.kafka.clients import (
     Record,
     SendFuture,
     TopicPartition,
+    catch_up,
     make_consumer,
     make_producer,
 )
@@ -266,9 +268,11 @@ class RouterService:
         assert self._consent is not None
         if not _follow_from_start(self._consent, [self.topics.consent]):
             return
-        for r in _catch_up(self._consent, "consent"):
+        def fold(r: Record) -> None:
             if not self.core.apply_consent(_inbound(r)):
                 log.debug("consent record %s unusable (quarantined by the group)", _where(r))
+
+        _catch_up(self._consent, "consent", fold)
 
     def _catch_up_audit(self) -> None:
         """Learn every event id committed to the audit log (by any instance), count
@@ -279,22 +283,25 @@ class RouterService:
             return
         seen = self.core.seen_event_ids
         audit, checkpoints = self.topics.audit, self.topics.audit_checkpoints
-        for r in _catch_up(self._audit, "audit"):
+
+        def learn(r: Record) -> None:
             if r.topic == checkpoints:
                 self._note_checkpoint(r)
-                continue
+                return
             if r.topic != audit:
-                continue
+                return
             try:
                 leaves = decode_batch(r.value or b"")
             except AuditError:
                 log.error("audit record %s is not a leaf batch", _where(r))
-                continue
+                return
             self._leaves_per_shard[r.partition] = (
                 self._leaves_per_shard.get(r.partition, 0) + len(leaves)
             )
             for leaf in leaves:
                 seen.add_from_leaf(leaf)
+
+        _catch_up(self._audit, "audit", learn)
         lag = sum(
             max(0, n - self._checkpoint_size.get(shard, 0))
             for shard, n in self._leaves_per_shard.items()
@@ -610,29 +617,47 @@ class RouterService:
             self._on_batch(routed_all)
 
     def _account(self, routed_all: list[Routed]) -> None:
+        """Count a committed batch: tallied here, then one metric update per label set
+        (a labelled metric update takes a lock; per event that was measurable)."""
         s, m = self.stats, self.metrics
         s.transactions += 1
         s.last_commit_ms = now = self.core.clock.now_ms()
         m.last_commit.set(now / 1000)
+        consumed: Counter[str] = Counter()
+        shared: Counter[str] = Counter()
+        withheld: Counter[tuple[str, str]] = Counter()
+        quarantined: Counter[str] = Counter()
+        duplicates = 0
+        observe = m.latency.observe
         for r in routed_all:
-            m.consumed.labels(r.agency or "unknown").inc()
+            consumed[r.agency or "unknown"] += 1
             for sub in r.shared:
-                m.shared.labels(sub).inc()
-            for sub, reason in r.withheld:
-                m.withheld.labels(sub, reason).inc()
+                shared[sub] += 1
+            for pair in r.withheld:
+                withheld[pair] += 1
             if r.quarantined is not None:
-                m.quarantined.labels(r.quarantined).inc()
+                quarantined[r.quarantined] += 1
             if r.duplicate:
-                m.duplicates.inc()
+                duplicates += 1
             if r.shared and r.reported_at_ms is not None:
-                m.latency.observe(max(0.0, (now - r.reported_at_ms) / 1000))
-            s.consumed += 1
-            s.shared += len(r.shared)
-            s.withheld += len(r.withheld)
-            s.quarantined += r.quarantined is not None
-            s.duplicates += r.duplicate
+                observe(max(0.0, (now - r.reported_at_ms) / 1000))
             if r.agency:
                 s.per_agency[r.agency] = s.per_agency.get(r.agency, 0) + 1
+        for agency, n in consumed.items():
+            m.consumed.labels(agency).inc(n)
+        for sub, n in shared.items():
+            m.shared.labels(sub).inc(n)
+        for (sub, reason), n in withheld.items():
+            m.withheld.labels(sub, reason).inc(n)
+        for reason, n in quarantined.items():
+            m.quarantined.labels(reason).inc(n)
+        if duplicates:
+            m.duplicates.inc(duplicates)
+        s.consumed += len(routed_all)
+        s.shared += shared.total()
+        s.withheld += withheld.total()
+        s.quarantined += quarantined.total()
+        s.duplicates += duplicates
 
     def close(self) -> None:
         if self._health is not None:
@@ -712,22 +737,19 @@ class _suppress_kafka:  # noqa: N801 - used like contextlib.suppress
 CATCH_UP_DEADLINE_S = 10.0
 
 
-def _catch_up(consumer: Consumer, what: str) -> Iterator[Record]:
+def _catch_up(consumer: Consumer, what: str, handle: Callable[[Record], object]) -> None:
     """Every record up to the (last stable) end offsets at the time of the call.
 
     Bounded in time: an open transaction of another producer holds the last
-    stable offset back, and the loop must not wait for it forever.
+    stable offset back, and the loop must not wait for it forever; what is
+    left is read on the next round.
     """
-    tps = list(consumer.assignment())
-    end = consumer.end_offsets(tps)
-    deadline = time.monotonic() + CATCH_UP_DEADLINE_S
-    while any(consumer.position(tp) < end[tp] for tp in tps):
-        if time.monotonic() > deadline:
-            log.warning(
-                "%s catch-up incomplete after %.0f s; continuing", what, CATCH_UP_DEADLINE_S
-            )
-            return
-        yield from consumer.poll_records(timeout_ms=100)
+    behind = catch_up(consumer, consumer.assignment(), handle, timeout_s=CATCH_UP_DEADLINE_S)
+    if behind:
+        log.warning(
+            "%s catch-up incomplete after %.0f s (%d partition(s) behind); continuing",
+            what, CATCH_UP_DEADLINE_S, len(behind),
+        )
 
 
 def _follow_from_start(consumer: Consumer, topics: list[str]) -> bool:
