@@ -73,16 +73,27 @@ def _zigzag_varint(n: int) -> bytes:
 _TABLE: Final = {n: _zigzag_varint(n) for n in range(-_SMALL, _SMALL)}
 
 
+_BIG: dict[int, bytes] = {}
+_BIG_MAX: Final = 1 << 16
+
+
 def long_bytes(n: int) -> bytes:
-    """The Avro encoding of a long (or int)."""
-    found = _TABLE.get(n)
-    if found is not None and type(n) is int:
-        return found
+    """The Avro encoding of a long (or int).
+
+    Small values come from a table; larger ones (timestamps, mostly: the same
+    millisecond recurs across a batch's decisions) from a bounded cache.
+    """
     if type(n) is not int:
         if isinstance(n, bool):
             return _TABLE[int(n)]
         raise Unsupported(f"not an integer: {type(n).__name__}")
-    return _zigzag_varint(n)
+    found = _TABLE.get(n) or _BIG.get(n)
+    if found is None:
+        found = _zigzag_varint(n)
+        if len(_BIG) >= _BIG_MAX:
+            _BIG.clear()
+        _BIG[n] = found
+    return found
 
 
 def timestamp_millis(v: Any) -> int:
@@ -114,6 +125,7 @@ class _Gen:
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {
             "L": long_bytes,
+            "T": _TABLE,
             "TS": timestamp_millis,
             "DAYS": date_days,
             "F32": _F32,
@@ -160,7 +172,7 @@ class _Gen:
             self.emit(ind + 1, f"b += L(len({v}))")
             self.emit(ind + 1, f"for {key}, {item} in {v}.items():")
             self.emit(ind + 2, f"{raw} = {key}.encode()")
-            self.emit(ind + 2, f"b += L(len({raw}))")
+            self.length(raw, ind + 2)
             self.emit(ind + 2, f"b += {raw}")
             self.value(node.values, item, ind + 2, cuts)
             self.emit(ind, "b.append(0)")
@@ -183,7 +195,8 @@ class _Gen:
             elif node.logical == "date":
                 self.emit(ind, f"b += L(DAYS({v}))")
             elif node.logical is None:
-                self.emit(ind, f"b += L({v})")
+                small = f"type({v}) is int and -{_SMALL} <= {v} < {_SMALL}"
+                self.emit(ind, f"b += T[{v}] if {small} else L({v})")
             else:
                 self.emit(ind, f"raise Unsupported('logical type {node.logical}')")
         elif kind == "float":
@@ -193,14 +206,20 @@ class _Gen:
         elif kind == "string":
             raw = self.var("s")
             self.emit(ind, f"{raw} = {v}.encode()")
-            self.emit(ind, f"b += L(len({raw}))")
+            self.length(raw, ind)
             self.emit(ind, f"b += {raw}")
         elif kind == "bytes":
             self.emit(ind, f"if type({v}) is not bytes: raise Unsupported('bytes')")
-            self.emit(ind, f"b += L(len({v}))")
+            self.length(v, ind)
             self.emit(ind, f"b += {v}")
         else:  # pragma: no cover - the model has no other primitive
             raise TypeError(kind)
+
+    def length(self, v: str, ind: int) -> None:
+        """The length of ``v`` as an Avro long (lengths are small: from the table)."""
+        n = self.var("n")
+        self.emit(ind, f"{n} = len({v})")
+        self.emit(ind, f"b += T[{n}] if {n} < {_SMALL} else L({n})")
 
     def union(self, node: Union, v: str, ind: int, cuts: bool) -> None:
         null_index = next(
