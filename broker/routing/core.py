@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from broker.audit.leaf import subject_pseudonym
 from broker.clock import Clock
 from broker.codec import Codec
+from broker.codec._write import long_bytes
 from broker.codec.codec import Redactable
 from broker.codec.exceptions import (
     CodecError,
@@ -50,6 +51,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 # What of an original message a quarantine record holds (under the codec's and
 # Kafka's 1 MiB default message limits, with room for the record's other fields).
 QUARANTINE_ORIGINAL_MAX = 900 * 1024
+# Distinct (subscriber, rule, grant) decision heads kept; a policy has a few dozen.
+_DECISION_HEADS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class RoutingCore:
         self.max_message_bytes = max_message_bytes
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
         self._feed_header = _feed_layout(codec)
+        self._decision_heads: dict[tuple[Any, ...], bytes] = {}
 
     # -- audit helpers -------------------------------------------------------
     def subject_hmac(self, pseudonym: str | None) -> str:
@@ -377,7 +381,7 @@ class RoutingCore:
         """
         data = (
             self._feed_header
-            + self.codec.body_trusted(_decision_record(decision), DECISION_RECORD)
+            + self._decision_body(decision)
             + event_body
         )
         if len(data) > self.codec.max_message_bytes:
@@ -386,6 +390,36 @@ class RoutingCore:
                 f" {self.codec.max_message_bytes}"
             )
         return data
+
+    def _decision_body(self, decision: Any) -> bytes:
+        """The Avro body of a feed record's Decision.
+
+        All but its last field (``decided_at``) are the same for every event a
+        rule shares with a subscriber, so without obligations that part is
+        written once and kept: the body is that head and the time (an Avro
+        record is its fields' encodings in order; ``_feed_layout`` checked
+        ``decided_at`` is the last field and a long).
+        """
+        if decision.obligations:
+            return self.codec.body_trusted(_decision_record(decision), DECISION_RECORD)
+        key = (
+            decision.subscriber,
+            decision.rule_id,
+            decision.lawful_basis,
+            decision.policy_digest,
+            frozenset(decision.data_classes_shared),
+            tuple(decision.fields_redacted),
+        )
+        head = self._decision_heads.get(key)
+        if head is None:
+            body = self.codec.body_trusted(
+                dict(_decision_record(decision), decided_at=0), DECISION_RECORD
+            )
+            head = body[:-1]  # the long 0 is the single byte 0x00
+            if len(self._decision_heads) >= _DECISION_HEADS_MAX:
+                self._decision_heads.clear()
+            self._decision_heads[key] = head
+        return head + long_bytes(decision.now_ms)
 
     def _encryption_key(self, subscriber: str) -> str | None:
         """The subscriber's X25519 public key if its feed is confidential."""
@@ -439,6 +473,10 @@ def _feed_layout(codec: Codec) -> bytes:
     expected = [("decision", "Decision"), ("event", "ConcernEvent")]
     if [(n, t.rsplit(".", 1)[-1]) for n, t in layout] != expected:
         raise CodecError(f"{FEED_RECORD} fields are {layout}, the router writes {expected}")
+    last = codec.raw_schemas()[DECISION_RECORD]["fields"][-1]
+    kind = last["type"]["type"] if isinstance(last["type"], dict) else last["type"]
+    if last["name"] != "decided_at" or kind != "long":
+        raise CodecError(f"{DECISION_RECORD} must end with decided_at (a long), not {last}")
     return codec.header(FEED_RECORD)
 
 
