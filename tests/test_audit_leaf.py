@@ -12,9 +12,18 @@ import rfc8785  # an independent RFC 8785 implementation (PyPI: rfc8785), a test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.audit import leaf as leaf_module
 from broker.audit._jcs import CanonicalizationError, canonicalize, parse_canonical
 from broker.audit.exceptions import MalformedError
-from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch, encode_batch, subject_pseudonym
+from broker.audit.leaf import (
+    AuditLeaf,
+    LeafKind,
+    decode_batch,
+    encode_batch,
+    leaf_bytes,
+    subject_pseudonym,
+)
+from broker.routing.app import audit_encoder
 
 H = hashlib.sha256
 
@@ -270,3 +279,263 @@ def test_batch_refuses_damage() -> None:
     ]:
         with pytest.raises(MalformedError):
             decode_batch(bad)
+
+
+# -- leaf_bytes: the router's path -----------------------------------------------------
+#
+# leaf_bytes(fields) must give exactly AuditLeaf(**fields).to_bytes() (the leaf
+# bytes are what the Merkle tree hashes: one byte off and every proof breaks),
+# and refuse whatever the dataclass refuses.
+
+# JSON-hostile characters: quotes, backslashes, every kind of control, the
+# separators ECMAScript used to leave unescaped, non-BMP, and (separately) lone
+# surrogates, which no valid leaf can hold.
+_NASTY = '"\\/\x00\x08\t\n\x0c\r\x1f\x7f\x80\u2028\u2029\ufeff\uffff€😀'
+unicode_text = st.text(st.characters(codec="utf-8") | st.sampled_from(_NASTY), max_size=12)
+surrogate_text = st.text(
+    st.characters(codec="utf-8") | st.sampled_from(_NASTY) | st.characters(categories=["Cs"]),
+    max_size=12,
+)
+digests = st.binary(min_size=1, max_size=8).map(lambda b: H(b).hexdigest())
+
+
+class Label(str):
+    """A str subclass (as an enum or a policy object might hand over): valid, but not plain."""
+
+
+class Millis(int):
+    """An int subclass: valid for time_ms, but not plain."""
+
+
+def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """Valid field dicts, as the router builds them: optional fields present or not."""
+    lists = st.lists(text, max_size=4).flatmap(
+        lambda xs: st.sampled_from([xs, tuple(xs), xs + xs[:1], list(reversed(xs))])
+    )
+    return st.fixed_dictionaries(
+        {
+            "time_ms": st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1]),
+            "kind": st.sampled_from([*LeafKind, *(k.value for k in LeafKind)]),
+            "event_id": text,
+            "event_digest": digests,
+            "source_agency": text,
+        },
+        optional={
+            **{n: text for n in ("recipient", "outcome", "rule_id", "lawful_basis", "reason")},
+            "policy_digest": digests | st.just(""),
+            "subject": digests | st.just(""),
+            "consent_ref": st.none() | text,
+            "delivered_digest": st.none() | digests,
+            "data_classes_shared": lists,
+            "fields_redacted": lists,
+            "obligations": lists,
+        },
+    )
+
+
+def outcome(build: Any) -> bytes | type[Exception]:
+    """The bytes built, or the class of the audit error raised (any other error propagates)."""
+    try:
+        data: bytes = build()
+    except MalformedError as exc:
+        return type(exc)
+    return data
+
+
+@settings(max_examples=500, deadline=None)
+@given(leaf_fields(unicode_text))
+def test_leaf_bytes_are_the_dataclass_bytes(fields: dict[str, Any]) -> None:
+    expected = AuditLeaf(**fields).to_bytes()
+    # The template itself (not the dataclass fallback) writes these plain values.
+    assert leaf_module._template_bytes(fields) == expected
+    data = leaf_bytes(fields)
+    assert data == expected
+    assert AuditLeaf.from_bytes(data) == AuditLeaf(**fields)
+    assert rfc8785.dumps(json.loads(data)) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(leaf_fields(surrogate_text))
+def test_leaf_bytes_refuse_lone_surrogates_as_the_dataclass_does(fields: dict[str, Any]) -> None:
+    assert outcome(lambda: leaf_bytes(fields)) == outcome(lambda: AuditLeaf(**fields).to_bytes())
+
+
+# Values to put in any field: valid for some fields, wrong for others.
+_sha = H(b"x").hexdigest()
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**60), 2**60) | st.sampled_from([-1, 2**53 - 1, 2**53]),
+    st.floats(allow_nan=False),
+    st.binary(max_size=4),
+    unicode_text,
+    st.sampled_from(
+        [
+            "",
+            _sha,
+            _sha.upper(),
+            _sha[:63],
+            _sha + "0",
+            _sha[:63] + "\n",  # "$" would let a trailing newline through; "\Z" does not
+            _sha + "\n",
+            " " + _sha[:63],
+            "0x" + _sha[:62],
+            "٠" + _sha[:63],  # ARABIC-INDIC DIGIT ZERO: a digit, but not [0-9]
+            _sha[:63] + "\ud800",
+            "SHARED",
+            "shared",
+            LeafKind.QUARANTINED,
+            Label(_sha),
+            Label("SHARED"),
+            Label(""),
+            Millis(5),
+            ["a", "b"],
+            ("b", "a", "b"),
+            ["a", 1],
+            [b"a"],
+            [None],
+            [Label("z"), "a"],
+            {"a"},
+            {"a": "b"},
+            [],
+            (),
+        ]
+    ),
+    st.lists(unicode_text | st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    leaf_fields(unicode_text),
+    st.lists(st.tuples(st.sampled_from(sorted(AuditLeaf.__dataclass_fields__)), junk), max_size=3),
+)
+def test_leaf_bytes_refuse_what_the_dataclass_refuses(
+    fields: dict[str, Any], changes: list[tuple[str, Any]]
+) -> None:
+    """Any value in any field: the same bytes, or MalformedError from both paths."""
+    fields.update(changes)
+    assert outcome(lambda: leaf_bytes(fields)) == outcome(lambda: AuditLeaf(**fields).to_bytes())
+
+
+def test_leaf_bytes_refuse_each_kind_of_bad_field() -> None:
+    """One of each mistake, so a fast path that let any through is caught by name."""
+    good = dict(
+        time_ms=1_700_000_000_000,
+        kind="SHARED",
+        event_id="e-1",
+        event_digest=_sha,
+        source_agency="police-devon",
+        policy_digest=_sha,
+        subject=_sha,
+        delivered_digest=_sha,
+        consent_ref="c-1",
+        data_classes_shared=["location"],
+        fields_redacted=["reporter.name"],
+        obligations=["REVIEW@1"],
+    )
+    assert leaf_bytes(good) == AuditLeaf(**good).to_bytes()  # type: ignore[arg-type]
+    bad: list[tuple[str, object]] = [
+        ("time_ms", -1),
+        ("time_ms", 2**53),
+        ("time_ms", True),
+        ("time_ms", 1.0),
+        ("time_ms", "1"),
+        ("kind", "shared"),
+        ("kind", None),
+        ("event_id", None),
+        ("event_id", b"e-1"),
+        ("source_agency", 1),
+        ("reason", "\udc80"),  # lone surrogates: the message says so, not which field
+        ("consent_ref", "\ud800"),
+        ("event_digest", ""),
+        ("delivered_digest", ""),
+        *(
+            (name, value)
+            for name in ("event_digest", "policy_digest", "subject", "delivered_digest")
+            for value in [
+                _sha.upper(),
+                _sha[:63],
+                _sha + "0",
+                _sha[:63] + "\n",
+                "٠" + _sha[:63],
+                "not-hex",
+                Label("not-hex"),
+                _sha.encode(),
+                1,
+            ]
+        ),
+        ("policy_digest", None),
+        ("subject", None),
+        ("data_classes_shared", "location"),
+        ("data_classes_shared", {"location"}),
+        ("fields_redacted", ["a", None]),
+        ("obligations", [1]),
+        ("obligations", ["\ud800"]),
+    ]
+    for name, value in bad:
+        fields = {**good, name: value}
+        says = "lone surrogate" if "\\ud" in ascii(value) else f"field '{name}'"
+        with pytest.raises(MalformedError, match=says):
+            AuditLeaf(**fields).to_bytes()  # type: ignore[arg-type]
+        with pytest.raises(MalformedError, match=says):
+            leaf_bytes(fields)
+
+
+def test_leaf_bytes_name_missing_and_unknown_fields() -> None:
+    """The dataclass raises TypeError here; the router's path says MalformedError, by name."""
+    good = dict(time_ms=1, kind="WITHHELD", event_id="e", event_digest=_sha, source_agency="a")
+    assert AuditLeaf.from_bytes(leaf_bytes(good)).kind is LeafKind.WITHHELD
+    for required in good:
+        with pytest.raises(MalformedError, match=rf"missing \['{required}'\]"):
+            leaf_bytes({k: v for k, v in good.items() if k != required})
+    with pytest.raises(MalformedError, match="unexpected \\['sequence'\\]"):
+        leaf_bytes({**good, "sequence": 41})
+    with pytest.raises(MalformedError, match="unexpected \\[1\\]"):
+        leaf_bytes({**good, 1: "x"})  # type: ignore[dict-item]
+
+
+def test_the_routers_leaves_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared, withheld, duplicate and quarantine leaves as broker.routing.core builds
+    them never build an AuditLeaf: that is the point of leaf_bytes."""
+    router_dicts: list[dict[str, Any]] = [
+        dict(kind="QUARANTINED", time_ms=1, event_id="", event_digest=_sha, source_agency="",
+             reason="UNDECODABLE"),
+        dict(kind="DUPLICATE", time_ms=1, event_id="e", event_digest=_sha, source_agency="a",
+             subject="", reason="DUPLICATE_EVENT_ID"),
+        dict(time_ms=1, event_id="e", event_digest=_sha, source_agency="a", recipient="r",
+             outcome="WITHHOLD", rule_id="", reason="NO_RULE", policy_digest=_sha, subject=_sha,
+             kind="WITHHELD"),
+        dict(time_ms=1, event_id="e", event_digest=_sha, source_agency="a", recipient="r",
+             outcome="SHARE", rule_id="mash-all", reason="CONSENT_GIVEN", policy_digest=_sha,
+             subject=_sha, kind="SHARED", lawful_basis="UK GDPR Art 6(1)(e)",
+             data_classes_shared=["identity", "location"], fields_redacted=[],
+             delivered_digest=_sha, consent_ref=None, obligations=["REVIEW_WITHIN_72H@2"]),
+    ]  # fmt: skip
+    expected = [AuditLeaf(**d).to_bytes() for d in router_dicts]
+
+    def no_dataclass(fields: object) -> bytes:
+        raise AssertionError(f"fell back to the dataclass for {fields}")
+
+    monkeypatch.setattr(leaf_module, "_dataclass_bytes", no_dataclass)
+    assert [leaf_bytes(d) for d in router_dicts] == expected
+    assert audit_encoder(router_dicts) == [encode_batch(expected)]
+
+
+def test_audit_encoder_refuses_a_bad_leaf() -> None:
+    """An unreadable leaf would break the log: the router's transaction fails instead."""
+    leaf = dict(time_ms=1, kind="WITHHELD", event_id="e", event_digest=_sha, source_agency="a")
+    assert decode_batch(audit_encoder([leaf])[0]) == [AuditLeaf(**leaf).to_bytes()]  # type: ignore[arg-type]
+    with pytest.raises(MalformedError):
+        audit_encoder([leaf, {**leaf, "event_digest": "not-a-digest"}])
+
+
+def test_leaf_bytes_keep_a_bounded_cache() -> None:
+    """A long-running router sees ever new lists (say, a policy reload per day):
+    the JSON kept for recurring ones must not grow without bound."""
+    leaf = dict(time_ms=1, kind="SHARED", event_id="e", event_digest=_sha, source_agency="a")
+    for i in range(leaf_module._MAX_SET_TEXTS + 10):
+        classes = [f"class-{i}", "location", "class-0"]
+        data = leaf_bytes({**leaf, "data_classes_shared": classes})
+        assert json.loads(data)["data_classes_shared"] == sorted(set(classes))
+        assert len(leaf_module._set_texts) <= leaf_module._MAX_SET_TEXTS

@@ -29,6 +29,11 @@ except ImportError:  # pragma: no cover
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
+#: ``encode_string(s)`` is ``s`` as a JSON string literal, quotes included, escaped
+#: as RFC 8785 §3.2.2.2 requires (the escaper of :func:`canonicalize_trusted`).
+#: It does not refuse lone surrogates: encode the finished text as UTF-8, which does.
+encode_string = _encode_str
+
 JSONValue = None | bool | int | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"]
 
 

@@ -35,15 +35,20 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 
-from broker.audit._jcs import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize_trusted
+from broker.audit._jcs import (
+    MAX_SAFE_INTEGER,
+    CanonicalizationError,
+    canonicalize_trusted,
+    encode_string,
+)
 from broker.audit.exceptions import MalformedError
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "LeafKind",
     "decode_batch",
     "encode_batch",
+    "leaf_bytes",
     "subject_pseudonym",
 ]
 
@@ -220,6 +226,187 @@ class AuditLeaf:
 
 _FIELD_ORDER = tuple(f.name for f in fields(AuditLeaf))
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
+_REQUIRED_FIELDS = frozenset(
+    f.name for f in fields(AuditLeaf) if f.default is MISSING and f.default_factory is MISSING
+)
+
+
+# -- the router's path: leaf bytes straight from a dict of fields ----------------------
+
+
+def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
+    """``AuditLeaf(**fields).to_bytes()``, byte for byte, at a fraction of the cost.
+
+    The router writes one leaf per decision, so building an :class:`AuditLeaf`
+    (enum lookup, regexes, a dict, the JSON encoder) for each was a large share
+    of its CPU. Here the canonical text is filled into a template whose member
+    order is fixed (the names are ASCII, so RFC 8785 §3.2.3 order is plain
+    sorted order) after cheap checks of each value.
+
+    Fail closed, as the dataclass does: the fast path only writes values it
+    has checked to be exactly what the dataclass accepts (plain ``str``,
+    ``int``, ``list`` or ``tuple``, ``None``). Anything else — a wrong value,
+    a lone surrogate, or merely an unusual type such as a ``str`` subclass —
+    goes through ``AuditLeaf(**fields).to_bytes()``, which either gives the
+    same bytes or raises :class:`MalformedError` with its usual message.
+    Missing or unknown fields raise :class:`MalformedError` naming them (the
+    dataclass itself would raise ``TypeError``).
+    """
+    names = fields.keys()
+    if not (names <= _FIELD_NAMES and names >= _REQUIRED_FIELDS):
+        missing = sorted(_REQUIRED_FIELDS - set(names))
+        unknown = sorted(repr(n) for n in names if n not in _FIELD_NAMES)
+        raise MalformedError(
+            f"audit leaf fields wrong: missing {missing}, unexpected [{', '.join(unknown)}]"
+        )
+    data = _template_bytes(fields)
+    if data is None:
+        data = _dataclass_bytes(fields)
+    return data
+
+
+def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
+    """The reference path, for whatever :func:`_template_bytes` does not vouch for."""
+    return AuditLeaf(**fields).to_bytes()
+
+
+_HEX_DIGITS = b"0123456789abcdef"
+_KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind}
+_KIND_TYPES = (str, LeafKind)
+_LIST_TYPES = (list, tuple)
+
+
+# The router's data classes and redacted fields come from a few policy rules, so
+# the same few lists recur: their JSON is kept, keyed by the tuple of (plain) strings.
+_set_texts: dict[tuple[str, ...], str] = {}
+_MAX_SET_TEXTS = 4096
+
+
+def _strings_text(items: Any) -> str | None:
+    """A list of plain strings as JSON, in order; None if it is not one."""
+    if type(items) not in _LIST_TYPES:
+        return None
+    if not items:
+        return "[]"
+    for item in items:
+        if type(item) is not str:
+            return None
+    return "[" + ",".join(map(encode_string, items)) + "]"
+
+
+def _set_text(items: Any) -> str | None:
+    """A list of plain strings as JSON, sorted and de-duplicated; None if it is not one."""
+    if type(items) not in _LIST_TYPES:
+        return None
+    if not items:
+        return "[]"
+    for item in items:
+        if type(item) is not str:
+            return None
+    key = tuple(items)
+    text = _set_texts.get(key)
+    if text is None:
+        if len(_set_texts) >= _MAX_SET_TEXTS:
+            _set_texts.clear()
+        text = _set_texts[key] = "[" + ",".join(map(encode_string, sorted(set(key)))) + "]"
+    return text
+
+
+def _template_bytes(f: Mapping[str, Any]) -> bytes | None:
+    """The leaf's canonical bytes if every value is a plain, valid one; None otherwise.
+
+    Written for speed (it runs once per routing decision): one chain of type
+    checks, one pass over all the digests, one f-string.
+    """
+    get = f.get
+    time_ms = f["time_ms"]
+    kind = f["kind"]
+    event_id = f["event_id"]
+    source_agency = f["source_agency"]
+    recipient = get("recipient", "")
+    outcome = get("outcome", "")
+    rule_id = get("rule_id", "")
+    lawful_basis = get("lawful_basis", "")
+    reason = get("reason", "")
+    consent_ref = get("consent_ref")
+    event_digest = f["event_digest"]
+    policy_digest = get("policy_digest", "")
+    subject = get("subject", "")
+    delivered = get("delivered_digest")
+    if not (
+        type(time_ms) is int
+        and 0 <= time_ms <= MAX_SAFE_INTEGER
+        and type(kind) in _KIND_TYPES
+        and kind in _KIND_TEXT
+        and type(event_id) is str
+        and type(source_agency) is str
+        and type(recipient) is str
+        and type(outcome) is str
+        and type(rule_id) is str
+        and type(lawful_basis) is str
+        and type(reason) is str
+        and (consent_ref is None or type(consent_ref) is str)
+        # Digests: 64 characters (policy_digest and subject may be empty) ...
+        and type(event_digest) is str
+        and len(event_digest) == 64
+        and type(policy_digest) is str
+        and len(policy_digest) in (0, 64)
+        and type(subject) is str
+        and len(subject) in (0, 64)
+        and (delivered is None or (type(delivered) is str and len(delivered) == 64))
+    ):
+        return None
+    # ... all of them lowercase hex digits, checked in one go (isascii is O(1)).
+    digits = event_digest + policy_digest + subject + (delivered or "")
+    if not digits.isascii() or digits.encode().translate(None, _HEX_DIGITS):
+        return None
+    classes = _set_text(get("data_classes_shared", ()))
+    redacted = _set_text(get("fields_redacted", ()))
+    obligations = _strings_text(get("obligations", ()))
+    if classes is None or redacted is None or obligations is None:
+        return None
+    delivered_text = "null" if delivered is None else '"' + delivered + '"'
+    # Members in RFC 8785 §3.2.3 order (ASCII names: sorted); checked at import
+    # below. A digest needs no escaping: it is hex digits in quotes.
+    text = (
+        f'{{"consent_ref":{"null" if consent_ref is None else encode_string(consent_ref)}'
+        f',"data_classes_shared":{classes}'
+        f',"delivered_digest":{delivered_text}'
+        f',"event_digest":"{event_digest}"'
+        f',"event_id":{encode_string(event_id)}'
+        f',"fields_redacted":{redacted}'
+        f',"kind":{_KIND_TEXT[kind]}'
+        f',"lawful_basis":{encode_string(lawful_basis)}'
+        f',"obligations":{obligations}'
+        f',"outcome":{encode_string(outcome)}'
+        f',"policy_digest":"{policy_digest}"'
+        f',"reason":{encode_string(reason)}'
+        f',"recipient":{encode_string(recipient)}'
+        f',"rule_id":{encode_string(rule_id)}'
+        f',"source_agency":{encode_string(source_agency)}'
+        f',"subject":"{subject}"'
+        f',"time_ms":{time_ms}'
+        f',"v":{LEAF_VERSION}}}'
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the dataclass path says so
+        return None
+
+
+# The template must write every field of AuditLeaf, in canonical order: a field
+# added to the dataclass but not to the template would silently drop out of the
+# router's leaves. One leaf with every field set checks it at import.
+_SAMPLE: dict[str, Any] = {
+    "time_ms": 1,
+    "kind": "SHARED",
+    **{name: "0" * 64 for name in ("event_digest", "policy_digest", "delivered_digest", "subject")},
+    **{name: name for name in ("event_id", "source_agency", "recipient", "outcome", "rule_id")},
+    **{name: name for name in ("lawful_basis", "reason", "consent_ref")},
+    **{name: [name] for name in ("data_classes_shared", "fields_redacted", "obligations")},
+}
+if _template_bytes(_SAMPLE) != _dataclass_bytes(_SAMPLE):  # pragma: no cover
+    raise RuntimeError("broker.audit.leaf: leaf_bytes' template does not match AuditLeaf")
 
 
 # -- batch framing ----------------------------------------------------------------
