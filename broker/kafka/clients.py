@@ -97,6 +97,7 @@ from kafka.admin import (
 )
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from broker.kafka.exceptions import (
     KafkaError,
@@ -552,6 +553,38 @@ class Producer(Closeable):
             self._raw.close(timeout=timeout)
 
 
+class KeyHashCachingPartitioner(DefaultPartitioner):  # type: ignore[misc]
+    """kafka-python's default partitioner with the key hashes remembered.
+
+    Keyed records go where Kafka's Java clients put them (murmur2 of the key,
+    positive, modulo the partition count), so one child's records stay on one
+    partition whichever client wrote them. kafka-python computes murmur2 in pure
+    Python for every record (~15 µs); a router sends each child's key again and
+    again (a copy per subscriber, event after event), so the hash is kept in a
+    bounded map. Records without a key are placed as by the default.
+    """
+
+    def __init__(self, max_keys: int = 1 << 16) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+
+    def partition(  # type: ignore[no-untyped-def]
+        self, topic, key, serialized_key, value, serialized_value, cluster
+    ):
+        if serialized_key is None:
+            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+        h = self._hashes.get(serialized_key)
+        if h is None:
+            h = murmur2(serialized_key) & 0x7FFFFFFF
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            self._hashes[serialized_key] = h
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        return sorted(partitions)[h % len(partitions)]
+
+
 def make_producer(
     bootstrap: str,
     *,
@@ -574,6 +607,7 @@ def make_producer(
         "enable_idempotence": True,
         "max_block_ms": int(DEFAULT_TIMEOUT_S * 1000),
         "bootstrap_timeout_ms": int(DEFAULT_TIMEOUT_S * 1000),
+        "partitioner": KeyHashCachingPartitioner(),
     }
     if transactional_id is not None:
         cfg["transactional_id"] = transactional_id
