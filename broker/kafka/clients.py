@@ -491,11 +491,16 @@ class Producer(Closeable):
         partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> SendFuture:
-        with self._translated(f"send to {topic}"):
+        try:
             fut = self._raw.send(
                 topic, value=value, key=key, headers=list(headers) if headers else None,
                 partition=partition, timestamp_ms=timestamp_ms,
             )
+        except Exception:
+            # Translated only when it fails: a router sends several records per
+            # event, and two context managers a record were measurable.
+            with self._translated(f"send to {topic}"):
+                raise
         return SendFuture(fut)
 
     def flush(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
