@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from typing import Any
 
 import pytest
-from tests.test_policy_helpers import (
-    DEVON,
-    EXAMPLE_POLICY,
-    FIELD_CLASSES,
-    NOW,
-    TORBAY,
-    consent_event,
-    make_event,
-)
 
+import broker.policy.engine as engine
 from broker.policy import (
     DEFAULT_DENY,
     ConsentRecord,
@@ -27,6 +21,15 @@ from broker.policy import (
     ReasonCode,
     consent_key,
     explain,
+)
+from tests.test_policy_helpers import (
+    DEVON,
+    EXAMPLE_POLICY,
+    FIELD_CLASSES,
+    NOW,
+    TORBAY,
+    consent_event,
+    make_event,
 )
 
 H72 = 72 * 3600 * 1000
@@ -390,7 +393,126 @@ def test_fast_built_decisions_equal_ordinary_ones(policy: Policy) -> None:
         assert again == d and hash(again) == hash(d) and repr(again) == repr(d)
 
 
-def test_remembered_rule_matches_give_the_same_decisions_as_a_cold_policy(policy: Policy) -> None:
+def test_every_element_of_an_array_counts_and_each_path_is_listed_once(policy: Policy) -> None:
+    event = make_event(
+        category="RETURN_HOME_INTERVIEW",
+        agency="safe-return-charity",
+        agency_type="VOLUNTARY",
+        **OVERRIDE,
+    )
+    name, body = event["payload"]
+    event["payload"] = (
+        name,
+        {
+            **body,
+            "places_mentioned": [
+                {"place": None, "area": "Paignton", "postcode_district": None},
+                None,
+                {"place": "flat above takeaway", "area": "Brixham", "postcode_district": None},
+            ],
+        },
+    )
+    places = "payload.ReturnHomeInterview.places_mentioned"
+    for d in policy.decide_all(event, ConsentStore(), NOW):
+        listed = d.fields_shared + d.fields_redacted
+        assert listed.count(f"{places}.area") == 1 and listed.count(f"{places}.place") == 1
+        assert f"{places}.postcode_district" not in listed  # null in every element
+        assert list(d.fields_redacted) == sorted(d.fields_redacted)
+
+
+def odd_events() -> list[dict[str, Any]]:
+    """Events at the edges of what policy reads: each differs from a plain one in one fact."""
+
+    def changed(change: Any, **kw: Any) -> dict[str, Any]:
+        event = make_event(**kw)
+        change(event)
+        return event
+
+    payload_of_another_kind = make_event(category="HEALTH_CONCERN")["payload"]
+    return [
+        make_event(**OVERRIDE),
+        make_event(break_glass=True, la=DEVON, **OVERRIDE),
+        make_event(reason="BECAUSE", justification=JUST, risk="CRITICAL"),
+        make_event(reason="CANNOT_BE_GIVEN", justification=None),
+        make_event(reason="CANNOT_BE_GIVEN", justification=JUST),
+        make_event(category="EDUCATION_CONCERN", agency="example-academy", agency_type="SCHOOL"),
+        changed(lambda e: e["subject"].__setitem__("local_authority", None), **OVERRIDE),
+        changed(lambda e: e["subject"].__setitem__("local_authority", "E06000026"), **OVERRIDE),
+        changed(lambda e: e["subject"].__setitem__("pseudonym", None), **OVERRIDE),
+        changed(lambda e: e.__setitem__("payload", payload_of_another_kind), **OVERRIDE),
+        changed(lambda e: e.__setitem__("sharing", None)),
+        changed(lambda e: e["sharing"].__setitem__("break_glass", "yes"), **OVERRIDE),
+        changed(lambda e: e.pop("event_id"), **OVERRIDE),
+        changed(lambda e: e.__setitem__("risk_level", "SEVERE")),
+    ]
+
+
+def consent_positions() -> list[ConsentStore | None]:
+    def store(**kw: Any) -> ConsentStore:
+        s = ConsentStore()
+        s.apply(consent_event(**kw))
+        return s
+
+    return [
+        None,
+        ConsentStore(),
+        store(status="GIVEN"),
+        store(status="GIVEN", data_classes=["identity", "location"]),
+        store(status="GIVEN", roles=["mash_team"]),
+        store(status="GIVEN", expires_at=NOW),
+        store(status="REFUSED"),
+        store(status="WITHDRAWN"),
+    ]
+
+
+def test_the_routers_path_reaches_the_plain_paths_decisions(policy: Policy) -> None:
+    # decide_all works from remembered plans; decide() reads the rules afresh each time.
+    for store in consent_positions():
+        for event in odd_events():
+            for _ in range(2):  # a second time from the remembered plan
+                fast = policy.decide_all(event, store, NOW)
+                assert fast == policy.decide_all_plainly(event, store, NOW)
+                assert fast == [policy.decide(event, s.id, store, NOW) for s in policy.subscribers]
+                assert [d.as_dict() for d in fast] == [
+                    d.as_dict() for d in policy.decide_all_plainly(event, store, NOW)
+                ]
+
+
+def test_remembered_plans_stay_bounded_and_forgetting_one_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine, "_PLAN_CACHE_LIMIT", 3)
+    monkeypatch.setattr(engine, "_SHAPE_CACHE_LIMIT", 4)
+    policy = Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES)
+    # forty local authorities (forty plans), and four shapes of event, from four threads
+    events = [
+        make_event(la=f"E06{n:06d}", reason="CANNOT_BE_GIVEN" if n % 2 else None, **kw)
+        for n in range(40)
+        for kw in ({"justification": JUST}, {"justification": JUST, "break_glass": True})
+    ]
+    expected = [policy.decide_all_plainly(e, ConsentStore(), NOW) for e in events]
+    assert any(d.shared for ds in expected for d in ds)  # break-glass shares cross-area
+    failures: list[BaseException] = []
+
+    def route() -> None:
+        try:
+            for _ in range(3):
+                for event, want in zip(events, expected, strict=True):
+                    assert policy.decide_all(event, ConsentStore(), NOW) == want
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=route) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[0]
+    assert len(policy._plans) <= 3  # the router's memory does not grow with odd facts
+    assert len(policy._splits) <= 4 and len(policy._path_sets) <= 4
+
+
+def test_remembered_plans_give_the_same_decisions_as_a_cold_policy(policy: Policy) -> None:
     events = [
         make_event(category=c, risk=r, la=la, break_glass=bg, **OVERRIDE)
         for c in ("MISSING_EPISODE", "HEALTH_CONCERN", "EXPLOITATION")

@@ -46,21 +46,42 @@ puts into words):
    lets a rule written for emergencies (``break_glass: true``) match, e.g. to
    reach an out-of-area team. Every share of a break-glass event carries the
    obligation ``REVIEW_WITHIN_72H`` due at decision time + 72 hours.
+
+Two paths reach the same decisions. :meth:`Policy.decide` (and, for every
+subscriber, :meth:`Policy.decide_all_plainly`) is the plain reading of the steps
+above, one subscriber at a time. :meth:`Policy.decide_all`, the router's path,
+compiles them: which rule matches each subscriber, and every part of a decision
+that does not depend on the event itself (reason texts, need-to-know classes,
+obligations, the decision's fixed fields), follow from an event's *routing
+facts* alone (source agency, category, payload type, risk, break-glass, the
+child's local authority), which take few values; they are worked out once per
+set of facts (a *plan*) and reused. Per event what is left is the consent
+lookup, the few checks that read the event's sharing fields, and the split of
+the fields present, itself remembered per shape of event.
+``tests/test_policy_exhaustive.py`` checks that both paths agree on every input
+combination of the example policy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from broker.policy._check import Checked, Vocabulary, check
 from broker.policy._yaml import load_document
 from broker.policy.consent import NO_CONSENT, ConsentLookup, ConsentState, ConsentStatus
-from broker.policy.decision import DEFAULT_DENY, Decision, Obligation, make_decision
+from broker.policy.decision import (
+    DEFAULT_DENY,
+    Decision,
+    Obligation,
+    decision_fields,
+    from_fields,
+)
 from broker.policy.exceptions import PolicyError, Problem
 from broker.policy.model import Agency, Role, Rule, Subscriber
 from broker.policy.vocabulary import (
@@ -89,6 +110,13 @@ _STATUS_WORDS = {
     ConsentStatus.EXPIRED: "the consent has expired",
     ConsentStatus.GIVEN: "consent is given",
 }
+_REFUSALS = (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN)
+
+# Bounds of the engine's memories (oldest entry forgotten first). Events whose
+# routing facts or shapes take unusual values cost a plan each, never unbounded
+# memory; a plan is about 10 kB with ten subscribers.
+_PLAN_CACHE_LIMIT = 4096
+_SHAPE_CACHE_LIMIT = 16_384
 
 
 def canonical_form(data: Any) -> bytes:
@@ -118,10 +146,10 @@ def _default_vocabulary() -> Vocabulary:
     return Vocabulary(field_classes)
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
+class _Facts(NamedTuple):
     """What policy reads from one event, extracted once per event."""
 
+    routing: tuple[str, str, str | None, str, bool, str | None]  # the key of its plan
     event_id: str
     agency_id: str
     category: str
@@ -134,12 +162,14 @@ class _Facts:
     reason_raw: str | None
     justified: bool
     break_glass: bool
-    present: tuple[tuple[str, str], ...]  # (path, label) present non-null, sorted by path
-    present_paths: tuple[str, ...]
+    present: int  # bit set of the field paths holding a value (see Policy._paths)
 
 
 # The field paths as a tree: key -> (path, label if a leaf, subtree if not).
 _Tree = dict[str, tuple[str, str | None, "_Tree | None"]]
+# The same tree for the walk over an event, split at each node into its leaves
+# (key -> the bit of the leaf's path) and its inner nodes (key -> node).
+_Node = tuple[dict[str, int], dict[str, "_Node"]]
 
 
 def _build_tree(leaves: Mapping[str, str]) -> _Tree:
@@ -162,7 +192,48 @@ def _build_tree(leaves: Mapping[str, str]) -> _Tree:
     return root
 
 
-_MATCH_CACHE_LIMIT = 100_000
+def _bits_tree(tree: _Tree, bit_of: Mapping[str, int]) -> _Node:
+    leaves: dict[str, int] = {}
+    inner: dict[str, _Node] = {}
+    for key, (path, label, child) in tree.items():
+        if label is not None:
+            leaves[key] = bit_of[path]
+        elif child is not None:
+            inner[key] = _bits_tree(child, bit_of)
+    return leaves, inner
+
+
+def _present(value: Any, node: _Node) -> int:
+    """The bit set of the leaf fields under ``node`` that hold a value (not None).
+
+    A union value ``(record name, body)`` descends into the branch named by the
+    record's short name (a path segment); arrays add no segment (CONTRACTS.md,
+    "Field paths").
+    """
+    leaves, inner = node
+    present = 0
+    kind = type(value)
+    # (exact dicts, tuples and lists, what the codec decodes to, skip the slower ABC check)
+    if kind is dict or (kind is not tuple and kind is not list and isinstance(value, Mapping)):
+        for key, v in value.items():
+            if v is not None:
+                bit = leaves.get(key)
+                if bit is not None:
+                    present |= bit
+                else:
+                    child = inner.get(key)
+                    if child is not None:
+                        present |= _present(v, child)
+    elif isinstance(value, tuple):
+        if len(value) == 2 and isinstance(value[0], str) and value[1] is not None:
+            child = inner.get(value[0].rsplit(".", 1)[-1])
+            if child is not None:
+                present |= _present(value[1], child)
+    elif isinstance(value, list):
+        for v in value:
+            if v is not None:
+                present |= _present(v, node)
+    return present
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +252,34 @@ class _Target:
     override_rank: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """A share rule's step of a plan: what is fixed once the rule, the subscriber and
+    the event's routing facts are. The texts are the suffixes of the reasons
+    :meth:`Policy._apply` writes, after the consent position's words."""
+
+    sub_id: str
+    purpose: str
+    roles: tuple[str, ...]
+    classes: frozenset[str]
+    basis_without_consent: LawfulBasis
+    obligations: tuple[ObligationCode, ...]
+    given: str  # the start of the CONSENT_GIVEN reason, up to the record id
+    words: Mapping[ConsentStatus, str]  # the consent position, before its record id
+    no_override: str | None  # the rule does not permit sharing without consent
+    risk_too_low: str | None  # the event's risk is below the override threshold
+    shared_without: Mapping[NoConsentReason, str]
+    withhold: dict[str, Any]  # the fields of its withhold decisions, event's left blank
+    share: dict[str, Any]  # the fields of its share decisions, event's left blank
+
+
+# A plan step: the fields of a decision that needs nothing of the event but its
+# id, time and fields present (default deny, a withhold rule), or a share rule.
+_Step = dict[str, Any] | _Share
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
 class Policy:
     """A loaded, checked policy. Immutable; safe to share between threads."""
 
@@ -193,12 +292,20 @@ class Policy:
         self._vocab = vocabulary
         self.source = source
         self._leaves = dict(vocabulary.field_classes)
-        self._tree = _build_tree(self._leaves)
-        self._match_cache: dict[tuple[Any, ...], _Target | None] = {}
+        # A leaf's bit is its rank among the paths in sorted order, so a bit set
+        # lists its paths sorted (lowest bit first).
+        self._paths_in_order = tuple(sorted(self._leaves))
+        bit_of = {path: 1 << i for i, path in enumerate(self._paths_in_order)}
+        self._root = _bits_tree(_build_tree(self._leaves), bit_of)
         self._targets: dict[str, tuple[_Target, ...]] = {
             sid: tuple(self._compile(r, s) for r in checked.rules if sid in r.subscribers)
             for sid, s in checked.subscribers.items()
         }
+        # Memories of derived values (see the module docstring); guarded for writes only.
+        self._lock = threading.Lock()
+        self._plans: dict[tuple[Any, ...], tuple[_Step, ...]] = {}
+        self._path_sets: dict[int, tuple[str, ...]] = {}
+        self._splits: dict[tuple[int, frozenset[str]], tuple[tuple[str, ...], ...]] = {}
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -344,7 +451,10 @@ class Policy:
         consents: ConsentLookup | None,
         now_ms: int,
     ) -> Decision:
-        """The decision for one subscriber. Never raises for any event or subscriber."""
+        """The decision for one subscriber, the plain way (see the module docstring).
+
+        Never raises for any event or subscriber.
+        """
         sub = self._c.subscribers.get(subscriber_id)
         if sub is None:
             return self._withhold(
@@ -352,39 +462,91 @@ class Policy:
                 ReasonCode.UNKNOWN_SUBSCRIBER,
                 f"{subscriber_id!r} is not a registered subscriber of this policy;"
                 " nothing is shared with an unknown recipient.",
-                now_ms,
-                _event_id(event),
+                now_ms=now_ms,
+                event_id=_event_id(event),
             )
         facts = self._facts(event, now_ms)
         if isinstance(facts, Decision):
             return _retarget(facts, subscriber_id)
-        return self._decide(facts, sub, consents, now_ms, {})
+        return self._decide(facts, sub, consents, now_ms)
+
+    def decide_all_plainly(
+        self, event: Mapping[str, Any], consents: ConsentLookup | None, now_ms: int
+    ) -> list[Decision]:
+        """What :meth:`decide_all` returns, reached by :meth:`decide`'s plain path.
+
+        The reference the compiled path is tested and measured against (the
+        event's facts are read once, as there).
+        """
+        facts = self._facts(event, now_ms)
+        if isinstance(facts, Decision):
+            return [_retarget(facts, s) for s in self._c.subscribers]
+        return [self._decide(facts, sub, consents, now_ms) for sub in self._c.subscribers.values()]
 
     def decide_all(
         self, event: Mapping[str, Any], consents: ConsentLookup | None, now_ms: int
     ) -> list[Decision]:
-        """One decision per registered subscriber, in registry order."""
-        facts = self._facts(event, now_ms)
-        if isinstance(facts, Decision):
-            return [_retarget(facts, s) for s in self._c.subscribers]
-        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        return [
-            self._decide(facts, sub, consents, now_ms, cache)
-            for sub in self._c.subscribers.values()
-        ]
+        """One decision per registered subscriber, in registry order (the router's path).
+
+        The same decisions as :meth:`decide` for each subscriber, from the plan
+        of the event's routing facts (see the module docstring).
+        """
+        f = self._facts(event, now_ms)
+        if isinstance(f, Decision):
+            return [_retarget(f, s) for s in self._c.subscribers]
+        key = f.routing
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(f)
+            self._remember(self._plans, key, plan, _PLAN_CACHE_LIMIT)
+        paths = self._paths(f.present)
+        event_id = f.event_id
+        found: dict[tuple[str, str], ConsentState] = {}  # consent lookups, per purpose and role
+        out: list[Decision] = []
+        for step in plan:
+            if isinstance(step, dict):
+                fields = step.copy()
+                fields["event_id"] = event_id
+                fields["now_ms"] = now_ms
+                fields["fields_redacted"] = paths
+                out.append(from_fields(fields))
+            else:
+                out.append(self._share(step, f, consents, now_ms, paths, found))
+        return out
 
     def _withhold(
-        self, sub: str, code: ReasonCode, text: str, now_ms: int, event_id: str | None
+        self,
+        subscriber: str,
+        code: ReasonCode,
+        text: str,
+        *,
+        now_ms: int,
+        event_id: str | None,
+        rule: Rule | None = None,
+        fields_redacted: tuple[str, ...] = (),
+        consent: ConsentState | None = None,
+        break_glass: bool = False,
     ) -> Decision:
-        return make_decision(
-            subscriber=sub,
-            outcome=Outcome.WITHHOLD,
-            rule_id=DEFAULT_DENY,
-            reason_code=code,
-            reason=text,
-            policy_digest=self._digest,
-            now_ms=now_ms,
-            event_id=event_id,
+        """A decision to withhold, by ``rule`` (None: before any rule, or by default deny).
+
+        The one place a withhold is made: the compiled path keeps such decisions
+        as templates (:meth:`_template`) and fills in the event's fields.
+        """
+        return from_fields(
+            decision_fields(
+                subscriber=subscriber,
+                outcome=Outcome.WITHHOLD,
+                rule_id=DEFAULT_DENY if rule is None else rule.id,
+                reason_code=code,
+                reason=text,
+                policy_digest=self._digest,
+                now_ms=now_ms,
+                event_id=event_id,
+                fields_redacted=fields_redacted,
+                consent=consent,
+                break_glass=break_glass,
+                purpose=None if rule is None else rule.purpose,
+            )
         )
 
     def _facts(self, event: Mapping[str, Any], now_ms: int) -> _Facts | Decision:
@@ -409,8 +571,8 @@ class Policy:
                 "",
                 ReasonCode.MALFORMED_EVENT,
                 f"the event lacks the facts policy needs ({exc}); nothing is shared.",
-                now_ms,
-                event_id,
+                now_ms=now_ms,
+                event_id=event_id,
             )
         if agency_id not in self._c.agencies:
             return self._withhold(
@@ -418,129 +580,74 @@ class Policy:
                 ReasonCode.UNKNOWN_AGENCY,
                 f"the source agency {agency_id!r} is not registered in this policy;"
                 " nothing it sends is shared.",
-                now_ms,
-                event_id,
+                now_ms=now_ms,
+                event_id=event_id,
             )
         payload_type = None
         if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[0], str):
             payload_type = payload[0].rsplit(".", 1)[-1]
-        present = self._present(event)
-        reason_raw = sharing.get("no_consent_reason") if isinstance(sharing, Mapping) else None
-        justification = sharing.get("justification") if isinstance(sharing, Mapping) else None
+        if type(sharing) is dict or isinstance(sharing, Mapping):
+            reason_raw = sharing.get("no_consent_reason")
+            justification = sharing.get("justification")
+            break_glass = sharing.get("break_glass") is True
+        else:
+            reason_raw = justification = None
+            break_glass = False
+        if reason_raw is not None:
+            reason_raw = str(reason_raw)
+        risk = str(risk)
+        if not isinstance(local_authority, str):
+            local_authority = None
         return _Facts(
-            event_id=event_id or "",
-            agency_id=agency_id,
-            category=category,
-            payload_type=payload_type,
-            risk=str(risk),
-            risk_rank=RISK_RANK[str(risk)],
-            subject=pseudonym if isinstance(pseudonym, str) and pseudonym else None,
-            local_authority=local_authority if isinstance(local_authority, str) else None,
-            reason=_REASONS.get(str(reason_raw)) if reason_raw is not None else None,
-            reason_raw=str(reason_raw) if reason_raw is not None else None,
-            justified=isinstance(justification, str) and bool(justification.strip()),
-            break_glass=(isinstance(sharing, Mapping) and sharing.get("break_glass") is True),
-            present=present,
-            present_paths=tuple(p for p, _ in present),
+            (agency_id, category, payload_type, risk, break_glass, local_authority),
+            event_id or "",
+            agency_id,
+            category,
+            payload_type,
+            risk,
+            RISK_RANK[risk],
+            pseudonym if isinstance(pseudonym, str) and pseudonym else None,
+            local_authority,
+            _REASONS.get(reason_raw) if reason_raw is not None else None,
+            reason_raw,
+            isinstance(justification, str) and bool(justification.strip()),
+            break_glass,
+            _present(event, self._root),
         )
 
-    def _present(self, event: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-        """(path, data class) of every leaf field holding a value, walked along the field tree."""
-        out: dict[str, str] = {}
-
-        def visit(value: Any, node: _Tree) -> None:
-            if isinstance(value, Mapping):
-                for key, v in value.items():
-                    entry = node.get(key)
-                    if entry is None or v is None:
-                        continue
-                    path, label, child = entry
-                    if label is not None:
-                        out[path] = label
-                    elif child is not None:
-                        visit(v, child)
-            elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-                entry = node.get(value[0].rsplit(".", 1)[-1])  # union branch: a path segment
-                if entry is not None and entry[2] is not None and value[1] is not None:
-                    visit(value[1], entry[2])
-            elif isinstance(value, list):  # arrays add no segment
-                for v in value:
-                    if v is not None:
-                        visit(v, node)
-
-        visit(event, self._tree)
-        return tuple(sorted(out.items()))
-
-    def _split(
-        self,
-        facts: _Facts,
-        classes: frozenset[str],
-        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        got = cache.get(classes)
+    def _paths(self, bits: int) -> tuple[str, ...]:
+        """The field paths of a bit set, sorted (remembered: events come in few shapes)."""
+        got = self._path_sets.get(bits)
         if got is None:
-            shared: list[str] = []
-            redacted: list[str] = []
-            for path, label in facts.present:
-                (shared if label in classes else redacted).append(path)
-            got = cache[classes] = (tuple(shared), tuple(redacted))
+            names = self._paths_in_order
+            found: list[str] = []
+            rest = bits
+            while rest:
+                low = rest & -rest
+                found.append(names[low.bit_length() - 1])
+                rest ^= low
+            got = tuple(found)
+            self._remember(self._path_sets, bits, got, _SHAPE_CACHE_LIMIT)
         return got
 
-    def _decide(
-        self,
-        f: _Facts,
-        sub: Subscriber,
-        consents: ConsentLookup | None,
-        now_ms: int,
-        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
-    ) -> Decision:
-        in_area = f.local_authority is not None and f.local_authority in sub.local_authorities
-        # Which rule applies depends only on these facts, and they take few values:
-        # remember the answer (first match wins, so the answer is the first target).
-        key = (
-            sub.id,
-            f.agency_id,
-            f.category,
-            f.payload_type,
-            f.risk_rank,
-            f.break_glass,
-            in_area,
-        )
-        try:
-            target = self._match_cache[key]
-        except KeyError:
-            target = self._match(f, sub, in_area)
-            if len(self._match_cache) >= _MATCH_CACHE_LIMIT:
-                self._match_cache.clear()
-            self._match_cache[key] = target
-        if target is not None:
-            return self._apply(target, f, sub, consents, now_ms, cache)
-        if not in_area:
-            code = ReasonCode.OUT_OF_AREA
-            text = (
-                f"{sub.id} serves {_words(sorted(sub.local_authorities))}, not the child's local"
-                f" authority ({f.local_authority or 'unknown'}), and no rule permits a"
-                " cross-area share of this event."
-            )
-        else:
-            code = ReasonCode.NO_MATCHING_RULE
-            text = (
-                f"no rule permits sharing this {f.category} event"
-                f"{' (' + f.payload_type + ')' if f.payload_type else ''} from {f.agency_id}"
-                f" with {sub.id}; policy withholds by default."
-            )
-        return make_decision(
-            subscriber=sub.id,
-            outcome=Outcome.WITHHOLD,
-            rule_id=DEFAULT_DENY,
-            reason_code=code,
-            reason=text,
-            policy_digest=self._digest,
-            now_ms=now_ms,
-            event_id=f.event_id,
-            fields_redacted=f.present_paths,
-            break_glass=f.break_glass,
-        )
+    def _split(self, present: int, classes: frozenset[str]) -> tuple[tuple[str, ...], ...]:
+        """The present fields' paths in ``classes`` (shared) and not (redacted), each sorted."""
+        got = self._splits.get((present, classes))
+        if got is None:
+            bits = 0
+            for i, path in enumerate(self._paths_in_order):
+                if self._leaves[path] in classes:
+                    bits |= 1 << i
+            got = self._paths(present & bits), self._paths(present & ~bits)
+            self._remember(self._splits, (present, classes), got, _SHAPE_CACHE_LIMIT)
+        return got
+
+    def _remember(self, memory: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
+        """Remember a derived value, forgetting the oldest one when full (readers need no lock)."""
+        with self._lock:
+            if len(memory) >= limit:
+                memory.pop(next(iter(memory)), None)
+            memory[key] = value
 
     def _match(self, f: _Facts, sub: Subscriber, in_area: bool) -> _Target | None:
         """The first rule (precompiled for ``sub``) whose conditions the event meets."""
@@ -556,6 +663,39 @@ class Policy:
                 return t
         return None
 
+    def _default_deny(self, f: _Facts, sub: Subscriber, in_area: bool) -> tuple[ReasonCode, str]:
+        """Why no rule matched: the reason code and text of a default deny."""
+        if not in_area:
+            return ReasonCode.OUT_OF_AREA, (
+                f"{sub.id} serves {_words(sorted(sub.local_authorities))}, not the child's local"
+                f" authority ({f.local_authority or 'unknown'}), and no rule permits a"
+                " cross-area share of this event."
+            )
+        return ReasonCode.NO_MATCHING_RULE, (
+            f"no rule permits sharing this {f.category} event"
+            f"{' (' + f.payload_type + ')' if f.payload_type else ''} from {f.agency_id}"
+            f" with {sub.id}; policy withholds by default."
+        )
+
+    # -- the plain path: the steps of the module docstring, as written ------------
+    def _decide(
+        self, f: _Facts, sub: Subscriber, consents: ConsentLookup | None, now_ms: int
+    ) -> Decision:
+        in_area = f.local_authority is not None and f.local_authority in sub.local_authorities
+        target = self._match(f, sub, in_area)
+        if target is not None:
+            return self._apply(target, f, sub, consents, now_ms)
+        code, text = self._default_deny(f, sub, in_area)
+        return self._withhold(
+            sub.id,
+            code,
+            text,
+            now_ms=now_ms,
+            event_id=f.event_id,
+            fields_redacted=self._paths(f.present),
+            break_glass=f.break_glass,
+        )
+
     def _apply(
         self,
         t: _Target,
@@ -563,24 +703,21 @@ class Policy:
         sub: Subscriber,
         consents: ConsentLookup | None,
         now_ms: int,
-        cache: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]],
     ) -> Decision:
         rule = t.rule
+        present = self._paths(f.present)
 
         def withhold(code: ReasonCode, text: str, consent: ConsentState | None = None) -> Decision:
-            return make_decision(
-                subscriber=sub.id,
-                outcome=Outcome.WITHHOLD,
-                rule_id=rule.id,
-                reason_code=code,
-                reason=text,
-                policy_digest=self._digest,
+            return self._withhold(
+                sub.id,
+                code,
+                text,
                 now_ms=now_ms,
                 event_id=f.event_id,
-                fields_redacted=f.present_paths,
+                rule=rule,
+                fields_redacted=present,
                 consent=consent,
                 break_glass=f.break_glass,
-                purpose=rule.purpose,
             )
 
         if not rule.shares:
@@ -649,7 +786,7 @@ class Policy:
                     state,
                 )
             if (
-                state.status in (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN)
+                state.status in _REFUSALS
                 and f.reason is not NoConsentReason.WOULD_PREJUDICE_PROTECTION
             ):
                 return withhold(
@@ -680,27 +817,214 @@ class Policy:
             if f.break_glass:
                 codes.add(ObligationCode.REVIEW_WITHIN_72H)
             obligations = tuple(Obligation(c, now_ms + c.due_after_ms) for c in sorted(codes))
-        shared, redacted = self._split(f, classes, cache)
-        return make_decision(
-            subscriber=sub.id,
-            outcome=Outcome.SHARE,
-            rule_id=rule.id,
-            reason_code=code,
-            reason=text,
-            policy_digest=self._digest,
-            now_ms=now_ms,
-            event_id=f.event_id,
-            lawful_basis=basis,
-            data_classes_shared=classes,
-            fields_shared=shared,
-            fields_redacted=redacted,
-            obligations=obligations,
-            consent_ref=consent_ref,
-            consent=state,
-            no_consent_reason=no_consent_reason,
-            break_glass=f.break_glass,
-            purpose=purpose,
+        shared = tuple(p for p in present if self._leaves[p] in classes)
+        redacted = tuple(p for p in present if self._leaves[p] not in classes)
+        return from_fields(
+            decision_fields(
+                subscriber=sub.id,
+                outcome=Outcome.SHARE,
+                rule_id=rule.id,
+                reason_code=code,
+                reason=text,
+                policy_digest=self._digest,
+                now_ms=now_ms,
+                event_id=f.event_id,
+                lawful_basis=basis,
+                data_classes_shared=classes,
+                fields_shared=shared,
+                fields_redacted=redacted,
+                obligations=obligations,
+                consent_ref=consent_ref,
+                consent=state,
+                no_consent_reason=no_consent_reason,
+                break_glass=f.break_glass,
+                purpose=purpose,
+            )
         )
+
+    # -- the compiled path: plans ------------------------------------------------
+    def _plan(self, f: _Facts) -> tuple[_Step, ...]:
+        """Every subscriber's step for events with ``f``'s routing facts, in registry order."""
+        steps: list[_Step] = []
+        for sub in self._c.subscribers.values():
+            in_area = f.local_authority is not None and f.local_authority in sub.local_authorities
+            t = self._match(f, sub, in_area)
+            if t is None:
+                code, text = self._default_deny(f, sub, in_area)
+                steps.append(self._template(sub.id, code, text, None, f.break_glass))
+            elif not t.rule.shares:
+                code, text = ReasonCode.RULE_WITHHOLD, t.rule.reason
+                steps.append(self._template(sub.id, code, text, t.rule, f.break_glass))
+            else:
+                steps.append(self._share_step(t, f, sub))
+        return tuple(steps)
+
+    def _template(
+        self, sub_id: str, code: ReasonCode, text: str, rule: Rule | None, break_glass: bool
+    ) -> dict[str, Any]:
+        """The fields of a withhold decision, with the event's (id, time, fields) left blank."""
+        return vars(
+            self._withhold(
+                sub_id, code, text, now_ms=0, event_id=None, rule=rule, break_glass=break_glass
+            )
+        )
+
+    def _share_step(self, t: _Target, f: _Facts, sub: Subscriber) -> _Share:
+        rule = t.rule
+        purpose = rule.purpose
+        assert purpose is not None  # the checker guarantees a purpose on share rules
+        codes = set(rule.obligations)
+        if f.break_glass:
+            codes.add(ObligationCode.REVIEW_WITHIN_72H)
+        no_override = risk_too_low = None
+        shared_without: dict[NoConsentReason, str] = {}
+        if t.override_rank is None:
+            no_override = f", and rule {rule.id!r} does not permit sharing without consent."
+        else:
+            threshold = RISK_LEVELS[t.override_rank]
+            if f.risk_rank < t.override_rank:
+                risk_too_low = (
+                    f"; sharing without consent needs risk {threshold} or above under rule"
+                    f" {rule.id!r}, and this event is {f.risk}."
+                )
+            shared_without = {
+                r: f"; shared without consent to protect the child: risk {f.risk} is at or"
+                f" above {threshold}, the source agency gave the reason {r} ({r.text}) and a"
+                " written justification."
+                for r in NoConsentReason
+            }
+        return _Share(
+            sub_id=sub.id,
+            purpose=purpose,
+            roles=t.roles,
+            classes=t.classes,
+            basis_without_consent=(
+                LawfulBasis.LAW_ENFORCEMENT_SAFEGUARDING
+                if sub.law_enforcement
+                else LawfulBasis.SAFEGUARDING
+            ),
+            obligations=tuple(sorted(codes)),
+            given=f"consent for purpose {purpose!r} is given (record ",
+            words={s: f"{w} for purpose {purpose!r}" for s, w in _STATUS_WORDS.items()},
+            no_override=no_override,
+            risk_too_low=risk_too_low,
+            shared_without=shared_without,
+            withhold=self._template(sub.id, ReasonCode.RULE_WITHHOLD, "", rule, f.break_glass),
+            share=decision_fields(
+                subscriber=sub.id,
+                outcome=Outcome.SHARE,
+                rule_id=rule.id,
+                reason_code=ReasonCode.CONSENT_GIVEN,
+                reason="",
+                policy_digest=self._digest,
+                now_ms=0,
+                break_glass=f.break_glass,
+                purpose=purpose,
+            ),
+        )
+
+    def _share(
+        self,
+        s: _Share,
+        f: _Facts,
+        consents: ConsentLookup | None,
+        now_ms: int,
+        present: tuple[str, ...],
+        found: dict[tuple[str, str], ConsentState],
+    ) -> Decision:
+        """:meth:`_apply` for a share rule, with what the plan fixed already worked out."""
+        state = NO_CONSENT
+        subject = f.subject
+        if consents is not None and subject is not None:
+            purpose = s.purpose
+            for role in s.roles:
+                got = found.get((purpose, role))
+                if got is None:
+                    got = found[(purpose, role)] = consents.lookup(subject, purpose, role, now_ms)
+                if got.status is ConsentStatus.GIVEN:
+                    state = got
+                    break
+                if got.status is not ConsentStatus.NONE and state.status is ConsentStatus.NONE:
+                    state = got
+
+        status = state.status
+        record_id = state.record_id
+        if status is ConsentStatus.GIVEN:
+            scope = state.data_classes
+            if scope:
+                classes = s.classes & (scope | _ALWAYS)
+                text = f"{s.given}{record_id}) and covers {_words(sorted(scope))}."
+            else:
+                classes = s.classes
+                text = f"{s.given}{record_id})."
+            code = ReasonCode.CONSENT_GIVEN
+            basis = LawfulBasis.CONSENT
+            consent_ref = record_id
+            no_consent_reason = None
+        else:
+            words = s.words[status]
+            if record_id:
+                words = f"{words} (record {record_id})"
+            reason = f.reason
+            refusal: tuple[ReasonCode, str] | None = None
+            if s.no_override is not None:
+                refusal = _STATUS_CODE[status], words + s.no_override
+            elif s.risk_too_low is not None:
+                refusal = ReasonCode.OVERRIDE_RISK_TOO_LOW, words + s.risk_too_low
+            elif reason is None:
+                gave = f" (it gave {f.reason_raw!r}, which is not one)" if f.reason_raw else ""
+                refusal = (
+                    ReasonCode.OVERRIDE_NO_REASON,
+                    f"{words}; sharing without consent needs one of the reasons"
+                    f" {_REASON_WORDS} from the source agency{gave}.",
+                )
+            elif not f.justified:
+                refusal = (
+                    ReasonCode.OVERRIDE_NO_JUSTIFICATION,
+                    f"{words}; sharing without consent needs a written justification from the"
+                    " source agency, and the event carries none.",
+                )
+            elif status in _REFUSALS and reason is not NoConsentReason.WOULD_PREJUDICE_PROTECTION:
+                refusal = (
+                    ReasonCode.OVERRIDE_REASON_CONTRADICTED,
+                    f"{words}; the reason {reason} is contradicted by that record (consent"
+                    " could be and was sought), so only WOULD_PREJUDICE_PROTECTION can override"
+                    " the decision of the child or family.",
+                )
+            if refusal is not None:
+                fields = s.withhold.copy()
+                fields["reason_code"], fields["reason"] = refusal
+                fields["now_ms"] = now_ms
+                fields["event_id"] = f.event_id
+                fields["fields_redacted"] = present
+                fields["consent"] = state
+                return from_fields(fields)
+            assert reason is not None
+            classes = s.classes
+            code = ReasonCode.SHARED_WITHOUT_CONSENT
+            text = words + s.shared_without[reason]
+            basis = s.basis_without_consent
+            consent_ref = None
+            no_consent_reason = str(reason)
+
+        shared, redacted = self._split(f.present, classes)
+        obligations: tuple[Obligation, ...] = ()
+        if s.obligations:
+            obligations = tuple(Obligation(c, now_ms + c.due_after_ms) for c in s.obligations)
+        fields = s.share.copy()
+        fields["reason_code"] = code
+        fields["reason"] = text
+        fields["now_ms"] = now_ms
+        fields["event_id"] = f.event_id
+        fields["lawful_basis"] = basis
+        fields["data_classes_shared"] = classes
+        fields["fields_shared"] = shared
+        fields["fields_redacted"] = redacted
+        fields["obligations"] = obligations
+        fields["consent_ref"] = consent_ref
+        fields["consent"] = state
+        fields["no_consent_reason"] = no_consent_reason
+        return from_fields(fields)
 
 
 def _event_id(event: Any) -> str | None:
@@ -712,7 +1036,7 @@ def _event_id(event: Any) -> str | None:
 
 
 def _retarget(template: Decision, subscriber_id: str) -> Decision:
-    return replace(template, subscriber=subscriber_id)
+    return from_fields({**vars(template), "subscriber": subscriber_id})
 
 
 def _words(items: Sequence[str], conjunction: str = "and") -> str:
@@ -721,3 +1045,6 @@ def _words(items: Sequence[str], conjunction: str = "and") -> str:
     if len(items) == 1:
         return items[0]
     return ", ".join(items[:-1]) + f" {conjunction} " + items[-1]
+
+
+_REASON_WORDS = _words(sorted(_REASONS), "or")
