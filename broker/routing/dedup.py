@@ -24,7 +24,9 @@ for 1,000,000 UUIDs in the default capacity, ~19.5 once full (2,000,000 ids:
 39 MB), against ~140 for the ``OrderedDict``; a process's RSS grows 27 MB for
 1,000,000 ids (the ``OrderedDict``: 172 MB) and ~59 MB up to the full 2,000,000
 (the allocator's share: buckets are reallocated as they grow). From then on
-every add evicts the oldest id and the RSS stays flat.
+every add evicts the oldest id and the RSS stays flat. A few ids in a large
+capacity cost more each (100,000 in the default: ~40 bytes), as a bucket's
+~50-byte header is shared by fewer ids.
 
 The insertion log is what keeps the semantics exact: a new id is appended at
 the end of its bucket and of the log, so the log's first entry names the bucket
