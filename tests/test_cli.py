@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,37 @@ def test_route_keeps_going_past_garbage(
     routed = run_router(kafka_bootstrap, s)
     assert sorted(r.quarantined or "" for r in routed) == ["", "UNDECODABLE"]
     assert len(read_all(kafka_bootstrap, topics.feed("torbay-mash"))) == 1
+
+
+def test_a_fenced_router_exits_with_status_3_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The fencing itself is proven on a real broker in test_router_service; here:
+    # what the command tells a supervisor when its service reports being fenced.
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    import broker.routing.app as app  # noqa: PLC0415
+    from broker.cli.main import _register, cli  # noqa: PLC0415
+    from broker.routing.service import RouterStats  # noqa: PLC0415
+
+    class Fenced:
+        metrics_port = 0
+
+        def stop(self) -> None:
+            pass
+
+        def run(self, **_: object) -> RouterStats:
+            return RouterStats(consumed=4, transactions=1, fenced=True)
+
+    _register()
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # not in the test process
+    monkeypatch.setattr(app, "build_service", lambda *a, **k: Fenced())
+    monkeypatch.setattr(app, "settle_memory", lambda: None)
+    monkeypatch.setenv("SAFESHARE_HOME", str(tmp_path))
+    monkeypatch.setenv("SAFESHARE_BOOTSTRAP", "127.0.0.1:9")
+    for args in (["route", "--idle", "1"], ["serve", "--metrics-port", "0"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 3, (args, result.output)
+        assert "fenced by another process" in result.output
+    summary = CliRunner().invoke(cli, ["route", "--idle", "1"]).output.splitlines()[0]
+    assert json.loads(summary)["fenced"] is True

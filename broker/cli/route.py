@@ -34,12 +34,13 @@ def route(instance: str | None, idle: float, bootstrap: str | None) -> None:
     committed in one Kafka transaction. Prints a JSON summary at the end.
     """
     from broker.clock import SystemClock  # noqa: PLC0415
-    from broker.routing.app import build_service  # noqa: PLC0415
+    from broker.routing.app import build_service, settle_memory  # noqa: PLC0415
 
     s = settings()
     service = build_service(
         s, resolve_bootstrap(bootstrap), clock=SystemClock(), instance_id=_instance_id(instance)
     )
+    settle_memory()
     _stop_on_signals(service.stop)
     stats = service.run(idle_exit_s=idle or None)
     click.echo(
@@ -51,9 +52,12 @@ def route(instance: str | None, idle: float, bootstrap: str | None) -> None:
                 "quarantined": stats.quarantined,
                 "duplicates": stats.duplicates,
                 "transactions": stats.transactions,
+                "fenced": stats.fenced,
             }
         )
     )
+    if stats.fenced:
+        _exit_fenced()
 
 
 @click.command()
@@ -72,7 +76,7 @@ def serve(
 ) -> None:
     """Run the router as a long-lived service with /metrics and /healthz."""
     from broker.clock import SystemClock  # noqa: PLC0415
-    from broker.routing.app import build_service  # noqa: PLC0415
+    from broker.routing.app import build_service, settle_memory  # noqa: PLC0415
 
     s = settings()
     service = build_service(
@@ -83,9 +87,26 @@ def serve(
         metrics_host=metrics_host,
         metrics_port=metrics_port,
     )
+    settle_memory()
     _stop_on_signals(service.stop)
     click.echo(f"serving metrics on http://{metrics_host}:{service.metrics_port}/metrics", err=True)
-    service.run()
+    if service.run().fenced:
+        _exit_fenced()
+
+
+#: Exit status of a router that stopped because another process took over its
+#: transactional id: a supervisor must not simply restart it with the same id
+#: (the two would fence each other in turn), someone should look.
+EXIT_FENCED = 3
+
+
+def _exit_fenced() -> None:
+    click.echo(
+        "router stopped: fenced by another process using the same instance id "
+        "(--instance); nothing more was written by this one",
+        err=True,
+    )
+    raise SystemExit(EXIT_FENCED)
 
 
 def _stop_on_signals(stop: object) -> None:

@@ -6,6 +6,7 @@ cannot be read or created, stops the router before it consumes anything.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -75,6 +76,23 @@ def audit_encoder(leaves: Sequence[Mapping[str, Any]]) -> list[bytes]:
     if batch:
         out.append(encode_batch(batch))
     return out
+
+
+def settle_memory() -> None:
+    """Garbage-collector settings for a process whose main job is routing.
+
+    Call once the router is built. What exists by then (schemas, policy,
+    compiled writers, Kafka clients) lives as long as the process, so it is
+    moved out of the collector's sight (``gc.freeze``); and the youngest
+    generation is collected every 10,000 allocations instead of 700, as a
+    batch allocates hundreds of thousands of short-lived containers, nearly all
+    freed by reference counting alone. Measured: the collector took ~6% of the
+    router's time with the defaults (gen2 passes over everything built at start).
+    Reference cycles are still collected, only in larger steps.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def build_core(
