@@ -82,7 +82,7 @@ from broker.kafka.clients import (  # noqa: E402
 )
 from broker.policy import ConsentStore, Policy  # noqa: E402
 from broker.policy.exceptions import PolicyError  # noqa: E402
-from broker.routing.app import audit_encoder, build_core, build_service  # noqa: E402
+from broker.routing.app import audit_encoder, build_core, build_service, settle_memory  # noqa: E402
 from broker.routing.core import Inbound, Routed  # noqa: E402
 from broker.routing.service import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
 from broker.topics import Topics  # noqa: E402
@@ -459,6 +459,7 @@ def router_in_process(env: Env, n: int) -> tuple[float, Any]:
         core=build_core(env.settings, clock=clock, codec=Codec.default()),
         on_batch=on_batch,
     )
+    settle_memory()  # as `safeshare route` does
     stats = service.run(max_events=n, idle_exit_s=60)
     return line.rate(), stats
 
