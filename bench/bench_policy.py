@@ -10,7 +10,15 @@ Figures (single thread, so "per core"):
   decision per subscriber per event), over the example events with a consent
   store of 10 000 children;
 - ``policy_decide_median_us``: median time of one ``decide(event, subscriber)``
-  call, in microseconds (includes reading the event's facts each call);
+  call, in microseconds (the plain path; includes reading the event's facts
+  each call);
+- ``policy_event_us`` and ``policy_event_plain_us``: microseconds per event
+  (all subscribers) through ``decide_all`` (the router's path, from remembered
+  plans) and through ``decide_all_plainly`` (the same decisions by the plain
+  path, the reference), measured in alternation so that the machine's load
+  weighs on both alike; best round of each;
+- ``policy_plain_vs_decide_all``: the median over rounds of plain time /
+  ``decide_all`` time (how many times fewer microseconds the router's path takes);
 - ``baseline_copies_per_s``: the same loop doing nothing but a shallow
   ``dict(event)`` per subscriber, the floor any per-subscriber work stands on;
 - ``policy_vs_baseline``: how many times slower a decision is than that copy.
@@ -60,6 +68,26 @@ def rate(fn: Callable[[], int], seconds: float) -> float:
     return best
 
 
+def paired(
+    a: Callable[[], int], b: Callable[[], int], seconds: float
+) -> tuple[list[float], list[float]]:
+    """Microseconds per item of ``a`` and of ``b``, run in alternation, one figure per round.
+
+    On a shared machine the load changes from one second to the next; taking
+    the two in turn, round after round, lets a ratio of paired rounds compare
+    like with like.
+    """
+    times_a: list[float] = []
+    times_b: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times_a) < 5:
+        for fn, out in ((a, times_a), (b, times_b)):
+            start = time.perf_counter()
+            done = fn()
+            out.append((time.perf_counter() - start) / done * 1e6)
+    return times_a, times_b
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
@@ -89,6 +117,11 @@ def main() -> None:
             policy.decide_all(event, store, NOW)
         return len(events) * n_subs
 
+    def run_plain() -> int:
+        for event in events:
+            policy.decide_all_plainly(event, store, NOW)
+        return len(events) * n_subs
+
     def run_baseline() -> int:
         for event in events:
             for _ in subscribers:
@@ -103,6 +136,7 @@ def main() -> None:
                 policy.decide(event, sid, store, NOW)
                 samples.append(time.perf_counter_ns() - t0)
 
+    plain_us, fast_us = paired(run_plain, run_policy, args.seconds)
     decisions = rate(run_policy, args.seconds)
     copies = rate(run_baseline, args.seconds)
     print(
@@ -123,6 +157,14 @@ def main() -> None:
         "policy_events_per_s",
         decisions / n_subs,
         "1/s",
+    )
+    bench("us per event, decide_all", "policy_event_us", min(fast_us) * n_subs, "us")
+    bench("us per event, plain path", "policy_event_plain_us", min(plain_us) * n_subs, "us")
+    bench(
+        "plain path / decide_all (median of rounds)",
+        "policy_plain_vs_decide_all",
+        statistics.median(p / f for p, f in zip(plain_us, fast_us, strict=True)),
+        "x",
     )
 
 
