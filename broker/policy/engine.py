@@ -258,7 +258,6 @@ class _Share:
     the event's routing facts are. The texts are the suffixes of the reasons
     :meth:`Policy._apply` writes, after the consent position's words."""
 
-    sub_id: str
     purpose: str
     roles: tuple[str, ...]
     classes: frozenset[str]
@@ -894,7 +893,6 @@ class Policy:
                 for r in NoConsentReason
             }
         return _Share(
-            sub_id=sub.id,
             purpose=purpose,
             roles=t.roles,
             classes=t.classes,
