@@ -1,7 +1,9 @@
 """``make bench``: run every ``bench/bench_*.py`` that has a ``main()`` and print its figures.
 
 Benchmarks print figures (and one ``BENCH {json}`` line per figure); they never
-pass or fail on time. Run one alone with ``python -m bench NAME`` (e.g. ``policy``).
+pass or fail on time. Run one alone with ``python -m bench NAME`` (e.g. ``policy``);
+options after the names go to each benchmark run, e.g.
+``python -m bench router --only core --profile``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
     names = sorted(p.stem for p in here.glob("bench_*.py"))
-    if argv:
-        names = [n for n in names if any(a in n for a in argv)]
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    wanted, options = argv[:split], argv[split:]
+    if wanted:
+        names = [n for n in names if any(a in n for a in wanted)]
     failed = []
     for name in names:
         module = importlib.import_module(f"bench.{name}")
@@ -27,10 +31,11 @@ def main(argv: list[str]) -> int:
             continue
         print(f"\n===== {name} =====", flush=True)
         started = time.perf_counter()
-        saved, sys.argv = sys.argv, [f"bench/{name}.py"]  # each bench parses its own options
+        # each bench parses its own options
+        saved, sys.argv = sys.argv, [f"bench/{name}.py", *options]
         try:
             if inspect.signature(run).parameters:
-                run([])
+                run(options)
             else:
                 run()
         except Exception:  # noqa: BLE001 - report and go on with the other benchmarks
