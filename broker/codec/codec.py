@@ -14,7 +14,9 @@ refused, never guessed at (fail closed).
 
 The hot paths (:meth:`Codec.encode`, :meth:`Codec.decode`, :meth:`Codec.redact`)
 use fastavro's schemaless writer and reader with schemas parsed once, and
-validators and redaction plans compiled once per schema.
+validators and redaction plans compiled once per schema; :meth:`Codec.decode`
+reads a body written with the current schema through a reader generated for
+that schema (``_read.py``), handing fastavro whatever that reader declines.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
-from broker.codec import _json, _schema, _validate, _write
+from broker.codec import _json, _read, _schema, _validate, _write
 from broker.codec._fingerprint import HEADER_SIZE, MAGIC, crc64_avro, header
 from broker.codec._redact import Allowed, RedactionPlan
 from broker.codec._schema import (
@@ -217,6 +219,7 @@ class Codec:
         self._plans: dict[str, RedactionPlan] = {}
         self._leaves: dict[str, dict[str, str]] = {}
         self._fast: dict[tuple[str, bool], _write.WriteFn] = {}
+        self._readers: dict[str, _read.ReadFn | None] = {}
 
     # -- construction ------------------------------------------------------------------
 
@@ -343,11 +346,57 @@ class Codec:
         ``event_id`` that is not a UUID). Work is bounded by ``max_message_bytes``:
         a length or count that lies runs into the end of the buffer, and no array
         item type can be zero bytes wide (a schema rule), so no count loops for long.
+
+        A body written with the current schema is read by the generated reader,
+        which returns what fastavro would; bytes it declines (anything invalid, or
+        an encoding no writer produces) are read by fastavro, whose verdict and
+        message stand — so what is returned and what is refused are fastavro's.
         """
         reader = self._entry(schema)
         writer = self._writer(data)
         if writer.name != reader.name:
             raise DecodingError(f"message holds a {writer.name}, not a {reader.name}")
+        record = self._read_fast(data, writer) if writer is reader else None
+        if record is None:
+            record = self._read_fastavro(data, writer, reader)
+        if reader.name not in self._format_checks:
+            self._format_checks[reader.name] = _validate.compile_format_check(reader.node)
+        format_check = self._format_checks[reader.name]
+        if format_check is not None:
+            errors: list[str] = []
+            format_check(record, errors)
+            if errors:
+                raise DecodingError(errors[: _validate.MAX_PROBLEMS])
+        return record
+
+    def _read_fast(self, data: bytes, entry: _Entry) -> dict[str, Any] | None:
+        """The body read by the generated reader (``_read.py``) when it was written
+        with the reader's own schema; None when that reader declines the bytes
+        (not a writer's plain encoding, or not valid at all) and fastavro must
+        decide — so what is refused, and why, is fastavro's word as before."""
+        try:
+            read = self._readers[entry.name]
+        except KeyError:
+            try:
+                read = _read.compile_reader(entry.node)
+            except _read.Unsupported:
+                read = None
+            self._readers[entry.name] = read
+        if read is None:
+            return None
+        if type(data) is not bytes:
+            data = bytes(data)  # slices of a bytearray or memoryview are not bytes
+        try:
+            record, end = read(data, HEADER_SIZE)
+        except _FAST_READ_ERRORS:
+            return None
+        trailing = len(data) - end
+        if trailing:
+            raise DecodingError(f"{trailing} trailing byte(s) after the {entry.name} body")
+        return record
+
+    def _read_fastavro(self, data: bytes, writer: _Entry, reader: _Entry) -> dict[str, Any]:
+        """The body read by fastavro, resolved to ``reader`` if written with another schema."""
         buffer = io.BytesIO(data)
         buffer.seek(HEADER_SIZE)
         try:
@@ -365,14 +414,6 @@ class Codec:
             raise DecodingError(f"{trailing} trailing byte(s) after the {writer.name} body")
         if not isinstance(record, dict):  # pragma: no cover - the schema is a record
             raise DecodingError(f"body is not a valid {writer.name}: not a record")
-        if reader.name not in self._format_checks:
-            self._format_checks[reader.name] = _validate.compile_format_check(reader.node)
-        format_check = self._format_checks[reader.name]
-        if format_check is not None:
-            errors: list[str] = []
-            format_check(record, errors)
-            if errors:
-                raise DecodingError(errors[: _validate.MAX_PROBLEMS])
         return record
 
     # -- trusted fast path (the router's) ---------------------------------------------
@@ -472,6 +513,9 @@ class Codec:
             plan = self._plans[entry.name] = RedactionPlan(entry.node)
         return plan.redact(record, allowed)
 
+
+# What the generated reader raises on bytes it declines (fastavro then decides).
+_FAST_READ_ERRORS: Final = (*_READ_ERRORS, _read.Defer)
 
 # What a trusted record the fast writer cannot place raises (the fallback validates).
 _FAST_ERRORS: Final = (_write.Unsupported, AttributeError, KeyError, TypeError, ValueError)
