@@ -145,6 +145,23 @@ def test_a_repeated_event_id_is_not_shared_twice(
     assert kinds.count("DUPLICATE") == 1
 
 
+def test_a_repeat_after_a_restart_is_known_from_the_audit_log(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    # A router skips reading back the audit batches it wrote itself; a new one
+    # (a restart, or another instance) must still learn every routed event id.
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    event = example("missing_episode")
+    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
+        p.publish_json(event)
+    assert [r.duplicate for r in run_router(kafka_bootstrap, s)] == [False]
+    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
+        p.publish_json(event)
+    assert [r.duplicate for r in run_router(kafka_bootstrap, s)] == [True]
+    assert len(_feed(kafka_bootstrap, topics, "torbay-mash")) == 1
+
+
 def test_consent_given_then_withdrawn_changes_what_is_shared(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:

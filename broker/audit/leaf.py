@@ -54,6 +54,7 @@ from broker.audit.exceptions import MalformedError
 __all__ = [
     "BATCH_MAGIC",
     "AuditLeaf",
+    "batch_size",
     "LeafKind",
     "decode_batch",
     "encode_batch",
@@ -438,6 +439,16 @@ def encode_batch(leaves: Sequence[AuditLeaf | bytes]) -> bytes:
         parts.append(_U32.pack(len(data)))
         parts.append(data)
     return b"".join(parts)
+
+
+def batch_size(message: bytes) -> int | None:
+    """How many leaves a batch message says it holds (its header), or None if it
+    is not a batch. For a reader that trusts the writer; :func:`decode_batch`
+    checks every length."""
+    if not message.startswith(BATCH_MAGIC) or len(message) < len(BATCH_MAGIC) + 4:
+        return None
+    (count,) = _U32.unpack_from(message, len(BATCH_MAGIC))
+    return count if count <= MAX_BATCH_LEAVES else None
 
 
 def decode_batch(message: bytes) -> list[bytes]:

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 import time
 from collections import Counter
@@ -64,7 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.audit.exceptions import AuditError
-from broker.audit.leaf import decode_batch
+from broker.audit.leaf import batch_size, decode_batch
 from broker.kafka.clients import (
     Consumer,
     GroupMetadata,
@@ -111,6 +112,8 @@ RECONNECT_BACKOFF_MAX_MS = 1_000
 #: Batches stay below the broker's default message.max.bytes (1 MiB).
 PRODUCER_LINGER_MS = 5000
 PRODUCER_BATCH_BYTES = 256 * 1024
+#: Header on the router's audit batches: a random token of the writing process.
+AUDIT_WRITER_HEADER = "safeshare-router-writer"
 
 
 @dataclass
@@ -144,7 +147,7 @@ class RouterService:
         topics: Topics,
         instance_id: str,
         audit_encoder: AuditEncoder,
-        max_batch: int = 500,
+        max_batch: int = 1000,
         poll_timeout_ms: int = 200,
         on_batch: Callable[[list[Routed]], None] | None = None,
         metrics: RouterMetrics | None = None,
@@ -170,6 +173,12 @@ class RouterService:
             **(client_config or {}),
         }
         self._transactional_id = topics.router_transactional_id(instance_id)
+        # Marks the audit batches this process writes, so that reading the audit
+        # topic back it can skip the leaves of its own (their event ids are
+        # already noted). Random per process: a successor with the same
+        # instance id must read its predecessor's leaves in full.
+        self._writer_token = secrets.token_bytes(16)
+        self._audit_headers = [(AUDIT_WRITER_HEADER, self._writer_token)]
         self._audit_encoder = audit_encoder
         self._max_batch = max_batch
         self._poll_timeout_ms = poll_timeout_ms
@@ -288,6 +297,7 @@ class RouterService:
             return
         seen = self.core.seen_event_ids
         audit, checkpoints = self.topics.audit, self.topics.audit_checkpoints
+        own = ((AUDIT_WRITER_HEADER, self._writer_token),)
 
         def learn(r: Record) -> None:
             if r.topic == checkpoints:
@@ -295,6 +305,15 @@ class RouterService:
                 return
             if r.topic != audit:
                 return
+            if r.headers == own:
+                # Committed by this process: its event ids were noted as it
+                # routed them (an aborted batch is never read back, read_committed).
+                count = batch_size(r.value or b"")
+                if count is not None:
+                    self._leaves_per_shard[r.partition] = (
+                        self._leaves_per_shard.get(r.partition, 0) + count
+                    )
+                    return
             try:
                 leaves = decode_batch(r.value or b"")
             except AuditError:
@@ -529,7 +548,7 @@ class RouterService:
                     routed_all.append(routed)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
             for payload in self._audit_encoder(leaves):
-                futures.append(send(self.topics.audit, payload))
+                futures.append(send(self.topics.audit, payload, headers=self._audit_headers))
             producer.send_offsets_to_transaction(offsets, group)
             # Every record must be acknowledged before the commit: a copy or an
             # audit batch the broker refused fails the whole transaction here,
