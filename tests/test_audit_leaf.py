@@ -539,3 +539,15 @@ def test_leaf_bytes_keep_a_bounded_cache() -> None:
         data = leaf_bytes({**leaf, "data_classes_shared": classes})
         assert json.loads(data)["data_classes_shared"] == sorted(set(classes))
         assert len(leaf_module._set_texts) <= leaf_module._MAX_SET_TEXTS
+
+
+def test_the_keyed_pseudonymiser_gives_the_same_pseudonyms() -> None:
+    from broker.audit.leaf import SubjectPseudonymiser, subject_pseudonym  # noqa: PLC0415
+
+    key = bytes(range(32))
+    keyed = SubjectPseudonymiser(key)
+    for subject in ("psn-C4C3-0B1F", "", "ünïcode", "x" * 500):
+        assert keyed(subject) == subject_pseudonym(key, subject)
+    assert keyed("a") != SubjectPseudonymiser(bytes(32))("a")
+    with pytest.raises(ValueError, match="32 bytes"):
+        SubjectPseudonymiser(b"short")

@@ -54,6 +54,7 @@ from broker.audit.exceptions import MalformedError
 __all__ = [
     "BATCH_MAGIC",
     "AuditLeaf",
+    "SubjectPseudonymiser",
     "batch_size",
     "LeafKind",
     "decode_batch",
@@ -89,6 +90,21 @@ def subject_pseudonym(key: bytes, subject_id: str) -> str:
     mac = _hmac.HMAC(key, hashes.SHA256())
     mac.update(_SUBJECT_DOMAIN + subject_id.encode("utf-8"))
     return mac.finalize().hex()
+
+
+class SubjectPseudonymiser:
+    """:func:`subject_pseudonym` with its key set once (HMAC state copied per call)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < _MIN_PSEUDONYM_KEY:
+            raise ValueError(f"the pseudonym key needs at least {_MIN_PSEUDONYM_KEY} bytes")
+        self._keyed = _hmac.HMAC(key, hashes.SHA256())
+        self._keyed.update(_SUBJECT_DOMAIN)
+
+    def __call__(self, subject_id: str) -> str:
+        mac = self._keyed.copy()
+        mac.update(subject_id.encode("utf-8"))
+        return mac.finalize().hex()
 
 
 def _fail(name: str, why: str) -> MalformedError:

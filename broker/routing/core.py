@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from broker.audit.leaf import subject_pseudonym
+from broker.audit.leaf import SubjectPseudonymiser
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec._write import long_bytes
@@ -146,13 +146,17 @@ class RoutingCore:
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
         self._feed_header = _feed_layout(codec)
         self._decision_heads: dict[tuple[Any, ...], bytes] = {}
+        self._subject_pseudonym = SubjectPseudonymiser(pseudonym_key)
+        # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
+        self._recipients: dict[str, tuple[str, str | None]] = {}
+        self._sorted: dict[Any, tuple[str, ...]] = {}  # a grant's classes, sorted
 
     # -- audit helpers -------------------------------------------------------
     def subject_hmac(self, pseudonym: str | None) -> str:
         """Keyed pseudonym of the subject for the audit log: no identifier in clear."""
         if not pseudonym:
             return ""
-        return subject_pseudonym(self._pseudonym_key, pseudonym)
+        return self._subject_pseudonym(pseudonym)
 
     # -- entry point ---------------------------------------------------------
     def handle(self, msg: Inbound) -> Routed:
@@ -326,19 +330,10 @@ class RoutingCore:
 
         pseudonym = event["subject"].get("pseudonym")
         written: Redactable | None = None
+        feed_keys: dict[bool, bytes | None] = {}
+        outputs, leaves = routed.outputs, routed.leaves
         for decision in self.decider.decide_all(event, self.consents, now):
-            leaf: dict[str, Any] = {
-                "time_ms": decision.now_ms,
-                "event_id": event_id,
-                "event_digest": event_digest,
-                "source_agency": agency,
-                "recipient": decision.subscriber,
-                "outcome": str(decision.outcome),
-                "rule_id": decision.rule_id,
-                "reason": str(decision.reason_code),
-                "policy_digest": decision.policy_digest,
-                "subject": subject,
-            }
+            subscriber = decision.subscriber
             if decision.outcome == "SHARE":
                 classes = decision.data_classes_shared
                 if written is None:
@@ -346,31 +341,72 @@ class RoutingCore:
                     # bytes with its redacted fields nulled (broker.codec._write).
                     written = self.codec.written(event, ENVELOPE)
                 data = self._feed_record(decision, written.redacted(classes))
-                recipient_key = self._encryption_key(decision.subscriber)
+                topic, recipient_key = self._recipient(subscriber)
                 if recipient_key is not None:
-                    data = encrypt_for(recipient_key, decision.subscriber, data)
-                routed.outputs.append(
-                    Outbound(
-                        self._feed_topic_of(decision.subscriber),
-                        self._feed_key(pseudonym, "pseudonym" in classes),
-                        data,
-                    )
-                )
-                routed.shared.append(decision.subscriber)
-                leaf.update(
-                    kind="SHARED",
-                    lawful_basis=str(decision.lawful_basis or ""),
-                    data_classes_shared=sorted(classes),
-                    fields_redacted=sorted(decision.fields_redacted),
-                    delivered_digest=hashlib.sha256(data).hexdigest(),
-                    consent_ref=decision.consent_ref,
-                    obligations=[f"{o.code}@{o.due_at_ms}" for o in decision.obligations],
+                    data = encrypt_for(recipient_key, subscriber, data)
+                granted = "pseudonym" in classes
+                if granted not in feed_keys:
+                    feed_keys[granted] = self._feed_key(pseudonym, granted)
+                outputs.append(Outbound(topic, feed_keys[granted], data))
+                routed.shared.append(subscriber)
+                leaves.append(
+                    {
+                        "kind": "SHARED",
+                        "time_ms": decision.now_ms,
+                        "event_id": event_id,
+                        "event_digest": event_digest,
+                        "source_agency": agency,
+                        "recipient": subscriber,
+                        "outcome": str(decision.outcome),
+                        "rule_id": decision.rule_id,
+                        "reason": str(decision.reason_code),
+                        "policy_digest": decision.policy_digest,
+                        "subject": subject,
+                        "lawful_basis": str(decision.lawful_basis or ""),
+                        "data_classes_shared": self._sorted_once(classes),
+                        "fields_redacted": self._sorted_once(decision.fields_redacted),
+                        "delivered_digest": hashlib.sha256(data).hexdigest(),
+                        "consent_ref": decision.consent_ref,
+                        "obligations": [f"{o.code}@{o.due_at_ms}" for o in decision.obligations],
+                    }
                 )
             else:
-                routed.withheld.append((decision.subscriber, str(decision.reason_code)))
-                leaf.update(kind="WITHHELD")
-            routed.leaves.append(leaf)
+                reason = str(decision.reason_code)
+                routed.withheld.append((subscriber, reason))
+                leaves.append(
+                    {
+                        "kind": "WITHHELD",
+                        "time_ms": decision.now_ms,
+                        "event_id": event_id,
+                        "event_digest": event_digest,
+                        "source_agency": agency,
+                        "recipient": subscriber,
+                        "outcome": str(decision.outcome),
+                        "rule_id": decision.rule_id,
+                        "reason": reason,
+                        "policy_digest": decision.policy_digest,
+                        "subject": subject,
+                    }
+                )
         return routed
+
+    def _recipient(self, subscriber: str) -> tuple[str, str | None]:
+        found = self._recipients.get(subscriber)
+        if found is None:
+            found = (self._feed_topic_of(subscriber), self._encryption_key(subscriber))
+            self._recipients[subscriber] = found
+        return found
+
+    def _sorted_once(self, values: Any) -> tuple[str, ...]:
+        """``values`` sorted; the few grants a policy makes are sorted once each."""
+        key = values if isinstance(values, frozenset | tuple) else tuple(values)
+        found = self._sorted.get(key)
+        if found is None:
+            found = tuple(sorted(key))
+            if len(self._sorted) >= _DECISION_HEADS_MAX:
+                self._sorted.clear()
+            self._sorted[key] = found
+        return found
 
     def _feed_record(self, decision: Any, event_body: bytes) -> bytes:
         """A FeedRecord's single-object bytes: header, the decision, the redacted event.
