@@ -178,6 +178,7 @@ class RouterService:
         # already noted). Random per process: a successor with the same
         # instance id must read its predecessor's leaves in full.
         self._writer_token = secrets.token_bytes(16)
+        self._audit_caught_up_for: set[TopicPartition] | None = None
         self._audit_headers = [(AUDIT_WRITER_HEADER, self._writer_token)]
         self._audit_encoder = audit_encoder
         self._max_batch = max_batch
@@ -325,7 +326,18 @@ class RouterService:
             for leaf in leaves:
                 seen.add_from_leaf(leaf)
 
-        _catch_up(self._audit, "audit", learn)
+        owned = self._assignment()
+        if owned != self._audit_caught_up_for:
+            # Starting, or partitions moved: read to the end before routing, so
+            # every id committed by the partitions' previous owners is known.
+            _catch_up(self._audit, "audit", learn)
+            self._audit_caught_up_for = owned
+        else:
+            # Steady state: take what the client has fetched meanwhile without
+            # waiting on the broker (a round trip per transaction saved); other
+            # instances' ids arrive a fetch later.
+            for r in self._audit.poll_records(timeout_ms=0):
+                learn(r)
         lag = sum(
             max(0, n - self._checkpoint_size.get(shard, 0))
             for shard, n in self._leaves_per_shard.items()
