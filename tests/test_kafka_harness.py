@@ -33,6 +33,7 @@ from broker.kafka.clients import (
 from broker.kafka.cluster import obtain_cluster
 from broker.kafka.exceptions import (
     ClusterUnavailableError,
+    KafkaError,
     KafkaTimeoutError,
     ProducerFencedError,
 )
@@ -94,6 +95,20 @@ def test_producing_to_a_missing_topic_times_out(kafka_bootstrap: str, topics: To
     """auto.create.topics.enable=false: a typo fails instead of creating a topic."""
     with make_producer(kafka_bootstrap, max_block_ms=1500) as p, pytest.raises(KafkaTimeoutError):
         p.send(topics.ingest("nosuch"), b"x").get(timeout=10)
+
+
+def test_a_record_the_broker_refused_is_reported_after_the_flush(
+    kafka_bootstrap: str, admin: Admin, topics: Topics
+) -> None:
+    topic = topics.feed("small")
+    admin.ensure_topics([TopicSpec(topic, 1, {"max.message.bytes": "2000"})])
+    with make_producer(kafka_bootstrap) as p:
+        ok = p.send(topic, b"fits", key=b"k")
+        refused = p.send(topic, b"x" * 5000, key=b"k")
+        p.flush()
+        ok.raise_if_failed()
+        with pytest.raises(KafkaError, match="(?i)too large|size"):
+            refused.raise_if_failed()
 
 
 # -- transactions -------------------------------------------------------------------------

@@ -424,6 +424,15 @@ class SendFuture:
             md = self._raw.get(timeout=timeout)
         return RecordMetadata(md.topic, md.partition, md.offset)
 
+    def raise_if_failed(self) -> None:
+        """After a flush: return if the broker acknowledged the record, else raise
+        why not (as :meth:`get` would; a record still pending raises a timeout).
+        Cheaper than :meth:`get` for the many records of a transaction."""
+        raw = self._raw
+        if raw.is_done and not raw.failed():
+            return
+        self.get(timeout=0)
+
 
 class Closeable:
     """A client that ``with`` closes on the way out, whether the block raised or not.

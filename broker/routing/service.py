@@ -572,7 +572,7 @@ class RouterService:
             # whatever the client library would make of it at commit time.
             producer.flush()
             for fut in futures:
-                fut.get(timeout=0)
+                fut.raise_if_failed()
             producer.commit_transaction()
         except BaseException as exc:
             forgotten = seen.forget_since(mark)
