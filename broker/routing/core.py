@@ -21,7 +21,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from broker.audit.leaf import SubjectPseudonymiser
 from broker.clock import Clock
@@ -55,9 +55,8 @@ QUARANTINE_ORIGINAL_MAX = 900 * 1024
 _DECISION_HEADS_MAX = 4096
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """A consumed Kafka record, as the router sees it."""
+class Inbound(NamedTuple):
+    """A consumed Kafka record, as the router sees it (a tuple: made per record)."""
 
     topic: str
     partition: int
@@ -71,8 +70,7 @@ class Inbound:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-@dataclass(frozen=True)
-class Outbound:
+class Outbound(NamedTuple):
     """A record to produce."""
 
     topic: str
