@@ -42,6 +42,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
+from broker.codec._codegen import Source
 from broker.codec._schema import (
     Array,
     Enum,
@@ -96,7 +97,7 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
-class _Gen:
+class _Gen(Source):
     """Emits the source of one reader function.
 
     Conventions of the generated code: ``d`` is the buffer (bytes), ``p`` the
@@ -104,32 +105,20 @@ class _Gen:
     """
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.consts: dict[str, Any] = {
-            "ZZ": _ZIGZAG,
-            "LONG": read_long,
-            "EPOCH": _EPOCH,
-            "TD": _dt.timedelta,
-            "FROM_ORDINAL": _dt.date.fromordinal,
-            "DAYS_SHIFT": _DAYS_SHIFT,
-            "F32": struct.Struct("<f").unpack_from,
-            "F64": struct.Struct("<d").unpack_from,
-            "Defer": Defer,
-        }
-        self._n = 0
+        super().__init__(
+            {
+                "ZZ": _ZIGZAG,
+                "LONG": read_long,
+                "EPOCH": _EPOCH,
+                "TD": _dt.timedelta,
+                "FROM_ORDINAL": _dt.date.fromordinal,
+                "DAYS_SHIFT": _DAYS_SHIFT,
+                "F32": struct.Struct("<f").unpack_from,
+                "F64": struct.Struct("<d").unpack_from,
+                "Defer": Defer,
+            }
+        )
         self._stack: list[Record] = []
-
-    def var(self, prefix: str = "v") -> str:
-        self._n += 1
-        return f"{prefix}{self._n}"
-
-    def const(self, value: Any, prefix: str = "C") -> str:
-        name = self.var(prefix)
-        self.consts[name] = value
-        return name
-
-    def emit(self, ind: int, line: str) -> None:
-        self.lines.append("    " * ind + line)
 
     # -- values ------------------------------------------------------------------
 
@@ -300,12 +289,9 @@ def compile_reader(root: Record) -> ReadFn:
     gen.emit(1, "end = len(d)")
     gen.record(root, "r", 1)
     gen.emit(1, "return r, p")
-    namespace = dict(gen.consts)
     try:
-        code = compile("\n".join(gen.lines), f"<avro reader {root.fullname}>", "exec")
+        fn: ReadFn = gen.function("read", f"<avro reader {root.fullname}>")
     except (SyntaxError, RecursionError, MemoryError) as exc:
         # e.g. more than 20 nested loops (arrays of arrays ...): Python's limit.
         raise Unsupported(f"{root.fullname}: reader does not compile ({exc})") from None
-    exec(code, namespace)  # noqa: S102
-    fn: ReadFn = namespace["read"]
     return fn

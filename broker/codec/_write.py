@@ -31,6 +31,7 @@ import struct
 from collections.abc import Callable, Set
 from typing import Any, Final
 
+from broker.codec._codegen import Source
 from broker.codec._schema import (
     METADATA,
     Array,
@@ -118,33 +119,21 @@ _F32: Final = struct.Struct("<f").pack
 _F64: Final = struct.Struct("<d").pack
 
 
-class _Gen:
+class _Gen(Source):
     """Emits the source of one writer function."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.consts: dict[str, Any] = {
-            "L": long_bytes,
-            "T": _TABLE,
-            "TS": timestamp_millis,
-            "DAYS": date_days,
-            "F32": _F32,
-            "F64": _F64,
-            "Unsupported": Unsupported,
-        }
-        self._n = 0
-
-    def var(self, prefix: str = "v") -> str:
-        self._n += 1
-        return f"{prefix}{self._n}"
-
-    def const(self, value: Any, prefix: str = "C") -> str:
-        name = self.var(prefix)
-        self.consts[name] = value
-        return name
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
+        super().__init__(
+            {
+                "L": long_bytes,
+                "T": _TABLE,
+                "TS": timestamp_millis,
+                "DAYS": date_days,
+                "F32": _F32,
+                "F64": _F64,
+                "Unsupported": Unsupported,
+            }
+        )
 
     # -- values ------------------------------------------------------------------
     # ``cuts``: whether a non-metadata field met below starts a cut (true until
@@ -299,9 +288,7 @@ def compile_writer(root: Record, *, cuts: bool) -> WriteFn:
     gen.emit(1, "cuts = []")
     gen.record(root, "r", 1, cuts)
     gen.emit(1, "return b, cuts")
-    namespace = dict(gen.consts)
-    exec(compile("\n".join(gen.lines), f"<avro writer {root.fullname}>", "exec"), namespace)  # noqa: S102
-    fn: WriteFn = namespace["write"]
+    fn: WriteFn = gen.function("write", f"<avro writer {root.fullname}>")
     return fn
 
 

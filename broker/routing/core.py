@@ -332,60 +332,47 @@ class RoutingCore:
         outputs, leaves = routed.outputs, routed.leaves
         for decision in self.decider.decide_all(event, self.consents, now):
             subscriber = decision.subscriber
-            if decision.outcome == "SHARE":
-                classes = decision.data_classes_shared
-                if written is None:
-                    # Encoded once; each subscriber's copy is a splice of these
-                    # bytes with its redacted fields nulled (broker.codec._write).
-                    written = self.codec.written(event, ENVELOPE)
-                data = self._feed_record(decision, written.redacted(classes))
-                topic, recipient_key = self._recipient(subscriber)
-                if recipient_key is not None:
-                    data = encrypt_for(recipient_key, subscriber, data)
-                granted = "pseudonym" in classes
-                if granted not in feed_keys:
-                    feed_keys[granted] = self._feed_key(pseudonym, granted)
-                outputs.append(Outbound(topic, feed_keys[granted], data))
-                routed.shared.append(subscriber)
-                leaves.append(
-                    {
-                        "kind": "SHARED",
-                        "time_ms": decision.now_ms,
-                        "event_id": event_id,
-                        "event_digest": event_digest,
-                        "source_agency": agency,
-                        "recipient": subscriber,
-                        "outcome": str(decision.outcome),
-                        "rule_id": decision.rule_id,
-                        "reason": str(decision.reason_code),
-                        "policy_digest": decision.policy_digest,
-                        "subject": subject,
-                        "lawful_basis": str(decision.lawful_basis or ""),
-                        "data_classes_shared": self._sorted_once(classes),
-                        "fields_redacted": self._sorted_once(decision.fields_redacted),
-                        "delivered_digest": hashlib.sha256(data).hexdigest(),
-                        "consent_ref": decision.consent_ref,
-                        "obligations": [f"{o.code}@{o.due_at_ms}" for o in decision.obligations],
-                    }
-                )
-            else:
-                reason = str(decision.reason_code)
+            reason = str(decision.reason_code)
+            leaf: dict[str, Any] = {
+                "time_ms": decision.now_ms,
+                "event_id": event_id,
+                "event_digest": event_digest,
+                "source_agency": agency,
+                "recipient": subscriber,
+                "outcome": str(decision.outcome),
+                "rule_id": decision.rule_id,
+                "reason": reason,
+                "policy_digest": decision.policy_digest,
+                "subject": subject,
+            }
+            leaves.append(leaf)
+            if decision.outcome != "SHARE":
+                leaf["kind"] = "WITHHELD"
                 routed.withheld.append((subscriber, reason))
-                leaves.append(
-                    {
-                        "kind": "WITHHELD",
-                        "time_ms": decision.now_ms,
-                        "event_id": event_id,
-                        "event_digest": event_digest,
-                        "source_agency": agency,
-                        "recipient": subscriber,
-                        "outcome": str(decision.outcome),
-                        "rule_id": decision.rule_id,
-                        "reason": reason,
-                        "policy_digest": decision.policy_digest,
-                        "subject": subject,
-                    }
-                )
+                continue
+            classes = decision.data_classes_shared
+            if written is None:
+                # Encoded once; each subscriber's copy is a splice of these
+                # bytes with its redacted fields nulled (broker.codec._write).
+                written = self.codec.written(event, ENVELOPE)
+            data = self._feed_record(decision, written.redacted(classes))
+            topic, recipient_key = self._recipient(subscriber)
+            if recipient_key is not None:
+                data = encrypt_for(recipient_key, subscriber, data)
+            granted = "pseudonym" in classes
+            if granted not in feed_keys:
+                feed_keys[granted] = self._feed_key(pseudonym, granted)
+            outputs.append(Outbound(topic, feed_keys[granted], data))
+            routed.shared.append(subscriber)
+            leaf.update(
+                kind="SHARED",
+                lawful_basis=str(decision.lawful_basis or ""),
+                data_classes_shared=self._sorted_once(classes),
+                fields_redacted=self._sorted_once(decision.fields_redacted),
+                delivered_digest=hashlib.sha256(data).hexdigest(),
+                consent_ref=decision.consent_ref,
+                obligations=[f"{o.code}@{o.due_at_ms}" for o in decision.obligations],
+            )
         return routed
 
     def _recipient(self, subscriber: str) -> tuple[str, str | None]:

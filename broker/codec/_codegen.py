@@ -1,0 +1,46 @@
+"""Scaffolding shared by the generated Avro reader and writer (``_read``, ``_write``).
+
+Each emits the Python source of one function per schema (straight-line code,
+no per-value dispatch) and compiles it once; this is the part they share:
+fresh local names, constants the code refers to by name, indented lines, and
+compiling the result into a function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Source:
+    """The source of one generated function, and the constants it uses."""
+
+    def __init__(self, consts: dict[str, Any]) -> None:
+        self.lines: list[str] = []
+        self.consts: dict[str, Any] = dict(consts)
+        self._n = 0
+
+    def var(self, prefix: str = "v") -> str:
+        """A fresh local name."""
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def const(self, value: Any, prefix: str = "C") -> str:
+        """A name the generated code can use for ``value``."""
+        name = self.var(prefix)
+        self.consts[name] = value
+        return name
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def function(self, name: str, label: str) -> Any:
+        """Compile the lines and return the function they define as ``name``.
+
+        ``label`` names the code in tracebacks and profiles (``<avro writer X>``).
+        Python's own limits (e.g. nesting) raise SyntaxError, RecursionError or
+        MemoryError here, for the caller to turn into its own refusal.
+        """
+        namespace = dict(self.consts)
+        code = compile("\n".join(self.lines), label, "exec")
+        exec(code, namespace)  # noqa: S102 - our own generated source, from a schema
+        return namespace[name]
