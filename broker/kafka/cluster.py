@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from broker.config import Settings
+from broker.kafka.clients import Closeable
 from broker.kafka.exceptions import ClusterUnavailableError, KafkaError
 from broker.kafka.local import LocalKafka, probe_broker
 
@@ -37,8 +37,9 @@ EXTERNAL_READY_TIMEOUT_S = 30.0
 
 
 @dataclass
-class Cluster:
-    """A Kafka cluster to talk to. ``close()`` stops it if it was started for us."""
+class Cluster(Closeable):
+    """A Kafka cluster to talk to. ``close()`` (or leaving ``with``) stops it if it
+    was started for us."""
 
     bootstrap: str
     kind: str
@@ -55,15 +56,6 @@ class Cluster:
         closer, self._closer = self._closer, None
         if closer is not None:
             closer()
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def obtain_cluster(
