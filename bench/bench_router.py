@@ -25,6 +25,8 @@ Phases (``--only``, comma-separated, default all):
                 (at-least-once: flush, then commit offsets) and transactional
                 (offsets in the transaction), on the same input and broker.
                 Rates are from the first to the last commit (group joins excluded);
+                three rounds on fresh topics, the ratio taken within each round and
+                the median reported (the VM's speed drifts between runs);
 ``latency``     the router as a process (``safeshare route``) fed a steady rate
                 (``--rates``, default 1,000 and 250 events/s): from an event's
                 ``reported_at`` (set when it is sent) to the moment a
@@ -465,22 +467,33 @@ def router_in_process(env: Env, n: int) -> tuple[float, Any]:
 
 
 def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int,
-                     tmpls: Sequence[Template]) -> None:
-    with namespace(bootstrap, base, policy, "tput") as env:
-        took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
-        print(f"preloaded {n:,} events in {took:.1f} s")
-        plain = passthrough(env, n, transactional=False)
-        report("passthrough (no txn), 1 in -> 3 out", plain, "events/s")
-        txn = passthrough(env, n, transactional=True)
-        report("passthrough (transactional), 1 in -> 3 out", txn, "events/s")
-        rate, stats = router_in_process(env, n)
-        per_event = max(stats.consumed, 1)
-        report("router (transactional, audited)", rate, "events/s",
-               f"{stats.shared / per_event:.2f} copies and "
-               f"{(stats.shared + stats.withheld) / per_event:.2f} leaves per event, "
-               f"{stats.transactions} transactions")
-        report("router / transactional passthrough", rate / txn, "ratio")
-        report("router / passthrough (no txn)", rate / plain, "ratio")
+                     tmpls: Sequence[Template], rounds: int = 3) -> None:
+    """Passthrough and router taking turns, ``rounds`` times, each round on fresh topics:
+    the machine's speed drifts by tens of percent over a minute (a shared VM), so a
+    ratio is taken within each round and the median of the rounds reported."""
+    plains, txns, rates, ratios = [], [], [], []
+    for k in range(rounds):
+        with namespace(bootstrap, base, policy, f"tput{k}") as env:
+            took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
+            plain = passthrough(env, n, transactional=False)
+            txn = passthrough(env, n, transactional=True)
+            rate, stats = router_in_process(env, n)
+            per_event = max(stats.consumed, 1)
+            print(f"  round {k + 1}: preloaded {n:,} in {took:.1f} s; passthrough {plain:,.0f}"
+                  f" (txn {txn:,.0f}), router {rate:,.0f} events/s -> {rate / txn:.2f}"
+                  f" ({stats.shared / per_event:.2f} copies and"
+                  f" {(stats.shared + stats.withheld) / per_event:.2f} leaves per event,"
+                  f" {stats.transactions} transactions)")
+            plains.append(plain)
+            txns.append(txn)
+            rates.append(rate)
+            ratios.append(rate / txn)
+    report("passthrough (no txn), 1 in -> 3 out", statistics.median(plains), "events/s",
+           f"median of {rounds}")
+    report("passthrough (transactional), 1 in -> 3 out", statistics.median(txns), "events/s")
+    report("router (transactional, audited)", statistics.median(rates), "events/s")
+    report("router / transactional passthrough", statistics.median(ratios), "ratio",
+           f"median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f})")
     # Scaling out: router processes in one group share the partitions (DESIGN.md).
     one = router_processes(bootstrap, base, policy, n, tmpls, 1)
     report("router, 1 process", one, "events/s")
