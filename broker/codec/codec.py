@@ -17,6 +17,12 @@ use fastavro's schemaless writer and reader with schemas parsed once, and
 validators and redaction plans compiled once per schema; :meth:`Codec.decode`
 reads a body written with the current schema through a reader generated for
 that schema (``_read.py``), handing fastavro whatever that reader declines.
+The router's path skips re-validation where the record is valid by
+construction: :meth:`Codec.written` encodes a decoded event once with a
+generated writer (``_write.py``) and splices each subscriber's redacted copy
+from those bytes; :meth:`Codec.body_trusted` writes a record the caller built
+from checked values. Both are byte-for-byte fastavro's output (tests compare
+them), and fall back to the validating path for anything they cannot place.
 """
 
 from __future__ import annotations
