@@ -537,6 +537,38 @@ class Producer(Closeable):
                 {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
             )
 
+    def start_sending_offsets(
+        self,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_metadata: GroupMetadata,
+    ) -> Callable[[], None]:
+        """:meth:`send_offsets_to_transaction` without waiting: returns the wait.
+
+        The offsets of a batch are known as soon as it is polled, so a router can
+        have them on their way (two round trips to the coordinators) while it
+        routes the batch, and wait before the commit. kafka-python's own method
+        enqueues the request and blocks on its result; this enqueues it the same
+        way (the client's transaction manager orders it before the commit) and
+        hands the blocking part back.
+        """
+        raw = self._raw
+        manager = getattr(raw, "_transaction_manager", None)
+        sender = getattr(raw, "_sender", None)
+        if manager is None or sender is None:  # pragma: no cover - another client version
+            self.send_offsets_to_transaction(offsets, group_metadata)
+            return lambda: None
+        with self._translated("send_offsets_to_transaction"):
+            result = manager.send_offsets_to_transaction(
+                {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
+            )
+            sender.wakeup()
+
+        def wait() -> None:
+            with self._translated("send_offsets_to_transaction"):
+                result.wait()
+
+        return wait
+
     def commit_transaction(self) -> None:
         with self._translated("commit_transaction"):
             self._raw.commit_transaction()

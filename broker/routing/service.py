@@ -545,18 +545,25 @@ class RouterService:
         try:
             producer.begin_transaction()
             futures: list[SendFuture] = []
-            offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+            # The batch's offsets are known now: on their way to the coordinators
+            # while the batch is routed (waited for before the commit); an abort
+            # discards them with everything else.
+            offsets = {
+                tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                for tp, records in batches.items()
+                if records
+            }
+            offsets_sent = producer.start_sending_offsets(offsets, group)
             send = producer.send
             handle = self.core.handle
             debug = log.isEnabledFor(logging.DEBUG)
-            for tp, records in batches.items():
+            for records in batches.values():
                 for r in records:
                     routed = handle(_inbound(r))
                     if debug:
                         wheres.append(_where(r))
                     leaves.extend(routed.leaves)
                     routed_all.append(routed)
-                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
             # Sent after the whole batch is routed, in one run: the client's
             # send path stays hot in the CPU caches instead of alternating with
             # routing (measured ~10% cheaper per record). Nothing leaves before
@@ -566,13 +573,13 @@ class RouterService:
                     futures.append(send(out.topic, out.value, key=out.key))
             for payload in self._audit_encoder(leaves):
                 futures.append(send(self.topics.audit, payload, headers=self._audit_headers))
-            producer.send_offsets_to_transaction(offsets, group)
             # Every record must be acknowledged before the commit: a copy or an
             # audit batch the broker refused fails the whole transaction here,
             # whatever the client library would make of it at commit time.
             producer.flush()
             for fut in futures:
                 fut.raise_if_failed()
+            offsets_sent()
             producer.commit_transaction()
         except BaseException as exc:
             forgotten = seen.forget_since(mark)
