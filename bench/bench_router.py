@@ -33,6 +33,9 @@ Phases (``--only``, comma-separated, default all):
                 ``read_committed`` reader of the MASH feed has it; p50/p99/max
                 after a 5 s warm-up. A rate above the router's throughput makes
                 a backlog, and the latency grows with the run;
+``cycle``       the router in this process at a steady 1,000 events/s: how long each
+                step of its loop takes per transaction (poll, catch-ups, lag,
+                route + send, flush, commit) -- what the latency is made of;
 ``rss``         the router as a process routing ``--events`` events
                 (SAFESHARE_BENCH_EVENTS, default 100,000; the issue's target is a
                 million) preloaded: its resident set size as it goes.
@@ -626,6 +629,81 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             print(f"  ({missing} expected events had not arrived 30 s after the load stopped)")
 
 
+def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
+                tmpls: Sequence[Template], rate: float, seconds: float) -> None:
+    """Where a router's loop spends its time at a steady input rate (in process).
+
+    The latency at a steady rate is about one loop: the events that arrived
+    during the last one are polled, routed, flushed and committed. Each step of
+    the loop is timed on the service object (the load is sent from a thread of
+    this process, so it shares the interpreter with the router).
+    """
+    with namespace(bootstrap, base, policy, "cycle") as env:
+        tm = [replace_topic(t, env.topics) for t in tmpls]
+        sizes: list[int] = []
+        clock = SystemClock()
+        service = build_service(
+            env.settings, bootstrap, clock=clock, instance_id="bench-cycle",
+            core=build_core(env.settings, clock=clock, codec=Codec.default()),
+            on_batch=lambda batch: sizes.append(len(batch)),
+        )
+        spent: dict[str, float] = {}
+
+        def timed(obj: Any, name: str, label: str) -> None:
+            inner = getattr(obj, name)
+
+            def run(*a: Any, **k: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+            setattr(obj, name, run)
+
+        steps = [("_poll", "poll"), ("_catch_up_consent", "consent catch-up"),
+                 ("_catch_up_audit", "audit catch-up"), ("_update_lag", "lag"),
+                 ("_process", "route + send + flush + commit")]
+        for name, label in steps:
+            timed(service, name, label)
+        original_producer = service._new_producer
+
+        def instrumented(producer: Any) -> Any:
+            timed(producer, "flush", "  of which flush")
+            timed(producer, "commit_transaction", "  of which commit")
+            return producer
+
+        if service._producer is not None:  # opened with the service
+            instrumented(service._producer)
+        # ... and any replacement after a failure
+        service._new_producer = lambda: instrumented(original_producer())  # type: ignore[method-assign]
+
+        def load() -> None:
+            producer = make_producer(bootstrap, linger_ms=2)
+            i, next_at, end = 0, time.monotonic(), time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = tm[i % len(tm)]
+                producer.send(t.topic, t.make(str(uuid.uuid4()), int(time.time() * 1000)),
+                              key=t.key)
+                i += 1
+                next_at += 1 / rate
+                if (delay := next_at - time.monotonic()) > 0.001:
+                    time.sleep(delay)
+            producer.flush()
+            producer.close()
+
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        settle_memory()
+        service.run(idle_exit_s=3)
+        loader.join()
+    cycles = max(len(sizes), 1)
+    print(f"  {cycles} transactions, {sum(sizes) / cycles:.0f} events each on average")
+    for label in [label for _, label in steps] + ["  of which flush", "  of which commit"]:
+        report(f"loop at {rate:,.0f}/s: {label.strip()}", spent.get(label, 0) / cycles * 1000,
+               "ms per transaction")
+
+
 def phase_rss(bootstrap: str, base: config.Settings, policy: Path,
               tmpls: Sequence[Template], n: int) -> None:
     with namespace(bootstrap, base, policy, "rss") as env:
@@ -684,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="steady input rates (events/s) for the latency phase, comma-separated",
     )
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
-    ap.add_argument("--only", default="core,throughput,latency,rss")
+    ap.add_argument("--only", default="core,throughput,latency,cycle,rss")
     args = ap.parse_args(list(argv or ()))
     phases = set(args.only.split(","))
 
@@ -699,7 +777,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "core" in phases:
             with tempfile.TemporaryDirectory() as home:
                 phase_core(tmpls, replace(base, home=Path(home), policy_path=policy), args.profile)
-        if not phases & {"throughput", "latency", "rss"}:
+        if not phases & {"throughput", "latency", "rss", "cycle"}:
             return
         from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
 
@@ -710,6 +788,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "latency" in phases:
                 for rate in (float(r) for r in args.rates.split(",")):
                     phase_latency(cluster.bootstrap, base, policy, tmpls, rate, args.latency_s)
+            if "cycle" in phases:
+                phase_cycle(cluster.bootstrap, base, policy, tmpls, 1000.0, args.latency_s)
             if "rss" in phases:
                 phase_rss(cluster.bootstrap, base, policy, tmpls, args.events)
 
