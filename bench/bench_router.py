@@ -75,7 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker import config  # noqa: E402
 from broker.clock import SystemClock  # noqa: E402
-from broker.codec import Codec  # noqa: E402
+from broker.codec import Codec, long_bytes  # noqa: E402
 from broker.kafka.clients import (  # noqa: E402
     Admin,
     OffsetAndMetadata,
@@ -130,19 +130,6 @@ def report(name: str, value: float, unit: str, note: str = "") -> None:
 # -- the load ----------------------------------------------------------------------------
 
 
-def _zigzag_varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        b = z & 0x7F
-        z >>= 7
-        if z:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 @dataclass(frozen=True)
 class Template:
     """One encoded example event whose event id and ``reported_at`` can be replaced in place.
@@ -161,7 +148,7 @@ class Template:
     event: dict[str, Any]
 
     def make(self, event_id: str, reported_at_ms: int) -> bytes:
-        ts = _zigzag_varint(reported_at_ms)
+        ts = long_bytes(reported_at_ms)
         assert len(ts) == 6
         return self.head + event_id.encode() + self.middle + ts + self.tail
 
@@ -191,7 +178,7 @@ def templates(codec: Codec, topics: Topics, variants: int = 4) -> list[Template]
                     break
                 summary += " " + rng.choice(FILLER)
                 obj["summary"] = summary
-            id_bytes, ts_bytes = marker_id.encode(), _zigzag_varint(marker_ms)
+            id_bytes, ts_bytes = marker_id.encode(), long_bytes(marker_ms)
             assert data.count(id_bytes) == 1 and data.count(ts_bytes) == 1, kind
             i, j = data.index(id_bytes), data.index(ts_bytes)
             assert i < j

@@ -299,27 +299,22 @@ _set_texts: dict[tuple[str, ...], str] = {}
 _MAX_SET_TEXTS = 4096
 
 
+def _plain_strings(items: Any) -> bool:
+    """True if ``items`` is a list or tuple of plain ``str``."""
+    return type(items) in _LIST_TYPES and all(type(item) is str for item in items)
+
+
 def _strings_text(items: Any) -> str | None:
     """A list of plain strings as JSON, in order; None if it is not one."""
-    if type(items) not in _LIST_TYPES:
+    if not _plain_strings(items):
         return None
-    if not items:
-        return "[]"
-    for item in items:
-        if type(item) is not str:
-            return None
     return "[" + ",".join(map(encode_string, items)) + "]"
 
 
 def _set_text(items: Any) -> str | None:
     """A list of plain strings as JSON, sorted and de-duplicated; None if it is not one."""
-    if type(items) not in _LIST_TYPES:
+    if not _plain_strings(items):
         return None
-    if not items:
-        return "[]"
-    for item in items:
-        if type(item) is not str:
-            return None
     key = tuple(items)
     text = _set_texts.get(key)
     if text is None:

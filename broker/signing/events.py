@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from broker.codec import long_bytes
 from broker.errors import SafeshareError
 from broker.policy.model import AgencyKey
 
@@ -35,21 +36,8 @@ def key_id(public_key: bytes) -> bytes:
     return hashlib.sha256(public_key).digest()[:4]
 
 
-def _zigzag_varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        b = z & 0x7F
-        z >>= 7
-        if z:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _tail(signature: bytes) -> bytes:
-    return _BYTES_BRANCH + _zigzag_varint(len(signature)) + signature
+    return _BYTES_BRANCH + long_bytes(len(signature)) + signature
 
 
 def _signed_bytes(agency_id: str, unsigned: bytes) -> bytes:
