@@ -417,10 +417,10 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
         kafka_bootstrap, s, instance="a", max_poll_interval_ms=6000
     )
     wait_for("a to own every partition", lambda: len(a.service.assignment()) == 16)
-    original = a.service._process
+    original = a.service._start
     joined: list[Running] = []
 
-    def stalled(batches: Any, group: Any) -> None:
+    def stalled(batches: Any, group: Any) -> Any:
         if not joined:
             joined.append(running(kafka_bootstrap, s, instance="b"))
             wait_for(
@@ -428,9 +428,9 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
                 lambda: len(joined[0].service.assignment()) == 16,
                 timeout_s=60,
             )
-        original(batches, group)
+        return original(batches, group)
 
-    a.service._process = stalled  # type: ignore[method-assign]
+    a.service._start = stalled  # type: ignore[method-assign]
     events = [example("missing_episode") for _ in range(20)]
     ids = Counter(e["event_id"] for e in events)
     publish(kafka_bootstrap, topics, events)
