@@ -17,7 +17,10 @@ from broker.audit._jcs import CanonicalizationError, canonicalize, parse_canonic
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
     AuditLeaf,
+    CanonicalLeaf,
+    LeafEvent,
     LeafKind,
+    LeafTemplate,
     decode_batch,
     encode_batch,
     leaf_bytes,
@@ -496,8 +499,9 @@ def test_leaf_bytes_name_missing_and_unknown_fields() -> None:
 
 
 def test_the_routers_leaves_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shared, withheld, duplicate and quarantine leaves as broker.routing.core builds
-    them never build an AuditLeaf: that is the point of leaf_bytes."""
+    """Leaf dicts as broker.routing.core builds them (quarantines, duplicates, and a
+    decision's leaves where its template declined) never build an AuditLeaf: that is
+    the point of leaf_bytes."""
     router_dicts: list[dict[str, Any]] = [
         dict(kind="QUARANTINED", time_ms=1, event_id="", event_digest=_sha, source_agency="",
              reason="UNDECODABLE"),
@@ -551,3 +555,142 @@ def test_the_keyed_pseudonymiser_gives_the_same_pseudonyms() -> None:
     assert keyed("a") != SubjectPseudonymiser(bytes(32))("a")
     with pytest.raises(ValueError, match="32 bytes"):
         SubjectPseudonymiser(b"short")
+
+
+# -- the router's path: one template per decision, filled per event -------------------
+
+_DECISION_PART = frozenset(
+    ("kind", "recipient", "outcome", "rule_id", "reason", "policy_digest", "lawful_basis")
+    + ("data_classes_shared", "fields_redacted")
+)
+_EVENT_PART = frozenset(("event_id", "event_digest", "source_agency", "subject"))
+_LEAF_PART = frozenset(("time_ms", "delivered_digest", "consent_ref", "obligations"))
+
+
+def test_the_three_parts_are_all_of_a_leafs_fields() -> None:
+    assert set(AuditLeaf.__dataclass_fields__) == _DECISION_PART | _EVENT_PART | _LEAF_PART
+
+
+def part(fields: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k in names}
+
+
+def by_template(decision: dict[str, Any], fields: dict[str, Any]) -> CanonicalLeaf | None:
+    """One leaf through the router's path: the decision's template, the event's part,
+    the leaf's own values; None where any of them declined."""
+    template = LeafTemplate.checked(**decision)
+    event = LeafEvent.checked(**part(fields, _EVENT_PART))
+    if template is None or event is None:
+        return None
+    return template.fill(event, **part(fields, _LEAF_PART))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(leaf_fields(unicode_text), min_size=1, max_size=4))
+def test_a_decisions_template_writes_each_of_its_leaves_as_the_dataclass_does(
+    many: list[dict[str, Any]],
+) -> None:
+    """One template (the first leaf's decision fields), filled with several events'
+    and leaves' own values: each leaf byte for byte the dataclass's and rfc8785's."""
+    decision = part(many[0], _DECISION_PART)
+    template = LeafTemplate.checked(**decision)
+    assert template is not None
+    for fields in many:
+        merged = {**part(fields, _EVENT_PART | _LEAF_PART), **decision}
+        expected = AuditLeaf(**merged).to_bytes()
+        event = LeafEvent.checked(**part(fields, _EVENT_PART))
+        assert event is not None
+        leaf = template.fill(event, **part(fields, _LEAF_PART))
+        assert leaf is not None and leaf.data == expected
+        assert rfc8785.dumps(json.loads(leaf.data)) == leaf.data
+        # Readable by field name, as the dicts were.
+        assert leaf["event_id"] == merged["event_id"]
+        assert AuditLeaf(**leaf) == AuditLeaf(**merged)
+        assert leaf_bytes(leaf) == expected
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    leaf_fields(unicode_text),
+    st.lists(st.tuples(st.sampled_from(sorted(AuditLeaf.__dataclass_fields__)), junk), max_size=3),
+)
+def test_a_template_declines_what_it_cannot_vouch_for(
+    fields: dict[str, Any], changes: list[tuple[str, Any]]
+) -> None:
+    """Any value in any field: the template path writes the dataclass's bytes or
+    declines (the router then keeps the dict); it never writes other bytes."""
+    fields.update(changes)
+    expected = outcome(lambda: AuditLeaf(**fields).to_bytes())
+    leaf = by_template(part(fields, _DECISION_PART), fields)
+    if leaf is not None:
+        assert leaf.data == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(leaf_fields(surrogate_text))
+def test_a_template_declines_lone_surrogates(fields: dict[str, Any]) -> None:
+    expected = outcome(lambda: AuditLeaf(**fields).to_bytes())
+    leaf = by_template(part(fields, _DECISION_PART), fields)
+    assert (leaf.data if leaf is not None else MalformedError) == expected
+
+
+def test_a_template_declines_each_kind_of_bad_value() -> None:
+    """One of each mistake per part, named, so a check that went missing is caught."""
+    event: dict[str, Any] = dict(
+        event_id="e-1", event_digest=_sha, source_agency="police-devon", subject=_sha
+    )
+    own: dict[str, Any] = dict(
+        time_ms=1, delivered_digest=_sha, consent_ref="c-1", obligations=["REVIEW@1"]
+    )
+    decision: dict[str, Any] = dict(
+        kind="SHARED", policy_digest=_sha, data_classes_shared=["location"]
+    )
+    template = LeafTemplate.checked(**decision)
+    good_event = LeafEvent.checked(**event)
+    assert template is not None and good_event is not None
+    assert template.fill(good_event, **own) is not None
+    digests_wrong: list[object] = [_sha.upper(), _sha[:63], _sha + "0", _sha[:63] + "\n",
+                                   "٠" + _sha[:63], _sha[:63] + "\ud800", Label(_sha),
+                                   _sha.encode(), None]  # fmt: skip
+    bad_decision: list[tuple[str, object]] = [
+        ("kind", "shared"), ("kind", None), ("recipient", Label("r")), ("reason", "\udc80"),
+        ("data_classes_shared", "location"), ("fields_redacted", ["a", None]),
+        *(("policy_digest", v) for v in digests_wrong),
+    ]  # fmt: skip
+    for name, value in bad_decision:
+        assert LeafTemplate.checked(**{**decision, name: value}) is None, (name, value)
+    bad_event: list[tuple[str, object]] = [
+        ("event_id", None), ("event_id", "\ud800"), ("source_agency", Label("a")),
+        ("event_digest", ""), *(("event_digest", v) for v in digests_wrong),
+        *(("subject", v) for v in digests_wrong),
+    ]  # fmt: skip
+    for name, value in bad_event:
+        assert LeafEvent.checked(**{**event, name: value}) is None, (name, value)
+    bad_own: list[tuple[str, object]] = [
+        ("time_ms", -1), ("time_ms", 2**53), ("time_ms", True), ("time_ms", Millis(1)),
+        ("time_ms", "1"), ("delivered_digest", ""), ("consent_ref", "\ud800"),
+        ("consent_ref", 1), ("obligations", [1]), ("obligations", "REVIEW"),
+        ("obligations", {"REVIEW"}), ("obligations", ["\ud800"]),
+        *(("delivered_digest", v) for v in digests_wrong if v is not None),
+    ]  # fmt: skip
+    for name, value in bad_own:
+        assert template.fill(good_event, **{**own, name: value}) is None, (name, value)
+    assert template.fill(None, **own) is None  # type: ignore[arg-type]
+
+
+def test_the_audit_encoder_frames_template_leaves_as_they_are() -> None:
+    """Template leaves and dicts mix in one batch, in order, as the dicts alone would."""
+    quarantined = dict(time_ms=1, kind="QUARANTINED", event_id="", event_digest=_sha,
+                       source_agency="", reason="UNDECODABLE")  # fmt: skip
+    shared = dict(time_ms=2, kind="SHARED", event_id="e", event_digest=_sha, source_agency="a",
+                  recipient="r", policy_digest=_sha, subject=_sha, delivered_digest=_sha,
+                  data_classes_shared=["location", "identity"], obligations=["R@3"])  # fmt: skip
+    template_leaf = by_template(part(shared, _DECISION_PART), shared)
+    assert isinstance(template_leaf, CanonicalLeaf)
+    leaves = [quarantined, template_leaf, shared]
+    assert audit_encoder(leaves) == audit_encoder([quarantined, shared, shared])
+    assert decode_batch(audit_encoder(leaves)[0]) == [
+        AuditLeaf(**quarantined).to_bytes(),  # type: ignore[arg-type]
+        AuditLeaf(**shared).to_bytes(),  # type: ignore[arg-type]
+        AuditLeaf(**shared).to_bytes(),  # type: ignore[arg-type]
+    ]

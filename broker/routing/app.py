@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from broker.audit.leaf import MAX_LEAF_BYTES, encode_batch, leaf_bytes
+from broker.audit.leaf import MAX_LEAF_BYTES, CanonicalLeaf, encode_batch, leaf_bytes
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
@@ -56,16 +56,19 @@ def keys_dir(settings: Settings) -> Path:
 def audit_encoder(leaves: Sequence[Mapping[str, Any]]) -> list[bytes]:
     """Audit leaves as batch messages (several leaves per Kafka message, in order).
 
-    Each leaf's bytes are ``AuditLeaf(**fields).to_bytes()``, built by
-    :func:`leaf_bytes` (the same bytes, without a dataclass per decision); a
-    field that is not valid raises :class:`~broker.audit.exceptions.MalformedError`,
-    which fails the router's transaction.
+    Each leaf's bytes are ``AuditLeaf(**fields).to_bytes()``. The routing core's
+    decision leaves come as :class:`~broker.audit.leaf.CanonicalLeaf`, already
+    those bytes (its template checked every value); any other leaf is a dict of
+    fields, written by :func:`leaf_bytes` (the same bytes, without a dataclass
+    per decision). A field that is not valid raises
+    :class:`~broker.audit.exceptions.MalformedError`, which fails the router's
+    transaction.
     """
     out: list[bytes] = []
     batch: list[bytes] = []
     size = 0
-    for fields in leaves:
-        data = leaf_bytes(fields)
+    for leaf in leaves:
+        data = leaf.data if type(leaf) is CanonicalLeaf else leaf_bytes(leaf)
         if len(data) > MAX_LEAF_BYTES:  # pragma: no cover - a leaf holds digests, not content
             raise RoutingError("audit leaf too large")
         if batch and size + len(data) + 4 > AUDIT_MESSAGE_BUDGET:
