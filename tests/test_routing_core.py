@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import rfc8785
 
+from broker.audit.exceptions import MalformedError
+from broker.audit.leaf import AuditLeaf, CanonicalLeaf, decode_batch, leaf_bytes
 from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.policy import ConsentStore, Policy
-from broker.routing.core import Inbound, RoutingCore
+from broker.routing import core as core_module
+from broker.routing.app import audit_encoder
+from broker.routing.core import Inbound, Routed, RoutingCore
 from broker.signing import AgencySigner, sign_message
 from broker.topics import Topics
 from tests.routing_helpers import CODEC, example
@@ -247,3 +255,120 @@ def test_a_consent_record_with_a_forged_signature_is_quarantined_and_not_applied
     assert len(core.consents) == 0
     assert core.apply_consent(_msg(T.consent, sign_message(unsigned, signer))) is True
     assert len(core.consents) == 1
+
+
+# -- audit leaves -------------------------------------------------------------------
+
+EXAMPLES = ("missing_episode", "health_concern", "police_notification", "education_concern",
+            "exploitation_screening", "return_home_interview")  # fmt: skip
+
+
+def _messages() -> tuple[Inbound, list[Inbound]]:
+    """A consent record, then every example event twice (fresh ids: the decisions'
+    templates are reused), one of them again (a duplicate) and an undecodable
+    message (a quarantine)."""
+    # The education concern's child consents to its school's safeguarding lead: a
+    # share whose leaf carries a consent_ref (the health concern's carry obligations).
+    consent = example("consent_record")
+    consent["payload"].update(expires_at=None, purpose="SAFEGUARDING", scope_roles=["school_dsl"])
+    consent["subject"]["pseudonym"] = example("education_concern")["subject"]["pseudonym"]
+    out = []
+    for name in EXAMPLES * 2:
+        data = _encoded(name)
+        out.append(_msg(T.ingest(CODEC.decode(data)["source"]["agency_id"]), data))
+    consent_msg = _msg(T.consent, CODEC.encode(CODEC.from_json(consent)))
+    return consent_msg, [*out, out[0], _msg(T.ingest("torbay-hospital"), b"\xc3\x02")]
+
+
+def _route_all(core: RoutingCore, consent: Inbound, messages: list[Inbound]) -> list[Routed]:
+    assert core.apply_consent(consent)
+    return [core.handle(m) for m in messages]
+
+
+class _NoLeafEvent:
+    """Stands in for LeafEvent: declines every event, so the core writes leaf dicts."""
+
+    @staticmethod
+    def checked(**fields: object) -> None:
+        return None
+
+
+def test_decision_leaves_are_the_bytes_the_leaf_dicts_give(
+    core: RoutingCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core writes a decision's leaf from its template; the same messages routed
+    the old way (a dict per leaf, then leaf_bytes) give the same leaves, byte for
+    byte, and the same audit messages."""
+    consent, messages = _messages()
+    fast = _route_all(core, consent, messages)
+    monkeypatch.setattr(core_module, "LeafEvent", _NoLeafEvent)
+    slow = _route_all(
+        RoutingCore(
+            codec=CODEC, decider=core.decider, consents=ConsentStore(), topics=T,
+            clock=FixedClock(NOW), pseudonym_key=b"k" * 32, max_message_bytes=64 * 1024,
+        ),
+        consent,
+        messages,
+    )  # fmt: skip
+    seen: list[dict[str, Any]] = []
+    for f, s in zip(fast, slow, strict=True):
+        assert f.outputs == s.outputs and f.quarantined == s.quarantined
+        assert all(type(leaf) is dict for leaf in s.leaves)
+        if f.quarantined is None and not f.duplicate:
+            assert all(type(leaf) is CanonicalLeaf for leaf in f.leaves)
+        else:  # quarantines and duplicates: the dicts they always were
+            assert f.leaves == s.leaves and all(type(leaf) is dict for leaf in f.leaves)
+        expected = [AuditLeaf(**fields).to_bytes() for fields in s.leaves]
+        assert [leaf_bytes(fields) for fields in s.leaves] == expected
+        assert [audit_encoder([leaf]) for leaf in f.leaves] == [
+            audit_encoder([fields]) for fields in s.leaves
+        ]
+        for data in expected:
+            assert rfc8785.dumps(json.loads(data)) == data
+            seen.append(json.loads(data))
+    assert audit_encoder([lf for r in fast for lf in r.leaves]) == audit_encoder(
+        [lf for r in slow for lf in r.leaves]
+    )
+    # What the examples covered: every kind, a consent relied on, an obligation.
+    assert {leaf["kind"] for leaf in seen} == {"SHARED", "WITHHELD", "DUPLICATE", "QUARANTINED"}
+    assert any(leaf["consent_ref"] for leaf in seen if leaf["kind"] == "SHARED")
+    assert any(leaf["obligations"] for leaf in seen if leaf["kind"] == "SHARED")
+
+
+class _Tampering:
+    """The example policy, but every decision's policy digest replaced."""
+
+    def __init__(self, policy: Any, digest: str) -> None:
+        self.policy, self.digest = policy, digest
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def decide_all(self, *args: Any) -> list[Any]:
+        decisions = self.policy.decide_all(*args)
+        return [dataclasses.replace(d, policy_digest=self.digest) for d in decisions]
+
+
+def test_a_decision_value_the_template_refuses_fails_the_transaction(core: RoutingCore) -> None:
+    """Not a quarantine of the message: the leaf stays a dict and the audit encoder
+    refuses it, so the router's transaction fails and nothing is shared."""
+    core.decider = _Tampering(core.decider, "not-a-digest")
+    routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
+    assert routed.quarantined is None and routed.shared
+    assert all(type(leaf) is dict for leaf in routed.leaves)
+    with pytest.raises(MalformedError, match="policy_digest"):
+        audit_encoder(routed.leaves)
+
+
+class _Label(str):
+    """A str subclass: a valid value the template does not vouch for."""
+
+
+def test_a_value_the_template_declines_still_gives_the_dataclass_bytes(core: RoutingCore) -> None:
+    digest = "ab" * 32
+    core.decider = _Tampering(core.decider, _Label(digest))
+    routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
+    assert routed.leaves and all(type(leaf) is dict for leaf in routed.leaves)
+    leaves = [AuditLeaf(**leaf) for leaf in routed.leaves]
+    assert all(leaf.policy_digest == digest for leaf in leaves)
+    assert decode_batch(audit_encoder(routed.leaves)[0]) == [leaf.to_bytes() for leaf in leaves]

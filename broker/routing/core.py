@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from broker.audit.leaf import SubjectPseudonymiser
+from broker.audit.leaf import LeafEvent, LeafTemplate, SubjectPseudonymiser
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec._write import long_bytes
@@ -101,7 +101,12 @@ class Routed:
     """Everything one inbound message produced."""
 
     outputs: list[Outbound] = field(default_factory=list)
-    leaves: list[dict[str, Any]] = field(default_factory=list)
+    # One per decision, each a Mapping of AuditLeaf's fields: a CanonicalLeaf
+    # (broker.audit.leaf: the leaf's bytes, readable by field) for a subscriber's
+    # decision, a dict for a quarantine or a duplicate (or for a decision whose
+    # values the leaf template declined to vouch for). Typed Any, not
+    # Mapping[str, Any], while RouterService collects them in a list[dict].
+    leaves: list[Any] = field(default_factory=list)
     shared: list[str] = field(default_factory=list)
     withheld: list[tuple[str, str]] = field(default_factory=list)
     quarantined: str | None = None
@@ -148,6 +153,9 @@ class RoutingCore:
         # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
         self._recipients: dict[str, tuple[str, str | None]] = {}
         self._sorted: dict[Any, tuple[str, ...]] = {}  # a grant's classes, sorted
+        # Per decision (see _decision_leaf): its audit leaves' checked template,
+        # or None where the template declined (those leaves are dicts).
+        self._leaf_templates: dict[tuple[Any, ...], LeafTemplate | None] = {}
 
     # -- audit helpers -------------------------------------------------------
     def subject_hmac(self, pseudonym: str | None) -> str:
@@ -330,24 +338,16 @@ class RoutingCore:
         written: Redactable | None = None
         feed_keys: dict[bool, bytes | None] = {}
         outputs, leaves = routed.outputs, routed.leaves
+        # What all of this event's leaves share, checked and written once.
+        ids = (event_id, event_digest, agency, subject)
+        leaf_event = LeafEvent.checked(
+            event_id=event_id, event_digest=event_digest, source_agency=agency, subject=subject
+        )
         for decision in self.decider.decide_all(event, self.consents, now):
             subscriber = decision.subscriber
             reason = str(decision.reason_code)
-            leaf: dict[str, Any] = {
-                "time_ms": decision.now_ms,
-                "event_id": event_id,
-                "event_digest": event_digest,
-                "source_agency": agency,
-                "recipient": subscriber,
-                "outcome": str(decision.outcome),
-                "rule_id": decision.rule_id,
-                "reason": reason,
-                "policy_digest": decision.policy_digest,
-                "subject": subject,
-            }
-            leaves.append(leaf)
             if decision.outcome != "SHARE":
-                leaf["kind"] = "WITHHELD"
+                leaves.append(self._decision_leaf(decision, reason, leaf_event, ids, None))
                 routed.withheld.append((subscriber, reason))
                 continue
             classes = decision.data_classes_shared
@@ -364,16 +364,114 @@ class RoutingCore:
                 feed_keys[granted] = self._feed_key(pseudonym, granted)
             outputs.append(Outbound(topic, feed_keys[granted], data))
             routed.shared.append(subscriber)
-            leaf.update(
-                kind="SHARED",
-                lawful_basis=str(decision.lawful_basis or ""),
-                data_classes_shared=self._sorted_once(classes),
-                fields_redacted=self._sorted_once(decision.fields_redacted),
-                delivered_digest=hashlib.sha256(data).hexdigest(),
-                consent_ref=decision.consent_ref,
-                obligations=[f"{o.code}@{o.due_at_ms}" for o in decision.obligations],
-            )
+            delivered = hashlib.sha256(data).hexdigest()
+            leaves.append(self._decision_leaf(decision, reason, leaf_event, ids, delivered))
         return routed
+
+    def _decision_leaf(
+        self,
+        decision: Any,
+        reason: str,
+        leaf_event: LeafEvent | None,
+        ids: tuple[str, str, str, str],
+        delivered: str | None,
+    ) -> Mapping[str, Any]:
+        """The audit leaf of one subscriber's decision: SHARED with the digest of the
+        copy ``delivered``, or WITHHELD when that is None.
+
+        Written from the decision's :class:`LeafTemplate` (kept per decision:
+        its fields are the same for every event the decision applies to) and
+        the event's :class:`LeafEvent`: the leaf's canonical bytes, with no dict
+        per leaf. Where either declined a value (not a plain, valid one), the
+        leaf is the dict of fields it always was, and the audit encoder's
+        :func:`~broker.audit.leaf.leaf_bytes` gives its bytes or fails the
+        transaction saying what is wrong.
+        """
+        outcome = str(decision.outcome)
+        due = decision.obligations
+        obligations = [f"{o.code}@{o.due_at_ms}" for o in due] if due else []
+        if delivered is None:
+            key: tuple[Any, ...] = (
+                decision.subscriber, outcome, decision.rule_id, reason, decision.policy_digest
+            )
+        else:
+            lawful_basis = str(decision.lawful_basis or "")
+            classes = decision.data_classes_shared
+            redacted = decision.fields_redacted
+            key = (
+                decision.subscriber, outcome, decision.rule_id, reason, decision.policy_digest,
+                lawful_basis,
+                classes if type(classes) is frozenset else frozenset(classes),
+                redacted if type(redacted) is tuple else tuple(redacted),
+            )  # fmt: skip
+        try:
+            template = self._leaf_templates[key]
+        except KeyError:
+            template = self._leaf_template(decision, outcome, reason, delivered is not None)
+            if len(self._leaf_templates) >= _DECISION_HEADS_MAX:
+                self._leaf_templates.clear()
+            self._leaf_templates[key] = template
+        if template is not None and leaf_event is not None:
+            leaf = template.fill(
+                leaf_event,
+                time_ms=decision.now_ms,
+                delivered_digest=delivered,
+                consent_ref=decision.consent_ref if delivered is not None else None,
+                obligations=obligations if delivered is not None else (),
+            )
+            if leaf is not None:
+                return leaf
+        event_id, event_digest, agency, subject = ids
+        fields: dict[str, Any] = {
+            "time_ms": decision.now_ms,
+            "event_id": event_id,
+            "event_digest": event_digest,
+            "source_agency": agency,
+            "recipient": decision.subscriber,
+            "outcome": outcome,
+            "rule_id": decision.rule_id,
+            "reason": reason,
+            "policy_digest": decision.policy_digest,
+            "subject": subject,
+        }
+        if delivered is None:
+            fields["kind"] = "WITHHELD"
+            return fields
+        fields.update(
+            kind="SHARED",
+            lawful_basis=str(decision.lawful_basis or ""),
+            data_classes_shared=self._sorted_once(decision.data_classes_shared),
+            fields_redacted=self._sorted_once(decision.fields_redacted),
+            delivered_digest=delivered,
+            consent_ref=decision.consent_ref,
+            obligations=obligations,
+        )
+        return fields
+
+    def _leaf_template(
+        self, decision: Any, outcome: str, reason: str, shared: bool
+    ) -> LeafTemplate | None:
+        """A decision's leaf template: the members its dict leaf would have had."""
+        if not shared:
+            return LeafTemplate.checked(
+                kind="WITHHELD",
+                recipient=decision.subscriber,
+                outcome=outcome,
+                rule_id=decision.rule_id,
+                reason=reason,
+                policy_digest=decision.policy_digest,
+            )
+        return LeafTemplate.checked(
+            kind="SHARED",
+            recipient=decision.subscriber,
+            outcome=outcome,
+            rule_id=decision.rule_id,
+            reason=reason,
+            policy_digest=decision.policy_digest,
+            lawful_basis=str(decision.lawful_basis or ""),
+            data_classes_shared=self._sorted_once(decision.data_classes_shared),
+            fields_redacted=self._sorted_once(decision.fields_redacted),
+        )
 
     def _recipient(self, subscriber: str) -> tuple[str, str | None]:
         found = self._recipients.get(subscriber)
