@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from broker.codec import Codec, DecodingError, UnknownSchemaError, _read
 from broker.codec._fingerprint import HEADER_SIZE
-from broker.codec._schema import build
+from broker.codec._schema import DATA_CLASSES, build
+from broker.codec._write import FromInput, Written
 from broker.codec.codec import _entry
 from fuzz.corpus import hostile_corpus
 from tests.test_codec_properties import CODEC, SETTINGS, records, strategy
@@ -77,7 +78,31 @@ def verdict(codec: Codec, data: bytes, schema: str) -> Any:
 def assert_same(data: bytes, schema: str = EVENT, new: Codec = CODEC, old: Codec = OLD) -> Any:
     got, expected = verdict(new, data, schema), verdict(old, data, schema)
     assert got == expected, f"{schema}: {data.hex()}"
+    assert_routes_the_same(data, schema, new, expected)
     return got
+
+
+#: Grants the routing path's copies are compared under (with every schema's classes).
+ROUTING_GRANTS: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset(DATA_CLASSES),
+    frozenset({"free_text", "concern_summary", "pseudonym"}),
+    frozenset(DATA_CLASSES - {"location", "identity"}),
+)
+
+
+def assert_routes_the_same(data: bytes, schema: str, codec: Codec, expected: Any) -> None:
+    """``decode_for_routing`` gives decode's verdict, and copies that are the
+    writer's copies of the record (``written``), whatever the bytes were."""
+    try:
+        record, copies = codec.decode_for_routing(data, schema)
+    except (DecodingError, UnknownSchemaError) as exc:
+        assert (type(exc).__name__, str(exc)) == expected, f"routing {schema}: {data.hex()}"
+        return
+    assert ("record", shape(record)) == expected, f"routing {schema}: {data.hex()}"
+    writer = codec.written(record, schema)
+    for grant in ROUTING_GRANTS:
+        assert copies.redacted(grant) == writer.redacted(grant), f"{sorted(grant)}: {data.hex()}"
 
 
 def fast_read(codec: Codec, data: bytes, schema: str) -> dict[str, Any]:
@@ -181,8 +206,16 @@ def test_mutated_events_get_fastavros_verdict(record: dict[str, Any], data: st.D
 NS = "safeshare"
 
 
-def _field(name: str, type_: Any) -> dict[str, Any]:
-    return {"name": name, "type": type_, "doc": f"{name}.", "dataClass": "metadata"}
+def _field(name: str, type_: Any, label: str = "metadata") -> dict[str, Any]:
+    out = {"name": name, "type": type_, "doc": f"{name}.", "dataClass": label}
+    if label != "metadata":
+        out["default"] = None  # a schema rule for the fields a copy may null
+    return out
+
+
+# Fields whose bytes the routing path cuts out of a copy that may not show them:
+# top-level ones, and ones in records inside metadata unions and arrays.
+LABELS = {"opt": "free_text", "secret": "identity"}
 
 
 A = {"type": "record", "name": "A", "namespace": NS, "doc": "A.", "fields": [_field("x", "long")]}
@@ -192,6 +225,20 @@ B = {
     "namespace": NS,
     "doc": "B.",
     "fields": [_field("y", {"type": "array", "items": "safeshare.A"})],
+}
+C = {
+    "type": "record",
+    "name": "C",
+    "namespace": NS,
+    "doc": "C.",
+    "fields": [_field("z", ["null", "string"], "location")],
+}
+D = {
+    "type": "record",
+    "name": "D",
+    "namespace": NS,
+    "doc": "D.",
+    "fields": [_field("w", ["null", "long"], "identity")],
 }
 BOOLEANS = {"type": "array", "items": "boolean"}
 EVERYTHING_FIELDS = [
@@ -214,13 +261,16 @@ EVERYTHING_FIELDS = [
     ("nested", {"type": "array", "items": {"type": "map", "values": BOOLEANS}}),
     ("ref", "safeshare.A"),
     ("again", ["null", "safeshare.A"]),
+    ("wrapped", ["null", "safeshare.C"]),
+    ("many", {"type": "array", "items": "safeshare.C"}),
+    ("secret", ["null", "safeshare.D"]),
 ]
 EVERYTHING = {
     "type": "record",
     "name": "Everything",
     "namespace": NS,
     "doc": "Every Avro type the codec can meet.",
-    "fields": [_field(n, t) for n, t in EVERYTHING_FIELDS],
+    "fields": [_field(n, t, LABELS.get(n, "metadata")) for n, t in EVERYTHING_FIELDS],
 }
 # A union of several named types that are not records: fastavro's tuple rules
 # for those are not copied, so the reader is not generated and fastavro reads.
@@ -277,13 +327,16 @@ PLAIN: dict[str, bytes] = {
     "nested": zz(1) + zz(1) + s(b"k") + zz(2) + b"\x00\x01" + zz(0) + zz(0) + zz(0),
     "ref": zz(9),
     "again": zz(1) + zz(10),
+    "wrapped": zz(1) + zz(1) + s(b"here"),
+    "many": zz(2) + zz(1) + s(b"a") + zz(0) + zz(0),
+    "secret": zz(1) + zz(1) + zz(5),
 }
 
 
 @pytest.fixture(scope="module")
 def everything(tmp_path_factory: pytest.TempPathFactory) -> tuple[Codec, Codec]:
     directory = tmp_path_factory.mktemp("schemas")
-    for raw in (A, B, EVERYTHING, ODD):
+    for raw in (A, B, C, D, EVERYTHING, ODD):
         (directory / f"{raw['name']}.avsc").write_text(json.dumps(raw), encoding="utf-8")
     codec = Codec.from_dir(directory)
     return codec, fastavro_only(codec)
@@ -381,6 +434,133 @@ def test_crafted_encodings_get_fastavros_verdict(
         # Declined: fastavro decides (and words any error), as before.
         with pytest.raises(DECLINED):
             fast_read(new, data, name)
+
+
+def padded(varint: bytes) -> bytes:
+    """``varint`` one byte longer than it need be (a 0x00 group on top)."""
+    return varint[:-1] + bytes([varint[-1] | 0x80]) + b"\x00"
+
+
+# (case, field, raw bytes, whether they are the writer's own: copies come from them)
+ROUTED: list[tuple[str, str, bytes, bool]] = [
+    ("the writer's bytes", "l", PLAIN["l"], True),
+    ("smallest long", "l", b"\xff" * 9 + b"\x01", True),
+    ("largest long", "l", zz(2**63 - 1), True),
+    ("two-byte long", "l", zz(64), True),
+    ("non-minimal varint", "l", b"\x86\x80\x00", False),
+    ("zero in two bytes", "l", b"\x80\x00", False),
+    ("10-byte varint with bits past 64", "l", b"\xfe" * 9 + b"\x7f", False),
+    ("10-byte varint ending in 0", "l", b"\xff" * 9 + b"\x00", False),
+    ("int past 32 bits", "i", zz(2**40), True),  # what the writer writes for that int
+    ("non-minimal timestamp", "ts", padded(zz(1_700_000_000_123)), False),
+    ("non-minimal date", "dt", padded(zz(19_000)), False),
+    ("non-minimal string length", "s", padded(zz(6)) + "héllo".encode(), False),
+    ("non-minimal bytes length", "by", padded(zz(2)) + b"\x00\xff", False),
+    ("empty array", "a", zz(0), True),
+    ("negative block count with a size", "a", zz(-2) + zz(2) + zz(5) + zz(6) + zz(0), False),
+    ("array in two blocks", "a", zz(1) + zz(5) + zz(1) + zz(6) + zz(0), False),
+    ("non-minimal block count", "a", padded(zz(2)) + zz(5) + zz(6) + zz(0), False),
+    ("non-minimal closing count", "a", zz(2) + zz(5) + zz(6) + padded(zz(0)), False),
+    ("non-minimal item", "a", zz(2) + zz(5) + padded(zz(6)) + zz(0), False),
+    ("empty map", "m", zz(0), True),
+    ("negative map block count", "m", zz(-1) + zz(4) + s(b"k") + s(b"v") + zz(0), False),
+    ("map key repeated", "m", zz(2) + s(b"k") + s(b"v") + s(b"k") + s(b"w") + zz(0), False),
+    (
+        "map in two blocks",
+        "m",
+        zz(1) + s(b"k") + s(b"v") + zz(1) + s(b"j") + s(b"w") + zz(0),
+        False,
+    ),
+    ("non-minimal map key length", "m", zz(1) + padded(zz(1)) + b"k" + s(b"v") + zz(0), False),
+    (
+        "nested array in two blocks",
+        "nested",
+        zz(1) + zz(1) + s(b"k") + zz(1) + b"\x00" + zz(1) + b"\x01" + zz(0) + zz(0) + zz(0),
+        False,
+    ),
+    ("quiet NaN double", "d", NAN, True),
+    ("signalling NaN double", "d", b"\x01\x00\x00\x00\x00\x00\xf0\x7f", True),
+    ("negative zero double", "d", struct.pack("<d", -0.0), True),
+    ("quiet NaN float", "f", b"\x00\x00\xc0\x7f", True),
+    # A float is read into a double and packed back: the signalling bit is lost.
+    ("signalling NaN float", "f", b"\x01\x00\x80\x7f", False),
+    ("boolean byte 2", "b", b"\x02", False),
+    ("non-minimal enum index", "e", padded(zz(1)), False),
+    ("null in a cut field", "opt", zz(0), True),
+    ("union index in a two-byte varint", "opt", padded(zz(1)) + s(b"x"), False),
+    ("negative union index", "opt", zz(-1) + s(b"x"), False),
+    ("non-minimal length in a cut field", "opt", zz(1) + padded(zz(1)) + b"x", False),
+    ("other record branch", "choice", zz(1) + zz(7), True),
+    (
+        "two blocks in a record branch",
+        "choice",
+        zz(2) + zz(1) + zz(4) + zz(1) + zz(6) + zz(0),
+        False,
+    ),
+    ("null record in a cut field", "secret", zz(0), True),
+    ("non-minimal long in a cut record", "secret", zz(1) + zz(1) + padded(zz(5)), False),
+    ("non-minimal union index of a cut record", "secret", padded(zz(1)) + zz(1) + zz(5), False),
+    ("null inside a cut record", "secret", zz(1) + zz(0), True),
+    ("cut field null in a metadata record", "wrapped", zz(1) + zz(0), True),
+    (
+        "non-minimal cut field in a metadata record",
+        "wrapped",
+        zz(1) + zz(1) + padded(zz(1)) + b"x",
+        False,
+    ),
+    ("cuts in every array item", "many", zz(2) + zz(1) + s(b"a") + zz(1) + s(b"b") + zz(0), True),
+    (
+        "cuts in an array of two blocks",
+        "many",
+        zz(1) + zz(1) + s(b"a") + zz(1) + zz(0) + zz(0),
+        False,
+    ),
+    ("no cut in an empty array", "many", zz(0), True),
+]
+
+
+@pytest.mark.parametrize(("case", "field", "raw", "canonical"), ROUTED, ids=[c[0] for c in ROUTED])
+def test_routing_copies_come_from_the_input_only_when_it_is_the_writers_encoding(
+    everything: tuple[Codec, Codec], case: str, field: str, raw: bytes, canonical: bool
+) -> None:
+    new, old = everything
+    name = "safeshare.Everything"
+    data = message(new, **{field: raw})
+    # decode's verdict, and the writer's copies (assert_routes_the_same).
+    assert assert_same(data, name, new, old)[0] == "record", case
+    record, copies = new.decode_for_routing(data, name)
+    writer = new.written(record, name)
+    assert isinstance(writer, Written)
+    # The case is what it says: the writer writes these bytes back, or others.
+    assert (writer.body == data[HEADER_SIZE:]) == canonical, case
+    assert isinstance(copies, FromInput) == canonical, case
+    if isinstance(copies, FromInput):
+        assert (copies.body, copies.cuts) == (writer.body, writer.cuts)
+
+
+def test_routing_cuts_are_the_writers_for_every_kind_of_place(
+    everything: tuple[Codec, Codec],
+) -> None:
+    new, _ = everything
+    name = "safeshare.Everything"
+    data = message(new)
+    record, copies = new.decode_for_routing(data, name)
+    assert isinstance(copies, FromInput)
+    writer = new.written(record, name)
+    assert isinstance(writer, Written)
+    assert copies.cuts == writer.cuts
+    # opt; wrapped.z; many[0].z (many[1].z is null: no cut); secret
+    assert [label for *_, label in copies.cuts] == ["free_text", "location", "location", "identity"]
+    body = data[HEADER_SIZE:]
+    assert [body[a:b] for a, b, _ in copies.cuts] == [
+        PLAIN["opt"],
+        zz(1) + s(b"here"),
+        zz(1) + s(b"a"),
+        PLAIN["secret"],
+    ]
+    assert copies.redacted(frozenset({"location"})) == body.replace(PLAIN["opt"], b"\x00").replace(
+        PLAIN["secret"], b"\x00"
+    )
 
 
 def test_every_cut_and_byte_change_of_every_type_gets_fastavros_verdict(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from broker.codec import Codec, EncodingError
 from broker.codec._fingerprint import HEADER_SIZE
 from broker.codec._schema import DATA_CLASSES
-from broker.codec._write import Written, long_bytes
+from broker.codec._write import FromInput, Written, long_bytes
 from tests.test_codec_properties import CODEC, SETTINGS, records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,11 +122,202 @@ def test_a_record_the_fast_writer_cannot_place_is_validated_not_guessed() -> Non
 
 
 def test_an_event_off_the_fast_path_still_gets_correct_copies() -> None:
-    event = CODEC.decode(
-        CODEC.encode(CODEC.from_json(json.loads(EVENT_FILES[1].read_text())))
-    )
+    event = CODEC.decode(CODEC.encode(CODEC.from_json(json.loads(EVENT_FILES[1].read_text()))))
     # The payload union in plain-dict form: the fast writer cannot tell the
     # branch, so the copies come from redact + validate + encode, which refuses.
     broken = dict(event, payload=event["payload"][1])
     with pytest.raises(EncodingError, match="payload"):
         CODEC.written(broken).redacted(frozenset(CLASSES))
+
+
+# -- copies spliced from the inbound bytes (Codec.decode_for_routing) ------------------
+#
+# The router reads an event and sends redacted copies of it. When the inbound
+# bytes are exactly what the writer would write for the decoded event, the
+# copies are spliced from those bytes (the cuts noted while reading) instead of
+# encoding the event again. Whatever the bytes, every copy must be the
+# writer's: a copy of non-canonical bytes would differ from what the policy
+# tests and every other router hold, and could carry data the record does not
+# show (bits past 64 in a varint, a repeated map key's first value).
+
+
+def writer_copies(record: Any, schema: str = CODEC_EVENT) -> Any:
+    """The writer path (decode + written) the routing path must match."""
+    written = CODEC.written(record, schema)
+    assert type(written) is Written
+    return written
+
+
+@pytest.mark.parametrize("path", EVENT_FILES, ids=lambda p: p.stem)
+def test_every_example_event_is_copied_from_its_own_bytes(path: Path) -> None:
+    data = CODEC.encode(CODEC.from_json(json.loads(path.read_text())))
+    event, copies = CODEC.decode_for_routing(data)
+    assert event == CODEC.decode(data)
+    assert list(map(type, event.values())) == list(map(type, CODEC.decode(data).values()))
+    assert isinstance(copies, FromInput), "an example event fell off the input-bytes path"
+    writer = writer_copies(event)
+    assert copies.body == data[HEADER_SIZE:] == writer.body
+    assert copies.cuts == writer.cuts and copies.cuts, "cuts differ from the writer's"
+    for allowed in grants(hash(path.stem) & 0xFFFF, 300):
+        assert copies.redacted(allowed) == writer.redacted(allowed), (
+            f"{path.stem}: copy for {sorted(allowed)} differs"
+        )
+
+
+@SETTINGS
+@given(records(CODEC_EVENT), st.sets(st.sampled_from(CLASSES)))
+def test_any_valid_event_is_copied_from_its_bytes_as_the_writer_writes_it(
+    record: dict[str, Any], allowed: set[str]
+) -> None:
+    data = CODEC.encode(record)
+    event, copies = CODEC.decode_for_routing(data)
+    assert event == record
+    assert isinstance(copies, FromInput)
+    writer = writer_copies(event)
+    assert (copies.body, copies.cuts) == (writer.body, writer.cuts)
+    for grant in (frozenset(allowed), frozenset(), frozenset(CLASSES)):
+        assert copies.redacted(grant) == writer.redacted(grant)
+    assert copies.redacted(frozenset(allowed)) == slow_body(
+        CODEC, record, frozenset(allowed), CODEC_EVENT
+    )
+
+
+def _varint(z: int, rng: random.Random, loose: float) -> bytes:
+    """The unsigned varint ``z``, sometimes padded with 0x80 .. 0x00 groups (up
+    to 10 bytes, which the readers accept; a writer never pads)."""
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    if len(out) < 10 and rng.random() < loose:
+        pad = rng.randint(1, 10 - len(out))
+        out[-1] |= 0x80
+        out += b"\x80" * (pad - 1) + b"\x00"
+    return bytes(out)
+
+
+def _long(n: int, rng: random.Random, loose: float) -> bytes:
+    return _varint(((n << 1) ^ (n >> 63)) & ((1 << 64) - 1), rng, loose)
+
+
+def loose_body(node: Any, value: Any, rng: random.Random, loose: float) -> bytes:
+    """An Avro encoding of ``value`` that fastavro reads back as ``value``, with
+    the encodings no writer makes chosen at rate ``loose``: padded varints,
+    several blocks, negative block counts with their size, a boolean true of 2..255,
+    a negative union index (fastavro counts it from the end)."""
+    from broker.codec._schema import Array, Enum, Fixed, Map, Primitive, Record, Union
+    from broker.codec._write import date_days, timestamp_millis
+
+    def lng(n: int) -> bytes:
+        return _long(n, rng, loose)
+
+    if isinstance(node, Primitive):
+        kind = node.kind
+        if kind == "null":
+            return b""
+        if kind == "boolean":
+            if value and rng.random() < loose:
+                return bytes([rng.randint(2, 255)])
+            return b"\x01" if value else b"\x00"
+        if node.logical == "timestamp-millis":
+            return lng(timestamp_millis(value))
+        if node.logical == "date":
+            return lng(date_days(value))
+        if kind in ("int", "long"):
+            return lng(value)
+        if kind == "float":
+            return struct.pack("<f", value)
+        if kind == "double":
+            return struct.pack("<d", value)
+        raw: bytes = value.encode() if kind == "string" else value
+        return lng(len(raw)) + raw
+    if isinstance(node, Enum):
+        return lng(node.symbols.index(value))
+    if isinstance(node, Fixed):
+        return bytes(value)
+    if isinstance(node, Array | Map):
+        items = list(value.items()) if isinstance(node, Map) else list(value)
+        inner = node.values if isinstance(node, Map) else node.items
+
+        def item(x: Any) -> bytes:
+            if isinstance(node, Map):
+                key: bytes = x[0].encode()
+                return lng(len(key)) + key + loose_body(inner, x[1], rng, loose)
+            return loose_body(inner, x, rng, loose)
+
+        out = b""
+        while items:
+            take = len(items) if rng.random() >= loose else rng.randint(1, len(items))
+            block, items = items[:take], items[take:]
+            encoded = b"".join(item(x) for x in block)
+            if rng.random() < loose:
+                out += lng(-len(block)) + lng(len(encoded)) + encoded
+            else:
+                out += lng(len(block)) + encoded
+        return out + lng(0)
+    if isinstance(node, Union):
+        if value is None:
+            index = next(i for i, b in enumerate(node.branches) if getattr(b, "kind", "") == "null")
+            branch, inner_value = node.branches[index], None
+        elif len(node.non_null) > 1:
+            name, inner_value = value
+            index = next(
+                i for i, b in enumerate(node.branches) if getattr(b, "fullname", "") == name
+            )
+            branch = node.branches[index]
+        else:
+            branch = node.non_null[0]
+            index, inner_value = node.branches.index(branch), value
+        if rng.random() < loose:
+            index -= len(node.branches)
+        return lng(index) + loose_body(branch, inner_value, rng, loose)
+    assert isinstance(node, Record)
+    return b"".join(loose_body(f.type, value[f.name], rng, loose) for f in node.fields)
+
+
+EVENT_NODE = CODEC._entry(CODEC_EVENT).node
+
+
+@SETTINGS
+@given(records(CODEC_EVENT), st.integers(0, 2**32 - 1), st.sets(st.sampled_from(CLASSES)))
+def test_a_loose_encoding_of_any_event_is_copied_as_the_writer_writes_it(
+    record: dict[str, Any], seed: int, allowed: set[str]
+) -> None:
+    canonical = CODEC.encode(record)
+    # The test's own writer writes the canonical bytes when it takes no liberty.
+    assert CODEC.header() + loose_body(EVENT_NODE, record, random.Random(seed), 0.0) == canonical
+    loose = CODEC.header() + loose_body(EVENT_NODE, record, random.Random(seed), 0.3)
+    decoded = CODEC.decode(loose)
+    assert decoded == record
+    event, copies = CODEC.decode_for_routing(loose)
+    assert event == record
+    writer = writer_copies(event)
+    for grant in (frozenset(allowed), frozenset(), frozenset(CLASSES)):
+        assert copies.redacted(grant) == writer.redacted(grant)
+    # Copied from the inbound bytes exactly when they are the writer's.
+    assert isinstance(copies, FromInput) == (loose == canonical)
+
+
+def test_loose_encodings_are_met_and_fall_back() -> None:
+    # The property above must meet non-canonical bytes, or it tests nothing.
+    record = CODEC.decode(CODEC.encode(CODEC.from_json(json.loads(EVENT_FILES[4].read_text()))))
+    seen = 0
+    for seed in range(50):
+        loose = CODEC.header() + loose_body(EVENT_NODE, record, random.Random(seed), 0.3)
+        event, copies = CODEC.decode_for_routing(loose)
+        assert event == record
+        assert copies.redacted(frozenset(CLASSES)) == CODEC.encode(record)[HEADER_SIZE:]
+        seen += type(copies) is Written  # the writer's, not the input's
+    assert seen >= 45
+
+
+def test_copies_are_of_the_event_as_decoded_on_either_path() -> None:
+    record = CODEC.decode(CODEC.encode(CODEC.from_json(json.loads(EVENT_FILES[4].read_text()))))
+    canonical = CODEC.encode(record)
+    loose = CODEC.header() + loose_body(EVENT_NODE, record, random.Random(1), 0.3)
+    assert loose != canonical
+    for data in (canonical, loose):
+        event, copies = CODEC.decode_for_routing(data)
+        event["summary"] = "changed after decoding"
+        assert copies.redacted(frozenset(CLASSES)) == canonical[HEADER_SIZE:]

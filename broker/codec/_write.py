@@ -323,3 +323,11 @@ class Written:
             found = b"".join(parts)
         self._views[key] = found
         return found
+
+
+class FromInput(Written):
+    """A :class:`Written` whose body is an inbound message's own bytes, cut while
+    reading (:meth:`broker.codec.codec.Codec.decode_for_routing`): the writer's
+    bytes for that record, not written again."""
+
+    __slots__ = ()

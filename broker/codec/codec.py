@@ -23,6 +23,10 @@ generated writer (``_write.py``) and splices each subscriber's redacted copy
 from those bytes; :meth:`Codec.body_trusted` writes a record the caller built
 from checked values. Both are byte-for-byte fastavro's output (tests compare
 them), and fall back to the validating path for anything they cannot place.
+:meth:`Codec.decode_for_routing` goes one step further: when the inbound bytes
+are already exactly what that writer would write for the decoded event (the
+same schema, every encoding choice canonical, ``_read.py``), it notes the cuts
+while reading and splices the copies from the input bytes themselves.
 """
 
 from __future__ import annotations
@@ -226,6 +230,7 @@ class Codec:
         self._leaves: dict[str, dict[str, str]] = {}
         self._fast: dict[tuple[str, bool], _write.WriteFn] = {}
         self._readers: dict[str, _read.ReadFn | None] = {}
+        self._routing_readers: dict[str, _read.RoutingReadFn | None] = {}
 
     # -- construction ------------------------------------------------------------------
 
@@ -358,11 +363,48 @@ class Codec:
         an encoding no writer produces) are read by fastavro, whose verdict and
         message stand — so what is returned and what is refused are fastavro's.
         """
+        return self._decode(data, schema, cuts=False)[0]
+
+    def decode_for_routing(
+        self, data: bytes, schema: str = DEFAULT_SCHEMA
+    ) -> tuple[dict[str, Any], Redactable]:
+        """:meth:`decode`, and the record ready for redacted copies (:meth:`written`).
+
+        The record, and every error raised, are :meth:`decode`'s. The second
+        value's ``redacted(classes)`` is byte-for-byte ``written(record,
+        schema).redacted(classes)``. When ``data`` is the canonical encoding of
+        the record with the current schema — exactly the bytes the writer would
+        write (``_read.py`` lists what that takes) — it is spliced from ``data``
+        itself, with the cuts noted while reading, and the record is never
+        encoded again. Otherwise (an older schema, a multi-block array, a
+        non-minimal varint ...) it is :meth:`written` of the record, made here.
+        Either way the copies are of the record as decoded from ``data``: the
+        two come out together, so no other bytes can be paired with the record,
+        and a caller that changes the dict later changes neither path's copies.
+        """
+        record, written = self._decode(data, schema, cuts=True)
+        if written is None:
+            return record, self.written(record, schema)
+        return record, written
+
+    def _decode(
+        self, data: bytes, schema: str, *, cuts: bool
+    ) -> tuple[dict[str, Any], _write.FromInput | None]:
+        """:meth:`decode`; with ``cuts``, and ``data`` canonical, also the record's
+        bytes and cuts (the routing reader's; None when it declined)."""
         reader = self._entry(schema)
         writer = self._writer(data)
         if writer.name != reader.name:
             raise DecodingError(f"message holds a {writer.name}, not a {reader.name}")
-        record = self._read_fast(data, writer) if writer is reader else None
+        record: dict[str, Any] | None = None
+        written: _write.FromInput | None = None
+        if writer is reader:
+            if cuts:
+                found = self._read_routing(data, writer)
+                if found is not None:
+                    record, written = found
+            if record is None:
+                record = self._read_fast(data, writer)
         if record is None:
             record = self._read_fastavro(data, writer, reader)
         if reader.name not in self._format_checks:
@@ -373,21 +415,54 @@ class Codec:
             format_check(record, errors)
             if errors:
                 raise DecodingError(errors[: _validate.MAX_PROBLEMS])
-        return record
+        return record, written
+
+    def _reader(self, entry: _Entry) -> _read.ReadFn | None:
+        try:
+            return self._readers[entry.name]
+        except KeyError:
+            try:
+                read: _read.ReadFn | None = _read.compile_reader(entry.node)
+            except _read.Unsupported:
+                read = None
+            self._readers[entry.name] = read
+            return read
+
+    def _read_routing(
+        self, data: bytes, entry: _Entry
+    ) -> tuple[dict[str, Any], _write.FromInput] | None:
+        """The body read by the routing reader, with its bytes and cuts, when
+        ``data`` holds the writer's own encoding of it and nothing after it;
+        None for anything else, which the plain readers then decide (and word
+        any error) exactly as :meth:`decode` does."""
+        if self._reader(entry) is None:
+            return None  # no generated reader: fastavro reads, the writer writes
+        try:
+            read = self._routing_readers[entry.name]
+        except KeyError:
+            try:
+                read = _read.compile_routing_reader(entry.node)
+            except _read.Unsupported:
+                read = None
+            self._routing_readers[entry.name] = read
+        if read is None:
+            return None
+        if type(data) is not bytes:
+            data = bytes(data)  # slices of a bytearray or memoryview are not bytes
+        try:
+            record, end, cuts = read(data, HEADER_SIZE)
+        except _FAST_READ_ERRORS:
+            return None
+        if end != len(data):
+            return None  # trailing bytes: refused below, in decode's words
+        return record, _write.FromInput(data[HEADER_SIZE:], cuts)
 
     def _read_fast(self, data: bytes, entry: _Entry) -> dict[str, Any] | None:
         """The body read by the generated reader (``_read.py``) when it was written
         with the reader's own schema; None when that reader declines the bytes
         (not a writer's plain encoding, or not valid at all) and fastavro must
         decide — so what is refused, and why, is fastavro's word as before."""
-        try:
-            read = self._readers[entry.name]
-        except KeyError:
-            try:
-                read = _read.compile_reader(entry.node)
-            except _read.Unsupported:
-                read = None
-            self._readers[entry.name] = read
+        read = self._reader(entry)
         if read is None:
             return None
         if type(data) is not bytes:
