@@ -6,11 +6,18 @@ from_json for each example event in ``tests/data/events`` (``python -m
 broker.codec.bench``), followed by one ``BENCH {json}`` line per figure and
 one per event for the decode speed-up (decode_old / decode). Prints figures;
 never passes or fails.
+
+Then the router's per-event codec work for each example event: ``route_old``
+is ``decode`` + ``written`` (the event encoded again, with cuts) + three
+redacted copies, ``route`` is ``decode_for_routing`` (copies spliced from the
+input bytes) + the same three copies, timed in alternation in one process
+(best of five rounds each, so the VM's drift hits both alike), and their ratio.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import sys
@@ -19,7 +26,46 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from broker.codec import Codec  # noqa: E402
 from broker.codec import bench as codec_bench  # noqa: E402
+
+#: Three subscribers' grants, as the bench router's policy gives (each copy differs).
+GRANTS = (
+    frozenset({"concern_summary", "location", "pseudonym"}),
+    frozenset({"concern_summary"}),
+    frozenset({"concern_summary", "location", "pseudonym", "identity", "health", "free_text"}),
+)
+
+
+def _route_old(codec: Codec, data: bytes) -> None:
+    written = codec.written(codec.decode(data))
+    for grant in GRANTS:
+        written.redacted(grant)
+
+
+def _route_new(codec: Codec, data: bytes) -> None:
+    _, written = codec.decode_for_routing(data)
+    for grant in GRANTS:
+        written.redacted(grant)
+
+
+def routing() -> None:
+    """µs per event of the router's codec work, writer path vs input-bytes path."""
+    codec = Codec.default()
+    print(f"{'event (µs per event)':<28}{'bytes':>6}{'route_old':>11}{'route':>11}{'ratio':>8}")
+    for path in sorted(codec_bench.EVENTS.glob("*.json")):
+        data = codec.encode(codec.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        old, new = codec_bench._best_of_alternating(
+            [functools.partial(_route_old, codec, data), functools.partial(_route_new, codec, data)]
+        )
+        ratio = round(new / old, 2)
+        print(f"{path.stem:<28}{len(data):>6}{old:>11.1f}{new:>11.1f}{ratio:>8.2f}", flush=True)
+        for name, value, unit in (
+            (f"codec route_old {path.stem}", round(old, 1), "µs/event"),
+            (f"codec route {path.stem}", round(new, 1), "µs/event"),
+            (f"codec route ratio {path.stem}", ratio, "x"),
+        ):
+            print("BENCH " + json.dumps({"name": name, "value": value, "unit": unit}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("BENCH " + json.dumps(
                 {"name": f"codec decode speedup {event}", "value": speedup, "unit": "x"}
             ))
+    routing()
 
 
 if __name__ == "__main__":
