@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import broker.policy.engine as engine
 from broker.policy import (
     DEFAULT_DENY,
     ConsentRecord,
+    ConsentState,
     ConsentStatus,
     ConsentStore,
     LawfulBasis,
@@ -22,6 +26,7 @@ from broker.policy import (
     consent_key,
     explain,
 )
+from broker.policy.vocabulary import CATEGORIES
 from tests.test_policy_helpers import (
     DEVON,
     EXAMPLE_POLICY,
@@ -483,6 +488,7 @@ def test_remembered_plans_stay_bounded_and_forgetting_one_changes_nothing(
 ) -> None:
     monkeypatch.setattr(engine, "_PLAN_CACHE_LIMIT", 3)
     monkeypatch.setattr(engine, "_SHAPE_CACHE_LIMIT", 4)
+    monkeypatch.setattr(engine, "_OUTCOME_CACHE_LIMIT", 2)
     policy = Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES)
     # forty local authorities (forty plans), and four shapes of event, from four threads
     events = [
@@ -510,6 +516,7 @@ def test_remembered_plans_stay_bounded_and_forgetting_one_changes_nothing(
     assert not failures, failures[0]
     assert len(policy._plans) <= 3  # the router's memory does not grow with odd facts
     assert len(policy._splits) <= 4 and len(policy._path_sets) <= 4
+    assert 0 < len(policy._outcomes) <= 2
 
 
 def test_remembered_plans_give_the_same_decisions_as_a_cold_policy(policy: Policy) -> None:
@@ -529,3 +536,247 @@ def test_explain_an_unknown_subscriber(policy: Policy) -> None:
     d = policy.decide(make_event(), "tabloid-newsdesk", ConsentStore(), NOW)
     text = explain(d, policy)
     assert "not a registered subscriber" in text and "UNKNOWN_SUBSCRIBER" in text
+
+
+# -- the router's path, piece by piece against the plain one ----------------------
+#
+# decide_all reads an event's facts with exact-type code (Policy._quick_facts), finds
+# the fields present with generated code (engine._compile_present) and remembers a
+# share step's outcome per consent position (Policy._outcome). Each must give the
+# plain path's answer or decline; these tests look for an input where one does not.
+
+
+class _Record(Mapping[str, Any]):
+    """A Mapping that is not a dict: the generated code must hand it to the walk."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _Name(str):
+    """A union name that is a str, but not exactly one."""
+
+
+class _Pair(tuple):  # type: ignore[type-arg]
+    """A union value that is a tuple, but not exactly one."""
+
+
+def _field_tree() -> dict[str, Any]:
+    """FIELD_CLASSES as nested dicts (None at a leaf), from the test's own field map."""
+    tree: dict[str, Any] = {}
+    for path in FIELD_CLASSES:
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = None
+    return tree
+
+
+_SCALARS = st.one_of(st.none(), st.integers(-2, 2), st.text(max_size=2), st.booleans())
+
+
+def _renamed(pair: tuple[str, Any]) -> tuple[str, Any]:
+    return _Name(pair[0]), pair[1]
+
+
+def _values(tree: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    """Values a decoded event could hold under ``tree``, and many it could not."""
+    if tree is None:  # a leaf: any value, or an array of them
+        return st.one_of(_SCALARS, st.lists(_SCALARS, max_size=2))
+    keys = sorted(tree)
+    fields = {k: _values(tree[k]) for k in keys}
+    record = st.one_of(
+        st.fixed_dictionaries(fields),  # every key: the generated code's own case
+        st.fixed_dictionaries({}, optional=fields),  # keys missing: the walk's
+        st.fixed_dictionaries(fields, optional={"unknown": _SCALARS}),
+    )
+    branch = st.sampled_from(keys).flatmap(
+        lambda k: st.tuples(
+            st.sampled_from([k, f"safeshare.{k}", f"a.b.{k}", "safeshare.Unknown", ""]),
+            st.one_of(st.none(), _values(tree[k])),
+        )
+    )
+    return st.one_of(
+        _SCALARS,
+        record,
+        record.map(_Record),
+        st.lists(st.one_of(st.none(), record), max_size=3),
+        st.lists(st.lists(record, max_size=2), max_size=2),
+        branch,
+        branch.map(_renamed),
+        branch.map(_Pair),
+        branch.map(lambda t: (*t, None)),  # three items: no union value
+        st.tuples(_SCALARS, record),  # a name that is not a str
+    )
+
+
+_EVENT_VALUES = st.fixed_dictionaries(
+    {k: _values(v) for k, v in _field_tree().items()}, optional={"unknown": _SCALARS}
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_EVENT_VALUES, _values(_field_tree())))
+def test_the_generated_fields_present_are_the_walks(value: Any) -> None:
+    policy = _POLICY
+    assert policy._present_compiled(value) == engine._present(value, policy._root)
+
+
+def test_the_generated_fields_present_of_every_example_event() -> None:
+    events = [make_event(category=c, reason="CANNOT_BE_GIVEN") for c in sorted(CATEGORIES)]
+    events += [consent_event(status="GIVEN", roles=["mash_team"])]
+    for event in events + odd_events():
+        want = engine._present(event, _POLICY._root)
+        assert want  # not vacuous
+        assert _POLICY._present_compiled(event) == want
+
+
+_POLICY = Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES)
+# Where _facts reads an event, and values to put there (or a key to delete).
+_FACT_SPOTS = [
+    ("event_id",),
+    ("source",),
+    ("source", "agency_id"),
+    ("subject",),
+    ("subject", "local_authority"),
+    ("subject", "pseudonym"),
+    ("sharing",),
+    ("sharing", "no_consent_reason"),
+    ("sharing", "justification"),
+    ("sharing", "break_glass"),
+    ("payload",),
+    ("risk_level",),
+    ("category",),
+]
+_DELETE = object()
+_ODD_VALUES = st.sampled_from(
+    [
+        _DELETE,
+        None,
+        "",
+        " \t",
+        "HIGH",
+        "SEVERE",
+        _Name("CRITICAL"),
+        _Name("WOULD_PREJUDICE_PROTECTION"),
+        _Name(TORBAY),
+        7,
+        True,
+        "yes",
+        {},
+        _Record({"agency_id": "devon-cornwall-police", "pseudonym": "child-0001"}),
+        ("safeshare.HealthConcern", None),
+        _Pair(("safeshare.MissingEpisode", {"police_reference": "X"})),
+        (_Name("safeshare.MissingEpisode"), {}),
+        "devon-cornwall-police",
+        "not-registered-agency",
+        "CANNOT_BE_GIVEN",
+        "WOULD_PREJUDICE_PROTECTION",
+        "BECAUSE",
+        "MISSING_EPISODE",
+        DEVON,
+        TORBAY,
+        "x",
+    ]
+)
+
+
+@st.composite
+def _events_at_the_edges(draw: st.DrawFn) -> Any:
+    """An example event with up to three of the facts policy reads changed."""
+    event = make_event(
+        category=draw(st.sampled_from(["MISSING_EPISODE", "HEALTH_CONCERN", "EXPLOITATION"])),
+        agency=draw(st.sampled_from(["devon-cornwall-police", "torbay-hospital"])),
+        risk=draw(st.sampled_from(["LOW", "MEDIUM", "HIGH", "CRITICAL"])),
+        la=draw(st.sampled_from([TORBAY, DEVON])),
+        reason=draw(st.sampled_from([None, "CANNOT_BE_GIVEN", "WOULD_PREJUDICE_PROTECTION"])),
+        justification=draw(st.sampled_from([None, "", JUST])),
+        break_glass=draw(st.booleans()),
+    )
+    for spot in draw(st.lists(st.sampled_from(_FACT_SPOTS), min_size=1, max_size=3)):
+        *parents, key = spot
+        holder: Any = event
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            continue
+        value = draw(_ODD_VALUES)
+        if value is _DELETE:
+            holder.pop(key, None)
+        else:
+            holder[key] = value
+    return _Record(event) if draw(st.integers(0, 9)) == 0 else event
+
+
+_STORES = consent_positions()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_events_at_the_edges())
+def test_quick_facts_are_the_plain_facts_or_decline(event: Any) -> None:
+    policy = _POLICY
+    quick = policy._quick_facts(event)
+    assert quick is None or quick == policy._facts(event, NOW)
+    for store in _STORES:
+        assert policy.decide_all(event, store, NOW) == policy.decide_all_plainly(event, store, NOW)
+
+
+def test_quick_facts_read_a_plain_event_and_decline_the_rest() -> None:
+    # not vacuous: the fast reader does read ordinary events, and does decline odd ones
+    plain = make_event(reason="WOULD_PREJUDICE_PROTECTION", justification=JUST)
+    assert _POLICY._quick_facts(plain) == _POLICY._facts(plain, NOW)
+    declined = [e for e in odd_events() if _POLICY._quick_facts(e) is None]
+    assert 0 < len(declined) < len(odd_events())
+
+
+class _Lookup:
+    """A consent lookup of another kind than ConsentStore: whatever it is told to answer."""
+
+    def __init__(self, state: ConsentState) -> None:
+        self.state = state
+
+    def lookup(self, subject: str, purpose: str, role: str, now_ms: int) -> ConsentState:
+        return self.state
+
+
+def test_remembered_outcomes_never_carry_one_childs_consent_to_another() -> None:
+    policy = Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES)
+    store = ConsentStore()
+    for n, scope in enumerate([None, ["identity", "health"], None]):
+        store.apply(
+            consent_event(
+                status="GIVEN",
+                subject=f"child-{n}",
+                data_classes=scope,
+                event_id=f"c0c0c0c0-0000-4000-8000-00000000000{n}",
+            )
+        )
+    # states of other kinds than ConsentStore's: a plain-str status, a set as scope
+    record = ConsentRecord("rec-x", "child-0", "SAFEGUARDING", "GIVEN")
+    a_set: Any = {"identity"}
+    odd = [
+        _Lookup(ConsentState("REFUSED", record)),  # type: ignore[arg-type]
+        _Lookup(ConsentState(ConsentStatus.GIVEN, dataclasses.replace(record, data_classes=a_set))),
+        _Lookup(ConsentState(ConsentStatus.WITHDRAWN, dataclasses.replace(record, record_id=""))),
+    ]
+    refs = set()
+    for _ in range(2):
+        for n in (0, 1, 2, 3, 0):
+            for reason in (None, "WOULD_PREJUDICE_PROTECTION"):
+                event = make_event(subject=f"child-{n}", reason=reason, justification=JUST)
+                lookups: list[Any] = [store, *odd, store]
+                for lookup in lookups:
+                    got = policy.decide_all(event, lookup, NOW)
+                    assert got == policy.decide_all_plainly(event, lookup, NOW)
+                    refs |= {d.consent_ref for d in got}
+    assert {"c0c0c0c0-0000-4000-8000-000000000000", "c0c0c0c0-0000-4000-8000-000000000002"} <= refs
