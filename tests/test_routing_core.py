@@ -336,27 +336,37 @@ def test_decision_leaves_are_the_bytes_the_leaf_dicts_give(
 
 
 class _Tampering:
-    """The example policy, but every decision's policy digest replaced."""
+    """The example policy, but one field of every decision replaced."""
 
-    def __init__(self, policy: Any, digest: str) -> None:
-        self.policy, self.digest = policy, digest
+    def __init__(self, policy: Any, **changes: Any) -> None:
+        self.policy, self.changes = policy, changes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
 
     def decide_all(self, *args: Any) -> list[Any]:
         decisions = self.policy.decide_all(*args)
-        return [dataclasses.replace(d, policy_digest=self.digest) for d in decisions]
+        return [dataclasses.replace(d, **self.changes) for d in decisions]
 
 
-def test_a_decision_value_the_template_refuses_fails_the_transaction(core: RoutingCore) -> None:
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"policy_digest": "not-a-digest"}, "policy_digest"),
+        ({"policy_digest": "AB" * 32}, "policy_digest"),
+        ({"now_ms": 2**53}, "time_ms"),  # a valid Avro long, beyond JCS's safe integers
+    ],
+)
+def test_a_decision_value_the_template_refuses_fails_the_transaction(
+    core: RoutingCore, change: dict[str, Any], says: str
+) -> None:
     """Not a quarantine of the message: the leaf stays a dict and the audit encoder
     refuses it, so the router's transaction fails and nothing is shared."""
-    core.decider = _Tampering(core.decider, "not-a-digest")
+    core.decider = _Tampering(core.decider, **change)
     routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
     assert routed.quarantined is None and routed.shared
     assert all(type(leaf) is dict for leaf in routed.leaves)
-    with pytest.raises(MalformedError, match="policy_digest"):
+    with pytest.raises(MalformedError, match=says):
         audit_encoder(routed.leaves)
 
 
@@ -366,7 +376,7 @@ class _Label(str):
 
 def test_a_value_the_template_declines_still_gives_the_dataclass_bytes(core: RoutingCore) -> None:
     digest = "ab" * 32
-    core.decider = _Tampering(core.decider, _Label(digest))
+    core.decider = _Tampering(core.decider, policy_digest=_Label(digest))
     routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
     assert routed.leaves and all(type(leaf) is dict for leaf in routed.leaves)
     leaves = [AuditLeaf(**leaf) for leaf in routed.leaves]

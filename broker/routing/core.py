@@ -390,27 +390,7 @@ class RoutingCore:
         outcome = str(decision.outcome)
         due = decision.obligations
         obligations = [f"{o.code}@{o.due_at_ms}" for o in due] if due else []
-        if delivered is None:
-            key: tuple[Any, ...] = (
-                decision.subscriber, outcome, decision.rule_id, reason, decision.policy_digest
-            )
-        else:
-            lawful_basis = str(decision.lawful_basis or "")
-            classes = decision.data_classes_shared
-            redacted = decision.fields_redacted
-            key = (
-                decision.subscriber, outcome, decision.rule_id, reason, decision.policy_digest,
-                lawful_basis,
-                classes if type(classes) is frozenset else frozenset(classes),
-                redacted if type(redacted) is tuple else tuple(redacted),
-            )  # fmt: skip
-        try:
-            template = self._leaf_templates[key]
-        except KeyError:
-            template = self._leaf_template(decision, outcome, reason, delivered is not None)
-            if len(self._leaf_templates) >= _DECISION_HEADS_MAX:
-                self._leaf_templates.clear()
-            self._leaf_templates[key] = template
+        template = self._template_of(decision, outcome, reason, delivered is not None)
         if template is not None and leaf_event is not None:
             leaf = template.fill(
                 leaf_event,
@@ -447,6 +427,42 @@ class RoutingCore:
             obligations=obligations,
         )
         return fields
+
+    def _template_of(
+        self, decision: Any, outcome: str, reason: str, shared: bool
+    ) -> LeafTemplate | None:
+        """The decision's leaf template, made once per distinct decision and kept.
+
+        The key holds every value the template is made of (a WITHHELD key is
+        shorter than a SHARED one, so the two never meet). A value that cannot
+        be a key (unhashable) is none the template vouches for: None, and the
+        leaf stays a dict for leaf_bytes to judge, as before.
+        """
+        try:
+            if shared:
+                classes = decision.data_classes_shared
+                redacted = decision.fields_redacted
+                key: tuple[Any, ...] = (
+                    decision.subscriber, outcome, decision.rule_id, reason,
+                    decision.policy_digest, str(decision.lawful_basis or ""),
+                    classes if type(classes) is frozenset else frozenset(classes),
+                    redacted if type(redacted) is tuple else tuple(redacted),
+                )  # fmt: skip
+            else:
+                key = (
+                    decision.subscriber, outcome, decision.rule_id, reason,
+                    decision.policy_digest,
+                )  # fmt: skip
+            return self._leaf_templates[key]
+        except KeyError:
+            pass
+        except TypeError:
+            return None
+        template = self._leaf_template(decision, outcome, reason, shared)
+        if len(self._leaf_templates) >= _DECISION_HEADS_MAX:
+            self._leaf_templates.clear()
+        self._leaf_templates[key] = template
+        return template
 
     def _leaf_template(
         self, decision: Any, outcome: str, reason: str, shared: bool
