@@ -78,8 +78,9 @@ import hashlib
 import itertools
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path as FsPath
 from typing import Any, NamedTuple, TypeVar
 
@@ -382,6 +383,8 @@ class _Share:
 
     purpose: str
     roles: tuple[str, ...]
+    lookups: tuple[tuple[tuple[str, str], str], ...]  # ((purpose, role), role) per role
+    alone: bool  # no other step of its plan looks up the same purpose and role
     classes: frozenset[str]
     basis_without_consent: LawfulBasis
     obligations: tuple[ObligationCode, ...]
@@ -401,6 +404,7 @@ class _Share:
 # shared (None: withheld).
 _Outcome = tuple[dict[str, Any], str, str, bool, tuple[ObligationCode, ...], frozenset[str] | None]
 _new_object = object.__new__
+_new_facts = tuple.__new__
 _set_attribute = object.__setattr__
 
 # A plan step: the fields of a decision that needs nothing of the event but its
@@ -631,7 +635,9 @@ class Policy:
         if plan is None:
             plan = self._plan(f)
             self._remember(self._plans, key, plan, _PLAN_CACHE_LIMIT)
-        paths = self._paths(f.present)
+        paths = self._path_sets.get(f.present)
+        if paths is None:
+            paths = self._paths(f.present)
         event_id = f.event_id
         found: dict[tuple[str, str], ConsentState] = {}  # consent lookups, per purpose and role
         out: list[Decision] = []
@@ -749,21 +755,24 @@ class Policy:
             reason = _REASONS.get(reason_raw)
         else:
             return None
-        return _Facts(
-            (agency_id, category, payload_type, risk, break_glass, local_authority),
-            event_id,
-            agency_id,
-            category,
-            payload_type,
-            risk,
-            risk_rank,
-            pseudonym,
-            local_authority,
-            reason,
-            reason_raw,
-            justified,
-            break_glass,
-            self._present_compiled(event),
+        return _new_facts(  # _Facts(...), less a Python-level __new__
+            _Facts,
+            (
+                (agency_id, category, payload_type, risk, break_glass, local_authority),
+                event_id,
+                agency_id,
+                category,
+                payload_type,
+                risk,
+                risk_rank,
+                pseudonym,
+                local_authority,
+                reason,
+                reason_raw,
+                justified,
+                break_glass,
+                self._present_compiled(event),
+            ),
         )
 
     def _facts(self, event: Mapping[str, Any], now_ms: int) -> _Facts | Decision:
@@ -1074,7 +1083,14 @@ class Policy:
                 steps.append(self._template(sub.id, code, text, t.rule, f.break_glass))
             else:
                 steps.append(self._share_step(t, f, sub))
-        return tuple(steps)
+        # A consent lookup is remembered for the event only where two steps would repeat it.
+        looked_up = Counter(key for s in steps if isinstance(s, _Share) for key, _ in s.lookups)
+        return tuple(
+            replace(s, alone=all(looked_up[key] == 1 for key, _ in s.lookups))
+            if isinstance(s, _Share)
+            else s
+            for s in steps
+        )
 
     def _template(
         self, sub_id: str, code: ReasonCode, text: str, rule: Rule | None, break_glass: bool
@@ -1113,6 +1129,8 @@ class Policy:
         return _Share(
             purpose=purpose,
             roles=t.roles,
+            lookups=tuple(((purpose, role), role) for role in t.roles),
+            alone=False,
             classes=t.classes,
             basis_without_consent=(
                 LawfulBasis.LAW_ENFORCEMENT_SAFEGUARDING
@@ -1165,10 +1183,14 @@ class Policy:
         subject = f.subject
         if consents is not None and subject is not None:
             purpose = s.purpose
-            for role in s.roles:
-                got = found.get((purpose, role))
-                if got is None:
-                    got = found[(purpose, role)] = consents.lookup(subject, purpose, role, now_ms)
+            for pair, role in s.lookups:
+                if s.alone:
+                    got = consents.lookup(subject, purpose, role, now_ms)
+                else:
+                    seen = found.get(pair)
+                    if seen is None:
+                        seen = found[pair] = consents.lookup(subject, purpose, role, now_ms)
+                    got = seen
                 if got.status is ConsentStatus.GIVEN:
                     state = got
                     break
@@ -1182,11 +1204,11 @@ class Policy:
             record_id = state.record_id
             scope = state.data_classes if status is ConsentStatus.GIVEN else None
         if type(status) is ConsentStatus and (scope is None or type(scope) is frozenset):
-            key = (s, status, scope, f.reason_raw, f.justified)
-            outcome = self._outcomes.get(key)
+            memo_key = (s, status, scope, f.reason_raw, f.justified)
+            outcome = self._outcomes.get(memo_key)
             if outcome is None:
                 outcome = self._outcome(s, status, scope, f)
-                self._remember(self._outcomes, key, outcome, _OUTCOME_CACHE_LIMIT)
+                self._remember(self._outcomes, memo_key, outcome, _OUTCOME_CACHE_LIMIT)
         else:  # a lookup of another kind than ConsentStore's: worked out, not remembered
             outcome = self._outcome(s, status, scope, f)
         template, head, tail, given, obligations, classes = outcome
@@ -1194,14 +1216,16 @@ class Policy:
         if classes is None:  # withheld
             fields["fields_redacted"] = paths
         else:
-            fields["fields_shared"], fields["fields_redacted"] = self._split(f.present, classes)
+            split = self._splits.get((f.present, classes))
+            if split is None:
+                split = self._split(f.present, classes)
+            fields["fields_shared"], fields["fields_redacted"] = split
         if given:
             fields["reason"] = f"{head}{record_id}{tail}"
             fields["consent_ref"] = record_id
         elif record_id:
             fields["reason"] = f"{head} (record {record_id}){tail}"
-        else:
-            fields["reason"] = head + tail
+        # else: the template's reason, head + tail
         fields["now_ms"] = now_ms
         fields["event_id"] = f.event_id
         fields["consent"] = state
@@ -1264,6 +1288,7 @@ class Policy:
             if refusal is not None:
                 fields = s.withhold.copy()
                 fields["reason_code"], tail = refusal
+                fields["reason"] = head + tail  # without a record id
                 return fields, head, tail, False, (), None
             assert reason is not None
             classes = s.classes
@@ -1274,6 +1299,7 @@ class Policy:
 
         fields = s.share.copy()
         fields["reason_code"] = code
+        fields["reason"] = head + tail  # without a record id (not consent given)
         fields["lawful_basis"] = basis
         fields["data_classes_shared"] = classes
         fields["no_consent_reason"] = no_consent_reason
