@@ -28,6 +28,13 @@ the bytes).
 
 Several leaves travel in one Kafka message as a *batch* (see :func:`encode_batch`).
 The leaf, not the message, is the unit of the tree.
+
+The router writes a leaf per subscriber decision, so it does not build each
+from scratch: a :class:`LeafTemplate` holds the canonical bytes of the members
+one decision shares across events, a :class:`LeafEvent` those of one event,
+and :meth:`LeafTemplate.fill` checks the leaf's own values and joins the parts
+into a :class:`CanonicalLeaf`. :func:`leaf_bytes` (for a dict of fields) goes
+through the same parts; both give ``AuditLeaf(**fields).to_bytes()`` exactly.
 """
 
 from __future__ import annotations
