@@ -64,7 +64,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -338,7 +338,7 @@ def phase_core(tmpls: Sequence[Template], env_settings: config.Settings, profile
 
     def route(batch: Sequence[Inbound]) -> None:
         nonlocal copies, leaves_n
-        leaves: list[dict[str, Any]] = []
+        leaves: list[Mapping[str, Any]] = []
         for m in batch:
             r = core.handle(m)
             copies += len(r.shared)

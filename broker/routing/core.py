@@ -106,7 +106,7 @@ class Routed:
     # decision, a dict for a quarantine or a duplicate (or for a decision whose
     # values the leaf template declined to vouch for). Typed Any, not
     # Mapping[str, Any], while RouterService collects them in a list[dict].
-    leaves: list[Any] = field(default_factory=list)
+    leaves: list[Mapping[str, Any]] = field(default_factory=list)
     shared: list[str] = field(default_factory=list)
     withheld: list[tuple[str, str]] = field(default_factory=list)
     quarantined: str | None = None
@@ -219,7 +219,10 @@ class RoutingCore:
         log.warning("quarantined %s reason=%s event=%s", msg.where, reason, routed.event_id or "-")
         return routed
 
-    def _decode(self, msg: Inbound, routed: Routed) -> dict[str, Any] | None:
+    def _decode(self, msg: Inbound, routed: Routed) -> tuple[dict[str, Any], Redactable] | None:
+        """The event, and its bytes ready for redacted copies (spliced from the
+        inbound bytes when they are the writer's own, broker.codec._read), or
+        None when the message was quarantined."""
         value = msg.value
         if value is None:
             self._quarantine(msg, "UNDECODABLE", "empty message (no value)", routed)
@@ -233,7 +236,7 @@ class RoutingCore:
             )
             return None
         try:
-            return self.codec.decode(value, ENVELOPE)
+            return self.codec.decode_for_routing(value, ENVELOPE)
         except UnknownSchemaError as exc:
             self._quarantine(msg, "UNKNOWN_SCHEMA", str(exc), routed)
         except (DecodingError, EncodingError) as exc:
@@ -257,9 +260,10 @@ class RoutingCore:
                     msg, "SCHEMA_INVALID", "consent tombstone without key", routed
                 )
             return routed
-        event = self._decode(msg, routed)
-        if event is None:
+        decoded = self._decode(msg, routed)
+        if decoded is None:
             return routed
+        event = decoded[0]
         routed.event_id = event["event_id"]
         routed.agency = event["source"]["agency_id"]
         problem = _consent_problem(event)
@@ -296,9 +300,10 @@ class RoutingCore:
 
     def _handle_ingest(self, msg: Inbound) -> Routed:
         routed = Routed()
-        event = self._decode(msg, routed)
-        if event is None:
+        decoded = self._decode(msg, routed)
+        if decoded is None:
             return routed
+        event, written = decoded
         event_id = event["event_id"]
         agency = event["source"]["agency_id"]
         routed.event_id, routed.agency = event_id, agency
@@ -335,7 +340,6 @@ class RoutingCore:
         self.seen_event_ids.add(event_id)
 
         pseudonym = event["subject"].get("pseudonym")
-        written: Redactable | None = None
         feed_keys: dict[bool, bytes | None] = {}
         outputs, leaves = routed.outputs, routed.leaves
         # What all of this event's leaves share, checked and written once.
@@ -351,10 +355,8 @@ class RoutingCore:
                 routed.withheld.append((subscriber, reason))
                 continue
             classes = decision.data_classes_shared
-            if written is None:
-                # Encoded once; each subscriber's copy is a splice of these
-                # bytes with its redacted fields nulled (broker.codec._write).
-                written = self.codec.written(event, ENVELOPE)
+            # Each subscriber's copy is a splice of the event's bytes with its
+            # redacted fields nulled (broker.codec._write, ._read).
             data = self._feed_record(decision, written.redacted(classes))
             topic, recipient_key = self._recipient(subscriber)
             if recipient_key is not None:

@@ -165,7 +165,7 @@ class _Open:
     """:meth:`SeenEvents.mark` before the batch: what to forget if it aborts."""
     started: float
     routed: list[Routed] = field(default_factory=list)
-    leaves: list[dict[str, Any]] = field(default_factory=list)
+    leaves: list[Mapping[str, Any]] = field(default_factory=list)
     wheres: list[str] = field(default_factory=list)
     """Coordinates of each routed record, for debug lines (empty unless debugging)."""
     futures: list[SendFuture] = field(default_factory=list)
@@ -177,7 +177,7 @@ class _Open:
         return len(self.routed)
 
 
-AuditEncoder = Callable[[list[dict[str, Any]]], list[bytes]]
+AuditEncoder = Callable[[list[Mapping[str, Any]]], list[bytes]]
 
 
 class RouterService:
