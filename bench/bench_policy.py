@@ -19,6 +19,9 @@ Figures (single thread, so "per core"):
   weighs on both alike; best round of each;
 - ``policy_plain_vs_decide_all``: the median over rounds of plain time /
   ``decide_all`` time (how many times fewer microseconds the router's path takes);
+- ``policy_present_us`` and ``policy_present_walk_us``: microseconds per event
+  finding the fields that hold a value, by the code generated from the field
+  paths (``decide_all``'s) and by the plain walk, in alternation; best round;
 - ``baseline_copies_per_s``: the same loop doing nothing but a shallow
   ``dict(event)`` per subscriber, the floor any per-subscriber work stands on;
 - ``policy_vs_baseline``: how many times slower a decision is than that copy.
@@ -43,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 from broker.codec import Codec  # noqa: E402
 from broker.policy import ConsentRecord, ConsentStore, Policy  # noqa: E402
+from broker.policy.engine import _present  # noqa: E402
 
 NOW = 1_731_196_800_000  # 2024-11-10T00:00:00Z
 
@@ -136,7 +140,18 @@ def main() -> None:
                 policy.decide(event, sid, store, NOW)
                 samples.append(time.perf_counter_ns() - t0)
 
+    def run_walk() -> int:
+        for event in events:
+            _present(event, policy._root)
+        return len(events)
+
+    def run_generated() -> int:
+        for event in events:
+            policy._present_compiled(event)
+        return len(events)
+
     plain_us, fast_us = paired(run_plain, run_policy, args.seconds)
+    walk_us, generated_us = paired(run_walk, run_generated, args.seconds / 3)
     decisions = rate(run_policy, args.seconds)
     copies = rate(run_baseline, args.seconds)
     print(
@@ -166,6 +181,8 @@ def main() -> None:
         statistics.median(p / f for p, f in zip(plain_us, fast_us, strict=True)),
         "x",
     )
+    bench("us per event, fields present (generated)", "policy_present_us", min(generated_us), "us")
+    bench("us per event, fields present (walk)", "policy_present_walk_us", min(walk_us), "us")
 
 
 if __name__ == "__main__":
