@@ -35,8 +35,7 @@ Phases (``--only``, comma-separated, default all):
                 a backlog, and the latency grows with the run;
 ``cycle``       the router in this process at a steady 1,000 events/s: how long each
                 step of its loop takes per transaction (poll, catch-ups, lag,
-                route + send, then the wait for the flush that went on during the
-                next poll, and the commit) -- what the latency is made of;
+                route + send, flush + commit) -- what the latency is made of;
 ``rss``         the router as a process routing ``--events`` events
                 (SAFESHARE_BENCH_EVENTS, default 100,000; the issue's target is a
                 million) preloaded: its resident set size as it goes.
@@ -651,7 +650,7 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
 
         steps = [("_poll", "poll"), ("_catch_up_consent", "consent catch-up"),
                  ("_catch_up_audit", "audit catch-up"), ("_update_lag", "lag"),
-                 ("_start", "route + send"), ("_finish", "flush + commit (what is left)")]
+                 ("_start", "route + send"), ("_finish", "flush + commit")]
         for name, label in steps:
             timed(service, name, label)
         original_producer = service._new_producer

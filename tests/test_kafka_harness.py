@@ -116,33 +116,6 @@ def test_a_record_the_broker_refused_is_reported_after_the_flush(
             refused.raise_if_failed()
 
 
-def test_start_flush_sends_now_and_the_producer_lingers_again_after_the_wait(
-    kafka_bootstrap: str, admin: Admin, topics: Topics
-) -> None:
-    """start_flush: the records leave at once whatever the linger, before the
-    wait is called; after the wait the producer lingers again (a flush left
-    "in progress" would send every later record at once)."""
-    topic = topics.feed("flush")
-    admin.ensure_topics([TopicSpec(topic, 1)])
-    with (
-        make_producer(kafka_bootstrap, linger_ms=60_000) as p,
-        make_consumer(
-            kafka_bootstrap, group_id=None, topics=[topic], isolation_level="read_uncommitted"
-        ) as c,
-    ):
-        first = p.send(topic, b"first", key=b"k")
-        wait = p.start_flush()
-        assert _values(c.collect(1, timeout_s=20)) == [b"first"]  # before any wait
-        wait(10)
-        wait(10)  # a second call does nothing
-        first.raise_if_failed()
-        p.send(topic, b"lingering", key=b"k")
-        time.sleep(1.5)
-        assert c.poll_records(timeout_ms=500) == [], "sent without a flush: still flushing"
-        p.flush()
-        assert _values(c.collect(1, timeout_s=20)) == [b"lingering"]
-
-
 # -- transactions -------------------------------------------------------------------------
 def test_read_committed_sees_committed_never_aborted(
     kafka_bootstrap: str, admin: Admin, topics: Topics

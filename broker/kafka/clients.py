@@ -517,38 +517,6 @@ class Producer(Closeable):
         with self._translated("flush"):
             self._raw.flush(timeout=timeout)
 
-    def start_flush(self) -> Callable[[float | None], None]:
-        """:meth:`flush` without waiting: every record sent so far leaves now
-        (whatever the linger), and the returned function waits for them.
-
-        A router can poll its next batch while the broker takes the previous
-        one. The returned wait must be called exactly once (a second call does
-        nothing), also when the transaction is to be aborted: until then the
-        producer does not linger.
-        """
-        raw = self._raw
-        accumulator = getattr(raw, "_accumulator", None)
-        sender = getattr(raw, "_sender", None)
-        if accumulator is None or sender is None:  # pragma: no cover - another client version
-
-            def flush(timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
-                self.flush(timeout)
-
-            return flush
-        accumulator.begin_flush()
-        sender.wakeup()
-        pending = [True]
-
-        def wait(timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
-            if not pending:
-                return
-            pending.clear()
-            # await_flush_completion ends the flush begun above, even if it raises.
-            with self._translated("flush"):
-                accumulator.await_flush_completion(timeout=timeout)
-
-        return wait
-
     def init_transactions(self) -> None:
         """Register the transactional id; fences (and aborts) any older producer with it."""
         with translated("init_transactions"):

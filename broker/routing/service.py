@@ -31,19 +31,6 @@ must not write again) stops it cleanly, and an error that is not Kafka's
 (a defect, an audit leaf that cannot be built) aborts and propagates: fail
 closed, the batch is replayed by whichever router runs next.
 
-Overlap. A transaction's records leave for the broker as soon as its batch is
-routed, and it is committed after the *next* poll: the broker writes one batch
-while the next is fetched (the poll's round trip and the flush's overlap,
-measured at a steady 1,000 events/s: see ``python -m bench router --only
-cycle``). Order is kept: the next batch is routed only once the previous one
-committed. A rebalance during that poll is safe (KIP-447): the open
-transaction's offsets went to the coordinator with the generation of their
-own poll, and a new owner of those partitions reading the committed offsets
-(``require_stable``, as kafka-python does under ``read_committed``) waits for
-the transaction to end. A small batch (a quiet stream) is committed before the
-next poll, which may wait for new events. A failure aborts the open
-transaction and replays its batch as any other.
-
 Several instances share the ingest partitions as one consumer group. The
 offsets are committed with the consumer's group metadata taken right after
 the poll that returned the batch (KIP-447): if a rebalance moved a partition
@@ -75,14 +62,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.audit.exceptions import AuditError
 from broker.audit.leaf import batch_size, decode_batch
 from broker.kafka.clients import (
-    DEFAULT_TIMEOUT_S,
     Consumer,
     GroupMetadata,
     OffsetAndMetadata,
@@ -128,13 +113,6 @@ RECONNECT_BACKOFF_MAX_MS = 1_000
 #: Batches stay below the broker's default message.max.bytes (1 MiB).
 PRODUCER_LINGER_MS = 5000
 PRODUCER_BATCH_BYTES = 256 * 1024
-#: A batch of at least this many events is committed after the next poll, which
-#: fetches while the broker takes the batch (see RouterService.run); a smaller
-#: one (a quiet stream) is committed before polling again, so that a poll that
-#: waits for new events does not hold its commit back.
-OVERLAP_MIN_EVENTS = 32
-#: How long the router waits for a transaction's records to be acknowledged.
-DEFAULT_FLUSH_TIMEOUT_S = DEFAULT_TIMEOUT_S
 #: Header on the router's audit batches: a random token of the writing process.
 AUDIT_WRITER_HEADER = "safeshare-router-writer"
 
@@ -170,11 +148,6 @@ class _Open:
     """Coordinates of each routed record, for debug lines (empty unless debugging)."""
     futures: list[SendFuture] = field(default_factory=list)
     offsets_sent: Callable[[], None] | None = None
-    flushed: Callable[[float | None], None] | None = None
-
-    @property
-    def events(self) -> int:
-        return len(self.routed)
 
 
 AuditEncoder = Callable[[list[Mapping[str, Any]]], list[bytes]]
@@ -249,9 +222,6 @@ class RouterService:
         self._need_rewind = False
         self._need_producer = False
         self._batch_group: GroupMetadata | None = None
-        # A transaction whose records are sent, to be committed after the next
-        # poll (see run()).
-        self._open: _Open | None = None
 
         self._health: HealthServer | None = None
         self.metrics_port: int | None = None
@@ -498,78 +468,35 @@ class RouterService:
         last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
-                committed = False
                 try:
                     self._repair()
-                    # The previous batch's records are on their way to the broker
-                    # (if it is still open): the poll fetches the next meanwhile.
                     batches = self._poll()
                     group = self._batch_group
                     # Consent after the poll: a consent record committed before
                     # an event of this batch was is applied when it is routed.
                     self._catch_up_consent()
-                    committed = self._finish_open()
-                    # After the commit: a read of the audit log to its end must
-                    # not stop at our own open transaction.
                     self._catch_up_audit()
                     if batches:
                         last_activity = time.monotonic()
                         assert group is not None
-                        txn = self._start(batches, group)
-                        if txn.events >= OVERLAP_MIN_EVENTS and not self._replay_pending:
-                            self._open = txn  # committed after the next poll
-                        else:
-                            self._finish(txn)
-                            committed = True
+                        self._process(batches, group)
                 except ProducerFencedError as exc:
-                    self._abandon_open(exc)
                     self._fenced(exc)
                     break
                 except KafkaError as exc:
                     last_activity = time.monotonic()  # in trouble is not idle
-                    self._abandon_open(exc)
                     self._failed(exc)
                     continue
-                except BaseException as exc:
-                    self._abandon_open(exc)
-                    raise
-                self._recovered(committed)
+                self._recovered(bool(batches))
                 self._update_lag()
                 idle_for = time.monotonic() - last_activity
                 if not batches and idle_exit_s is not None and idle_for > idle_exit_s:
                     break
-                in_hand = self.stats.consumed + (self._open.events if self._open else 0)
-                if max_events is not None and in_hand >= max_events:
+                if max_events is not None and self.stats.consumed >= max_events:
                     break
-            try:
-                self._finish_open()
-            except ProducerFencedError as exc:
-                self._fenced(exc)
-            except KafkaError as exc:  # replayed by whichever router runs next
-                log.warning("router %s: last transaction not committed: %s",
-                            self.instance_id, _describe(exc))
         finally:
-            self._abandon_open(None)
             self.close()
         return self.stats
-
-    def _finish_open(self) -> bool:
-        """Commit the open transaction, if any; True if there was one."""
-        txn, self._open = self._open, None
-        if txn is None:
-            return False
-        self._finish(txn)
-        return True
-
-    def _abandon_open(self, exc: BaseException | None) -> None:
-        """A loop iteration failed (or the loop ends) with a transaction still
-        open: abort it, so that its batch is replayed."""
-        txn, self._open = self._open, None
-        if txn is None:
-            return
-        why = exc if exc is not None else KafkaError("router stopping")
-        with _suppress_kafka():
-            self._abandon(txn, why)
 
     def _fenced(self, exc: ProducerFencedError) -> None:
         self.stats.fenced = True
@@ -631,7 +558,7 @@ class RouterService:
         self, batches: dict[TopicPartition, list[Record]], group: GroupMetadata
     ) -> _Open:
         """Open a transaction for a polled batch: route it, send every record and
-        the batch's offsets, and start the flush. :meth:`_finish` commits it."""
+        the batch's offsets. :meth:`_finish` commits it."""
         producer = self._producer
         assert producer is not None
         seen = self.core.seen_event_ids
@@ -667,9 +594,6 @@ class RouterService:
                     futures.append(send(out.topic, out.value, key=out.key))
             for payload in self._audit_encoder(leaves):
                 futures.append(send(self.topics.audit, payload, headers=self._audit_headers))
-            # The records leave now; the loop polls the next batch while the
-            # broker takes them (see run()).
-            txn.flushed = producer.start_flush()
         except BaseException as exc:
             self._abandon(txn, exc)
             raise
@@ -683,8 +607,8 @@ class RouterService:
             # Every record must be acknowledged before the commit: a copy or an
             # audit batch the broker refused fails the whole transaction here,
             # whatever the client library would make of it at commit time.
-            assert txn.flushed is not None and txn.offsets_sent is not None
-            txn.flushed(DEFAULT_FLUSH_TIMEOUT_S)
+            assert txn.offsets_sent is not None
+            producer.flush()
             for fut in txn.futures:
                 fut.raise_if_failed()
             txn.offsets_sent()
@@ -697,7 +621,7 @@ class RouterService:
     def _process(
         self, batches: dict[TopicPartition, list[Record]], group: GroupMetadata
     ) -> None:
-        """Route, send and commit one batch (one transaction), without overlap."""
+        """Route, send and commit one batch: one transaction."""
         self._finish(self._start(batches, group))
 
     def _abandon(self, txn: _Open, exc: BaseException) -> None:
@@ -709,9 +633,6 @@ class RouterService:
         """
         producer = self._producer
         assert producer is not None
-        if txn.flushed is not None:
-            with suppress(Exception):  # ends the flush begun; its errors are the abort's
-                txn.flushed(0)
         forgotten = self.core.seen_event_ids.forget_since(txn.mark)
         self._replay_pending = True
         self.stats.aborted += 1
