@@ -780,3 +780,127 @@ def test_remembered_outcomes_never_carry_one_childs_consent_to_another() -> None
                     assert got == policy.decide_all_plainly(event, lookup, NOW)
                     refs |= {d.consent_ref for d in got}
     assert {"c0c0c0c0-0000-4000-8000-000000000000", "c0c0c0c0-0000-4000-8000-000000000002"} <= refs
+
+
+# -- consent lookups from states built when the record is put ---------------------
+
+
+def test_a_lookup_after_apply_sees_the_new_record_not_the_old_state() -> None:
+    store = ConsentStore()
+    given_a = consent_event(status="GIVEN", event_id="a")
+    store.apply(given_a)
+    first = store.lookup("child-0001", "SAFEGUARDING", "police", NOW)
+    assert first.status is ConsentStatus.GIVEN and first.record_id == "a"
+    store.apply(consent_event(status="WITHDRAWN", event_id="b"))
+    state = store.lookup("child-0001", "SAFEGUARDING", "police", NOW)
+    assert state.status is ConsentStatus.WITHDRAWN and state.record_id == "b"
+    # a partial withdrawal: a new GIVEN record with a narrower role scope
+    store.apply(consent_event(status="GIVEN", roles=["mash_team"], event_id="c"))
+    assert store.lookup("child-0001", "SAFEGUARDING", "police", NOW).status is ConsentStatus.NONE
+    state = store.lookup("child-0001", "SAFEGUARDING", "mash_team", NOW)
+    assert state.status is ConsentStatus.GIVEN and state.record_id == "c"
+    store.apply(None, key=consent_key("child-0001", "SAFEGUARDING"))
+    assert store.lookup("child-0001", "SAFEGUARDING", "mash_team", NOW).status is ConsentStatus.NONE
+    assert store.get("child-0001", "SAFEGUARDING") is None and len(store) == 0
+    # the same record applied again after its tombstone: a state for it again, equal to the first
+    store.apply(given_a)
+    again = store.lookup("child-0001", "SAFEGUARDING", "police", NOW)
+    assert again == first and again.status is ConsentStatus.GIVEN
+
+
+def test_expiry_is_decided_at_each_lookup_not_remembered() -> None:
+    store = ConsentStore()
+    store.apply(consent_event(status="GIVEN", expires_at=NOW + 10, event_id="g"))
+    store.apply(consent_event(status="REFUSED", purpose="EARLY_HELP", expires_at=NOW, event_id="r"))
+    store.apply(consent_event(status="WITHDRAWN", purpose="HEALTH", expires_at=NOW, event_id="w"))
+    statuses = {
+        (purpose, now): store.lookup("child-0001", purpose, "mash_team", now).status
+        for now in (NOW + 10, NOW - 1, NOW + 9, NOW + 11, NOW)  # later, then earlier again
+        for purpose in ("SAFEGUARDING", "EARLY_HELP", "HEALTH")
+    }
+    assert statuses == {
+        ("SAFEGUARDING", NOW - 1): ConsentStatus.GIVEN,
+        ("SAFEGUARDING", NOW): ConsentStatus.GIVEN,
+        ("SAFEGUARDING", NOW + 9): ConsentStatus.GIVEN,
+        ("SAFEGUARDING", NOW + 10): ConsentStatus.EXPIRED,
+        ("SAFEGUARDING", NOW + 11): ConsentStatus.EXPIRED,
+        ("EARLY_HELP", NOW - 1): ConsentStatus.REFUSED,
+        ("EARLY_HELP", NOW): ConsentStatus.EXPIRED,
+        ("EARLY_HELP", NOW + 9): ConsentStatus.EXPIRED,
+        ("EARLY_HELP", NOW + 10): ConsentStatus.EXPIRED,
+        ("EARLY_HELP", NOW + 11): ConsentStatus.EXPIRED,
+        **{
+            ("HEALTH", now): ConsentStatus.WITHDRAWN
+            for now in (NOW - 1, NOW, NOW + 9, NOW + 10, NOW + 11)
+        },
+    }
+
+
+def test_lookups_of_one_record_share_one_state_per_status() -> None:
+    # the point of the entries: no state built per call (and the states are frozen)
+    store = ConsentStore(
+        [ConsentRecord("r", "child-1", "SAFEGUARDING", "GIVEN", expires_at_ms=NOW)]
+    )
+    before = store.lookup("child-1", "SAFEGUARDING", "police", NOW - 1)
+    assert before is store.lookup("child-1", "SAFEGUARDING", "mash_team", NOW - 2)
+    after = store.lookup("child-1", "SAFEGUARDING", "police", NOW)
+    assert after is store.lookup("child-1", "SAFEGUARDING", "police", NOW + 1)
+    assert (before.status, after.status) == (ConsentStatus.GIVEN, ConsentStatus.EXPIRED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.status = ConsentStatus.REFUSED  # type: ignore[misc]
+
+
+_SUBJECTS = st.sampled_from(["child-1", "child-2"])
+_PURPOSES = st.sampled_from(["SAFEGUARDING", "EARLY_HELP"])
+_ROLES = st.sampled_from(["mash_team", "police", "school_dsl"])
+_TIMES = st.integers(NOW - 3, NOW + 3)
+_PUT = st.builds(
+    lambda n, subject, purpose, status, roles, expires: (
+        "put",
+        ConsentRecord(f"rec-{n}", subject, purpose, status, roles, expires_at_ms=expires),
+    ),
+    st.integers(0, 9),
+    _SUBJECTS,
+    _PURPOSES,
+    st.sampled_from(["GIVEN", "REFUSED", "WITHDRAWN"]),
+    st.frozensets(_ROLES, max_size=2),
+    st.none() | _TIMES,
+)
+_DELETE = st.tuples(st.just("delete"), st.tuples(_SUBJECTS, _PURPOSES))
+_LOOKUP = st.tuples(st.just("lookup"), st.tuples(_SUBJECTS, _PURPOSES, _ROLES, _TIMES))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_PUT, _DELETE, _LOOKUP), max_size=40),
+    st.permutations(range(NOW - 3, NOW + 4)),
+)
+def test_lookup_is_lookup_plainly_through_puts_deletes_and_time(
+    ops: list[Any], times: list[int]
+) -> None:
+    store = ConsentStore()
+    latest: dict[tuple[str, str], ConsentRecord] = {}
+    grid = [
+        (s, p, r)
+        for s in ("child-1", "child-2")
+        for p in ("SAFEGUARDING", "EARLY_HELP")
+        for r in ("mash_team", "police", "school_dsl")
+    ]
+    for op, arg in ops:
+        if op == "put":
+            store.put(arg)
+            latest[(arg.subject, arg.purpose)] = arg
+        elif op == "delete":
+            store.apply_tombstone(consent_key(*arg))
+            latest.pop(arg, None)
+        else:
+            got = store.lookup(*arg)
+            assert got == store.lookup_plainly(*arg)
+            assert got.record is (latest.get(arg[:2]) if got.record is not None else None)
+        assert len(store) == len(latest)
+        assert all(store.get(*key) is record for key, record in latest.items())
+        # every key and role, at times out of order: nothing remembered across a time
+        for now in times:
+            for subject, purpose, role in grid:
+                got = store.lookup(subject, purpose, role, now)
+                assert got == store.lookup_plainly(subject, purpose, role, now)
