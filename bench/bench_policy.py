@@ -22,6 +22,11 @@ Figures (single thread, so "per core"):
 - ``policy_present_us`` and ``policy_present_walk_us``: microseconds per event
   finding the fields that hold a value, by the code generated from the field
   paths (``decide_all``'s) and by the plain walk, in alternation; best round;
+- ``policy_consent_lookup_us`` and ``policy_consent_lookup_plainly_us``:
+  microseconds per ``ConsentStore.lookup`` (states built when the record was
+  put) and per ``lookup_plainly`` (a state built per call, the reference),
+  over the example children and a few store children (GIVEN, REFUSED,
+  WITHDRAWN, expired, no record), in alternation; best round;
 - ``baseline_copies_per_s``: the same loop doing nothing but a shallow
   ``dict(event)`` per subscriber, the floor any per-subscriber work stands on;
 - ``policy_vs_baseline``: how many times slower a decision is than that copy.
@@ -150,7 +155,34 @@ def main() -> None:
             policy._present_compiled(event)
         return len(events)
 
+    asks = [
+        (subject, "SAFEGUARDING", role, NOW + 1)
+        # the example children (GIVEN, REFUSED); store children expired, WITHDRAWN,
+        # REFUSED at NOW + 1; a child with no record
+        for subject in (
+            "psn-7Q2K-93XD",
+            "psn-4H8M-21PL",
+            "psn-000000",
+            "psn-000002",
+            "psn-000004",
+            "nobody",
+        )
+        for role in ("mash_team", "police")
+    ]
+
+    def lookups_of(lookup: Callable[[str, str, str, int], object]) -> Callable[[], int]:
+        def run() -> int:
+            for _ in range(200):
+                for ask in asks:
+                    lookup(*ask)
+            return 200 * len(asks)
+
+        return run
+
     plain_us, fast_us = paired(run_plain, run_policy, args.seconds)
+    lookup_plain_us, lookup_us = paired(
+        lookups_of(store.lookup_plainly), lookups_of(store.lookup), args.seconds / 3
+    )
     walk_us, generated_us = paired(run_walk, run_generated, args.seconds / 3)
     decisions = rate(run_policy, args.seconds)
     copies = rate(run_baseline, args.seconds)
@@ -180,6 +212,13 @@ def main() -> None:
         "policy_plain_vs_decide_all",
         statistics.median(p / f for p, f in zip(plain_us, fast_us, strict=True)),
         "x",
+    )
+    bench("us per consent lookup", "policy_consent_lookup_us", min(lookup_us), "us")
+    bench(
+        "us per consent lookup, plainly",
+        "policy_consent_lookup_plainly_us",
+        min(lookup_plain_us),
+        "us",
     )
     bench("us per event, fields present (generated)", "policy_present_us", min(generated_us), "us")
     bench("us per event, fields present (walk)", "policy_present_walk_us", min(walk_us), "us")
