@@ -411,6 +411,11 @@ CRAFTED: list[tuple[str, str, bytes, bool]] = [
     ("UTF-8 surrogate", "s", s(b"\xed\xa0\x80"), False),
     ("invalid UTF-8 map key", "m", zz(1) + s(b"\xff") + s(b"v") + zz(0), False),
     ("negative bytes length", "by", zz(-3), False),
+    # A string branch of a union reads its length past the index byte, inline.
+    ("negative string length in a union", "opt", zz(1) + zz(-1), False),
+    ("string length in a union past the end", "opt", zz(1) + zz(40) + b"x", False),
+    ("two-byte string length in a union past the end", "opt", zz(1) + zz(100) + b"x", False),
+    ("invalid UTF-8 in a union", "opt", zz(1) + s(b"\xc3\x28"), False),
     ("NaN double", "d", NAN, True),
     ("signalling NaN float", "f", b"\x01\x00\x80\x7f", True),
     ("timestamp past year 9999", "ts", zz(2**62), False),
@@ -516,7 +521,64 @@ ROUTED: list[tuple[str, str, bytes, bool]] = [
         False,
     ),
     ("no cut in an empty array", "many", zz(0), True),
+    # Edges of the one-byte varint read inline, and of read_long_canonical's
+    # unrolled bytes (up to 6) and its loop (7 to 10).
+    *[(f"long {n}", "l", zz(n), True) for n in (63, 64, -64, -65, 2**41 - 1, -(2**41) - 1)],
+    ("string of 63 bytes", "s", s(b"x" * 63), True),
+    ("string of 64 bytes", "s", s(b"x" * 64), True),
+    ("string of 63 bytes in a cut field", "opt", zz(1) + s(b"x" * 63), True),
+    ("string of 64 bytes in a cut field", "opt", zz(1) + s(b"x" * 64), True),
+    ("string of 9000 bytes in a cut field", "opt", zz(1) + s(b"x" * 9000), True),
+    ("non-minimal length 63 in a cut field", "opt", zz(1) + padded(zz(63)) + b"x" * 63, False),
+    ("six-byte timestamp", "ts", zz(2**41 - 1), True),
+    ("seven-byte timestamp", "ts", zz(2**41), True),
+    ("negative six-byte timestamp", "ts", zz(-(2**41)), True),
+    *[
+        # zz(2 ** (7k - 1)) is k + 1 bytes long; padded, k + 2.
+        (f"non-minimal {k + 2}-byte timestamp", "ts", padded(zz(2 ** (7 * k - 1))), False)
+        for k in range(1, 7)  # to 2**41 ms (2039); 2**48 is past year 9999
+    ],
 ]
+
+
+def _read_long_canonical_reference(data: bytes, pos: int) -> tuple[int, int]:
+    """read_long_canonical as it was first written: read_long, then the rule."""
+    start = pos
+    value, pos = _read.read_long(data, pos)
+    last = data[pos - 1]
+    if (last == 0 and pos - start > 1) or (pos - start == 10 and last > 1):
+        raise _read.NotCanonical("varint")
+    return value, pos
+
+
+def _outcome(read: Any, data: bytes, pos: int) -> Any:
+    try:
+        return read(data, pos)
+    except (IndexError, _read.Defer) as exc:
+        return type(exc), str(exc)
+
+
+@SETTINGS
+@given(st.binary(max_size=12), st.integers(min_value=0, max_value=2))
+def test_read_long_canonical_is_read_long_of_a_minimal_varint(data: bytes, pos: int) -> None:
+    """Unrolled to 6 bytes: the same value, end, error and message as the
+    plain loop and the minimality rule, at any length and cut short anywhere."""
+    assert _outcome(_read.read_long_canonical, data, pos) == _outcome(
+        _read_long_canonical_reference, data, pos
+    )
+
+
+@pytest.mark.parametrize(
+    "n", [0, -1, 63, 64, -64, -65, 8191, 8192, -8193, 2**41 - 1, 2**41, -(2**63), 2**63 - 1]
+)
+def test_read_long_canonical_at_the_edges_of_each_length(n: int) -> None:
+    """Each minimal varint reads back; one byte longer (a 0x00 group on top),
+    cut short, or followed by more bytes, as the reference does."""
+    for data in (zz(n), padded(zz(n)), zz(n)[:-1], zz(n) + b"\x01\x80"):
+        assert _outcome(_read.read_long_canonical, data, 0) == _outcome(
+            _read_long_canonical_reference, data, 0
+        ), data
+    assert _read.read_long_canonical(zz(n), 0) == (n, len(zz(n)))
 
 
 @pytest.mark.parametrize(("case", "field", "raw", "canonical"), ROUTED, ids=[c[0] for c in ROUTED])
