@@ -92,9 +92,11 @@ RoutingReadFn = Callable[[bytes, int], tuple[dict[str, Any], int, list[Cut]]]
 _MASK64: Final = (1 << 64) - 1
 #: Zig-zag decoding of the one-byte varints (0..127): 0 -> 0, 1 -> -1, 2 -> 1 ...
 _ZIGZAG: Final = tuple((b >> 1) ^ -(b & 1) for b in range(128))
-#: A length in a one-byte varint (0..127): ``_ZIGZAG``'s, but 2**62 for a negative
-#: one (an odd byte), past the end of any buffer.
-_LENGTH: Final = tuple(b >> 1 if b % 2 == 0 else 1 << 62 for b in range(128))
+#: A length in a one-byte varint (0..127) plus 1 (the varint) or 2 (a union index
+#: too): where the bytes end, from the varint's or the index's position. A negative
+#: length (an odd byte) is 2**62, past the end of any buffer.
+_LENGTH1: Final = tuple(1 + (b >> 1) if b % 2 == 0 else 1 << 62 for b in range(128))
+_LENGTH2: Final = tuple(2 + (b >> 1) if b % 2 == 0 else 1 << 62 for b in range(128))
 # fastavro's logical readers (fastavro/_logical_readers): the same constants and
 # arithmetic, so a decoded datetime is the very value fastavro builds.
 _EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -238,7 +240,8 @@ class _Gen(Source):
         super().__init__(
             {
                 "ZZ": _ZIGZAG,
-                "LEN": _LENGTH,
+                "LEN1": _LENGTH1,
+                "LEN2": _LENGTH2,
                 "LONG": read_long_canonical if canonical else read_long,
                 "EPOCH": _EPOCH,
                 "TD": _dt.timedelta,
@@ -274,16 +277,16 @@ class _Gen(Source):
         cut (from ``p``, a union index when ``off`` is 1) noted with that label.
 
         A length below 64 (one byte, even: zig-zag's non-negative numbers) is
-        read inline, without the table or moving ``p`` twice; ``off`` lets a
-        union's string branch read past its index byte the same way.
+        read inline, its end found in one table (``LEN1``, or ``LEN2`` past a
+        union's index byte: ``off`` 1) without moving ``p`` twice.
         """
         n, e = "n", "e"  # scratch locals (the class docstring)
         self.emit(ind, f"{n} = d[p + {off}]" if off else f"{n} = d[p]")
         self.emit(ind, f"if {n} < 128:")
         # fastavro: EOFError when fewer bytes than the length are left, or the
-        # length is negative: LEN makes a negative one-byte length (an odd
+        # length is negative: LEN<k> makes a negative one-byte length (an odd
         # byte) so long that it is past the end too.
-        self.emit(ind + 1, f"{e} = p + {off + 1} + LEN[{n}]")
+        self.emit(ind + 1, f"{e} = p + LEN{off + 1}[{n}]")
         self.emit(ind + 1, f"if {e} > end: raise EOFError")
         self.emit(ind + 1, f"{t} = d[p + {off + 1}:{e}]{'.decode()' if text else ''}")
         if cut is not None:
