@@ -490,11 +490,7 @@ class _Gen(Source):
         """A top-most non-metadata field read into ``v``, and its cut noted as
         the writer notes it: none for null (the single byte 0x00, branch 0),
         else from its union index to its end."""
-        if not (
-            isinstance(node, Union)
-            and isinstance(node.branches[0], Primitive)
-            and node.branches[0].kind == "null"
-        ):
+        if not (isinstance(node, Union) and node.null_first):
             # The writer refuses to compile such a field too (schema rules).
             raise Unsupported(f"{owner.fullname}.{name} is not nullable")
         self.union(node, v, ind, cut=label)

@@ -128,6 +128,13 @@ class Union:
         return any(isinstance(b, Primitive) and b.kind == "null" for b in self.branches)
 
     @property
+    def null_first(self) -> bool:
+        """Branch 0 is null: the single byte 0x00 is this union's null, which is
+        what a redacted field is in a copy (see broker.codec._write)."""
+        first = self.branches[0] if self.branches else None
+        return isinstance(first, Primitive) and first.kind == "null"
+
+    @property
     def non_null(self) -> tuple[Node, ...]:
         return tuple(
             b for b in self.branches if not (isinstance(b, Primitive) and b.kind == "null")

@@ -260,11 +260,7 @@ class _Gen(Source):
                 # A top-most non-metadata field: ["null", ...] by the schema rules,
                 # so a redacted copy holds the single byte 0x00 in its place.
                 t = f.type
-                if not (
-                    isinstance(t, Union)
-                    and isinstance(t.branches[0], Primitive)
-                    and t.branches[0].kind == "null"
-                ):
+                if not (isinstance(t, Union) and t.null_first):
                     raise TypeError(f"{node.fullname}.{f.name} is not nullable")
                 start = self.var("p")
                 self.emit(ind, f"if {v} is None:")
