@@ -18,12 +18,18 @@ Phases (``--only``, comma-separated, default all):
 ``core``        in memory, no Kafka: CPU per event of the routing core (decode,
                 decide, redact and encode every copy, build the audit leaves),
                 with ``--profile`` the top of a cProfile;
+``send``        one transactional producer sending 1 KB copies to three feeds:
+                kafka-python's ``KafkaProducer.send`` and the router's
+                ``Producer.send`` taking turns, CPU and wall time per record;
 ``throughput``  N events preloaded to the ingest topics, then routed: the router
                 (in this process, transactional, with audit) against a bare
-                passthrough through ``broker.kafka.clients`` (consume one, produce
-                three copies, no decoding, policy or audit), non-transactional
-                (at-least-once: flush, then commit offsets) and transactional
-                (offsets in the transaction), on the same input and broker.
+                kafka-python passthrough (consume one, produce three copies with
+                ``KafkaProducer.send``, no decoding, policy or audit),
+                non-transactional (at-least-once: flush, then commit offsets) and
+                transactional (offsets in the transaction), on the same input and
+                broker; and the transactional passthrough once more on the
+                router's own send path (``Producer.send``), whose ratio is the
+                cost of the routing work alone.
                 Rates are from the first to the last commit (group joins excluded);
                 three rounds on fresh topics, the ratio taken within each round and
                 the median reported (the VM's speed drifts between runs);
@@ -383,10 +389,16 @@ class Timeline:
         return (self.count - self.first_count) / (self.last_at - self.first_at)
 
 
-def passthrough(env: Env, n: int, *, transactional: bool, deadline_s: float = 600) -> float:
-    """Consume each ingest record, produce PASSTHROUGH_COPIES copies; rate in events/s."""
+def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
+                deadline_s: float = 600) -> float:
+    """Consume each ingest record, produce PASSTHROUGH_COPIES copies; rate in events/s.
+
+    Each copy is sent with kafka-python's own ``KafkaProducer.send`` (the bare
+    baseline the issue names), or with ``ours`` through :meth:`Producer.send`,
+    the router's send path (:class:`broker.kafka.clients.KeyedAppender`). The
+    producer's settings are the router's either way."""
     topics = env.topics
-    mode = "txn" if transactional else "plain"
+    mode = ("txn" if transactional else "plain") + ("-ours" if ours else "")
     consumer = make_consumer(
         env.bootstrap,
         group_id=f"{topics.namespace}.passthrough-{mode}",
@@ -415,11 +427,12 @@ def passthrough(env: Env, n: int, *, transactional: bool, deadline_s: float = 60
             if transactional:
                 producer.begin_transaction()
             count = 0
+            send = producer.send if ours else producer.raw.send
             for records in batches.values():
                 count += len(records)
                 for r in records:
                     for out in outputs:
-                        producer.send(out, r.value, key=r.key)
+                        send(out, r.value, key=r.key)
             offsets = {
                 tp: OffsetAndMetadata(records[-1].offset + 1) for tp, records in batches.items()
             }
@@ -434,6 +447,54 @@ def passthrough(env: Env, n: int, *, transactional: bool, deadline_s: float = 60
         consumer.close()
         producer.close()
     return line.rate()
+
+
+def phase_send(bootstrap: str, base: config.Settings, policy: Path,
+               tmpls: Sequence[Template], per_txn: int = 500, rounds: int = 7) -> None:
+    """kafka-python's ``KafkaProducer.send`` against our ``Producer.send`` (the
+    router's path, :class:`broker.kafka.clients.KeyedAppender`): one producer,
+    transactions of ``per_txn`` events with a 1 KB copy to each of three feeds,
+    the two paths taking turns. CPU per record while sending, and wall time per
+    record including the flush and commit."""
+    with namespace(bootstrap, base, policy, "send") as env:
+        outputs = [env.topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
+        values = [t.make(str(uuid.uuid4()), 1_800_000_000_000) for t in tmpls]
+        keys = [uuid.uuid4().bytes for _ in range(per_txn)]
+        producer = make_producer(
+            env.bootstrap, transactional_id=f"{env.topics.namespace}.send",
+            linger_ms=PRODUCER_LINGER_MS, batch_size=PRODUCER_BATCH_BYTES,
+        )
+        figures: dict[str, tuple[list[float], list[float]]] = {"kafka": ([], []), "ours": ([], [])}
+        try:
+            producer.init_transactions()
+            for k in range(rounds + 1):
+                for path in ("kafka", "ours"):
+                    send = producer.raw.send if path == "kafka" else producer.send
+                    producer.begin_transaction()
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    for i, key in enumerate(keys):
+                        value = values[i % len(values)]
+                        for out in outputs:
+                            send(out, value, key=key)
+                    cpu = time.process_time() - cpu
+                    producer.flush()
+                    producer.commit_transaction()
+                    wall = time.perf_counter() - wall
+                    if k:  # the first round warms up (metadata, connections)
+                        records = per_txn * len(outputs)
+                        figures[path][0].append(cpu / records * 1e6)
+                        figures[path][1].append(wall / records * 1e6)
+        finally:
+            producer.close()
+    (kcpu, kwall), (ocpu, owall) = figures["kafka"], figures["ours"]
+    report("KafkaProducer.send, CPU per record", statistics.median(kcpu), "us",
+           f"median of {rounds} transactions of {per_txn * len(outputs):,} records")
+    report("Producer.send (our path), CPU per record", statistics.median(ocpu), "us",
+           f"{statistics.median(ocpu) / statistics.median(kcpu):.2f}x kafka-python's")
+    report("KafkaProducer.send, per record with flush + commit", statistics.median(kwall), "us")
+    report("Producer.send (our path), per record with flush + commit",
+           statistics.median(owall), "us",
+           f"{statistics.median(owall) / statistics.median(kwall):.2f}x kafka-python's")
 
 
 def router_in_process(env: Env, n: int) -> tuple[float, Any]:
@@ -461,29 +522,39 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     """Passthrough and router taking turns, ``rounds`` times, each round on fresh topics:
     the machine's speed drifts by tens of percent over a minute (a shared VM), so a
     ratio is taken within each round and the median of the rounds reported."""
-    plains, txns, rates, ratios = [], [], [], []
+    plains, txns, ours_, rates, ratios, ratios_ours = [], [], [], [], [], []
     for k in range(rounds):
         with namespace(bootstrap, base, policy, f"tput{k}") as env:
             took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
             plain = passthrough(env, n, transactional=False)
             txn = passthrough(env, n, transactional=True)
+            ours = passthrough(env, n, transactional=True, ours=True)
             rate, stats = router_in_process(env, n)
             per_event = max(stats.consumed, 1)
             print(f"  round {k + 1}: preloaded {n:,} in {took:.1f} s; passthrough {plain:,.0f}"
-                  f" (txn {txn:,.0f}), router {rate:,.0f} events/s -> {rate / txn:.2f}"
+                  f" (txn {txn:,.0f}, txn through our send path {ours:,.0f}),"
+                  f" router {rate:,.0f} events/s -> {rate / txn:.2f} ({rate / ours:.2f})"
                   f" ({stats.shared / per_event:.2f} copies and"
                   f" {(stats.shared + stats.withheld) / per_event:.2f} leaves per event,"
                   f" {stats.transactions} transactions)")
             plains.append(plain)
             txns.append(txn)
+            ours_.append(ours)
             rates.append(rate)
             ratios.append(rate / txn)
+            ratios_ours.append(rate / ours)
     report("passthrough (no txn), 1 in -> 3 out", statistics.median(plains), "events/s",
            f"median of {rounds}")
     report("passthrough (transactional), 1 in -> 3 out", statistics.median(txns), "events/s")
+    report("passthrough (transactional, our send path), 1 in -> 3 out",
+           statistics.median(ours_), "events/s")
     report("router (transactional, audited)", statistics.median(rates), "events/s")
     report("router / transactional passthrough", statistics.median(ratios), "ratio",
            f"median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f})")
+    report("router / transactional passthrough on our send path",
+           statistics.median(ratios_ours), "ratio",
+           f"the routing work alone: both send alike ({min(ratios_ours):.2f}-"
+           f"{max(ratios_ours):.2f})")
     # Scaling out: router processes in one group share the partitions (DESIGN.md).
     one = router_processes(bootstrap, base, policy, n, tmpls, 1)
     report("router, 1 process", one, "events/s")
@@ -748,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="steady input rates (events/s) for the latency phase, comma-separated",
     )
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
-    ap.add_argument("--only", default="core,throughput,latency,cycle,rss")
+    ap.add_argument("--only", default="core,send,throughput,latency,cycle,rss")
     args = ap.parse_args(list(argv or ()))
     phases = set(args.only.split(","))
 
@@ -763,12 +834,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "core" in phases:
             with tempfile.TemporaryDirectory() as home:
                 phase_core(tmpls, replace(base, home=Path(home), policy_path=policy), args.profile)
-        if not phases & {"throughput", "latency", "rss", "cycle"}:
+        if not phases & {"send", "throughput", "latency", "rss", "cycle"}:
             return
         from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
 
         with obtain_cluster(base) as cluster:
             print(f"Kafka: {cluster.description}")
+            if "send" in phases:
+                phase_send(cluster.bootstrap, base, policy, tmpls)
             if "throughput" in phases:
                 phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
             if "latency" in phases:

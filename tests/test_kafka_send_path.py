@@ -1,0 +1,173 @@
+"""``Producer.send``'s own path for keyed records (KeyedAppender), on a real broker.
+
+A keyed record skips ``KafkaProducer.send``'s bookkeeping and is appended to
+kafka-python's record accumulator directly. What a reader sees must not change:
+the same partition as the Java clients and ``KafkaProducer.send`` pick, the same
+key, value and headers, transactions that commit and abort as before (each
+partition added to every transaction that writes to it), and kafka-python's
+errors where it would raise them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from broker.kafka.clients import (
+    Admin,
+    KeyedAppender,
+    Record,
+    TopicPartition,
+    TopicSpec,
+    make_consumer,
+    make_producer,
+)
+from broker.kafka.exceptions import KafkaError
+from broker.topics import Topics
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 6
+
+
+@pytest.fixture
+def names(admin: Admin, topics: Topics) -> list[str]:
+    out = [topics.feed(f"send-path-{i}") for i in range(2)]
+    admin.ensure_topics([TopicSpec(n, PARTITIONS) for n in out])
+    return out
+
+
+def _read(bootstrap: str, names: list[str], expected: int) -> list[Record]:
+    """Every record a read_committed reader has of ``names`` (waits for ``expected``,
+    then a moment more for any extra)."""
+    with make_consumer(bootstrap, group_id=None, topics=names) as consumer:
+        got = consumer.collect(expected, timeout_s=30)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            got.extend(consumer.poll_records(timeout_ms=200))
+    return got
+
+
+def _spy_on_kafka_send(producer: object) -> list[bytes]:
+    """The values of the records that went through kafka-python's ``KafkaProducer.send``."""
+    calls: list[bytes] = []
+    raw = producer.raw  # type: ignore[attr-defined]
+    real = raw.send
+
+    def send(*args: object, **kwargs: object) -> object:
+        calls.append(bytes(kwargs.get("value", args[1] if len(args) > 1 else b"")))  # type: ignore[arg-type]
+        return real(*args, **kwargs)
+
+    raw.send = send
+    return calls
+
+
+@pytest.fixture
+def txn_producer(kafka_bootstrap: str, topics: Topics) -> Iterator[object]:
+    producer = make_producer(
+        kafka_bootstrap, transactional_id=f"{topics.namespace}.send-path",
+        linger_ms=5000, batch_size=256 * 1024,
+    )
+    producer.init_transactions()
+    yield producer
+    producer.close()
+
+
+def test_keyed_records_take_the_short_path_and_land_where_kafka_python_puts_them(
+    kafka_bootstrap: str, names: list[str], txn_producer: object
+) -> None:
+    producer = txn_producer
+    assert producer._appender is not None  # type: ignore[attr-defined]
+    kafka_sends = _spy_on_kafka_send(producer)
+    keys = [os.urandom(16) for _ in range(40)] + [b"child-pseudonym-1"] * 5
+    headers = [("safeshare-test", b"\x00\x01"), ("h\u00e9", b"")]
+
+    # Two committed transactions over the same partitions: each must add them
+    # to its own transaction (the broker refuses a record otherwise), and an
+    # aborted one in between must leave nothing behind.
+    for i, txn in enumerate(("commit", "abort", "commit")):
+        producer.begin_transaction()  # type: ignore[attr-defined]
+        for key in keys:
+            for name in names:
+                producer.send(name, b"ours-" + txn.encode() + key, key=key,  # type: ignore[attr-defined]
+                              headers=headers if i == 0 else None)
+                producer.raw.send(name, b"kafka-" + txn.encode() + key, key=key)  # type: ignore[attr-defined]
+        producer.flush()  # type: ignore[attr-defined]
+        if txn == "commit":
+            producer.commit_transaction()  # type: ignore[attr-defined]
+        else:
+            producer.abort_transaction()  # type: ignore[attr-defined]
+
+    sent_per_txn = len(keys) * len(names)
+    # Ours went through kafka-python's send only while a topic's metadata was
+    # unknown (the first record to each topic: send waits for it).
+    ours_there = [v for v in kafka_sends if v.startswith(b"ours-")]
+    assert len(ours_there) <= len(names)
+    assert len(kafka_sends) - len(ours_there) == 3 * sent_per_txn
+
+    got = _read(kafka_bootstrap, names, 2 * 2 * sent_per_txn)
+    assert len(got) == 2 * 2 * sent_per_txn
+    assert not [r for r in got if b"abort" in (r.value or b"")]
+    where: dict[tuple[str, bytes], set[tuple[str, int]]] = {}
+    for r in got:
+        value = r.value or b""
+        path = "ours" if value.startswith(b"ours-") else "kafka"
+        where.setdefault((r.tp.topic, r.key or b""), set()).add((path, r.tp.partition))
+        assert value.endswith(r.key or b"no key")
+    # One child, one partition per topic, whichever path sent the record.
+    for (topic, key), placed in where.items():
+        assert len({p for _, p in placed}) == 1, (topic, key, placed)
+        assert {path for path, _ in placed} == {"ours", "kafka"}
+    ours_first = [r for r in got if (r.value or b"").startswith(b"ours-commit")]
+    with_headers = [r for r in ours_first if r.headers]
+    assert len(with_headers) == sent_per_txn
+    assert all(list(r.headers) == headers for r in with_headers)
+
+
+def test_a_non_transactional_producer_takes_the_short_path_too(
+    kafka_bootstrap: str, names: list[str]
+) -> None:
+    with make_producer(kafka_bootstrap) as producer:
+        assert producer._appender is not None
+        kafka_sends = _spy_on_kafka_send(producer)
+        futures = [producer.send(names[0], b"v%d" % i, key=b"k%d" % i) for i in range(20)]
+        producer.flush()
+        placed = [f.get() for f in futures]
+    assert kafka_sends == [b"v0"]  # the first waited in send for the topic's metadata
+    assert {m.topic for m in placed} == {names[0]}
+    got = _read(kafka_bootstrap, names, 20)
+    assert sorted(r.value for r in got) == sorted(b"v%d" % i for i in range(20))
+    by_key = {r.key: r.tp for r in got}
+    assert all(by_key[b"k%d" % i] == TopicPartition(names[0], m.partition)
+               for i, m in enumerate(placed))
+
+
+def test_records_it_declines_go_through_kafka_python(
+    kafka_bootstrap: str, names: list[str]
+) -> None:
+    # Too near max_request_size: kafka-python's send raises its own error, named.
+    with make_producer(kafka_bootstrap, max_request_size=4_000) as producer:
+        kafka_sends = _spy_on_kafka_send(producer)
+        with pytest.raises(KafkaError, match="larger than the maximum request size"):
+            producer.send(names[0], b"x" * 5_000, key=b"k")
+        assert len(kafka_sends) == 1
+        # Without a key, with an explicit partition or timestamp: kafka-python's send.
+        producer.send(names[0], b"no key")
+        producer.send(names[0], b"partition", key=b"k", partition=2)
+        producer.send(names[0], b"timestamp", key=b"k", timestamp_ms=int(time.time() * 1000))
+        producer.flush()
+        assert len(kafka_sends) == 4
+    got = _read(kafka_bootstrap, names, 3)
+    assert sorted(r.value for r in got) == [b"no key", b"partition", b"timestamp"]
+    assert [r.tp.partition for r in got if r.value == b"partition"] == [2]
+
+
+def test_no_short_path_without_the_key_hash_cache(kafka_bootstrap: str) -> None:
+    from kafka.partitioner.default import DefaultPartitioner
+
+    with make_producer(kafka_bootstrap, partitioner=DefaultPartitioner()) as producer:
+        assert producer._appender is None
+        assert KeyedAppender.for_producer(producer.raw) is None
