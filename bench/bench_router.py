@@ -371,17 +371,28 @@ def phase_core(tmpls: Sequence[Template], env_settings: config.Settings, profile
 
 @dataclass
 class Timeline:
+    """Commits as they happen: a rate, and this process's CPU time per event
+    (every thread: consumer, producer sender, routing) over the same window.
+    The CPU figure hardly moves when the shared VM slows down; the rate does."""
+
     first_at: float | None = None
     first_count: int = 0
     last_at: float = 0.0
     count: int = 0
+    first_cpu: float = 0.0
+    last_cpu: float = 0.0
 
     def committed(self, n: int) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.count += n
         if self.first_at is None:
-            self.first_at, self.first_count = now, self.count
-        self.last_at = now
+            self.first_at, self.first_count, self.first_cpu = now, self.count, cpu
+        self.last_at, self.last_cpu = now, cpu
+
+    def cpu_us(self) -> float:
+        """CPU microseconds per event between the first and the last commit."""
+        events = self.count - self.first_count
+        return (self.last_cpu - self.first_cpu) / events * 1e6 if events else float("nan")
 
     def rate(self) -> float:
         if self.first_at is None or self.last_at <= self.first_at:
@@ -390,8 +401,8 @@ class Timeline:
 
 
 def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
-                deadline_s: float = 600) -> float:
-    """Consume each ingest record, produce PASSTHROUGH_COPIES copies; rate in events/s.
+                deadline_s: float = 600) -> Timeline:
+    """Consume each ingest record, produce PASSTHROUGH_COPIES copies; its commits.
 
     Each copy is sent with kafka-python's own ``KafkaProducer.send`` (the bare
     baseline the issue names), or with ``ours`` through :meth:`Producer.send`,
@@ -446,7 +457,7 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
     finally:
         consumer.close()
         producer.close()
-    return line.rate()
+    return line
 
 
 def phase_send(bootstrap: str, base: config.Settings, policy: Path,
@@ -497,7 +508,7 @@ def phase_send(bootstrap: str, base: config.Settings, policy: Path,
            f"{statistics.median(owall) / statistics.median(kwall):.2f}x kafka-python's")
 
 
-def router_in_process(env: Env, n: int) -> tuple[float, Any]:
+def router_in_process(env: Env, n: int) -> tuple[Timeline, Any]:
     clock = SystemClock()
     line = Timeline()
 
@@ -514,7 +525,7 @@ def router_in_process(env: Env, n: int) -> tuple[float, Any]:
     )
     settle_memory()  # as `safeshare route` does
     stats = service.run(max_events=n, idle_exit_s=60)
-    return line.rate(), stats
+    return line, stats
 
 
 def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int,
@@ -523,17 +534,21 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     the machine's speed drifts by tens of percent over a minute (a shared VM), so a
     ratio is taken within each round and the median of the rounds reported."""
     plains, txns, ours_, rates, ratios, ratios_ours = [], [], [], [], [], []
+    cpus: list[tuple[float, float, float]] = []
     for k in range(rounds):
         with namespace(bootstrap, base, policy, f"tput{k}") as env:
             took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
-            plain = passthrough(env, n, transactional=False)
-            txn = passthrough(env, n, transactional=True)
-            ours = passthrough(env, n, transactional=True, ours=True)
-            rate, stats = router_in_process(env, n)
+            plain = passthrough(env, n, transactional=False).rate()
+            txn_line = passthrough(env, n, transactional=True)
+            ours_line = passthrough(env, n, transactional=True, ours=True)
+            line, stats = router_in_process(env, n)
+            txn, ours, rate = txn_line.rate(), ours_line.rate(), line.rate()
+            cpus.append((txn_line.cpu_us(), ours_line.cpu_us(), line.cpu_us()))
             per_event = max(stats.consumed, 1)
             print(f"  round {k + 1}: preloaded {n:,} in {took:.1f} s; passthrough {plain:,.0f}"
                   f" (txn {txn:,.0f}, txn through our send path {ours:,.0f}),"
-                  f" router {rate:,.0f} events/s -> {rate / txn:.2f} ({rate / ours:.2f})"
+                  f" router {rate:,.0f} events/s -> {rate / txn:.2f} ({rate / ours:.2f});"
+                  f" CPU per event {cpus[-1][0]:.0f} / {cpus[-1][1]:.0f} / {cpus[-1][2]:.0f} us"
                   f" ({stats.shared / per_event:.2f} copies and"
                   f" {(stats.shared + stats.withheld) / per_event:.2f} leaves per event,"
                   f" {stats.transactions} transactions)")
@@ -551,6 +566,13 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     report("router (transactional, audited)", statistics.median(rates), "events/s")
     report("router / transactional passthrough", statistics.median(ratios), "ratio",
            f"median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f})")
+    cpu_txn, cpu_ours, cpu_router = (statistics.median(c) for c in zip(*cpus, strict=True))
+    report("passthrough (transactional), CPU per event", cpu_txn, "us",
+           "this process, all threads, over the same window as the rate")
+    report("passthrough (transactional, our send path), CPU per event", cpu_ours, "us")
+    report("router (transactional, audited), CPU per event", cpu_router, "us")
+    report("router / transactional passthrough, by CPU", cpu_txn / cpu_router, "ratio",
+           "passthrough CPU / router CPU per event: the ratio with the VM's drift left out")
     report("router / transactional passthrough on our send path",
            statistics.median(ratios_ours), "ratio",
            f"the routing work alone: both send alike ({min(ratios_ours):.2f}-"
