@@ -171,3 +171,22 @@ def test_no_short_path_without_the_key_hash_cache(kafka_bootstrap: str) -> None:
     with make_producer(kafka_bootstrap, partitioner=DefaultPartitioner()) as producer:
         assert producer._appender is None
         assert KeyedAppender.for_producer(producer.raw) is None
+
+
+def test_a_send_outside_a_transaction_is_refused_as_kafka_python_refuses_it(
+    kafka_bootstrap: str, names: list[str], txn_producer: object
+) -> None:
+    producer = txn_producer
+    producer.begin_transaction()  # type: ignore[attr-defined]
+    producer.send(names[0], b"in", key=b"k")  # type: ignore[attr-defined]
+    producer.flush()  # type: ignore[attr-defined]
+    producer.commit_transaction()  # type: ignore[attr-defined]
+    # The partition was in the last transaction; there is none now.
+    with pytest.raises(KafkaError, match="Cannot call send in state"):
+        producer.send(names[0], b"out", key=b"k")  # type: ignore[attr-defined]
+    producer.begin_transaction()  # type: ignore[attr-defined]
+    producer.send(names[0], b"aborted", key=b"k")  # type: ignore[attr-defined]
+    producer.abort_transaction()  # type: ignore[attr-defined]
+    with pytest.raises(KafkaError, match="Cannot call send in state"):
+        producer.send(names[0], b"out", key=b"k")  # type: ignore[attr-defined]
+    assert [r.value for r in _read(kafka_bootstrap, names, 1)] == [b"in"]
