@@ -671,21 +671,24 @@ class Producer(Closeable):
 
         return wait
 
-    def commit_transaction(self) -> None:
+    @contextmanager
+    def _ending(self, what: str) -> Iterator[None]:
+        """A commit or an abort: translated, and the transaction's partitions
+        forgotten by the appender whether it ended or failed."""
         try:
-            with self._translated("commit_transaction"):
-                self._raw.commit_transaction()
+            with self._translated(what):
+                yield
         finally:
             if self._appender is not None:
                 self._appender.forget_partitions()
 
+    def commit_transaction(self) -> None:
+        with self._ending("commit_transaction"):
+            self._raw.commit_transaction()
+
     def abort_transaction(self) -> None:
-        try:
-            with self._translated("abort_transaction"):
-                self._raw.abort_transaction()
-        finally:
-            if self._appender is not None:
-                self._appender.forget_partitions()
+        with self._ending("abort_transaction"):
+            self._raw.abort_transaction()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
