@@ -19,8 +19,9 @@ Phases (``--only``, comma-separated, default all):
                 decide, redact and encode every copy, build the audit leaves),
                 with ``--profile`` the top of a cProfile;
 ``send``        one transactional producer sending 1 KB copies to three feeds:
-                kafka-python's ``KafkaProducer.send`` and the router's
-                ``Producer.send`` taking turns, CPU and wall time per record;
+                kafka-python's ``KafkaProducer.send``, our ``Producer.send``
+                and the router's ``Producer.send_all`` taking turns, CPU and
+                wall time per record;
 ``throughput``  N events preloaded to the ingest topics, then routed: the router
                 (in this process, transactional, with audit) against a bare
                 kafka-python passthrough (consume one, produce three copies with
@@ -462,11 +463,16 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
 
 def phase_send(bootstrap: str, base: config.Settings, policy: Path,
                tmpls: Sequence[Template], per_txn: int = 500, rounds: int = 7) -> None:
-    """kafka-python's ``KafkaProducer.send`` against our ``Producer.send`` (the
-    router's path, :class:`broker.kafka.clients.KeyedAppender`): one producer,
+    """kafka-python's ``KafkaProducer.send`` against our ``Producer.send``
+    (:class:`broker.kafka.clients.KeyedAppender`) and ``Producer.send_all`` (the
+    router's: records checked per batch, no future each): one producer,
     transactions of ``per_txn`` events with a 1 KB copy to each of three feeds,
-    the two paths taking turns. CPU per record while sending, and wall time per
-    record including the flush and commit."""
+    the paths taking turns. CPU per record while sending; CPU (all threads) and
+    wall time per record including the flush and commit."""
+    paths = ("KafkaProducer.send", "Producer.send", "Producer.send_all")
+    figures: dict[str, tuple[list[float], list[float], list[float]]] = {
+        p: ([], [], []) for p in paths
+    }
     with namespace(bootstrap, base, policy, "send") as env:
         outputs = [env.topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
         values = [t.make(str(uuid.uuid4()), 1_800_000_000_000) for t in tmpls]
@@ -475,37 +481,46 @@ def phase_send(bootstrap: str, base: config.Settings, policy: Path,
             env.bootstrap, transactional_id=f"{env.topics.namespace}.send",
             linger_ms=PRODUCER_LINGER_MS, batch_size=PRODUCER_BATCH_BYTES,
         )
-        figures: dict[str, tuple[list[float], list[float]]] = {"kafka": ([], []), "ours": ([], [])}
         try:
             producer.init_transactions()
             for k in range(rounds + 1):
-                for path in ("kafka", "ours"):
-                    send = producer.raw.send if path == "kafka" else producer.send
+                for path in paths:
                     producer.begin_transaction()
                     wall, cpu = time.perf_counter(), time.process_time()
-                    for i, key in enumerate(keys):
-                        value = values[i % len(values)]
-                        for out in outputs:
-                            send(out, value, key=key)
-                    cpu = time.process_time() - cpu
+                    if path == "Producer.send_all":
+                        sent = producer.send_all(
+                            (out, key, values[i % len(values)])
+                            for i, key in enumerate(keys) for out in outputs
+                        )
+                    else:
+                        send = producer.raw.send if path == "KafkaProducer.send" else producer.send
+                        for i, key in enumerate(keys):
+                            value = values[i % len(values)]
+                            for out in outputs:
+                                send(out, value, key=key)
+                    sending = time.process_time() - cpu
                     producer.flush()
+                    if path == "Producer.send_all":
+                        sent.raise_if_failed()
                     producer.commit_transaction()
-                    wall = time.perf_counter() - wall
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                     if k:  # the first round warms up (metadata, connections)
-                        records = per_txn * len(outputs)
-                        figures[path][0].append(cpu / records * 1e6)
-                        figures[path][1].append(wall / records * 1e6)
+                        us = 1e6 / (per_txn * len(outputs))
+                        for figure, took in zip(figures[path], (sending, cpu, wall), strict=True):
+                            figure.append(took * us)
         finally:
             producer.close()
-    (kcpu, kwall), (ocpu, owall) = figures["kafka"], figures["ours"]
-    report("KafkaProducer.send, CPU per record", statistics.median(kcpu), "us",
-           f"median of {rounds} transactions of {per_txn * len(outputs):,} records")
-    report("Producer.send (our path), CPU per record", statistics.median(ocpu), "us",
-           f"{statistics.median(ocpu) / statistics.median(kcpu):.2f}x kafka-python's")
-    report("KafkaProducer.send, per record with flush + commit", statistics.median(kwall), "us")
-    report("Producer.send (our path), per record with flush + commit",
-           statistics.median(owall), "us",
-           f"{statistics.median(owall) / statistics.median(kwall):.2f}x kafka-python's")
+    base_sending, base_cpu, base_wall = (statistics.median(f) for f in figures[paths[0]])
+    for path in paths:
+        sending, cpu, wall = (statistics.median(f) for f in figures[path])
+        vs = "" if path == paths[0] else f"{{:.2f}}x {paths[0]}'s"
+        report(f"{path}, CPU per record while sending", sending, "us",
+               vs.format(sending / base_sending) if vs else
+               f"median of {rounds} transactions of {per_txn * len(outputs):,} records")
+        report(f"{path}, CPU per record with flush + commit", cpu, "us",
+               vs.format(cpu / base_cpu) if vs else "all threads")
+        report(f"{path}, wall per record with flush + commit", wall, "us",
+               vs.format(wall / base_wall) if vs else "")
 
 
 def router_in_process(env: Env, n: int) -> tuple[Timeline, Any]:

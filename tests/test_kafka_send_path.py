@@ -190,3 +190,78 @@ def test_a_send_outside_a_transaction_is_refused_as_kafka_python_refuses_it(
     with pytest.raises(KafkaError, match="Cannot call send in state"):
         producer.send(names[0], b"out", key=b"k")  # type: ignore[attr-defined]
     assert [r.value for r in _read(kafka_bootstrap, names, 1)] == [b"in"]
+
+
+# -- send_all: many records, checked per batch ------------------------------------------
+def test_send_all_writes_what_send_writes_and_checks_per_batch(
+    kafka_bootstrap: str, names: list[str], txn_producer: object
+) -> None:
+    producer = txn_producer
+    keys = [os.urandom(16) for _ in range(300)]
+    for txn in ("commit", "abort", "commit"):
+        producer.begin_transaction()  # type: ignore[attr-defined]
+        sent = producer.send_all(  # type: ignore[attr-defined]
+            (name, key, b"all-" + txn.encode() + key) for key in keys for name in names
+        )
+        producer.flush()  # type: ignore[attr-defined]
+        sent.raise_if_failed()
+        if txn == "commit":
+            producer.commit_transaction()  # type: ignore[attr-defined]
+        else:
+            producer.abort_transaction()  # type: ignore[attr-defined]
+        # One future per new batch (or a record sent before the topic's metadata
+        # was known), the rest checked through their batch.
+        assert len(sent.futures) <= 2 * len(names) * PARTITIONS
+        assert 0 < len(sent.batches) <= 2 * len(names) * PARTITIONS
+    producer.begin_transaction()  # type: ignore[attr-defined]
+    for key in keys[:50]:
+        producer.send(names[0], b"one-" + key, key=key)  # type: ignore[attr-defined]
+    producer.flush()  # type: ignore[attr-defined]
+    producer.commit_transaction()  # type: ignore[attr-defined]
+
+    got = _read(kafka_bootstrap, names, 2 * len(keys) * len(names) + 50)
+    assert len(got) == 2 * len(keys) * len(names) + 50
+    assert not [r for r in got if b"abort" in (r.value or b"")]
+    placed: dict[tuple[str, bytes], set[int]] = {}
+    for r in got:
+        assert (r.value or b"").endswith(r.key or b"no key")
+        placed.setdefault((r.tp.topic, r.key or b""), set()).add(r.tp.partition)
+    assert all(len(p) == 1 for p in placed.values())  # send_all and send agree
+
+
+def test_send_all_reports_a_batch_the_broker_did_not_write(
+    kafka_bootstrap: str, admin: Admin, topics: Topics
+) -> None:
+    # The topic refuses every record stamped before the broker's clock
+    # (message.timestamp.before.max.ms = 0): the whole batch is refused, which
+    # kafka-python reports as a *successful* batch future with per-record errors.
+    name = topics.feed("send-path-refused")
+    admin.ensure_topics([TopicSpec(name, 1, {"message.timestamp.before.max.ms": "0"})])
+    with make_producer(
+        kafka_bootstrap, transactional_id=f"{topics.namespace}.send-path-refused",
+        linger_ms=5_000,
+    ) as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        sent = producer.send_all((name, b"k", b"v%d" % i) for i in range(20))
+        assert len(sent.batches) == 1 and len(sent.futures) == 1  # one batch of 20
+        sent.futures.clear()  # only the batch-level check is left to notice
+        producer.flush(timeout=20)
+        with pytest.raises(KafkaError, match="out of range"):
+            sent.raise_if_failed()
+        producer.abort_transaction()
+
+
+def test_send_all_says_a_batch_not_yet_flushed_is_not_acknowledged(
+    kafka_bootstrap: str, names: list[str]
+) -> None:
+    with make_producer(kafka_bootstrap, linger_ms=5_000) as producer:
+        producer.send(names[0], b"first", key=b"k")
+        producer.flush()  # the topic's metadata is known from here on
+        sent = producer.send_all((names[0], b"k", b"v%d" % i) for i in range(10))
+        assert len(sent.batches) == 1 and len(sent.futures) == 1
+        sent.futures.clear()
+        with pytest.raises(KafkaError, match="not acknowledged"):
+            sent.raise_if_failed()  # lingering: nothing has left yet
+        producer.flush()
+        sent.raise_if_failed()

@@ -74,6 +74,7 @@ from broker.kafka.clients import (
     Producer,
     Record,
     SendFuture,
+    Sent,
     TopicPartition,
     catch_up,
     make_consumer,
@@ -147,6 +148,9 @@ class _Open:
     wheres: list[str] = field(default_factory=list)
     """Coordinates of each routed record, for debug lines (empty unless debugging)."""
     futures: list[SendFuture] = field(default_factory=list)
+    """The audit batches' sends."""
+    copies: Sent | None = None
+    """The feed copies' sends (checked per Kafka batch: :meth:`Producer.send_all`)."""
     offsets_sent: Callable[[], None] | None = None
 
 
@@ -589,9 +593,9 @@ class RouterService:
             # send path stays hot in the CPU caches instead of alternating with
             # routing (measured ~10% cheaper per record). Nothing leaves before
             # the flush anyway (the producer lingers longer than a transaction).
-            for routed in routed_all:
-                for out in routed.outputs:
-                    futures.append(send(out.topic, out.value, key=out.key))
+            txn.copies = producer.send_all(
+                (out.topic, out.key, out.value) for routed in routed_all for out in routed.outputs
+            )
             for payload in self._audit_encoder(leaves):
                 futures.append(send(self.topics.audit, payload, headers=self._audit_headers))
         except BaseException as exc:
@@ -609,6 +613,8 @@ class RouterService:
             # whatever the client library would make of it at commit time.
             assert txn.offsets_sent is not None
             producer.flush()
+            if txn.copies is not None:
+                txn.copies.raise_if_failed()
             for fut in txn.futures:
                 fut.raise_if_failed()
             txn.offsets_sent()
