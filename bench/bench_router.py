@@ -29,7 +29,7 @@ Phases (``--only``, comma-separated, default all):
                 non-transactional (at-least-once: flush, then commit offsets) and
                 transactional (offsets in the transaction), on the same input and
                 broker; and the transactional passthrough once more on the
-                router's own send path (``Producer.send``), whose ratio is the
+                router's own send path (``Producer.send_all``), whose ratio is the
                 cost of the routing work alone.
                 Rates are from the first to the last commit (group joins excluded);
                 three rounds on fresh topics, the ratio taken within each round and
@@ -406,9 +406,10 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
     """Consume each ingest record, produce PASSTHROUGH_COPIES copies; its commits.
 
     Each copy is sent with kafka-python's own ``KafkaProducer.send`` (the bare
-    baseline the issue names), or with ``ours`` through :meth:`Producer.send`,
-    the router's send path (:class:`broker.kafka.clients.KeyedAppender`). The
-    producer's settings are the router's either way."""
+    baseline the issue names), or with ``ours`` through :meth:`Producer.send_all`,
+    the router's send path (:class:`broker.kafka.clients.KeyedAppender`), flushed
+    and checked before the commit as the router does. The producer's settings
+    are the router's either way."""
     topics = env.topics
     mode = ("txn" if transactional else "plain") + ("-ours" if ours else "")
     consumer = make_consumer(
@@ -438,17 +439,25 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
             group = consumer.group_metadata()
             if transactional:
                 producer.begin_transaction()
-            count = 0
-            send = producer.send if ours else producer.raw.send
-            for records in batches.values():
-                count += len(records)
-                for r in records:
-                    for out in outputs:
-                        send(out, r.value, key=r.key)
+            count = sum(len(records) for records in batches.values())
+            if ours:
+                sent = producer.send_all(
+                    (out, r.key, r.value)
+                    for records in batches.values() for r in records for out in outputs
+                )
+            else:
+                send = producer.raw.send
+                for records in batches.values():
+                    for r in records:
+                        for out in outputs:
+                            send(out, r.value, key=r.key)
             offsets = {
                 tp: OffsetAndMetadata(records[-1].offset + 1) for tp, records in batches.items()
             }
             if transactional:
+                if ours:  # as the router: every copy acknowledged before the commit
+                    producer.flush()
+                    sent.raise_if_failed()
                 producer.send_offsets_to_transaction(offsets, group)
                 producer.commit_transaction()
             else:
