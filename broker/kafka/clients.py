@@ -628,9 +628,6 @@ class Sent:
         self.futures: list[Any] = []
         """Futures of records that began a batch or went through ``send``."""
 
-    def __len__(self) -> int:
-        return len(self.batches) + len(self.futures)
-
     def raise_if_failed(self) -> None:
         """Return if every record was acknowledged; else raise why not, as
         :meth:`SendFuture.raise_if_failed` does for one record (a record still
