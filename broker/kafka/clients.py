@@ -542,6 +542,11 @@ class KeyedAppender:
             size += len(h_key) * 4 + len(h_value)  # UTF-8: at most 4 bytes a character
         if not partitions or size > self._max_bytes:
             return None
+        return self._append_record(self._partition(topic, key, partitions), key, value, headers)
+
+    def _partition(self, topic: str, key: bytes, partitions: set[int]) -> Any:
+        """The record's partition as the Java clients pick it, added to the open
+        transaction the first time the transaction writes to it."""
         p = self._hash(key) % len(partitions)  # Kafka's partition ids are 0..n-1
         tp = self._tps.get((topic, p))
         if tp is None:
@@ -550,6 +555,12 @@ class KeyedAppender:
         if manager is not None and tp not in self._added:
             manager.maybe_add_partition_to_transaction(tp)  # raises in a failed state
             self._added.add(tp)
+        return tp
+
+    def _append_record(
+        self, tp: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """kafka-python's append (a new batch if need be, the sender woken for it)."""
         future, batch_full, new_batch, _ = self._append(tp, None, key, value, headers)
         if batch_full or new_batch:
             self._wakeup()
@@ -568,16 +579,15 @@ class KeyedAppender:
         makes a future per record and its sender completes each with callbacks;
         a router needs neither the offsets nor the callbacks, only to know that
         everything was written before it commits. A record that needs a new
-        batch goes through :meth:`__call__` (kafka-python's append, which makes
-        the batch and wakes the sender), one this appender declines through
-        ``send``; both give a record future, checked as well.
+        batch goes through kafka-python's append (which makes the batch and
+        wakes the sender), one this appender declines through ``send``; both
+        give a record future, checked as well.
         """
         acc = self._acc
         if acc._closed:
             raise _kerr.IllegalStateError("RecordAccumulator is closed")
-        partitions_for, key_hash = self._partitions_for, self._hash
-        tps, added = self._tps, self._added
-        manager, max_bytes = self._manager, self._max_bytes
+        partitions_for, partition = self._partitions_for, self._partition
+        max_bytes = self._max_bytes
         queues, tp_lock = acc._batches, acc._tp_lock
         batches, futures = sent.batches, sent.futures
         no_headers: list[tuple[str, bytes]] = []
@@ -591,13 +601,7 @@ class KeyedAppender:
                         or len(value) + len(key) > max_bytes):
                     futures.append(send(topic, value=value, key=key))
                     continue
-                p = key_hash(key) % len(partitions)
-                tp = tps.get((topic, p))
-                if tp is None:
-                    tp = tps[(topic, p)] = _kstructs.TopicPartition(topic, p)
-                if manager is not None and tp not in added:
-                    manager.maybe_add_partition_to_transaction(tp)  # raises in a failed state
-                    added.add(tp)
+                tp = partition(topic, key, partitions)
                 queue = queues.get(tp)
                 if queue:
                     with tp_lock(tp):
@@ -606,8 +610,7 @@ class KeyedAppender:
                             if batch.records.append(None, key, value, no_headers) is not None:
                                 batches[id(batch)] = batch
                                 continue
-                future = self(topic, value, key, no_headers)
-                futures.append(send(topic, value=value, key=key) if future is None else future)
+                futures.append(self._append_record(tp, key, value, no_headers))
         finally:
             acc._appends_in_progress.decrement()
 
