@@ -3,7 +3,7 @@
 Microseconds per call of encode, decode, decode_old (the same decode with
 fastavro reading every body, timed alternately with decode), redact and
 from_json for each example event in ``tests/data/events`` (``python -m
-broker.codec.bench``), followed by one ``BENCH {json}`` line per figure and
+bench.codec_calls``), followed by one ``BENCH {json}`` line per figure and
 one per event for the decode speed-up (decode_old / decode). Prints figures;
 never passes or fails.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import codec_calls as codec_bench  # noqa: E402
 from broker.codec import Codec  # noqa: E402
-from broker.codec import bench as codec_bench  # noqa: E402
 
 #: Three subscribers' grants, as the bench router's policy gives (each copy differs).
 GRANTS = (

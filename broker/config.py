@@ -6,9 +6,16 @@ default for a local run. Nothing else in the package reads ``os.environ``.
 | variable                    | meaning                                                   |
 |-----------------------------|-----------------------------------------------------------|
 | SAFESHARE_BOOTSTRAP         | bootstrap servers of an existing cluster (host:port,...)  |
-| SAFESHARE_HOME              | state directory (Kafka jars, local broker data, keys)     |
+| SAFESHARE_HOME              | state directory (Kafka jars, local broker data, keys);    |
+|                             | default: the checkout's ``var/`` when run from a checkout,|
+|                             | else the per-user data dir (``$XDG_DATA_HOME/safeshare``, |
+|                             | i.e. ``~/.local/share/safeshare``; macOS                  |
+|                             | ``~/Library/Application Support/safeshare``)              |
 | SAFESHARE_NAMESPACE         | topic namespace (default ``safeshare``)                   |
-| SAFESHARE_POLICY            | policy YAML file                                          |
+| SAFESHARE_POLICY            | policy YAML file; default in a checkout: the example      |
+|                             | ``deploy/policy/example-mash.yaml``. Installed there is no|
+|                             | default (an example policy must never route real events): |
+|                             | what needs a policy says to set it                        |
 | SAFESHARE_SECURITY_PROTOCOL | PLAINTEXT (default), SSL, SASL_SSL, SASL_PLAINTEXT        |
 | SAFESHARE_SASL_MECHANISM    | SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN           |
 | SAFESHARE_SASL_USERNAME     | SASL user (principal ``User:<name>``); needed for SASL_*  |
@@ -26,23 +33,45 @@ which every Kafka client uses unless it is given other credentials.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker import resources
 from broker.errors import ConfigError
 from broker.topics import DEFAULT_NAMESPACE, Topics
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout when run from one (see :data:`broker.resources.CHECKOUT`)."""
 KAFKA_VERSION = "4.1.1"
+EXAMPLE_POLICY = ("deploy", "policy", "example-mash.yaml")
+
+
+def default_home(env: Mapping[str, str] | None = None) -> Path:
+    """The state directory when SAFESHARE_HOME is not set (module table)."""
+    env = os.environ if env is None else env
+    if resources.CHECKOUT is not None:
+        return resources.CHECKOUT / "var"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "safeshare"
+    # XDG Base Directory: a relative XDG_DATA_HOME is invalid and ignored.
+    xdg = env.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "safeshare"
+
+
+def default_policy() -> Path | None:
+    """The example policy in a checkout; None installed (module table)."""
+    return resources.CHECKOUT.joinpath(*EXAMPLE_POLICY) if resources.CHECKOUT else None
 
 
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str | None = None
-    home: Path = PROJECT_ROOT / "var"
+    home: Path = field(default_factory=default_home)
     namespace: str = DEFAULT_NAMESPACE
-    policy_path: Path = PROJECT_ROOT / "deploy" / "policy" / "example-mash.yaml"
+    policy_path: Path | None = field(default_factory=default_policy)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"
     sasl_username: str | None = None
@@ -52,12 +81,22 @@ class Settings:
     ssl_keyfile: Path | None = None
     kafka_version: str = KAFKA_VERSION
     try_docker: bool = True
-    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    schemas_dir: Path = field(default_factory=lambda: resources.path("schemas"))
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def topics(self) -> Topics:
         return Topics(self.namespace)
+
+    def policy_file(self) -> Path:
+        """The policy file; ConfigError naming SAFESHARE_POLICY if there is none."""
+        if self.policy_path is None:
+            example = resources.path(*EXAMPLE_POLICY)
+            raise ConfigError(
+                f"no policy: set SAFESHARE_POLICY to your policy YAML file "
+                f"(a commented example: {example})"
+            )
+        return self.policy_path
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -81,14 +120,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if (certfile is None) != (keyfile is None):
         raise ConfigError("SAFESHARE_SSL_CERTFILE and SAFESHARE_SSL_KEYFILE go together")
     bootstrap = env.get("SAFESHARE_BOOTSTRAP") or None
-    home = Path(env.get("SAFESHARE_HOME") or PROJECT_ROOT / "var")
+    home = Path(env.get("SAFESHARE_HOME") or default_home(env))
     try:
         namespace = Topics(env.get("SAFESHARE_NAMESPACE") or DEFAULT_NAMESPACE).namespace
     except ValueError as exc:
         raise ConfigError(f"SAFESHARE_NAMESPACE: {exc}") from exc
-    policy = Path(
-        env.get("SAFESHARE_POLICY") or PROJECT_ROOT / "deploy" / "policy" / "example-mash.yaml"
-    )
+    policy = _path(env, "SAFESHARE_POLICY") or default_policy()
     return Settings(
         bootstrap=bootstrap,
         home=home,

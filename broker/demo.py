@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from broker import config
+from broker import config, resources
 from broker.api import FeedReader, Publisher
 from broker.audit.checkpointer import Checkpointer
 from broker.audit.keystore import LogKeyStore
@@ -40,7 +40,7 @@ from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed
 from broker.signing import AgencySigner
 
-SCENARIO = config.PROJECT_ROOT / "deploy" / "scenario" / "torbay.json"
+SCENARIO = resources.path("deploy", "scenario", "torbay.json")
 SCENARIO_CHILD = "psn-7Q2K-93XD"
 
 
@@ -87,7 +87,8 @@ def signed_policy(settings: config.Settings) -> tuple[dict[str, AgencySigner], P
 
     Private keys stay under ``$SAFESHARE_HOME/keys/agencies`` (created on first run).
     """
-    doc = yaml.safe_load(settings.policy_path.read_text(encoding="utf-8"))
+    example = settings.policy_path or resources.path(*config.EXAMPLE_POLICY)
+    doc = yaml.safe_load(example.read_text(encoding="utf-8"))
     signers = {}
     for agency in doc["agencies"]:
         path = settings.home / "keys" / "agencies" / f"{agency['id']}.pem"
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     codec = Codec.from_dir(settings.schemas_dir)
     signers, policy_path = signed_policy(settings)
     settings = replace(settings, policy_path=policy_path)
-    policy = Policy.load(settings.policy_path, field_classes=codec.data_classes())
+    policy = Policy.load(policy_path, field_classes=codec.data_classes())
     topics = settings.topics
 
     out("== Safeshare: Torbay MASH scenario ==")

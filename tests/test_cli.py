@@ -34,8 +34,16 @@ def safeshare(
 def test_help_lists_the_commands() -> None:
     out = safeshare("--help", env={})
     assert out.returncode == 0
-    for cmd in ("publish", "route", "serve", "feed", "policy", "schemas"):
+    for cmd in ("publish", "route", "serve", "feed", "policy", "schemas", "kafka"):
         assert cmd in out.stdout
+
+
+def test_kafka_status_and_down_say_no_local_broker_runs(tmp_path: Path) -> None:
+    home = {"SAFESHARE_HOME": str(tmp_path)}
+    status = safeshare("kafka", "status", env=home)
+    assert (status.returncode, status.stderr.strip()) == (3, "no local Kafka is running")
+    down = safeshare("kafka", "down", env=home)
+    assert (down.returncode, down.stderr.strip()) == (0, "no local Kafka was running")
 
 
 @pytest.mark.parametrize(

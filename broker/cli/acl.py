@@ -28,7 +28,7 @@ from broker.cli.common import settings
 def _load_policy(path: str | None) -> Any:
     from broker.policy import Policy, PolicyError  # noqa: PLC0415
 
-    file = Path(path) if path else settings().policy_path
+    file = Path(path) if path else settings().policy_file()
     try:
         return Policy.load(file)
     except PolicyError as exc:

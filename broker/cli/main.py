@@ -26,6 +26,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.audit", "audit"),
     ("broker.cli.keys", "keys"),
     ("broker.cli.acl", "acl"),
+    ("broker.kafka.harness", "kafka_group"),
 ]
 
 

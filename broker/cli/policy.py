@@ -20,11 +20,12 @@ def _codec() -> Any:
 
 def _default_policy_path() -> str:
     from broker import config  # noqa: PLC0415
+    from broker.errors import ConfigError  # noqa: PLC0415
 
     try:
-        return str(config.load().policy_path)
-    except Exception:  # a broken environment must not break --help
-        return str(config.PROJECT_ROOT / "deploy" / "policy" / "example-mash.yaml")
+        return str(config.load().policy_file())
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc} (or give --policy)") from exc
 
 
 def _parse_now(value: str | None) -> int:
@@ -99,7 +100,7 @@ def check(file: str) -> None:
     "--policy",
     "policy_file",
     default=None,
-    help="Policy file (default: $SAFESHARE_POLICY, else deploy/policy/example-mash.yaml).",
+    help="Policy file (default: $SAFESHARE_POLICY; in a checkout, the example policy).",
 )
 @click.option(
     "--consent",

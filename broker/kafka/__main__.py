@@ -1,4 +1,4 @@
-"""``python -m broker.kafka up|down|status|fetch`` (see :mod:`broker.kafka.harness`)."""
+"""``python -m broker.kafka up|down|status|fetch``: ``safeshare kafka`` (:mod:`.harness`)."""
 
 from broker.kafka.harness import main
 

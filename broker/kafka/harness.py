@@ -1,24 +1,29 @@
-"""``python -m broker.kafka up|down|status|fetch``: the local broker from a shell.
+"""``safeshare kafka up|down|status|fetch``: the local broker from a shell.
 
 ``make kafka-up`` leaves a broker running for a whole working session, so test
 runs reuse it instead of paying the JVM start each time; ``make kafka-down``
 stops it from any shell. Messages go to stderr; ``up`` prints the bootstrap
 address as the last line of stdout, so scripts can do
-``export SAFESHARE_BOOTSTRAP=$(python -m broker.kafka up | tail -n1)``.
+``export SAFESHARE_BOOTSTRAP=$(safeshare kafka up | tail -n1)``.
 
-Exit codes: 0 success; 1 a Kafka error (message on stderr); ``status`` exits 3
+The same group (:data:`kafka_group`) is mounted in the ``safeshare`` command and
+runs alone as ``python -m broker.kafka`` (what the Makefile uses). It works from
+an installed package: the pom and log4j2 configuration are package data, and the
+jars and data go to the state directory (:mod:`broker.config`).
+
+Exit codes: 0 success; 1 a Kafka error (one line on stderr); ``status`` exits 3
 when no broker runs.
-
-The click group is also meant to be mounted in the ``safeshare`` CLI as
-``safeshare kafka ...`` (see :data:`kafka_group`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -29,6 +34,19 @@ from broker.kafka.local import LocalKafka, probe_broker
 
 def _local() -> LocalKafka:
     return LocalKafka.from_settings(config.load())
+
+
+def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """A Kafka error ends the command with its message and exit 1, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except KafkaError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return run
 
 
 @click.group("kafka", context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +64,7 @@ def kafka_group(verbose: int) -> None:
 
 
 @kafka_group.command()
+@_one_line_errors
 def up() -> None:
     """Start the local broker (or reuse the running one); print its bootstrap last.
 
@@ -74,6 +93,7 @@ def up() -> None:
 
 @kafka_group.command()
 @click.option("--wipe", is_flag=True, help="Also delete the broker's data, logs and ports.")
+@_one_line_errors
 def down(wipe: bool) -> None:
     """Stop the local broker (no-op if none runs)."""
     local = _local()
@@ -85,6 +105,7 @@ def down(wipe: bool) -> None:
 
 
 @kafka_group.command()
+@_one_line_errors
 def status() -> None:
     """Print the running broker's state as JSON (exit 3 if none runs)."""
     local = _local()
@@ -101,6 +122,7 @@ def status() -> None:
 
 
 @kafka_group.command()
+@_one_line_errors
 def fetch() -> None:
     """Fetch the Kafka jars with Maven (no-op if cached); print the libs dir."""
     local = _local()
@@ -116,7 +138,7 @@ def fetch() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: Kafka errors become a one-line message and exit 1."""
+    """``python -m broker.kafka``: the group alone (errors: one line, exit 1)."""
     try:
         kafka_group.main(args=argv, prog_name="python -m broker.kafka", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -127,6 +149,3 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except KafkaError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)

@@ -4,7 +4,7 @@ Why it exists: the machines this project runs on (developers' and CI's) have
 Java 17 and Maven but no Docker engine and no Kafka. Integration tests need a
 real broker (DESIGN.md: never mock Kafka), so the project starts one itself.
 
-Layout under ``Settings.home`` (default ``var/``, gitignored)::
+Layout under ``Settings.home`` (``var/`` in a checkout, gitignored; see :mod:`broker.config`)::
 
     kafka/<version>/libs/          jars from Maven Central (shared by all instances)
     kafka/<version>/libs/.complete marker: the fetch finished
@@ -76,7 +76,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from broker.config import KAFKA_VERSION, PROJECT_ROOT, Settings
+from broker import resources
+from broker.config import KAFKA_VERSION, Settings
 from broker.kafka.exceptions import LocalKafkaError
 from broker.kafka.security import (
     ADMIN_USER,
@@ -94,9 +95,10 @@ from broker.kafka.security import (
 
 log = logging.getLogger(__name__)
 
-DEPLOY_DIR = PROJECT_ROOT / "deploy" / "kafka"
-POM = DEPLOY_DIR / "pom.xml"
-LOG4J2_CONFIG = DEPLOY_DIR / "log4j2.properties"
+def harness_file(name: str) -> Path:
+    """A file of ``deploy/kafka`` (the Maven pom, the log4j2 configuration), shipped
+    as package data so an installed package can run the broker too."""
+    return resources.path("deploy", "kafka", name)
 
 DEFAULT_INSTANCE = "run"
 DEFAULT_SECURE_INSTANCE = "secure"
@@ -313,7 +315,7 @@ class LocalKafka:
             shutil.rmtree(tmp, ignore_errors=True)
             cmd = [
                 mvn, "-B", "-q", "-Dstyle.color=never",
-                "-f", str(POM),
+                "-f", str(harness_file("pom.xml")),
                 f"-Dkafka.version={self.version}",
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
@@ -575,7 +577,7 @@ class LocalKafka:
         return [
             java,
             *jvm_opts,
-            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dlog4j2.configurationFile={harness_file('log4j2.properties')}",
             f"-Dkafka.logs.dir={self.logs_dir.resolve()}",
             f"-Dsafeshare.kafka.loglevel={self.log_level}",
             "-cp", str(self.libs_dir.resolve() / "*"),

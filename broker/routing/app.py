@@ -106,7 +106,7 @@ def build_core(
     policy: Policy | None = None,
 ) -> RoutingCore:
     codec = codec or Codec.from_dir(settings.schemas_dir)
-    policy = policy or Policy.load(settings.policy_path, field_classes=codec.data_classes())
+    policy = policy or Policy.load(settings.policy_file(), field_classes=codec.data_classes())
     return RoutingCore(
         codec=codec,
         decider=policy,

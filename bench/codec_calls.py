@@ -1,4 +1,4 @@
-"""Print how long the codec's hot paths take: ``python -m broker.codec.bench``.
+"""Print how long the codec's hot paths take: ``python -m bench.codec_calls``.
 
 Figures only; nothing passes or fails on time. Uses the example events in
 ``tests/data/events`` with the project's schemas. ``decode_old`` is the same
@@ -19,7 +19,7 @@ from typing import Any
 
 from broker.codec.codec import Codec
 
-EVENTS = Path(__file__).resolve().parents[2] / "tests" / "data" / "events"
+EVENTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "events"
 
 
 def _per_call_us(fn: Callable[[], Any], seconds: float = 0.3) -> float:
