@@ -83,15 +83,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from broker import config  # noqa: E402
 from broker.clock import SystemClock  # noqa: E402
 from broker.codec import Codec, long_bytes  # noqa: E402
-from broker.kafka.clients import (  # noqa: E402
-    Admin,
-    OffsetAndMetadata,
-    TopicPartition,
-    TopicSpec,
-    make_consumer,
-    make_producer,
-    standard_topic_specs,
-)
+from broker.kafka.admin import Admin  # noqa: E402
+from broker.kafka.configuration import TopicSpec, standard_topic_specs  # noqa: E402
+from broker.kafka.consumer import make_consumer  # noqa: E402
+from broker.kafka.producer import make_producer  # noqa: E402
+from broker.kafka.structs import OffsetAndMetadata, TopicPartition  # noqa: E402
 from broker.policy import ConsentStore, Policy  # noqa: E402
 from broker.policy.exceptions import PolicyError  # noqa: E402
 from broker.routing.app import audit_encoder, build_core, build_service, settle_memory  # noqa: E402
@@ -407,7 +403,7 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
 
     Each copy is sent with kafka-python's own ``KafkaProducer.send`` (the bare
     baseline the issue names), or with ``ours`` through :meth:`Producer.send_all`,
-    the router's send path (:class:`broker.kafka.clients.KeyedAppender`), flushed
+    the router's send path (:class:`broker.kafka.producer.KeyedAppender`), flushed
     and checked before the commit as the router does. The producer's settings
     are the router's either way."""
     topics = env.topics
@@ -473,7 +469,7 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
 def phase_send(bootstrap: str, base: config.Settings, policy: Path,
                tmpls: Sequence[Template], per_txn: int = 500, rounds: int = 7) -> None:
     """kafka-python's ``KafkaProducer.send`` against our ``Producer.send``
-    (:class:`broker.kafka.clients.KeyedAppender`) and ``Producer.send_all`` (the
+    (:class:`broker.kafka.producer.KeyedAppender`) and ``Producer.send_all`` (the
     router's: records checked per batch, no future each): one producer,
     transactions of ``per_txn`` events with a 1 KB copy to each of three feeds,
     the paths taking turns. CPU per record while sending; CPU (all threads) and

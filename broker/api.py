@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
-from broker.kafka.clients import make_consumer, make_producer
+from broker.kafka.consumer import make_consumer
+from broker.kafka.producer import make_producer
 from broker.policy.consent import consent_key
 from broker.signing import AgencySigner, sign_message
 from broker.signing.feeds import FeedDecryptionError, decrypt, is_encrypted

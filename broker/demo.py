@@ -33,8 +33,11 @@ from broker.audit.stream import read_log
 from broker.audit.verify import verify_bundle
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
-from broker.kafka.clients import Admin, make_consumer, make_producer, standard_topic_specs
+from broker.kafka.admin import Admin
 from broker.kafka.cluster import obtain_cluster
+from broker.kafka.configuration import standard_topic_specs
+from broker.kafka.consumer import make_consumer
+from broker.kafka.producer import make_producer
 from broker.policy import Policy
 from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed

@@ -12,7 +12,7 @@ Kafka fixtures (integration tests run against a real broker, never a mock):
 * ``topics`` (function): a fresh :class:`broker.topics.Topics` namespace per
   test, so topic and group names never collide between tests or runs. Topics
   created under these namespaces are deleted when the session ends.
-* ``admin`` (function): an :class:`broker.kafka.clients.Admin` on the cluster.
+* ``admin`` (function): an :class:`broker.kafka.admin.Admin` on the cluster.
 
 Fixtures are lazy: tests that use none of them never start Kafka.
 Add further fixtures below their own heading.
@@ -28,7 +28,7 @@ from uuid import uuid4
 import pytest
 
 from broker import config
-from broker.kafka.clients import Admin
+from broker.kafka.admin import Admin
 from broker.kafka.cluster import Cluster, obtain_cluster
 from broker.kafka.exceptions import ClusterUnavailableError, KafkaError
 from broker.topics import Topics

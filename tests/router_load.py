@@ -25,14 +25,9 @@ from broker.audit.checkpointer import Checkpointer, read_log
 from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.audit.verify import verify_bundle
 from broker.clock import SystemClock
-from broker.kafka.clients import (
-    Consumer,
-    Record,
-    SendFuture,
-    TopicPartition,
-    make_consumer,
-    make_producer,
-)
+from broker.kafka.consumer import Consumer, make_consumer
+from broker.kafka.producer import SendFuture, make_producer
+from broker.kafka.structs import Record, TopicPartition
 from broker.policy import ConsentStore, Policy
 from broker.topics import Topics
 from tests.routing_helpers import CODEC, example

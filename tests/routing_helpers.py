@@ -12,7 +12,10 @@ from typing import Any
 from broker import config
 from broker.clock import SystemClock
 from broker.codec import Codec
-from broker.kafka.clients import Admin, Record, make_consumer, standard_topic_specs
+from broker.kafka.admin import Admin
+from broker.kafka.configuration import standard_topic_specs
+from broker.kafka.consumer import make_consumer
+from broker.kafka.structs import Record
 from broker.policy import Policy
 from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed

@@ -22,19 +22,14 @@ import pytest
 
 from broker import config
 from broker.kafka import acl
-from broker.kafka.clients import (
-    AclBinding,
-    Admin,
-    Consumer,
-    TopicPartition,
-    make_consumer,
-    make_producer,
-    offsets_after,
-    standard_topic_specs,
-)
+from broker.kafka.admin import AclBinding, Admin
+from broker.kafka.configuration import standard_topic_specs
+from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.exceptions import KafkaError
 from broker.kafka.local import LocalKafka, probe_broker
+from broker.kafka.producer import make_producer
 from broker.kafka.security import PLAINTEXT, Credentials
+from broker.kafka.structs import TopicPartition, offsets_after
 from broker.policy import Policy
 from broker.topics import Topics
 

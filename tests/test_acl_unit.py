@@ -16,7 +16,7 @@ import pytest
 from broker import config
 from broker.errors import ConfigError
 from broker.kafka import acl
-from broker.kafka.clients import AclBinding
+from broker.kafka.admin import AclBinding
 from broker.kafka.security import (
     PLAINTEXT,
     Credentials,

@@ -32,15 +32,11 @@ from broker.audit.stream import checkpoint_headers, cosignature_headers
 from broker.audit.verify import verify_bundle
 from broker.cli.audit import audit
 from broker.clock import SystemClock
-from broker.kafka.clients import (
-    AUDIT_CONFIG,
-    Admin,
-    Record,
-    TopicPartition,
-    TopicSpec,
-    make_consumer,
-    make_producer,
-)
+from broker.kafka.admin import Admin
+from broker.kafka.configuration import AUDIT_CONFIG, TopicSpec
+from broker.kafka.consumer import make_consumer
+from broker.kafka.producer import make_producer
+from broker.kafka.structs import Record, TopicPartition
 from broker.routing.app import audit_encoder
 from broker.topics import Topics
 

@@ -141,7 +141,7 @@ def test_route_keeps_going_past_garbage(
     kafka_bootstrap: str, topics: Topics, admin, tmp_path: Path
 ) -> None:
     from broker.api import Publisher
-    from broker.kafka.clients import make_producer
+    from broker.kafka.producer import make_producer
 
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)

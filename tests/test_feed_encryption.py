@@ -8,7 +8,7 @@ import pytest
 
 from broker.api import FeedReader, Publisher
 from broker.clock import FixedClock
-from broker.kafka.clients import Admin
+from broker.kafka.admin import Admin
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
 from broker.signing.feeds import FeedDecryptionError, decrypt, encrypt_for, is_encrypted, new_key

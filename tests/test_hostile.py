@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.clock import FixedClock
-from broker.kafka.clients import Admin, make_producer
+from broker.kafka.admin import Admin
+from broker.kafka.producer import make_producer
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
 from broker.topics import Topics

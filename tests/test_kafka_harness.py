@@ -18,20 +18,10 @@ from typing import Any
 import pytest
 
 from broker import config
-from broker.kafka.clients import (
-    Admin,
-    Consumer,
-    OffsetAndMetadata,
-    Record,
-    TopicPartition,
-    TopicSpec,
-    catch_up,
-    make_consumer,
-    make_producer,
-    offsets_after,
-    standard_topic_specs,
-)
+from broker.kafka.admin import Admin
 from broker.kafka.cluster import obtain_cluster
+from broker.kafka.configuration import TopicSpec, standard_topic_specs
+from broker.kafka.consumer import Consumer, catch_up, make_consumer
 from broker.kafka.exceptions import (
     ClusterUnavailableError,
     KafkaError,
@@ -39,6 +29,8 @@ from broker.kafka.exceptions import (
     ProducerFencedError,
 )
 from broker.kafka.local import LocalKafka, probe_broker
+from broker.kafka.producer import make_producer
+from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition, offsets_after
 from broker.topics import Topics
 
 pytestmark = pytest.mark.kafka

@@ -6,7 +6,7 @@ import os
 
 from kafka.partitioner.default import DefaultPartitioner
 
-from broker.kafka.clients import KeyHashCachingPartitioner
+from broker.kafka.producer import KeyHashCachingPartitioner
 
 
 class _Cluster:

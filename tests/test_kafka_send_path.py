@@ -16,16 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.kafka.clients import (
-    Admin,
-    KeyedAppender,
-    Record,
-    TopicPartition,
-    TopicSpec,
-    make_consumer,
-    make_producer,
-)
+from broker.kafka.admin import Admin
+from broker.kafka.configuration import TopicSpec
+from broker.kafka.consumer import make_consumer
 from broker.kafka.exceptions import KafkaError
+from broker.kafka.producer import KeyedAppender, make_producer
+from broker.kafka.structs import Record, TopicPartition
 from broker.topics import Topics
 
 pytestmark = pytest.mark.kafka

@@ -13,7 +13,8 @@ import pytest
 from broker.api import FeedReader, Publisher
 from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.codec.exceptions import EncodingError
-from broker.kafka.clients import Admin, make_producer
+from broker.kafka.admin import Admin
+from broker.kafka.producer import make_producer
 from broker.topics import Topics
 from tests.routing_helpers import (
     CODEC,

@@ -39,7 +39,7 @@ import pytest
 from broker import config
 from broker.clock import SystemClock
 from broker.config import PROJECT_ROOT
-from broker.kafka.clients import Admin
+from broker.kafka.admin import Admin
 from broker.kafka.local import LocalKafka
 from broker.routing.app import build_core, build_service
 from broker.topics import Topics

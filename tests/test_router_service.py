@@ -30,7 +30,10 @@ from broker.api import Publisher
 from broker.audit.checkpointer import Checkpointer
 from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
-from broker.kafka.clients import Admin, Record, make_consumer, make_producer
+from broker.kafka.admin import Admin
+from broker.kafka.consumer import make_consumer
+from broker.kafka.producer import make_producer
+from broker.kafka.structs import Record
 from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed

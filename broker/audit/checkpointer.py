@@ -58,7 +58,7 @@ from broker.audit.stream import (
 )
 from broker.clock import Clock, SystemClock
 from broker.config import Settings
-from broker.kafka.clients import Producer, make_producer
+from broker.kafka.producer import Producer, make_producer
 from broker.topics import Topics
 
 __all__ = ["Checkpointer", "Published", "read_log"]

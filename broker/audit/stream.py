@@ -52,7 +52,8 @@ from broker.audit.keys import KeyList, KeyRing
 from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.audit.merkle import MerkleTree
 from broker.audit.note import NoteVerifier
-from broker.kafka.clients import Consumer, Record, TopicPartition, catch_up, make_consumer
+from broker.kafka.consumer import Consumer, catch_up, make_consumer
+from broker.kafka.structs import Record, TopicPartition
 from broker.topics import Topics
 
 __all__ = [

@@ -53,7 +53,7 @@ from broker.audit.stream import (
     TopicEntry,
     cosignature_headers,
 )
-from broker.kafka.clients import Producer, make_producer
+from broker.kafka.producer import Producer, make_producer
 from broker.topics import Topics
 
 __all__ = ["KafkaWitness", "WitnessReport"]

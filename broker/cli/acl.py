@@ -95,7 +95,7 @@ def apply_cmd(policy_path: str | None, dry_run: bool, bootstrap: str | None) -> 
     groups and transactional ids are touched.
     """
     from broker.kafka import acl as kacl  # noqa: PLC0415
-    from broker.kafka.clients import Admin  # noqa: PLC0415
+    from broker.kafka.admin import Admin  # noqa: PLC0415
 
     policy = _load_policy(policy_path)
     topics = settings().topics
@@ -135,7 +135,8 @@ def local_up(policy_path: str | None) -> None:
     The last line of output is its bootstrap address.
     """
     from broker.kafka import acl as kacl  # noqa: PLC0415
-    from broker.kafka.clients import Admin, standard_topic_specs  # noqa: PLC0415
+    from broker.kafka.admin import Admin  # noqa: PLC0415
+    from broker.kafka.configuration import standard_topic_specs  # noqa: PLC0415
 
     policy = _load_policy(policy_path)
     topics = settings().topics

@@ -59,12 +59,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker.kafka.clients import CLUSTER_RESOURCE, AclBinding
+from broker.kafka.admin import CLUSTER_RESOURCE, AclBinding
 from broker.kafka.exceptions import KafkaTimeoutError
 from broker.topics import Topics, check_id
 
 if TYPE_CHECKING:
-    from broker.kafka.clients import Admin
+    from broker.kafka.admin import Admin
     from broker.policy import Policy
 
 __all__ = [

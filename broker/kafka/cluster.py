@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.config import Settings
-from broker.kafka.clients import Closeable
 from broker.kafka.exceptions import ClusterUnavailableError, KafkaError
 from broker.kafka.local import LocalKafka, probe_broker
+from broker.kafka.structs import Closeable
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 No package outside :mod:`broker.kafka` imports kafka-python, so nothing outside
 it should ever have to catch a kafka-python exception either. Every wrapper in
-:mod:`broker.kafka.clients` runs its kafka-python calls inside :func:`translated`,
+:mod:`broker.kafka` runs its kafka-python calls inside :func:`translated`,
 which re-raises them as the classes below (the original stays as ``__cause__``)::
 
     SafeshareError

@@ -278,7 +278,7 @@ class LocalKafka:
         """
         if not self.secure:
             raise LocalKafkaError("users exist only on a secure local broker (secure=True)")
-        from broker.kafka.clients import Admin  # noqa: PLC0415 - clients imports heavy kafka
+        from broker.kafka.admin import Admin  # noqa: PLC0415 - admin imports heavy kafka
 
         users = sorted(set(users))
         if not users:
@@ -506,7 +506,7 @@ class LocalKafka:
             "default.replication.factor": "1",
             "min.insync.replicas": "1",
             "num.partitions": "1",
-            # Topics are created by broker.kafka.clients.Admin, with their configs;
+            # Topics are created by broker.kafka.admin.Admin, with their configs;
             # a typo must fail, not silently create a default topic.
             "auto.create.topics.enable": "false",
             # Tests join groups constantly; don't wait 3 s for more members.
@@ -791,7 +791,7 @@ def probe_broker(
 def _probe_once(
     client_cls: Any, bootstrap: str, ms: int, client_config: Mapping[str, Any]
 ) -> str | None:
-    from broker.kafka.clients import AuthFailureRecorder
+    from broker.kafka.configuration import AuthFailureRecorder
 
     recorder = AuthFailureRecorder()
     try:

@@ -5,7 +5,7 @@ Three things live here, so that security settings exist in one place only:
 * :class:`Credentials`: how one client authenticates (security protocol, SASL
   mechanism, user name and password, CA file, optional client certificate),
   turned into kafka-python settings by :meth:`Credentials.client_config`.
-  Every wrapper in :mod:`broker.kafka.clients` takes ``credentials=``; when
+  Every wrapper in :mod:`broker.kafka` takes ``credentials=``; when
   none is given it uses :func:`ambient`, built from the environment by
   :mod:`broker.config` (``SAFESHARE_SECURITY_PROTOCOL``,
   ``SAFESHARE_SASL_USERNAME``, ``SAFESHARE_SASL_PASSWORD_FILE``,

@@ -67,20 +67,10 @@ from typing import Any
 
 from broker.audit.exceptions import AuditError
 from broker.audit.leaf import batch_size, decode_batch
-from broker.kafka.clients import (
-    Consumer,
-    GroupMetadata,
-    OffsetAndMetadata,
-    Producer,
-    Record,
-    SendFuture,
-    Sent,
-    TopicPartition,
-    catch_up,
-    make_consumer,
-    make_producer,
-)
+from broker.kafka.consumer import Consumer, catch_up, make_consumer
 from broker.kafka.exceptions import KafkaError, ProducerFencedError
+from broker.kafka.producer import Producer, SendFuture, Sent, make_producer
+from broker.kafka.structs import GroupMetadata, OffsetAndMetadata, Record, TopicPartition
 from broker.routing.core import Inbound, Routed, RoutingCore
 from broker.routing.metrics import HealthServer, RouterMetrics
 from broker.topics import Topics

@@ -1,0 +1,140 @@
+"""How Safeshare builds its Kafka clients, and the topics a deployment needs.
+
+! There is no ``NoBrokersAvailable`` any more in kafka-python 3.x: a client that
+cannot reach its bootstrap servers raises ``KafkaTimeoutError("Unable to
+bootstrap ...")`` from its constructor after ``bootstrap_timeout_ms``
+(:data:`DEFAULT_TIMEOUT_S` here).
+
+! ``auto.create.topics.enable=false`` on our broker: producing to a topic that
+does not exist blocks for ``max_block_ms`` and then times out. Create topics
+first (:meth:`broker.kafka.admin.Admin.ensure_topics` with
+:func:`standard_topic_specs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import kafka.errors as _kerr
+
+from broker.kafka.exceptions import KafkaError, translated
+from broker.topics import Topics
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class AuthFailureRecorder:
+    """A kafka-python ``kafka_client`` factory that notices refused logins.
+
+    ! When a broker refuses a client's login, kafka-python 3.0.12 keeps
+    retrying until ``bootstrap_timeout_ms`` and then raises only
+    ``KafkaTimeoutError("Unable to bootstrap ...")``, exactly as if the
+    broker were down; the SASL error is only logged. This factory builds the
+    library's own client, but hooks each connection's setup future so the
+    error is kept and a wrong password says so. Best effort: the broker
+    answers a bad SCRAM proof and closes the connection, and kafka-python
+    sometimes notices only the close. It touches kafka-python internals
+    (pinned version); if they move, it degrades to the plain client and the
+    old message.
+    """
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+
+    def _saw(self, exc: BaseException) -> None:
+        if isinstance(exc, _kerr.SaslAuthenticationFailedError):
+            self.failure = exc
+
+    def __call__(self, **configs: Any) -> Any:
+        from kafka.net.compat import KafkaNetClient
+
+        try:
+            from kafka.net.manager import KafkaConnectionManager
+            from kafka.net.selector import NetworkSelector
+
+            net = NetworkSelector(**configs)
+            manager = KafkaConnectionManager(net, **configs)
+        except Exception:  # noqa: BLE001 - internals moved: no diagnosis, same client
+            return KafkaNetClient(**configs)
+        original = manager.get_connection
+
+        def get_connection(*args: Any, **kwargs: Any) -> Any:
+            conn = original(*args, **kwargs)
+            with suppress(AttributeError):
+                conn.init_future.add_errback(self._saw)
+            return conn
+
+        manager.get_connection = get_connection
+        return KafkaNetClient(net=net, manager=manager, **configs)
+
+    def auth_failure(self) -> BaseException | None:
+        return self.failure
+
+
+def _construct(what: str, cls: Any, cfg: dict[str, Any]) -> Any:
+    """``cls(**cfg)`` with our errors; a refused login is reported as such."""
+    recorder = AuthFailureRecorder()
+    cfg = {"kafka_client": recorder, **cfg}
+    try:
+        with translated(what):
+            return cls(**cfg)
+    except KafkaError:
+        auth = recorder.auth_failure()
+        if auth is None:
+            raise
+        raise KafkaError(f"{what}: the broker refused the login: {auth}") from auth
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as Safeshare wants it: name, partitions and topic-level configs.
+
+    ``replication_factor=-1`` means "the broker's default.replication.factor",
+    so the same specs work on the one-node test broker and a real cluster.
+    """
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    replication_factor: int = -1
+
+
+# -- Safeshare's topics -----------------------------------------------------------------
+NEVER = "-1"
+
+AUDIT_CONFIG: Mapping[str, str] = {
+    # The audit log is the evidence: never compacted, never expired.
+    "cleanup.policy": "delete",
+    "retention.ms": NEVER,
+    "retention.bytes": NEVER,
+}
+CONSENT_CONFIG: Mapping[str, str] = {
+    # Latest consent record per subject+purpose is what counts.
+    "cleanup.policy": "compact",
+}
+
+
+def standard_topic_specs(
+    topics: Topics,
+    agencies: Iterable[str],
+    subscribers: Iterable[str],
+    *,
+    partitions: int = 3,
+    audit_shards: int = 1,
+) -> list[TopicSpec]:
+    """Every topic a Safeshare deployment (namespace ``topics``) needs (DESIGN.md).
+
+    ``partitions``: for keyed topics (ingest, consent, feeds, quarantine); more
+    partitions let more router processes share the load. ``audit_shards``:
+    one audit partition per Merkle log shard.
+    """
+    specs = [TopicSpec(topics.ingest(a), partitions) for a in agencies]
+    specs.append(TopicSpec(topics.consent, partitions, CONSENT_CONFIG))
+    specs += [TopicSpec(topics.feed(s), partitions) for s in subscribers]
+    specs.append(TopicSpec(topics.quarantine, partitions))
+    specs.append(TopicSpec(topics.audit, audit_shards, AUDIT_CONFIG))
+    specs.append(TopicSpec(topics.audit_checkpoints, 1, AUDIT_CONFIG))
+    return specs
