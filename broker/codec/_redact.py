@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Set
 from typing import Any, Final, TypeAlias
 
+from broker._memo import BoundedMemo
 from broker.codec._schema import (
     METADATA,
     Array,
@@ -58,8 +59,8 @@ class RedactionPlan:
         self.fields: list[tuple[str, str]] = []
         self._index: dict[tuple[int, str], int] = {}  # (id(Field), path) -> index
         self._enumerate(root, "", set())
-        self._by_labels: dict[frozenset[str], frozenset[int]] = {}
-        self._copiers: dict[frozenset[int], Copier] = {}
+        self._by_labels: BoundedMemo[frozenset[str], frozenset[int]] = BoundedMemo(_MAX_CACHED)
+        self._copiers: BoundedMemo[frozenset[int], Copier] = BoundedMemo(_MAX_CACHED)
 
     def _enumerate(self, node: Node, path: str, stack: set[int]) -> None:
         if isinstance(node, Record):
@@ -87,10 +88,8 @@ class RedactionPlan:
             key = allowed if isinstance(allowed, frozenset) else frozenset(allowed)
             found = self._by_labels.get(key)
             if found is None:
-                found = frozenset(i for i, (_, label) in enumerate(self.fields) if label not in key)
-                if len(self._by_labels) >= _MAX_CACHED:
-                    self._by_labels.clear()
-                self._by_labels[key] = found
+                denied = frozenset(i for i, (_, lab) in enumerate(self.fields) if lab not in key)
+                found = self._by_labels.remember(key, denied)
             return found
         return frozenset(
             i for i, (path, label) in enumerate(self.fields) if not allowed(path, label)
@@ -99,10 +98,7 @@ class RedactionPlan:
     def copier(self, denied: frozenset[int]) -> Copier:
         found = self._copiers.get(denied)
         if found is None:
-            found = self._compile(self._root, "", denied)
-            if len(self._copiers) >= _MAX_CACHED:
-                self._copiers.clear()
-            self._copiers[denied] = found
+            found = self._copiers.remember(denied, self._compile(self._root, "", denied))
         return found
 
     def redact(self, record: Any, allowed: Allowed) -> tuple[dict[str, Any], list[str]]:

@@ -31,6 +31,7 @@ import struct
 from collections.abc import Callable, Set
 from typing import Any, Final
 
+from broker._memo import BoundedMemo
 from broker.codec._codegen import Source
 from broker.codec._schema import (
     METADATA,
@@ -74,8 +75,7 @@ def _zigzag_varint(n: int) -> bytes:
 _TABLE: Final = {n: _zigzag_varint(n) for n in range(-_SMALL, _SMALL)}
 
 
-_BIG: dict[int, bytes] = {}
-_BIG_MAX: Final = 1 << 16
+_BIG: BoundedMemo[int, bytes] = BoundedMemo(1 << 16)
 
 
 def long_bytes(n: int) -> bytes:
@@ -90,10 +90,7 @@ def long_bytes(n: int) -> bytes:
         raise Unsupported(f"not an integer: {type(n).__name__}")
     found = _TABLE.get(n) or _BIG.get(n)
     if found is None:
-        found = _zigzag_varint(n)
-        if len(_BIG) >= _BIG_MAX:
-            _BIG.clear()
-        _BIG[n] = found
+        found = _BIG.remember(n, _zigzag_varint(n))
     return found
 
 

@@ -77,13 +77,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path as FsPath
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
+from broker._memo import BoundedMemo
 from broker.policy._check import Checked, Vocabulary, check
 from broker.policy._yaml import load_document
 from broker.policy.consent import NO_CONSENT, ConsentLookup, ConsentState, ConsentStatus
@@ -410,8 +410,6 @@ _set_attribute = object.__setattr__
 # A plan step: the fields of a decision that needs nothing of the event but its
 # id, time and fields present (default deny, a withhold rule), or a share rule.
 _Step = dict[str, Any] | _Share
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 class Policy:
@@ -436,12 +434,17 @@ class Policy:
             sid: tuple(self._compile(r, s) for r in checked.rules if sid in r.subscribers)
             for sid, s in checked.subscribers.items()
         }
-        # Memories of derived values (see the module docstring); guarded for writes only.
-        self._lock = threading.Lock()
-        self._plans: dict[tuple[Any, ...], tuple[_Step, ...]] = {}
-        self._path_sets: dict[int, tuple[str, ...]] = {}
-        self._splits: dict[tuple[int, frozenset[str]], tuple[tuple[str, ...], ...]] = {}
-        self._outcomes: dict[tuple[Any, ...], _Outcome] = {}
+        # Memories of derived values (see the module docstring).
+        self._plans: BoundedMemo[tuple[Any, ...], tuple[_Step, ...]] = BoundedMemo(
+            _PLAN_CACHE_LIMIT
+        )
+        self._path_sets: BoundedMemo[int, tuple[str, ...]] = BoundedMemo(_SHAPE_CACHE_LIMIT)
+        self._splits: BoundedMemo[tuple[int, frozenset[str]], tuple[tuple[str, ...], ...]] = (
+            BoundedMemo(_SHAPE_CACHE_LIMIT)
+        )
+        self._outcomes: BoundedMemo[tuple[Any, ...], _Outcome] = BoundedMemo(
+            _OUTCOME_CACHE_LIMIT
+        )
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -634,7 +637,7 @@ class Policy:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(f)
-            self._remember(self._plans, key, plan, _PLAN_CACHE_LIMIT)
+            self._plans.remember(key, plan)
         paths = self._path_sets.get(f.present)
         if paths is None:
             paths = self._paths(f.present)
@@ -733,7 +736,7 @@ class Policy:
         outcome = self._outcomes.get(memo_key)
         if outcome is None:
             outcome = self._outcome(s, status, scope, f)
-            self._remember(self._outcomes, memo_key, outcome, _OUTCOME_CACHE_LIMIT)
+            self._outcomes.remember(memo_key, outcome)
         return outcome
 
     def _withhold(
@@ -934,7 +937,7 @@ class Policy:
                 found.append(names[low.bit_length() - 1])
                 rest ^= low
             got = tuple(found)
-            self._remember(self._path_sets, bits, got, _SHAPE_CACHE_LIMIT)
+            self._path_sets.remember(bits, got)
         return got
 
     def _split(self, present: int, classes: frozenset[str]) -> tuple[tuple[str, ...], ...]:
@@ -946,15 +949,8 @@ class Policy:
                 if self._leaves[path] in classes:
                     bits |= 1 << i
             got = self._paths(present & bits), self._paths(present & ~bits)
-            self._remember(self._splits, (present, classes), got, _SHAPE_CACHE_LIMIT)
+            self._splits.remember((present, classes), got)
         return got
-
-    def _remember(self, memory: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
-        """Remember a derived value, forgetting the oldest one when full (readers need no lock)."""
-        with self._lock:
-            if len(memory) >= limit:
-                memory.pop(next(iter(memory)), None)
-            memory[key] = value
 
     def _match(self, f: _Facts, sub: Subscriber, in_area: bool) -> _Target | None:
         """The first rule (precompiled for ``sub``) whose conditions the event meets."""
