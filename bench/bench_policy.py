@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 from broker.codec import Codec  # noqa: E402
 from broker.policy import ConsentRecord, ConsentStore, Policy  # noqa: E402
-from broker.policy.engine import _present  # noqa: E402
+from broker.policy._present import fields_present as _present  # noqa: E402
 
 NOW = 1_731_196_800_000  # 2024-11-10T00:00:00Z
 

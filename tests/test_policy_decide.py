@@ -26,6 +26,7 @@ from broker.policy import (
     consent_key,
     explain,
 )
+from broker.policy._present import fields_present
 from broker.policy.vocabulary import CATEGORIES
 from tests.test_policy_helpers import (
     DEVON,
@@ -541,7 +542,7 @@ def test_explain_an_unknown_subscriber(policy: Policy) -> None:
 # -- the router's path, piece by piece against the plain one ----------------------
 #
 # decide_all reads an event's facts with exact-type code (Policy._quick_facts), finds
-# the fields present with generated code (engine._compile_present) and remembers a
+# the fields present with generated code (_present.compile_present) and remembers a
 # share step's outcome per consent position (Policy._outcome). Each must give the
 # plain path's answer or decline; these tests look for an input where one does not.
 
@@ -629,14 +630,14 @@ _EVENT_VALUES = st.fixed_dictionaries(
 @given(st.one_of(_EVENT_VALUES, _values(_field_tree())))
 def test_the_generated_fields_present_are_the_walks(value: Any) -> None:
     policy = _POLICY
-    assert policy._present_compiled(value) == engine._present(value, policy._root)
+    assert policy._present_compiled(value) == fields_present(value, policy._root)
 
 
 def test_the_generated_fields_present_of_every_example_event() -> None:
     events = [make_event(category=c, reason="CANNOT_BE_GIVEN") for c in sorted(CATEGORIES)]
     events += [consent_event(status="GIVEN", roles=["mash_team"])]
     for event in events + odd_events():
-        want = engine._present(event, _POLICY._root)
+        want = fields_present(event, _POLICY._root)
         assert want  # not vacuous
         assert _POLICY._present_compiled(event) == want
 

@@ -81,8 +81,7 @@ _TOP = {
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {"id": True, "name": True, "type": True, "local_authorities": True, "keys": False}
-_KEY = {"id": True, "public_key": True, "algorithm": False, "not_before": False,
-        "not_after": False}
+_KEY = {"id": True, "public_key": True, "algorithm": False, "not_before": False, "not_after": False}
 _SUBSCRIBER = {
     "id": True,
     "organisation": True,
@@ -402,8 +401,9 @@ class _Checker:
                                 except ValueError:
                                     self.problem((*kp, j, bound), f"{bound}: not an ISO-8601 time")
                                     window.append(None)
-                        keys.append(AgencyKey(kid, pub, not_before_ms=window[0],
-                                              not_after_ms=window[1]))
+                        keys.append(
+                            AgencyKey(kid, pub, not_before_ms=window[0], not_after_ms=window[1])
+                        )
             if aid and aid not in out and isinstance(atype, str) and atype in AGENCY_TYPES:
                 out[aid] = Agency(aid, name or "", atype, areas, tuple(keys))
         return out
