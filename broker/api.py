@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
 from broker.policy.consent import consent_key
 from broker.signing import AgencySigner, sign_message
-from broker.signing.feeds import FeedDecryptionError, decrypt, is_encrypted
+from broker.signing.feedkeys import FeedKeyring
+from broker.signing.feeds import FeedDecryptionError, is_sealed
 from broker.topics import DEFAULT, Topics
 
 ENVELOPE = "safeshare.ConcernEvent"
@@ -162,9 +161,10 @@ class FeedReader:
 
     Each subscriber reads with its own consumer group, so its position survives
     restarts; ``commit()`` records that the items returned so far were handled.
-    A confidential feed (the subscriber registered an X25519 key) is decrypted
-    with ``decryption_key``; without it reading fails rather than returning
-    nothing.
+    A confidential feed (the subscriber registered HPKE feed keys) is opened
+    with ``keyring``, the subscriber's private feed keys (old ones too: each
+    record names its key); without it reading fails rather than returning
+    nothing, and a record that does not open raises :class:`FeedDecryptionError`.
     """
 
     def __init__(
@@ -176,10 +176,12 @@ class FeedReader:
         topics: Topics = DEFAULT,
         group_id: str | None = None,
         consumer_config: Mapping[str, Any] | None = None,
-        decryption_key: X25519PrivateKey | None = None,
+        keyring: FeedKeyring | None = None,
     ) -> None:
+        if keyring is not None and keyring.subscriber != subscriber:
+            raise ValueError(f"feed keyring is for {keyring.subscriber!r}, not {subscriber!r}")
         self.subscriber = subscriber
-        self._decryption_key = decryption_key
+        self._opener = keyring.opener() if keyring is not None else None
         self.topic = topics.feed(subscriber)
         self._codec = codec or Codec.default()
         self._consumer = make_consumer(
@@ -198,20 +200,19 @@ class FeedReader:
                 partition=r.partition,
                 offset=r.offset,
                 key=r.key.decode() if r.key is not None else None,
-                record=self._codec.decode(self._plaintext(r.value or b""), FEED_RECORD),
+                record=self._record(r.value or b""),
             )
             for r in self._consumer.poll_records(timeout_ms=timeout_ms, max_records=max_records)
         ]
 
-    def _plaintext(self, value: bytes) -> bytes:
-        if not is_encrypted(value):
-            return value
-        if self._decryption_key is None:
+    def _record(self, value: bytes) -> dict[str, Any]:
+        if not is_sealed(self._codec, value):
+            return self._codec.decode(value, FEED_RECORD)
+        if self._opener is None:
             raise FeedDecryptionError(
-                f"the feed of {self.subscriber!r} is encrypted: pass the subscriber's "
-                "decryption key"
+                f"the feed of {self.subscriber!r} is encrypted: pass the subscriber's feed keyring"
             )
-        return decrypt(self._decryption_key, self.subscriber, value)
+        return self._opener.open_feed_record(self._codec, value)
 
     def __iter__(self) -> Iterator[FeedItem]:
         while True:

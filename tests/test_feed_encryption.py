@@ -1,17 +1,28 @@
-"""Confidential feeds: copies encrypted to the subscriber's X25519 key."""
+"""Confidential feeds end to end: the policy's feed keys, the router sealing
+copies (HPKE, tests/test_feed_hpke.py), a real Kafka feed that FeedReader opens."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from broker.api import FeedReader, Publisher
+from broker.api import FeedItem, FeedReader, Publisher
 from broker.clock import FixedClock
 from broker.kafka.admin import Admin
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
-from broker.signing.feeds import FeedDecryptionError, decrypt, encrypt_for, is_encrypted, new_key
+from broker.signing.feedkeys import FeedKeyring
+from broker.signing.feeds import (
+    ENCRYPTED_FEED_RECORD,
+    X25519,
+    XWING,
+    FeedDecryptionError,
+    is_sealed,
+)
 from broker.topics import Topics
 from tests.routing_helpers import CODEC, create_topics, example, read_all, run_router, settings_for
 
@@ -19,73 +30,110 @@ POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example
 MASH = "torbay-mash"
 
 
-def policy_with_feed_key(public: str) -> str:
+def policy_with_feed_keys(*entries: str) -> str:
     text = POLICY.read_text()
     marker = f"  - id: {MASH}\n"
     assert marker in text
-    return text.replace(marker, marker + f"    encryption_key: {public}\n")
+    return text.replace(marker, marker + "    feed_keys:\n" + "".join(entries))
 
 
-def test_round_trip_and_what_must_not_decrypt() -> None:
-    key, public = new_key()
-    sealed = encrypt_for(public, MASH, b"feed record bytes")
-    assert is_encrypted(sealed) and b"feed record" not in sealed
-    assert decrypt(key, MASH, sealed) == b"feed record bytes"
-    with pytest.raises(FeedDecryptionError):
-        decrypt(key, "devon-mash", sealed)  # moved to another subscriber's feed
-    other, _ = new_key()
-    with pytest.raises(FeedDecryptionError):
-        decrypt(other, MASH, sealed)
-    tampered = bytearray(sealed)
-    tampered[-1] ^= 1
-    with pytest.raises(FeedDecryptionError):
-        decrypt(key, MASH, bytes(tampered))
-    assert encrypt_for(public, MASH, b"x") != encrypt_for(public, MASH, b"x")  # fresh each time
+def entry(ring: FeedKeyring, index: int = -1, **window: str) -> str:
+    key = ring.keys[index]
+    lines = [f"id: {key.id}", f"kem: {key.kem}", f"public_key: {key.public().public_key_b64}"]
+    lines += [f"{k}: '{v}'" for k, v in window.items()]
+    return "      - " + "\n        ".join(lines) + "\n"
 
 
-def test_policy_refuses_a_malformed_encryption_key() -> None:
+def keyring(*kems: str) -> FeedKeyring:
+    ring = FeedKeyring(MASH)
+    for kem in kems or (XWING,):
+        ring.new_key(kem)
+    return ring
+
+
+def load(text: str) -> Policy:
+    return Policy.from_text(text, field_classes=CODEC.data_classes())
+
+
+def test_policy_lists_feed_keys_and_refuses_bad_ones() -> None:
     from broker.policy import PolicyError
 
-    with pytest.raises(PolicyError, match="X25519"):
-        Policy.from_text(policy_with_feed_key("bm90LWEta2V5"), field_classes=CODEC.data_classes())
+    ring = keyring(X25519, XWING)
+    policy = load(
+        policy_with_feed_keys(
+            entry(ring, 0, not_after="2027-01-01T00:00:00Z"),
+            entry(ring, 1, not_before="2026-12-01T00:00:00Z"),
+        )
+    )
+    keys = policy.subscriber(MASH).feed_keys
+    assert [(k.id, k.kem) for k in keys] == [(ring.keys[0].id, X25519), (ring.keys[1].id, XWING)]
+    assert keys[0].not_after_ms == 1_798_761_600_000 and keys[1].not_before_ms is not None
+    assert policy.subscriber("torbay-csc").feed_keys == ()
+    bad = [
+        (entry(ring).replace("kem: MLKEM768-X25519", "kem: RSA"), "kem 'RSA' is not one of"),
+        (entry(ring).replace(ring.keys[1].id, "0011223344556677"), "is not this key's id"),
+        (entry(ring).replace("kem: MLKEM768-X25519", "kem: DHKEM-X25519"), "is 32 bytes, this"),
+        (entry(ring, not_after="2027-01-01"), "leave the newest key open-ended"),
+        (entry(ring) + entry(ring), "is listed twice"),
+        (entry(ring, not_before="soon"), "not_before: not an ISO-8601 time"),
+    ]
+    for text, message in bad:
+        with pytest.raises(PolicyError, match=message):
+            load(policy_with_feed_keys(text))
 
 
-def test_router_encrypts_only_the_copies_of_a_subscriber_with_a_key() -> None:
-    key, public = new_key()
-    policy = Policy.from_text(policy_with_feed_key(public), field_classes=CODEC.data_classes())
-    t = Topics("enc")
-    core = RoutingCore(
+def core_at(policy: Policy, t: Topics, now_ms: int) -> RoutingCore:
+    return RoutingCore(
         codec=CODEC,
         decider=policy,
         consents=ConsentStore(),
         topics=t,
-        clock=FixedClock(1_795_000_000_000),
+        clock=FixedClock(now_ms),
         pseudonym_key=b"e" * 32,
     )
-    event = CODEC.encode(CODEC.from_json(example("missing_episode")))
-    routed = core.handle(Inbound(t.ingest("devon-cornwall-police"), 0, 0, None, event))
-    by_topic = {o.topic: o.value for o in routed.outputs}
-    sealed = by_topic[t.feed(MASH)]
-    assert is_encrypted(sealed) and b"Jamie" not in sealed
-    record = CODEC.decode(decrypt(key, MASH, sealed), "safeshare.FeedRecord")
-    assert record["decision"]["subscriber"] == MASH
-    assert not is_encrypted(by_topic[t.feed("torbay-csc")])
-    # The audit leaf's digest is of the bytes actually delivered (the ciphertext).
-    import hashlib
 
-    leaf = next(lf for lf in routed.leaves if lf["recipient"] == MASH)
-    assert leaf["delivered_digest"] == hashlib.sha256(sealed).hexdigest()
+
+def test_router_seals_only_a_confidential_subscribers_copies_to_its_current_key() -> None:
+    ring = keyring(X25519, XWING)
+    switch = "2026-12-01T00:00:00Z"
+    policy = load(
+        policy_with_feed_keys(
+            entry(ring, 0, not_after="2027-01-01T00:00:00Z"), entry(ring, 1, not_before=switch)
+        )
+    )
+    t = Topics("enc")
+    switch_ms = 1_796_083_200_000
+    for now, used in ((switch_ms - 1, ring.keys[0]), (switch_ms + 1, ring.keys[1])):
+        source = example("missing_episode")
+        event = CODEC.encode(CODEC.from_json(source))
+        routed = core_at(policy, t, now).handle(
+            Inbound(t.ingest("devon-cornwall-police"), 0, 0, None, event)
+        )
+        by_topic = {o.topic: o.value for o in routed.outputs}
+        sealed = by_topic[t.feed(MASH)]
+        assert is_sealed(CODEC, sealed) and b"Jamie" not in sealed
+        outer = CODEC.decode(sealed, ENCRYPTED_FEED_RECORD)
+        assert (outer["key_id"], outer["event_id"]) == (used.id, source["event_id"])
+        record = ring.opener().open_feed_record(CODEC, sealed)
+        assert record["decision"]["subscriber"] == MASH
+        assert record["event"]["event_id"] == source["event_id"]
+        plain = by_topic[t.feed("torbay-csc")]
+        assert not is_sealed(CODEC, plain)
+        assert (
+            CODEC.decode(plain, "safeshare.FeedRecord")["event"]["event_id"] == source["event_id"]
+        )
+        # The audit leaf's digest is of the bytes actually delivered (the sealed message).
+        leaf = next(lf for lf in routed.leaves if lf["recipient"] == MASH)
+        assert leaf["delivered_digest"] == hashlib.sha256(sealed).hexdigest()
 
 
 @pytest.mark.kafka
-def test_feed_reader_decrypts_with_the_key_and_refuses_without(
+def test_feed_reader_opens_a_real_feed_with_the_keyring_and_refuses_without(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:
-    key, public = new_key()
+    ring = keyring(XWING)
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(policy_with_feed_key(public))
-    from dataclasses import replace
-
+    policy_file.write_text(policy_with_feed_keys(entry(ring)))
     s = replace(settings_for(topics, tmp_path), policy_path=policy_file)
     create_topics(admin, s)
     event = example("missing_episode")
@@ -93,26 +141,87 @@ def test_feed_reader_decrypts_with_the_key_and_refuses_without(
         p.publish_json(event)
     run_router(kafka_bootstrap, s)
     raw = read_all(kafka_bootstrap, topics.feed(MASH))
-    assert len(raw) == 1 and is_encrypted(raw[0].value or b"")
-    with FeedReader(
-        bootstrap=kafka_bootstrap,
-        subscriber=MASH,
-        topics=topics,
-        group_id="no-key",
-        decryption_key=None,
-    ) as reader, pytest.raises(FeedDecryptionError, match="encrypted"):
+    assert len(raw) == 1 and is_sealed(CODEC, raw[0].value or b"")
+    assert CODEC.decode(raw[0].value or b"", ENCRYPTED_FEED_RECORD)["key_id"] == ring.keys[0].id
+    assert b"Jamie" not in (raw[0].value or b"")
+    with (
+        FeedReader(
+            bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics, group_id="no-key"
+        ) as reader,
+        pytest.raises(FeedDecryptionError, match="encrypted: pass the subscriber's"),
+    ):
+        for _ in range(100):
+            reader.poll(timeout_ms=300)
+    stranger = keyring(XWING)  # a keyring of the right subscriber, but not its key
+    with (
+        FeedReader(
+            bootstrap=kafka_bootstrap,
+            subscriber=MASH,
+            topics=topics,
+            group_id="wrong-key",
+            keyring=stranger,
+        ) as reader,
+        pytest.raises(FeedDecryptionError, match=f"no feed key with id {ring.keys[0].id}"),
+    ):
         for _ in range(100):
             reader.poll(timeout_ms=300)
     with FeedReader(
-        bootstrap=kafka_bootstrap,
-        subscriber=MASH,
-        topics=topics,
-        group_id="with-key",
-        decryption_key=key,
+        bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics, group_id="key", keyring=ring
     ) as reader:
-        items: list = []
+        items: list[FeedItem] = []
         for _ in range(100):
             items += reader.poll(timeout_ms=300)
             if items:
                 break
     assert [i.record["event"]["event_id"] for i in items] == [event["event_id"]]
+    assert items[0].record["event"]["subject"]["pseudonym"] is not None
+
+
+@pytest.mark.kafka
+def test_cli_new_feed_key_rotation_and_tail(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    """`keys new-feed` twice (a rotation): the record sealed to the first key and
+    the one sealed to the second both show in `feed tail`, opened by the keyring."""
+    from tests.test_cli import safeshare
+
+    env = {
+        "SAFESHARE_BOOTSTRAP": kafka_bootstrap,
+        "SAFESHARE_NAMESPACE": topics.namespace,
+        "SAFESHARE_HOME": str(tmp_path),
+    }
+    policy_file = tmp_path / "policy.yaml"
+    s = replace(settings_for(topics, tmp_path), policy_path=policy_file)
+    entries: list[str] = []
+    events = []
+    for kem in ("DHKEM-X25519", None):
+        args = ["keys", "new-feed", "--subscriber", MASH] + (["--kem", kem] if kem else [])
+        out = safeshare(*args, env=env)
+        assert out.returncode == 0, out.stderr
+        printed = [ln for ln in out.stdout.splitlines() if not ln.startswith("#")]
+        assert printed[1].startswith("  kem: " + (kem or XWING))
+        if entries:  # retire the previous key as the new one comes in
+            entries[-1] += "        not_after: '2000-01-01T00:00:00Z'\n"
+        entries.append("".join(f"      {ln}\n" for ln in printed))
+        policy_file.write_text(policy_with_feed_keys(*entries))
+        if not events:
+            create_topics(admin, s)
+        events.append(example("missing_episode"))
+        with Publisher(
+            bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics
+        ) as p:
+            p.publish_json(events[-1])
+        run_router(kafka_bootstrap, s)
+    ring = FeedKeyring.load(tmp_path / "keys" / "subscribers" / f"{MASH}.json")
+    assert [k.kem for k in ring.keys] == [X25519, XWING]
+    raw = read_all(kafka_bootstrap, topics.feed(MASH))
+    used = [CODEC.decode(r.value or b"", ENCRYPTED_FEED_RECORD)["key_id"] for r in raw]
+    assert used == [k.id for k in ring.keys]
+    out = safeshare("feed", "tail", "--subscriber", MASH, "--idle", "2", env=env)
+    assert out.returncode == 0, out.stderr
+    shown = [json.loads(line)["event"]["event_id"] for line in out.stdout.splitlines()]
+    assert shown == [e["event_id"] for e in events]
+    (tmp_path / "keys" / "subscribers" / f"{MASH}.json").write_text("{}")
+    out = safeshare("feed", "tail", "--subscriber", MASH, "--idle", "2", env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "not a feed keyring" in out.stderr

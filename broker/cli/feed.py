@@ -33,12 +33,12 @@ def feed() -> None:
     help="Record the position in the subscriber's group (default: just look).",
 )
 @click.option(
-    "--key",
+    "--keyring",
     "key_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Subscriber decryption key for a confidential feed "
-    "(default: $SAFESHARE_HOME/keys/subscribers/SUBSCRIBER.pem if it exists).",
+    help="Subscriber feed keyring for a confidential feed "
+    "(default: $SAFESHARE_HOME/keys/subscribers/SUBSCRIBER.json if it exists).",
 )
 @bootstrap_option
 def tail(
@@ -52,13 +52,20 @@ def tail(
 ) -> None:
     """Print the subscriber's events, one JSON object per line."""
     from broker.api import FeedReader  # noqa: PLC0415
+    from broker.cli.keys import feed_keyring_path  # noqa: PLC0415
     from broker.codec import Codec  # noqa: PLC0415
-    from broker.signing.feeds import load_private  # noqa: PLC0415
+    from broker.errors import SafeshareError  # noqa: PLC0415
+    from broker.signing.feedkeys import FeedKeyring  # noqa: PLC0415
 
     s = settings()
     codec = Codec.from_dir(s.schemas_dir)
-    path = key_file or s.home / "keys" / "subscribers" / f"{subscriber}.pem"
-    key = load_private(path) if key_file is not None or path.exists() else None
+    path = key_file or feed_keyring_path(subscriber)
+    try:
+        ring = FeedKeyring.load(path) if key_file is not None or path.exists() else None
+    except SafeshareError as exc:
+        raise click.ClickException(str(exc)) from None
+    if ring is not None and ring.subscriber != subscriber:
+        raise click.ClickException(f"{path} is the feed keyring of {ring.subscriber!r}")
     group_id = group or (
         None if commit else f"{s.topics.feed_group(subscriber)}.tail.{time.time_ns()}"
     )
@@ -68,11 +75,14 @@ def tail(
         codec=codec,
         topics=s.topics,
         group_id=group_id,
-        decryption_key=key,
+        keyring=ring,
     ) as reader:
         last = time.monotonic()
         while True:
-            items = reader.poll(timeout_ms=500)
+            try:
+                items = reader.poll(timeout_ms=500)
+            except SafeshareError as exc:
+                raise click.ClickException(str(exc)) from None
             for item in items:
                 shown = codec.to_json(item.record, "safeshare.FeedRecord")
                 click.echo(json.dumps({"at": item.where, **shown}))

@@ -17,7 +17,7 @@ def agency_key_path(agency: str) -> Path:
 
 @click.group()
 def keys() -> None:
-    """Agency signing keys (Ed25519)."""
+    """Agency signing keys (Ed25519) and subscriber feed keys (HPKE)."""
 
 
 @keys.command("new")
@@ -49,30 +49,60 @@ def new(agency: str, out: Path | None) -> None:
     click.echo(yaml.safe_dump([signer.registry_entry()], sort_keys=False).rstrip())
 
 
+def feed_keyring_path(subscriber: str) -> Path:
+    """Where a subscriber's feed keyring (its private feed keys) lives by default."""
+    return settings().home / "keys" / "subscribers" / f"{subscriber}.json"
+
+
 @keys.command("new-feed")
 @click.option("--subscriber", required=True, help="The subscriber whose feed is confidential.")
 @click.option(
-    "--out",
+    "--kem",
+    type=click.Choice(["MLKEM768-X25519", "DHKEM-X25519"], case_sensitive=False),
+    default="MLKEM768-X25519",
+    show_default=True,
+    help="HPKE KEM: the post-quantum hybrid X-Wing, or classical X25519 only.",
+)
+@click.option(
+    "--not-before",
+    default=None,
+    help="ISO-8601 time from which the router seals to the new key (rotation); "
+    "default: as soon as the policy lists it.",
+)
+@click.option(
+    "--keyring",
+    "out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Private key file (default: $SAFESHARE_HOME/keys/subscribers/SUB.pem).",
+    help="Keyring file (default: $SAFESHARE_HOME/keys/subscribers/SUB.json).",
 )
-def new_feed(subscriber: str, out: Path | None) -> None:
-    """Create a subscriber's X25519 feed key; print its ``encryption_key`` for the policy.
+def new_feed(subscriber: str, kem: str, not_before: str | None, out: Path | None) -> None:
+    """Add an HPKE feed key to a subscriber's keyring; print its ``feed_keys`` entry.
 
-    With the key registered, the router encrypts every copy for that subscriber
-    (X25519 + HKDF-SHA256 + AES-256-GCM); `safeshare feed tail` decrypts it.
+    With a key listed under the subscriber's ``feed_keys:`` in the policy, the
+    router seals every copy for it (HPKE, RFC 9180; safeshare.EncryptedFeedRecord)
+    and `safeshare feed tail` opens it with the keyring. Rotation: run this
+    again (the keyring keeps the old key, so old records stay readable), add
+    the printed entry, and give the old entry a ``not_after``.
     """
-    from broker.signing.feeds import new_key, save_private  # noqa: PLC0415
+    from broker.signing.feedkeys import FeedKeyring  # noqa: PLC0415
+    from broker.signing.feeds import FeedKeyError  # noqa: PLC0415
     from broker.topics import check_id  # noqa: PLC0415
 
     check_id("subscriber", subscriber)
-    path = out or settings().home / "keys" / "subscribers" / f"{subscriber}.pem"
-    if path.exists():
-        raise click.ClickException(f"{path} exists; refusing to overwrite a key")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key, public = new_key()
-    save_private(key, path)
-    click.echo(f"# private key written to {path}", err=True)
-    click.echo(f"# add to subscriber {subscriber!r} in the policy file:")
-    click.echo(f"encryption_key: {public}")
+    path = out or feed_keyring_path(subscriber)
+    try:
+        ring = FeedKeyring.load(path) if path.exists() else FeedKeyring(subscriber)
+    except FeedKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if ring.subscriber != subscriber:
+        raise click.ClickException(f"{path} is the keyring of {ring.subscriber!r}")
+    key = ring.new_key(kem.upper())
+    ring.save(path)
+    entry: dict[str, str] = {"id": key.id, "kem": key.kem}
+    if not_before:
+        entry["not_before"] = not_before
+    entry["public_key"] = key.public().public_key_b64
+    click.echo(f"# private key added to {path} ({len(ring.keys)} key(s))", err=True)
+    click.echo(f"# add under subscriber {subscriber!r} -> feed_keys: in the policy file")
+    click.echo(yaml.safe_dump([entry], sort_keys=False, width=1 << 16).rstrip())

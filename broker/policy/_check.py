@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from broker.policy._feed_keys import check_feed_keys
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
 from broker.policy.model import Agency, AgencyKey, Role, Rule, Subscriber
@@ -89,7 +90,7 @@ _SUBSCRIBER = {
     "roles": True,
     "local_authorities": True,
     "purposes": True,
-    "encryption_key": False,
+    "feed_keys": False,
 }
 _RULE = {
     "id": True,
@@ -456,19 +457,10 @@ class _Checker:
                 sp = self.known(
                     self.strings(m["purposes"], pp), pp, purposes, "purpose", m["purposes"]
                 )
-            enc = None
-            if "encryption_key" in m:
-                ep = (*p, "encryption_key")
-                enc = self.string(m["encryption_key"], ep)
-                try:
-                    raw_enc = base64.b64decode(enc or "", validate=True)
-                except ValueError:
-                    raw_enc = b""
-                if enc and len(raw_enc) != 32:
-                    self.problem(ep, "encryption_key must be a base64 X25519 public key (32 bytes)")
+            fk = check_feed_keys(self, m.get("feed_keys"), (*p, "feed_keys"))
             if sid and sid not in out:
                 out[sid] = Subscriber(
-                    encryption_key=enc or None,
+                    feed_keys=fk,
                     id=sid,
                     organisation=org or "",
                     roles=tuple(r for r in srole if r in roles),

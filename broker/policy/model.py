@@ -57,6 +57,21 @@ class Role:
 
 
 @dataclass(frozen=True)
+class FeedKey:
+    """A subscriber's public feed key (HPKE, broker.signing.feeds), checked at load.
+
+    ``not_before_ms``/``not_after_ms`` bound when the router seals new copies to
+    it (rotation); a reader opens old copies with the old key regardless.
+    """
+
+    id: str
+    kem: str
+    public_key: str
+    not_before_ms: int | None = None
+    not_after_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class Subscriber:
     """A team that receives a minimised copy of events on its own feed topic."""
 
@@ -67,8 +82,8 @@ class Subscriber:
     purposes: frozenset[str]
     law_enforcement: bool
     description: str = ""
-    encryption_key: str | None = None
-    """X25519 public key (base64): if set, its feed copies are encrypted to it."""
+    feed_keys: tuple[FeedKey, ...] = ()
+    """HPKE public keys: if any, its feed copies are sealed to the current one."""
 
     def feed_topic(self, topics: Topics = DEFAULT) -> str:
         """The feed topic is derived from the id, never configured separately."""

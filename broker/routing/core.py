@@ -36,7 +36,7 @@ from broker.codec.exceptions import (
 )
 from broker.routing.dedup import SeenEvents
 from broker.signing import SignatureError, verify_message
-from broker.signing.feeds import encrypt_for
+from broker.signing.feeds import FeedKeyError, FeedPublicKey, current_key, seal_message
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class RoutingCore:
         self._decision_heads: dict[tuple[Any, ...], bytes] = {}
         self._subject_pseudonym = SubjectPseudonymiser(pseudonym_key)
         # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
-        self._recipients: dict[str, tuple[str, str | None]] = {}
+        self._recipients: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
         self._sorted: dict[Any, tuple[str, ...]] = {}  # a grant's classes, sorted
         # Per decision (see _decision_leaf): its audit leaves' checked template,
         # or None where the template declined (those leaves are dicts).
@@ -358,9 +358,9 @@ class RoutingCore:
             # Each subscriber's copy is a splice of the event's bytes with its
             # redacted fields nulled (broker.codec._write, ._read).
             data = self._feed_record(decision, written.redacted(classes))
-            topic, recipient_key = self._recipient(subscriber)
-            if recipient_key is not None:
-                data = encrypt_for(recipient_key, subscriber, data)
+            topic, sealing = self._recipient(subscriber)
+            if sealing:
+                data = self._seal(sealing, subscriber, event_id, data, now)
             granted = "pseudonym" in classes
             if granted not in feed_keys:
                 feed_keys[granted] = self._feed_key(pseudonym, granted)
@@ -491,10 +491,10 @@ class RoutingCore:
             fields_redacted=self._sorted_once(decision.fields_redacted),
         )
 
-    def _recipient(self, subscriber: str) -> tuple[str, str | None]:
+    def _recipient(self, subscriber: str) -> tuple[str, tuple[FeedPublicKey, ...]]:
         found = self._recipients.get(subscriber)
         if found is None:
-            found = (self._feed_topic_of(subscriber), self._encryption_key(subscriber))
+            found = (self._feed_topic_of(subscriber), self._feed_keys(subscriber))
             self._recipients[subscriber] = found
         return found
 
@@ -558,11 +558,25 @@ class RoutingCore:
             self._decision_heads[key] = head
         return head + long_bytes(decision.now_ms)
 
-    def _encryption_key(self, subscriber: str) -> str | None:
-        """The subscriber's X25519 public key if its feed is confidential."""
+    def _feed_keys(self, subscriber: str) -> tuple[FeedPublicKey, ...]:
+        """The subscriber's HPKE feed keys (broker.signing.feeds); none: a plain feed."""
         lookup = getattr(self.decider, "subscriber", None)
         record = lookup(subscriber) if lookup is not None else None
-        return getattr(record, "encryption_key", None)
+        return tuple(
+            FeedPublicKey.from_b64(
+                k.kem, k.public_key, not_before_ms=k.not_before_ms, not_after_ms=k.not_after_ms
+            )
+            for k in getattr(record, "feed_keys", ())
+        )
+
+    def _seal(
+        self, keys: tuple[FeedPublicKey, ...], subscriber: str, event_id: str, data: bytes, now: int
+    ) -> bytes:
+        """A confidential subscriber's copy sealed to its current key (never plaintext)."""
+        key = current_key(keys, now)
+        if key is None:  # the policy refuses this at load; fail closed all the same
+            raise FeedKeyError(f"subscriber {subscriber!r} has no feed key valid now")
+        return seal_message(self.codec, key, subscriber, event_id, data)
 
     def _signature_problem(
         self, data: bytes, event: Mapping[str, Any], agency: str, now_ms: int
