@@ -32,6 +32,7 @@ from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
 from broker.kafka.admin import Admin
 from broker.kafka.consumer import make_consumer
+from broker.kafka.exceptions import KafkaTimeoutError
 from broker.kafka.producer import make_producer
 from broker.kafka.structs import Record
 from broker.routing import service as service_module
@@ -457,3 +458,55 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
     )
     assert Counter(a.event_ids() + b.event_ids()) == ids
     assert Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash")) == ids
+
+
+@pytest.mark.kafka
+def test_a_commit_the_broker_applied_but_the_router_saw_fail_shares_a_resent_event_once(
+    kafka_bootstrap: str,
+    topics: Topics,
+    admin: Admin,
+    tmp_path: Path,
+    running: Callable[..., Running],
+) -> None:
+    """The commit round trip fails after the broker committed (its answer lost to
+    a broker failure or a timeout): the router takes the transaction for failed,
+    forgets the batch's event ids and replaces its producer. The batch is not
+    replayed (its offsets were committed with it), so the ids come back only from
+    the audit log; when the agency re-sends the event it must be a duplicate,
+    not shared a second time.
+
+    The lost answer is made on the client side, as the router would meet it: the
+    real commit goes through, then the call raises the timeout it would raise."""
+    s = settings_for(topics, tmp_path)
+    create_topics(admin, s)
+    router = running(kafka_bootstrap, s)
+    producer = router.service._producer
+    assert producer is not None
+    committed_for_real = producer.commit_transaction
+    lost: list[bool] = []
+
+    def commit_whose_answer_is_lost(*args: Any, **kwargs: Any) -> None:
+        committed_for_real(*args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise KafkaTimeoutError("commit_transaction: no answer (the test lost it)")
+
+    producer.commit_transaction = commit_whose_answer_is_lost  # type: ignore[method-assign]
+    event = example("missing_episode")
+    publish(kafka_bootstrap, topics, [event])
+    wait_for("the lost commit", lambda: router.service.stats.aborted >= 1)
+    wait_for(
+        "the event in the feed (the commit did happen)",
+        lambda: feed_event_ids(kafka_bootstrap, topics, "torbay-mash") == [event["event_id"]],
+    )
+    assert router.routed == []  # as far as the router knows, nothing committed
+
+    publish(kafka_bootstrap, topics, [event])  # the agency re-sends it
+    wait_for("the re-sent event routed", lambda: len(router.routed) == 1, timeout_s=30)
+    router.stop()
+    assert router.routed[0].duplicate and not router.routed[0].shared
+    assert feed_event_ids(kafka_bootstrap, topics, "torbay-mash") == [event["event_id"]]
+    leaves = leaves_of(kafka_bootstrap, topics)
+    assert [lf.kind.value for lf in leaves].count("DUPLICATE") == 1
+    shares = Counter(lf.recipient for lf in leaves if lf.kind.value == "SHARED")
+    assert shares and set(shares.values()) == {1}, shares

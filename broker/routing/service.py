@@ -188,9 +188,8 @@ class RouterService:
         # topic back it can skip the leaves of its own (their event ids are
         # already noted). Random per process: a successor with the same
         # instance id must read its predecessor's leaves in full.
-        self._writer_token = secrets.token_bytes(16)
+        self._new_writer_token()
         self._audit_caught_up_for: set[TopicPartition] | None = None
-        self._audit_headers = [(AUDIT_WRITER_HEADER, self._writer_token)]
         self._audit_encoder = audit_encoder
         self._max_batch = max_batch
         self._poll_timeout_ms = poll_timeout_ms
@@ -233,6 +232,10 @@ class RouterService:
                 self.metrics, self.health, host=metrics_host or "127.0.0.1", port=metrics_port
             ).start()
             self.metrics_port = self._health.port
+
+    def _new_writer_token(self) -> None:
+        self._writer_token = secrets.token_bytes(16)
+        self._audit_headers = [(AUDIT_WRITER_HEADER, self._writer_token)]
 
     def _open_clients(self) -> None:
         cfg = self._client_config
@@ -630,6 +633,12 @@ class RouterService:
         producer = self._producer
         assert producer is not None
         forgotten = self.core.seen_event_ids.forget_since(txn.mark)
+        # The transaction may have committed all the same (a commit the broker
+        # applied but whose answer was lost): then its offsets went with it, the
+        # batch is not replayed, and the forgotten ids come back only from the
+        # audit log. A new writer token makes this process read its earlier
+        # batches back in full, like another instance's.
+        self._new_writer_token()
         self._replay_pending = True
         self.stats.aborted += 1
         self.metrics.txn_aborted.inc()
