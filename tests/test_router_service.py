@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -39,6 +41,7 @@ from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
 from broker.routing.dedup import SeenEvents
+from broker.routing.metrics import HealthServer, RouterMetrics
 from broker.routing.service import RouterService
 from broker.topics import Topics
 from tests.router_load import GroupProgress, Load, check_exactly_once
@@ -510,3 +513,22 @@ def test_a_commit_the_broker_applied_but_the_router_saw_fail_shares_a_resent_eve
     assert [lf.kind.value for lf in leaves].count("DUPLICATE") == 1
     shares = Counter(lf.recipient for lf in leaves if lf.kind.value == "SHARED")
     assert shares and set(shares.values()) == {1}, shares
+
+
+def test_a_health_probe_that_hangs_up_early_leaves_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    server = HealthServer(RouterMetrics(), lambda: (True, {"pad": "x" * 200_000})).start()
+    try:
+        for _ in range(20):
+            # Ask, then reset the connection before the answer is read (SO_LINGER 0).
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as r:
+            assert r.status == 200  # still answering
+    finally:
+        server.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err

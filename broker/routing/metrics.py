@@ -8,6 +8,7 @@ registry, so tests and several in-process routers do not share counters.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,22 @@ class RouterMetrics:
         )
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """An HTTP server that lets a client hang up without a traceback.
+
+    A health probe or a scraper that disconnects before its answer is written
+    (a timeout on its side) makes the write fail with BrokenPipeError or
+    ConnectionResetError; socketserver prints a traceback for that to
+    stderr. It is the client's business: the answer is dropped quietly.
+    """
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class HealthServer:
     """Serves ``/metrics`` (Prometheus text format) and ``/healthz`` (JSON)."""
 
@@ -120,7 +137,7 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # access logs are noise here; metrics count what matters
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _QuietServer((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
