@@ -23,15 +23,29 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
+from broker.intake import EventRefused, Intake, check_source
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
+from broker.policy import Policy
 from broker.policy.consent import consent_key
-from broker.signing import AgencySigner, sign_message
+from broker.signing import AgencySigner
 from broker.signing.feedkeys import FeedKeyring
 from broker.signing.feeds import FeedDecryptionError, is_sealed
 from broker.topics import DEFAULT, Topics
+
+__all__ = [
+    "EncodingError",
+    "EventRefused",
+    "FeedItem",
+    "FeedReader",
+    "Intake",
+    "Publisher",
+    "Receipt",
+    "check_source",
+]
 
 ENVELOPE = "safeshare.ConcernEvent"
 FEED_RECORD = "safeshare.FeedRecord"
@@ -63,30 +77,17 @@ class FeedItem:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-def check_source(event: Mapping[str, Any], agency: str) -> None:
-    """Refuse an event whose source agency is not the publishing agency.
-
-    The router would quarantine it anyway (an agency may only speak for
-    itself); refusing here tells the sender at once.
-    """
-    source = event.get("source") or {}
-    if source.get("agency_id") != agency:
-        raise EncodingError(
-            f"source.agency_id: publishing as agency {agency!r}, but the event says it is "
-            f"from {source.get('agency_id')!r}"
-        )
-
-
 class Publisher:
     """Publishes an agency's concern events to its own ingest topic.
 
-    With ``signer`` (the agency's Ed25519 key) every event is signed
-    (broker.signing); a policy may require it.
-
-    Every event is validated against the schema before anything is sent; an
-    invalid event raises :class:`EncodingError` naming the field, and nothing
-    reaches Kafka. The record key is the subject's pseudonym, so one child's
-    events stay in order on one partition.
+    Every event passes :class:`broker.intake.Intake` before anything is sent:
+    the schema, the one size limit (:data:`broker.codec.MAX_EVENT_BYTES`) and,
+    given the ``policy`` the router runs, the agency's registration and the
+    signature it requires; with ``signer`` (the agency's Ed25519 key) every
+    event is signed (broker.signing). A refused event raises
+    :class:`EncodingError` naming the field, and nothing reaches Kafka. The
+    record key is the subject's pseudonym, so one child's events stay in order
+    on one partition.
     """
 
     def __init__(
@@ -98,23 +99,24 @@ class Publisher:
         topics: Topics = DEFAULT,
         producer_config: Mapping[str, Any] | None = None,
         signer: AgencySigner | None = None,
+        policy: Policy | None = None,
+        clock: Clock | None = None,
+        intake: Intake | None = None,
     ) -> None:
-        if signer is not None and signer.agency_id != agency:
-            raise ValueError(f"signing key is for agency {signer.agency_id!r}, not {agency!r}")
+        self.intake = intake or Intake(
+            agency=agency, codec=codec, signer=signer, policy=policy, clock=clock
+        )
+        if self.intake.agency != agency:
+            raise ValueError(f"intake is for agency {self.intake.agency!r}, not {agency!r}")
         self.agency = agency
-        self._signer = signer
         self.topic = topics.ingest(agency)
         self._consent_topic = topics.consent
-        self._codec = codec or Codec.default()
+        self._codec = self.intake.codec
         self._producer = make_producer(bootstrap, **dict(producer_config or {}))
 
     def encode(self, event: Mapping[str, Any]) -> bytes:
-        """Validate ``event`` (in-memory shape) and return its wire bytes."""
-        check_source(event, self.agency)
-        if self._signer is None:
-            return self._codec.encode(dict(event), ENVELOPE)
-        unsigned = self._codec.encode({**event, "signature": None}, ENVELOPE)
-        return sign_message(unsigned, self._signer)
+        """Check ``event`` (in-memory shape) and return its wire bytes (:class:`Intake`)."""
+        return self.intake.encode(event)
 
     def destination(self, event: Mapping[str, Any]) -> tuple[str, bytes | None]:
         """Topic and key for ``event``.
@@ -130,8 +132,13 @@ class Publisher:
         return self.topic, subject.encode() if subject else None
 
     def publish(self, event: Mapping[str, Any], *, timeout_s: float = 30.0) -> Receipt:
-        """Validate and publish one event; block until the broker acknowledges it."""
-        data = self.encode(event)
+        """Check and publish one event; block until the broker acknowledges it."""
+        return self.send(event, self.encode(event), timeout_s=timeout_s)
+
+    def send(self, event: Mapping[str, Any], data: bytes, *, timeout_s: float = 30.0) -> Receipt:
+        """Publish ``data``, the bytes :meth:`encode` made of ``event``; block until
+        the broker acknowledges it. For a caller that checks a batch first and
+        sends only if every event passed (``safeshare publish``)."""
         topic, key = self.destination(event)
         future = self._producer.send(topic, data, key=key)
         meta = future.get(timeout=timeout_s)

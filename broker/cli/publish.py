@@ -1,14 +1,38 @@
-"""``safeshare publish``: validate JSON events and publish them to an agency's ingest topic."""
+"""``safeshare publish``: check JSON events and publish them to an agency's ingest topic.
+
+Exit status:
+
+- 0: every event was published; one receipt (JSON) per event on stdout.
+- 1: refused, nothing was sent: the input or an event is not acceptable (one
+  line on stderr naming the event, the field or the byte offset, and the limit).
+- 2: usage or configuration: a bad option, or a key or policy that cannot be read.
+- 3: Kafka failed while sending: the receipts printed are of the events the
+  broker acknowledged; the line on stderr says which event was not.
+
+All or nothing per invocation: every event is checked before the first is sent,
+so one bad event (or one bad line of JSON lines) means nothing is sent.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from broker.cli.common import bootstrap_option, read_json_source, resolve_bootstrap, settings
-from broker.codec.exceptions import CodecError
+from broker.errors import SafeshareError
+
+REFUSED = 1
+USAGE = 2
+SEND_FAILED = 3
+
+
+def refuse(message: str) -> NoReturn:
+    """Stop with one line and the "refused, nothing sent" status."""
+    click.echo(f"Error: {message}; nothing was sent", err=True)
+    raise SystemExit(REFUSED)
 
 
 @click.command()
@@ -19,14 +43,21 @@ from broker.codec.exceptions import CodecError
               "if it exists; without a key events are sent unsigned).")
 @bootstrap_option
 def publish(agency: str, source: str, key_file: Path | None, bootstrap: str | None) -> None:
-    """Validate the event(s) in FILE (or stdin) and publish them.
+    """Check the event(s) in FILE (or stdin: one JSON event, a JSON array, or JSON
+    lines) and publish them.
 
-    Every event is checked before anything is sent: if one is invalid, the error
-    names the event and field, the exit status is non-zero and nothing is sent.
+    Every event is checked before anything is sent, against the schema, the size
+    limit and the policy the router runs ($SAFESHARE_POLICY, when there is one): if one is refused,
+    the error names the event and field, the exit status is 1 and nothing is
+    sent. Exit status: 0 published, 1 refused (nothing sent), 2 usage or
+    configuration, 3 Kafka failed while sending.
     """
-    from broker.api import Publisher, check_source  # noqa: PLC0415 - keep `--help` fast
+    from broker.api import Publisher  # noqa: PLC0415 - keep `--help` fast
     from broker.cli.keys import agency_key_path  # noqa: PLC0415
     from broker.codec import Codec  # noqa: PLC0415
+    from broker.codec.exceptions import CodecError  # noqa: PLC0415
+    from broker.intake import Intake  # noqa: PLC0415
+    from broker.policy import Policy, PolicyError  # noqa: PLC0415
     from broker.signing import AgencySigner, SignatureError  # noqa: PLC0415
 
     s = settings()
@@ -37,31 +68,51 @@ def publish(agency: str, source: str, key_file: Path | None, bootstrap: str | No
         try:
             signer = AgencySigner.load(agency, path)
         except SignatureError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.UsageError(str(exc)) from exc
+    policy = None
+    if s.policy_path is not None:  # none installed without SAFESHARE_POLICY: the router checks
+        try:
+            policy = Policy.load(s.policy_path, field_classes=codec.data_classes())
+        except PolicyError as exc:
+            raise click.UsageError(
+                f"cannot check events against the policy {s.policy_path}: {exc}"
+            ) from exc
+    try:
+        intake = Intake(agency=agency, codec=codec, signer=signer, policy=policy)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
     events = read_json_source(source)
-    encoded = []
+    checked = []
     for n, obj in enumerate(events, 1):
         where = f"event {n}" if len(events) > 1 else "event"
         try:
             record = codec.from_json(obj)
-            check_source(record, agency)
-            codec.validate(record)
+            checked.append((record, intake.encode(record)))
         except CodecError as exc:
-            raise click.ClickException(f"{where}: {exc}; nothing was sent") from exc
-        encoded.append(record)
-    with Publisher(
-        bootstrap=resolve_bootstrap(bootstrap), agency=agency, codec=codec, topics=s.topics,
-        signer=signer,
-    ) as pub:
-        for record in encoded:
-            r = pub.publish(record)
-            click.echo(
-                json.dumps(
-                    {
-                        "event_id": r.event_id,
-                        "topic": r.topic,
-                        "partition": r.partition,
-                        "offset": r.offset,
-                    }
+            refuse(f"{where}: {exc}")
+
+    sent = 0
+    try:
+        with Publisher(
+            bootstrap=resolve_bootstrap(bootstrap), agency=agency, topics=s.topics, intake=intake
+        ) as pub:
+            for record, data in checked:
+                r = pub.send(record, data)
+                sent += 1
+                click.echo(
+                    json.dumps(
+                        {
+                            "event_id": r.event_id,
+                            "topic": r.topic,
+                            "partition": r.partition,
+                            "offset": r.offset,
+                        }
+                    )
                 )
-            )
+    except SafeshareError as exc:
+        what = f"event {sent + 1}" if len(checked) > 1 else "event"
+        click.echo(
+            f"Error: sending {what} failed ({exc}); {sent} of {len(checked)} published", err=True
+        )
+        raise SystemExit(SEND_FAILED) from None

@@ -21,10 +21,12 @@ from broker.codec.exceptions import (
     SchemaError,
     UnknownSchemaError,
 )
+from broker.codec.limits import MAX_EVENT_BYTES, event_size_problem
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_SCHEMA",
+    "MAX_EVENT_BYTES",
     "Codec",
     "CodecError",
     "DecodingError",
@@ -36,5 +38,6 @@ __all__ = [
     "UnknownSchemaError",
     "assert_compatible",
     "check_compatibility",
+    "event_size_problem",
     "long_bytes",
 ]

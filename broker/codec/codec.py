@@ -63,6 +63,7 @@ from broker.codec.exceptions import (
     SchemaError,
     UnknownSchemaError,
 )
+from broker.codec.limits import too_big
 
 DEFAULT_SCHEMA: Final = "safeshare.ConcernEvent"
 
@@ -322,8 +323,11 @@ class Codec:
         if errors:
             raise EncodingError(errors[: _validate.MAX_PROBLEMS])
 
-    def encode(self, record: Mapping[str, Any], schema: str = DEFAULT_SCHEMA) -> bytes:
-        """Validate ``record`` and return its single-object encoding."""
+    def encode(
+        self, record: Mapping[str, Any], schema: str = DEFAULT_SCHEMA, *, limit: int | None = None
+    ) -> bytes:
+        """Validate ``record`` and return its single-object encoding, refusing one
+        over ``limit`` bytes (default and at most ``max_message_bytes``)."""
         entry = self._entry(schema)
         errors: list[str] = []
         self._check(entry)(record, errors)
@@ -340,11 +344,9 @@ class Codec:
                 f"(root): {entry.name} could not be encoded ({type(exc).__name__})"
             ) from None
         data = out.getvalue()
-        if len(data) > self.max_message_bytes:
-            raise EncodingError(
-                f"(root): encoded {entry.name} is {len(data)} bytes, over the "
-                f"limit of {self.max_message_bytes}"
-            )
+        most = self.max_message_bytes if limit is None else min(limit, self.max_message_bytes)
+        if len(data) > most:
+            raise EncodingError(too_big(record, len(data), most))
         return data
 
     def decode(self, data: bytes, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:

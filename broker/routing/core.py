@@ -34,8 +34,9 @@ from broker.codec.exceptions import (
     EncodingError,
     UnknownSchemaError,
 )
+from broker.codec.limits import MAX_EVENT_BYTES, event_size_problem
 from broker.routing.dedup import SeenEvents
-from broker.signing import SignatureError, verify_message
+from broker.signing import signature_problem
 from broker.signing.feeds import FeedKeyError, FeedPublicKey, current_key, seal_message
 from broker.topics import Topics
 
@@ -47,7 +48,7 @@ DECISION_RECORD = "safeshare.Decision"
 QUARANTINE_RECORD = "safeshare.QuarantineRecord"
 CONSENT_PAYLOAD = "safeshare.ConsentRecord"
 
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = MAX_EVENT_BYTES  # the one limit (broker.codec.limits)
 # What of an original message a quarantine record holds (under the codec's and
 # Kafka's 1 MiB default message limits, with room for the record's other fields).
 QUARANTINE_ORIGINAL_MAX = 900 * 1024
@@ -227,13 +228,9 @@ class RoutingCore:
         if value is None:
             self._quarantine(msg, "UNDECODABLE", "empty message (no value)", routed)
             return None
-        if len(value) > self.max_message_bytes:
-            self._quarantine(
-                msg,
-                "OVERSIZED",
-                f"message of {len(value)} bytes exceeds limit of {self.max_message_bytes}",
-                routed,
-            )
+        too_big = event_size_problem(len(value), self.max_message_bytes)
+        if too_big is not None:
+            self._quarantine(msg, "OVERSIZED", too_big, routed)
             return None
         try:
             return self.codec.decode_for_routing(value, ENVELOPE)
@@ -590,14 +587,9 @@ class RoutingCore:
         record = registry(agency) if registry is not None else None
         keys = record.keys if record is not None else ()
         mode = getattr(self.decider, "event_signatures", "required")
-        signature = event.get("signature")
-        if not signature and not keys and mode != "required":
-            return None
-        try:
-            verify_message(data, signature, agency, keys, now_ms)
-        except SignatureError as exc:
-            return str(exc)
-        return None
+        return signature_problem(
+            data, event.get("signature"), agency, keys, required=mode == "required", at_ms=now_ms
+        )
 
     def _feed_key(self, pseudonym: str | None, shared: bool) -> bytes | None:
         """The feed record key: the pseudonym if the recipient may see it, else an

@@ -29,7 +29,15 @@ from broker.signing.events import (
     SignatureError,
     key_id,
     sign_message,
+    signature_problem,
     verify_message,
 )
 
-__all__ = ["AgencySigner", "SignatureError", "key_id", "sign_message", "verify_message"]
+__all__ = [
+    "AgencySigner",
+    "SignatureError",
+    "key_id",
+    "sign_message",
+    "signature_problem",
+    "verify_message",
+]

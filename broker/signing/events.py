@@ -152,3 +152,28 @@ def verify_message(
     if not any(k.valid_at(at_ms) for k, _ in candidates):
         raise SignatureError(f"key {kid.hex()} of agency {agency_id!r} is not valid now")
     raise SignatureError(f"signature does not verify with agency {agency_id!r} key {kid.hex()}")
+
+
+def signature_problem(
+    message: bytes,
+    signature: bytes | None,
+    agency_id: str,
+    keys: Sequence[AgencyKey],
+    *,
+    required: bool,
+    at_ms: int,
+) -> str | None:
+    """Why ``message``'s signature is not acceptable to the router, or None if it is.
+
+    A signature is needed when the policy requires one (``event_signatures:
+    required``) or the agency has registered keys; one that is present is always
+    checked. The router and the publisher (:mod:`broker.intake`) both ask here,
+    so a publisher refuses exactly what the router would quarantine.
+    """
+    if not signature and not keys and not required:
+        return None
+    try:
+        verify_message(message, signature, agency_id, keys, at_ms)
+    except SignatureError as exc:
+        return str(exc)
+    return None
