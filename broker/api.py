@@ -71,6 +71,8 @@ class FeedItem:
     offset: int
     key: str | None
     record: dict[str, Any]
+    sealed_with: str | None = None
+    """On a confidential feed, the id of the subscriber's feed key that opened it."""
 
     @property
     def where(self) -> str:
@@ -203,23 +205,25 @@ class FeedReader:
         """Return the next decoded feed items (possibly none)."""
         return [
             FeedItem(
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                key=r.key.decode() if r.key is not None else None,
-                record=self._record(r.value or b""),
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key.decode() if r.key is not None else None,
+                *self._record(r.value or b""),
             )
             for r in self._consumer.poll_records(timeout_ms=timeout_ms, max_records=max_records)
         ]
 
-    def _record(self, value: bytes) -> dict[str, Any]:
+    def _record(self, value: bytes) -> tuple[dict[str, Any], str | None]:
+        """The FeedRecord, and the id of the key that opened it if it was sealed."""
         if not is_sealed(self._codec, value):
-            return self._codec.decode(value, FEED_RECORD)
+            return self._codec.decode(value, FEED_RECORD), None
         if self._opener is None:
             raise FeedDecryptionError(
                 f"the feed of {self.subscriber!r} is encrypted: pass the subscriber's feed keyring"
             )
-        return self._opener.open_feed_record(self._codec, value)
+        outer, record = self._opener.open_message(self._codec, value)
+        return record, outer["key_id"]
 
     def __iter__(self) -> Iterator[FeedItem]:
         while True:

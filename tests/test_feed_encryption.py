@@ -174,7 +174,14 @@ def test_feed_reader_opens_a_real_feed_with_the_keyring_and_refuses_without(
             if items:
                 break
     assert [i.record["event"]["event_id"] for i in items] == [event["event_id"]]
-    assert items[0].record["event"]["subject"]["pseudonym"] is not None
+    assert items[0].sealed_with == ring.keys[0].id
+    # the pseudonym is inside the sealed copy; the Kafka record key is an opaque digest
+    pseudonym = event["subject"]["pseudonym"]
+    assert items[0].record["event"]["subject"]["pseudonym"] == pseudonym
+    assert items[0].key and pseudonym not in items[0].key
+    assert pseudonym.encode() not in (raw[0].value or b"")
+    plain = read_all(kafka_bootstrap, topics.feed("torbay-csc"))
+    assert [r.key for r in plain] == [pseudonym.encode()]  # a plain feed keys by it
 
 
 @pytest.mark.kafka

@@ -51,7 +51,9 @@ def new(agency: str, out: Path | None) -> None:
 
 def feed_keyring_path(subscriber: str) -> Path:
     """Where a subscriber's feed keyring (its private feed keys) lives by default."""
-    return settings().home / "keys" / "subscribers" / f"{subscriber}.json"
+    from broker.signing.feedkeys import keyring_path  # noqa: PLC0415
+
+    return keyring_path(settings().home, subscriber)
 
 
 @keys.command("new-feed")

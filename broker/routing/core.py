@@ -358,7 +358,8 @@ class RoutingCore:
             topic, sealing = self._recipient(subscriber)
             if sealing:
                 data = self._seal(sealing, subscriber, event_id, data, now)
-            granted = "pseudonym" in classes
+            # A sealed copy's record key never shows the pseudonym (it is inside).
+            granted = "pseudonym" in classes and not sealing
             if granted not in feed_keys:
                 feed_keys[granted] = self._feed_key(pseudonym, granted)
             outputs.append(Outbound(topic, feed_keys[granted], data))

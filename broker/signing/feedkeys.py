@@ -28,6 +28,12 @@ from broker.signing.feeds import DEFAULT_KEM, FeedKeyError, FeedOpener, FeedPriv
 FORMAT = "safeshare.feed-keyring/1"
 
 
+def keyring_path(home: Path, subscriber: str) -> Path:
+    """Where a subscriber's feed keyring lives by default (``safeshare keys new-feed``,
+    ``safeshare feed tail``, ``make run``)."""
+    return home / "keys" / "subscribers" / f"{subscriber}.json"
+
+
 @dataclass
 class FeedKeyring:
     """The private feed keys of one subscriber, oldest first."""

@@ -272,7 +272,11 @@ class FeedOpener:
         return sorted(self._keys)
 
     def open_feed_record(self, codec: Codec, data: bytes) -> dict[str, Any]:
-        """Decode a sealed message, open it, and decode the FeedRecord inside.
+        """Decode a sealed message, open it, and decode the FeedRecord inside."""
+        return self.open_message(codec, data)[1]
+
+    def open_message(self, codec: Codec, data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The EncryptedFeedRecord of a sealed message and the FeedRecord inside it.
 
         The FeedRecord must name the same subscriber and event as the envelope
         (it always does when the router wrote it; anything else is refused).
@@ -287,7 +291,7 @@ class FeedOpener:
                 f"sealed record for event {outer['event_id']} holds a copy of another"
                 " event or for another subscriber"
             )
-        return inner
+        return outer, inner
 
     def open(self, record: Mapping[str, Any]) -> bytes:
         """The plaintext of an EncryptedFeedRecord, or :class:`FeedDecryptionError`."""
