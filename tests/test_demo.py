@@ -1,0 +1,37 @@
+"""``make run`` (broker.demo) end to end, with a confidential feed in the scenario."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from broker import demo
+from broker.signing.feedkeys import FeedKeyring, keyring_path
+from broker.topics import Topics
+
+
+@pytest.mark.kafka
+def test_make_run_seals_the_confidential_feed_reads_it_and_verifies_the_audit(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAFESHARE_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("SAFESHARE_NAMESPACE", topics.namespace)
+    monkeypatch.setenv("SAFESHARE_HOME", str(tmp_path))
+    scenario = json.loads(demo.SCENARIO.read_text(encoding="utf-8"))
+    assert scenario["confidential_feeds"]["subscribers"] == ["torbay-mash"]
+    lines: list[str] = []
+    assert demo.main([], out=lines.append) == 0
+    text = "\n".join(lines)
+    ring = FeedKeyring.load(keyring_path(tmp_path, "torbay-mash"))
+    mash = text.split("\n  torbay-mash (mash_team): ", 1)[1].split("\n\n", 1)[0]
+    assert (
+        f"sealed to it with HPKE MLKEM768-X25519; opened with its keyring (key {ring.keys[0].id})"
+        in mash
+    )
+    assert "on the wire: safeshare.EncryptedFeedRecord" in mash and "kem 0x647a" in mash
+    assert "summary: Attended A&E intoxicated" in mash  # opened, not just counted
+    torbay_csc = text.split("\n  torbay-csc (childrens_social_care): ", 1)[1].split("\n\n", 1)[0]
+    assert "sealed" not in torbay_csc  # a plain feed stays plain
+    assert "verify: OK" in text and text.rstrip().endswith("Done.")
