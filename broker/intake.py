@@ -32,6 +32,7 @@ from broker.clock import Clock, SystemClock
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.codec.limits import MAX_EVENT_BYTES, too_big
+from broker.identity.nhs import with_canonical_identifiers
 from broker.policy import Policy
 from broker.signing import AgencySigner, sign_message, signature_problem
 from broker.signing.events import SIGNATURE_SIZE
@@ -94,8 +95,11 @@ class Intake:
 
         Raises :class:`EncodingError` (:class:`EventRefused` for the rules above
         the schema) naming the field; nothing is sent by this method.
+        The subject's NHS number and UPN may be typed with spaces or hyphens;
+        the event carries them in canonical form (broker/identity/nhs.py).
         """
         check_source(event, self.agency)
+        event = with_canonical_identifiers(event)
         registered = None
         if self._policy is not None:
             registered = self._policy.agency(self.agency)

@@ -29,6 +29,7 @@ from broker.codec._schema import (
     Record,
     Union,
 )
+from broker.identity.nhs import nhs_check_digit, upn_check_letter
 
 ROOT = Path(__file__).resolve().parent.parent
 CODEC = Codec.from_dir(ROOT / "schemas")
@@ -42,7 +43,25 @@ TIMESTAMPS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_79
 )
 
 
-def strategy(node: Node, uuid: bool = False) -> st.SearchStrategy[Any]:
+def _nhs_number(nine: int) -> str | None:
+    check = nhs_check_digit(f"{nine:09d}")
+    return None if check is None else f"{nine:09d}{check}"
+
+
+def _upn(eleven: int) -> str:
+    tail = f"{eleven:012d}"
+    return f"{upn_check_letter(tail)}{tail}"
+
+
+# A field's ``format`` -> values of it (the codec refuses any other string there).
+FORMATTED: dict[str, st.SearchStrategy[str]] = {
+    "uuid": st.uuids().map(str),
+    "nhs-number": st.integers(0, 999_999_999).map(_nhs_number).filter(bool).map(str),
+    "upn": st.integers(0, 10**12 - 1).map(_upn),
+}
+
+
+def strategy(node: Node, fmt: str | None = None) -> st.SearchStrategy[Any]:
     if isinstance(node, Primitive):
         if node.logical == "timestamp-millis":
             return TIMESTAMPS
@@ -56,7 +75,7 @@ def strategy(node: Node, uuid: bool = False) -> st.SearchStrategy[Any]:
             "float": st.floats(width=32, allow_nan=False),
             "double": st.floats(allow_nan=False),
             "bytes": st.binary(max_size=40),
-            "string": st.uuids().map(str) if uuid else TEXT,
+            "string": FORMATTED[fmt] if fmt else TEXT,
         }[node.kind]
     if isinstance(node, Enum):
         return st.sampled_from(node.symbols)
@@ -69,13 +88,13 @@ def strategy(node: Node, uuid: bool = False) -> st.SearchStrategy[Any]:
     if isinstance(node, Union):
         options: list[st.SearchStrategy[Any]] = []
         for branch in node.branches:
-            s = strategy(branch, uuid)
+            s = strategy(branch, fmt)
             if isinstance(branch, Record) and len(node.non_null) > 1:
                 s = s.map(_tagger(branch.fullname))
             options.append(s)
         return st.one_of(options)
     return st.fixed_dictionaries(
-        {f.name: strategy(f.type, f.format == "uuid") for f in node.fields}
+        {f.name: strategy(f.type, f.format) for f in node.fields}
     )
 
 

@@ -80,10 +80,16 @@ def _record_in(node: Any, segment: str) -> Any:
 
 
 def plant_old_version(directory: Path, old: dict[str, Any], name: str = "ConcernEvent") -> None:
-    """Make ``old`` kept version 1, and today's version 2."""
+    """Make ``old`` kept version 1, the kept versions one later each."""
     history = directory / "history" / name
-    (history / "1.avsc").rename(history / "2.avsc")
+    kept = sorted(int(p.stem) for p in history.glob("*.avsc"))
+    for n in reversed(kept):
+        (history / f"{n}.avsc").rename(history / f"{n + 1}.avsc")
     (history / "1.avsc").write_text(json.dumps(old, indent=2), encoding="utf-8")
+
+
+def next_version(directory: Path, name: str) -> int:
+    return 1 + max(int(p.stem) for p in (directory / "history" / name).glob("*.avsc"))
 
 
 def write_with(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
@@ -311,12 +317,14 @@ def test_unkept_current_version_is_refused(schemas_dir: Path) -> None:
     assert len(found) == 2  # ConcernEvent itself, and FeedRecord which holds it
     assert {p.schema for p in found} == {"safeshare.ConcernEvent", "safeshare.FeedRecord"}
     assert all("is not kept in history" in p.reason for p in found)
-    assert "history/ConcernEvent/2.avsc" in str(found[0])
+    event_next = next_version(schemas_dir, "ConcernEvent")
+    feed_next = next_version(schemas_dir, "FeedRecord")
+    assert f"history/ConcernEvent/{event_next}.avsc" in str(found[0])
 
     result = CliRunner().invoke(schemas_cli, ["snapshot", "--dir", str(schemas_dir)])
     assert result.exit_code == 0, result.output
-    assert (schemas_dir / "history" / "ConcernEvent" / "2.avsc").exists()
-    assert (schemas_dir / "history" / "FeedRecord" / "2.avsc").exists()
+    assert (schemas_dir / "history" / "ConcernEvent" / f"{event_next}.avsc").exists()
+    assert (schemas_dir / "history" / "FeedRecord" / f"{feed_next}.avsc").exists()
     assert check_compatibility(schemas_dir) == []
     result = CliRunner().invoke(schemas_cli, ["snapshot", "--dir", str(schemas_dir)])
     assert "already kept" in result.output

@@ -102,8 +102,10 @@ subject.address identity
 subject.date_of_birth identity
 subject.family_name identity
 subject.given_name identity
+subject.identifier_absent_reason metadata
 subject.local_authority metadata
 subject.nhs_number identity
+subject.postcode identity
 subject.pseudonym pseudonym
 subject.social_care_status social_care
 subject.upn identity

@@ -44,12 +44,13 @@ from broker.codec._schema import (
     short_name,
 )
 from broker.codec._validate import (
+    FORMAT_CANONICAL,
+    FORMAT_PROBLEMS,
     INT_MAX,
     INT_MIN,
     LONG_MAX,
     LONG_MIN,
     MISSING,
-    UUID_RE,
     got,
     safe_key,
     where,
@@ -193,18 +194,24 @@ class _FromJson:
 
     def _field(self, f: Field, path: str) -> Convert:
         inner = self.compile(f.type, path)
-        if f.format != "uuid":
+        if f.format is None:
             return inner
         here = where(path)
+        problem_of = FORMAT_PROBLEMS[f.format]
+        canonical = FORMAT_CANONICAL.get(f.format)
 
-        def conv_uuid(value: Any, errors: list[str]) -> Any:
+        def conv_format(value: Any, errors: list[str]) -> Any:
             before = len(errors)
             out = inner(value, errors)
-            if len(errors) == before and isinstance(out, str) and not UUID_RE.fullmatch(out):
-                errors.append(f"{here}: not a UUID (8-4-4-4-12 hex digits)")
+            if len(errors) == before and isinstance(out, str):
+                if canonical is not None:
+                    out = canonical(out)
+                problem = problem_of(out)
+                if problem is not None:
+                    errors.append(f"{here}: {problem}")
             return out
 
-        return conv_uuid
+        return conv_format
 
     def _union(self, node: Union, path: str) -> Convert:
         here = where(path)

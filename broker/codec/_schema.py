@@ -63,7 +63,7 @@ DATA_CLASSES: Final = frozenset(
 METADATA: Final = "metadata"
 
 #: Values of a field's ``format`` attribute the codec enforces.
-FORMATS: Final = frozenset({"uuid"})
+FORMATS: Final = frozenset({"uuid", "nhs-number", "upn"})
 
 #: Key naming a union branch in human-friendly JSON ({"type": "MissingEpisode", ...}).
 JSON_TYPE_KEY: Final = "type"

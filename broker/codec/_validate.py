@@ -31,6 +31,7 @@ from broker.codec._schema import (
     describe,
     join,
 )
+from broker.identity.nhs import canonical_nhs_number, canonical_upn, nhs_problem, upn_problem
 
 Check: TypeAlias = Callable[[Any, list[str]], None]
 
@@ -45,6 +46,24 @@ UUID_RE: Final = re.compile(
 )
 
 MISSING: Final = object()
+
+
+def _uuid_problem(value: str) -> str | None:
+    return None if UUID_RE.fullmatch(value) else "not a UUID (8-4-4-4-12 hex digits)"
+
+
+#: A field's ``format`` (schemas/*.avsc) -> why a string is not of it (None: it is).
+FORMAT_PROBLEMS: Final[dict[str, Callable[[str], str | None]]] = {
+    "uuid": _uuid_problem,
+    "nhs-number": nhs_problem,
+    "upn": upn_problem,
+}
+
+#: A field's ``format`` -> its canonical form of typed input (JSON input is put in it).
+FORMAT_CANONICAL: Final[dict[str, Callable[[str], str]]] = {
+    "nhs-number": canonical_nhs_number,
+    "upn": canonical_upn,
+}
 
 #: At most this many problems are listed in one error.
 MAX_PROBLEMS: Final = 20
@@ -116,17 +135,20 @@ class _Compiler:
 
     def _field(self, f: Field, path: str) -> Check:
         inner = self.compile(f.type, path)
-        if f.format != "uuid":
+        if f.format is None:
             return inner
         here = where(path)
+        problem_of = FORMAT_PROBLEMS[f.format]
 
-        def check_uuid(value: Any, errors: list[str]) -> None:
+        def check_format(value: Any, errors: list[str]) -> None:
             before = len(errors)
             inner(value, errors)
-            if len(errors) == before and isinstance(value, str) and not UUID_RE.fullmatch(value):
-                errors.append(f"{here}: not a UUID (8-4-4-4-12 hex digits)")
+            if len(errors) == before and isinstance(value, str):
+                problem = problem_of(value)
+                if problem is not None:
+                    errors.append(f"{here}: {problem}")
 
-        return check_uuid
+        return check_format
 
     def _array(self, node: Array, path: str) -> Check:
         item = self.compile(node.items, path)
@@ -360,8 +382,8 @@ def compile_format_check(node: Node) -> Check | None:
             for f in n.fields:
                 fpath = join(path, f.name)
                 inner = build(f.type, fpath)
-                if f.format == "uuid":
-                    inner = _uuid_only(fpath, inner)
+                if f.format is not None:
+                    inner = _format_only(fpath, f.format, inner)
                 if inner is not None:
                     parts.append((f.name, inner))
 
@@ -416,13 +438,16 @@ def compile_format_check(node: Node) -> Check | None:
     return build(node, "")
 
 
-def _uuid_only(path: str, inner: Check | None) -> Check:
+def _format_only(path: str, fmt: str, inner: Check | None) -> Check:
     here = where(path)
+    problem_of = FORMAT_PROBLEMS[fmt]
 
-    def check_uuid(value: Any, errors: list[str]) -> None:
-        if isinstance(value, str) and not UUID_RE.fullmatch(value):
-            errors.append(f"{here}: not a UUID (8-4-4-4-12 hex digits)")
+    def check_format(value: Any, errors: list[str]) -> None:
+        if isinstance(value, str):
+            problem = problem_of(value)
+            if problem is not None:
+                errors.append(f"{here}: {problem}")
         if inner is not None:
             inner(value, errors)
 
-    return check_uuid
+    return check_format
