@@ -25,6 +25,7 @@ default for a local run. Nothing else in the package reads ``os.environ``.
 | SAFESHARE_SSL_KEYFILE       | its private key (PEM)                                     |
 | SAFESHARE_KAFKA_VERSION     | Kafka version the local broker fetches (default pinned)   |
 | SAFESHARE_NO_DOCKER         | if set, never try testcontainers                          |
+| SAFESHARE_PARTNERSHIP_KEYS  | directory of the router's pseudonym keys (<home>/keys/partnership) |
 
 The security variables become a :class:`broker.kafka.security.Credentials`,
 which every Kafka client uses unless it is given other credentials.
@@ -83,6 +84,7 @@ class Settings:
     try_docker: bool = True
     schemas_dir: Path = field(default_factory=lambda: resources.path("schemas"))
     extra: Mapping[str, str] = field(default_factory=dict)
+    partnership_keys: Path | None = None
 
     @property
     def topics(self) -> Topics:
@@ -97,6 +99,11 @@ class Settings:
                 f"(a commented example: {example})"
             )
         return self.policy_path
+
+    @property
+    def partnership_keys_dir(self) -> Path:
+        """The router's partnership pseudonym keys (broker/identity/pseudonym.py)."""
+        return self.partnership_keys or self.home / "keys" / "partnership"
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -141,6 +148,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         kafka_version=env.get("SAFESHARE_KAFKA_VERSION") or KAFKA_VERSION,
         try_docker=not env.get("SAFESHARE_NO_DOCKER"),
         extra={k: v for k, v in env.items() if k.startswith("SAFESHARE_")},
+        partnership_keys=_path(env, "SAFESHARE_PARTNERSHIP_KEYS"),
     )
 
 
