@@ -1,0 +1,179 @@
+"""Working time for statutory clocks: office hours, weekends and bank holidays.
+
+Safeguarding timescales are set in working hours and days ("a decision within
+one working day", "Amber within 24 working hours") or in plain elapsed hours
+("Red within 4 hours, day or night"). A :class:`WorkingCalendar` turns a start
+time and a duration into a due time for either kind, and finds the start of
+the next school day for Operation Encompass notices.
+
+Bank holidays come from the maintained ``holidays`` package (England and Wales
+share one list; ``subdiv="ENG"``), so Easter and substitute days are never
+hand-typed. Times are UTC milliseconds, as everywhere else (broker/clock.py);
+working hours are wall-clock times in the partnership's time zone, so a
+working day stays 09:00-17:00 across the change to and from summer time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays as _holidays
+
+MS_PER_HOUR = 3_600_000
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# A deadline further away than this many calendar days is a configuration
+# error (a calendar with no working days at all would otherwise loop forever).
+_MAX_SEARCH_DAYS = 3_660
+
+
+class CalendarError(ValueError):
+    """A calendar that cannot compute deadlines (no working days, bad hours)."""
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    """Office hours on working days in one time zone, less bank holidays.
+
+    ``extra_closures`` are further non-working dates (for example school
+    holidays for a school-day calendar); ``holiday_region`` is a country and
+    subdivision understood by the ``holidays`` package, or ``None`` for none.
+    """
+
+    timezone: str = "Europe/London"
+    day_start: time = time(9, 0)
+    day_end: time = time(17, 0)
+    workdays: frozenset[int] = frozenset({0, 1, 2, 3, 4})
+    holiday_region: tuple[str, str | None] | None = ("GB", "ENG")
+    extra_closures: frozenset[date] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not self.day_start < self.day_end:
+            raise CalendarError(
+                f"working day must start before it ends, not {self.day_start}-{self.day_end}"
+            )
+        if not self.workdays or not self.workdays <= set(range(7)):
+            raise CalendarError("working days must be a non-empty set of weekdays 0-6")
+        ZoneInfo(self.timezone)  # raises for an unknown zone
+
+    # -- days -----------------------------------------------------------------
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def is_working_day(self, day: date) -> bool:
+        """A weekday the partnership works, not a bank holiday or closure."""
+        if day.weekday() not in self.workdays or day in self.extra_closures:
+            return False
+        if self.holiday_region is None:
+            return True
+        return day not in _bank_holidays(self.holiday_region, day.year)
+
+    def holiday_name(self, day: date) -> str | None:
+        if self.holiday_region is None:
+            return None
+        name = _bank_holidays(self.holiday_region, day.year).get(day)
+        return str(name) if name is not None else None
+
+    def _next_working_day(self, day: date) -> date:
+        for _ in range(_MAX_SEARCH_DAYS):
+            day += timedelta(days=1)
+            if self.is_working_day(day):
+                return day
+        raise CalendarError(f"no working day within {_MAX_SEARCH_DAYS} days after {day}")
+
+    def _at(self, day: date, t: time) -> datetime:
+        return datetime.combine(day, t, tzinfo=self.zone)
+
+    # -- deadlines --------------------------------------------------------------
+    def add_working_ms(self, start_ms: int, duration_ms: int) -> int:
+        """The time ``duration_ms`` of working time after ``start_ms``.
+
+        Time outside working hours does not count: a clock started on Friday
+        at 16:00 with 8 working hours falls due on Monday at 16:00 (or Tuesday
+        if Monday is a bank holiday).
+        """
+        if duration_ms < 0:
+            raise CalendarError(f"a duration cannot be negative ({duration_ms} ms)")
+        now = _local(start_ms, self.zone)
+        day = now.date()
+        if not self.is_working_day(day) or now.timetz().replace(tzinfo=None) >= self.day_end:
+            day = self._next_working_day(day)
+            now = self._at(day, self.day_start)
+        elif now.timetz().replace(tzinfo=None) < self.day_start:
+            now = self._at(day, self.day_start)
+        remaining = duration_ms
+        for _ in range(_MAX_SEARCH_DAYS):
+            end = self._at(day, self.day_end)
+            available = _ms(end) - _ms(now)
+            if remaining <= available:
+                return _ms(now) + remaining
+            remaining -= available
+            day = self._next_working_day(day)
+            now = self._at(day, self.day_start)
+        raise CalendarError(
+            f"{duration_ms} ms of working time do not fit in {_MAX_SEARCH_DAYS} days"
+        )
+
+    def working_ms_between(self, start_ms: int, end_ms: int) -> int:
+        """Working time between two instants (0 if ``end_ms`` is not after ``start_ms``)."""
+        if end_ms <= start_ms:
+            return 0
+        total = 0
+        day = _local(start_ms, self.zone).date()
+        last = _local(end_ms, self.zone).date()
+        while day <= last:
+            if self.is_working_day(day):
+                lo = max(start_ms, _ms(self._at(day, self.day_start)))
+                hi = min(end_ms, _ms(self._at(day, self.day_end)))
+                total += max(0, hi - lo)
+            day += timedelta(days=1)
+        return total
+
+    def next_day_start(self, after_ms: int, start: time | None = None) -> int:
+        """The first start of a working day strictly after ``after_ms``.
+
+        With ``start`` (say 08:30 for a school) that time is used instead of the
+        office start. A notice at 17:30 on the Friday before a bank-holiday
+        Monday is due before 08:30 on Tuesday; one at 02:00 on a Tuesday is due
+        before 08:30 the same morning.
+        """
+        begin = start or self.day_start
+        now = _local(after_ms, self.zone)
+        day = now.date()
+        if self.is_working_day(day) and _ms(self._at(day, begin)) > after_ms:
+            return _ms(self._at(day, begin))
+        return _ms(self._at(self._next_working_day(day), begin))
+
+
+def parse_weekdays(names: Iterable[str]) -> frozenset[int]:
+    """``["mon", "tue", ...]`` (any case, 3 letters or more) to weekday numbers."""
+    out = set()
+    for name in names:
+        key = str(name).strip().lower()[:3]
+        if key not in _WEEKDAYS:
+            raise CalendarError(f"unknown weekday {name!r}: use mon, tue, wed, thu, fri, sat, sun")
+        out.add(_WEEKDAYS.index(key))
+    return frozenset(out)
+
+
+@lru_cache(maxsize=64)
+def _bank_holidays(region: tuple[str, str | None], year: int) -> _holidays.HolidayBase:
+    country, subdiv = region
+    return _holidays.country_holidays(country, subdiv=subdiv, years=year)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _local(ms: int, zone: ZoneInfo) -> datetime:
+    return (_EPOCH + timedelta(milliseconds=ms)).astimezone(zone)
+
+
+def _ms(dt: datetime) -> int:
+    return (dt - _EPOCH) // _ONE_MS
