@@ -10,7 +10,6 @@ RED = ClockRule(
     measure=Measure.ELAPSED,
     duration_ms=4 * MS_PER_HOUR,
     stops_on=frozenset({"TRIAGE"}),
-    escalate_to=("mash-manager", "head-of-service"),
     tier_gap_ms=2 * MS_PER_HOUR,
 )
 RULES = {"TRIAGE_RED": RED}
@@ -27,6 +26,7 @@ def red(event_id: str = "e1", start: int = T0) -> ClockState:
         owner="mash",
         started_ms=start,
         due_ms=due,
+        escalate_to=("mash-manager", "head-of-service"),
     )
 
 

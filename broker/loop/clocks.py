@@ -42,9 +42,10 @@ class Status(StrEnum):
 class ClockRule:
     """How one kind of clock runs, from the policy's ``clocks`` section.
 
-    ``stops_on`` names the acknowledgement kinds that meet the clock;
-    ``escalate_to`` lists the subscribers told at each tier, the first when
-    the clock falls due and each next one ``tier_gap_ms`` later.
+    ``stops_on`` names the acknowledgement kinds that meet the clock. Who is
+    told when it is overdue belongs to the clock's owner (its ``escalate_to``
+    in the policy): the first tier when the clock falls due, each next one
+    ``tier_gap_ms`` later.
     """
 
     kind: str
@@ -52,7 +53,6 @@ class ClockRule:
     duration_ms: int = 0
     day_start: time | None = None
     stops_on: frozenset[str] = frozenset()
-    escalate_to: tuple[str, ...] = ()
     tier_gap_ms: int = 4 * MS_PER_HOUR
     description: str = ""
 
@@ -75,6 +75,7 @@ class ClockState:
     owner: str  # the subscriber (or agency) whose action stops the clock
     started_ms: int
     due_ms: int
+    escalate_to: tuple[str, ...] = ()  # tier 1, tier 2, ... recipients
     status: Status = Status.OPEN
     tiers_escalated: int = 0
     stopped_ms: int | None = None
@@ -174,12 +175,11 @@ class Clocks:
             if state is None or self._fire_ms(state) != fire_ms:
                 continue  # stale: stopped, or already escalated past this tier
             self._claimed.append((fire_ms, clock_id))
-            rule = self._rules[state.kind]
             tier = state.tiers_escalated + 1
-            while tier <= len(rule.escalate_to) and self._tier_ms(state, tier) <= now_ms:
+            while tier <= len(state.escalate_to) and self._tier_ms(state, tier) <= now_ms:
                 state = replace(state, tiers_escalated=tier)
                 out.append(
-                    Escalation(state, tier, rule.escalate_to[tier - 1], now_ms - state.due_ms)
+                    Escalation(state, tier, state.escalate_to[tier - 1], now_ms - state.due_ms)
                 )
                 tier += 1
         return out
@@ -212,8 +212,7 @@ class Clocks:
         return state.due_ms + (tier - 1) * self._rules[state.kind].tier_gap_ms
 
     def _fire_ms(self, state: ClockState) -> int | None:
-        rule = self._rules.get(state.kind)
-        if rule is None or state.tiers_escalated >= len(rule.escalate_to):
+        if state.kind not in self._rules or state.tiers_escalated >= len(state.escalate_to):
             return None
         return self._tier_ms(state, state.tiers_escalated + 1)
 
