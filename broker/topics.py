@@ -9,6 +9,11 @@
 | <ns>.audit                 | -                 | router         | checkpointer    |
 | <ns>.audit.checkpoints     | log origin        | checkpointer,  | everyone        |
 |                            |                   | witnesses      |                 |
+| <ns>.loop.clock-starts     | event id          | router         | loop service    |
+| <ns>.loop.clocks (compact) | clock id          | loop service   | loop service    |
+| <ns>.ack.<subscriber>      | event id          | that subscriber| loop service    |
+| <ns>.notices.<subscriber>  | event id          | loop service   | that subscriber |
+| <ns>.status.<agency>       | event id          | loop service   | that agency     |
 
 The namespace ``<ns>`` is ``safeshare`` in production; tests give each test its
 own namespace so that topics and groups never collide.
@@ -90,6 +95,49 @@ class Topics:
     @property
     def audit_checkpoints(self) -> str:
         return f"{self.namespace}.audit.checkpoints"
+
+    # -- closing the loop (broker/loop) -----------------------------------------
+    @property
+    def clock_starts(self) -> str:
+        """Clocks the router starts as it shares (ClockRecord, keyed by event id)."""
+        return f"{self.namespace}.loop.clock-starts"
+
+    @property
+    def clocks(self) -> str:
+        """The clock changelog (compacted; partition p belongs to input partition p)."""
+        return f"{self.namespace}.loop.clocks"
+
+    @property
+    def ack_prefix(self) -> str:
+        return f"{self.namespace}.ack."
+
+    def acks(self, subscriber: str) -> str:
+        """Where a subscriber acknowledges what it received (keyed by event id)."""
+        return self.ack_prefix + check_id("subscriber", subscriber)
+
+    @property
+    def ack_pattern(self) -> str:
+        return "^" + re.escape(self.ack_prefix) + r"[a-z0-9][a-z0-9_-]*$"
+
+    def subscriber_of_acks(self, topic: str) -> str | None:
+        if topic.startswith(self.ack_prefix):
+            return topic[len(self.ack_prefix):]
+        return None
+
+    def notices(self, subscriber: str) -> str:
+        """Escalations and access notices for a subscriber."""
+        return f"{self.namespace}.notices.{check_id('subscriber', subscriber)}"
+
+    def status(self, agency: str) -> str:
+        """What happened to what an agency published: receipt, triage, outcome."""
+        return f"{self.namespace}.status.{check_id('agency', agency)}"
+
+    @property
+    def loop_group(self) -> str:
+        return f"{self.namespace}.loop"
+
+    def loop_transactional_id(self, instance: str) -> str:
+        return f"{self.namespace}.loop.{instance}"
 
     # -- consumer groups and transactional ids ---------------------------------
     @property

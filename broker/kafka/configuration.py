@@ -111,6 +111,10 @@ AUDIT_CONFIG: Mapping[str, str] = {
     "retention.ms": NEVER,
     "retention.bytes": NEVER,
 }
+CHANGELOG_CONFIG: Mapping[str, str] = {
+    # A state changelog: the last value of each key is the state.
+    "cleanup.policy": "compact",
+}
 CONSENT_CONFIG: Mapping[str, str] = {
     # Latest consent record per subject+purpose is what counts.
     "cleanup.policy": "compact",
@@ -137,4 +141,22 @@ def standard_topic_specs(
     specs.append(TopicSpec(topics.quarantine, partitions))
     specs.append(TopicSpec(topics.audit, audit_shards, AUDIT_CONFIG))
     specs.append(TopicSpec(topics.audit_checkpoints, 1, AUDIT_CONFIG))
+    specs += loop_topic_specs(topics, agencies, subscribers, partitions=partitions)
+    return specs
+
+
+def loop_topic_specs(
+    topics: Topics, agencies: Iterable[str], subscribers: Iterable[str], *, partitions: int = 3
+) -> list[TopicSpec]:
+    """The loop's topics. Clock starts, the clock changelog and every
+    acknowledgement topic share one partition count: partition *p* of each
+    belongs to one loop instance."""
+    subscribers = list(subscribers)
+    specs = [
+        TopicSpec(topics.clock_starts, partitions),
+        TopicSpec(topics.clocks, partitions, CHANGELOG_CONFIG),
+    ]
+    specs += [TopicSpec(topics.acks(s), partitions) for s in subscribers]
+    specs += [TopicSpec(topics.notices(s), partitions) for s in subscribers]
+    specs += [TopicSpec(topics.status(a), partitions) for a in agencies]
     return specs

@@ -1,0 +1,165 @@
+"""The loop service on a real broker: clocks escalate once, acknowledgements
+stop them, referrers hear what happened, and a restart loses nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from broker.clock import FixedClock
+from broker.codec import Codec
+from broker.kafka.admin import Admin
+from broker.kafka.configuration import TopicSpec, loop_topic_specs
+from broker.kafka.producer import make_producer
+from broker.loop.calendar import MS_PER_HOUR
+from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD, NOTICE
+from broker.loop.rules import Share, clocks_for_share, parse_clock_policy
+from broker.loop.service import LoopService
+from broker.topics import Topics
+from tests.routing_helpers import read_all
+
+pytestmark = pytest.mark.kafka
+
+CODEC = Codec.default()
+POLICY = parse_clock_policy(None)
+T0 = int(datetime(2026, 12, 2, 10, tzinfo=ZoneInfo("Europe/London")).timestamp() * 1000)
+MASH, MANAGER, POLICE = "torbay-mash", "torbay-mash-managers", "devon-cornwall-police"
+
+
+@pytest.fixture
+def loop_topics(admin: Admin, topics: Topics) -> Topics:
+    admin.ensure_topics(loop_topic_specs(topics, [POLICE], [MASH, MANAGER], partitions=3)
+                        + [TopicSpec(topics.quarantine, 1)])
+    return topics
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def services(kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock) -> Iterator[list[LoopService]]:
+    made: list[LoopService] = []
+    yield made
+    for s in made:
+        s.close()
+
+
+def start_service(bootstrap: str, topics: Topics, clock: FixedClock, made: list[LoopService],
+                  instance: str = "loop-0") -> LoopService:
+    s = LoopService(bootstrap, topics=topics, codec=CODEC, policy=POLICY, clock=clock,
+                    instance_id=instance)
+    made.append(s)
+    return s
+
+
+def start_clock(bootstrap: str, topics: Topics, event_id: str, risk: str = "CRITICAL") -> None:
+    """What the router writes as it shares a concern with the MASH."""
+    [state] = clocks_for_share(POLICY, Share(
+        event_id=event_id, subject="ab" * 32, subscriber=MASH, roles=frozenset({"mash_team"}),
+        shared_at_ms=T0, category="MISSING_EPISODE", risk_level=risk, escalate_to=(MANAGER,),
+    ))
+    record = {
+        "clock_id": state.clock_id, "kind": state.kind, "event_id": event_id,
+        "subject": state.subject, "owner": MASH, "referrer": POLICE,
+        "started_at": state.started_ms, "due_at": state.due_ms,
+        "escalate_to": list(state.escalate_to), "status": "OPEN", "tiers_escalated": 0,
+        "stopped_at": None, "stopped_by": None,
+    }
+    send(bootstrap, topics.clock_starts, event_id, CODEC.encode(record, CLOCK_RECORD))
+
+
+def ack(bootstrap: str, topics: Topics, event_id: str, at: int, *, kind: str = "TRIAGE",
+        subscriber: str = MASH, topic_owner: str = MASH) -> None:
+    record = {
+        "ack_id": str(uuid.uuid4()), "event_id": event_id, "subscriber": subscriber,
+        "actor": "sw-1042", "kind": kind, "rag": "RED", "outcome": "STRATEGY_DISCUSSION",
+        "note": "seen by duty manager", "acknowledged_at": at,
+    }
+    send(bootstrap, topics.acks(topic_owner), event_id, CODEC.encode(record, ACKNOWLEDGEMENT))
+
+
+def send(bootstrap: str, topic: str, key: str, value: bytes) -> None:
+    p = make_producer(bootstrap)
+    try:
+        p.send(topic, value, key=key.encode()).get()
+    finally:
+        p.close()
+
+
+def turns(service: LoopService, n: int = 6) -> None:
+    for _ in range(n):
+        service.run_once(wait_ms=300)
+
+
+def notices(bootstrap: str, topic: str) -> list[dict]:
+    return [CODEC.decode(r.value, NOTICE) for r in read_all(bootstrap, topic, timeout_s=1.0)]
+
+
+def test_an_unacknowledged_red_concern_escalates_exactly_once_even_across_a_restart(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
+) -> None:
+    start_clock(kafka_bootstrap, loop_topics, "e-red")
+    first = start_service(kafka_bootstrap, loop_topics, clock, services)
+    turns(first)
+    clock.set(T0 + 4 * MS_PER_HOUR - 1)
+    turns(first, 2)
+    assert notices(kafka_bootstrap, loop_topics.notices(MANAGER)) == []
+
+    clock.set(T0 + 4 * MS_PER_HOUR)
+    turns(first, 2)
+    first.close()
+    services.remove(first)
+    # A new instance with the same id takes over: it rebuilds from the changelog.
+    second = start_service(kafka_bootstrap, loop_topics, clock, services)
+    clock.set(T0 + 5 * MS_PER_HOUR)
+    turns(second)
+
+    got = notices(kafka_bootstrap, loop_topics.notices(MANAGER))
+    assert [(n["kind"], n["event_id"], n["tier"], n["clock_kind"]) for n in got] == [
+        ("ESCALATION", "e-red", 1, "TRIAGE_RED")
+    ]
+    assert got[0]["overdue_by_ms"] == 0 and got[0]["about"] == MASH
+
+
+def test_a_red_concern_triaged_at_3h59_never_escalates_and_the_referrer_hears(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
+) -> None:
+    start_clock(kafka_bootstrap, loop_topics, "e-ok")
+    service = start_service(kafka_bootstrap, loop_topics, clock, services)
+    turns(service)
+    clock.set(T0 + 3 * MS_PER_HOUR + 59 * 60_000)
+    ack(kafka_bootstrap, loop_topics, "e-ok", clock.now_ms())
+    turns(service)
+    clock.set(T0 + 200 * MS_PER_HOUR)
+    turns(service)
+
+    assert notices(kafka_bootstrap, loop_topics.notices(MANAGER)) == []
+    [status] = notices(kafka_bootstrap, loop_topics.status(POLICE))
+    assert (status["kind"], status["ack_kind"], status["rag"], status["about"]) == (
+        "STATUS", "TRIAGE", "RED", MASH)
+    assert "note" not in status  # the practitioner's note stays with the MASH
+
+
+def test_nobody_can_meet_another_teams_deadline(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
+) -> None:
+    start_clock(kafka_bootstrap, loop_topics, "e-forged")
+    service = start_service(kafka_bootstrap, loop_topics, clock, services)
+    turns(service)
+    # The manager's team writes to its own topic, claiming to be the MASH.
+    ack(kafka_bootstrap, loop_topics, "e-forged", T0 + 1, subscriber=MASH, topic_owner=MANAGER)
+    turns(service)
+    clock.set(T0 + 4 * MS_PER_HOUR)
+    turns(service)
+
+    [esc] = notices(kafka_bootstrap, loop_topics.notices(MANAGER))
+    assert esc["event_id"] == "e-forged"
+    quarantined = [CODEC.decode(r.value, "safeshare.QuarantineRecord")
+                   for r in read_all(kafka_bootstrap, loop_topics.quarantine, timeout_s=1.0)]
+    assert [q["reason"] for q in quarantined] == ["AGENCY_MISMATCH"]
