@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from broker.loop.calendar import MS_PER_HOUR, WorkingCalendar
 from broker.loop.clocks import ClockRule, Clocks, ClockState, Measure, Status
 
@@ -124,3 +127,31 @@ def test_next_fire_time_skips_stopped_clocks() -> None:
     clocks.start(red("b", T0 + MS_PER_HOUR))
     clocks.stop("TRIAGE_RED:a:mash", T0 + 1, by="mash")
     assert clocks.next_fire_ms() == T0 + 5 * MS_PER_HOUR
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    starts=st.lists(st.integers(0, 20 * MS_PER_HOUR), min_size=1, max_size=40),
+    stops=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 30 * MS_PER_HOUR)), max_size=20),
+    ticks=st.lists(st.integers(0, 40 * MS_PER_HOUR), min_size=1, max_size=8),
+)
+def test_the_heap_and_the_plain_scan_escalate_the_same(
+    starts: list[int], stops: list[tuple[int, int]], ticks: list[int]
+) -> None:
+    fast, plain = Clocks(RULES), Clocks(RULES)
+    for i, t in enumerate(starts):
+        fast.start(red(f"e{i}", T0 + t))
+        plain.start(red(f"e{i}", T0 + t))
+    for i, at in stops:
+        cid = f"TRIAGE_RED:e{i}:mash"
+        if cid in fast:
+            assert fast.stop(cid, T0 + at, by="m") == plain.stop(cid, T0 + at, by="m")
+    for now in sorted(ticks):
+        a = fast.due(T0 + now)
+        b = plain.due_plainly(T0 + now)
+        key = lambda e: (e.state.clock_id, e.tier)  # noqa: E731
+        assert sorted(a, key=key) == sorted(b, key=key)
+        for e in a:
+            fast.apply(e.state)
+            plain.apply(e.state)
+        fast.settle()

@@ -184,6 +184,21 @@ class Clocks:
                 tier += 1
         return out
 
+    def due_plainly(self, now_ms: int) -> list[Escalation]:
+        """:meth:`due` by a scan of every open clock: its plain twin, for tests
+        and the benchmark's baseline (O(n) a tick instead of O(due log n))."""
+        out: list[Escalation] = []
+        for state in self._open.values():
+            tier = state.tiers_escalated + 1
+            while tier <= len(state.escalate_to) and self._tier_ms(state, tier) <= now_ms:
+                state = replace(state, tiers_escalated=tier)
+                out.append(
+                    Escalation(state, tier, state.escalate_to[tier - 1], now_ms - state.due_ms)
+                )
+                tier += 1
+        out.sort(key=lambda e: (self._tier_ms(e.state, e.tier), e.state.clock_id, e.tier))
+        return out
+
     def settle(self) -> None:
         """The escalations from :meth:`due` were written and applied: forget the claims."""
         self._claimed.clear()

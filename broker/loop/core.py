@@ -15,6 +15,7 @@ another team's deadline.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -258,15 +259,16 @@ class LoopCore:
 
 
 def _state_of(record: Mapping[str, Any]) -> tuple[ClockState, str | None]:
+    # Kinds, owners and recipients repeat across every clock: one copy each.
     return ClockState(
         clock_id=record["clock_id"],
-        kind=record["kind"],
+        kind=sys.intern(record["kind"]),
         event_id=record["event_id"],
         subject=record["subject"],
-        owner=record["owner"],
+        owner=sys.intern(record["owner"]),
         started_ms=_ms(record["started_at"]),
         due_ms=_ms(record["due_at"]),
-        escalate_to=tuple(record["escalate_to"]),
+        escalate_to=tuple(sys.intern(x) for x in record["escalate_to"]),
         status=Status(record["status"]),
         tiers_escalated=record["tiers_escalated"],
         stopped_ms=None if record["stopped_at"] is None else _ms(record["stopped_at"]),
