@@ -79,7 +79,8 @@ def bench_tick(n: int) -> None:
         h, p = min(heap_s), min(plain_s)
         slug = label.replace(" ", "_")
         figure(f"loop.tick.{slug}.heap_us", h * 1e6, "us", f"{label}: heap {h * 1e6:,.1f} us")
-        figure(f"loop.tick.{slug}.plain_us", p * 1e6, "us", f"{label}: plain scan {p * 1e6:,.0f} us")
+        figure(f"loop.tick.{slug}.plain_us", p * 1e6, "us",
+               f"{label}: plain scan {p * 1e6:,.0f} us")
         figure(f"loop.tick.{slug}.ratio", p / h, "x", f"{label}: plain / heap = {p / h:,.0f}x")
 
 
@@ -151,9 +152,10 @@ def bench_latency(count: int = 200, spread_s: float = 10.0) -> None:
     delays.sort()
     p50 = statistics.median(delays)
     p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
-    figure("loop.escalation_latency.p50_ms", p50, "ms", f"deadline -> notice read: p50 {p50:,.0f} ms")
-    figure("loop.escalation_latency.p99_ms", p99, "ms", f"deadline -> notice read: p99 {p99:,.0f} ms"
-           " (aim < 1,000 ms; one loop turn waits at most 200 ms)")
+    figure("loop.escalation_latency.p50_ms", p50, "ms",
+           f"deadline -> notice read: p50 {p50:,.0f} ms")
+    figure("loop.escalation_latency.p99_ms", p99, "ms",
+           f"deadline -> notice read: p99 {p99:,.0f} ms (aim < 1,000 ms)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,7 +43,9 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def services(kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock) -> Iterator[list[LoopService]]:
+def services(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock
+) -> Iterator[list[LoopService]]:
     made: list[LoopService] = []
     yield made
     for s in made:
