@@ -8,65 +8,28 @@ problem is refused as a whole: fail closed.
 from __future__ import annotations
 
 import base64
-import difflib
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from broker.policy._check_base import Checked, Vocabulary, _suggest
+from broker.policy._check_rules import RuleChecks
 from broker.policy._feed_keys import check_feed_keys
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
-from broker.policy.model import Agency, AgencyKey, Role, Rule, Subscriber
+from broker.policy.model import Agency, AgencyKey, Role, Subscriber
 from broker.policy.vocabulary import (
     AGENCY_TYPES,
     ALWAYS_SHARED,
-    CATEGORIES,
     DATA_CLASSES,
     PROTECTED_CLASSES,
     PURPOSES,
-    RISK_LEVELS,
-    RISK_RANK,
-    ObligationCode,
 )
-from broker.topics import check_id
 
 POLICY_VERSION = 1
 # Local authorities are named as in the event (Subject.local_authority), e.g. the
 # GSS code E06000027 for Torbay.
 _LA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """What the event schema allows a policy to name (from the codec)."""
-
-    field_classes: Mapping[str, str]
-    categories: frozenset[str] = CATEGORIES
-
-    @property
-    def payload_types(self) -> frozenset[str]:
-        """Short record names of the payload union, read off the field paths."""
-        return frozenset(
-            p.split(".")[1] for p in self.field_classes if p.startswith("payload.") and "." in p[8:]
-        )
-
-
-@dataclass
-class Checked:
-    """The result of a successful check."""
-
-    name: str
-    description: str
-    local_authorities: dict[str, str]
-    purposes: dict[str, str]
-    roles: dict[str, Role]
-    agencies: dict[str, Agency]
-    subscribers: dict[str, Subscriber]
-    rules: list[Rule] = field(default_factory=list)
-    event_signatures: str = "required"
-
 
 _TOP = {
     "version": True,
@@ -92,135 +55,10 @@ _SUBSCRIBER = {
     "purposes": True,
     "feed_keys": False,
 }
-_RULE = {
-    "id": True,
-    "description": True,
-    "when": False,
-    "effect": True,
-    "purpose": False,
-    "without_consent": False,
-    "data_classes": False,
-    "explicit_grants": False,
-    "obligations": False,
-    "reason": False,
-}
-_SHARE_ONLY = ("purpose", "without_consent", "data_classes", "explicit_grants", "obligations")
-_WHEN = {
-    "source_agencies": False,
-    "source_agency_types": False,
-    "categories": False,
-    "payload_types": False,
-    "subscribers": False,
-    "subscriber_roles": False,
-    "min_risk": False,
-    "break_glass": False,
-    "cross_area": False,
-}
-_WITHOUT_CONSENT = {"min_risk": True}
 
 
-def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Checker:
-    def __init__(self, doc: Document, vocab: Vocabulary) -> None:
-        self.doc = doc
-        self.vocab = vocab
-        self.problems: list[Problem] = []
-
-    # -- reporting ------------------------------------------------------------
-    def problem(self, path: Path, message: str, *, key: bool = False) -> None:
-        line, col = self.doc.place(path, key=key)
-        self.problems.append(Problem(line, col, message))
-
-    @staticmethod
-    def where(path: Path) -> str:
-        out = ""
-        for p in path:
-            out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
-        return out or "top level"
-
-    # -- typed access -----------------------------------------------------------
-    def mapping(self, value: Any, path: Path, keys: Mapping[str, bool]) -> dict[str, Any] | None:
-        """A mapping with only the allowed keys (and every required one)."""
-        if not isinstance(value, dict):
-            self.problem(path, f"{self.where(path)}: expected a mapping")
-            return None
-        for k in value:
-            if k not in keys:
-                self.problem(
-                    (*path, k),
-                    f"unknown key {k!r} in {self.where(path)}{_suggest(k, keys)}",
-                    key=True,
-                )
-        for k, required in keys.items():
-            if required and k not in value:
-                self.problem(path, f"{self.where(path)}: missing required key {k!r}")
-        return value
-
-    def string(self, value: Any, path: Path, *, blank_ok: bool = False) -> str | None:
-        if not isinstance(value, str) or (not blank_ok and not value.strip()):
-            self.problem(path, f"{self.where(path)}: expected a non-blank string")
-            return None
-        return value
-
-    def boolean(self, value: Any, path: Path) -> bool | None:
-        if not isinstance(value, bool):
-            self.problem(path, f"{self.where(path)}: expected true or false")
-            return None
-        return value
-
-    def strings(self, value: Any, path: Path, *, allow_empty: bool = False) -> list[str]:
-        if not isinstance(value, list):
-            self.problem(path, f"{self.where(path)}: expected a list of strings")
-            return []
-        if not value and not allow_empty:
-            self.problem(path, f"{self.where(path)}: the list is empty (leave the key out instead)")
-        out: list[str] = []
-        seen: set[str] = set()
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                self.problem((*path, i), f"{self.where((*path, i))}: expected a string")
-                continue
-            if item in seen:
-                self.problem((*path, i), f"{item!r} is listed twice in {self.where(path)}")
-            seen.add(item)
-            out.append(item)
-        return out
-
-    def known(
-        self, items: list[str], path: Path, vocab: Any, what: str, value: Any = None
-    ) -> frozenset[str]:
-        """Report each item not in ``vocab``; return the known ones."""
-        raw = value if isinstance(value, list) else []
-        for i, item in enumerate(items):
-            if item not in vocab:
-                j = raw.index(item) if item in raw else i
-                self.problem((*path, j), f"unknown {what} {item!r}{_suggest(item, vocab)}")
-        return frozenset(i for i in items if i in vocab)
-
-    def risk(self, value: Any, path: Path) -> str | None:
-        if value not in RISK_LEVELS:
-            shown = value if isinstance(value, str) else repr(value)
-            self.problem(
-                path,
-                f"unknown risk level {shown!r}{_suggest(str(value), RISK_LEVELS)};"
-                f" use one of {', '.join(RISK_LEVELS)}",
-            )
-            return None
-        return str(value)
-
-    def ident(self, value: Any, path: Path, kind: str) -> str | None:
-        s = self.string(value, path)
-        if s is None:
-            return None
-        try:
-            return check_id(kind, s)
-        except ValueError as exc:
-            self.problem(path, str(exc))
-            return None
+class _Checker(RuleChecks):
+    """The whole document: its top level, the registry sections, then the rules."""
 
     # -- sections ---------------------------------------------------------------
     def run(self) -> Checked | None:
@@ -319,27 +157,6 @@ class _Checker:
                         )
             out[rid] = Role(rid, desc, classes - PROTECTED_CLASSES, le)
         return out
-
-    def _ids_unique(self, items: list[Any], path: Path, kind: str) -> None:
-        first: dict[str, int] = {}
-        for i, item in enumerate(items):
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                ident = item["id"]
-                if ident in first:
-                    line, col = self.doc.place((*path, first[ident], "id"))
-                    self.problem(
-                        (*path, i, "id"),
-                        f"duplicate {kind} id {ident!r} (first defined at line {line}:{col})",
-                    )
-                else:
-                    first[ident] = i
-
-    def _list(self, value: Any, path: Path) -> list[Any]:
-        if not isinstance(value, list) or not value:
-            if value is not None:
-                self.problem(path, f"{self.where(path)}: expected a non-empty list")
-            return []
-        return value
 
     def agencies(self, value: Any, path: Path, las: dict[str, str]) -> dict[str, Agency]:
         items = self._list(value, path)
@@ -470,233 +287,6 @@ class _Checker:
                     description=desc,
                 )
         return out
-
-    # -- rules --------------------------------------------------------------------
-    def rules(self, value: Any, path: Path, c: Checked) -> list[Rule]:
-        items = self._list(value, path)
-        self._ids_unique(items, path, "rule")
-        out: list[Rule] = []
-        for i, body in enumerate(items):
-            rule = self.rule(body, (*path, i), i, c)
-            if rule is not None:
-                out.append(rule)
-        return out
-
-    def _cond(
-        self, when: dict[str, Any], key: str, wp: Path, vocab: Any, what: str
-    ) -> frozenset[str] | None:
-        if key not in when:
-            return None
-        items = self.strings(when[key], (*wp, key))
-        if vocab is None:
-            return frozenset(items)
-        return self.known(items, (*wp, key), vocab, what, when[key])
-
-    def rule(self, body: Any, p: Path, index: int, c: Checked) -> Rule | None:
-        m = self.mapping(body, p, _RULE)
-        if m is None:
-            return None
-        n_before = len(self.problems)
-        rid = self.ident(m.get("id"), (*p, "id"), "rule") if "id" in m else None
-        desc = self.string(m.get("description"), (*p, "description")) if "description" in m else ""
-        effect = m.get("effect")
-        if "effect" in m and effect not in ("share", "withhold"):
-            self.problem(
-                (*p, "effect"),
-                f"effect must be 'share' or 'withhold', not {effect!r}"
-                f"{_suggest(str(effect), ('share', 'withhold'))}",
-            )
-        when: dict[str, Any] = {}
-        wp = (*p, "when")
-        if "when" in m:
-            when = self.mapping(m["when"], wp, _WHEN) or {}
-        agency_ids = self._cond(when, "source_agencies", wp, c.agencies, "agency")
-        agency_types = self._cond(when, "source_agency_types", wp, AGENCY_TYPES, "agency type")
-        categories = self._cond(when, "categories", wp, self.vocab.categories, "event category")
-        payload_types = self._cond(
-            when, "payload_types", wp, self.vocab.payload_types, "payload type"
-        )
-        sub_ids = self._cond(when, "subscribers", wp, c.subscribers, "subscriber")
-        sub_roles = self._cond(when, "subscriber_roles", wp, c.roles, "role")
-        min_risk = self.risk(when["min_risk"], (*wp, "min_risk")) if "min_risk" in when else None
-        break_glass = None
-        if "break_glass" in when:
-            break_glass = self.boolean(when["break_glass"], (*wp, "break_glass"))
-        cross_area = False
-        if "cross_area" in when:
-            cross_area = bool(self.boolean(when["cross_area"], (*wp, "cross_area")))
-
-        purpose: str | None = None
-        override: str | None = None
-        narrow: frozenset[str] | None = None
-        grants: frozenset[str] = frozenset()
-        obligations: list[ObligationCode] = []
-        reason = ""
-        if effect == "withhold":
-            for k in _SHARE_ONLY:
-                if k in m:
-                    self.problem((*p, k), f"{k!r} has no meaning in a withhold rule", key=True)
-            if "reason" not in m:
-                self.problem(
-                    p, "a withhold rule needs a 'reason' a data protection officer can read"
-                )
-            else:
-                reason = self.string(m["reason"], (*p, "reason")) or ""
-        elif effect == "share":
-            if "reason" in m:
-                reason = self.string(m["reason"], (*p, "reason")) or ""
-            if "purpose" not in m:
-                self.problem(
-                    p,
-                    "a share rule needs a 'purpose': consent is sought and recorded per purpose,"
-                    " and a recipient may only receive data for a purpose it is registered for",
-                )
-            else:
-                purpose = self.string(m["purpose"], (*p, "purpose"))
-                if purpose is not None and purpose not in c.purposes:
-                    self.problem(
-                        (*p, "purpose"),
-                        f"unknown purpose {purpose!r}{_suggest(purpose, c.purposes)}",
-                    )
-                    purpose = None
-            if "without_consent" in m:
-                op = (*p, "without_consent")
-                om = self.mapping(m["without_consent"], op, _WITHOUT_CONSENT)
-                if om is not None and "min_risk" in om:
-                    override = self.risk(om["min_risk"], (*op, "min_risk"))
-            if "data_classes" in m:
-                dp = (*p, "data_classes")
-                items = self.strings(m["data_classes"], dp)
-                narrow = self.known(items, dp, DATA_CLASSES, "data class", m["data_classes"])
-                for i, cl in enumerate(items):
-                    if cl in PROTECTED_CLASSES:
-                        self.problem(
-                            (*dp, i), f"{cl!r} can only be granted under 'explicit_grants'"
-                        )
-            if "explicit_grants" in m:
-                gp = (*p, "explicit_grants")
-                items = self.strings(m["explicit_grants"], gp)
-                for i, cl in enumerate(items):
-                    if cl not in PROTECTED_CLASSES:
-                        self.problem(
-                            (*gp, i),
-                            f"'explicit_grants' takes only referrer and third_party, not {cl!r}"
-                            + (
-                                ""
-                                if cl in DATA_CLASSES
-                                else f" (unknown data class{_suggest(cl, DATA_CLASSES)})"
-                            ),
-                        )
-                grants = frozenset(items) & PROTECTED_CLASSES
-            if "obligations" in m:
-                obp = (*p, "obligations")
-                codes = {str(o) for o in ObligationCode}
-                for code in self.known(
-                    self.strings(m["obligations"], obp), obp, codes, "obligation", m["obligations"]
-                ):
-                    obligations.append(ObligationCode(code))
-                obligations.sort()
-
-        # Resolve against the registry: which agencies and subscribers can this
-        # rule ever apply to? (Also makes decide() a set lookup.)
-        agencies = frozenset(
-            a.id
-            for a in c.agencies.values()
-            if (agency_ids is None or a.id in agency_ids)
-            and (agency_types is None or a.type in agency_types)
-        )
-        subs = set()
-        for s in c.subscribers.values():
-            if sub_ids is not None and s.id not in sub_ids:
-                continue
-            if sub_roles is not None and not (sub_roles & set(s.roles)):
-                continue
-            if effect == "share" and purpose is not None and purpose not in s.purposes:
-                if sub_ids is not None:
-                    self.problem(
-                        (*wp, "subscribers"),
-                        f"rule {rid!r} names subscriber {s.id!r}, which is not registered for"
-                        f" purpose {purpose!r}: it could never receive data under this rule",
-                    )
-                continue
-            subs.add(s.id)
-        if len(self.problems) > n_before or rid is None or effect not in ("share", "withhold"):
-            return None
-        if not agencies:
-            self.problem(
-                wp, f"rule {rid!r} can never match: no registered agency fits its source conditions"
-            )
-            return None
-        if not subs:
-            self.problem(
-                wp,
-                f"rule {rid!r} can never match: no registered subscriber fits its subscriber"
-                " conditions" + (f" and purpose {purpose!r}" if purpose else ""),
-            )
-            return None
-        line, col = self.doc.place(p)
-        return Rule(
-            id=rid,
-            index=index,
-            line=line,
-            column=col,
-            description=desc or "",
-            effect=str(effect),
-            source_agencies=agency_ids,
-            source_agency_types=agency_types,
-            categories=categories,
-            payload_types=payload_types,
-            subscriber_ids=sub_ids,
-            subscriber_roles=sub_roles,
-            min_risk=min_risk,
-            break_glass=break_glass,
-            cross_area=cross_area,
-            purpose=purpose,
-            override_min_risk=override,
-            data_classes=narrow,
-            explicit_grants=grants,
-            obligations=tuple(obligations),
-            reason=reason,
-            agencies=agencies,
-            subscribers=frozenset(subs),
-        )
-
-    def shadowing(self, rules: list[Rule]) -> None:
-        """Report every rule that an earlier rule fully covers (first match wins)."""
-        for j, later in enumerate(rules):
-            for earlier in rules[:j]:
-                if _covers(earlier, later, self.vocab):
-                    self.problems.append(
-                        Problem(
-                            later.line,
-                            later.column,
-                            f"rule {later.id!r} is unreachable: rule {earlier.id!r} at"
-                            f" {earlier.place} matches every event and subscriber it matches,"
-                            " and the first matching rule wins",
-                        )
-                    )
-                    break
-
-
-def _set_covers(a: frozenset[str] | None, b: frozenset[str] | None, universe: Any) -> bool:
-    if a is None:
-        return True
-    if b is None:
-        return universe is not None and a >= frozenset(universe)
-    return a >= b
-
-
-def _covers(a: Rule, b: Rule, vocab: Vocabulary) -> bool:
-    """True if every (event, subscriber) that ``b`` matches is matched by ``a``."""
-    return (
-        a.agencies >= b.agencies
-        and a.subscribers >= b.subscribers
-        and _set_covers(a.categories, b.categories, vocab.categories)
-        and _set_covers(a.payload_types, b.payload_types, vocab.payload_types)
-        and RISK_RANK[a.min_risk or "LOW"] <= RISK_RANK[b.min_risk or "LOW"]
-        and (a.break_glass is None or a.break_glass == b.break_glass)
-        and (a.cross_area or not b.cross_area)
-    )
 
 
 def check(doc: Document, vocab: Vocabulary) -> tuple[Checked | None, list[Problem]]:
