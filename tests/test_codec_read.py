@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from broker.codec import Codec, DecodingError, UnknownSchemaError, _read
 from broker.codec._fingerprint import HEADER_SIZE
+from broker.codec._load import _entry
 from broker.codec._schema import DATA_CLASSES, build
 from broker.codec._write import FromInput, Written
-from broker.codec.codec import _entry
 from fuzz.corpus import hostile_corpus
 from tests.test_codec_properties import CODEC, SETTINGS, records, strategy
 

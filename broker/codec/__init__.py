@@ -10,8 +10,9 @@ Schemas live in ``schemas/`` (one named type per ``.avsc``) with every version
 ever written kept under ``schemas/history/<Name>/<n>.avsc``.
 """
 
+from broker.codec._load import SchemaVersion
 from broker.codec._write import long_bytes
-from broker.codec.codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SCHEMA, Codec, SchemaVersion
+from broker.codec.codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SCHEMA, Codec
 from broker.codec.compat import Problem, assert_compatible, check_compatibility
 from broker.codec.exceptions import (
     CodecError,

@@ -208,7 +208,8 @@ def check_compatibility(codec_or_dir: Codec | Path) -> list[Problem]:
     broken schema is reported like any other problem. An empty list means the
     change is safe.
     """
-    from broker.codec.codec import Codec, load_dir
+    from broker.codec._load import load_dir
+    from broker.codec.codec import Codec
 
     if isinstance(codec_or_dir, Codec):
         codec = codec_or_dir
