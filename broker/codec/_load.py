@@ -18,7 +18,7 @@ from typing import Any, Final
 from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
-from broker.codec import _schema
+from broker.codec import _schema, _schema_files, _schema_lint
 from broker.codec._fingerprint import crc64_avro, header
 from broker.codec._schema import Array, Map, Node, Record, Union, branch_segment, join
 from broker.codec.exceptions import SchemaError
@@ -90,15 +90,15 @@ def load_dir(schemas_dir: Path) -> LoadedSchemas:
     Safeshare rules are returned in ``lint`` so the compatibility check can list
     them all (:meth:`Codec.from_dir` refuses them).
     """
-    definitions = _schema.read_dir(schemas_dir)
+    definitions = _schema_files.read_dir(schemas_dir)
     current: dict[str, _Entry] = {}
     lint: dict[tuple[str, str, str], None] = {}  # (owner, field, reason), deduplicated
     for name, definition in definitions.items():
         if definition.raw.get("type") not in ("record", "error"):
             continue
-        entry = _entry(_schema.expand(name, definitions), None, definition.file.name)
+        entry = _entry(_schema_files.expand(name, definitions), None, definition.file.name)
         current[name] = entry
-        for p in _schema.lint(entry.node):
+        for p in _schema_lint.lint(entry.node):
             lint[(p.owner, p.field, p.reason)] = None
 
     history: dict[str, dict[int, _Entry]] = {}
@@ -114,7 +114,7 @@ def load_dir(schemas_dir: Path) -> LoadedSchemas:
                 where = f"{_HISTORY}/{sub.name}/{path.name}"
                 if match is None:
                     raise SchemaError(f"{where}: a kept version is named <n>.avsc, n from 1")
-                raw = _schema.read_json(path)
+                raw = _schema_files.read_json(path)
                 if not isinstance(raw, dict):
                     raise SchemaError(f"{where}: not a record schema")
                 entry = _entry(raw, int(match.group(1)), where)

@@ -31,7 +31,7 @@ and refuses unchanged without copying those quirks here.
 Hostile input: every read is bounded by the buffer. Lengths are checked
 against what is left before slicing, and counts only drive loops whose every
 iteration consumes at least one byte (no item type can be zero bytes wide, a
-schema rule, :func:`broker.codec._schema.lint`), so a lying count runs into
+schema rule, :func:`broker.codec._schema_lint.lint`), so a lying count runs into
 the end of the buffer after at most ``len(data)`` items.
 
 The routing variant (:func:`compile_routing_reader`) reads the same way and

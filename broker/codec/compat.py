@@ -21,7 +21,7 @@ micros instead of millis is "compatible" bytes and a wrong date), and the
 latest kept version must be the current schema — otherwise data written with
 the current schema becomes undecodable as soon as it changes again. The current
 schemas must also keep Safeshare's rules (doc and dataClass on every field,
-non-metadata fields nullable; see :func:`broker.codec._schema.lint`).
+non-metadata fields nullable; see :func:`broker.codec._schema_lint.lint`).
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from broker.codec._schema import (
     Union,
     branch_segment,
     describe,
-    dumps,
     join,
     short_name,
 )
+from broker.codec._schema_files import dumps
 from broker.codec.exceptions import CodecError, IncompatibleSchemaError
 
 if TYPE_CHECKING:
