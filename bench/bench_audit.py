@@ -45,14 +45,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint  # noqa: E402
-from broker.audit.leaf import (  # noqa: E402
-    AuditLeaf,
-    LeafEvent,
-    LeafKind,
-    LeafTemplate,
-    leaf_bytes,
-    subject_pseudonym,
-)
+from broker.audit.leaf import AuditLeaf, LeafKind, subject_pseudonym  # noqa: E402
+from broker.audit.leaf_template import LeafEvent, LeafTemplate, leaf_bytes  # noqa: E402
 from broker.audit.log import AuditLog  # noqa: E402
 from broker.audit.merkle import MerkleTree, hash_leaf, verify_inclusion  # noqa: E402
 from broker.audit.note import Ed25519Signer  # noqa: E402

@@ -12,20 +12,17 @@ import rfc8785  # an independent RFC 8785 implementation (PyPI: rfc8785), a test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.audit import leaf as leaf_module
+from broker.audit import leaf_template as template_module
 from broker.audit._jcs import CanonicalizationError, canonicalize, parse_canonical
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
     AuditLeaf,
-    CanonicalLeaf,
-    LeafEvent,
     LeafKind,
-    LeafTemplate,
     decode_batch,
     encode_batch,
-    leaf_bytes,
     subject_pseudonym,
 )
+from broker.audit.leaf_template import CanonicalLeaf, LeafEvent, LeafTemplate, leaf_bytes
 from broker.routing.app import audit_encoder
 
 H = hashlib.sha256
@@ -350,7 +347,7 @@ def outcome(build: Any) -> bytes | type[Exception]:
 def test_leaf_bytes_are_the_dataclass_bytes(fields: dict[str, Any]) -> None:
     expected = AuditLeaf(**fields).to_bytes()
     # The template itself (not the dataclass fallback) writes these plain values.
-    assert leaf_module._template_bytes(fields) == expected
+    assert template_module._template_bytes(fields) == expected
     data = leaf_bytes(fields)
     assert data == expected
     assert AuditLeaf.from_bytes(data) == AuditLeaf(**fields)
@@ -521,7 +518,7 @@ def test_the_routers_leaves_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) 
     def no_dataclass(fields: object) -> bytes:
         raise AssertionError(f"fell back to the dataclass for {fields}")
 
-    monkeypatch.setattr(leaf_module, "_dataclass_bytes", no_dataclass)
+    monkeypatch.setattr(template_module, "_dataclass_bytes", no_dataclass)
     assert [leaf_bytes(d) for d in router_dicts] == expected
     assert audit_encoder(router_dicts) == [encode_batch(expected)]
 
@@ -538,11 +535,11 @@ def test_leaf_bytes_keep_a_bounded_cache() -> None:
     """A long-running router sees ever new lists (say, a policy reload per day):
     the JSON kept for recurring ones must not grow without bound."""
     leaf = dict(time_ms=1, kind="SHARED", event_id="e", event_digest=_sha, source_agency="a")
-    for i in range(leaf_module._MAX_SET_TEXTS + 10):
+    for i in range(template_module._MAX_SET_TEXTS + 10):
         classes = [f"class-{i}", "location", "class-0"]
         data = leaf_bytes({**leaf, "data_classes_shared": classes})
         assert json.loads(data)["data_classes_shared"] == sorted(set(classes))
-        assert len(leaf_module._set_texts) <= leaf_module._MAX_SET_TEXTS
+        assert len(template_module._set_texts) <= template_module._MAX_SET_TEXTS
 
 
 def test_the_keyed_pseudonymiser_gives_the_same_pseudonyms() -> None:

@@ -11,7 +11,8 @@ import pytest
 import rfc8785
 
 from broker.audit.exceptions import MalformedError
-from broker.audit.leaf import AuditLeaf, CanonicalLeaf, decode_batch, leaf_bytes
+from broker.audit.leaf import AuditLeaf, decode_batch
+from broker.audit.leaf_template import CanonicalLeaf, leaf_bytes
 from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.policy import ConsentStore, Policy

@@ -11,6 +11,8 @@ Modules, each owning one idea (import from them directly):
   and the :class:`Witness`.
 - :mod:`broker.audit.leaf`        :class:`AuditLeaf` (RFC 8785 canonical bytes),
   ``subject_pseudonym``, batch framing for Kafka messages.
+- :mod:`broker.audit.leaf_template` the router's path to the same leaf bytes:
+  ``LeafTemplate``, ``LeafEvent``, ``CanonicalLeaf``, ``leaf_bytes``.
 - :mod:`broker.audit.keys`        key files, signed key lists, rotation, :class:`KeyRing`.
 - :mod:`broker.audit.log`         :class:`AuditLog`, an in-memory shard (tests, golden data).
 - :mod:`broker.audit.bundle`      the offline export :class:`Bundle`.

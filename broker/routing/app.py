@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from broker.audit.leaf import MAX_LEAF_BYTES, CanonicalLeaf, encode_batch, leaf_bytes
+from broker.audit.leaf import MAX_LEAF_BYTES, encode_batch
+from broker.audit.leaf_template import CanonicalLeaf, leaf_bytes
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
@@ -57,7 +58,7 @@ def audit_encoder(leaves: Sequence[Mapping[str, Any]]) -> list[bytes]:
     """Audit leaves as batch messages (several leaves per Kafka message, in order).
 
     Each leaf's bytes are ``AuditLeaf(**fields).to_bytes()``. The routing core's
-    decision leaves come as :class:`~broker.audit.leaf.CanonicalLeaf`, already
+    decision leaves come as :class:`~broker.audit.leaf_template.CanonicalLeaf`, already
     those bytes (its template checked every value); any other leaf is a dict of
     fields, written by :func:`leaf_bytes` (the same bytes, without a dataclass
     per decision). A field that is not valid raises

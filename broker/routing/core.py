@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from broker.audit.leaf import LeafEvent, LeafTemplate, SubjectPseudonymiser
+from broker.audit.leaf import SubjectPseudonymiser
+from broker.audit.leaf_template import LeafEvent, LeafTemplate
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec._write import long_bytes
@@ -384,7 +385,7 @@ class RoutingCore:
         the event's :class:`LeafEvent`: the leaf's canonical bytes, with no dict
         per leaf. Where either declined a value (not a plain, valid one), the
         leaf is the dict of fields it always was, and the audit encoder's
-        :func:`~broker.audit.leaf.leaf_bytes` gives its bytes or fails the
+        :func:`~broker.audit.leaf_template.leaf_bytes` gives its bytes or fails the
         transaction saying what is wrong.
         """
         outcome = str(decision.outcome)
