@@ -15,185 +15,29 @@ Kafka, unreadable file); 3 a witness detected a split view.
 from __future__ import annotations
 
 import json
-import re
-import signal
 import sys
-import threading
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import click
 
+from broker.cli._audit_options import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    MAX_MS,
+    PROOF_FORMAT,
+    bundle_option,
+    counts,
+    exit_codes,
+    iso,
+    load_bundle,
+    parse_duration,
+    parse_time,
+    shard_option,
+    stop_on_signals,
+    trust_options,
+    trusted_keys,
+)
 from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
-
-EXIT_FAILED = 1
-EXIT_ERROR = 2
-EXIT_SPLIT_VIEW = 3
-PROOF_FORMAT = "safeshare-audit-proof/v1"
-MAX_MS = 2**53 - 1
-
-
-# -- plumbing ------------------------------------------------------------------------------
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Turn our errors into the documented exit codes with a message a person can act on."""
-    from broker.audit.exceptions import (  # noqa: PLC0415
-        BrokenLogError,
-        SplitViewError,
-        VerificationError,
-    )
-    from broker.errors import SafeshareError  # noqa: PLC0415
-
-    try:
-        yield
-    except SplitViewError as exc:
-        click.echo(f"SPLIT VIEW: {exc}", err=True)
-        sys.exit(EXIT_SPLIT_VIEW)
-    except BrokenLogError as exc:
-        click.echo(f"AUDIT LOG BROKEN: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    except VerificationError as exc:
-        click.echo(f"FAIL: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    except SafeshareError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-
-
-def _shard_option(f: Any) -> Any:
-    return click.option(
-        "--shard", type=int, default=0, show_default=True, help="Audit log shard (partition)."
-    )(f)
-
-
-def _trust_options(f: Any) -> Any:
-    f = click.option(
-        "--witness-vkey",
-        "witness_vkeys",
-        multiple=True,
-        help="A witness's verifier key (type 0x04) whose cosignatures count. Repeatable.",
-    )(f)
-    f = click.option(
-        "--quorum",
-        type=int,
-        default=0,
-        show_default=True,
-        help="Valid cosignatures from --witness-vkey required on every checkpoint.",
-    )(f)
-    f = click.option(
-        "--vkeys",
-        "vkeys_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="File of trusted log verifier keys, one per line.",
-    )(f)
-    f = click.option(
-        "--vkey",
-        "vkeys",
-        multiple=True,
-        help="A trusted log verifier key (the log's first key, got out of band). Repeatable. "
-        "Default: $SAFESHARE_HOME/keys/audit-log.vkey.",
-    )(f)
-    return f
-
-
-def _trusted(vkeys: Sequence[str], vkeys_file: Path | None, shard: int) -> list[str]:
-    """The log keys to trust: given ones, else the trust anchor the checkpointer wrote."""
-    from broker.audit.checkpoint import origin_for_shard  # noqa: PLC0415
-    from broker.audit.keys import read_vkeys  # noqa: PLC0415
-    from broker.audit.keystore import LogKeyStore  # noqa: PLC0415
-
-    out = list(vkeys)
-    if vkeys_file is not None:
-        out += read_vkeys(vkeys_file)
-    if out:
-        return out
-    store = LogKeyStore(settings().home / "keys", origin=origin_for_shard(shard), shard=shard)
-    anchor = store.anchor()
-    if anchor is None:
-        raise click.UsageError(
-            f"no trusted log key: pass --vkey or --vkeys FILE (the log's first public key; "
-            f"the checkpointer wrote it to {store.anchor_path})"
-        )
-    return [anchor]
-
-
-def _load_bundle(bundle: Path | None, bootstrap: str | None, shard: int) -> Any:
-    from broker.audit.bundle import Bundle  # noqa: PLC0415
-    from broker.audit.stream import read_log  # noqa: PLC0415
-
-    if bundle is not None:
-        return Bundle.read(bundle)
-    return read_log(resolve_bootstrap(bootstrap), settings().topics, shard=shard)
-
-
-def _bundle_option(f: Any) -> Any:
-    return click.option(
-        "--bundle",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Work offline from an exported bundle instead of reading Kafka.",
-    )(f)
-
-
-def _iso(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
-def _parse_time(value: str | None, default: int) -> int:
-    """Milliseconds since the epoch, or an ISO 8601 date/time (UTC unless it says otherwise)."""
-    if value is None:
-        return default
-    if re.fullmatch(r"\d+", value):
-        return int(value)
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is neither milliseconds nor ISO 8601") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}
-
-
-def _parse_duration(value: str) -> int:
-    m = _DURATION.match(value.strip())
-    if not m:
-        raise click.BadParameter(f"{value!r}: use e.g. 3600000, 90s, 30m, 24h or 7d")
-    return int(m[1]) * _UNIT_MS[m[2]]
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-    return stop
-
-
-def _counts(leaves: Sequence[Any]) -> str:
-    c = Counter(leaf.kind.value for leaf in leaves)
-    return ", ".join(
-        f"{c.get(k, 0)} {k.lower()}"
-        for k in ("SHARED", "WITHHELD", "QUARANTINED", "DUPLICATE", "KEY_ROTATION")
-    )
-
 
 # -- the group ------------------------------------------------------------------------------
 
@@ -212,7 +56,7 @@ def audit() -> None:
     default=0.0,
     help="With --follow: stop after this many seconds without new leaves (0: never).",
 )
-@_shard_option
+@shard_option
 @bootstrap_option
 def checkpoint(
     follow: bool, interval: float, idle: float, shard: int, bootstrap: str | None
@@ -227,13 +71,13 @@ def checkpoint(
     from broker.audit.checkpointer import Checkpointer  # noqa: PLC0415
     from broker.kafka.exceptions import ProducerFencedError  # noqa: PLC0415
 
-    with _exit_codes():
+    with exit_codes():
         cp = Checkpointer.from_settings(
             settings(), resolve_bootstrap(bootstrap), shard=shard, interval_s=interval
         )
         try:
             if follow:
-                published = cp.run(idle_exit_s=idle or None, stop_event=_stop_on_signals())
+                published = cp.run(idle_exit_s=idle or None, stop_event=stop_on_signals())
             else:
                 published = cp.run_once()
         except ProducerFencedError as exc:
@@ -255,9 +99,9 @@ def checkpoint(
 
 
 @audit.command()
-@_bundle_option
-@_trust_options
-@_shard_option
+@bundle_option
+@trust_options
+@shard_option
 @bootstrap_option
 def verify(
     bundle: Path | None,
@@ -275,13 +119,13 @@ def verify(
     """
     from broker.audit.verify import verify_bundle  # noqa: PLC0415
 
-    with _exit_codes():
-        trusted = _trusted(vkeys, vkeys_file, shard)
-        b = _load_bundle(bundle, bootstrap, shard)
+    with exit_codes():
+        trusted = trusted_keys(vkeys, vkeys_file, shard)
+        b = load_bundle(bundle, bootstrap, shard)
         report = verify_bundle(b, trusted, witness_vkeys=witness_vkeys, witness_quorum=quorum)
         cosigs = sum(len(c.cosignatures) for c in b.checkpoints)
         click.echo(
-            f"OK {report.origin}: {report.tree_size} leaves ({_counts(report.leaves)}) verified "
+            f"OK {report.origin}: {report.tree_size} leaves ({counts(report.leaves)}) verified "
             f"against {report.checkpoints} signed checkpoints and {cosigs} cosignatures; "
             f"root {report.root_hash.hex()}; key list v{report.key_list_version}; "
             f"witnesses {', '.join(report.witnesses) or '-'}"
@@ -295,8 +139,8 @@ def verify(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the proof document here (default: standard output).",
 )
-@_bundle_option
-@_shard_option
+@bundle_option
+@shard_option
 @bootstrap_option
 def prove(
     event_id: str, out: Path | None, bundle: Path | None, shard: int, bootstrap: str | None
@@ -309,8 +153,8 @@ def prove(
     """
     from broker.audit.verify import prove_event  # noqa: PLC0415
 
-    with _exit_codes():
-        b = _load_bundle(bundle, bootstrap, shard)
+    with exit_codes():
+        b = load_bundle(bundle, bootstrap, shard)
         proofs = prove_event(b, event_id)
         if not proofs:
             click.echo(f"no decision about event {event_id} is in the checkpointed log", err=True)
@@ -332,8 +176,8 @@ def prove(
 
 @audit.command("verify-proof")
 @click.argument("proof_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_trust_options
-@_shard_option
+@trust_options
+@shard_option
 def verify_proof(
     proof_file: Path,
     vkeys: tuple[str, ...],
@@ -347,8 +191,8 @@ def verify_proof(
     from broker.audit.keys import KeyRing  # noqa: PLC0415
     from broker.audit.verify import EventProof, verify_event_proof  # noqa: PLC0415
 
-    with _exit_codes():
-        ring = KeyRing(_trusted(vkeys, vkeys_file, shard))
+    with exit_codes():
+        ring = KeyRing(trusted_keys(vkeys, vkeys_file, shard))
         try:
             doc = json.loads(proof_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -377,7 +221,7 @@ def verify_proof(
             size = p.checkpoint.decode("utf-8").split("\n", 2)[1]
             click.echo(
                 f"OK leaf {p.index} in checkpoint of size {size}: {leaf.kind.value} "
-                f"{leaf.recipient or '-'} at {_iso(leaf.time_ms)} rule {leaf.rule_id or '-'}"
+                f"{leaf.recipient or '-'} at {iso(leaf.time_ms)} rule {leaf.rule_id or '-'}"
             )
 
 
@@ -395,9 +239,9 @@ def verify_proof(
     help="The router's subject pseudonym key (default $SAFESHARE_HOME/keys/subject-pseudonym.key).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, each with its inclusion proof.")
-@_bundle_option
-@_trust_options
-@_shard_option
+@bundle_option
+@trust_options
+@shard_option
 @bootstrap_option
 def who_saw(
     subject: str,
@@ -424,7 +268,7 @@ def who_saw(
     from broker.audit import verify as _verify  # noqa: PLC0415
     from broker.audit.leaf import subject_pseudonym  # noqa: PLC0415
 
-    with _exit_codes():
+    with exit_codes():
         path = key_file or settings().home / "keys" / "subject-pseudonym.key"
         try:
             key = path.read_bytes()
@@ -434,13 +278,13 @@ def who_saw(
                 "the router's key (--key-file)"
             ) from exc
         pseudonym = subject_pseudonym(key, subject)
-        trusted = _trusted(vkeys, vkeys_file, shard)
-        b = _load_bundle(bundle, bootstrap, shard)
+        trusted = trusted_keys(vkeys, vkeys_file, shard)
+        b = load_bundle(bundle, bootstrap, shard)
         sightings = _verify.who_saw(
             b,
             pseudonym,
-            _parse_time(from_, 0),
-            _parse_time(to, MAX_MS),
+            parse_time(from_, 0),
+            parse_time(to, MAX_MS),
             trusted_vkeys=trusted,
             witness_vkeys=witness_vkeys,
             witness_quorum=quorum,
@@ -456,7 +300,7 @@ def who_saw(
             size = int(p.checkpoint.decode("utf-8").split("\n", 2)[1])
             if as_json:
                 doc = {
-                    "time": _iso(leaf.time_ms),
+                    "time": iso(leaf.time_ms),
                     "kind": leaf.kind.value,
                     "recipient": leaf.recipient,
                     "lawful_basis": leaf.lawful_basis,
@@ -475,7 +319,7 @@ def who_saw(
                 else f"reason {leaf.reason or '-'}"
             )
             click.echo(
-                f"{_iso(leaf.time_ms)} {leaf.kind.value:<8} {leaf.recipient or '-'} {why} "
+                f"{iso(leaf.time_ms)} {leaf.kind.value:<8} {leaf.recipient or '-'} {why} "
                 f"rule {leaf.rule_id or '-'} event {leaf.event_id} from {leaf.source_agency} "
                 f"[proof: leaf {s.index} in checkpoint {size}]"
             )
@@ -483,14 +327,14 @@ def who_saw(
 
 @audit.command()
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@_shard_option
+@shard_option
 @bootstrap_option
 def export(out: Path, shard: int, bootstrap: str | None) -> None:
     """Write the offline bundle: leaves up to the last checkpoint, checkpoints with their
     cosignatures, signed key lists. Verify it with `safeshare audit verify --bundle`."""
     from broker.audit.stream import read_log  # noqa: PLC0415
 
-    with _exit_codes():
+    with exit_codes():
         b = read_log(resolve_bootstrap(bootstrap), settings().topics, shard=shard)
         b.write(out)
         cosigs = sum(len(c.cosignatures) for c in b.checkpoints)
@@ -524,7 +368,7 @@ def export(out: Path, shard: int, bootstrap: str | None) -> None:
 )
 @click.option("--follow", is_flag=True, help="Keep cosigning new checkpoints.")
 @click.option("--idle", type=float, default=0.0, help="With --follow: stop after this idle time.")
-@_shard_option
+@shard_option
 @bootstrap_option
 def witness(
     name: str,
@@ -548,7 +392,7 @@ def witness(
     from broker.audit.witness_service import KafkaWitness  # noqa: PLC0415
     from broker.clock import SystemClock  # noqa: PLC0415
 
-    with _exit_codes():
+    with exit_codes():
         clock = SystemClock()
         path = key_file or state.with_suffix(".skey")
         if path.exists():
@@ -561,8 +405,8 @@ def witness(
             write_private_key(path, signer.skey)
             click.echo(f"created witness key {path}; its vkey: {signer.vkey}", err=True)
         w = Witness(signer=signer, state_path=state)
-        anchors = _trusted(log_vkeys, None, shard)
-        stop = _stop_on_signals()
+        anchors = trusted_keys(log_vkeys, None, shard)
+        stop = stop_on_signals()
         with KafkaWitness(
             bootstrap=resolve_bootstrap(bootstrap),
             topics=settings().topics,
@@ -582,7 +426,7 @@ def witness(
     show_default=True,
     help="With --rotate: how long the old key stays valid (e.g. 3600000, 90s, 30m, 24h, 7d).",
 )
-@_shard_option
+@shard_option
 @bootstrap_option
 def keys(rotate: bool, overlap: str, shard: int, bootstrap: str | None) -> None:
     """Show the log's verifier keys, or rotate the signing key with an overlap.
@@ -595,18 +439,18 @@ def keys(rotate: bool, overlap: str, shard: int, bootstrap: str | None) -> None:
     from broker.audit.checkpointer import Checkpointer  # noqa: PLC0415
     from broker.audit.keystore import LogKeyStore  # noqa: PLC0415
 
-    with _exit_codes():
+    with exit_codes():
         s = settings()
         origin = origin_for_shard(shard)
         store = LogKeyStore(s.home / "keys", origin=origin, shard=shard)
         if rotate:
-            overlap_ms = _parse_duration(overlap)
+            overlap_ms = parse_duration(overlap)
             with Checkpointer.from_settings(s, resolve_bootstrap(bootstrap), shard=shard) as cp:
                 kl = cp.rotate_key(overlap_ms=overlap_ms)
             click.echo(f"rotated {origin}: key list v{kl.version}")
             for e in kl.keys:
-                until = "-" if e.not_after_ms is None else _iso(e.not_after_ms)
-                click.echo(f"  {e.vkey}  valid {_iso(e.not_before_ms)} .. {until}")
+                until = "-" if e.not_after_ms is None else iso(e.not_after_ms)
+                click.echo(f"  {e.vkey}  valid {iso(e.not_before_ms)} .. {until}")
             return
         anchor = store.anchor()
         click.echo(f"log {origin} (keys in {store.directory})")
