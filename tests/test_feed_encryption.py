@@ -232,3 +232,28 @@ def test_cli_new_feed_key_rotation_and_tail(
     out = safeshare("feed", "tail", "--subscriber", MASH, "--idle", "2", env=env)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "not a feed keyring" in out.stderr
+
+
+def test_the_largest_event_publish_accepts_reaches_a_confidential_subscriber() -> None:
+    """Sealing adds ~1.2 KB (X-Wing's enc); an event at the one size limit still
+    fits the copy's own limit, so no event is "published" that a sealed feed drops."""
+    from broker.codec.limits import MAX_EVENT_BYTES
+
+    ring = keyring(XWING)
+    policy = load(policy_with_feed_keys(entry(ring)))
+    t = Topics("big")
+    source = example("missing_episode")
+    for _ in range(4):  # grow the summary until the event is at the limit
+        gap = MAX_EVENT_BYTES - len(CODEC.encode(CODEC.from_json(source)))
+        summary = source["summary"]
+        source["summary"] = summary + "x" * gap if gap >= 0 else summary[:gap]
+    event = CODEC.encode(CODEC.from_json(source))
+    assert MAX_EVENT_BYTES - 8 <= len(event) <= MAX_EVENT_BYTES
+    routed = core_at(policy, t, 1_795_000_000_000).handle(
+        Inbound(t.ingest("devon-cornwall-police"), 0, 0, None, event)
+    )
+    assert routed.quarantined is None
+    sealed = {o.topic: o.value for o in routed.outputs}[t.feed(MASH)]
+    assert len(sealed) > len(event)
+    record = ring.opener().open_feed_record(CODEC, sealed)
+    assert record["event"]["summary"] == source["summary"]
