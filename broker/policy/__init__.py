@@ -19,7 +19,8 @@ The policy file (``deploy/policy/example-mash.yaml`` is a commented example)::
       - {id, name, type: <AgencyType>, local_authorities: [...], keys: [{id, public_key}]}
     subscribers:   # feed topic <ns>.feed.<id>
       - {id, organisation, description?, roles: [...], local_authorities: [...],
-         purposes: [...]}
+         purposes: [...], feed_keys?: [{id, kem, public_key, not_before?, not_after?}]}
+         # feed_keys: the feed is confidential, copies sealed with HPKE (broker.signing.feeds)
     rules:         # first match wins; no match: withheld (default deny)
       - id: <id>
         description: <text>

@@ -1,4 +1,6 @@
-"""Agency signatures on concern events (Ed25519).
+"""Agency signatures on concern events (Ed25519); confidential feeds (HPKE) are
+in :mod:`broker.signing.feeds` and subscribers' feed keyrings in
+:mod:`broker.signing.feedkeys`.
 
 An agency signs each event it publishes; the router checks the signature
 against the agency's keys in the policy registry before anything is shared.

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -204,8 +205,6 @@ class FeedPrivateKey:
 
     @classmethod
     def generate(cls, kem: str = DEFAULT_KEM, created_at: str = "") -> FeedPrivateKey:
-        import os  # noqa: PLC0415
-
         _check_kem(kem)
         return cls(kem, os.urandom(PRIVATE_SIZE[kem]), created_at)
 
