@@ -29,6 +29,7 @@ from broker.codec.exceptions import EncodingError
 from broker.intake import EventRefused, Intake, check_source
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
+from broker.loop.api import Acknowledger, AckReceipt, DeadlineBook
 from broker.policy import Policy
 from broker.policy.consent import consent_key
 from broker.signing import AgencySigner
@@ -37,6 +38,9 @@ from broker.signing.feeds import FeedDecryptionError, is_sealed
 from broker.topics import DEFAULT, Topics
 
 __all__ = [
+    "AckReceipt",
+    "Acknowledger",
+    "DeadlineBook",
     "EncodingError",
     "EventRefused",
     "FeedItem",

@@ -3,6 +3,10 @@ stop them, referrers hear what happened, and a restart loses nothing."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,9 +16,11 @@ import pytest
 
 from broker.clock import FixedClock
 from broker.codec import Codec
+from broker.codec.exceptions import EncodingError
 from broker.kafka.admin import Admin
 from broker.kafka.configuration import TopicSpec, loop_topic_specs
 from broker.kafka.producer import make_producer
+from broker.loop.api import Acknowledger
 from broker.loop.calendar import MS_PER_HOUR
 from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD, NOTICE
 from broker.loop.rules import Share, clocks_for_share, parse_clock_policy
@@ -165,3 +171,37 @@ def test_nobody_can_meet_another_teams_deadline(
     quarantined = [CODEC.decode(r.value, "safeshare.QuarantineRecord")
                    for r in read_all(kafka_bootstrap, loop_topics.quarantine, timeout_s=1.0)]
     assert [q["reason"] for q in quarantined] == ["AGENCY_MISMATCH"]
+
+
+def test_acknowledge_and_explain_through_the_api_and_the_cli(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
+) -> None:
+    start_clock(kafka_bootstrap, loop_topics, "e-cli", risk="HIGH")  # Amber
+    service = start_service(kafka_bootstrap, loop_topics, clock, services)
+    turns(service)
+    with Acknowledger(bootstrap=kafka_bootstrap, subscriber=MASH, topics=loop_topics,
+                      clock=clock) as acks:
+        with pytest.raises(EncodingError, match="rag"):
+            acks.acknowledge("e-cli", "TRIAGE", actor="sw-7")  # a triage needs its rating
+        acks.acknowledge("e-cli", "RECEIPT", actor="sw-7")
+        clock.advance(30 * 60_000)
+        acks.acknowledge("e-cli", "TRIAGE", actor="sw-7", rag="AMBER")
+    turns(service)
+
+    env = {**os.environ, "SAFESHARE_BOOTSTRAP": kafka_bootstrap,
+           "SAFESHARE_NAMESPACE": loop_topics.namespace}
+    run = subprocess.run([sys.executable, "-m", "broker.cli.main", "deadlines", "explain",
+                          "e-cli"], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    [clock_line] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert clock_line["kind"] == "TRIAGE_AMBER" and clock_line["status"] == "MET"
+    assert clock_line["stopped_by"] == f"{MASH}/sw-7" and clock_line["late_by_s"] == 0
+    assert [h["status"] for h in clock_line["history"]] == ["OPEN", "MET"]
+    statuses = [n["ack_kind"] for n in notices(kafka_bootstrap, loop_topics.status(POLICE))]
+    assert statuses == ["RECEIPT", "TRIAGE"]
+
+    bad = subprocess.run([sys.executable, "-m", "broker.cli.main", "ack", "--subscriber", MASH,
+                          "--event", "e-cli", "--kind", "DECISION", "--actor", "sw-7"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "refused, nothing sent: outcome" in bad.stderr

@@ -26,6 +26,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.audit", "audit"),
     ("broker.cli.keys", "keys"),
     ("broker.cli.acl", "acl"),
+    ("broker.cli.loop", "ack"),
+    ("broker.cli.loop", "deadlines"),
     ("broker.kafka.harness", "kafka_group"),
 ]
 

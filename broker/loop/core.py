@@ -100,7 +100,7 @@ class LoopCore:
         """Apply one changelog value read back while rebuilding."""
         if value is None:
             return
-        state, referrer = _state_of(self.codec.decode(value, CLOCK_RECORD))
+        state, referrer = state_of(self.codec.decode(value, CLOCK_RECORD))
         part = self._part(partition)
         part.clocks.apply(state)
         if referrer:
@@ -119,7 +119,7 @@ class LoopCore:
         """A clock the router started as it shared an event."""
         try:
             record = self.codec.decode(value or b"", CLOCK_RECORD)
-            state, referrer = _state_of(record)
+            state, referrer = state_of(record)
         except (CodecError, KeyError, ValueError) as exc:
             return [self._quarantine(src, value, "SCHEMA_INVALID", f"clock start: {exc}")]
         if state.status is not Status.OPEN or state.kind not in self.policy.rules:
@@ -143,6 +143,9 @@ class LoopCore:
             ack = self.codec.decode(value or b"", ACKNOWLEDGEMENT)
         except CodecError as exc:
             return [self._quarantine(src, value, "SCHEMA_INVALID", f"acknowledgement: {exc}")]
+        problem = ack_problem(ack)
+        if problem is not None:
+            return [self._quarantine(src, value, "SCHEMA_INVALID", f"acknowledgement: {problem}")]
         if owner is None or ack["subscriber"] != owner:
             return [self._quarantine(
                 src, value, "AGENCY_MISMATCH",
@@ -258,7 +261,16 @@ class LoopCore:
         return Out(self.topics.quarantine, None, self.codec.encode(record, QUARANTINE_RECORD))
 
 
-def _state_of(record: Mapping[str, Any]) -> tuple[ClockState, str | None]:
+def ack_problem(ack: Mapping[str, Any]) -> str | None:
+    """What is wrong with an acknowledgement the schema accepts, or ``None``."""
+    if ack["kind"] == "TRIAGE" and ack.get("rag") is None:
+        return "rag: a TRIAGE acknowledgement gives the RAG rating (RED, AMBER or GREEN)"
+    if ack["kind"] in ("DECISION", "OUTCOME") and ack.get("outcome") is None:
+        return f"outcome: a {ack['kind']} acknowledgement says what was decided"
+    return None
+
+
+def state_of(record: Mapping[str, Any]) -> tuple[ClockState, str | None]:
     # Kinds, owners and recipients repeat across every clock: one copy each.
     return ClockState(
         clock_id=record["clock_id"],
