@@ -76,6 +76,11 @@ def test_policy_lists_feed_keys_and_refuses_bad_ones() -> None:
         (entry(ring, not_after="2027-01-01"), "leave the newest key open-ended"),
         (entry(ring) + entry(ring), "is listed twice"),
         (entry(ring, not_before="soon"), "not_before: not an ISO-8601 time"),
+        (
+            entry(ring, not_before="2027-01-02T00:00:00Z", not_after="2027-01-01T00:00:00Z")
+            + entry(ring, 0),
+            "not_after must be later than not_before",
+        ),
     ]
     for text, message in bad:
         with pytest.raises(PolicyError, match=message):
@@ -226,8 +231,11 @@ def test_cli_new_feed_key_rotation_and_tail(
     assert used == [k.id for k in ring.keys]
     out = safeshare("feed", "tail", "--subscriber", MASH, "--idle", "2", env=env)
     assert out.returncode == 0, out.stderr
-    shown = [json.loads(line)["event"]["event_id"] for line in out.stdout.splitlines()]
-    assert shown == [e["event_id"] for e in events]
+    shown = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [x["event"]["event_id"] for x in shown] == [e["event_id"] for e in events]
+    assert [x["sealed_with"] for x in shown] == [k.id for k in ring.keys]
+    out = safeshare("keys", "new-feed", "--subscriber", MASH, "--not-before", "soon", env=env)
+    assert out.returncode == 2 and "'soon' is not an ISO-8601 time" in out.stderr
     (tmp_path / "keys" / "subscribers" / f"{MASH}.json").write_text("{}")
     out = safeshare("feed", "tail", "--subscriber", MASH, "--idle", "2", env=env)
     assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -85,7 +85,8 @@ def tail(
                 raise click.ClickException(str(exc)) from None
             for item in items:
                 shown = codec.to_json(item.record, "safeshare.FeedRecord")
-                click.echo(json.dumps({"at": item.where, **shown}))
+                sealed = {"sealed_with": item.sealed_with} if item.sealed_with else {}
+                click.echo(json.dumps({"at": item.where, **sealed, **shown}))
             if items:
                 last = time.monotonic()
                 if commit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -92,6 +93,14 @@ def new_feed(subscriber: str, kem: str, not_before: str | None, out: Path | None
     from broker.topics import check_id  # noqa: PLC0415
 
     check_id("subscriber", subscriber)
+    if not_before is not None:
+        try:
+            datetime.fromisoformat(not_before.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{not_before!r} is not an ISO-8601 time (e.g. 2027-01-01T00:00:00Z)",
+                param_hint="--not-before",
+            ) from None
     path = out or feed_keyring_path(subscriber)
     try:
         ring = FeedKeyring.load(path) if path.exists() else FeedKeyring(subscriber)

@@ -57,11 +57,14 @@ def check_feed_keys(chk: _Checker, value: Any, path: Path) -> tuple[FeedKey, ...
         except FeedKeyError as exc:
             chk.problem((*kp, "public_key"), f"public_key: {exc}")
             continue
+        start, end = window
+        if start is not None and end is not None and start >= end:
+            chk.problem((*kp, "not_after"), "not_after must be later than not_before")
         if kid != key.id:
             chk.problem((*kp, "id"), f"id {kid!r} is not this key's id {key.id}")
         if key.id in {k.id for k in out}:
             chk.problem((*kp, "id"), f"feed key {key.id} is listed twice")
-        out.append(FeedKey(key.id, kem, pub, window[0], window[1]))
+        out.append(FeedKey(key.id, kem, pub, start, end))
     if out and all(k.not_after_ms is not None for k in out):
         chk.problem(path, "every feed key has a not_after: leave the newest key open-ended")
     return tuple(out)
