@@ -31,6 +31,7 @@ from typing import Any
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
+from broker.codec.jsontext import read_events
 from broker.codec.limits import MAX_EVENT_BYTES, too_big
 from broker.identity.nhs import with_canonical_identifiers
 from broker.policy import Policy
@@ -129,6 +130,31 @@ class Intake:
             if problem is not None:
                 raise EventRefused(f"signature: {problem}{_SIGNING_HINT}")
         return data
+
+    def encode_all(
+        self, text: bytes, name: str = "<input>"
+    ) -> list[tuple[dict[str, Any], bytes]]:
+        """Every event in the JSON text ``text`` (one event, an array, or JSON lines:
+        :func:`broker.codec.jsontext.read_events`) as (record, wire bytes).
+
+        All or nothing: the first event refused raises :class:`EncodingError`
+        whose one line names ``name``, the event (and its line) and the field or
+        byte offset, so a caller sends nothing.
+        """
+        events = read_events(text, name)
+        out = []
+        for n, (obj, line) in enumerate(zip(events.values, events.lines, strict=True), 1):
+            where = f"event {n}" if len(events.values) > 1 else "event"
+            if events.json_lines:
+                where += f" (line {line})"
+            try:
+                record = self.codec.from_json(obj, ENVELOPE)
+                out.append((record, self.encode(record)))
+            except EncodingError as exc:
+                raise type(exc)(f"{name}: {where}: {exc}") from None
+        if not out:
+            raise EventRefused(f"{name}: no event given (an empty array)")
+        return out
 
 
 _SIGNING_HINT = " (policy: sign with a key registered for the agency; `safeshare keys new`)"

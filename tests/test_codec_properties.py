@@ -72,8 +72,8 @@ def strategy(node: Node, fmt: str | None = None) -> st.SearchStrategy[Any]:
             "boolean": st.booleans(),
             "int": st.integers(-(2**31), 2**31 - 1),
             "long": st.integers(-(2**63), 2**63 - 1),
-            "float": st.floats(width=32, allow_nan=False),
-            "double": st.floats(allow_nan=False),
+            "float": st.floats(width=32, allow_nan=False, allow_infinity=False),
+            "double": st.floats(allow_nan=False, allow_infinity=False),
             "bytes": st.binary(max_size=40),
             "string": FORMATTED[fmt] if fmt else TEXT,
         }[node.kind]

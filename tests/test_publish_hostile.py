@@ -9,6 +9,10 @@ would quarantine for a reason the sender can know, the intake refuses.
 from __future__ import annotations
 
 import json
+import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +28,23 @@ from broker.routing.core import Inbound, RoutingCore
 from broker.signing import AgencySigner
 from broker.topics import Topics
 from tests.routing_helpers import CODEC, create_topics, example, read_all, settings_for
-from tests.test_cli import safeshare
+from tests.test_cli import ROOT, safeshare
 
 T = Topics("intake")
 NOW = 1_795_000_000_000
 POLICE = "devon-cornwall-police"
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
 NO_KAFKA = {"SAFESHARE_BOOTSTRAP": "127.0.0.1:1"}
+
+
+def safeshare_bytes(
+    *args: str, env: dict[str, str], stdin: bytes
+) -> subprocess.CompletedProcess[bytes]:
+    """The real command, fed raw bytes (test_cli.safeshare feeds text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", *args],
+        input=stdin, capture_output=True, env={**os.environ, **env}, cwd=ROOT, timeout=120,
+    )  # fmt: skip
 
 
 def _policy(mode: str = "optional", key: AgencySigner | None = None) -> Policy:
@@ -153,7 +167,7 @@ def test_the_api_refuses_before_connecting_and_the_cli_says_the_same(tmp_path: P
         env={**NO_KAFKA, "SAFESHARE_HOME": str(tmp_path)}, stdin=json.dumps(event),
     )  # fmt: skip
     assert out.returncode == 1
-    assert out.stderr == f"Error: event: {info.value}; nothing was sent\n"
+    assert out.stderr == f"Error: <stdin>: event: {info.value}; nothing was sent\n"
 
 
 def test_publish_refuses_unsigned_events_when_the_policy_requires_signatures(
@@ -169,7 +183,7 @@ def test_publish_refuses_unsigned_events_when_the_policy_requires_signatures(
         stdin=json.dumps(example("missing_episode")),
     )  # fmt: skip
     assert out.returncode == 1
-    assert out.stderr.startswith("Error: event: signature: event is not signed")
+    assert out.stderr.startswith("Error: <stdin>: event: signature: event is not signed")
     assert out.stderr.endswith("nothing was sent\n") and "Traceback" not in out.stderr
 
 
@@ -189,3 +203,118 @@ def test_the_publisher_sends_nothing_it_refuses(
     assert [(r.offset, CODEC.decode(r.value or b"")["event_id"]) for r in sent] == [
         (receipt.offset, good["event_id"])
     ]
+
+
+# -- hostile input: one line naming the place, exit 1, nothing sent, never a traceback --
+
+
+def _text(event: dict[str, Any] | None = None, **changes: Any) -> str:
+    return json.dumps(event or example("missing_episode", **changes))
+
+
+def _replace(old: str, new: str, name: str = "missing_episode") -> bytes:
+    text = json.dumps(example(name))
+    assert old in text, old
+    return text.replace(old, new, 1).encode()
+
+
+GOOD = _text()
+SCHOOL = "example-academy"
+HOSTILE: list[tuple[str, bytes, str]] = [
+    # (case, input, what the one line must say)
+    ("invalid UTF-8", GOOD.encode().replace(b"Looked-after", b"Looked\xff-after"),
+     f"byte {GOOD.index('Looked-after') + 6} (line 1): not valid UTF-8"),
+    ("UTF-16 byte order mark", b"\xff\xfe" + GOOD.encode("utf-16-le"), "byte 0: not UTF-8"),
+    ("binary garbage", random.Random(18).randbytes(4096), "not valid UTF-8"),
+    ("nested 100k deep", b"[" * 100_000 + b"]" * 100_000, "byte 64 (line 1, column 65): nested"),
+    ("nested 100k deep in a field", _replace('"summary": ', '"summary": ' + "[" * 100_000),
+     "nested more than 64 deep"),
+    ("5 MB string", _text(summary="x" * 5_000_000).encode(), "event: summary: holds 5000000 bytes"),
+    ("NaN", _replace('"episode_number_in_90_days": 3', '"episode_number_in_90_days": NaN'),
+     "NaN is not a JSON number"),
+    ("-Infinity", _replace('"episode_number_in_90_days": 3',
+                           '"episode_number_in_90_days": -Infinity'),
+     "-Infinity is not a JSON number"),
+    ("1e999 (infinite double)", _replace('"attendance_percent": 61.5',
+                                         '"attendance_percent": 1e999', "education_concern"),
+     "payload.EducationConcern.attendance_percent: not a finite number"),
+    ("duplicate key", _replace('"risk_level": "HIGH"', '"risk_level": "HIGH", "risk_level": "LOW"'),
+     'gives the key "risk_level" twice'),
+    ("wrong type", _replace('"risk_level": "HIGH"', '"risk_level": 3'),
+     "event: risk_level: expected a symbol"),
+    ("huge integer", _replace('"episode_number_in_90_days": 3',
+                              '"episode_number_in_90_days": ' + "9" * 100_000),
+     "payload.MissingEpisode.episode_number_in_90_days: out of range for Avro int"),
+    ("huge negative time", _replace('"reported_at": "2024-11-08T22:15:12.481Z"',
+                                    '"reported_at": -' + "9" * 30),
+     "reported_at: timestamp out of range"),
+    ("empty input", b"", "no event given (empty input)"),
+    ("only whitespace", b" \n\t\r\n", "no event given (empty input)"),
+    ("empty array", b"[]", "no event given (an empty array)"),
+    ("not an object", b"[1, 2]", "event 1: (root): expected record safeshare.ConcernEvent"),
+    ("lone surrogate", _replace('"Jamie"', '"\\ud800"'),
+     "subject.given_name: not valid Unicode (lone surrogate)"),
+    ("raw control character", _replace('"Jamie"', '"Ja\x00mie"'), "Invalid control character"),
+    ("truncated", GOOD.encode()[:200], "not valid JSON"),
+    ("two values on a line", (GOOD + " " + GOOD).encode(), "more after the value"),
+    ("JSON lines, one bad line", (GOOD + "\n" + '{"event_id": }' + "\n" + GOOD).encode(),
+     f"<stdin>: byte {len(GOOD) + 1 + 13} (line 2, column 14): not valid JSON"),
+    ("JSON lines, one invalid event", (GOOD + "\n" + _text(risk_level="SEVERE")).encode(),
+     "event 2 (line 2): risk_level: not a symbol"),
+    ("oversized event", _text(summary="x" * 300_000).encode(),
+     f"over the limit of {MAX_EVENT_BYTES} bytes"),
+    ("another agency's event", _text(example("education_concern")).encode(),
+     "source.agency_id: publishing as agency 'devon-cornwall-police'"),
+]
+
+
+def _api_refusal(data: bytes) -> str:
+    intake = Intake(agency=POLICE, codec=CODEC, policy=_policy(), clock=FixedClock(NOW))
+    with pytest.raises(EncodingError) as info:
+        intake.encode_all(data, "<stdin>")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("case", "data", "says"), HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_input_is_refused_in_one_line_by_the_cli_and_the_api(
+    case: str, data: bytes, says: str, tmp_path: Path
+) -> None:
+    out = safeshare_bytes(
+        "publish", "--agency", POLICE, "-", env={**NO_KAFKA, "SAFESHARE_HOME": str(tmp_path)},
+        stdin=data,
+    )  # fmt: skip
+    assert out.returncode == 1, (case, out.stderr[-2000:])
+    err = out.stderr.decode()
+    assert "Traceback" not in err and err.count("\n") == 1, err[-2000:]
+    assert says in err, err
+    assert err.endswith("; nothing was sent\n")
+    assert "Jamie" not in err and "xxxxxxxx" not in err  # no personal data, no values
+    # The API (what the gateway will call) refuses with the very same words.
+    assert err == f"Error: {_api_refusal(data)}; nothing was sent\n"
+
+
+def test_a_utf8_byte_order_mark_is_ignored_and_the_event_accepted() -> None:
+    intake = Intake(agency=POLICE, codec=CODEC, policy=_policy(), clock=FixedClock(NOW))
+    [(record, data)] = intake.encode_all(b"\xef\xbb\xbf" + GOOD.encode(), "<stdin>")
+    assert CODEC.decode(data)["event_id"] == record["event_id"] == json.loads(GOOD)["event_id"]
+
+
+@pytest.mark.kafka
+def test_json_lines_with_one_bad_line_send_nothing_at_all(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    create_topics(admin, settings_for(topics, tmp_path))
+    env = {
+        "SAFESHARE_BOOTSTRAP": kafka_bootstrap,
+        "SAFESHARE_NAMESPACE": topics.namespace,
+        "SAFESHARE_HOME": str(tmp_path),
+    }
+    bad = "\n".join([_text(), _text(risk_level="SEVERE"), _text()]).encode()
+    out = safeshare_bytes("publish", "--agency", POLICE, "-", env=env, stdin=bad)
+    assert out.returncode == 1
+    assert b"event 2 (line 2): risk_level" in out.stderr and out.stdout == b""
+    good = "\n".join([_text(), _text()]).encode()
+    out = safeshare_bytes("publish", "--agency", POLICE, "-", env=env, stdin=good)
+    assert out.returncode == 0, out.stderr
+    # Only the second invocation's two events ever reached the topic.
+    assert len(read_all(kafka_bootstrap, topics.ingest(POLICE))) == 2

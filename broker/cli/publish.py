@@ -16,12 +16,13 @@ so one bad event (or one bad line of JSON lines) means nothing is sent.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from broker.cli.common import bootstrap_option, read_json_source, resolve_bootstrap, settings
+from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
 from broker.errors import SafeshareError
 
 REFUSED = 1
@@ -46,11 +47,12 @@ def publish(agency: str, source: str, key_file: Path | None, bootstrap: str | No
     """Check the event(s) in FILE (or stdin: one JSON event, a JSON array, or JSON
     lines) and publish them.
 
-    Every event is checked before anything is sent, against the schema, the size
-    limit and the policy the router runs ($SAFESHARE_POLICY, when there is one): if one is refused,
-    the error names the event and field, the exit status is 1 and nothing is
-    sent. Exit status: 0 published, 1 refused (nothing sent), 2 usage or
-    configuration, 3 Kafka failed while sending.
+    Every event is checked before anything is sent, against the schema, the
+    size limit and the policy the router runs ($SAFESHARE_POLICY, when there is
+    one): if one is refused, the error names the event and the field or byte
+    offset, the exit status is 1 and nothing is sent. Exit status: 0 published,
+    1 refused (nothing sent), 2 usage or configuration, 3 Kafka failed while
+    sending.
     """
     from broker.api import Publisher  # noqa: PLC0415 - keep `--help` fast
     from broker.cli.keys import agency_key_path  # noqa: PLC0415
@@ -82,15 +84,11 @@ def publish(agency: str, source: str, key_file: Path | None, bootstrap: str | No
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
-    events = read_json_source(source)
-    checked = []
-    for n, obj in enumerate(events, 1):
-        where = f"event {n}" if len(events) > 1 else "event"
-        try:
-            record = codec.from_json(obj)
-            checked.append((record, intake.encode(record)))
-        except CodecError as exc:
-            refuse(f"{where}: {exc}")
+    name = "<stdin>" if source == "-" else source
+    try:
+        checked = intake.encode_all(_read_bytes(source), name)
+    except CodecError as exc:
+        refuse(str(exc))
 
     sent = 0
     try:
@@ -116,3 +114,17 @@ def publish(agency: str, source: str, key_file: Path | None, bootstrap: str | No
             f"Error: sending {what} failed ({exc}); {sent} of {len(checked)} published", err=True
         )
         raise SystemExit(SEND_FAILED) from None
+
+
+def _read_bytes(source: str) -> bytes:
+    """FILE's bytes, or stdin's for '-', at most MAX_INPUT_BYTES + 1 of them (the
+    parser refuses more); a file that cannot be read is refused in one line."""
+    from broker.codec.jsontext import MAX_INPUT_BYTES  # noqa: PLC0415
+
+    if source == "-":
+        return sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    try:
+        with open(source, "rb") as fh:
+            return fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        refuse(f"cannot read {source}: {exc.strerror}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -315,7 +316,13 @@ def _primitive_in(node: Primitive, path: str) -> Convert:
             if type(value) is not float and type(value) is not int:
                 errors.append(f"{here}: expected {kind}, got {got(value)}")
                 return None
-            return float(value)
+            try:
+                out = float(value)
+            except OverflowError:
+                out = math.inf
+            if not math.isfinite(out):
+                errors.append(f"{here}: not a finite number")
+            return out
 
         return conv_float
     if kind == "bytes":

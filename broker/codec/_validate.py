@@ -11,6 +11,7 @@ in, so checking an event costs a few microseconds and an error reads
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import date, datetime
@@ -300,7 +301,10 @@ def _primitive(node: Primitive, path: str) -> Check:
     if kind in ("float", "double"):
 
         def check_float(value: Any, errors: list[str]) -> None:
-            if type(value) is not float and type(value) is not int:
+            if type(value) is float:
+                if not math.isfinite(value):  # NaN is unequal to itself: no rule can use it
+                    errors.append(f"{here}: not a finite number")
+            elif type(value) is not int:
                 errors.append(f"{here}: expected {kind}, got {got(value)}")
 
         return check_float
