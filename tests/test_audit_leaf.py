@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -691,3 +692,38 @@ def test_the_audit_encoder_frames_template_leaves_as_they_are() -> None:
         AuditLeaf(**shared).to_bytes(),  # type: ignore[arg-type]
         AuditLeaf(**shared).to_bytes(),  # type: ignore[arg-type]
     ]
+
+
+def test_the_leaf_in_the_module_docstring_is_one_the_router_writes() -> None:
+    """broker/audit/leaf.py shows a real leaf; if routing or the example policy
+    changes what the router writes, this fails: paste the new leaf there."""
+    from broker import audit  # noqa: PLC0415
+    from broker.audit import leaf as leaf_module  # noqa: PLC0415
+    from broker.clock import FixedClock  # noqa: PLC0415
+    from broker.policy import ConsentStore, Policy  # noqa: PLC0415
+    from broker.routing.core import Inbound, RoutingCore  # noqa: PLC0415
+    from broker.topics import Topics  # noqa: PLC0415
+    from tests.routing_helpers import CODEC, EVENTS  # noqa: PLC0415
+
+    doc = leaf_module.__doc__ or ""
+    block = doc.split("checks it)::\n", 1)[1].split("\n\n", 2)[0]
+    shown = "".join(line.strip() for line in block.splitlines()).encode()
+    assert AuditLeaf.from_bytes(shown).to_bytes() == shown  # canonical as shown
+
+    policy = Path(audit.__file__).resolve().parents[2] / "deploy/policy/example-mash.yaml"
+    topics = Topics("unit")
+    core = RoutingCore(
+        codec=CODEC,
+        decider=Policy.load(policy, field_classes=CODEC.data_classes()),
+        consents=ConsentStore(),
+        topics=topics,
+        clock=FixedClock(1_795_000_000_000),
+        pseudonym_key=b"k" * 32,
+        max_message_bytes=64 * 1024,
+    )
+    event = json.loads((EVENTS / "missing_episode.json").read_text(encoding="utf-8"))
+    data = CODEC.encode(CODEC.from_json(event))
+    agency = CODEC.decode(data)["source"]["agency_id"]
+    routed = core.handle(Inbound(topics.ingest(agency), 0, 7, None, data))
+    written = {bytes(leaf.data) for leaf in routed.leaves}  # type: ignore[union-attr]
+    assert shown in written, "the docstring's leaf is not one the router writes for this event"

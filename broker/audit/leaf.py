@@ -4,14 +4,29 @@ A leaf's bytes are the RFC 8785 (JCS) canonical JSON of its fields plus
 ``"v": 1``; those exact bytes are the Merkle leaf data (RFC 9162 §2.1.1 hashes
 ``0x00 || bytes``). Every value is a string, an integer in the IEEE-754 safe
 range, ``null`` or an array of strings, so any JCS implementation reproduces
-the bytes. Example (wrapped here; the real bytes have no whitespace)::
+the bytes. A leaf the router writes for the police exploitation team from the
+example event ``tests/data/events/missing_episode.json`` under the example
+policy (pseudonym key ``b"k" * 32``), wrapped here (the real bytes have no
+whitespace; ``tests/test_audit_leaf.py`` checks it)::
 
-    {"consent_ref":null,"data_classes_shared":["concern_summary","location"],
-     "delivered_digest":"9f86…","event_digest":"2c26…","event_id":"5f0c…",
-     "fields_redacted":["reporter.name"],"kind":"SHARED","lawful_basis":"…",
-     "obligations":[],"outcome":"ALLOW","policy_digest":"b5bb…","reason":"",
-     "recipient":"mash-torbay","rule_id":"mash-all","source_agency":"police-devon",
-     "subject":"e3b0…","time_ms":1700000000000,"v":1}
+    {"consent_ref":null,"data_classes_shared":["concern_summary","identity",
+    "location","metadata","police","pseudonym","social_care","third_party"],
+    "delivered_digest":"adfc6a78123e05e39baf550bca6e198474dcd9b916106ae7b31198f0a69c64d1",
+    "event_digest":"ebeff166da4cf536f401b32466eb582128fbcb3d0edd1e5b5faae5b99d40e003",
+    "event_id":"3f6c1a52-8d0e-4c1b-9a47-2e5b7d9f0c11",
+    "fields_redacted":["reporter.contact","reporter.name","reporter.organisation"],
+    "kind":"SHARED","lawful_basis":"LAW_ENFORCEMENT_DPA2018_SCH8_PARA4",
+    "obligations":[],"outcome":"SHARE",
+    "policy_digest":"fcd512f1afc5e7880cfe1207794718d34d8fe32a14eec5592fd8e3601baa2f52",
+    "reason":"SHARED_WITHOUT_CONSENT","recipient":"dc-police-exploitation",
+    "rule_id":"police-exploitation-intelligence","source_agency":"devon-cornwall-police",
+    "subject":"c3d7feabdc4d79a5c0ff2e1627fbbfce34ed3132d0a819d185ccaa8e93e92d5b",
+    "time_ms":1795000000000,"v":1}
+
+``reason`` is the decision's reason code (its text stays in the decision);
+``subject`` is the keyed pseudonym of the child, ``event_digest`` and
+``delivered_digest`` the SHA-256 of the inbound event and of the copy written
+to the recipient's feed, ``policy_digest`` the version of the policy applied.
 
 A leaf does not carry its own index. Several router processes write leaves to
 one audit partition, each inside its own Kafka transaction, so no router can
