@@ -9,7 +9,7 @@ Safeshare's own rules are checked on it by :mod:`broker.codec._schema_lint`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -319,26 +319,3 @@ def _zero_width(node: Node, seen: set[int]) -> bool:
         return all(_zero_width(f.type, seen) for f in node.fields)
     # enums, arrays, maps and unions always write at least one varint
     return False
-
-
-def named_records(root: Node) -> Iterator[Record]:
-    """Every record reachable from ``root``, each once."""
-    seen: set[int] = set()
-
-    def walk(node: Node) -> Iterator[Record]:
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        if isinstance(node, Record):
-            yield node
-            for f in node.fields:
-                yield from walk(f.type)
-        elif isinstance(node, Array):
-            yield from walk(node.items)
-        elif isinstance(node, Map):
-            yield from walk(node.values)
-        elif isinstance(node, Union):
-            for b in node.branches:
-                yield from walk(b)
-
-    yield from walk(root)

@@ -97,7 +97,6 @@ class Decision:
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(Decision) if f.default is not MISSING
 }
-_REQUIRED = frozenset(f.name for f in fields(Decision) if f.default is MISSING)
 
 
 def decision_fields(**values: Any) -> dict[str, Any]:
@@ -124,10 +123,3 @@ def from_fields(state: dict[str, Any]) -> Decision:
     object.__setattr__(obj, "__dict__", state)
     return obj
 
-
-def make_decision(**values: Any) -> Decision:
-    """A :class:`Decision` built the fast way (:func:`from_fields`), its required fields checked."""
-    missing = _REQUIRED - values.keys()
-    if missing:
-        raise TypeError(f"Decision needs {sorted(missing)}")
-    return from_fields(decision_fields(**values))

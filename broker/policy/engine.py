@@ -147,7 +147,6 @@ class Policy(CompiledPlans):
         """Use :meth:`load` or :meth:`from_text`."""
         self._c = checked
         self._digest = digest
-        self._vocab = vocabulary
         self.source = source
         self._leaves = dict(vocabulary.field_classes)
         # A leaf's bit is its rank among the paths in sorted order, so a bit set
