@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from broker.policy._check_base import Checked, Vocabulary, _suggest
 from broker.policy._check_rules import RuleChecks
+from broker.policy._clocks import check_clocks, check_escalate_to
 from broker.policy._feed_keys import check_feed_keys
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
@@ -42,6 +44,7 @@ _TOP = {
     "subscribers": True,
     "rules": True,
     "event_signatures": False,
+    "clocks": False,
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {"id": True, "name": True, "type": True, "local_authorities": True, "keys": False}
@@ -54,6 +57,7 @@ _SUBSCRIBER = {
     "local_authorities": True,
     "purposes": True,
     "feed_keys": False,
+    "escalate_to": False,
 }
 
 
@@ -97,6 +101,7 @@ class _Checker(RuleChecks):
             agencies=agencies,
             subscribers=subscribers,
         )
+        checked.clocks = check_clocks(self, top.get("clocks"), ("clocks",))
         checked.rules = self.rules(top.get("rules"), ("rules",), checked)
         self.shadowing(checked.rules)
         return checked if not self.problems else None
@@ -237,11 +242,14 @@ class _Checker(RuleChecks):
         items = self._list(value, path)
         self._ids_unique(items, path, "subscriber")
         out: dict[str, Subscriber] = {}
+        escalations: dict[int, tuple[Any, Any]] = {}
         for i, body in enumerate(items):
             p = (*path, i)
             m = self.mapping(body, p, _SUBSCRIBER)
             if m is None:
                 continue
+            if "escalate_to" in m:
+                escalations[i] = (m.get("id"), m["escalate_to"])
             sid = self.ident(m.get("id"), (*p, "id"), "subscriber") if "id" in m else None
             org = (
                 self.string(m.get("organisation"), (*p, "organisation"))
@@ -286,6 +294,10 @@ class _Checker(RuleChecks):
                     law_enforcement=bool(le_roles),
                     description=desc,
                 )
+        tiers = check_escalate_to(self, escalations, set(out), path)
+        for i, (sid, _) in escalations.items():
+            if sid in out:
+                out[sid] = replace(out[sid], escalate_to=tiers[i])
         return out
 
 

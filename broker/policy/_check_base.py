@@ -53,6 +53,7 @@ class Checked:
     subscribers: dict[str, Subscriber]
     rules: list[Rule] = field(default_factory=list)
     event_signatures: str = "required"
+    clocks: Any = None  # broker.loop.rules.ClockPolicy
 
 
 def _suggest(word: str, choices: Any) -> str:

@@ -84,10 +84,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path as FsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from broker._memo import BoundedMemo
 from broker.policy._check import Checked, Vocabulary, check
+
+if TYPE_CHECKING:
+    from broker.loop.rules import ClockPolicy
 from broker.policy._plans import CompiledPlans, _Outcome, _Step
 from broker.policy._present import bits_tree, build_tree, compile_present
 from broker.policy._steps import _event_id, _retarget, _Target
@@ -237,6 +240,11 @@ class Policy(CompiledPlans):
     @property
     def name(self) -> str:
         return self._c.name
+
+    @property
+    def clocks(self) -> ClockPolicy:
+        """The partnership's statutory clocks (``clocks`` section, else the defaults)."""
+        return cast("ClockPolicy", self._c.clocks)
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:

@@ -84,6 +84,8 @@ class Subscriber:
     description: str = ""
     feed_keys: tuple[FeedKey, ...] = ()
     """HPKE public keys: if any, its feed copies are sealed to the current one."""
+    escalate_to: tuple[str, ...] = ()
+    """Subscribers told, tier by tier, when one of this subscriber's clocks is overdue."""
 
     def feed_topic(self, topics: Topics = DEFAULT) -> str:
         """The feed topic is derived from the id, never configured separately."""
