@@ -24,7 +24,8 @@ hierarchy)::
     │   └── _ProblemsError          one or more ``path: problem`` lines
     │       ├── DecodingError       bytes are not a valid single-object message
     │       ├── EncodingError       a record does not fit its schema
-    │       │   └── EventRefused    (broker.intake) an event the router would not route as sent
+    │       │   ├── EventRefused    (broker.intake) an event the router would not route as sent
+    │       │   └── JsonTextError   (broker.codec.jsontext) not acceptable JSON text (byte offset)
     │       └── IncompatibleSchemaError  a schema change breaks readers of kept versions
     ├── FeedDecryptionError         (broker.signing.feeds) a feed record cannot be opened
     ├── FeedKeyError                (broker.signing.feeds) a feed key is malformed or unusable
