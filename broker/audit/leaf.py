@@ -11,13 +11,13 @@ whitespace; ``tests/test_audit_leaf.py`` checks it)::
 
     {"consent_ref":null,"data_classes_shared":["concern_summary","identity",
     "location","metadata","police","pseudonym","social_care","third_party"],
-    "delivered_digest":"adfc6a78123e05e39baf550bca6e198474dcd9b916106ae7b31198f0a69c64d1",
+    "delivered_digest":"c6e32588e7cfa40e3cdea50b4517e152cb2ed9ca1b6189f3e25ed1ea8a17d25b",
     "event_digest":"ebeff166da4cf536f401b32466eb582128fbcb3d0edd1e5b5faae5b99d40e003",
     "event_id":"3f6c1a52-8d0e-4c1b-9a47-2e5b7d9f0c11",
     "fields_redacted":["reporter.contact","reporter.name","reporter.organisation"],
     "kind":"SHARED","lawful_basis":"LAW_ENFORCEMENT_DPA2018_SCH8_PARA4",
     "obligations":[],"outcome":"SHARE",
-    "policy_digest":"fcd512f1afc5e7880cfe1207794718d34d8fe32a14eec5592fd8e3601baa2f52",
+    "policy_digest":"e8fa3041c3e8feea40dc1b08aaad2c94bfbf89ac24330b3f4963a0f31e961cc4",
     "reason":"SHARED_WITHOUT_CONSENT","recipient":"dc-police-exploitation",
     "rule_id":"police-exploitation-intelligence","source_agency":"devon-cornwall-police",
     "subject":"c3d7feabdc4d79a5c0ff2e1627fbbfce34ed3132d0a819d185ccaa8e93e92d5b",
@@ -26,7 +26,8 @@ whitespace; ``tests/test_audit_leaf.py`` checks it)::
 ``reason`` is the decision's reason code (its text stays in the decision);
 ``subject`` is the keyed pseudonym of the child, ``event_digest`` and
 ``delivered_digest`` the SHA-256 of the inbound event and of the copy written
-to the recipient's feed, ``policy_digest`` the version of the policy applied.
+to the recipient's feed, ``policy_digest`` the version of the policy applied
+(these two change with every edit of the example policy).
 
 A leaf does not carry its own index. Several router processes write leaves to
 one audit partition, each inside its own Kafka transaction, so no router can
