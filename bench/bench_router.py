@@ -600,7 +600,7 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
            statistics.median(ratios_ours), "ratio",
            f"the routing work alone: both send alike ({min(ratios_ours):.2f}-"
            f"{max(ratios_ours):.2f})")
-    # Scaling out: router processes in one group share the partitions (DESIGN.md).
+    # Scaling out: router processes in one group share the partitions (docs/DESIGN.md).
     # Three times the events: the second process's join (a rebalance, seconds)
     # falls inside the timing, and over 20,000 events it was a third of the run.
     one = router_processes(bootstrap, base, policy, 3 * n, tmpls, 1)

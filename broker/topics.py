@@ -1,4 +1,4 @@
-"""The one place that names Kafka topics and consumer groups (DESIGN.md, "Kafka topics").
+"""The one place that names Kafka topics and consumer groups (docs/DESIGN.md, "Kafka topics").
 
 | topic                      | key               | written by     | read by         |
 |----------------------------|-------------------|----------------|-----------------|

@@ -221,7 +221,7 @@ def test_canonical_form_writes_logical_types_as_their_primitive(codec: Codec) ->
 def test_fingerprint_is_of_the_expanded_schema_not_fastavros_named_references(
     codec: Codec,
 ) -> None:
-    """The DESIGN.md pitfall: parsing ConcernEvent.avsc against separately registered
+    """The docs/DESIGN.md pitfall: parsing ConcernEvent.avsc against separately registered
     named types makes fastavro's canonical form name them without defining them."""
     raws = {p.stem: json.loads(p.read_text()) for p in SCHEMAS.glob("*.avsc")}
     named: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 **The audit partition** (``topics.audit``, partition = shard). Routers write
 batches of leaves (:func:`broker.audit.leaf.encode_batch`) inside their own
 transactions. The shard's tree is every leaf of every *committed* record, in
-offset order, and within a record in batch order (DESIGN.md "Exactly once":
+offset order, and within a record in batch order (docs/DESIGN.md "Exactly once":
 a share and its audit record commit together or not at all, so aborted leaves
 must never enter the tree; readers use ``read_committed``). A leaf's index is
 its position in that order; leaves carry no index of their own.

@@ -423,7 +423,8 @@ class Sighting:
 
 
 #: What :func:`who_saw` reports by default: every share and every decision not to share
-#: (DESIGN.md: "a record of what was shared, with whom, when, why ... and of decisions not to").
+#: (docs/DESIGN.md: "a record of what was shared, with whom, when, why ... and of
+#: decisions not to").
 SUBJECT_DECISIONS = frozenset({LeafKind.SHARED, LeafKind.WITHHELD})
 
 

@@ -8,7 +8,7 @@ type is defined once, at its first use, and referred to by name afterwards)
 yields the same canonical text in every implementation only for the expanded
 schema. fastavro's ``to_parsing_canonical_form`` of a schema parsed against
 separately registered named types writes only the name, so its fingerprint would
-differ from Java's or the ``avro`` package's (DESIGN.md, "Event contract").
+differ from Java's or the ``avro`` package's (docs/DESIGN.md, "Event contract").
 ``parse_schema(..., expand=True)`` does not cure it either (fastavro 1.13): it
 inlines the types the top record names, but their own references (``AgencyType``
 inside ``Source``) stay bare names that are never defined. :func:`expand` writes

@@ -1,6 +1,6 @@
 """The one way to get a Kafka cluster: external, else testcontainers, else our own.
 
-Order (DESIGN.md, "Real parts, started by the project itself"):
+Order (docs/DESIGN.md, "Real parts, started by the project itself"):
 
 1. ``SAFESHARE_BOOTSTRAP`` (``settings.bootstrap``): a cluster someone runs
    for us. If it is set but does not answer we fail instead of quietly testing

@@ -129,7 +129,7 @@ def standard_topic_specs(
     partitions: int = 3,
     audit_shards: int = 1,
 ) -> list[TopicSpec]:
-    """Every topic a Safeshare deployment (namespace ``topics``) needs (DESIGN.md).
+    """Every topic a Safeshare deployment (namespace ``topics``) needs (docs/DESIGN.md).
 
     ``partitions``: for keyed topics (ingest, consent, feeds, quarantine); more
     partitions let more router processes share the load. ``audit_shards``:

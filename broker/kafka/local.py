@@ -2,7 +2,7 @@
 
 Why it exists: the machines this project runs on (developers' and CI's) have
 Java 17 and Maven but no Docker engine and no Kafka. Integration tests need a
-real broker (DESIGN.md: never mock Kafka), so the project starts one itself.
+real broker (docs/DESIGN.md: never mock Kafka), so the project starts one itself.
 
 Layout under ``Settings.home`` (``var/`` in a checkout, gitignored; see :mod:`broker.config`)::
 
@@ -45,7 +45,7 @@ Kafka's ``StandardAuthorizer`` denies whatever no ACL allows
 (``allow.everyone.if.no.acl.found=false``). The KRaft controller listener
 speaks mutual TLS: only a holder of a certificate from the local CA (the
 broker itself, principal ``User:CN=safeshare-local-broker``) gets in, and that
-principal is a super user or the node could not start (DESIGN.md). The super
+principal is a super user or the node could not start (docs/DESIGN.md). The super
 users are that, ``User:broker`` (the broker's SCRAM user, for its own
 inter-broker traffic) and ``User:admin``. ``admin`` and ``broker`` get their
 SCRAM credentials when storage is formatted (``--add-scram``, passed in a

@@ -1,7 +1,7 @@
 """The decision value: what one subscriber gets of one event, and why.
 
 A decision is a frozen value, never an exception: a share that is withheld is a
-normal outcome that the audit log records with its reason (DESIGN.md: "a record
+normal outcome that the audit log records with its reason (docs/DESIGN.md: "a record
 ... of decisions *not* to share").
 """
 

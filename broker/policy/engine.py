@@ -22,7 +22,7 @@ puts into words):
      (``without_consent``) *and* the event's risk is at or above the rule's
      threshold *and* the source agency gave one of the three reasons of
      DPA 2018 Sch 1 para 18(3) (``sharing.no_consent_reason``) *and* a non-blank
-     written justification (``sharing.justification``). DESIGN.md: "no consent
+     written justification (``sharing.justification``). docs/DESIGN.md: "no consent
      needed when asking would put the child at risk or when it cannot be given
      or reasonably obtained".
 

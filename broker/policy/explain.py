@@ -1,6 +1,6 @@
 """A decision in words a data protection officer can follow.
 
-Answers the questions of DESIGN.md ("a record of what was shared, with whom,
+Answers the questions of docs/DESIGN.md ("a record of what was shared, with whom,
 when, why, on which basis — and of decisions *not* to share"): what was
 shared, what was redacted and why, on which lawful basis, which consent or
 which reason for sharing without it, and what must happen next.

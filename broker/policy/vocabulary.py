@@ -19,7 +19,7 @@ DATA_CLASSES: frozenset[str] = _schema.DATA_CLASSES
 #: The one data class that is never redacted (an event's routing metadata).
 ALWAYS_SHARED: str = _schema.METADATA
 
-#: Identities of people other than the child. DESIGN.md ("Policy"): redacted by
+#: Identities of people other than the child. docs/DESIGN.md ("Policy"): redacted by
 #: default; only a rule that names them explicitly may share them, so a role
 #: grant can never leak who made a referral or which adults were mentioned.
 PROTECTED_CLASSES: frozenset[str] = frozenset({"referrer", "third_party"})
@@ -61,7 +61,7 @@ class NoConsentReason(StrEnum):
 
     (a) consent cannot be given by the data subject; (b) the controller cannot
     reasonably be expected to obtain it; (c) obtaining it would prejudice the
-    provision of the protection. DESIGN.md: "no consent needed when asking would
+    provision of the protection. docs/DESIGN.md: "no consent needed when asking would
     put the child at risk or when it cannot be given or reasonably obtained".
     """
 
@@ -86,7 +86,10 @@ _NO_CONSENT_TEXT: dict[NoConsentReason, str] = {
 
 
 class LawfulBasis(StrEnum):
-    """Lawful basis of a share; which applies depends on the recipient (DESIGN.md, "Policy")."""
+    """Lawful basis of a share; which applies depends on the recipient.
+
+    See docs/DESIGN.md, "Policy".
+    """
 
     CONSENT = "CONSENT_UKGDPR_6_1_A_9_2_A"
     SAFEGUARDING = "SAFEGUARDING_UKGDPR_9_2_G_DPA2018_SCH1_PARA18"

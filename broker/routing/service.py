@@ -1,6 +1,6 @@
 """The router service: consume, decide, and write feeds + audit + offsets in one transaction.
 
-Exactly once, fail closed (DESIGN.md): the router reads ingest topics with
+Exactly once, fail closed (docs/DESIGN.md): the router reads ingest topics with
 ``read_committed`` as one consumer group, and for each polled batch writes every
 subscriber copy, every quarantine record, the batch's audit leaves and the
 consumer offsets in a single Kafka transaction. A share and its audit record
