@@ -92,7 +92,7 @@ from broker.policy import ConsentStore, Policy  # noqa: E402
 from broker.policy.exceptions import PolicyError  # noqa: E402
 from broker.routing.app import audit_encoder, build_core, build_service, settle_memory  # noqa: E402
 from broker.routing.core import Inbound, Routed  # noqa: E402
-from broker.routing.service import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
+from broker.routing.transaction import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
 from broker.topics import Topics  # noqa: E402
 
 EVENTS = Path(__file__).resolve().parent.parent / "tests" / "data" / "events"

@@ -39,15 +39,10 @@ transaction aborts and the new owner replays the batch. Instances on one host
 must be given distinct ``instance_id`` values; a restarted instance must keep
 its id, so it fences its own zombie.
 
-State followed by every instance, each on its own group-less consumer:
-
-- consent: the compacted consent topic from the beginning, caught up after
-  each poll and before its batch is routed, so a consent record committed
-  before an event is applied to it;
-- the audit topic: every routed event id (so a repeated event is not shared
-  twice, whichever instance routed it first) and the number of committed
-  leaves per shard; and the checkpoints topic: the size of the newest signed
-  checkpoint per shard. Their difference is the audit checkpoint lag.
+Consent and the audit log are followed by every instance
+(:mod:`broker.routing.followers`); a batch's transaction is
+:mod:`broker.routing.transaction`; this module is the loop, its recovery and
+its health.
 
 Log lines carry ``topic[partition]@offset`` and event ids, never anything
 about a child.
@@ -57,34 +52,36 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from broker.audit.exceptions import AuditError
-from broker.audit.leaf import batch_size, decode_batch
-from broker.kafka.consumer import Consumer, catch_up, make_consumer
+from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.exceptions import KafkaError, ProducerFencedError
-from broker.kafka.producer import Producer, SendFuture, Sent, make_producer
-from broker.kafka.structs import GroupMetadata, OffsetAndMetadata, Record, TopicPartition
-from broker.routing.core import Inbound, Routed, RoutingCore
+from broker.kafka.producer import Producer
+from broker.kafka.structs import GroupMetadata, Record, TopicPartition
+from broker.routing.core import Routed, RoutingCore
+from broker.routing.followers import Followers
 from broker.routing.metrics import HealthServer, RouterMetrics
+from broker.routing.transaction import AuditEncoder, RouterStats, Transactions, _close_quietly
 from broker.topics import Topics
+
+__all__ = ["RouterService", "RouterStats"]
 
 log = logging.getLogger(__name__)
 
 #: /healthz turns 503 when the loop has not polled, or transactions have kept
 #: failing, for this long.
 HEALTH_STALE_S = 30.0
+
 #: How often the consumer lag gauge is refreshed (one ListOffsets round trip).
 LAG_INTERVAL_S = 5.0
+
 #: Backoff between attempts after a failed transaction: doubles from the first
 #: value up to the second.
 RETRY_BACKOFF_S = (0.2, 5.0)
+
 #: A dead router's partitions move to the others after this long (the broker's
 #: minimum is 6 s; kafka-python's default of 45 s would stall them for long).
 SESSION_TIMEOUT_MS = 10_000
@@ -93,61 +90,9 @@ MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's and Kafka's default
 #: kafka-python backs off reconnecting up to 30 s; after a broker restart that
 #: left the router idle for 15 s more (measured). The Java clients' default.
 RECONNECT_BACKOFF_MAX_MS = 1_000
-#: Records are sent when a batch fills or when the transaction is flushed before
-#: its commit, not one produce request per record (kafka-python's linger_ms=0):
-#: a transaction's records leave in a few large batches. Measured: ~2x router
-#: throughput. Latency is unaffected, as every transaction ends with a flush.
-#: The linger is longer than any transaction, so the sender thread stays asleep
-#: while a batch is routed (at 100 ms it woke to send partial batches, taking
-#: the GIL and the accumulator's locks from the routing thread): in-process
-#: router 801 -> 1,365 events/s (/tmp/phase_router.py, 8,000 events).
-#: Batches stay below the broker's default message.max.bytes (1 MiB).
-PRODUCER_LINGER_MS = 5000
-PRODUCER_BATCH_BYTES = 256 * 1024
-#: Header on the router's audit batches: a random token of the writing process.
-AUDIT_WRITER_HEADER = "safeshare-router-writer"
 
 
-@dataclass
-class RouterStats:
-    consumed: int = 0
-    shared: int = 0
-    withheld: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    transactions: int = 0
-    aborted: int = 0
-    """Transactions that failed and were rolled back (their batches replayed)."""
-    producer_restarts: int = 0
-    fenced: bool = False
-    """True if the loop stopped because another producer took over our transactional id."""
-    last_commit_ms: int = 0
-    per_agency: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Open:
-    """A transaction in progress: its batch routed and sent, not yet committed."""
-
-    batches: dict[TopicPartition, list[Record]]
-    mark: int
-    """:meth:`SeenEvents.mark` before the batch: what to forget if it aborts."""
-    started: float
-    routed: list[Routed] = field(default_factory=list)
-    leaves: list[Mapping[str, Any]] = field(default_factory=list)
-    wheres: list[str] = field(default_factory=list)
-    """Coordinates of each routed record, for debug lines (empty unless debugging)."""
-    futures: list[SendFuture] = field(default_factory=list)
-    """The audit batches' sends."""
-    copies: Sent | None = None
-    """The feed copies' sends (checked per Kafka batch: :meth:`Producer.send_all`)."""
-    offsets_sent: Callable[[], None] | None = None
-
-
-AuditEncoder = Callable[[list[Mapping[str, Any]]], list[bytes]]
-
-
-class RouterService:
+class RouterService(Followers, Transactions):
     """Runs :class:`RoutingCore` against Kafka, transactionally. See the module docstring."""
 
     def __init__(
@@ -233,10 +178,6 @@ class RouterService:
             ).start()
             self.metrics_port = self._health.port
 
-    def _new_writer_token(self) -> None:
-        self._writer_token = secrets.token_bytes(16)
-        self._audit_headers = [(AUDIT_WRITER_HEADER, self._writer_token)]
-
     def _open_clients(self) -> None:
         cfg = self._client_config
         # Ingest topics, and the consent topic (whose bad records the group
@@ -274,105 +215,6 @@ class RouterService:
             self._bootstrap, group_id=None, topics=None, isolation_level="read_committed", **cfg
         )
         self._producer = self._new_producer()
-
-    def _new_producer(self) -> Producer:
-        producer = make_producer(
-            self._bootstrap,
-            transactional_id=self._transactional_id,
-            client_id=f"safeshare-router-{self.instance_id}",
-            linger_ms=PRODUCER_LINGER_MS,
-            batch_size=PRODUCER_BATCH_BYTES,
-            **self._client_config,
-        )
-        try:
-            producer.init_transactions()  # fences (and aborts) an older one with our id
-        except BaseException:
-            _close_quietly(producer)
-            raise
-        return producer
-
-    # -- state followed by every instance -------------------------------------
-    def _catch_up_consent(self) -> None:
-        """Fold every committed consent record into the consent state."""
-        assert self._consent is not None
-        if not _follow_from_start(self._consent, [self.topics.consent]):
-            return
-        def fold(r: Record) -> None:
-            if not self.core.apply_consent(_inbound(r)):
-                log.debug("consent record %s unusable (quarantined by the group)", _where(r))
-
-        _catch_up(self._consent, "consent", fold)
-
-    def _catch_up_audit(self) -> None:
-        """Learn every event id committed to the audit log (by any instance), count
-        the committed leaves and note the newest checkpoint of each shard."""
-        assert self._audit is not None
-        follow = [self.topics.audit, self.topics.audit_checkpoints]
-        if not _follow_from_start(self._audit, follow):
-            return
-        seen = self.core.seen_event_ids
-        audit, checkpoints = self.topics.audit, self.topics.audit_checkpoints
-        own = ((AUDIT_WRITER_HEADER, self._writer_token),)
-
-        def learn(r: Record) -> None:
-            if r.topic == checkpoints:
-                self._note_checkpoint(r)
-                return
-            if r.topic != audit:
-                return
-            if r.headers == own:
-                # Committed by this process: its event ids were noted as it
-                # routed them (an aborted batch is never read back, read_committed).
-                count = batch_size(r.value or b"")
-                if count is not None:
-                    self._leaves_per_shard[r.partition] = (
-                        self._leaves_per_shard.get(r.partition, 0) + count
-                    )
-                    return
-            try:
-                leaves = decode_batch(r.value or b"")
-            except AuditError:
-                log.error("audit record %s is not a leaf batch", _where(r))
-                return
-            self._leaves_per_shard[r.partition] = (
-                self._leaves_per_shard.get(r.partition, 0) + len(leaves)
-            )
-            for leaf in leaves:
-                seen.add_from_leaf(leaf)
-
-        owned = self._assignment()
-        if owned != self._audit_caught_up_for:
-            # Starting, or partitions moved: read to the end before routing, so
-            # every id committed by the partitions' previous owners is known.
-            _catch_up(self._audit, "audit", learn)
-            self._audit_caught_up_for = owned
-        else:
-            # Steady state: take what the client has fetched meanwhile without
-            # waiting on the broker (a round trip per transaction saved); other
-            # instances' ids arrive a fetch later.
-            for r in self._audit.poll_records(timeout_ms=0):
-                learn(r)
-        lag = sum(
-            max(0, n - self._checkpoint_size.get(shard, 0))
-            for shard, n in self._leaves_per_shard.items()
-        )
-        self.metrics.checkpoint_lag.set(lag)
-
-    def _note_checkpoint(self, r: Record) -> None:
-        """A checkpoints-topic record: if it is a checkpoint, the size it signed.
-
-        Headers only (see broker.audit.stream): this is a gauge for operators,
-        not a verification; auditors verify the signed notes themselves.
-        """
-        headers = dict(r.headers)
-        if headers.get("type") != b"checkpoint":
-            return
-        try:
-            shard, size = int(headers["shard"]), int(headers["size"])
-        except (KeyError, ValueError):
-            return
-        if size > self._checkpoint_size.get(shard, -1):
-            self._checkpoint_size[shard] = size
 
     # -- health ----------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -551,120 +393,6 @@ class RouterService:
         )
         self._stop.wait(delay)
 
-    def _start(
-        self, batches: dict[TopicPartition, list[Record]], group: GroupMetadata
-    ) -> _Open:
-        """Open a transaction for a polled batch: route it, send every record and
-        the batch's offsets. :meth:`_finish` commits it."""
-        producer = self._producer
-        assert producer is not None
-        seen = self.core.seen_event_ids
-        txn = _Open(batches, seen.mark(), time.monotonic())
-        try:
-            producer.begin_transaction()
-            # The batch's offsets are known now: on their way to the coordinators
-            # while the batch is routed (waited for before the commit); an abort
-            # discards them with everything else.
-            offsets = {
-                tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                for tp, records in batches.items()
-                if records
-            }
-            txn.offsets_sent = producer.start_sending_offsets(offsets, group)
-            send = producer.send
-            handle = self.core.handle
-            debug = log.isEnabledFor(logging.DEBUG)
-            routed_all, leaves, wheres, futures = txn.routed, txn.leaves, txn.wheres, txn.futures
-            for records in batches.values():
-                for r in records:
-                    routed = handle(_inbound(r))
-                    if debug:
-                        wheres.append(_where(r))
-                    leaves.extend(routed.leaves)
-                    routed_all.append(routed)
-            # Sent after the whole batch is routed, in one run: the client's
-            # send path stays hot in the CPU caches instead of alternating with
-            # routing (measured ~10% cheaper per record). Nothing leaves before
-            # the flush anyway (the producer lingers longer than a transaction).
-            txn.copies = producer.send_all(
-                (out.topic, out.key, out.value) for routed in routed_all for out in routed.outputs
-            )
-            for payload in self._audit_encoder(leaves):
-                futures.append(send(self.topics.audit, payload, headers=self._audit_headers))
-        except BaseException as exc:
-            self._abandon(txn, exc)
-            raise
-        return txn
-
-    def _finish(self, txn: _Open) -> None:
-        """Commit an open transaction once all its records are acknowledged."""
-        producer = self._producer
-        assert producer is not None
-        try:
-            # Every record must be acknowledged before the commit: a copy or an
-            # audit batch the broker refused fails the whole transaction here,
-            # whatever the client library would make of it at commit time.
-            assert txn.offsets_sent is not None
-            producer.flush()
-            if txn.copies is not None:
-                txn.copies.raise_if_failed()
-            for fut in txn.futures:
-                fut.raise_if_failed()
-            txn.offsets_sent()
-            producer.commit_transaction()
-        except BaseException as exc:
-            self._abandon(txn, exc)
-            raise
-        self._committed(txn)
-
-    def _process(
-        self, batches: dict[TopicPartition, list[Record]], group: GroupMetadata
-    ) -> None:
-        """Route, send and commit one batch: one transaction."""
-        self._finish(self._start(batches, group))
-
-    def _abandon(self, txn: _Open, exc: BaseException) -> None:
-        """Undo a transaction that failed (before or at its commit); re-raised by the caller.
-
-        The event ids it marked as routed are forgotten, the transaction is
-        aborted (or the producer replaced), and the consumer is to go back to
-        the committed offsets, so the batch is polled again.
-        """
-        producer = self._producer
-        assert producer is not None
-        forgotten = self.core.seen_event_ids.forget_since(txn.mark)
-        # The transaction may have committed all the same (a commit the broker
-        # applied but whose answer was lost): then its offsets went with it, the
-        # batch is not replayed, and the forgotten ids come back only from the
-        # audit log. A new writer token makes this process read its earlier
-        # batches back in full, like another instance's.
-        self._new_writer_token()
-        self._replay_pending = True
-        self.stats.aborted += 1
-        self.metrics.txn_aborted.inc()
-        self._need_rewind = True
-        if isinstance(exc, ProducerFencedError):
-            return  # a fenced producer may not even abort
-        log.warning(
-            "router %s: transaction for %s failed (%s); aborting, %d event id(s) "
-            "marked unrouted, batch to be replayed",
-            self.instance_id, _span(txn.batches), _describe(exc), forgotten,
-        )
-        try:
-            producer.abort_transaction()
-        except ProducerFencedError:
-            raise
-        except Exception as abort_exc:  # noqa: BLE001 - replaced by a new producer instead
-            log.warning(
-                "router %s: abort failed (%s); the producer will be replaced, which "
-                "aborts the transaction on the broker",
-                self.instance_id, _describe(abort_exc),
-            )
-            self._need_producer = True
-        if isinstance(exc, KafkaError):
-            with _suppress_kafka():
-                self._repair()
-
     def _recovered(self, committed: bool) -> None:
         """A loop iteration went through: it polled, and committed if there was a batch.
 
@@ -689,71 +417,6 @@ class RouterService:
         self._failing_since = None
         self._failures = 0
 
-    def _committed(self, txn: _Open) -> None:
-        now = time.monotonic()
-        self._last_commit_at = now
-        self.metrics.txn_duration.observe(now - txn.started)
-        self.metrics.audit_leaves.inc(len(txn.leaves))
-        routed_all = txn.routed
-        self._account(routed_all)
-        if txn.wheres:  # debug logging is on
-            for where, r in zip(txn.wheres, routed_all, strict=True):
-                log.debug(
-                    "router %s: %s event=%s shared=%s withheld=%s quarantined=%s%s",
-                    self.instance_id, where, r.event_id or "-", ",".join(r.shared) or "-",
-                    ",".join(f"{sub}:{why}" for sub, why in r.withheld) or "-",
-                    r.quarantined or "-", " duplicate" if r.duplicate else "",
-                )
-            log.debug(
-                "router %s: committed %s: %d record(s), %d leaves",
-                self.instance_id, _span(txn.batches), len(routed_all), len(txn.leaves),
-            )
-        if self._on_batch is not None:
-            self._on_batch(routed_all)
-
-    def _account(self, routed_all: list[Routed]) -> None:
-        """Count a committed batch: tallied here, then one metric update per label set
-        (a labelled metric update takes a lock; per event that was measurable)."""
-        s, m = self.stats, self.metrics
-        s.transactions += 1
-        s.last_commit_ms = now = self.core.clock.now_ms()
-        m.last_commit.set(now / 1000)
-        consumed: Counter[str] = Counter()
-        shared: Counter[str] = Counter()
-        withheld: Counter[tuple[str, str]] = Counter()
-        quarantined: Counter[str] = Counter()
-        duplicates = 0
-        observe = m.latency.observe
-        for r in routed_all:
-            consumed[r.agency or "unknown"] += 1
-            for sub in r.shared:
-                shared[sub] += 1
-            for pair in r.withheld:
-                withheld[pair] += 1
-            if r.quarantined is not None:
-                quarantined[r.quarantined] += 1
-            if r.duplicate:
-                duplicates += 1
-            if r.shared and r.reported_at_ms is not None:
-                observe(max(0.0, (now - r.reported_at_ms) / 1000))
-            if r.agency:
-                s.per_agency[r.agency] = s.per_agency.get(r.agency, 0) + 1
-        for agency, n in consumed.items():
-            m.consumed.labels(agency).inc(n)
-        for sub, n in shared.items():
-            m.shared.labels(sub).inc(n)
-        for (sub, reason), n in withheld.items():
-            m.withheld.labels(sub, reason).inc(n)
-        for reason, n in quarantined.items():
-            m.quarantined.labels(reason).inc(n)
-        if duplicates:
-            m.duplicates.inc(duplicates)
-        s.consumed += len(routed_all)
-        s.shared += shared.total()
-        s.withheld += withheld.total()
-        s.quarantined += quarantined.total()
-        s.duplicates += duplicates
-
     def close(self) -> None:
         if self._health is not None:
             self._health.close()
@@ -771,23 +434,6 @@ class RouterService:
         self._producer = None
 
 
-def _inbound(r: Record) -> Inbound:
-    return Inbound(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-
-
-def _where(r: Record) -> str:
-    return f"{r.topic}[{r.partition}]@{r.offset}"
-
-
-def _span(batches: Mapping[TopicPartition, list[Record]]) -> str:
-    """``topic[p]@first-last`` for each partition of a batch."""
-    return ", ".join(
-        f"{tp.topic}[{tp.partition}]@{recs[0].offset}-{recs[-1].offset}"
-        for tp, recs in batches.items()
-        if recs
-    )
-
-
 def _positions(consumer: Consumer) -> str:
     try:
         return ", ".join(
@@ -796,71 +442,3 @@ def _positions(consumer: Consumer) -> str:
         ) or "(no partitions)"
     except KafkaError:
         return "(positions unknown)"
-
-
-def _describe(exc: BaseException) -> str:
-    """An error for a log line: Kafka's messages in full (they name topics and
-    brokers); of any other error only its type, as its message might quote data."""
-    if isinstance(exc, KafkaError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__} (message withheld from the log)"
-
-
-def _close_quietly(producer: Producer, timeout: float = 10.0) -> None:
-    try:
-        producer.close(timeout=timeout)
-    except Exception:  # noqa: BLE001 - closing a broken producer; nothing more to do
-        log.debug("closing producer failed", exc_info=True)
-
-
-class _suppress_kafka:  # noqa: N801 - used like contextlib.suppress
-    """Suppress Kafka errors (logged at debug): for best-effort steps retried later."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
-        if exc is not None and isinstance(exc, KafkaError) and not isinstance(
-            exc, ProducerFencedError
-        ):
-            log.debug("deferred: %s", exc)
-            return True
-        return False
-
-
-CATCH_UP_DEADLINE_S = 10.0
-
-
-def _catch_up(consumer: Consumer, what: str, handle: Callable[[Record], object]) -> None:
-    """Every record up to the (last stable) end offsets at the time of the call.
-
-    Bounded in time: an open transaction of another producer holds the last
-    stable offset back, and the loop must not wait for it forever; what is
-    left is read on the next round.
-    """
-    behind = catch_up(consumer, consumer.assignment(), handle, timeout_s=CATCH_UP_DEADLINE_S)
-    if behind:
-        log.warning(
-            "%s catch-up incomplete after %.0f s (%d partition(s) behind); continuing",
-            what, CATCH_UP_DEADLINE_S, len(behind),
-        )
-
-
-def _follow_from_start(consumer: Consumer, topics: list[str]) -> bool:
-    """Assign every partition of ``topics`` from the beginning, once; False if none is known.
-
-    The first topic must exist; later ones are followed if they exist at that
-    moment (the checkpoints topic may be created after the router starts).
-    """
-    if consumer.assignment():
-        return True
-    tps: list[TopicPartition] = []
-    for i, topic in enumerate(topics):
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts and i == 0:
-            return False
-        tps += [TopicPartition(topic, p) for p in sorted(parts)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    return True
