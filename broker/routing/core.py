@@ -27,7 +27,6 @@ from broker.audit.leaf import SubjectPseudonymiser
 from broker.audit.leaf_template import LeafEvent, LeafTemplate
 from broker.clock import Clock
 from broker.codec import Codec
-from broker.codec._write import long_bytes
 from broker.codec.codec import Redactable
 from broker.codec.exceptions import (
     CodecError,
@@ -37,6 +36,7 @@ from broker.codec.exceptions import (
 )
 from broker.codec.limits import MAX_EVENT_BYTES, event_size_problem
 from broker.routing.dedup import SeenEvents
+from broker.routing.feed import FeedWriter
 from broker.signing import signature_problem
 from broker.signing.feeds import FeedKeyError, FeedPublicKey, current_key, seal_message
 from broker.topics import Topics
@@ -44,8 +44,6 @@ from broker.topics import Topics
 log = logging.getLogger(__name__)
 
 ENVELOPE = "safeshare.ConcernEvent"
-FEED_RECORD = "safeshare.FeedRecord"
-DECISION_RECORD = "safeshare.Decision"
 QUARANTINE_RECORD = "safeshare.QuarantineRecord"
 CONSENT_PAYLOAD = "safeshare.ConsentRecord"
 
@@ -149,8 +147,7 @@ class RoutingCore:
         self._feed_topic_of = feed_topic_of or topics.feed
         self.max_message_bytes = max_message_bytes
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
-        self._feed_header = _feed_layout(codec)
-        self._decision_heads: dict[tuple[Any, ...], bytes] = {}
+        self._feed = FeedWriter(codec)
         self._subject_pseudonym = SubjectPseudonymiser(pseudonym_key)
         # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
         self._recipients: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
@@ -355,7 +352,7 @@ class RoutingCore:
             classes = decision.data_classes_shared
             # Each subscriber's copy is a splice of the event's bytes with its
             # redacted fields nulled (broker.codec._write, ._read).
-            data = self._feed_record(decision, written.redacted(classes))
+            data = self._feed.record(decision, written.redacted(classes))
             topic, sealing = self._recipient(subscriber)
             if sealing:
                 data = self._seal(sealing, subscriber, event_id, data, now)
@@ -508,55 +505,6 @@ class RoutingCore:
             self._sorted[key] = found
         return found
 
-    def _feed_record(self, decision: Any, event_body: bytes) -> bytes:
-        """A FeedRecord's single-object bytes: header, the decision, the redacted event.
-
-        The same bytes as ``codec.encode({"decision": ..., "event": copy},
-        FEED_RECORD)`` (an Avro record is its fields' encodings one after the
-        other; tests hold the two equal), without encoding the event again.
-        """
-        data = (
-            self._feed_header
-            + self._decision_body(decision)
-            + event_body
-        )
-        if len(data) > self.codec.max_message_bytes:
-            raise EncodingError(
-                f"(root): feed record is {len(data)} bytes, over the limit of"
-                f" {self.codec.max_message_bytes}"
-            )
-        return data
-
-    def _decision_body(self, decision: Any) -> bytes:
-        """The Avro body of a feed record's Decision.
-
-        All but its last field (``decided_at``) are the same for every event a
-        rule shares with a subscriber, so without obligations that part is
-        written once and kept: the body is that head and the time (an Avro
-        record is its fields' encodings in order; ``_feed_layout`` checked
-        ``decided_at`` is the last field and a long).
-        """
-        if decision.obligations:
-            return self.codec.body_trusted(_decision_record(decision), DECISION_RECORD)
-        key = (
-            decision.subscriber,
-            decision.rule_id,
-            decision.lawful_basis,
-            decision.policy_digest,
-            frozenset(decision.data_classes_shared),
-            tuple(decision.fields_redacted),
-        )
-        head = self._decision_heads.get(key)
-        if head is None:
-            body = self.codec.body_trusted(
-                dict(_decision_record(decision), decided_at=0), DECISION_RECORD
-            )
-            head = body[:-1]  # the long 0 is the single byte 0x00
-            if len(self._decision_heads) >= _DECISION_HEADS_MAX:
-                self._decision_heads.clear()
-            self._decision_heads[key] = head
-        return head + long_bytes(decision.now_ms)
-
     def _feed_keys(self, subscriber: str) -> tuple[FeedPublicKey, ...]:
         """The subscriber's HPKE feed keys (broker.signing.feeds); none: a plain feed."""
         lookup = getattr(self.decider, "subscriber", None)
@@ -610,21 +558,6 @@ class RoutingCore:
         )
 
 
-def _feed_layout(codec: Codec) -> bytes:
-    """The FeedRecord header, after checking the record is (decision, event) as
-    :meth:`RoutingCore._feed_record` assumes — a schema change must change both."""
-    raw = codec.raw_schemas()[FEED_RECORD]
-    layout = [(f["name"], f["type"]["name"]) for f in raw["fields"]]
-    expected = [("decision", "Decision"), ("event", "ConcernEvent")]
-    if [(n, t.rsplit(".", 1)[-1]) for n, t in layout] != expected:
-        raise CodecError(f"{FEED_RECORD} fields are {layout}, the router writes {expected}")
-    last = codec.raw_schemas()[DECISION_RECORD]["fields"][-1]
-    kind = last["type"]["type"] if isinstance(last["type"], dict) else last["type"]
-    if last["name"] != "decided_at" or kind != "long":
-        raise CodecError(f"{DECISION_RECORD} must end with decided_at (a long), not {last}")
-    return codec.header(FEED_RECORD)
-
-
 def _consent_problem(event: Mapping[str, Any]) -> str | None:
     payload = event.get("payload")
     if not (isinstance(payload, tuple) and payload[0] == CONSENT_PAYLOAD):
@@ -632,16 +565,3 @@ def _consent_problem(event: Mapping[str, Any]) -> str | None:
     if not (event.get("subject") or {}).get("pseudonym"):
         return "consent record without a subject pseudonym"
     return None
-
-
-def _decision_record(decision: Any) -> dict[str, Any]:
-    return {
-        "subscriber": decision.subscriber,
-        "rule_id": decision.rule_id,
-        "lawful_basis": str(decision.lawful_basis or ""),
-        "policy_digest": decision.policy_digest,
-        "data_classes_shared": sorted(decision.data_classes_shared),
-        "fields_redacted": sorted(decision.fields_redacted),
-        "obligations": [{"code": str(o.code), "due_at": o.due_at_ms} for o in decision.obligations],
-        "decided_at": decision.now_ms,
-    }
