@@ -124,13 +124,21 @@ class Topics:
             return topic[len(self.ack_prefix):]
         return None
 
+    @property
+    def notices_prefix(self) -> str:
+        return f"{self.namespace}.notices."
+
     def notices(self, subscriber: str) -> str:
         """Escalations and access notices for a subscriber."""
-        return f"{self.namespace}.notices.{check_id('subscriber', subscriber)}"
+        return self.notices_prefix + check_id("subscriber", subscriber)
+
+    @property
+    def status_prefix(self) -> str:
+        return f"{self.namespace}.status."
 
     def status(self, agency: str) -> str:
         """What happened to what an agency published: receipt, triage, outcome."""
-        return f"{self.namespace}.status.{check_id('agency', agency)}"
+        return self.status_prefix + check_id("agency", agency)
 
     @property
     def loop_group(self) -> str:

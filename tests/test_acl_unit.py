@@ -56,6 +56,7 @@ def test_agency_may_write_only_its_ingest_topic_and_consent(
     assert _of(derived, "agency-police") == {
         ("TOPIC", "ns.ingest.police", "WRITE", "LITERAL"),
         ("TOPIC", "ns.consent", "WRITE", "LITERAL"),
+        ("TOPIC", "ns.status.police", "READ", "LITERAL"),
     }
 
 
@@ -66,7 +67,24 @@ def test_subscriber_may_read_only_its_feed_with_its_own_groups(
         ("TOPIC", "ns.feed.mash", "READ", "LITERAL"),
         ("GROUP", "ns.subscriber.mash", "READ", "LITERAL"),
         ("GROUP", "ns.subscriber.mash.", "READ", "PREFIXED"),
+        ("TOPIC", "ns.ack.mash", "WRITE", "LITERAL"),
+        ("TOPIC", "ns.notices.mash", "READ", "LITERAL"),
     }
+
+
+def test_only_a_subscriber_acknowledges_for_itself_and_the_loop_reads_it(
+    derived: frozenset[AclBinding],
+) -> None:
+    ack_writers = {b.principal for b in derived if b.operation == "WRITE"
+                   and b.resource_type == "TOPIC" and b.resource_name == T.acks("mash")}
+    assert ack_writers == {"User:subscriber-mash"}
+    loop = _of(derived, "loop")
+    assert ("TOPIC", "ns.ack.", "READ", "PREFIXED") in loop
+    assert ("TOPIC", "ns.loop.clocks", "WRITE", "LITERAL") in loop
+    assert ("TRANSACTIONAL_ID", "ns.loop.", "WRITE", "PREFIXED") in loop
+    # The loop never reads a feed or an ingest topic: it sees clocks, not concerns.
+    assert not {r for r in loop if r[1].startswith(("ns.feed", "ns.ingest", "ns.consent"))}
+    assert ("TOPIC", "ns.loop.clock-starts", "WRITE", "LITERAL") in _of(derived, "router")
 
 
 def test_subscriber_group_prefix_does_not_reach_a_longer_id(
@@ -98,9 +116,9 @@ def test_only_the_router_writes_feeds_audit_and_quarantine(
             if b.operation == "WRITE" and b.resource_type == "TOPIC" and b.resource_name in names
         }
 
-    assert writers(T.quarantine, T.feed_prefix, T.feed("mash"), T.feed("mash-b")) == {
-        "User:router"
-    }
+    assert writers(T.feed_prefix, T.feed("mash"), T.feed("mash-b")) == {"User:router"}
+    # The loop service quarantines a malformed or misdirected acknowledgement.
+    assert writers(T.quarantine) == {"User:router", "User:loop"}
     # The checkpointer appends only the leaf of a key rotation (rotate_key).
     assert writers(T.audit) == {"User:router", "User:checkpointer"}
 

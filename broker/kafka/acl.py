@@ -24,6 +24,15 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 | ``User:witness``          | READ audit and checkpoints; WRITE checkpoints (cosignatures) |
 | ``User:auditor``          | READ audit and checkpoints                                 |
 | ``User:operator``         | READ quarantine                                            |
+| ``User:loop``             | READ clock starts and every acknowledgement topic; READ    |
+|                           | and WRITE the clock changelog; WRITE notices, status and   |
+|                           | quarantine; group ``<ns>.loop``; transactional ids         |
+|                           | ``<ns>.loop.*``                                            |
+
+Closing the loop adds to the parties' own rights: an agency READs its status
+topic (what happened to what it sent); a subscriber WRITEs its own
+acknowledgement topic and READs its notices; the router WRITEs clock starts
+in the same transaction as the shares that start them.
 
 Why these and no more (Kafka's authorizer rules, checked against 4.1):
 
@@ -70,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDITOR",
     "CHECKPOINTER",
+    "LOOP",
     "OPERATOR",
     "ROUTER",
     "SERVICE_USERS",
@@ -92,7 +102,8 @@ CHECKPOINTER = "checkpointer"
 WITNESS = "witness"
 AUDITOR = "auditor"
 OPERATOR = "operator"
-SERVICE_USERS = (ROUTER, CHECKPOINTER, WITNESS, AUDITOR, OPERATOR)
+LOOP = "loop"
+SERVICE_USERS = (ROUTER, CHECKPOINTER, WITNESS, AUDITOR, OPERATOR, LOOP)
 """Safeshare's own services' user names (one principal each, whatever the policy)."""
 
 APPLY_SETTLE_S = 15.0
@@ -139,6 +150,7 @@ def desired_acls(
     for a in agencies:
         user = agency_user(a)
         out.add(allow(user, "TOPIC", topics.ingest(a), "WRITE"))
+        out.add(allow(user, "TOPIC", topics.status(a), "READ"))
         out.add(allow(user, "TOPIC", topics.consent, "WRITE"))
     for s in subscribers:
         user = subscriber_user(s)
@@ -146,6 +158,8 @@ def desired_acls(
         out.add(allow(user, "TOPIC", topics.feed(s), "READ"))
         out.add(allow(user, "GROUP", group, "READ"))
         out.add(allow(user, "GROUP", group + ".", "READ", "PREFIXED"))
+        out.add(allow(user, "TOPIC", topics.acks(s), "WRITE"))
+        out.add(allow(user, "TOPIC", topics.notices(s), "READ"))
 
     out |= {
         allow(ROUTER, "TOPIC", topics.ingest_prefix, "READ", "PREFIXED"),
@@ -157,6 +171,7 @@ def desired_acls(
         allow(ROUTER, "TOPIC", topics.feed_prefix, "WRITE", "PREFIXED"),
         allow(ROUTER, "TOPIC", topics.audit, "WRITE"),
         allow(ROUTER, "TOPIC", topics.quarantine, "WRITE"),
+        allow(ROUTER, "TOPIC", topics.clock_starts, "WRITE"),
         allow(ROUTER, "GROUP", topics.router_group, "READ"),
         allow(ROUTER, "TRANSACTIONAL_ID", topics.router_transactional_id(""), "WRITE",
               "PREFIXED"),
@@ -172,6 +187,17 @@ def desired_acls(
     out.add(allow(CHECKPOINTER, "TRANSACTIONAL_ID", topics.checkpointer_group + ".", "WRITE",
                   "PREFIXED"))
     out.add(allow(OPERATOR, "TOPIC", topics.quarantine, "READ"))
+    out |= {
+        allow(LOOP, "TOPIC", topics.clock_starts, "READ"),
+        allow(LOOP, "TOPIC", topics.ack_prefix, "READ", "PREFIXED"),
+        allow(LOOP, "TOPIC", topics.clocks, "READ"),
+        allow(LOOP, "TOPIC", topics.clocks, "WRITE"),
+        allow(LOOP, "TOPIC", topics.notices_prefix, "WRITE", "PREFIXED"),
+        allow(LOOP, "TOPIC", topics.status_prefix, "WRITE", "PREFIXED"),
+        allow(LOOP, "TOPIC", topics.quarantine, "WRITE"),
+        allow(LOOP, "GROUP", topics.loop_group, "READ"),
+        allow(LOOP, "TRANSACTIONAL_ID", topics.loop_transactional_id(""), "WRITE", "PREFIXED"),
+    }
     return frozenset(out)
 
 
@@ -197,7 +223,8 @@ def _scope(topics: Topics) -> re.Pattern[str]:
     return re.compile(
         rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent|feed\.(?:{_ID})?|quarantine|audit"
         rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}\.?"
-        rf"|checkpointer\.?(?:{_ID})?)\Z"
+        rf"|checkpointer\.?(?:{_ID})?"
+        rf"|loop(?:\.clock-starts|\.clocks|\.(?:{_ID})?)?|(?:ack|notices|status)\.(?:{_ID})?)\Z"
     )
 
 

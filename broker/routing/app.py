@@ -19,6 +19,7 @@ from broker.audit.leaf_template import CanonicalLeaf, leaf_bytes
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
+from broker.loop.starter import ClockStarter
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import RoutingCore
 from broker.routing.exceptions import RoutingError
@@ -111,6 +112,7 @@ def build_core(
     return RoutingCore(
         codec=codec,
         decider=policy,
+        clock_starter=ClockStarter(policy=policy, codec=codec, topics=settings.topics).starts,
         consents=ConsentStore(),
         topics=settings.topics,
         clock=clock,

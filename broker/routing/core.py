@@ -92,6 +92,10 @@ class DecisionLike(Protocol):
     now_ms: int
 
 
+ClockStarterFn = Callable[[Mapping[str, Any], Any, str, int], list[tuple[str, bytes, bytes]]]
+"""``(event, decision, subject HMAC, now_ms) -> [(topic, key, value)]``: broker.loop.starter."""
+
+
 class Decider(Protocol):
     def decide_all(self, event: Mapping[str, Any], consents: Any, now_ms: int) -> Sequence[Any]: ...
 
@@ -137,6 +141,7 @@ class RoutingCore:
         feed_topic_of: Callable[[str], str] | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         seen_event_ids: SeenEvents | None = None,
+        clock_starter: ClockStarterFn | None = None,
     ) -> None:
         self.codec = codec
         self.decider = decider
@@ -148,6 +153,8 @@ class RoutingCore:
         self.max_message_bytes = max_message_bytes
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
         self._feed = FeedWriter(codec)
+        # The statutory clocks a share starts, written in the share's transaction.
+        self._clock_starter = clock_starter
         self._subject_pseudonym = SubjectPseudonymiser(pseudonym_key)
         # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
         self._recipients: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
@@ -362,6 +369,9 @@ class RoutingCore:
                 feed_keys[granted] = self._feed_key(pseudonym, granted)
             outputs.append(Outbound(topic, feed_keys[granted], data))
             routed.shared.append(subscriber)
+            if self._clock_starter is not None:
+                for start in self._clock_starter(event, decision, subject, now):
+                    outputs.append(Outbound(*start))
             delivered = hashlib.sha256(data).hexdigest()
             leaves.append(self._decision_leaf(decision, reason, leaf_event, ids, delivered))
         return routed
