@@ -26,6 +26,8 @@ default for a local run. Nothing else in the package reads ``os.environ``.
 | SAFESHARE_KAFKA_VERSION     | Kafka version the local broker fetches (default pinned)   |
 | SAFESHARE_NO_DOCKER         | if set, never try testcontainers                          |
 | SAFESHARE_PARTNERSHIP_KEYS  | directory of the router's pseudonym keys (<home>/keys/partnership) |
+| SAFESHARE_FUTURE_SKEW_S     | how far in the future an event's times may be, seconds    |
+|                             | (default 300: agency clocks run ahead; broker.codec.times)|
 
 The security variables become a :class:`broker.kafka.security.Credentials`,
 which every Kafka client uses unless it is given other credentials.
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker import resources
+from broker.codec.times import DEFAULT_FUTURE_SKEW_MS, TimeBounds
 from broker.errors import ConfigError
 from broker.topics import DEFAULT_NAMESPACE, Topics
 
@@ -85,6 +88,12 @@ class Settings:
     schemas_dir: Path = field(default_factory=lambda: resources.path("schemas"))
     extra: Mapping[str, str] = field(default_factory=dict)
     partnership_keys: Path | None = None
+    future_skew_ms: int = DEFAULT_FUTURE_SKEW_MS
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        """The plausible range of an event's times (broker.codec.times)."""
+        return TimeBounds(future_skew_ms=self.future_skew_ms)
 
     @property
     def topics(self) -> Topics:
@@ -149,7 +158,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         try_docker=not env.get("SAFESHARE_NO_DOCKER"),
         extra={k: v for k, v in env.items() if k.startswith("SAFESHARE_")},
         partnership_keys=_path(env, "SAFESHARE_PARTNERSHIP_KEYS"),
+        future_skew_ms=_future_skew_ms(env),
     )
+
+
+def _future_skew_ms(env: Mapping[str, str]) -> int:
+    text = env.get("SAFESHARE_FUTURE_SKEW_S")
+    if not text:
+        return DEFAULT_FUTURE_SKEW_MS
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 86_400:
+        raise ConfigError(
+            f"SAFESHARE_FUTURE_SKEW_S: {text!r} is not a number of seconds from 0 to 86400"
+        )
+    return seconds * 1000
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -6,7 +6,9 @@ A receipt ("published") must never promise what will not happen. So
 would quarantine or share with nobody, as far as the sender can tell:
 
 - the source agency is not the publishing agency (router: ``AGENCY_MISMATCH``);
-- the event does not fit the schema (``SCHEMA_INVALID``);
+- the event does not fit the schema, or one of its times is not plausible
+  now (:mod:`broker.codec.times`: before 2000, in the future, occurred after
+  reported) (``SCHEMA_INVALID``);
 - its message is over the one size limit, :data:`broker.codec.MAX_EVENT_BYTES`
   (``OVERSIZED``);
 - given the policy the router runs: the agency is not registered in it (the
@@ -33,6 +35,7 @@ from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.codec.jsontext import read_events
 from broker.codec.limits import MAX_EVENT_BYTES, too_big
+from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
 from broker.identity.nhs import with_canonical_identifiers
 from broker.policy import Policy
 from broker.signing import AgencySigner, sign_message, signature_problem
@@ -69,7 +72,8 @@ class Intake:
 
     ``policy`` is the policy the router runs, when the sender has it: without
     one the policy's rules are not checked (the router still applies them).
-    ``clock`` is the time signing keys must be valid at.
+    ``clock`` is the time signing keys must be valid at and times are judged
+    against; ``time_bounds`` how far ahead of it a time may be.
     """
 
     def __init__(
@@ -81,12 +85,14 @@ class Intake:
         policy: Policy | None = None,
         clock: Clock | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        time_bounds: TimeBounds = DEFAULT_BOUNDS,
     ) -> None:
         if signer is not None and signer.agency_id != agency:
             raise ValueError(f"signing key is for agency {signer.agency_id!r}, not {agency!r}")
         self.agency = agency
         self.codec = codec or Codec.default()
         self.max_event_bytes = max_event_bytes
+        self.time_bounds = time_bounds
         self._signer = signer
         self._policy = policy
         self._clock = clock or SystemClock()
@@ -115,6 +121,7 @@ class Intake:
         else:
             unsigned = self.codec.encode({**event, "signature": None}, ENVELOPE, limit=limit)
             data = sign_message(unsigned, self._signer)
+        self.codec.check_times(event, self._clock.now_ms(), self.time_bounds, ENVELOPE)
         if len(data) > self.max_event_bytes:
             raise EventRefused(too_big(event, len(data), self.max_event_bytes))
         if self._policy is not None and registered is not None:

@@ -75,7 +75,7 @@ def strategy(node: Node, fmt: str | None = None) -> st.SearchStrategy[Any]:
             "float": st.floats(width=32, allow_nan=False, allow_infinity=False),
             "double": st.floats(allow_nan=False, allow_infinity=False),
             "bytes": st.binary(max_size=40),
-            "string": FORMATTED[fmt] if fmt else TEXT,
+            "string": FORMATTED.get(fmt or "", TEXT),  # event-time is a long
         }[node.kind]
     if isinstance(node, Enum):
         return st.sampled_from(node.symbols)

@@ -21,6 +21,7 @@ import pytest
 from broker.api import Publisher
 from broker.clock import FixedClock
 from broker.codec import MAX_EVENT_BYTES, EncodingError
+from broker.codec.times import TimeBounds
 from broker.intake import Intake
 from broker.kafka.admin import Admin
 from broker.policy import ConsentStore, Policy
@@ -219,6 +220,8 @@ def _replace(old: str, new: str, name: str = "missing_episode") -> bytes:
 
 
 GOOD = _text()
+REPORTED = '"reported_at": "2024-11-08T22:15:12.481Z"'
+OCCURRED = '"occurred_at": "2024-11-08T21:40:00Z"'
 SCHOOL = "example-academy"
 HOSTILE: list[tuple[str, bytes, str]] = [
     # (case, input, what the one line must say)
@@ -248,6 +251,14 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("huge negative time", _replace('"reported_at": "2024-11-08T22:15:12.481Z"',
                                     '"reported_at": -' + "9" * 30),
      "reported_at: timestamp out of range"),
+    ("reported_at -1 (1969)", _replace(REPORTED, '"reported_at": -1'),
+     "event: reported_at: before 2000-01-01T00:00:00Z, not a plausible time"),
+    ("occurred_at in 1900", _replace(OCCURRED, '"occurred_at": "1900-01-01T00:00:00Z"'),
+     "event: occurred_at: before 2000-01-01T00:00:00Z"),
+    ("occurred_at in 9999", _replace(OCCURRED, '"occurred_at": "9999-12-31T23:59:59Z"'),
+     "event: occurred_at: in the future (more than 300 s from now)"),
+    ("occurred after reported", _replace(OCCURRED, '"occurred_at": "2024-11-09T22:15:12Z"'),
+     "event: occurred_at: after reported_at"),
     ("empty input", b"", "no event given (empty input)"),
     ("only whitespace", b" \n\t\r\n", "no event given (empty input)"),
     ("empty array", b"[]", "no event given (an empty array)"),
@@ -318,3 +329,39 @@ def test_json_lines_with_one_bad_line_send_nothing_at_all(
     assert out.returncode == 0, out.stderr
     # Only the second invocation's two events ever reached the topic.
     assert len(read_all(kafka_bootstrap, topics.ingest(POLICE))) == 2
+
+
+@pytest.mark.parametrize(
+    ("times", "says"),
+    [
+        ({"reported_at": -1}, "reported_at: before 2000-01-01T00:00:00Z"),
+        ({"occurred_at": "1900-01-01T00:00:00Z"}, "occurred_at: before 2000-01-01T00:00:00Z"),
+        ({"occurred_at": "9999-12-31T23:59:59Z"}, "occurred_at: in the future"),
+        ({"occurred_at": NOW - 1000, "reported_at": NOW - 3_600_000},
+         "occurred_at: after reported_at"),
+    ],
+)
+def test_implausible_times_are_refused_at_intake_and_quarantined_if_they_arrive_anyway(
+    times: dict[str, Any], says: str
+) -> None:
+    event = CODEC.from_json(example("missing_episode", **times))
+    with pytest.raises(EncodingError, match=says):
+        Intake(agency=POLICE, codec=CODEC, policy=_policy(), clock=FixedClock(NOW)).encode(event)
+    data = CODEC.encode(event)  # a sender that skipped the intake
+    routed = _core(_policy()).handle(Inbound(T.ingest(POLICE), 0, 1, None, data))
+    assert routed.quarantined == "SCHEMA_INVALID" and not routed.shared
+    q = CODEC.decode(routed.outputs[0].value, "safeshare.QuarantineRecord")
+    assert q["original"] == data and says in q["detail"]
+    assert [leaf["kind"] for leaf in routed.leaves] == ["QUARANTINED"]
+
+
+def test_the_router_judges_the_future_at_its_own_clock_and_skew() -> None:
+    event = CODEC.from_json(example("missing_episode", reported_at=NOW + 60_000))
+    data = CODEC.encode(event)
+    core = _core(_policy())
+    assert core.handle(Inbound(T.ingest(POLICE), 0, 1, None, data)).quarantined is None
+    core.time_bounds = TimeBounds(future_skew_ms=10_000)
+    routed = core.handle(Inbound(T.ingest(POLICE), 0, 2, None, CODEC.encode(
+        CODEC.from_json(example("missing_episode", reported_at=NOW + 60_000))
+    )))  # fmt: skip
+    assert routed.quarantined == "SCHEMA_INVALID"

@@ -80,7 +80,9 @@ def publish(agency: str, source: str, key_file: Path | None, bootstrap: str | No
                 f"cannot check events against the policy {s.policy_path}: {exc}"
             ) from exc
     try:
-        intake = Intake(agency=agency, codec=codec, signer=signer, policy=policy)
+        intake = Intake(
+            agency=agency, codec=codec, signer=signer, policy=policy, time_bounds=s.time_bounds
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 

@@ -195,7 +195,7 @@ class _FromJson:
 
     def _field(self, f: Field, path: str) -> Convert:
         inner = self.compile(f.type, path)
-        if f.format is None:
+        if f.format not in FORMAT_PROBLEMS:  # none, or a time's (broker.codec.times)
             return inner
         here = where(path)
         problem_of = FORMAT_PROBLEMS[f.format]

@@ -42,8 +42,11 @@ DATA_CLASSES: Final = frozenset(
 )
 METADATA: Final = "metadata"
 
+#: The ``format`` of a time something happened (a timestamp-millis field): it must be
+#: plausible when it enters (broker.codec.times), not only a valid long.
+TIME_FORMAT: Final = "event-time"
 #: Values of a field's ``format`` attribute the codec enforces.
-FORMATS: Final = frozenset({"uuid", "nhs-number", "upn"})
+FORMATS: Final = frozenset({"uuid", "nhs-number", "upn", TIME_FORMAT})
 
 #: Key naming a union branch in human-friendly JSON ({"type": "MissingEpisode", ...}).
 JSON_TYPE_KEY: Final = "type"

@@ -136,7 +136,7 @@ class _Compiler:
 
     def _field(self, f: Field, path: str) -> Check:
         inner = self.compile(f.type, path)
-        if f.format is None:
+        if f.format not in FORMAT_PROBLEMS:  # none, or a time's (broker.codec.times)
             return inner
         here = where(path)
         problem_of = FORMAT_PROBLEMS[f.format]
@@ -369,7 +369,7 @@ def compile_format_check(node: Node) -> Check | None:
             return False
         seen.add(id(n))
         if isinstance(n, Record):
-            return any(f.format is not None or has_format(f.type, seen) for f in n.fields)
+            return any(f.format in FORMAT_PROBLEMS or has_format(f.type, seen) for f in n.fields)
         if isinstance(n, Array):
             return has_format(n.items, seen)
         if isinstance(n, Map):
@@ -386,7 +386,7 @@ def compile_format_check(node: Node) -> Check | None:
             for f in n.fields:
                 fpath = join(path, f.name)
                 inner = build(f.type, fpath)
-                if f.format is not None:
+                if f.format in FORMAT_PROBLEMS:
                     inner = _format_only(fpath, f.format, inner)
                 if inner is not None:
                     parts.append((f.name, inner))

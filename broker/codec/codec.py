@@ -53,6 +53,7 @@ from broker.codec.exceptions import (
     UnknownSchemaError,
 )
 from broker.codec.limits import too_big
+from broker.codec.times import DEFAULT_BOUNDS, TimeBounds, TimeCheck, compile_time_check
 
 DEFAULT_SCHEMA: Final = "safeshare.ConcernEvent"
 
@@ -112,6 +113,7 @@ class Codec:
                 self._writers.setdefault(entry.fingerprint, entry)
         self._checks: dict[str, _validate.Check] = {}
         self._format_checks: dict[str, _validate.Check | None] = {}
+        self._time_checks: dict[str, TimeCheck | None] = {}
         self._from_json: dict[str, _json.Convert] = {}
         self._to_json: dict[str, _json.Render] = {}
         self._plans: dict[str, RedactionPlan] = {}
@@ -207,6 +209,30 @@ class Codec:
         entry = self._entry(schema)
         errors: list[str] = []
         self._check(entry)(record, errors)
+        if errors:
+            raise EncodingError(errors[: _validate.MAX_PROBLEMS])
+
+    def check_times(
+        self,
+        record: Any,
+        now_ms: int,
+        bounds: TimeBounds = DEFAULT_BOUNDS,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        """Raise :class:`EncodingError` naming each time in ``record`` that is not
+        plausible at ``now_ms`` (:mod:`broker.codec.times`: before the floor, in
+        the future beyond the skew, occurred after reported). For where an event
+        enters (publish, the API, the router); decoding never asks, so stored
+        data reads back whatever the date."""
+        entry = self._entry(schema)
+        try:
+            check = self._time_checks[entry.name]
+        except KeyError:
+            check = self._time_checks[entry.name] = compile_time_check(entry.node)
+        if check is None:
+            return
+        errors: list[str] = []
+        check(record, now_ms, bounds, errors)
         if errors:
             raise EncodingError(errors[: _validate.MAX_PROBLEMS])
 

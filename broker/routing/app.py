@@ -117,6 +117,7 @@ def build_core(
         topics=settings.topics,
         clock=clock,
         pseudonym_key=load_or_create_secret(keys_dir(settings) / SUBJECT_KEY_FILE),
+        time_bounds=settings.time_bounds,
     )
 
 

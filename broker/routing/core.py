@@ -35,6 +35,7 @@ from broker.codec.exceptions import (
     UnknownSchemaError,
 )
 from broker.codec.limits import MAX_EVENT_BYTES, event_size_problem
+from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
 from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter
 from broker.signing import signature_problem
@@ -142,6 +143,7 @@ class RoutingCore:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         seen_event_ids: SeenEvents | None = None,
         clock_starter: ClockStarterFn | None = None,
+        time_bounds: TimeBounds = DEFAULT_BOUNDS,
     ) -> None:
         self.codec = codec
         self.decider = decider
@@ -151,6 +153,7 @@ class RoutingCore:
         self._pseudonym_key = pseudonym_key
         self._feed_topic_of = feed_topic_of or topics.feed
         self.max_message_bytes = max_message_bytes
+        self.time_bounds = time_bounds
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
         self._feed = FeedWriter(codec)
         # The statutory clocks a share starts, written in the share's transaction.
@@ -322,6 +325,10 @@ class RoutingCore:
         problem = self._signature_problem(msg.value or b"", event, agency, now)
         if problem is not None:
             return self._quarantine(msg, "BAD_SIGNATURE", problem, routed)
+        try:  # the schema's event-time rule, at the router's clock (broker.codec.times)
+            self.codec.check_times(event, now, self.time_bounds, ENVELOPE)
+        except EncodingError as exc:
+            return self._quarantine(msg, "SCHEMA_INVALID", str(exc), routed)
         event_digest = hashlib.sha256(msg.value or b"").hexdigest()
         subject = self.subject_hmac(event["subject"].get("pseudonym"))
         if event_id in self.seen_event_ids:
