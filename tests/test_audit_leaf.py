@@ -14,8 +14,8 @@ import rfc8785  # an independent RFC 8785 implementation (PyPI: rfc8785), a test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker._jcs import CanonicalizationError, canonicalize, parse_canonical
 from broker.audit import leaf_template as template_module
-from broker.audit._jcs import CanonicalizationError, canonicalize, parse_canonical
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
     AuditLeaf,

@@ -389,3 +389,17 @@ def test_digest_ignores_comments_and_layout_but_not_meaning() -> None:
     p3 = Policy.from_text(changed, field_classes=FIELD_CLASSES)
     assert p3.digest != p1.digest
     assert re.fullmatch(r"[0-9a-f]{64}", p1.digest)
+
+
+def test_the_policy_digest_is_the_sha256_of_its_rfc8785_form() -> None:
+    """The digest every decision cites can be recomputed by any JCS implementation."""
+    import hashlib  # noqa: PLC0415
+
+    import rfc8785  # noqa: PLC0415 - an independent RFC 8785 implementation
+
+    from broker.policy._yaml import load_document  # noqa: PLC0415
+
+    doc, problems = load_document(EXAMPLE_POLICY.read_text(encoding="utf-8"))
+    assert doc is not None and not problems
+    want = hashlib.sha256(rfc8785.dumps(doc.data)).hexdigest()
+    assert Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES).digest == want

@@ -62,7 +62,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 
-from broker.audit._jcs import (
+from broker._jcs import (
     MAX_SAFE_INTEGER,
     CanonicalizationError,
     canonicalize_trusted,

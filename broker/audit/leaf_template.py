@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from broker.audit._jcs import (
+from broker._jcs import (
     MAX_SAFE_INTEGER,
     encode_string,
 )

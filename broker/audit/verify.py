@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from broker._jcs import CanonicalizationError, canonicalize
 from broker.audit import note as _note
-from broker.audit._jcs import CanonicalizationError, canonicalize
 from broker.audit.bundle import Bundle, BundleCheckpoint
 from broker.audit.checkpoint import Checkpoint, open_checkpoint
 from broker.audit.cosignature import CosignatureVerifier, add_cosignatures, verify_cosignatures

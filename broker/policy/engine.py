@@ -81,11 +81,11 @@ the fields present, walked and generated.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, cast
 
+from broker._jcs import CanonicalizationError, canonicalize
 from broker._memo import BoundedMemo
 from broker.policy._check import Checked, Vocabulary, check
 
@@ -110,12 +110,14 @@ _OUTCOME_CACHE_LIMIT = 8192  # ~1.5 kB each
 
 
 def canonical_form(data: Any) -> bytes:
-    """The canonical form of a parsed policy: UTF-8 JSON, keys sorted, no whitespace.
+    """The canonical form of a parsed policy: its RFC 8785 (JCS) bytes (:mod:`broker._jcs`).
 
     Comments, key order, quoting style, indentation and YAML flow/block style
-    do not change it; any change of meaning does.
+    do not change it; any change of meaning does. Raises
+    :class:`~broker._jcs.CanonicalizationError` for a value JSON cannot carry
+    exactly (an integer outside the IEEE-754 safe range).
     """
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonicalize(data)
 
 
 def policy_digest(data: Any) -> str:
@@ -223,7 +225,11 @@ class Policy(CompiledPlans):
         problems = sorted(problems + more)
         if checked is None or problems:
             return None, problems
-        return cls(checked, digest=policy_digest(doc.data), vocabulary=vocab, source=source), []
+        try:
+            digest = policy_digest(doc.data)
+        except CanonicalizationError as exc:
+            return None, [Problem(1, 1, f"the policy has no canonical form: {exc}")]
+        return cls(checked, digest=digest, vocabulary=vocab, source=source), []
 
     # -- registry -------------------------------------------------------------
     @property

@@ -1,5 +1,8 @@
 """A small, strict RFC 8785 JSON Canonicalization Scheme (JCS) for a JSON subset.
 
+The one canonical JSON of the package: audit leaves (:mod:`broker.audit.leaf`)
+and the policy digest (:func:`broker.policy.engine.canonical_form`) both use it.
+
 Only ``null``, booleans, integers in the IEEE-754 safe range (|n| <= 2**53 - 1),
 strings, arrays and objects are allowed. Floats are refused: their JCS form
 depends on ECMAScript number printing, and we have no use for them. Within
