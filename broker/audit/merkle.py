@@ -298,6 +298,47 @@ def _inclusion_proof_length(index: int, size: int) -> int:
     return inner + bin(index >> inner).count("1")
 
 
+def _fold(
+    fn: int,
+    sn: int,
+    path: Sequence[bytes],
+    fr: bytes | None,
+    sr: bytes,
+    *,
+    too_many: str,
+    too_few: str,
+) -> tuple[bytes | None, bytes]:
+    """The hash-chaining loop both proof verifications share.
+
+    RFC 9162 §2.1.3.2 step 4 (inclusion: ``sr`` is ``r``, no ``fr``) and
+    §2.1.4.2 step 6 (consistency: ``fr`` and ``sr``): for each ``c`` in
+    ``path``, a left sibling (``LSB(fn)`` set, or ``fn == sn``) updates both
+    hashes as ``HASH(0x01 || c || x)`` and, if ``fn`` was even, shifts until it
+    is odd or zero; a right sibling updates ``sr`` only, ``HASH(0x01 || sr || c)``;
+    then both indices shift right. The path must end with ``sn`` at 0 (the
+    first half of step 5 / the check of step 7); else the message says which way
+    the path's length is wrong.
+    """
+    for c in path:
+        if sn == 0:
+            raise VerificationError(too_many)
+        if fn & 1 or fn == sn:
+            if fr is not None:
+                fr = sha256(_NODE_PREFIX + c + fr).digest()
+            sr = sha256(_NODE_PREFIX + c + sr).digest()
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = sha256(_NODE_PREFIX + sr + c).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise VerificationError(too_few)
+    return fr, sr
+
+
 def root_from_inclusion_proof(
     leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]
 ) -> bytes:
@@ -314,33 +355,14 @@ def root_from_inclusion_proof(
     if len(leaf_hash) != HASH_SIZE:
         raise VerificationError(f"{what} does not verify: leaf hash has {len(leaf_hash)} bytes")
     _check_hashes(what, proof)
-    # Step 2.
-    fn, sn = index, size - 1
-    # Step 3.
-    r = leaf_hash
-    # Step 4.
-    for p in proof:
-        if sn == 0:
-            raise VerificationError(
-                f"{what} does not verify: it has {len(proof)} hashes, the path has "
-                f"{_inclusion_proof_length(index, size)}"
-            )
-        if fn & 1 or fn == sn:
-            r = sha256(_NODE_PREFIX + p + r).digest()
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = sha256(_NODE_PREFIX + r + p).digest()
-        fn >>= 1
-        sn >>= 1
-    # Step 5 (first half): sn must have reached 0.
-    if sn != 0:
-        raise VerificationError(
-            f"{what} does not verify: it has {len(proof)} hashes, the path has "
-            f"{_inclusion_proof_length(index, size)}"
-        )
+    wrong_length = (
+        f"{what} does not verify: it has {len(proof)} hashes, the path has "
+        f"{_inclusion_proof_length(index, size)}"
+    )
+    # Steps 2-4: fn = leaf_index, sn = tree_size - 1, r = leaf_hash, then the fold.
+    _, r = _fold(
+        index, size - 1, proof, None, leaf_hash, too_many=wrong_length, too_few=wrong_length
+    )
     return r
 
 
@@ -402,26 +424,17 @@ def verify_consistency(
     while fn & 1:
         fn >>= 1
         sn >>= 1
-    # Step 5.
-    fr = sr = path[0]
-    # Step 6.
-    for c in path[1:]:
-        if sn == 0:
-            raise VerificationError(f"{what} does not verify: the proof has too many hashes")
-        if fn & 1 or fn == sn:
-            fr = sha256(_NODE_PREFIX + c + fr).digest()
-            sr = sha256(_NODE_PREFIX + c + sr).digest()
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            sr = sha256(_NODE_PREFIX + sr + c).digest()
-        fn >>= 1
-        sn >>= 1
-    # Step 7.
-    if sn != 0:
-        raise VerificationError(f"{what} does not verify: the proof has too few hashes")
+    # Steps 5-7 (the end of step 7's sn check): fr = sr = path[0], then the fold.
+    fr, sr = _fold(
+        fn,
+        sn,
+        path[1:],
+        path[0],
+        path[0],
+        too_many=f"{what} does not verify: the proof has too many hashes",
+        too_few=f"{what} does not verify: the proof has too few hashes",
+    )
+    assert fr is not None
     if fr != root1:
         raise VerificationError(
             f"{what} does not verify: expected first root {root1.hex()}, calculated {fr.hex()}"
