@@ -67,7 +67,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
-from broker.codec._codegen import Source
+from broker._codegen import Source
 from broker.codec._schema import (
     METADATA,
     Array,

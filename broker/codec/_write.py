@@ -31,8 +31,8 @@ import struct
 from collections.abc import Callable, Set
 from typing import Any, Final
 
+from broker._codegen import Source
 from broker._memo import BoundedMemo
-from broker.codec._codegen import Source
 from broker.codec._schema import (
     METADATA,
     Array,

@@ -1,9 +1,11 @@
-"""Scaffolding shared by the generated Avro reader and writer (``_read``, ``_write``).
+"""The one code-generation scaffold: the codec's generated reader and writer
+(:mod:`broker.codec._read`, :mod:`broker.codec._write`) and the policy's
+fields-present walk (:mod:`broker.policy._present`).
 
-Each emits the Python source of one function per schema (straight-line code,
-no per-value dispatch) and compiles it once; this is the part they share:
-fresh local names, constants the code refers to by name, indented lines, and
-compiling the result into a function.
+Each emits the Python source of functions known when a schema or policy loads
+(straight-line code, no per-value dispatch) and compiles it once; this is the
+part they share: fresh local names, constants the code refers to by name,
+indented lines, and compiling the result.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class Source:
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
-    def function(self, name: str, label: str) -> Any:
-        """Compile the lines and return the function they define as ``name``.
+    def namespace(self, label: str) -> dict[str, Any]:
+        """Compile the lines; return the namespace they ran in (constants and definitions).
 
         ``label`` names the code in tracebacks and profiles (``<avro writer X>``).
         Python's own limits (e.g. nesting) raise SyntaxError, RecursionError or
@@ -42,5 +44,9 @@ class Source:
         """
         namespace = dict(self.consts)
         code = compile("\n".join(self.lines), label, "exec")
-        exec(code, namespace)  # noqa: S102 - our own generated source, from a schema
-        return namespace[name]
+        exec(code, namespace)  # noqa: S102 - our own generated source, from a schema or policy
+        return namespace
+
+    def function(self, name: str, label: str) -> Any:
+        """Compile the lines and return the function they define as ``name``."""
+        return self.namespace(label)[name]
