@@ -537,11 +537,11 @@ def test_leaf_bytes_keep_a_bounded_cache() -> None:
     """A long-running router sees ever new lists (say, a policy reload per day):
     the JSON kept for recurring ones must not grow without bound."""
     leaf = dict(time_ms=1, kind="SHARED", event_id="e", event_digest=_sha, source_agency="a")
-    for i in range(template_module._MAX_SET_TEXTS + 10):
+    for i in range(template_module._set_texts.limit + 10):
         classes = [f"class-{i}", "location", "class-0"]
         data = leaf_bytes({**leaf, "data_classes_shared": classes})
         assert json.loads(data)["data_classes_shared"] == sorted(set(classes))
-        assert len(template_module._set_texts) <= template_module._MAX_SET_TEXTS
+        assert len(template_module._set_texts) <= template_module._set_texts.limit
 
 
 def test_the_keyed_pseudonymiser_gives_the_same_pseudonyms() -> None:

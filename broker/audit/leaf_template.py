@@ -19,6 +19,7 @@ from broker._jcs import (
     MAX_SAFE_INTEGER,
     encode_string,
 )
+from broker._memo import BoundedMemo
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
     _FIELD_NAMES,
@@ -79,8 +80,7 @@ _LIST_TYPES = (list, tuple)
 
 # The router's data classes and redacted fields come from a few policy rules, so
 # the same few lists recur: their JSON is kept, keyed by the tuple of (plain) strings.
-_set_texts: dict[tuple[str, ...], str] = {}
-_MAX_SET_TEXTS = 4096
+_set_texts: BoundedMemo[tuple[str, ...], str] = BoundedMemo(4096)
 
 
 def _plain_strings(items: Any) -> bool:
@@ -102,9 +102,7 @@ def _set_text(items: Any) -> str | None:
     key = tuple(items)
     text = _set_texts.get(key)
     if text is None:
-        if len(_set_texts) >= _MAX_SET_TEXTS:
-            _set_texts.clear()
-        text = _set_texts[key] = "[" + ",".join(map(encode_string, sorted(set(key)))) + "]"
+        text = _set_texts.remember(key, "[" + ",".join(map(encode_string, sorted(set(key)))) + "]")
     return text
 
 
