@@ -96,3 +96,13 @@ def test_one_rule_can_be_changed_without_restating_the_rest() -> None:
 def test_errors_name_the_key(section: dict[str, object], message: str) -> None:
     with pytest.raises(ClockPolicyError, match=message):
         parse_clock_policy(section)
+
+
+def test_short_timescales_are_written_with_their_unit() -> None:
+    policy = parse_clock_policy({"tier_gap": "90s",
+                                 "rules": {"TRIAGE_RED": {"elapsed": "30m",
+                                                          "stops_on": ["TRIAGE"]}}})
+    assert policy.due_ms("TRIAGE_RED", 0) == 30 * 60_000
+    assert policy.rules["TRIAGE_RED"].tier_gap_ms == 90_000
+    with pytest.raises(ClockPolicyError, match="clocks.tier_gap: '1.5h' is not a duration"):
+        parse_clock_policy({"tier_gap": "1.5h"})

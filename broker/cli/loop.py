@@ -118,3 +118,45 @@ def explain(event_id: str, bootstrap: str | None) -> None:
     for history in histories:
         click.echo(json.dumps({**_row(history[-1], now),
                                "history": [_row(c, now) for c in history]}))
+
+
+@click.group("loop")
+def loop_group() -> None:
+    """The loop service: statutory clocks, escalations and status notices."""
+
+
+@loop_group.command("serve")
+@click.option("--instance", default="loop-0", show_default=True,
+              help="Instance id (transactional id suffix); unique per running process.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--metrics-port", type=int, default=9309, show_default=True,
+              help="Port for /metrics and /healthz (0: any free port).")
+@bootstrap_option
+def loop_serve(instance: str, metrics_host: str, metrics_port: int,
+               bootstrap: str | None) -> None:
+    """Run the loop service until SIGTERM: clocks from the router's shares, stopped by
+    acknowledgements, escalated to the policy's escalate_to when overdue."""
+    import signal  # noqa: PLC0415
+
+    from broker.clock import SystemClock  # noqa: PLC0415
+    from broker.codec import Codec  # noqa: PLC0415
+    from broker.loop.service import LoopService  # noqa: PLC0415
+    from broker.policy import Policy  # noqa: PLC0415
+    from broker.routing.metrics import HealthServer  # noqa: PLC0415
+
+    s = settings()
+    codec = Codec.from_dir(s.schemas_dir)
+    policy = Policy.load(s.policy_file(), field_classes=codec.data_classes())
+    service = LoopService(resolve_bootstrap(bootstrap), topics=s.topics, codec=codec,
+                          policy=policy.clocks, clock=SystemClock(), instance_id=instance)
+    server = HealthServer(service.metrics, service.health, host=metrics_host,
+                          port=metrics_port).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    click.echo(f"loop service {instance}: metrics on http://{metrics_host}:{server.port}/metrics",
+               err=True)
+    try:
+        service.run()
+    finally:
+        service.close()
+        server.close()

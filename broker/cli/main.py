@@ -28,6 +28,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.acl", "acl"),
     ("broker.cli.loop", "ack"),
     ("broker.cli.loop", "deadlines"),
+    ("broker.cli.loop", "loop_group"),
     ("broker.kafka.harness", "kafka_group"),
 ]
 

@@ -123,6 +123,7 @@ DEFAULT_SECTION: Mapping[str, Any] = {
     "working_hours": {"timezone": "Europe/London", "start": "09:00", "end": "17:00",
                       "days": ["mon", "tue", "wed", "thu", "fri"], "bank_holidays": "GB-ENG"},
     "school_day": {"start": "08:30", "end": "15:30", "closures": []},
+    # tier_gap (a duration with its unit, e.g. "30m") may replace tier_gap_hours.
     "tier_gap_hours": 4,
     "rules": {
         "TRIAGE_RED": {"elapsed_hours": 4, "stops_on": ["TRIAGE"]},
@@ -153,7 +154,7 @@ def parse_clock_policy(section: Mapping[str, Any] | None) -> ClockPolicy:
     if section is not None:
         if not isinstance(section, Mapping):
             raise ClockPolicyError("clocks: must be a mapping")
-        unknown = set(section) - set(DEFAULT_SECTION) - {"rag_from_risk"}
+        unknown = set(section) - set(DEFAULT_SECTION) - {"rag_from_risk", "tier_gap"}
         if unknown:
             raise ClockPolicyError(f"clocks: unknown key {sorted(unknown)[0]!r}")
         raw.update(section)
@@ -173,7 +174,10 @@ def parse_clock_policy(section: Mapping[str, Any] | None) -> ClockPolicy:
         )
     except CalendarError as exc:
         raise ClockPolicyError(f"clocks: {exc}") from exc
-    gap = _hours(raw["tier_gap_hours"], "clocks.tier_gap_hours")
+    if "tier_gap" in raw:
+        gap = _duration(raw["tier_gap"], "clocks.tier_gap")
+    else:
+        gap = _hours(raw["tier_gap_hours"], "clocks.tier_gap_hours")
     rules = {
         kind: _rule(kind, spec, gap, working, f"clocks.rules.{kind}")
         for kind, spec in raw["rules"].items()
@@ -196,18 +200,21 @@ def _rule(kind: str, spec: Any, gap: int, working: WorkingCalendar, where: str) 
     bad = [s for s in stops if s not in ACK_KINDS]
     if not stops or bad:
         raise ClockPolicyError(f"{where}.stops_on: give one or more of {', '.join(ACK_KINDS)}")
-    measures = [k for k in ("elapsed_hours", "working_hours", "working_days",
+    measures = [k for k in ("elapsed_hours", "elapsed", "working_hours", "working_days",
                             "before_next_school_day") if k in spec]
     if len(measures) != 1:
         raise ClockPolicyError(
-            f"{where}: give exactly one of elapsed_hours, working_hours, working_days, "
-            "before_next_school_day"
+            f"{where}: give exactly one of elapsed_hours, elapsed, working_hours, working_days,"
+            " before_next_school_day"
         )
     m = measures[0]
     common = {"kind": kind, "stops_on": frozenset(stops), "tier_gap_ms": gap,
               "description": str(spec.get("description", ""))}
     if m == "elapsed_hours":
         return ClockRule(measure=Measure.ELAPSED, duration_ms=_hours(spec[m], f"{where}.{m}"),
+                         **common)  # type: ignore[arg-type]
+    if m == "elapsed":
+        return ClockRule(measure=Measure.ELAPSED, duration_ms=_duration(spec[m], f"{where}.{m}"),
                          **common)  # type: ignore[arg-type]
     if m == "working_hours":
         return ClockRule(measure=Measure.WORKING, duration_ms=_hours(spec[m], f"{where}.{m}"),
@@ -278,6 +285,22 @@ def _number(value: Any, where: str) -> float:
 
 def _hours(value: Any, where: str) -> int:
     return int(_number(value, where) * MS_PER_HOUR)
+
+
+_UNITS = {"s": 1_000, "m": 60_000, "h": MS_PER_HOUR, "d": 24 * MS_PER_HOUR}
+
+
+def _duration(value: Any, where: str) -> int:
+    """A duration written with its unit: ``30s``, ``90m``, ``4h``, ``3d``.
+
+    For timescales shorter than an hour (and for tests), since the policy file
+    admits no fractions: its canonical form, and so its digest, must not
+    depend on how a float is printed.
+    """
+    text = str(value).strip()
+    if len(text) >= 2 and text[-1] in _UNITS and text[:-1].isdigit() and int(text[:-1]) > 0:
+        return int(text[:-1]) * _UNITS[text[-1]]
+    raise ClockPolicyError(f"{where}: {value!r} is not a duration like 30s, 90m, 4h or 3d")
 
 
 def _ms_between(a: time, b: time) -> int:

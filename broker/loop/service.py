@@ -30,6 +30,7 @@ from broker.kafka.producer import Producer, make_producer
 from broker.kafka.security import Credentials
 from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition
 from broker.loop.core import LoopCore, Out, Source
+from broker.loop.metrics import LoopMetrics
 from broker.loop.rules import ClockPolicy
 from broker.topics import Topics
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 #: an escalation leaves well within a second of its deadline.
 MAX_WAIT_MS = 200
 REBUILD_TIMEOUT_S = 60.0
+GAUGE_EVERY_S = 5.0
 
 
 @dataclass
@@ -65,11 +67,15 @@ class LoopService:
         instance_id: str = "loop-0",
         credentials: Credentials | None = None,
         referrer_sees: frozenset[str] | None = None,
+        metrics: LoopMetrics | None = None,
     ) -> None:
         self.topics = topics
         self.clock = clock
         self.instance_id = instance_id
         self.stats = LoopStats()
+        self.metrics = metrics or LoopMetrics()
+        self._gauged_at = 0.0
+        self.last_error: str | None = None
         kw = {} if referrer_sees is None else {"referrer_sees": referrer_sees}
         self.core = LoopCore(codec=codec, topics=topics, policy=policy, clock=clock, **kw)
         pattern = f"^({re.escape(topics.clock_starts)}|{topics.ack_pattern[1:-1]})$"
@@ -107,10 +113,16 @@ class LoopService:
         records = self._consumer.poll_records(timeout_ms=wait_ms)
         self._follow_assignment()
         try:
-            return self._turn(records)
+            written = self._turn(records)
+            self.last_error = None
         except KafkaError as exc:
+            self.last_error = str(exc)
             self._abandon(exc)
             return 0
+        if time.monotonic() - self._gauged_at > GAUGE_EVERY_S:
+            self._gauged_at = time.monotonic()
+            self.metrics.clocks(list(self.core.open_clocks()), self.clock.now_ms())
+        return written
 
     def _turn(self, records: list[Record]) -> int:
         # Starts before acknowledgements: an acknowledgement read in the same
@@ -128,6 +140,7 @@ class LoopService:
             else:
                 out += self.core.on_ack(src, r.value)
                 self.stats.acks += 1
+                self.metrics.acks.inc()
             offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1)
         escalations = self.core.tick(self.clock.now_ms())
         for p, esc in escalations:
@@ -145,6 +158,7 @@ class LoopService:
         self.stats.turns += 1
         self.stats.escalations += len(escalations)
         for _, esc in escalations:
+            self.metrics.escalations.labels(esc.state.kind, str(esc.tier)).inc()
             log.info("loop: escalated %s tier %d to %s (overdue %d s)",
                      esc.state.clock_id, esc.tier, esc.recipient, esc.overdue_by_ms // 1000)
         return len(out)
@@ -152,6 +166,7 @@ class LoopService:
     def _abandon(self, exc: BaseException) -> None:
         """A failed turn: abort, go back to the committed offsets, rebuild state."""
         self.stats.aborted += 1
+        self.metrics.aborted.inc()
         log.warning("loop %s: turn failed (%s); aborting and replaying from the last commit",
                     self.instance_id, exc)
         try:
@@ -194,6 +209,13 @@ class LoopService:
         log.info("loop %s: rebuilt partitions %s from the changelog in %.1f s (%d open clocks)",
                  self.instance_id, sorted(partitions), time.monotonic() - started,
                  sum(1 for _ in self.core.open_clocks()))
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """For /healthz: ready once it owns partitions and its last turn committed."""
+        ok = self.last_error is None
+        return ok, {"partitions": sorted(self._owned), "turns": self.stats.turns,
+                    "escalations": self.stats.escalations, "aborted": self.stats.aborted,
+                    "last_error": self.last_error}
 
     # -- reading -------------------------------------------------------------------
     def open_by_kind(self) -> Counter[str]:

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -102,12 +102,18 @@ class _QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class HasRegistry(Protocol):
+    """What /metrics serves: any service's metrics on their own registry."""
+
+    registry: CollectorRegistry
+
+
 class HealthServer:
     """Serves ``/metrics`` (Prometheus text format) and ``/healthz`` (JSON)."""
 
     def __init__(
         self,
-        metrics: RouterMetrics,
+        metrics: HasRegistry,
         health: Callable[[], tuple[bool, dict[str, Any]]],
         *,
         host: str = "127.0.0.1",
