@@ -53,7 +53,7 @@ from broker.codec.exceptions import (
     UnknownSchemaError,
 )
 from broker.codec.limits import too_big
-from broker.codec.times import DEFAULT_BOUNDS, TimeBounds, TimeCheck, compile_time_check
+from broker.codec.times import DEFAULT_BOUNDS, TimeBounds, TimeCheck, Window, compile_time_check
 
 DEFAULT_SCHEMA: Final = "safeshare.ConcernEvent"
 
@@ -232,7 +232,7 @@ class Codec:
         if check is None:
             return
         errors: list[str] = []
-        check(record, now_ms, bounds, errors)
+        check(record, Window(now_ms, bounds), errors)
         if errors:
             raise EncodingError(errors[: _validate.MAX_PROBLEMS])
 

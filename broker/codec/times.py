@@ -26,7 +26,7 @@ stored data is read back. Messages name the field and the bound, never the value
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeAlias
 
@@ -43,6 +43,10 @@ from broker.codec._schema import (
 )
 from broker.codec.exceptions import SchemaError
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+_MAX_MS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MS
+
 #: Earliest plausible time, 2000-01-01T00:00:00Z in epoch milliseconds.
 FLOOR_MS: Final = 946_684_800_000
 #: How far past now a time may be (agency clocks run ahead): 5 minutes.
@@ -55,16 +59,35 @@ class TimeBounds:
 
     floor_ms: int = FLOOR_MS
     future_skew_ms: int = DEFAULT_FUTURE_SKEW_MS
+    # The same as datetimes, made once (decoded times are datetimes).
+    floor: datetime = field(init=False, repr=False, compare=False)
+    skew: timedelta = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.future_skew_ms < 0:
             raise ValueError("future_skew_ms must not be negative")
+        object.__setattr__(self, "floor", _EPOCH + timedelta(milliseconds=self.floor_ms))
+        object.__setattr__(self, "skew", timedelta(milliseconds=self.future_skew_ms))
+
+
+class Window:
+    """The plausible range at one moment, as ints and as datetimes: a decoded
+    event's times are datetimes, compared as they are (no conversion per field).
+    Made once per check, so kept to the cost of one datetime."""
+
+    __slots__ = ("hi", "hi_ms", "lo", "lo_ms", "skew", "skew_ms")
+
+    def __init__(self, now_ms: int, bounds: TimeBounds) -> None:
+        self.lo_ms, self.lo = bounds.floor_ms, bounds.floor
+        self.skew_ms, self.skew = bounds.future_skew_ms, bounds.skew
+        self.hi_ms = now_ms + bounds.future_skew_ms
+        self.hi = _EPOCH + timedelta(milliseconds=min(self.hi_ms, _MAX_MS))
 
 
 DEFAULT_BOUNDS: Final = TimeBounds()
 
-#: (record, now_ms, bounds, problems) -> None: appends ``path: problem`` lines.
-TimeCheck: TypeAlias = Callable[[Any, int, TimeBounds, list[str]], None]
+#: (record, window, problems) -> None: appends ``path: problem`` lines.
+TimeCheck: TypeAlias = Callable[[Any, Window, list[str]], None]
 
 
 def millis(value: Any) -> int | None:
@@ -90,15 +113,21 @@ def compile_time_check(node: Node) -> TimeCheck | None:
     if not (occurred and reported and occurred.format == reported.format == TIME_FORMAT):
         return check
 
-    def check_event(value: Any, now_ms: int, bounds: TimeBounds, out: list[str]) -> None:
+    def check_event(value: Any, w: Window, out: list[str]) -> None:
         before = len(out)
-        check(value, now_ms, bounds, out)
-        if type(value) is not dict or any(
-            p.startswith(("occurred_at:", "reported_at:")) for p in out[before:]
+        check(value, w, out)
+        if type(value) is not dict or (
+            len(out) > before
+            and any(p.startswith(("occurred_at:", "reported_at:")) for p in out[before:])
         ):
             return  # a time already refused on its own is not compared as well
-        at, by = millis(value.get("occurred_at")), millis(value.get("reported_at"))
-        if at is not None and by is not None and at > by + bounds.future_skew_ms:
+        at, by = value.get("occurred_at"), value.get("reported_at")
+        if type(at) is datetime and type(by) is datetime and at.tzinfo and by.tzinfo:
+            late = at > by + w.skew
+        else:
+            at_ms, by_ms = millis(at), millis(by)
+            late = at_ms is not None and by_ms is not None and at_ms > by_ms + w.skew_ms
+        if late:
             out.append(
                 "occurred_at: after reported_at (a concern cannot arise after it was "
                 "reported; give the time it arose)"
@@ -122,12 +151,12 @@ def _build(n: Node, path: str, seen: set[int]) -> TimeCheck | None:
         if not parts:
             return None
 
-        def check_record(value: Any, now: int, b: TimeBounds, out: list[str]) -> None:
+        def check_record(value: Any, w: Window, out: list[str]) -> None:
             if type(value) is dict:
                 for name, check in parts:
                     v = value.get(name)
                     if v is not None:
-                        check(v, now, b, out)
+                        check(v, w, out)
 
         return check_record
     if isinstance(n, Array | Map):
@@ -135,10 +164,10 @@ def _build(n: Node, path: str, seen: set[int]) -> TimeCheck | None:
         if item is None:
             return None
 
-        def check_items(value: Any, now: int, b: TimeBounds, out: list[str]) -> None:
+        def check_items(value: Any, w: Window, out: list[str]) -> None:
             if isinstance(value, list | tuple | dict):
                 for v in value.values() if isinstance(value, dict) else value:
-                    item(v, now, b, out)
+                    item(v, w, out)
 
         return check_items
     if isinstance(n, Union):
@@ -155,14 +184,14 @@ def _build(n: Node, path: str, seen: set[int]) -> TimeCheck | None:
         if not by_name and not plain:
             return None
 
-        def check_union(value: Any, now: int, b: TimeBounds, out: list[str]) -> None:
+        def check_union(value: Any, w: Window, out: list[str]) -> None:
             if type(value) is tuple and len(value) == 2:
                 c = by_name.get(value[0])
                 if c is not None:
-                    c(value[1], now, b, out)
+                    c(value[1], w, out)
             else:
                 for c in plain:
-                    c(value, now, b, out)
+                    c(value, w, out)
 
         return check_union
     return None
@@ -174,17 +203,19 @@ def _time_field(t: Node, path: str) -> TimeCheck:
         raise SchemaError(f"{path}: format {TIME_FORMAT!r} is for timestamp-millis fields")
     here = path
 
-    def check_time(value: Any, now: int, b: TimeBounds, out: list[str]) -> None:
-        ms = millis(value)
-        if ms is None:
-            return  # not a time at all: the schema check says so
-        if ms < b.floor_ms:
-            out.append(f"{here}: before {_iso(b.floor_ms)}, not a plausible time")
-        elif ms > now + b.future_skew_ms:
-            out.append(f"{here}: in the future (more than {b.future_skew_ms // 1000} s from now)")
+    def check_time(value: Any, w: Window, out: list[str]) -> None:
+        if type(value) is datetime and value.tzinfo is not None:
+            early, late = value < w.lo, value > w.hi
+        else:
+            ms = millis(value)
+            if ms is None:
+                return  # not a time at all: the schema check says so
+            early, late = ms < w.lo_ms, ms > w.hi_ms
+        if early:
+            out.append(f"{here}: before {_iso(w.lo_ms)}, not a plausible time")
+        elif late:
+            out.append(f"{here}: in the future (more than {w.skew_ms // 1000} s from now)")
 
     return check_time
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
