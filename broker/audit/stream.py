@@ -71,11 +71,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Replay reads the whole partition: large fetches and many records per poll
-#: (measured on the local broker: 8 MiB fetches and 100k records per poll
-#: replay about a third faster than kafka-python's defaults). kafka-python
-#: checks every record batch's CRC-32C in pure Python unless the ``crc32c``
-#: package is installed; with it, replay is about ten times faster.
+#: Replay reads the whole partition: large fetches and many records per poll.
+#: kafka-python checks every record batch's CRC-32C in pure Python unless the
+#: ``crc32c`` package is installed (a dependency for that reason). Figures:
+#: docs/PERFORMANCE.md.
 _FETCH: dict[str, Any] = {
     "max_partition_fetch_bytes": 8 * 1024 * 1024,
     "fetch_max_bytes": 32 * 1024 * 1024,

@@ -1,8 +1,8 @@
 """A fast Avro binary reader for bodies written with the reader's own schema.
 
 Why this exists: the router decodes every inbound event, and fastavro's reader
-spent ~50-90 µs on a 1 KB event, most of it dispatching on the schema per value
-(and building union tuples by inspecting the schema each time). When the
+spends most of its time dispatching on the schema per value (and building union
+tuples by inspecting the schema each time; docs/PERFORMANCE.md). When the
 writer schema *is* the reader schema (same fingerprint: the common case) no
 schema resolution is needed, and the schema is known in advance, so the
 reader can be generated Python source, compiled once per schema: straight-line
@@ -40,7 +40,7 @@ returns the same record, and also notes the *cuts* the writer would note
 start and end. It is for the router, which sends each subscriber a redacted
 copy of the event: if the input bytes are exactly what the writer would write
 for the decoded record, the copies can be spliced from them and the event need
-not be encoded again (~25 µs of the router's ~170 per 1 KB event). So it also
+not be encoded again. So it also
 raises :class:`NotCanonical` (and the codec falls back to the writer) on any
 encoding another byte string shares a record with:
 
@@ -148,9 +148,8 @@ def read_long_canonical(data: bytes, pos: int) -> tuple[int, int]:
     Unrolled up to 6 bytes (every timestamp-millis from 1970 to 2039, and
     any string length below 2**34), longer ones through the loop of
     :func:`_read_long_canonical`: the routing reader calls this for each
-    varint of two bytes or more, ~4.6 per 1 KB event, most of them timestamps,
-    and for a timestamp's 6 bytes the loop took 0.95 µs, this 0.72 (timeit
-    of both in one process on this VM). The same bytes are read in the same
+    varint of two bytes or more, most of them timestamps, and unrolled it is
+    cheaper (docs/PERFORMANCE.md). The same bytes are read in the same
     order, so the same errors are raised: IndexError at the end of the
     buffer, then NotCanonical (``tests/test_codec_read.py`` holds it to the
     loop and the rule above on any bytes).
@@ -230,9 +229,8 @@ class _Gen(Source):
     names shared by the whole function: ``n``, ``e`` and ``u`` are used up
     before any other value is read, and ``q`` is set only for a top-most
     field (cuts do not nest), so nothing read inside it touches it. Every
-    call clears the frame's locals, so a function of ~370 locals cost ~4%
-    more to run than one of ~140 (valgrind instruction counts of the
-    ConcernEvent routing reader).
+    call clears the frame's locals, so fewer locals run faster
+    (docs/PERFORMANCE.md).
     """
 
     def __init__(self, canonical: bool = False) -> None:
@@ -353,7 +351,7 @@ class _Gen(Source):
             self.long(t, ind)
             if logical == "timestamp-millis" and kind == "long":
                 # fastavro: epoch + timedelta(microseconds=ms * 1000) (positional
-                # here: the same constructor and value, a keyword costs ~0.3 µs).
+                # here: the same constructor and value, and cheaper than a keyword).
                 self.emit(ind, f"{t} = EPOCH + TD(0, 0, {t} * 1000)")
             elif logical == "date" and kind == "int":
                 self.emit(ind, f"{t} = FROM_ORDINAL({t} + DAYS_SHIFT)")

@@ -2,9 +2,9 @@
 
 Why this exists: the router writes each event once per entitled subscriber, a
 copy with the fields that subscriber may not see set to null. Validating and
-encoding every copy with fastavro cost ~100 µs a copy for a 1 KB event (most of
-it fastavro choosing union branches by validating the value against each
-branch). But a decoded event is already valid, and by the schema rules
+encoding every copy with fastavro was most of the router's time (fastavro
+chooses union branches by validating the value against each branch;
+docs/PERFORMANCE.md). But a decoded event is already valid, and by the schema rules
 (:func:`broker.codec._schema_lint.lint`) every non-``metadata`` field is
 ``["null", ...]``, so a redacted field always encodes as the single byte
 ``0x00`` (union branch 0, null). So the event is encoded *once*, noting where

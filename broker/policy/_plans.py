@@ -126,7 +126,7 @@ class CompiledPlans(DecisionSteps):
             # A share step: the consent position (as in _apply), then its outcome
             # (_outcome_of), completed with the event's id, time, fields, consent
             # and record id, and obligations' due times. (Written inline here, not
-            # as a method: ~0.3 us less per share step.)
+            # as a method, for speed: docs/PERFORMANCE.md.)
             state = NO_CONSENT
             if lookup is not None and subject is not None:
                 purpose = step.purpose
