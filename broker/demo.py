@@ -322,8 +322,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
                 out(f"  duplicate:   event {r.event_id} not shared twice")
         _show_quarantine(bootstrap, codec, topics.quarantine, started_ms, out)
 
-        # 6. The signed audit log: checkpoint, verify, answer "who saw this child?".
-        out("\n-- 6. The signed audit log --")
+        # 6. Closing the loop: the clocks the shares started, an acknowledgement.
+        out("\n-- 6. Closing the loop: statutory clocks, acknowledgement, the referrer told --")
+        _close_the_loop(bootstrap, codec, policy, topics, clock, ids, out)
+
+        # 7. The signed audit log: checkpoint, verify, answer "who saw this child?".
+        out("\n-- 7. The signed audit log --")
         checkpointer = Checkpointer.from_settings(settings, bootstrap, clock=clock)
         try:
             published = checkpointer.run_once()
@@ -359,6 +363,72 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
         out("\nDone.")
     return 0
+
+
+def _close_the_loop(
+    bootstrap: str, codec: Codec, policy: Policy, topics: Any, clock: Clock, ids: set[str],
+    out: Callable[[str], None],
+) -> None:
+    """Run the loop service briefly: list this run's clocks, have the MASH triage
+    one concern, and show the clock met and the referrer's status notice."""
+    from broker.loop.api import Acknowledger  # noqa: PLC0415
+    from broker.loop.core import NOTICE  # noqa: PLC0415
+    from broker.loop.service import LoopService  # noqa: PLC0415
+
+    loop = LoopService(bootstrap, topics=topics, codec=codec, policy=policy.clocks, clock=clock,
+                       instance_id="demo")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the group join, then the router's starts
+            loop.run_once(wait_ms=300)
+            if any(c.event_id in ids for c in loop.core.open_clocks()):
+                loop.run_once(wait_ms=300)
+                break
+        mine = sorted((c for c in loop.core.open_clocks() if c.event_id in ids),
+                      key=lambda c: c.due_ms)
+        rows: dict[tuple[str, str, int, tuple[str, ...]], int] = {}
+        for c in mine:
+            key = (c.kind, c.owner, c.due_ms, c.escalate_to)
+            rows[key] = rows.get(key, 0) + 1
+        for (kind, owner, due, tiers), count in rows.items():
+            times = f" x{count}" if count > 1 else ""
+            told = " then ".join(tiers) or "nobody named"
+            out(f"  {kind:<18} {owner + times:<28} due {_hm(due)}  if missed: {told}")
+        triage = next((c for c in mine if c.kind.startswith("TRIAGE_")), None)
+        if triage is None:
+            return
+        rag = triage.kind.removeprefix("TRIAGE_")
+        with Acknowledger(bootstrap=bootstrap, subscriber=triage.owner, topics=topics,
+                          codec=codec, clock=clock) as acks:
+            acks.acknowledge(triage.event_id, "RECEIPT", actor="duty-sw-01")
+            acks.acknowledge(triage.event_id, "TRIAGE", actor="duty-sw-01", rag=rag,
+                             note="strategy discussion today")
+        out(f"  {triage.owner} acknowledges {triage.event_id[:8]}: RECEIPT, then TRIAGE {rag}")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and triage.clock_id in {
+            c.clock_id for c in loop.core.open_clocks()
+        }:
+            loop.run_once(wait_ms=300)
+        met = triage.clock_id not in {c.clock_id for c in loop.core.open_clocks()}
+        out(f"  {triage.kind} clock: {'met on time' if met else 'still open'}")
+        status = [topics.status(a.id) for a in policy.agencies]
+        reader = make_consumer(bootstrap, group_id=None, topics=status)
+        try:
+            for r in reader.collect(100, timeout_s=3.0):
+                notice = codec.decode(r.value or b"", NOTICE)
+                if notice["event_id"] == triage.event_id:
+                    rated = f" rated {notice['rag']}" if notice["rag"] else ""
+                    out(f"  {notice['recipient']} (the referrer) is told: {notice['about']} "
+                        f"{notice['ack_kind']}{rated} (never the note)")
+        finally:
+            reader.close()
+        out("  try: safeshare deadlines due | safeshare deadlines explain EVENT_ID")
+    finally:
+        loop.close()
+
+
+def _hm(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%a %H:%M UTC")
 
 
 def _short(paths: list[str]) -> list[str]:
