@@ -27,5 +27,5 @@ data = data_packages()
 setup(
     packages=find_packages(include=["broker", "broker.*"]) + list(data),
     package_dir=data,
-    package_data={name: ["*"] for name in data},
+    package_data={**{name: ["*"] for name in data}, "broker.identity": ["*.json"]},
 )

@@ -85,6 +85,11 @@ class Topics:
         return f"{self.namespace}.consent"
 
     @property
+    def identity(self) -> str:
+        """The identity index (compacted, sealed values; broker/identity/store.py)."""
+        return f"{self.namespace}.identity"
+
+    @property
     def quarantine(self) -> str:
         return f"{self.namespace}.quarantine"
 

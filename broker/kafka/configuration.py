@@ -139,6 +139,7 @@ def standard_topic_specs(
     specs.append(TopicSpec(topics.consent, partitions, CONSENT_CONFIG))
     specs += [TopicSpec(topics.feed(s), partitions) for s in subscribers]
     specs.append(TopicSpec(topics.quarantine, partitions))
+    specs.append(TopicSpec(topics.identity, partitions, CHANGELOG_CONFIG))
     specs.append(TopicSpec(topics.audit, audit_shards, AUDIT_CONFIG))
     specs.append(TopicSpec(topics.audit_checkpoints, 1, AUDIT_CONFIG))
     specs += loop_topic_specs(topics, agencies, subscribers, partitions=partitions)

@@ -1,0 +1,117 @@
+"""Splink on the generated population: can its incremental matching link one event in time?
+
+Not part of ``make bench`` (Splink, DuckDB and pandas are not dependencies of
+Safeshare). Run in a virtualenv with ``pip install splink nicknames`` and
+this checkout on PYTHONPATH::
+
+    python -m bench.identity_splink --children 10000
+
+It trains a Fellegi-Sunter model with Splink (u by random sampling, m by
+expectation maximisation), then times ``predict_between`` (Splink 5's
+incremental matching of new records against existing ones) for single new
+records, and prints the trained m and u of each comparison level and the
+per-record latency as ``BENCH {json}`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import pandas as pd
+import splink.comparison_library as cl
+from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+from bench.identity_population import population
+from broker.identity.nicknames import forms
+
+
+def frame(events) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    rows = []
+    for i, e in enumerate(events):
+        rows.append({
+            "unique_id": i,
+            "given": e.given.lower() if e.given else None,
+            "given_formal": min(forms(e.given)) if e.given else None,
+            "family": e.family.lower() if e.family else None,
+            "dob": e.dob.isoformat() if e.dob else None,
+            "postcode": e.postcode,
+            "cluster": e.child,
+        })
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--children", type=int, default=10_000)
+    ap.add_argument("--probes", type=int, default=50)
+    ap.add_argument("--out", default=None, help="write the trained model (Splink JSON) here")
+    ap.add_argument("--labelled", action="store_true",
+                    help="m from the population's true children (Splink's estimate_m_from_"
+                    "label_column) instead of expectation maximisation")
+    args = ap.parse_args()
+    _, events = population(args.children)
+    df = frame(events)
+    db = DuckDBAPI()
+    settings = SettingsCreator(
+        link_type="dedupe_only",
+        comparisons=[
+            cl.NameComparison("given"),
+            cl.ExactMatch("given_formal"),
+            cl.NameComparison("family"),
+            cl.DateOfBirthComparison("dob", input_is_string=True),
+            cl.PostcodeComparison("postcode"),
+        ],
+        blocking_rules_to_generate_predictions=[
+            block_on("dob"), block_on("family", "substr(dob, 1, 4)"),
+            block_on("postcode"),
+        ],
+        retain_intermediate_calculation_columns=False,
+    )
+    started = time.perf_counter()
+    linker = Linker(db.register(df), settings)
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on("family", "given", "dob")], recall=0.7
+    )
+    linker.training.estimate_u_using_random_sampling(max_pairs=1e6)
+    if args.labelled:
+        linker.training.estimate_m_from_label_column("cluster")
+    else:
+        linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"))
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("given_formal", "postcode")
+        )
+    trained = time.perf_counter() - started
+    print(f"trained in {trained:.1f} s on {len(df)} records")
+    model = linker.misc.save_model_to_json()
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(model, fh, indent=1)
+    for c in model["comparisons"]:
+        for lv in c["comparison_levels"]:
+            if lv.get("is_null_level"):
+                continue
+            print(f"{c['output_column_name']:>14} {lv.get('label_for_charts', '')[:40]:<40}"
+                  f" m={lv.get('m_probability')} u={lv.get('u_probability')}")
+
+    existing = db.register(df.iloc[len(df) // 10:].reset_index(drop=True), table_name="existing")
+    lat = []
+    for i in range(args.probes):
+        one = db.register(df.iloc[[i]].reset_index(drop=True), table_name=f"new_{i}")
+        t0 = time.perf_counter()
+        linker.inference.predict_between(existing, one, threshold_match_probability=0.5)
+        lat.append((time.perf_counter() - t0) * 1000)
+    lat.sort()
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(f"Splink predict_between, one new record vs {len(df) - len(df) // 10} existing: "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({args.probes} probes)")
+    print("BENCH " + json.dumps({"bench": "identity_splink", "figure": "predict_between_ms",
+                                 "p50": round(p50, 2), "p99": round(p99, 2),
+                                 "existing": len(df) - len(df) // 10}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""Record linkage for events without the NHS number: a Fellegi-Sunter model.
+
+The model (the m and u probability of each comparison level, and the prior
+that two records are the same child) is trained by Splink on a generated
+population (bench/identity_splink.py writes ``linkage_model.json``); the
+router applies it in-process, because Splink's own incremental matching runs a
+DuckDB query per new record, far slower than the router's 20 ms budget (see
+docs/IDENTITY.md for the figures). The comparison levels here are Splink's
+``NameComparison``, ``DateOfBirthComparison`` and ``PostcodeComparison``,
+computed with rapidfuzz (Jaro-Winkler, Levenshtein) so the trained
+weights mean what Splink meant by them.
+
+Two rules sit above the score, because no weight should outvote them: two
+different NHS numbers are two children, and a given name that disagrees
+(not the same, not within Jaro-Winkler 0.92, not a familiar form: twins, as
+Oliver and Olivia) is never linked automatically, only offered for review.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from typing import Any, Final
+
+from rapidfuzz.distance import JaroWinkler, Levenshtein
+
+from broker.identity.nicknames import forms
+
+LINK: Final = "LINK"
+NEW: Final = "NEW"
+REVIEW: Final = "REVIEW"
+
+
+@dataclass(frozen=True)
+class Features:
+    """What matching needs of one record, normalised (lower-case names, bare postcode)."""
+
+    given: str | None = None
+    family: str | None = None
+    dob: str | None = None  # ISO date
+    postcode: str | None = None
+    nhs: str | None = None
+    upn: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        given: str | None = None,
+        family: str | None = None,
+        dob: date | str | None = None,
+        postcode: str | None = None,
+        nhs: str | None = None,
+        upn: str | None = None,
+    ) -> Features:
+        return cls(
+            given=_name(given),
+            family=_name(family),
+            dob=dob.isoformat() if isinstance(dob, date) else dob or None,
+            postcode="".join(postcode.split()).upper() if postcode else None,
+            nhs=nhs or None,
+            upn=upn or None,
+        )
+
+    @classmethod
+    def of_subject(cls, subject: Mapping[str, Any]) -> Features:
+        """The features of an event's ``subject`` record."""
+        return cls.of(
+            given=subject.get("given_name"),
+            family=subject.get("family_name"),
+            dob=subject.get("date_of_birth"),
+            postcode=subject.get("postcode"),
+            nhs=subject.get("nhs_number"),
+            upn=subject.get("upn"),
+        )
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, str]) -> Features:
+        return cls(**{k: obj.get(k) for k in cls.__dataclass_fields__})
+
+
+def _name(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = " ".join(value.lower().replace("-", " ").split())
+    return text or None
+
+
+# -- comparison levels (Splink's comparison library, level by level) ----------------
+
+
+def name_level(a: str | None, b: str | None) -> int | None:
+    """NameComparison: exact 0, JW>=0.92 1, >=0.88 2, >=0.70 3, else 4; None if null."""
+    if a is None or b is None:
+        return None
+    if a == b:
+        return 0
+    jw = JaroWinkler.similarity(a, b)
+    return 1 if jw >= 0.92 else 2 if jw >= 0.88 else 3 if jw >= 0.70 else 4
+
+
+def formal_level(a: str | None, b: str | None) -> int | None:
+    """ExactMatch on the formal given name: a familiar form counts (Jess = Jessica)."""
+    if a is None or b is None:
+        return None
+    return 0 if not forms(a).isdisjoint(forms(b)) else 1
+
+
+def dob_level(a: str | None, b: str | None) -> int | None:
+    """DateOfBirthComparison: exact 0, Levenshtein<=1 1, within a month 2,
+    a year 3, ten years 4, else 5; None if null."""
+    if a is None or b is None:
+        return None
+    if a == b:
+        return 0
+    if Levenshtein.distance(a, b) <= 1:
+        return 1
+    days = abs((date.fromisoformat(a) - date.fromisoformat(b)).days)
+    return 2 if days <= 31 else 3 if days <= 366 else 4 if days <= 3660 else 5
+
+
+def postcode_level(a: str | None, b: str | None) -> int | None:
+    """PostcodeComparison: full 0, sector 1, district 2, area 3, else 4; None if null."""
+    if a is None or b is None:
+        return None
+    if a == b:
+        return 0
+    # outward code + first digit of the inward code = sector
+    if a[:-2] == b[:-2]:
+        return 1
+    if a[:-3] == b[:-3]:
+        return 2
+    return 3 if _area(a) == _area(b) else 4
+
+
+def _area(postcode: str) -> str:
+    """The postcode area: the letters at the start of the outward code (TQ of TQ12 4AB)."""
+    n = 0
+    while n < len(postcode) and postcode[n].isalpha():
+        n += 1
+    return postcode[:n]
+
+
+COMPARISONS: Final = (
+    ("given", name_level, "given"),
+    ("given_formal", formal_level, "given"),
+    ("family", name_level, "family"),
+    ("dob", dob_level, "dob"),
+    ("postcode", postcode_level, "postcode"),
+)
+
+
+# -- the model ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    """Match weights (log2 m/u) per comparison level, and the prior weight."""
+
+    prior_weight: float
+    weights: Mapping[str, tuple[float, ...]]
+
+    @classmethod
+    def from_splink(cls, model: Mapping[str, Any]) -> Model:
+        """From a Splink model (``linker.misc.save_model_to_json()``), levels in order."""
+        lam = float(model["probability_two_random_records_match"])
+        weights: dict[str, tuple[float, ...]] = {}
+        for comparison in model["comparisons"]:
+            levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+            weights[comparison["output_column_name"]] = tuple(
+                math.log2(max(float(lv.get("m_probability") or 1e-6), 1e-6)
+                          / max(float(lv.get("u_probability") or 1e-6), 1e-6))
+                for lv in levels
+            )
+        return cls(prior_weight=math.log2(lam / (1 - lam)), weights=weights)
+
+    @classmethod
+    def default(cls) -> Model:
+        """The model trained by bench/identity_splink.py, shipped with the package."""
+        text = resources.files("broker.identity").joinpath("linkage_model.json").read_text()
+        return cls.from_splink(json.loads(text))
+
+    def weight(self, a: Features, b: Features) -> tuple[float, bool]:
+        """Total match weight of two records, and whether their given names disagree."""
+        total = self.prior_weight
+        disagree = False
+        levels: dict[str, int | None] = {}
+        for name, level_of, attr in COMPARISONS:
+            level = level_of(getattr(a, attr), getattr(b, attr))
+            levels[name] = level
+            if level is not None:
+                total += self.weights[name][level]
+        if levels["given"] is not None and levels["given"] > 1 and levels["given_formal"] == 1:
+            disagree = True  # not the same name, a close spelling or a familiar form
+        return total, disagree
+
+
+def probability(weight: float) -> float:
+    return float(1.0 / (1.0 + math.pow(2.0, -weight)))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Match probabilities: at or above ``upper`` link, below ``lower`` a new child."""
+
+    upper: float = 0.995
+    lower: float = 0.3
+
+
+@dataclass(frozen=True)
+class Match:
+    """A linkage decision: LINK to ``pseudonym``, NEW child, or REVIEW (``pseudonym`` is
+    the best candidate, to be confirmed by a person)."""
+
+    decision: str
+    pseudonym: str | None
+    probability: float
+
+
+@dataclass
+class Index:
+    """The children known so far, each as the features of the records seen for it.
+
+    Blocking keys (date of birth, the same with day and month swapped, formal
+    given name and family name with the birth year, or without it for a record
+    that has none, postcode and initial) limit comparisons to a
+    few candidates per event.
+    """
+
+    model: Model
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    by_nhs: dict[str, str] = field(default_factory=dict)
+    by_upn: dict[str, str] = field(default_factory=dict)
+    records: dict[str, list[Features]] = field(default_factory=dict)
+    _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
+
+    def add(self, pseudonym: str, f: Features) -> None:
+        """Record that ``f`` is a record of the child ``pseudonym``."""
+        known = self.records.setdefault(pseudonym, [])
+        if f in known:
+            return
+        known.append(f)
+        if f.nhs:
+            self.by_nhs.setdefault(f.nhs, pseudonym)
+        if f.upn:
+            self.by_upn.setdefault(f.upn, pseudonym)
+        for key in _keys(f):
+            self._blocks.setdefault(key, set()).add(pseudonym)
+
+    def remove(self, pseudonym: str) -> list[Features]:
+        """Forget a child (an unlink re-adds its records under their own pseudonyms)."""
+        gone = self.records.pop(pseudonym, [])
+        for f in gone:
+            for key in _keys(f):
+                self._blocks.get(key, set()).discard(pseudonym)
+            if f.nhs and self.by_nhs.get(f.nhs) == pseudonym:
+                del self.by_nhs[f.nhs]
+            if f.upn and self.by_upn.get(f.upn) == pseudonym:
+                del self.by_upn[f.upn]
+        return gone
+
+    def candidates(self, f: Features) -> set[str]:
+        out: set[str] = set()
+        for key in _keys(f, probe=True):
+            out |= self._blocks.get(key, set())
+        return out
+
+    def match(self, f: Features) -> Match:
+        """Which child ``f`` belongs to, as far as the identifiers and the model say."""
+        if f.nhs and f.nhs in self.by_nhs:
+            return Match(LINK, self.by_nhs[f.nhs], 1.0)
+        if f.upn and f.upn in self.by_upn:
+            return Match(LINK, self.by_upn[f.upn], 1.0)
+        best: tuple[float, str, bool] | None = None
+        for pseudonym in self.candidates(f):
+            for other in self.records[pseudonym]:
+                if f.nhs and other.nhs and f.nhs != other.nhs:
+                    break  # two NHS numbers: two children
+                if f.upn and other.upn and f.upn != other.upn:
+                    continue  # another pupil's record
+                w, disagree = self.model.weight(f, other)
+                if best is None or w > best[0]:
+                    best = (w, pseudonym, disagree)
+        if best is None:
+            return Match(NEW, None, 0.0)
+        p = probability(best[0])
+        if p >= self.thresholds.upper and not best[2]:
+            return Match(LINK, best[1], p)
+        if p >= self.thresholds.lower:
+            return Match(REVIEW, best[1], p)
+        return Match(NEW, None, p)
+
+
+def _keys(f: Features, *, probe: bool = False) -> Iterable[tuple[str, ...]]:
+    if f.dob:
+        yield ("dob", f.dob)
+        y, m, d = f.dob.split("-")
+        if probe and int(d) <= 12:
+            yield ("dob", f"{y}-{d}-{m}")
+    if f.given and f.family:
+        year = f.dob[:4] if f.dob else None
+        for formal in sorted(forms(f.given)):
+            # A record without a birth date is found by its names alone.
+            if year is not None:
+                yield ("given-family-year", formal, f.family, year)
+            if not probe or year is None:
+                yield ("given-family", formal, f.family)
+    if f.postcode and f.given:
+        yield ("postcode-initial", f.postcode, f.given[0])

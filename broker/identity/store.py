@@ -1,0 +1,112 @@
+"""The identity index kept on a compacted Kafka topic, and rebuilt from it after a restart.
+
+One record per child: the key is the child's partnership pseudonym, the value
+the features of the records seen for it (:class:`~broker.identity.linkage.Features`:
+names, date of birth, postcode, NHS number, UPN), sealed with AES-256-GCM
+under a key derived (HKDF-SHA256) from the partnership key, so the topic holds
+no personal data in clear and only the router can read it. The pseudonym is the
+associated data: a value moved to another key does not open. Compaction keeps
+the latest value of each child; a tombstone forgets one (an unlink or a merge
+writes the survivors' entries and tombstones the rest).
+
+Value layout: ``b"SSI"``, one byte format version (1), the partnership key
+version (2 bytes, big-endian), a 12-byte nonce, the AES-GCM ciphertext of the
+UTF-8 JSON ``{"records": [features, ...]}``. After a key rotation new values
+are sealed under the new key; old ones open with the key they name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from broker.identity.exceptions import IdentityError
+from broker.identity.linkage import Features, Index
+from broker.identity.pseudonym import PartnershipKeys
+from broker.kafka.consumer import Consumer, catch_up
+from broker.kafka.structs import Record, TopicPartition
+
+MAGIC: Final = b"SSI\x01"
+_INFO: Final = b"safeshare/identity-index/v1"
+
+
+class IndexSealer:
+    """Seals and opens identity-index values under the partnership keys."""
+
+    def __init__(self, keys: PartnershipKeys) -> None:
+        self._keys = keys
+        self._aead: dict[int, AESGCM] = {}
+
+    def _cipher(self, version: int) -> AESGCM:
+        if version not in self._aead:
+            try:
+                secret = self._keys.keys[version]
+            except KeyError:
+                raise IdentityError(
+                    f"identity index value sealed under unknown key v{version}"
+                ) from None
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO)
+            self._aead[version] = AESGCM(hkdf.derive(secret))
+        return self._aead[version]
+
+    def seal(self, pseudonym: str, records: Iterable[Features]) -> bytes:
+        version = self._keys.current
+        body = json.dumps({"records": [f.to_json() for f in records]}, sort_keys=True,
+                          separators=(",", ":")).encode()
+        nonce = os.urandom(12)
+        sealed = self._cipher(version).encrypt(nonce, body, pseudonym.encode())
+        return MAGIC + version.to_bytes(2, "big") + nonce + sealed
+
+    def open(self, pseudonym: str, value: bytes) -> list[Features]:
+        if value[:4] != MAGIC or len(value) < 4 + 2 + 12 + 16:
+            raise IdentityError("identity index value is not a sealed index entry")
+        version = int.from_bytes(value[4:6], "big")
+        try:
+            body = self._cipher(version).decrypt(value[6:18], value[18:], pseudonym.encode())
+        except InvalidTag:
+            raise IdentityError("identity index value does not open under its key") from None
+        return [Features.from_json(r) for r in json.loads(body)["records"]]
+
+
+def entry(sealer: IndexSealer, index: Index, pseudonym: str) -> tuple[bytes, bytes | None]:
+    """The topic record (key, value) for one child as the index now holds it."""
+    records = index.records.get(pseudonym)
+    return pseudonym.encode(), sealer.seal(pseudonym, records) if records else None
+
+
+def rebuild(
+    consumer: Consumer, topic: str, index: Index, sealer: IndexSealer, *, timeout_s: float = 30.0
+) -> int:
+    """Read the identity topic to its end into ``index``; the number of children loaded.
+
+    A value that does not open is an error (fail closed: linking against a
+    partial index would start duplicate children).
+    """
+    partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    latest: dict[str, bytes | None] = {}
+
+    def handle(r: Record) -> None:
+        if r.key is not None:
+            latest[r.key.decode()] = r.value
+
+    behind = catch_up(consumer, tps, handle, timeout_s=timeout_s)
+    if behind:
+        raise IdentityError(f"identity index {topic} not read to its end in {timeout_s} s")
+    for pseudonym, value in latest.items():
+        if value is None:
+            index.remove(pseudonym)
+            continue
+        index.remove(pseudonym)
+        for f in sealer.open(pseudonym, value):
+            index.add(pseudonym, f)
+    return sum(1 for v in latest.values() if v is not None)
