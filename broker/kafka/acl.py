@@ -32,7 +32,8 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 Closing the loop adds to the parties' own rights: an agency READs its status
 topic (what happened to what it sent); a subscriber WRITEs its own
 acknowledgement topic and READs its notices; the router WRITEs clock starts
-in the same transaction as the shares that start them.
+in the same transaction as the shares that start them, and the access
+notices (CP-IS) those shares cause.
 
 Why these and no more (Kafka's authorizer rules, checked against 4.1):
 
@@ -172,6 +173,8 @@ def desired_acls(
         allow(ROUTER, "TOPIC", topics.audit, "WRITE"),
         allow(ROUTER, "TOPIC", topics.quarantine, "WRITE"),
         allow(ROUTER, "TOPIC", topics.clock_starts, "WRITE"),
+        # Access notices (CP-IS) go out with the share that caused them.
+        allow(ROUTER, "TOPIC", topics.notices_prefix, "WRITE", "PREFIXED"),
         allow(ROUTER, "GROUP", topics.router_group, "READ"),
         allow(ROUTER, "TRANSACTIONAL_ID", topics.router_transactional_id(""), "WRITE",
               "PREFIXED"),
