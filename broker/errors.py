@@ -18,6 +18,7 @@ hierarchy)::
     │   │   └── UnverifiedNoteError  a note parsed, but no trusted key signed it
     │   ├── WitnessConflictError    a consistency proof from a size the witness is not at
     │   └── WitnessStateError       a witness cannot read or write its state file
+    ├── CertificateError            (broker.gateway.pki) a gateway certificate unusable
     ├── CodecError                  (broker.codec.exceptions)
     │   ├── SchemaError             a schema file is missing, malformed or breaks a rule
     │   ├── UnknownSchemaError      a fingerprint or schema name the codec does not know

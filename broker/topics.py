@@ -14,6 +14,7 @@
 | <ns>.ack.<subscriber>      | event id          | that subscriber| loop service    |
 | <ns>.notices.<subscriber>  | event id          | loop service   | that subscriber |
 | <ns>.status.<agency>       | event id          | loop service   | that agency     |
+| <ns>.gateway.consultations | subscriber        | gateway        | DPOs, auditors  |
 
 The namespace ``<ns>`` is ``safeshare`` in production; tests give each test its
 own namespace so that topics and groups never collide.
@@ -100,6 +101,11 @@ class Topics:
     @property
     def audit_checkpoints(self) -> str:
         return f"{self.namespace}.audit.checkpoints"
+
+    @property
+    def consultations(self) -> str:
+        """The HTTPS gateway's record of every feed read and refused call (broker/gateway)."""
+        return f"{self.namespace}.gateway.consultations"
 
     # -- closing the loop (broker/loop) -----------------------------------------
     @property

@@ -122,6 +122,22 @@ def test_example_policy_is_valid(tmp_path: Path) -> None:
 #  in the mutated file, words the message must contain)
 CASES = [
     (
+        "an unknown signing mode",
+        "    type: HEALTH\n",
+        "    type: HEALTH\n    signing: outsourced\n",
+        "outsourced",
+        1,
+        ["'outsourced' is not one of agency, gateway"],
+    ),
+    (
+        "signing delegated to the gateway without a registered key",
+        "    type: HEALTH\n",
+        "    type: HEALTH\n    signing: gateway\n",
+        "gateway",
+        1,
+        ["signing: gateway needs the gateway's key registered under 'keys'"],
+    ),
+    (
         "typo in a key",
         "      subscriber_roles: [school_dsl]",
         "      subscriber_role: [school_dsl]",

@@ -117,3 +117,70 @@ def new_feed(subscriber: str, kem: str, not_before: str | None, out: Path | None
     click.echo(f"# private key added to {path} ({len(ring.keys)} key(s))", err=True)
     click.echo(f"# add under subscriber {subscriber!r} -> feed_keys: in the policy file")
     click.echo(yaml.safe_dump([entry], sort_keys=False, width=1 << 16).rstrip())
+
+
+# -- the gateway's certificates (broker/gateway/pki.py) ---------------------------------
+def _ca_dir(ca_dir: Path | None) -> Path:
+    return ca_dir or settings().home / "gateway" / "ca"
+
+
+_CA_DIR = click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path),
+                       default=None, help="CA directory (default: $SAFESHARE_HOME/gateway/ca).")
+
+
+@keys.command("ca")
+@_CA_DIR
+def ca(ca_dir: Path | None) -> None:
+    """Create the partnership CA that signs the gateway's client certificates."""
+    from broker.gateway.pki import CaFiles, CertificateError, make_ca  # noqa: PLC0415
+
+    files = CaFiles(_ca_dir(ca_dir))
+    try:
+        make_ca(files)
+    except CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"# CA certificate {files.cert} (key {files.key}, mode 0600)")
+
+
+@keys.command("client-cert")
+@click.option("--agency", default=None, help="The agency the certificate names.")
+@click.option("--subscriber", default=None, help="The subscriber the certificate names.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Certificate file (the key goes beside it as .key; default: "
+              "$SAFESHARE_HOME/gateway/clients/KIND-ID.pem).")
+@_CA_DIR
+def client_cert(agency: str | None, subscriber: str | None, out: Path | None,
+                ca_dir: Path | None) -> None:
+    """Issue a client certificate naming one agency or one subscriber (SAN URI)."""
+    from broker.gateway.pki import (  # noqa: PLC0415
+        CaFiles,
+        CertificateError,
+        Principal,
+        issue_client,
+    )
+
+    if (agency is None) == (subscriber is None):
+        raise click.UsageError("give exactly one of --agency and --subscriber")
+    principal = Principal("agency", agency) if agency else Principal("subscriber", subscriber or "")
+    cert = out or settings().home / "gateway" / "clients" / f"{principal.kind}-{principal.id}.pem"
+    try:
+        issue_client(CaFiles(_ca_dir(ca_dir)), principal, cert, cert.with_suffix(".key"))
+    except (CertificateError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"# {principal.uri}: certificate {cert}, key {cert.with_suffix('.key')}")
+
+
+@keys.command("server-cert")
+@click.option("--host", "hosts", multiple=True, default=["127.0.0.1", "localhost"],
+              show_default=True, help="Names or addresses the gateway is reached at.")
+@_CA_DIR
+def server_cert(hosts: tuple[str, ...], ca_dir: Path | None) -> None:
+    """Issue the gateway's TLS server certificate ($SAFESHARE_HOME/gateway/server.pem)."""
+    from broker.gateway.pki import CaFiles, CertificateError, issue_server  # noqa: PLC0415
+
+    out = settings().home / "gateway" / "server.pem"
+    try:
+        issue_server(CaFiles(_ca_dir(ca_dir)), list(hosts), out, out.with_suffix(".key"))
+    except CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"# server certificate {out}")

@@ -142,6 +142,7 @@ def standard_topic_specs(
     specs.append(TopicSpec(topics.identity, partitions, CHANGELOG_CONFIG))
     specs.append(TopicSpec(topics.audit, audit_shards, AUDIT_CONFIG))
     specs.append(TopicSpec(topics.audit_checkpoints, 1, AUDIT_CONFIG))
+    specs.append(TopicSpec(topics.consultations, partitions, AUDIT_CONFIG))
     specs += loop_topic_specs(topics, agencies, subscribers, partitions=partitions)
     return specs
 

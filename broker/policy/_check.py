@@ -47,7 +47,11 @@ _TOP = {
     "clocks": False,
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
-_AGENCY = {"id": True, "name": True, "type": True, "local_authorities": True, "keys": False}
+_AGENCY = {
+    "id": True, "name": True, "type": True, "local_authorities": True, "keys": False,
+    "signing": False,
+}
+SIGNING = ("agency", "gateway")
 _KEY = {"id": True, "public_key": True, "algorithm": False, "not_before": False, "not_after": False}
 _SUBSCRIBER = {
     "id": True,
@@ -227,8 +231,20 @@ class _Checker(RuleChecks):
                         keys.append(
                             AgencyKey(kid, pub, not_before_ms=window[0], not_after_ms=window[1])
                         )
+            signing = m.get("signing", "agency")
+            if signing not in SIGNING:
+                self.problem(
+                    (*p, "signing"),
+                    f"signing: {signing!r} is not one of {', '.join(SIGNING)}",
+                )
+                signing = "agency"
+            elif signing == "gateway" and not keys:
+                self.problem(
+                    (*p, "signing"),
+                    "signing: gateway needs the gateway's key registered under 'keys'",
+                )
             if aid and aid not in out and isinstance(atype, str) and atype in AGENCY_TYPES:
-                out[aid] = Agency(aid, name or "", atype, areas, tuple(keys))
+                out[aid] = Agency(aid, name or "", atype, areas, tuple(keys), signing)
         return out
 
     def subscribers(

@@ -38,6 +38,10 @@ class Agency:
     type: str
     local_authorities: frozenset[str]
     keys: tuple[AgencyKey, ...] = ()
+    #: Who signs its events: ``agency`` (its own key, the default) or ``gateway``
+    #: (it delegates signing to the HTTPS gateway, which holds a key registered
+    #: under ``keys`` and signs only for agencies that say so here).
+    signing: str = "agency"
 
     def ingest_topic(self, topics: Topics = DEFAULT) -> str:
         """The ingest topic is derived from the id, never configured separately."""

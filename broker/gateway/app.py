@@ -1,0 +1,96 @@
+"""The gateway's ASGI application (FastAPI), built from a :class:`GatewayConfig`.
+
+Kafka clients are made when the application starts (lifespan) and closed when
+it stops; the OpenAPI description (:func:`openapi_document`) needs none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from broker.clock import Clock
+from broker.codec import Codec
+from broker.gateway import errors, events
+from broker.gateway.consultations import Recorder
+from broker.gateway.limits import Limits, LimitsMiddleware
+from broker.gateway.publishing import EventDesk
+from broker.kafka.producer import make_producer
+from broker.policy import Policy
+from broker.topics import DEFAULT, Topics
+
+TITLE = "Safeshare gateway"
+VERSION = "1"
+
+
+@dataclass
+class GatewayConfig:
+    bootstrap: str
+    topics: Topics = DEFAULT
+    codec: Codec | None = None
+    policy: Policy | None = None
+    signing_keys: Path | None = None
+    """Keys of the agencies that delegate signing to the gateway (``<agency>.pem``)."""
+    limits: Limits = field(default_factory=Limits)
+    clock: Clock | None = None
+
+
+def create_app(config: GatewayConfig | None) -> FastAPI:
+    """The application; ``config=None`` gives one fit only for its OpenAPI description."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config is None:
+            yield
+            return
+        codec = config.codec or Codec.default()
+        producer = make_producer(config.bootstrap, linger_ms=0)
+        app.state.recorder = Recorder(producer, config.topics, config.clock)
+        app.state.desk = EventDesk(
+            bootstrap=config.bootstrap,
+            topics=config.topics,
+            codec=codec,
+            policy=config.policy,
+            signing_keys=config.signing_keys,
+            clock=config.clock,
+            max_events=config.limits.max_events,
+        )
+        app.state.config = config
+        app.state.codec = codec
+        try:
+            yield
+        finally:
+            app.state.desk.close()
+            producer.close()
+
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=(
+            "HTTPS gateway to the Safeshare broker for agencies and subscribers without a "
+            "Kafka client. Every call authenticates with a client certificate from the "
+            "partnership CA (mutual TLS); a caller acts only as itself."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(events.router)
+    app.add_middleware(LimitsMiddleware, limits=config.limits if config else Limits())
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3 description, as committed in docs/openapi.json."""
+    return create_app(None).openapi()
+
+
+def openapi_text() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,57 @@
+"""Who is calling: the principal named by the caller's verified client certificate.
+
+The TLS layer (:mod:`broker.gateway.server`) has already checked the chain to
+the partnership CA; here the certificate's SAN URI becomes a
+:class:`~broker.gateway.pki.Principal`. A caller acts only as itself: an
+agency publishes only its own events, a subscriber reads and acknowledges
+only its own feed. Anything else is 403, logged and recorded on the
+consultations topic with the principals' ids only (no request content).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from fastapi import Request
+
+from broker.gateway.errors import ApiError
+from broker.gateway.pki import CertificateError, Principal, principal_of
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _principal(der: bytes) -> Principal:
+    return principal_of(der)
+
+
+def principal_in(scope: Any) -> Principal | None:
+    """The principal of the connection ``scope`` belongs to, or None."""
+    der = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_der")
+    if not der:
+        return None
+    try:
+        return _principal(der)
+    except CertificateError:
+        return None
+
+
+def caller(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated principal (401 without a usable certificate)."""
+    p = principal_in(request.scope)
+    if p is None:
+        raise ApiError(401, "a client certificate naming one safeshare principal is required")
+    return p
+
+
+def require(request: Request, who: Principal, kind: str, ident: str, action: str) -> None:
+    """Refuse (403) unless ``who`` is the ``kind`` ``ident``; record the refusal."""
+    if who.kind == kind and who.id == ident:
+        return
+    log.warning("refused: %s may not %s as %s:%s", who, action, kind, ident)
+    recorder = getattr(request.app.state, "recorder", None)
+    if recorder is not None:
+        recorder.refusal(who, action, f"{kind}:{ident}")
+    raise ApiError(403, f"{who} may not {action} as {kind}:{ident}")

@@ -1,0 +1,102 @@
+"""``POST /v1/events`` and ``GET /v1/events/{event_id}/receipt``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
+
+from broker.errors import SafeshareError
+from broker.gateway.auth import caller, require
+from broker.gateway.errors import ApiError, ErrorBody
+from broker.gateway.pki import Principal
+from broker.gateway.publishing import Conflict, EventDesk, Forbidden, Refused
+
+router = APIRouter()
+
+HEADER_ID = r"^[\x21-\x7e]{1,128}$"
+
+
+class Receipt(BaseModel):
+    event_id: str
+    digest: str
+    topic: str
+    partition: int
+    offset: int
+    signed_by: str
+
+
+class Receipts(BaseModel):
+    receipts: list[Receipt]
+    replayed: bool
+
+
+_EVENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "description": "one safeshare.ConcernEvent, JSON form"},
+                        {"type": "array", "items": {"type": "object"}, "maxItems": 100},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    s: {"model": ErrorBody} for s in (401, 403, 409, 413, 422, 429, 503)
+}
+
+
+def desk(request: Request) -> EventDesk:
+    d: EventDesk = request.app.state.desk
+    return d
+
+
+@router.post(
+    "/v1/events",
+    status_code=201,
+    response_model=Receipts,
+    responses={200: {"model": Receipts, "description": "a retry: the first receipts"},
+               **_ERRORS},
+    openapi_extra=_EVENT_BODY,
+    summary="Check and publish the calling agency's concern event(s)",
+)
+async def post_events(
+    request: Request,
+    who: Annotated[Principal, Depends(caller)],
+    x_request_id: Annotated[str | None, Header(pattern=HEADER_ID)] = None,
+    x_correlation_id: Annotated[str | None, Header(pattern=HEADER_ID)] = None,
+) -> JSONResponse:
+    """One event (a JSON object) or several (an array): all are checked with the
+    rules of ``safeshare publish`` before any is sent; 422 names every bad
+    field. Idempotent by ``X-Request-ID`` and by event id."""
+    if who.kind != "agency":
+        require(request, who, "agency", who.id, "publish events")
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ApiError(400, "the client went away before sending the whole body") from None
+    d = desk(request)
+    try:
+        receipts, replayed = await run_in_threadpool(d.publish, who.id, body, x_request_id)
+    except Forbidden as exc:
+        require(request, who, "agency", exc.claimed, "publish events")
+        raise  # pragma: no cover - require raised
+    except Refused as exc:
+        detail = exc.problems[0] if len(exc.problems) == 1 else f"{len(exc.problems)} problems"
+        raise ApiError(422, detail, exc.problems) from None
+    except Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    except SafeshareError as exc:
+        raise ApiError(503, f"the broker did not take the event: {type(exc).__name__}") from None
+    out = Receipts(receipts=[Receipt(**r.as_json()) for r in receipts], replayed=replayed)
+    return JSONResponse(out.model_dump(), status_code=200 if replayed else 201)

@@ -1,0 +1,277 @@
+"""Publishing an agency's events for it: the gateway's ``POST /v1/events`` without HTTP.
+
+Every event passes the same :class:`broker.intake.Intake` as ``safeshare
+publish`` (schema, the one size limit, implausible times, the agency's
+registration and signature as the policy requires) before anything is sent;
+the whole request is refused, naming every bad field, if one event is bad.
+
+Signing: an event that carries a signature was signed by the agency's own key
+(the client library, :mod:`broker.gateway.client`, signs) and is checked, never
+re-signed. An unsigned event is signed by the gateway only if the policy says
+the agency delegates signing to it (``signing: gateway``); the receipt says
+which (``signed_by``: ``agency``, ``gateway`` or ``none``).
+
+Idempotency: a request is known by the agency and its ``X-Request-ID`` (or,
+without one, by its event ids). A retry with the same body gets the same
+receipts and sends nothing; the same id with a different body is a conflict.
+Each event id too is published once per agency: the same event again returns
+its first receipt, the same id with different content is a conflict. The
+memory is the gateway process's (bounded, newest kept); the router's own
+duplicate check (broker/routing/dedup.py) stays the backstop across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from broker.api import Publisher
+from broker.clock import Clock, SystemClock
+from broker.codec import Codec
+from broker.codec.exceptions import EncodingError
+from broker.codec.jsontext import read_events
+from broker.intake import ENVELOPE, Intake
+from broker.policy import Policy
+from broker.signing import AgencySigner, SignatureError
+from broker.topics import Topics
+
+MAX_REMEMBERED = 100_000
+
+
+class Refused(Exception):
+    """The request is not acceptable; ``problems`` name every bad field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class Forbidden(Exception):
+    """An event says it is from another agency than the caller (403)."""
+
+    def __init__(self, claimed: str) -> None:
+        self.claimed = claimed
+        super().__init__(claimed)
+
+
+class Conflict(Exception):
+    """An id already used for something else (409)."""
+
+
+@dataclass(frozen=True)
+class EventReceipt:
+    """What the gateway published for one event."""
+
+    event_id: str
+    digest: str
+    """SHA-256 (hex) of the exact bytes published: the Avro single-object message."""
+    topic: str
+    partition: int
+    offset: int
+    signed_by: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def signing_key_path(keys_dir: Path, agency: str) -> Path:
+    """Where the gateway keeps the key of an agency that delegates signing to it."""
+    return keys_dir / f"{agency}.pem"
+
+
+class _Memory:
+    """Bounded id -> (body digest, result) memory with a lock per id in flight."""
+
+    def __init__(self, size: int = MAX_REMEMBERED) -> None:
+        self._done: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._size = size
+
+    def lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+
+    def get(self, key: tuple[str, str]) -> tuple[str, Any] | None:
+        with self._guard:
+            return self._done.get(key)
+
+    def put(self, key: tuple[str, str], digest: str, value: Any) -> None:
+        with self._guard:
+            self._done[key] = (digest, value)
+            self._done.move_to_end(key)
+            while len(self._done) > self._size:
+                self._done.popitem(last=False)
+
+
+class EventDesk:
+    """Checks and publishes events for agencies; one per gateway process."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topics: Topics,
+        codec: Codec,
+        policy: Policy | None,
+        signing_keys: Path | None = None,
+        clock: Clock | None = None,
+        max_events: int = 100,
+    ) -> None:
+        self.codec = codec
+        self.policy = policy
+        self.max_events = max_events
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._clock = clock or SystemClock()
+        self._publishers: dict[str, Publisher] = {}
+        self._delegated: dict[str, Intake] = {}
+        self._requests = _Memory()
+        self._events = _Memory()
+        self._guard = threading.Lock()
+        for agency in policy.agencies if policy is not None else ():
+            if agency.signing != "gateway":
+                continue
+            path = signing_key_path(signing_keys or Path("."), agency.id)
+            try:
+                signer = AgencySigner.load(agency.id, path)
+            except (SignatureError, OSError) as exc:
+                raise SignatureError(
+                    f"agency {agency.id!r} delegates signing to the gateway, but its key "
+                    f"cannot be read ({path}): {exc}"
+                ) from None
+            self._delegated[agency.id] = self._intake(agency.id, signer)
+
+    def _intake(self, agency: str, signer: AgencySigner | None) -> Intake:
+        return Intake(
+            agency=agency, codec=self.codec, signer=signer, policy=self.policy, clock=self._clock
+        )
+
+    def _publisher(self, agency: str) -> Publisher:
+        with self._guard:
+            pub = self._publishers.get(agency)
+            if pub is None:
+                pub = Publisher(
+                    bootstrap=self._bootstrap,
+                    agency=agency,
+                    topics=self._topics,
+                    intake=self._intake(agency, None),
+                    producer_config={"linger_ms": 0},
+                )
+                self._publishers[agency] = pub
+            return pub
+
+    def delegates(self, agency: str) -> bool:
+        return agency in self._delegated
+
+    def check(self, agency: str, body: bytes) -> list[tuple[dict[str, Any], bytes, str]]:
+        """Every event in ``body`` as (record, wire bytes, signed_by); all or nothing.
+
+        Raises :class:`Refused` naming every bad field of every bad event,
+        each line as ``safeshare publish`` words it (``event N: `` first when
+        the body holds several events).
+        """
+        try:
+            events = read_events(body, "request body")
+        except EncodingError as exc:
+            raise Refused(list(exc.problems)) from None
+        if len(events.values) > self.max_events:
+            raise Refused([f"request body: {len(events.values)} events, more than the limit of "
+                           f"{self.max_events} per request"])
+        for obj in events.values:
+            source = obj.get("source") if isinstance(obj, dict) else None
+            claimed = source.get("agency_id") if isinstance(source, dict) else None
+            if isinstance(claimed, str) and claimed != agency:
+                raise Forbidden(claimed)
+        plain = self._publisher(agency).intake
+        out: list[tuple[dict[str, Any], bytes, str]] = []
+        problems: list[str] = []
+        many = len(events.values) > 1
+        for n, obj in enumerate(events.values, 1):
+            where = f"event {n}: " if many else ""
+            try:
+                record = self.codec.from_json(obj, ENVELOPE)
+                signed = record.get("signature") is not None
+                intake = plain if signed or agency not in self._delegated else (
+                    self._delegated[agency]
+                )
+                data = intake.encode(record)
+            except EncodingError as exc:
+                problems.extend(where + p for p in exc.problems)
+                continue
+            by = "agency" if signed else ("gateway" if intake is not plain else "none")
+            out.append((record, data, by))
+        if problems:
+            raise Refused(problems)
+        if not out:
+            raise Refused(["request body: no event given (an empty array)"])
+        return out
+
+    def publish(
+        self, agency: str, body: bytes, request_id: str | None
+    ) -> tuple[list[EventReceipt], bool]:
+        """Check and publish the events in ``body``; (receipts, replayed).
+
+        ``replayed`` is true when the request (or every event in it) had been
+        published before and nothing new was sent.
+        """
+        body_digest = hashlib.sha256(body).hexdigest()
+        key = (agency, request_id) if request_id else None
+        if key is None:
+            return self._publish_checked(agency, self.check(agency, body))
+        lock = self._requests.lock(key)
+        with lock:
+            seen = self._requests.get(key)
+            if seen is not None:
+                if seen[0] != body_digest:
+                    raise Conflict(
+                        f"X-Request-ID {request_id!r} was used for a different request body"
+                    )
+                return seen[1], True
+            receipts, replayed = self._publish_checked(agency, self.check(agency, body))
+            self._requests.put(key, body_digest, receipts)
+        return receipts, replayed
+
+    def _publish_checked(
+        self, agency: str, checked: list[tuple[dict[str, Any], bytes, str]]
+    ) -> tuple[list[EventReceipt], bool]:
+        pub = self._publisher(agency)
+        receipts: list[EventReceipt] = []
+        fresh = False
+        for record, data, by in checked:
+            digest = hashlib.sha256(data).hexdigest()
+            key = (agency, str(record["event_id"]))
+            with self._events.lock(key):
+                seen = self._events.get(key)
+                if seen is not None:
+                    if seen[0] != digest:
+                        raise Conflict(
+                            f"event_id {key[1]!r} was already published with other content"
+                        )
+                    receipts.append(seen[1])
+                    continue
+                r = pub.send(record, data)
+                receipt = EventReceipt(r.event_id, digest, r.topic, r.partition, r.offset, by)
+                self._events.put(key, digest, receipt)
+                receipts.append(receipt)
+                fresh = True
+        return receipts, not fresh
+
+    def receipt_of(self, agency: str, event_id: str) -> EventReceipt | None:
+        seen = self._events.get((agency, event_id))
+        return None if seen is None else seen[1]
+
+    def close(self) -> None:
+        with self._guard:
+            for pub in self._publishers.values():
+                pub.close()
+            self._publishers.clear()
+

@@ -1,0 +1,174 @@
+"""The gateway's POST /v1/events over real HTTPS with client certificates, on the real broker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker.codec.exceptions import EncodingError
+from broker.gateway.app import GatewayConfig, openapi_document
+from broker.intake import Intake
+from broker.kafka.admin import Admin
+from broker.topics import Topics
+from tests.gateway_helpers import Running, running_gateway
+from tests.routing_helpers import CODEC, create_topics, example, read_all, settings_for
+
+pytestmark = pytest.mark.kafka
+SCHOOL = "example-academy"
+
+
+@pytest.fixture
+def gw(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path) -> Iterator[Running]:
+    s = settings_for(topics, tmp_path)
+    policy = create_topics(admin, s)
+    config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy)
+    with running_gateway(config, tmp_path) as running:
+        yield running
+
+
+def test_an_event_is_published_with_a_receipt_naming_the_bytes_sent(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    event = example("education_concern")
+    with gw.client("agency", SCHOOL) as c:
+        r = c.post("/v1/events", json=event, headers={"X-Correlation-ID": "case-42"})
+    assert r.status_code == 201, r.text
+    assert r.headers["x-correlation-id"] == "case-42"
+    (receipt,) = r.json()["receipts"]
+    assert receipt["event_id"] == event["event_id"]
+    assert receipt["signed_by"] == "none"
+    (record,) = read_all(kafka_bootstrap, topics.ingest(SCHOOL))
+    assert (record.topic, record.partition, record.offset) == (
+        receipt["topic"], receipt["partition"], receipt["offset"])
+    assert hashlib.sha256(record.value or b"").hexdigest() == receipt["digest"]
+    assert CODEC.decode(record.value or b"", "safeshare.ConcernEvent")["event_id"] == (
+        event["event_id"])
+
+
+def test_an_invalid_event_names_every_bad_field_as_publish_does_and_sends_nothing(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    event = example("education_concern")
+    event["risk_level"] = "SEVERE"
+    event["subject"]["local_authority"] = 7
+    event["reported_at"] = "yesterday"
+    with pytest.raises(EncodingError) as publish_says:
+        Intake(agency=SCHOOL, codec=CODEC).encode(
+            CODEC.from_json(event, "safeshare.ConcernEvent"))
+    with gw.client("agency", SCHOOL) as c:
+        r = c.post("/v1/events", json=event)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid"
+    assert body["problems"] == list(publish_says.value.problems)
+    assert len(body["problems"]) == 3
+    for field in ("risk_level", "subject.local_authority", "reported_at"):
+        assert any(p.startswith(field) for p in body["problems"]), field
+    assert read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0) == []
+
+
+def test_a_batch_with_one_bad_event_sends_none(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    bad = example("education_concern", category="NOT_A_CATEGORY")
+    with gw.client("agency", SCHOOL) as c:
+        r = c.post("/v1/events", json=[example("education_concern"), bad])
+    assert r.status_code == 422
+    assert r.json()["problems"][0].startswith("event 2: category")
+    assert read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0) == []
+
+
+def test_a_certificate_of_one_agency_cannot_publish_as_another(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    as_hospital = example("health_concern")
+    with gw.client("agency", SCHOOL) as c:
+        r = c.post("/v1/events", json=as_hospital)
+    assert r.status_code == 403, r.text
+    assert r.json()["detail"] == (
+        "agency:example-academy may not publish events as agency:torbay-hospital")
+    with gw.client("subscriber", "torbay-mash") as c:
+        assert c.post("/v1/events", json=example("education_concern")).status_code == 403
+    assert read_all(kafka_bootstrap, topics.ingest("torbay-hospital"), timeout_s=1.0) == []
+    assert read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=0.5) == []
+    refusals = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap,
+                                                               topics.consultations)]
+    assert sorted((x["kind"], x["by"], x["claimed"]) for x in refusals) == [
+        ("refusal", "agency:example-academy", "agency:torbay-hospital"),
+        ("refusal", "subscriber:torbay-mash", "agency:torbay-mash"),
+    ]
+    assert "summary" not in json.dumps(refusals)
+
+
+def test_no_client_certificate_no_connection(gw: Running) -> None:
+    ctx = ssl.create_default_context(cafile=str(gw.ca.cert))
+    with httpx.Client(base_url=gw.url, verify=ctx) as c, pytest.raises(httpx.HTTPError):
+        c.get("/openapi.json")
+
+
+def test_tls_below_1_2_is_refused(gw: Running) -> None:
+    ctx = gw.context("agency", SCHOOL)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1  # (the client may not offer it at all)
+    with httpx.Client(base_url=gw.url, verify=ctx) as c, pytest.raises(httpx.HTTPError):
+        c.get("/openapi.json")
+
+
+@contextmanager
+def _post_then_drop(gw: Running, body: bytes, request_id: str) -> Iterator[None]:
+    """Send a POST; close the connection without reading the response on leaving."""
+    host, port = gw.url.removeprefix("https://").split(":")
+    ctx = gw.context("agency", SCHOOL)
+    with socket.create_connection((host, int(port))) as raw, ctx.wrap_socket(
+        raw, server_hostname=host
+    ) as tls:
+        tls.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nX-Request-ID: " + request_id.encode() + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        yield
+
+
+def test_a_retry_after_a_dropped_response_creates_no_duplicate(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    event = example("education_concern")
+    body = json.dumps(event).encode()
+    rid = str(uuid.uuid4())
+    with _post_then_drop(gw, body, rid):
+        first = read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=5.0)
+    assert len(first) == 1  # the gateway published; the caller never saw the receipt
+    with gw.client("agency", SCHOOL) as c:
+        again = c.post("/v1/events", content=body, headers={"X-Request-ID": rid,
+                                                           "Content-Type": "application/json"})
+        assert again.status_code == 200, again.text
+        assert again.json()["replayed"] is True
+        (receipt,) = again.json()["receipts"]
+        assert (receipt["partition"], receipt["offset"]) == (first[0].partition,
+                                                             first[0].offset)
+        # the same event under a fresh request id: still its first receipt
+        third = c.post("/v1/events", json=event, headers={"X-Request-ID": "other"})
+        assert third.json()["receipts"] == [receipt]
+        # the same request id with another body: refused
+        event2 = dict(event, summary="something else")
+        conflict = c.post("/v1/events", json=event2, headers={"X-Request-ID": rid})
+        assert conflict.status_code == 409
+        # the same event id with other content: refused
+        assert c.post("/v1/events", json=event2).status_code == 409
+    assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)) == 1
+
+
+def test_the_running_service_serves_the_committed_openapi_description(gw: Running) -> None:
+    committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
+    assert committed == openapi_document()
+    with gw.client("agency", SCHOOL) as c:
+        assert c.get("/openapi.json").json() == committed
