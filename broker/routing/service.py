@@ -77,6 +77,9 @@ HEALTH_STALE_S = 30.0
 
 #: How often the consumer lag gauge is refreshed (one ListOffsets round trip).
 LAG_INTERVAL_S = 5.0
+#: ``run(idle_exit_s=...)`` does not count the time spent joining the group as
+#: idle (a busy broker can take seconds to assign partitions), up to this long.
+JOIN_GRACE_S = 60.0
 
 #: Backoff between attempts after a failed transaction: doubles from the first
 #: value up to the second.
@@ -304,7 +307,7 @@ class RouterService(Followers, Transactions):
         Returns normally also when fenced (``stats.fenced``); raises what is not
         a Kafka error (after aborting the transaction).
         """
-        last_activity = time.monotonic()
+        last_activity = started = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
@@ -328,6 +331,8 @@ class RouterService(Followers, Transactions):
                     continue
                 self._recovered(bool(batches))
                 self._update_lag()
+                if not self._assignment() and time.monotonic() - started < JOIN_GRACE_S:
+                    last_activity = time.monotonic()  # still joining the group: not idle
                 idle_for = time.monotonic() - last_activity
                 if not batches and idle_exit_s is not None and idle_for > idle_exit_s:
                     break
