@@ -2,9 +2,9 @@
 
 Each entry is ``(name, topic_agency, bytes)``: truncated, wrong magic, unknown
 fingerprint, lengths that lie, huge strings and arrays, invalid UTF-8, deep
-nesting attempts, wrong types, replayed event ids, spoofed agency ids and
-oversized records. Every one of them must be quarantined (or, for a replay,
-recorded as a duplicate) and none may reach a feed.
+nesting attempts, wrong types, replayed event ids, spoofed agency ids,
+oversized records and implausible times. Every one of them must be quarantined
+(or, for a replay, recorded as a duplicate) and none may reach a feed.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ def hostile_corpus(codec: Codec) -> list[tuple[str, str, bytes]]:
     bad_enum = bytearray(good)
     bad_enum[10 + 1 + 36 + 12] = 0x7F  # an enum index or union branch out of range
     cases.append(("index_out_of_range", POLICE, bytes(bad_enum)))
+    # Well-formed events whose times are not plausible (broker.codec.times).
+    for name, times in (
+        ("reported_at_1969", {"reported_at": -1}),
+        ("occurred_at_1900", {"occurred_at": "1900-01-01T00:00:00Z"}),
+        ("occurred_at_9999", {"occurred_at": "9999-12-31T23:59:59Z"}),
+        ("occurred_after_reported", {"occurred_at": "2024-11-10T00:00:00Z"}),
+    ):
+        cases.append((name, POLICE, codec.encode(codec.from_json({**_event(), **times}))))
     return cases
 
 
