@@ -13,7 +13,9 @@ weights mean what Splink meant by them.
 Two rules sit above the score, because no weight should outvote them: two
 different NHS numbers are two children, and a given name that disagrees
 (not the same, not within Jaro-Winkler 0.92, not a familiar form: twins, as
-Oliver and Olivia) is never linked automatically, only offered for review.
+Oliver and Olivia) is never linked automatically, only offered for review; nor
+is a pair where either record lacks the given name, family name or date of
+birth (a first name and a birthday alone fit too many children).
 """
 
 from __future__ import annotations
@@ -188,7 +190,8 @@ class Model:
         return cls.from_splink(json.loads(text))
 
     def weight(self, a: Features, b: Features) -> tuple[float, bool]:
-        """Total match weight of two records, and whether their given names disagree."""
+        """Total match weight of two records, and whether a person must decide (the
+        given names disagree, or either lacks a name or the date of birth)."""
         total = self.prior_weight
         disagree = False
         levels: dict[str, int | None] = {}
@@ -199,6 +202,8 @@ class Model:
                 total += self.weights[name][level]
         if levels["given"] is not None and levels["given"] > 1 and levels["given_formal"] == 1:
             disagree = True  # not the same name, a close spelling or a familiar form
+        if levels["given"] is None or levels["family"] is None or levels["dob"] is None:
+            disagree = True  # too little to be sure: names and birth date on both sides
         return total, disagree
 
 
@@ -211,7 +216,7 @@ class Thresholds:
     """Match probabilities: at or above ``upper`` link, below ``lower`` a new child."""
 
     upper: float = 0.995
-    lower: float = 0.3
+    lower: float = 0.5
 
 
 @dataclass(frozen=True)
