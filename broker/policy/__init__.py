@@ -39,7 +39,7 @@ The policy file (``deploy/policy/example-mash.yaml`` is a commented example)::
         obligations: [REVIEW_WITHIN_72H]
 
 Its version is the SHA-256 of its canonical form (:func:`canonical_form`: the
-parsed YAML as JSON with sorted keys), so comments and layout do not change it.
+parsed YAML as RFC 8785 canonical JSON), so comments and layout do not change it.
 The decision procedure and the law behind it are in :mod:`broker.policy.engine`.
 """
 
