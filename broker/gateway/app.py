@@ -7,6 +7,7 @@ it stops; the OpenAPI description (:func:`openapi_document`) needs none.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 
 from broker.clock import Clock
 from broker.codec import Codec
-from broker.gateway import errors, events
+from broker.gateway import errors, events, feed_routes
 from broker.gateway.consultations import Recorder
 from broker.gateway.limits import Limits, LimitsMiddleware
 from broker.gateway.publishing import EventDesk
@@ -61,12 +62,16 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             clock=config.clock,
             max_events=config.limits.max_events,
         )
+        app.state.acks = {}
+        app.state.acks_lock = threading.Lock()
         app.state.config = config
         app.state.codec = codec
         try:
             yield
         finally:
             app.state.desk.close()
+            for ack in app.state.acks.values():
+                ack.close()
             producer.close()
 
     app = FastAPI(
@@ -83,6 +88,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(events.router)
+    app.include_router(feed_routes.router)
     app.add_middleware(LimitsMiddleware, limits=config.limits if config else Limits())
     return app
 

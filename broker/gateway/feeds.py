@@ -1,0 +1,127 @@
+"""Reading a subscriber's feed for the gateway: pages from a cursor, and live.
+
+The gateway reads ``read_committed`` without a consumer group: the position is
+the caller's ``cursor`` (``PARTITION:OFFSET`` pairs, comma separated; the next
+offset to read in each partition, missing partitions from the start), so a
+subscriber can re-read and two readers never disturb each other.
+
+Confidential feeds: the gateway holds no subscriber's private feed key (a
+gateway that could open every sealed copy would undo what sealing is for), so
+a sealed copy is returned as it is: the EncryptedFeedRecord's bytes (base64)
+with its event id and key id, for the subscriber to open with its keyring
+(``FeedKeyring.opener().open_message``). Plain copies are returned as the
+FeedRecord's JSON form.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from broker.codec import Codec
+from broker.gateway.consultations import Consulted
+from broker.kafka.consumer import Consumer, make_consumer
+from broker.kafka.structs import Record, TopicPartition
+from broker.signing.feeds import ENCRYPTED_FEED_RECORD, is_sealed
+
+FEED_RECORD = "safeshare.FeedRecord"
+CURSOR = re.compile(r"^\d{1,4}:\d{1,19}(,\d{1,4}:\d{1,19})*$")
+CATCH_UP_S = 5.0
+
+
+class BadCursor(ValueError):
+    """A cursor that is not ``PARTITION:OFFSET[,...]`` or names no partition of the feed."""
+
+
+def parse_cursor(text: str | None) -> dict[int, int]:
+    if not text:
+        return {}
+    if not CURSOR.match(text):
+        raise BadCursor("cursor: expected PARTITION:OFFSET pairs separated by commas")
+    out: dict[int, int] = {}
+    for pair in text.split(","):
+        p, o = pair.split(":")
+        out[int(p)] = int(o)
+    return out
+
+
+def format_cursor(positions: dict[int, int]) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One feed record as the gateway hands it over."""
+
+    json: dict[str, Any]
+    consulted: Consulted
+
+
+def item_of(codec: Codec, r: Record) -> Item:
+    value = r.value or b""
+    where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
+    if is_sealed(codec, value):
+        outer = codec.decode(value, ENCRYPTED_FEED_RECORD)
+        event_id = str(outer["event_id"])
+        body = {**where, "event_id": event_id, "sealed": True, "key_id": outer["key_id"],
+                "message": base64.b64encode(value).decode("ascii"), "record": None}
+    else:
+        record = codec.decode(value, FEED_RECORD)
+        event_id = str(record["event"]["event_id"])
+        body = {**where, "event_id": event_id, "sealed": False, "key_id": None,
+                "message": None, "record": codec.to_json(record, FEED_RECORD)}
+    return Item(body, Consulted(event_id, r.topic, r.partition, r.offset))
+
+
+class FeedCursor:
+    """A group-less read_committed consumer of one feed, positioned at a cursor."""
+
+    def __init__(self, bootstrap: str, topic: str, cursor: dict[int, int]) -> None:
+        self.topic = topic
+        self._consumer: Consumer = make_consumer(bootstrap, group_id=None)
+        try:
+            parts = self._consumer.partitions_for_topic(topic) or set()
+            deadline = time.monotonic() + CATCH_UP_S
+            while not parts and time.monotonic() < deadline:
+                time.sleep(0.05)
+                parts = self._consumer.partitions_for_topic(topic) or set()
+            unknown = sorted(set(cursor) - parts)
+            if unknown:
+                raise BadCursor(f"cursor: the feed has no partition {unknown[0]}")
+            self._tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            self._consumer.assign(self._tps)
+            for tp in self._tps:
+                if tp.partition in cursor:
+                    self._consumer.seek(tp, cursor[tp.partition])
+                else:
+                    self._consumer.seek_to_beginning(tp)
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def positions(self) -> dict[int, int]:
+        return {tp.partition: self._consumer.position(tp) for tp in self._tps}
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        return self._consumer.poll_records(timeout_ms=timeout_ms, max_records=max_records)
+
+    def page(self, limit: int, wait_ms: int) -> list[Record]:
+        """Up to ``limit`` records: what is committed now, or (``wait_ms``) the first to come."""
+        ends = self._consumer.end_offsets(self._tps)
+        out: list[Record] = []
+        start = time.monotonic()
+        while len(out) < limit:
+            out.extend(self.poll(100, limit - len(out)))
+            caught_up = all(self._consumer.position(tp) >= ends[tp] for tp in self._tps)
+            waited = time.monotonic() - start
+            if caught_up and (out or waited * 1000 >= wait_ms):
+                break
+            if waited >= CATCH_UP_S + wait_ms / 1000:
+                break
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,157 @@
+"""Feeds, server-sent events, acknowledgements and consultations through the
+gateway, over real HTTPS, with the real router between publisher and reader."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from broker.gateway.app import GatewayConfig
+from broker.gateway.client import GatewayClient, GatewayError
+from broker.gateway.publishing import signing_key_path
+from broker.kafka.admin import Admin
+from broker.policy import Policy
+from broker.signing import AgencySigner
+from broker.topics import Topics
+from tests.gateway_helpers import Running, running_gateway
+from tests.routing_helpers import (
+    CODEC,
+    create_topics,
+    example,
+    read_all,
+    run_router,
+    settings_for,
+)
+
+pytestmark = pytest.mark.kafka
+SCHOOL, MASH = "example-academy", "torbay-mash"
+
+
+@pytest.fixture
+def world(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+          ) -> Iterator[tuple[Running, object]]:
+    """The example policy with the school signing its own events and the police
+    delegating signing to the gateway."""
+    s = settings_for(topics, tmp_path)
+    school_key = AgencySigner.generate(SCHOOL)
+    school_key.save(tmp_path / "school.pem")
+    gateway_keys = tmp_path / "gateway-keys"
+    police_key = AgencySigner.generate("devon-cornwall-police")
+    police_key.save(signing_key_path(gateway_keys, "devon-cornwall-police"))
+    doc = yaml.safe_load(s.policy_file().read_text())
+    for a in doc["agencies"]:
+        if a["id"] == SCHOOL:
+            a["keys"] = [school_key.registry_entry()]
+        if a["id"] == "devon-cornwall-police":
+            a["keys"] = [police_key.registry_entry()]
+            a["signing"] = "gateway"
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    s = replace(s, policy_path=policy_path)
+    create_topics(admin, s)
+    policy = Policy.load(policy_path, field_classes=CODEC.data_classes())
+    config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC,
+                           policy=policy, signing_keys=gateway_keys)
+    with running_gateway(config, tmp_path) as gw:
+        yield gw, s
+
+
+def _client(gw: Running, kind: str, ident: str, signer: AgencySigner | None = None
+            ) -> GatewayClient:
+    return GatewayClient(gw.url, cert=gw.cert(kind, ident), ca=str(gw.ca.cert), signer=signer,
+                         codec=CODEC)
+
+
+def test_a_school_publishes_over_https_and_the_mash_reads_the_share_over_https(
+    world: tuple[Running, object], kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    gw, s = world
+    signer = AgencySigner.load(SCHOOL, tmp_path / "school.pem")
+    event = example("education_concern", risk_level="HIGH", sharing={
+        "no_consent_reason": "WOULD_PREJUDICE_PROTECTION",
+        "justification": "Asking consent would alert associates.", "break_glass": False})
+    health = example("missing_episode")
+    with _client(gw, "agency", SCHOOL, signer) as school:
+        (receipt,) = school.publish(event)
+    assert receipt["signed_by"] == "agency"
+    with _client(gw, "agency", "devon-cornwall-police") as police:
+        (hreceipt,) = police.publish(health)
+    assert hreceipt["signed_by"] == "gateway"
+    routed = run_router(kafka_bootstrap, s)  # type: ignore[arg-type]
+    assert [r.quarantined for r in routed] == [None, None]
+    assert all(MASH in r.shared for r in routed), [(r.shared, r.withheld) for r in routed]
+
+    with _client(gw, "subscriber", MASH) as mash:
+        page = mash.feed(MASH, "SAFEGUARDING", wait_ms=5000)
+        got = {r["event_id"]: r for r in page["records"]}
+        assert set(got) == {event["event_id"], health["event_id"]}
+        copy = got[event["event_id"]]
+        assert copy["sealed"] is False
+        assert copy["record"]["event"]["summary"] == event["summary"]
+        # the cursor continues after what was read: nothing new
+        assert mash.feed(MASH, "SAFEGUARDING", cursor=page["cursor"])["records"] == []
+        # acknowledge through broker.loop's Acknowledger
+        ack = mash.acknowledge(MASH, event_id=event["event_id"], kind="RECEIPT", actor="sw-1")
+        assert ack["topic"] == topics.acks(MASH)
+        with pytest.raises(GatewayError) as bad:
+            mash.acknowledge(MASH, event_id=event["event_id"], kind="SHRUG", actor="sw-1")
+        assert bad.value.status == 422 and bad.value.body["problems"][0].startswith("kind")
+        # a purpose the MASH does not hold is refused
+        with pytest.raises(GatewayError) as purpose:
+            mash.feed(MASH, "MARKETING")
+        assert purpose.value.status == 422
+        # another subscriber's feed is not the MASH's to read
+        with pytest.raises(GatewayError) as other:
+            mash.feed("example-academy-dsl", "SAFEGUARDING")
+        assert other.value.status == 403
+    (acked,) = read_all(kafka_bootstrap, topics.acks(MASH))
+    assert CODEC.decode(acked.value or b"", "safeshare.Acknowledgement")["event_id"] == (
+        event["event_id"])
+
+    log = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap, topics.consultations)]
+    consultations = [x for x in log if x["kind"] == "consultation"]
+    assert len(consultations) == 1  # the empty second page consulted nothing
+    (c,) = consultations
+    assert (c["by"], c["subscriber"], c["purpose"], c["via"]) == (
+        f"subscriber:{MASH}", MASH, "SAFEGUARDING", "page")
+    assert {r["event_id"] for r in c["records"]} == set(got)
+    assert "summary" not in json.dumps(log)
+    assert [x["claimed"] for x in log if x["kind"] == "refusal"] == [
+        "subscriber:example-academy-dsl"]
+
+
+def test_the_feed_streams_as_server_sent_events_and_each_is_a_consultation(
+    world: tuple[Running, object], kafka_bootstrap: str, topics: Topics
+) -> None:
+    gw, s = world
+    with gw.client("agency", "devon-cornwall-police") as c:
+        hs = [example("missing_episode") for _ in range(3)]
+        assert c.post("/v1/events", json=hs).status_code == 201
+    run_router(kafka_bootstrap, s)  # type: ignore[arg-type]
+    seen: list[dict[str, object]] = []
+    ids: list[str] = []
+    with gw.client("subscriber", MASH) as c, c.stream(
+        "GET", f"/v1/feeds/{MASH}/stream", params={"purpose": "SAFEGUARDING", "limit": 3},
+        timeout=httpx.Timeout(30.0),
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("id: "):
+                ids.append(line[4:])
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+    assert {x["event_id"] for x in seen} == {h["event_id"] for h in hs}
+    # resuming from the last id gives nothing more
+    with gw.client("subscriber", MASH) as c:
+        rest = c.get(f"/v1/feeds/{MASH}", params={"purpose": "SAFEGUARDING", "cursor": ids[-1]})
+        assert rest.json()["records"] == [], ids
+    log = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap, topics.consultations)]
+    streamed = [r["event_id"] for x in log if x["via"] == "stream" for r in x["records"]]
+    assert sorted(streamed) == sorted(h["event_id"] for h in hs)
