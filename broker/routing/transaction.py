@@ -1,6 +1,6 @@
 """One polled batch, one Kafka transaction: route it, send everything, commit or undo.
 
-Exactly once, fail closed (DESIGN.md): every subscriber copy, every quarantine
+Exactly once, fail closed (docs/DESIGN.md): every subscriber copy, every quarantine
 record, the batch's audit leaves and the consumer offsets are written in a
 single Kafka transaction. A share and its audit record commit together or not
 at all. :class:`Transactions` is a part of
