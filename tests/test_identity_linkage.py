@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
+
+import pytest
 
 from broker.identity.linkage import (
     LINK,
@@ -11,11 +14,14 @@ from broker.identity.linkage import (
     Features,
     Index,
     Model,
+    Thresholds,
     dob_level,
     name_level,
     postcode_level,
 )
 from broker.identity.nicknames import same_name
+from broker.policy import Policy, PolicyError
+from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 DOB = date(2011, 3, 14)
 
@@ -89,3 +95,37 @@ def test_a_common_name_alone_is_not_enough() -> None:
     index.add("v1:c", Features.of(given="Olivia", family="Smith", dob=date(2012, 5, 9)))
     m = index.match(Features.of(given="Olivia", family="Smith", dob=date(2014, 1, 30)))
     assert m.decision == NEW
+
+
+def _policy_with(tmp_path: Path, link: str, review: str) -> Path:
+    text = EXAMPLE_POLICY.read_text(encoding="utf-8")
+    assert '  link_above: "0.995"\n  review_above: "0.5"\n' in text
+    text = text.replace('  link_above: "0.995"', f"  link_above: '{link}'")
+    text = text.replace('  review_above: "0.5"', f"  review_above: '{review}'")
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_policy_sets_the_linkage_thresholds(tmp_path: Path) -> None:
+    assert Policy.load(EXAMPLE_POLICY, field_classes=FIELD_CLASSES).linkage_thresholds == (
+        Thresholds()
+    )
+    policy = Policy.load(
+        _policy_with(tmp_path, "0.999", "0.8"),
+        field_classes=FIELD_CLASSES,
+    )
+    assert policy.linkage_thresholds == Thresholds(upper=0.999, lower=0.8)
+
+
+def test_bad_thresholds_are_refused_at_their_line(tmp_path: Path) -> None:
+    path = _policy_with(tmp_path, "1.5", "0.8")
+    with pytest.raises(PolicyError) as err:
+        Policy.load(path, field_classes=FIELD_CLASSES)
+    assert "identity.link_above: expected a probability between 0 and 1" in str(err.value)
+    assert "problems" not in str(err.value) or "1 problem" in str(err.value)
+    line = path.read_text().splitlines().index("  link_above: '1.5'") + 1
+    assert f":{line}:" in str(err.value)
+    path = _policy_with(tmp_path, "0.6", "0.8")
+    with pytest.raises(PolicyError, match="review_above: must not be above"):
+        Policy.load(path, field_classes=FIELD_CLASSES)

@@ -12,19 +12,22 @@ from functools import lru_cache
 
 from nicknames import NickNamer
 
-_NAMER = NickNamer()
+
+@lru_cache(maxsize=1)
+def _namer() -> NickNamer:
+    return NickNamer()  # reads the data set: once, on first use
 
 
 @lru_cache(maxsize=65536)
 def forms(given: str) -> frozenset[str]:
     """``given`` (lower case) and the formal names it is a familiar form of."""
     name = given.lower()
-    return frozenset({name, *_NAMER.canonicals_of(name)})
+    return frozenset({name, *_namer().canonicals_of(name)})
 
 
 def nicknames_of(given: str) -> list[str]:
     """Familiar forms of a formal name, lower case, sorted (for test data)."""
-    return sorted(_NAMER.nicknames_of(given.lower()))
+    return sorted(_namer().nicknames_of(given.lower()))
 
 
 def same_name(a: str, b: str) -> bool:

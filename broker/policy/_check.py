@@ -17,6 +17,7 @@ from broker.policy._check_base import Checked, Vocabulary, _suggest
 from broker.policy._check_rules import RuleChecks
 from broker.policy._clocks import check_clocks, check_escalate_to
 from broker.policy._feed_keys import check_feed_keys
+from broker.policy._identity import check_identity
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
 from broker.policy.model import Agency, AgencyKey, Role, Subscriber
@@ -45,6 +46,7 @@ _TOP = {
     "rules": True,
     "event_signatures": False,
     "clocks": False,
+    "identity": False,
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {
@@ -106,6 +108,7 @@ class _Checker(RuleChecks):
             subscribers=subscribers,
         )
         checked.clocks = check_clocks(self, top.get("clocks"), ("clocks",))
+        checked.identity = check_identity(self, top.get("identity"), ("identity",))
         checked.rules = self.rules(top.get("rules"), ("rules",), checked)
         self.shadowing(checked.rules)
         return checked if not self.problems else None

@@ -54,6 +54,7 @@ class Checked:
     rules: list[Rule] = field(default_factory=list)
     event_signatures: str = "required"
     clocks: Any = None  # broker.loop.rules.ClockPolicy
+    identity: Any = None  # broker.identity.linkage.Thresholds
 
 
 def _suggest(word: str, choices: Any) -> str:

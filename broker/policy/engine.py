@@ -90,6 +90,7 @@ from broker._memo import BoundedMemo
 from broker.policy._check import Checked, Vocabulary, check
 
 if TYPE_CHECKING:
+    from broker.identity.linkage import Thresholds
     from broker.loop.rules import ClockPolicy
 from broker.policy._plans import CompiledPlans, _Outcome, _Step
 from broker.policy._present import bits_tree, build_tree, compile_present
@@ -251,6 +252,11 @@ class Policy(CompiledPlans):
     def clocks(self) -> ClockPolicy:
         """The partnership's statutory clocks (``clocks`` section, else the defaults)."""
         return cast("ClockPolicy", self._c.clocks)
+
+    @property
+    def linkage_thresholds(self) -> Thresholds:
+        """Record-linkage thresholds (``identity`` section, else the defaults)."""
+        return cast("Thresholds", self._c.identity)
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:
