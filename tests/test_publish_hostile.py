@@ -365,3 +365,26 @@ def test_the_router_judges_the_future_at_its_own_clock_and_skew() -> None:
         CODEC.from_json(example("missing_episode", reported_at=NOW + 60_000))
     )))  # fmt: skip
     assert routed.quarantined == "SCHEMA_INVALID"
+
+
+@pytest.mark.kafka
+def test_the_gateway_desk_judges_times_with_the_configured_skew(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    from broker.gateway.publishing import EventDesk, Refused  # noqa: PLC0415
+
+    body = _text(reported_at=NOW + 60_000, occurred_at=NOW).encode()
+    for skew_ms, refused in ((300_000, False), (10_000, True)):
+        desk = EventDesk(
+            bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=_policy(),
+            clock=FixedClock(NOW), time_bounds=TimeBounds(future_skew_ms=skew_ms),
+        )  # fmt: skip
+        try:
+            if refused:
+                with pytest.raises(Refused, match=r"reported_at: in the future \(more than 10 s"):
+                    desk.check(POLICE, body)
+            else:
+                [(record, _, _)] = desk.check(POLICE, body)
+                assert record["event_id"] == json.loads(body)["event_id"]
+        finally:
+            desk.close()

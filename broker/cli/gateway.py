@@ -75,6 +75,7 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
         signing_keys=signing_keys or signing_keys_dir(),
         limits=Limits(rate_per_s=rate, burst=burst, max_body_bytes=max_body,
                       max_events=max_events),
+        time_bounds=s.time_bounds,
     )
     server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), host=host, port=port,
                          log_level="info")

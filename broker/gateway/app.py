@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from broker.clock import Clock
 from broker.codec import Codec
+from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
 from broker.gateway import errors, events, feed_routes
 from broker.gateway.consultations import Recorder
 from broker.gateway.limits import Limits, LimitsMiddleware
@@ -40,6 +41,8 @@ class GatewayConfig:
     """Keys of the agencies that delegate signing to the gateway (``<agency>.pem``)."""
     limits: Limits = field(default_factory=Limits)
     clock: Clock | None = None
+    time_bounds: TimeBounds = DEFAULT_BOUNDS
+    """How far ahead of the clock an event's times may be (SAFESHARE_FUTURE_SKEW_S)."""
 
 
 def create_app(config: GatewayConfig | None) -> FastAPI:
@@ -61,6 +64,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             signing_keys=config.signing_keys,
             clock=config.clock,
             max_events=config.limits.max_events,
+            time_bounds=config.time_bounds,
         )
         app.state.acks = {}
         app.state.acks_lock = threading.Lock()

@@ -34,6 +34,7 @@ from broker.clock import Clock, SystemClock
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.codec.jsontext import read_events
+from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
 from broker.intake import ENVELOPE, Intake
 from broker.policy import Policy
 from broker.signing import AgencySigner, SignatureError
@@ -125,8 +126,10 @@ class EventDesk:
         signing_keys: Path | None = None,
         clock: Clock | None = None,
         max_events: int = 100,
+        time_bounds: TimeBounds = DEFAULT_BOUNDS,
     ) -> None:
         self.codec = codec
+        self.time_bounds = time_bounds
         self.policy = policy
         self.max_events = max_events
         self._bootstrap = bootstrap
@@ -152,7 +155,8 @@ class EventDesk:
 
     def _intake(self, agency: str, signer: AgencySigner | None) -> Intake:
         return Intake(
-            agency=agency, codec=self.codec, signer=signer, policy=self.policy, clock=self._clock
+            agency=agency, codec=self.codec, signer=signer, policy=self.policy, clock=self._clock,
+            time_bounds=self.time_bounds,
         )
 
     def _publisher(self, agency: str) -> Publisher:
