@@ -4,6 +4,9 @@ gateway, over real HTTPS, with the real router between publisher and reader."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from broker.audit.checkpointer import Checkpointer
 from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient, GatewayError
 from broker.gateway.publishing import signing_key_path
@@ -155,3 +159,37 @@ def test_the_feed_streams_as_server_sent_events_and_each_is_a_consultation(
     log = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap, topics.consultations)]
     streamed = [r["event_id"] for x in log if x["via"] == "stream" for r in x["records"]]
     assert sorted(streamed) == sorted(h["event_id"] for h in hs)
+
+
+def test_a_receipt_carries_the_decisions_and_a_proof_that_verifies_offline(
+    world: tuple[Running, object], kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    gw, s = world
+    event = example("missing_episode")
+    with _client(gw, "agency", "devon-cornwall-police") as police:
+        (published,) = police.publish(event)
+        early = police.receipt(event["event_id"])
+        assert early["published"] == published and early["proof"] is None
+        run_router(kafka_bootstrap, s)  # type: ignore[arg-type]
+        cp = Checkpointer.from_settings(s, kafka_bootstrap)  # type: ignore[arg-type]
+        try:
+            assert cp.run_once() is not None
+        finally:
+            cp.close()
+        receipt = police.receipt(event["event_id"])
+    shares = {d["recipient"] for d in receipt["decisions"] if d["outcome"] == "SHARE"}
+    assert MASH in shares
+    assert len(receipt["proof"]["proofs"]) == len(receipt["decisions"]) >= 2
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps(receipt["proof"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "audit", "verify-proof", str(proof)],
+        env={**os.environ, "SAFESHARE_HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("OK leaf") == len(receipt["decisions"])
+    # another agency may not read it
+    with _client(gw, "agency", SCHOOL) as school, pytest.raises(GatewayError) as other:
+        school.receipt(event["event_id"])
+    assert other.value.status == 403

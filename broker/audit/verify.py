@@ -383,6 +383,25 @@ def prove_event(bundle: Bundle, event_id: str) -> list[EventProof]:
     return prove_leaves(bundle, indices)
 
 
+PROOF_FORMAT = "safeshare-audit-proof/v1"
+
+
+def proof_document(bundle: Bundle, event_id: str) -> dict[str, object] | None:
+    """The document ``safeshare audit prove`` prints (and the gateway's receipt
+    carries) for every decision about ``event_id``, or None if the checkpointed
+    log holds none. ``safeshare audit verify-proof`` checks it offline."""
+    proofs = prove_event(bundle, event_id)
+    if not proofs:
+        return None
+    return {
+        "format": PROOF_FORMAT,
+        "origin": bundle.origin,
+        "event_id": event_id,
+        "key_lists": [k.decode("utf-8") for k in bundle.key_lists],
+        "proofs": [p.to_json_value() for p in proofs],
+    }
+
+
 def verify_event_proof(
     proof: EventProof,
     trusted_vkeys: KeyRing | Iterable[str],

@@ -26,7 +26,6 @@ from broker.cli.common import resolve_bootstrap, settings
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 EXIT_SPLIT_VIEW = 3
-PROOF_FORMAT = "safeshare-audit-proof/v1"
 MAX_MS = 2**53 - 1
 
 

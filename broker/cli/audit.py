@@ -24,7 +24,6 @@ from broker.cli._audit_options import (
     EXIT_ERROR,
     EXIT_FAILED,
     MAX_MS,
-    PROOF_FORMAT,
     bundle_option,
     counts,
     exit_codes,
@@ -151,21 +150,16 @@ def prove(
     (cosigned) checkpoint it leads to; the document also carries the log's
     signed key lists. Check it offline with `safeshare audit verify-proof`.
     """
-    from broker.audit.verify import prove_event  # noqa: PLC0415
+    from broker.audit.verify import proof_document  # noqa: PLC0415
 
     with exit_codes():
         b = load_bundle(bundle, bootstrap, shard)
-        proofs = prove_event(b, event_id)
-        if not proofs:
+        doc = proof_document(b, event_id)
+        if doc is None:
             click.echo(f"no decision about event {event_id} is in the checkpointed log", err=True)
             sys.exit(EXIT_FAILED)
-        doc = {
-            "format": PROOF_FORMAT,
-            "origin": b.origin,
-            "event_id": event_id,
-            "key_lists": [k.decode("utf-8") for k in b.key_lists],
-            "proofs": [p.to_json_value() for p in proofs],
-        }
+        proofs = doc["proofs"]
+        assert isinstance(proofs, list)
         text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
         if out is None:
             click.echo(text, nl=False)
@@ -189,7 +183,11 @@ def verify_proof(
     """Check a proof document from `safeshare audit prove`, offline, with only public keys."""
     from broker.audit.exceptions import VerificationError  # noqa: PLC0415
     from broker.audit.keys import KeyRing  # noqa: PLC0415
-    from broker.audit.verify import EventProof, verify_event_proof  # noqa: PLC0415
+    from broker.audit.verify import (  # noqa: PLC0415
+        PROOF_FORMAT,
+        EventProof,
+        verify_event_proof,
+    )
 
     with exit_codes():
         ring = KeyRing(trusted_keys(vkeys, vkeys_file, shard))

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
-from broker.gateway import errors, events, feed_routes
+from broker.gateway import errors, events, feed_routes, receipts
 from broker.gateway.consultations import Recorder
 from broker.gateway.limits import Limits, LimitsMiddleware
 from broker.gateway.publishing import EventDesk
@@ -93,6 +93,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
     errors.install(app)
     app.include_router(events.router)
     app.include_router(feed_routes.router)
+    app.include_router(receipts.router)
     app.add_middleware(LimitsMiddleware, limits=config.limits if config else Limits())
     return app
 
