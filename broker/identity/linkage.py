@@ -244,6 +244,9 @@ class Index:
     by_nhs: dict[str, str] = field(default_factory=dict)
     by_upn: dict[str, str] = field(default_factory=dict)
     records: dict[str, list[Features]] = field(default_factory=dict)
+    #: What each child's pseudonym was derived from, ``(kind, value)``: kept so
+    #: that a key rotation can map old pseudonyms (PartnershipKeys.rotation_map).
+    anchors: dict[str, tuple[str, str]] = field(default_factory=dict)
     _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
 
     def add(self, pseudonym: str, f: Features) -> None:
@@ -261,6 +264,7 @@ class Index:
 
     def remove(self, pseudonym: str) -> list[Features]:
         """Forget a child (an unlink re-adds its records under their own pseudonyms)."""
+        self.anchors.pop(pseudonym, None)
         gone = self.records.pop(pseudonym, [])
         for f in gone:
             for key in _keys(f):

@@ -11,7 +11,8 @@ writes the survivors' entries and tombstones the rest).
 
 Value layout: ``b"SSI"``, one byte format version (1), the partnership key
 version (2 bytes, big-endian), a 12-byte nonce, the AES-GCM ciphertext of the
-UTF-8 JSON ``{"records": [features, ...]}``. After a key rotation new values
+UTF-8 JSON ``{"records": [features, ...], "anchor": [kind, value]}`` (the
+anchor: what the pseudonym was derived from, for key rotation). After a key rotation new values
 are sealed under the new key; old ones open with the key they name.
 """
 
@@ -56,15 +57,25 @@ class IndexSealer:
             self._aead[version] = AESGCM(hkdf.derive(secret))
         return self._aead[version]
 
-    def seal(self, pseudonym: str, records: Iterable[Features]) -> bytes:
+    def seal(
+        self, pseudonym: str, records: Iterable[Features], anchor: tuple[str, str] | None = None
+    ) -> bytes:
         version = self._keys.current
-        body = json.dumps({"records": [f.to_json() for f in records]}, sort_keys=True,
-                          separators=(",", ":")).encode()
+        obj: dict[str, object] = {"records": [f.to_json() for f in records]}
+        if anchor is not None:
+            obj["anchor"] = list(anchor)
+        body = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
         nonce = os.urandom(12)
         sealed = self._cipher(version).encrypt(nonce, body, pseudonym.encode())
         return MAGIC + version.to_bytes(2, "big") + nonce + sealed
 
     def open(self, pseudonym: str, value: bytes) -> list[Features]:
+        """The records of one entry (see :meth:`open_entry` for its anchor too)."""
+        return self.open_entry(pseudonym, value)[0]
+
+    def open_entry(
+        self, pseudonym: str, value: bytes
+    ) -> tuple[list[Features], tuple[str, str] | None]:
         if value[:4] != MAGIC or len(value) < 4 + 2 + 12 + 16:
             raise IdentityError("identity index value is not a sealed index entry")
         version = int.from_bytes(value[4:6], "big")
@@ -72,13 +83,18 @@ class IndexSealer:
             body = self._cipher(version).decrypt(value[6:18], value[18:], pseudonym.encode())
         except InvalidTag:
             raise IdentityError("identity index value does not open under its key") from None
-        return [Features.from_json(r) for r in json.loads(body)["records"]]
+        obj = json.loads(body)
+        anchor = obj.get("anchor")
+        records = [Features.from_json(r) for r in obj["records"]]
+        return records, (str(anchor[0]), str(anchor[1])) if anchor else None
 
 
 def entry(sealer: IndexSealer, index: Index, pseudonym: str) -> tuple[bytes, bytes | None]:
     """The topic record (key, value) for one child as the index now holds it."""
     records = index.records.get(pseudonym)
-    return pseudonym.encode(), sealer.seal(pseudonym, records) if records else None
+    if not records:
+        return pseudonym.encode(), None
+    return pseudonym.encode(), sealer.seal(pseudonym, records, index.anchors.get(pseudonym))
 
 
 def rebuild(
@@ -107,6 +123,9 @@ def rebuild(
             index.remove(pseudonym)
             continue
         index.remove(pseudonym)
-        for f in sealer.open(pseudonym, value):
+        records, anchor = sealer.open_entry(pseudonym, value)
+        for f in records:
             index.add(pseudonym, f)
+        if anchor is not None:
+            index.anchors[pseudonym] = anchor
     return sum(1 for v in latest.values() if v is not None)
