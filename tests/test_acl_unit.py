@@ -120,7 +120,8 @@ def test_only_the_router_writes_feeds_audit_and_quarantine(
     # The loop service quarantines a malformed or misdirected acknowledgement.
     assert writers(T.quarantine) == {"User:router", "User:loop"}
     # The checkpointer appends only the leaf of a key rotation (rotate_key).
-    assert writers(T.audit) == {"User:router", "User:checkpointer"}
+    # The loop service's leaves: acknowledgements, escalations, status notices.
+    assert writers(T.audit) == {"User:router", "User:checkpointer", "User:loop"}
 
 
 def test_router_reads_ingest_and_consent_and_owns_its_group_and_transactions(

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
@@ -39,7 +40,7 @@ MASH, MANAGER, POLICE = "torbay-mash", "torbay-mash-managers", "devon-cornwall-p
 @pytest.fixture
 def loop_topics(admin: Admin, topics: Topics) -> Topics:
     admin.ensure_topics(loop_topic_specs(topics, [POLICE], [MASH, MANAGER], partitions=3)
-                        + [TopicSpec(topics.quarantine, 1)])
+                        + [TopicSpec(topics.quarantine, 1), TopicSpec(topics.audit, 1)])
     return topics
 
 
@@ -109,6 +110,12 @@ def notices(bootstrap: str, topic: str) -> list[dict]:
     return [CODEC.decode(r.value, NOTICE) for r in read_all(bootstrap, topic, timeout_s=1.0)]
 
 
+def leaves(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
+    """The loop's audit leaves, decoded as an auditor would."""
+    return [AuditLeaf.from_bytes(b) for r in read_all(bootstrap, topics.audit, timeout_s=1.0)
+            for b in decode_batch(r.value or b"")]
+
+
 def test_an_unacknowledged_red_concern_escalates_exactly_once_even_across_a_restart(
     kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
 ) -> None:
@@ -133,6 +140,9 @@ def test_an_unacknowledged_red_concern_escalates_exactly_once_even_across_a_rest
         ("ESCALATION", "e-red", 1, "TRIAGE_RED")
     ]
     assert got[0]["overdue_by_ms"] == 0 and got[0]["about"] == MASH
+    [esc_leaf] = [lf for lf in leaves(kafka_bootstrap, loop_topics) if lf.kind == "ESCALATED"]
+    assert (esc_leaf.event_id, esc_leaf.recipient, esc_leaf.outcome, esc_leaf.rule_id) == (
+        "e-red", MANAGER, "TIER_1", "TRIAGE_RED")
 
 
 def test_a_red_concern_triaged_at_3h59_never_escalates_and_the_referrer_hears(
@@ -152,6 +162,8 @@ def test_a_red_concern_triaged_at_3h59_never_escalates_and_the_referrer_hears(
     assert (status["kind"], status["ack_kind"], status["rag"], status["about"]) == (
         "STATUS", "TRIAGE", "RED", MASH)
     assert "note" not in status  # the practitioner's note stays with the MASH
+    kinds = [(lf.kind, lf.outcome, lf.reason) for lf in leaves(kafka_bootstrap, loop_topics)]
+    assert kinds == [("ACKNOWLEDGED", "TRIAGE", "MET"), ("NOTIFIED", "TRIAGE", "STATUS")]
 
 
 def test_nobody_can_meet_another_teams_deadline(

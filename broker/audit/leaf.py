@@ -94,6 +94,9 @@ class LeafKind(StrEnum):
     QUARANTINED = "QUARANTINED"  # the event could not be processed; kept aside
     DUPLICATE = "DUPLICATE"  # an event id seen before; nothing shared
     KEY_ROTATION = "KEY_ROTATION"  # the log's signing keys changed (see broker.audit.keys)
+    ACKNOWLEDGED = "ACKNOWLEDGED"  # a recipient acknowledged a share (broker.loop)
+    ESCALATED = "ESCALATED"  # an overdue clock was escalated to the next tier
+    NOTIFIED = "NOTIFIED"  # a referrer was told what happened to what it sent
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:

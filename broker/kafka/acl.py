@@ -25,8 +25,9 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 | ``User:auditor``          | READ audit and checkpoints                                 |
 | ``User:operator``         | READ quarantine                                            |
 | ``User:loop``             | READ clock starts and every acknowledgement topic; READ    |
-|                           | and WRITE the clock changelog; WRITE notices, status and   |
-|                           | quarantine; group ``<ns>.loop``; transactional ids         |
+|                           | and WRITE the clock changelog; WRITE notices, status,      |
+|                           | quarantine and audit; group ``<ns>.loop``; transactional   |
+|                           | ids                                                        |
 |                           | ``<ns>.loop.*``                                            |
 
 Closing the loop adds to the parties' own rights: an agency READs its status
@@ -198,6 +199,8 @@ def desired_acls(
         allow(LOOP, "TOPIC", topics.notices_prefix, "WRITE", "PREFIXED"),
         allow(LOOP, "TOPIC", topics.status_prefix, "WRITE", "PREFIXED"),
         allow(LOOP, "TOPIC", topics.quarantine, "WRITE"),
+        # Acknowledgements, escalations and status notices are audit leaves.
+        allow(LOOP, "TOPIC", topics.audit, "WRITE"),
         allow(LOOP, "GROUP", topics.loop_group, "READ"),
         allow(LOOP, "TRANSACTIONAL_ID", topics.loop_transactional_id(""), "WRITE", "PREFIXED"),
     }

@@ -14,12 +14,14 @@ another team's deadline.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.exceptions import CodecError
@@ -81,6 +83,8 @@ class LoopCore:
         self.clock = clock
         self.referrer_sees = referrer_sees
         self._parts: dict[int, _Partition] = {}
+        # Audit leaves of the current turn (see take_leaves).
+        self._leaves: list[AuditLeaf] = []
 
     # -- state --------------------------------------------------------------------
     def partitions(self) -> list[int]:
@@ -155,6 +159,7 @@ class LoopCore:
         part = self._part(partition)
         at = _ms(ack["acknowledged_at"])
         out: list[Out] = []
+        met: list[ClockState] = []
         for kind, rule in self.policy.rules.items():
             if ack["kind"] not in rule.stops_on:
                 continue
@@ -162,11 +167,27 @@ class LoopCore:
             if cid not in part.clocks:
                 continue
             done = part.clocks.stop(cid, at, by=f"{owner}/{ack['actor']}")
+            met.append(done)
             out.append(self._changelog(partition, done,
                                        part.referrers.get((done.event_id, owner))))
         referrer = part.referrers.get((ack["event_id"], owner))
+        subject = met[0].subject if met else ""
+        self._leaves.append(AuditLeaf(
+            time_ms=self.clock.now_ms(), kind=LeafKind.ACKNOWLEDGED, event_id=ack["event_id"],
+            event_digest=_sha256(value), source_agency=referrer or "", recipient=owner,
+            outcome=ack["kind"], rule_id=",".join(c.kind for c in met), subject=subject,
+            reason="MET" if met else "NO_OPEN_CLOCK",
+            obligations=tuple(f"{c.kind}:{c.status.value}:{c.late_by_ms}" for c in met),
+        ))
         if referrer is not None:
-            out.append(self._status(referrer, ack))
+            status = self._status(referrer, ack)
+            out.append(status)
+            self._leaves.append(AuditLeaf(
+                time_ms=self.clock.now_ms(), kind=LeafKind.NOTIFIED, event_id=ack["event_id"],
+                event_digest=_sha256(value), source_agency=referrer, recipient=referrer,
+                outcome=ack["kind"], subject=subject, reason="STATUS",
+                delivered_digest=_sha256(status.value),
+            ))
         elif not out:
             log.info("acknowledgement %s at %s: no share of %s to %s with a clock is known",
                      ack["ack_id"], src, ack["event_id"], owner)
@@ -200,11 +221,29 @@ class LoopCore:
             "outcome": None,
             "noticed_at": self.clock.now_ms(),
         }
+        data = self.codec.encode(notice, NOTICE)
+        self._leaves.append(AuditLeaf(
+            time_ms=self.clock.now_ms(), kind=LeafKind.ESCALATED, event_id=esc.state.event_id,
+            event_digest=_sha256(data), source_agency=referrer or "", recipient=esc.recipient,
+            outcome=f"TIER_{esc.tier}", rule_id=esc.state.kind, subject=esc.state.subject,
+            reason="OVERDUE", delivered_digest=_sha256(data),
+            obligations=(f"owner:{esc.state.owner}", f"overdue_ms:{esc.overdue_by_ms}"),
+        ))
         return [
             self._changelog(partition, esc.state, referrer),
-            Out(self.topics.notices(esc.recipient), esc.state.event_id.encode(),
-                self.codec.encode(notice, NOTICE)),
+            Out(self.topics.notices(esc.recipient), esc.state.event_id.encode(), data),
         ]
+
+    def take_leaves(self) -> list[Out]:
+        """This turn's audit leaves as one batch message for the audit log (or none)."""
+        leaves, self._leaves = self._leaves, []
+        if not leaves:
+            return []
+        return [Out(self.topics.audit, None, encode_batch(leaves))]
+
+    def drop_leaves(self) -> None:
+        """A failed turn: its leaves were never written."""
+        self._leaves = []
 
     # -- records ----------------------------------------------------------------------
     def _changelog(self, partition: int, state: ClockState, referrer: str | None) -> Out:
@@ -258,7 +297,16 @@ class LoopCore:
             "quarantined_at": self.clock.now_ms(),
         }
         log.warning("loop: quarantined %s: %s", src, detail)
+        self._leaves.append(AuditLeaf(
+            time_ms=self.clock.now_ms(), kind=LeafKind.QUARANTINED, event_id="",
+            event_digest=_sha256(value), source_agency="",
+            recipient=self.topics.subscriber_of_acks(src.topic) or "", reason=reason,
+        ))
         return Out(self.topics.quarantine, None, self.codec.encode(record, QUARANTINE_RECORD))
+
+
+def _sha256(data: bytes | None) -> str:
+    return hashlib.sha256(data or b"").hexdigest()
 
 
 def ack_problem(ack: Mapping[str, Any]) -> str | None:

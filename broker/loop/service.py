@@ -145,6 +145,7 @@ class LoopService:
         escalations = self.core.tick(self.clock.now_ms())
         for p, esc in escalations:
             out += self.core.escalation_records(p, esc)
+        out += self.core.take_leaves()
         if not out and not offsets:
             return 0
         producer = self._producer
@@ -167,6 +168,7 @@ class LoopService:
         """A failed turn: abort, go back to the committed offsets, rebuild state."""
         self.stats.aborted += 1
         self.metrics.aborted.inc()
+        self.core.drop_leaves()
         log.warning("loop %s: turn failed (%s); aborting and replaying from the last commit",
                     self.instance_id, exc)
         try:
