@@ -129,3 +129,17 @@ def test_bad_thresholds_are_refused_at_their_line(tmp_path: Path) -> None:
     path = _policy_with(tmp_path, "0.6", "0.8")
     with pytest.raises(PolicyError, match="review_above: must not be above"):
         Policy.load(path, field_classes=FIELD_CLASSES)
+
+
+def test_a_rare_family_name_agreeing_weighs_more_than_a_common_one() -> None:
+    index = _index()
+    for i in range(1200):  # term frequencies count once the index holds 1,000 records
+        family = "smith" if i % 3 else f"other{i}"
+        index.add(f"v1:{i}", Features.of(given=f"g{i}", family=family, dob=date(2010, 1, 1)))
+    index.add("v1:rare", Features.of(given="Ava", family="Nankervis", dob=DOB))
+    index.add("v1:common", Features.of(given="Ava", family="Smith", dob=DOB))
+    rare = Features.of(given="Ava", family="Nankervis", dob=DOB)
+    common = Features.of(given="Ava", family="Smith", dob=DOB)
+    w_rare, _ = index.model.weight(rare, index.records["v1:rare"][0], index._tf)
+    w_common, _ = index.model.weight(common, index.records["v1:common"][0], index._tf)
+    assert w_rare > w_common + 5

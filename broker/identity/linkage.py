@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -168,20 +169,27 @@ class Model:
 
     prior_weight: float
     weights: Mapping[str, tuple[float, ...]]
+    #: m and average u of each comparison's exact level, for term frequencies.
+    exact_mu: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def from_splink(cls, model: Mapping[str, Any]) -> Model:
         """From a Splink model (``linker.misc.save_model_to_json()``), levels in order."""
         lam = float(model["probability_two_random_records_match"])
         weights: dict[str, tuple[float, ...]] = {}
+        exact_mu: dict[str, tuple[float, float]] = {}
         for comparison in model["comparisons"]:
             levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+            exact_mu[comparison["output_column_name"]] = (
+                max(float(levels[0].get("m_probability") or 1e-6), 1e-6),
+                max(float(levels[0].get("u_probability") or 1e-6), 1e-6),
+            )
             weights[comparison["output_column_name"]] = tuple(
                 math.log2(max(float(lv.get("m_probability") or 1e-6), 1e-6)
                           / max(float(lv.get("u_probability") or 1e-6), 1e-6))
                 for lv in levels
             )
-        return cls(prior_weight=math.log2(lam / (1 - lam)), weights=weights)
+        return cls(prior_weight=math.log2(lam / (1 - lam)), weights=weights, exact_mu=exact_mu)
 
     @classmethod
     def default(cls) -> Model:
@@ -189,22 +197,42 @@ class Model:
         text = resources.files("broker.identity").joinpath("linkage_model.json").read_text()
         return cls.from_splink(json.loads(text))
 
-    def weight(self, a: Features, b: Features) -> tuple[float, bool]:
+    def weight(
+        self, a: Features, b: Features, tf: Callable[[str, str], float | None] | None = None
+    ) -> tuple[float, bool]:
         """Total match weight of two records, and whether a person must decide (the
-        given names disagree, or either lacks a name or the date of birth)."""
+        given names disagree, or either lacks a name or the date of birth).
+
+        ``tf(attribute, value)``: the share of records with that value, where
+        known. An exact agreement of names is then weighed by how common the
+        name is (Splink's term-frequency adjustment: u of the value instead of
+        the average u): Olivia Smith agreeing says less than Nankervis.
+        """
         total = self.prior_weight
         disagree = False
         levels: dict[str, int | None] = {}
         for name, level_of, attr in COMPARISONS:
             level = level_of(getattr(a, attr), getattr(b, attr))
             levels[name] = level
-            if level is not None:
-                total += self.weights[name][level]
+            if level is None:
+                continue
+            total += self.weights[name][level]
+            if level == 0 and tf is not None and name in _TF:
+                u_value = tf(attr, getattr(a, attr))
+                if u_value is not None:
+                    m, u = self.exact_mu[name]
+                    total += math.log2(u / max(u_value, _TF_FLOOR))
         if levels["given"] is not None and levels["given"] > 1 and levels["given_formal"] == 1:
             disagree = True  # not the same name, a close spelling or a familiar form
         if levels["given"] is None or levels["family"] is None or levels["dob"] is None:
             disagree = True  # too little to be sure: names and birth date on both sides
         return total, disagree
+
+
+#: Comparisons whose exact level is weighed by term frequency, and the least
+#: frequency used (a name seen once in a small index is not infinitely rare).
+_TF: Final = frozenset({"given", "family"})
+_TF_FLOOR: Final = 1e-4
 
 
 def probability(weight: float) -> float:
@@ -247,6 +275,9 @@ class Index:
     #: What each child's pseudonym was derived from, ``(kind, value)``: kept so
     #: that a key rotation can map old pseudonyms (PartnershipKeys.rotation_map).
     anchors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _counts: dict[str, Counter[str]] = field(
+        default_factory=lambda: {"given": Counter(), "family": Counter()}
+    )
     _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
 
     def add(self, pseudonym: str, f: Features) -> None:
@@ -255,6 +286,10 @@ class Index:
         if f in known:
             return
         known.append(f)
+        for attr, counts in self._counts.items():
+            value = getattr(f, attr)
+            if value is not None:
+                counts[value] += 1
         if f.nhs:
             self.by_nhs.setdefault(f.nhs, pseudonym)
         if f.upn:
@@ -267,6 +302,10 @@ class Index:
         self.anchors.pop(pseudonym, None)
         gone = self.records.pop(pseudonym, [])
         for f in gone:
+            for attr, counts in self._counts.items():
+                value = getattr(f, attr)
+                if value is not None:
+                    counts[value] -= 1
             for key in _keys(f):
                 self._blocks.get(key, set()).discard(pseudonym)
             if f.nhs and self.by_nhs.get(f.nhs) == pseudonym:
@@ -274,6 +313,14 @@ class Index:
             if f.upn and self.by_upn.get(f.upn) == pseudonym:
                 del self.by_upn[f.upn]
         return gone
+
+    def _tf(self, attr: str, value: str) -> float | None:
+        """Share of indexed records with this value (None until 1,000 are indexed)."""
+        counts = self._counts[attr]
+        total = counts.total()
+        if total < 1000:
+            return None
+        return counts[value] / total
 
     def candidates(self, f: Features) -> set[str]:
         out: set[str] = set()
@@ -294,7 +341,7 @@ class Index:
                     break  # two NHS numbers: two children
                 if f.upn and other.upn and f.upn != other.upn:
                     continue  # another pupil's record
-                w, disagree = self.model.weight(f, other)
+                w, disagree = self.model.weight(f, other, self._tf)
                 if best is None or w > best[0]:
                     best = (w, pseudonym, disagree)
         if best is None:
