@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -217,3 +219,40 @@ def test_acknowledge_and_explain_through_the_api_and_the_cli(
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "refused, nothing sent: outcome" in bad.stderr
+
+
+def test_two_instances_share_the_clocks_and_one_takes_over_when_the_other_leaves(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
+) -> None:
+    ids = [f"e-scale-{i}" for i in range(12)]
+    for e in ids:
+        start_clock(kafka_bootstrap, loop_topics, e)
+    a = start_service(kafka_bootstrap, loop_topics, clock, services, instance="loop-a")
+    b = start_service(kafka_bootstrap, loop_topics, clock, services, instance="loop-b")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the group has settled on both
+        a.run_once(wait_ms=200)
+        b.run_once(wait_ms=200)
+        held = len(list(a.core.open_clocks())) + len(list(b.core.open_clocks()))
+        if a.core.partitions() and b.core.partitions() and held == len(ids):
+            break
+    assert a.core.partitions() and b.core.partitions(), "the group did not use both"
+    assert set(a.core.partitions()).isdisjoint(b.core.partitions())
+    clock.set(T0 + 4 * MS_PER_HOUR)  # all due: each instance escalates its own
+    turns(a, 2)
+    turns(b, 2)
+    a.close()
+    services.remove(a)
+    later = [f"e-later-{i}" for i in range(12)]  # some land on a's partitions
+    for e in later:
+        start_clock(kafka_bootstrap, loop_topics, e)
+    clock.set(T0 + 6 * MS_PER_HOUR)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(b.core.partitions()) < 3:
+        b.run_once(wait_ms=200)
+    turns(b, 4)
+
+    got = notices(kafka_bootstrap, loop_topics.notices(MANAGER))
+    counts = Counter(n["event_id"] for n in got)
+    assert set(counts) == set(ids) | set(later), "a deadline was lost"
+    assert max(counts.values()) == 1, [e for e, n in counts.items() if n > 1]
