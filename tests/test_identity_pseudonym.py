@@ -79,3 +79,29 @@ def test_version_of_refuses_what_is_not_a_partnership_pseudonym() -> None:
     assert version_of("psn-7Q2K-93XD") is None
     assert version_of("v0:" + "a" * 26) is None
     assert version_of("v12:" + "a" * 26) == 12
+
+
+def test_the_cli_derives_a_pseudonym_and_rotates_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from broker.cli.identity import identity
+
+    monkeypatch.setenv("SAFESHARE_PARTNERSHIP_KEYS", str(tmp_path / "p"))
+    runner = CliRunner()
+    out = runner.invoke(identity, ["pseudonym", "--nhs-number", "943 476 5919"])
+    assert out.exit_code == 1 and "no partnership pseudonym key" in out.output
+    assert runner.invoke(identity, ["rotate-key"]).exit_code == 0
+    out = runner.invoke(identity, ["pseudonym", "--nhs-number", "943 476 5919"])
+    assert out.exit_code == 0, out.output
+    v1 = out.output.strip()
+    assert v1 == PartnershipKeys.load(tmp_path / "p").of_nhs_number(NHS)
+    out = runner.invoke(identity, ["rotate-key"])
+    assert "v2 created" in out.output
+    out = runner.invoke(identity, ["pseudonym", "--nhs-number", NHS, "--all-versions"])
+    lines = out.output.split()
+    assert lines[0] == v1 and lines[1].startswith("v2:") and len(lines) == 2
+    out = runner.invoke(identity, ["pseudonym", "--nhs-number", "9434765918"])
+    assert out.exit_code == 1
+    assert "--nhs-number: not an NHS number" in out.output and "9434765918" not in out.output

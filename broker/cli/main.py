@@ -25,6 +25,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.schemas", "schemas"),
     ("broker.cli.audit", "audit"),
     ("broker.cli.keys", "keys"),
+    ("broker.cli.identity", "identity"),
     ("broker.cli.acl", "acl"),
     ("broker.cli.loop", "ack"),
     ("broker.cli.loop", "deadlines"),
