@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import json
 import os
@@ -86,7 +87,7 @@ from broker.codec import Codec, long_bytes  # noqa: E402
 from broker.kafka.admin import Admin  # noqa: E402
 from broker.kafka.configuration import TopicSpec, standard_topic_specs  # noqa: E402
 from broker.kafka.consumer import make_consumer  # noqa: E402
-from broker.kafka.producer import make_producer  # noqa: E402
+from broker.kafka.producer import TXN_RETRY_BACKOFF_MS, make_producer  # noqa: E402
 from broker.kafka.structs import OffsetAndMetadata, TopicPartition  # noqa: E402
 from broker.policy import ConsentStore, Policy  # noqa: E402
 from broker.policy.exceptions import PolicyError  # noqa: E402
@@ -274,10 +275,25 @@ def namespace(bootstrap: str, base: config.Settings, policy_path: Path, what: st
             admin.delete_topics([s.name for s in specs])
 
 
+#: Runs ``safeshare`` with the first argument as the transactional retry pause (ms).
+_WITH_TXN_RETRY = (
+    "import sys, broker.kafka.producer as p; p.TXN_RETRY_BACKOFF_MS = float(sys.argv.pop(1)); "
+    "from broker.cli.main import main; main(sys.argv[1:])"
+)
+
+
 @contextmanager
-def router_process(env: Env, instance: str) -> Iterator[subprocess.Popen[bytes]]:
+def router_process(
+    env: Env, instance: str, txn_retry_ms: float | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``safeshare route`` as a process; ``txn_retry_ms``: its first pause before a
+    transactional retry (default the router's own, TXN_RETRY_BACKOFF_MS)."""
     log = open(env.home / "router.log", "ab")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "broker.cli.main", "route", "--idle", "0", "--instance", instance]
+    args = ["route", "--idle", "0", "--instance", instance]
+    if txn_retry_ms is None:
+        cmd = [sys.executable, "-m", "broker.cli.main", *args]
+    else:
+        cmd = [sys.executable, "-c", _WITH_TXN_RETRY, str(txn_retry_ms), *args]
     proc = subprocess.Popen(
         cmd, env=env.env(), stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT
     )
@@ -466,6 +482,61 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
     return line
 
 
+def phase_txn(bootstrap: str, base: config.Settings, policy: Path,
+              tmpls: Sequence[Template], pauses_ms: Sequence[float], count: int = 100,
+              block: int = 10) -> None:
+    """Back-to-back small transactions, as a router's at a steady rate: begin,
+    the offsets, one copy to each of three feeds, flush, commit, and at once the
+    next. Wall time per transaction and how many transactional requests were
+    retried (CONCURRENT_TRANSACTIONS while the previous commit completes), for
+    each first retry pause: one producer per setting, ``block`` transactions in
+    a row each in turn (one by one, each producer's commit would complete
+    during the other's transaction), ``count`` measured per setting after a
+    block to warm up."""
+    made: list[tuple[float, Any, list[float], list[int]]] = []
+    with namespace(bootstrap, base, policy, "txn") as env:
+        outputs = [env.topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
+        value = tmpls[0].make(str(uuid.uuid4()), 1_800_000_000_000)
+        group = make_consumer(bootstrap, group_id=f"{env.topics.namespace}.txn")
+        tp = TopicPartition(env.topics.ingest(tmpls[0].topic.rsplit(".", 1)[1]), 0)
+        for pause in pauses_ms:
+            producer = make_producer(
+                bootstrap, transactional_id=f"{env.topics.namespace}.txn.{pause:g}",
+                linger_ms=PRODUCER_LINGER_MS, batch_size=PRODUCER_BATCH_BYTES,
+            )
+            producer.init_transactions()
+            made.append((pause, producer, [], [0]))
+        try:
+            for k in range((count + block) * len(made)):
+                _, producer, walls, retries = made[(k // block) % len(made)]
+                measured = k >= block * len(made)
+                before = producer.retry_pauses.count if producer.retry_pauses else 0
+                started = time.perf_counter()
+                producer.begin_transaction()
+                wait = producer.start_sending_offsets(
+                    {tp: OffsetAndMetadata(k + 1, "", -1)}, group.group_metadata())
+                sent = producer.send_all((out, uuid.uuid4().bytes, value) for out in outputs)
+                producer.flush()
+                sent.raise_if_failed()
+                wait()
+                producer.commit_transaction()
+                if measured:
+                    walls.append(time.perf_counter() - started)
+                    after = producer.retry_pauses.count if producer.retry_pauses else 0
+                    retries[0] += after - before
+        finally:
+            for _, producer, _, _ in made:
+                producer.close()
+            group.close()
+    for pause, _, walls, retries in made:
+        walls.sort()
+        report(f"back-to-back transactions, first retry pause {pause:g} ms: p50",
+               walls[len(walls) // 2] * 1000, "ms",
+               f"{len(walls)} transactions, {retries[0] / len(walls):.2f} retried requests each")
+        report(f"back-to-back transactions, first retry pause {pause:g} ms: p99",
+               walls[int(len(walls) * 0.99)] * 1000, "ms")
+
+
 def phase_send(bootstrap: str, base: config.Settings, policy: Path,
                tmpls: Sequence[Template], per_txn: int = 500, rounds: int = 7) -> None:
     """kafka-python's ``KafkaProducer.send`` against our ``Producer.send``
@@ -645,9 +716,25 @@ def replace_topic(t: Template, topics: Topics) -> Template:
     return replace(t, topic=topics.ingest(agency))
 
 
+def latency_settings(txn_retry_ms: float) -> str:
+    """The router's settings that the latency depends on, for the report."""
+    from kafka import KafkaProducer  # noqa: PLC0415 - the client's own default, as used
+
+    from broker.routing.service import RouterService  # noqa: PLC0415
+
+    retry_ms = KafkaProducer.DEFAULT_CONFIG["retry_backoff_ms"]
+    max_batch = inspect.signature(RouterService.__init__).parameters["max_batch"].default
+    return (
+        f"router: transactional retry pause {txn_retry_ms:g} ms doubling to "
+        f"retry_backoff_ms {retry_ms} ms (kafka-python's default, which it "
+        f"used to sleep whole), linger_ms {PRODUCER_LINGER_MS}, batch.size "
+        f"{PRODUCER_BATCH_BYTES // 1024} KiB, max {max_batch} events a transaction"
+    )
+
+
 def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
                   tmpls: Sequence[Template], rate: float, seconds: float,
-                  warmup_s: float = 5.0) -> None:
+                  warmup_s: float = 5.0, txn_retry_ms: float = TXN_RETRY_BACKOFF_MS) -> None:
     codec = Codec.default()
     policy = Policy.load(policy_path, field_classes=codec.data_classes())
     now = int(time.time() * 1000)
@@ -707,7 +794,7 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             finally:
                 consumer.close()
 
-        with router_process(env, "bench-latency"):
+        with router_process(env, "bench-latency", txn_retry_ms):
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
             time.sleep(5)  # the router joins its group meanwhile
@@ -726,7 +813,8 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             return
         q = statistics.quantiles(lat, n=100)
         note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
-        at = f"at {rate:,.0f}/s"
+        print(f"  {latency_settings(txn_retry_ms)}")
+        at = f"at {rate:,.0f}/s, txn retry {txn_retry_ms:g} ms"
         report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
         report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
         report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")
@@ -777,8 +865,10 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
             timed(producer, "commit_transaction", "  of which commit")
             return producer
 
+        producers: list[Any] = []
         if service._producer is not None:  # opened with the service
             instrumented(service._producer)
+            producers.append(service._producer)
         # ... and any replacement after a failure
         service._new_producer = lambda: instrumented(original_producer())  # type: ignore[method-assign]
 
@@ -806,6 +896,14 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
     for label in [label for _, label in steps] + ["  of which commit"]:
         report(f"loop at {rate:,.0f}/s: {label.strip()}", spent.get(label, 0) / cycles * 1000,
                "ms per transaction")
+    pauses = [p.retry_pauses for p in producers if p.retry_pauses is not None]
+    if pauses:
+        # A retried AddOffsets/AddPartitions (CONCURRENT_TRANSACTIONS while the
+        # previous commit completes) pauses the producer's sender thread.
+        report(f"loop at {rate:,.0f}/s: transactional retries", pauses[0].count / cycles,
+               "per transaction", f"first pause {TXN_RETRY_BACKOFF_MS:g} ms, doubling")
+        report(f"loop at {rate:,.0f}/s: paused before transactional retries",
+               pauses[0].seconds / cycles * 1000, "ms per transaction")
 
 
 def phase_rss(bootstrap: str, base: config.Settings, policy: Path,
@@ -865,6 +963,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--rates", default="1000,250",
         help="steady input rates (events/s) for the latency phase, comma-separated",
     )
+    ap.add_argument(
+        "--txn-retry-ms", default=f"{TXN_RETRY_BACKOFF_MS:g}",
+        help="the router's first pause before a transactional retry (ms), comma-separated "
+        "to compare (100: kafka-python's own behaviour)",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
     ap.add_argument("--only", default="core,send,throughput,latency,cycle,rss")
     args = ap.parse_args(list(argv or ()))
@@ -881,19 +984,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "core" in phases:
             with tempfile.TemporaryDirectory() as home:
                 phase_core(tmpls, replace(base, home=Path(home), policy_path=policy), args.profile)
-        if not phases & {"send", "throughput", "latency", "rss", "cycle"}:
+        if not phases & {"txn", "send", "throughput", "latency", "rss", "cycle"}:
             return
         from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
 
         with obtain_cluster(base) as cluster:
             print(f"Kafka: {cluster.description}")
+            if "txn" in phases:
+                phase_txn(cluster.bootstrap, base, policy, tmpls,
+                          [float(p) for p in args.txn_retry_ms.split(",")])
             if "send" in phases:
                 phase_send(cluster.bootstrap, base, policy, tmpls)
             if "throughput" in phases:
                 phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
             if "latency" in phases:
                 for rate in (float(r) for r in args.rates.split(",")):
-                    phase_latency(cluster.bootstrap, base, policy, tmpls, rate, args.latency_s)
+                    for pause in (float(p) for p in args.txn_retry_ms.split(",")):
+                        phase_latency(cluster.bootstrap, base, policy, tmpls, rate,
+                                      args.latency_s, txn_retry_ms=pause)
             if "cycle" in phases:
                 phase_cycle(cluster.bootstrap, base, policy, tmpls, 1000.0, args.latency_s)
             if "rss" in phases:
