@@ -22,14 +22,20 @@ the group moves its partitions) and a minute or two for the broker restarts.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,11 +43,15 @@ from typing import Any
 import pytest
 
 from broker import config
+from broker.api import Publisher
+from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
 from broker.config import PROJECT_ROOT
 from broker.kafka.admin import Admin
 from broker.kafka.local import LocalKafka
+from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
+from broker.routing.service import RouterService
 from broker.topics import Topics
 from tests.router_load import (
     GroupProgress,
@@ -51,7 +61,7 @@ from tests.router_load import (
     read_to_end,
     wait_for,
 )
-from tests.routing_helpers import CODEC, create_topics, settings_for
+from tests.routing_helpers import CODEC, create_topics, example, settings_for
 
 pytestmark = pytest.mark.kafka
 
@@ -232,3 +242,143 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
     assert not stats.fenced
     n_leaves = check_exactly_once(bootstrap, s, policy, load)
     check_audit_verifies(bootstrap, s, n_leaves)
+
+
+# -- stopping and health during a broker outage -----------------------------------------------
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_stopped_during_a_broker_outage_the_router_abandons_its_transaction_and_stops(
+    own_broker: LocalKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker dies while a transaction is being committed: /healthz says the
+    router is not committing, since when and why; asked to stop, the router
+    abandons the transaction at once (saying so once) instead of waiting for the
+    broker; when the broker is back, the next router with the same instance id
+    fences it and routes every event exactly once."""
+    monkeypatch.setattr(service_module, "HEALTH_STALE_S", 2.0)
+    caplog.set_level(logging.WARNING, logger="broker.routing")
+    bootstrap = own_broker.bootstrap
+    topics = Topics(f"r{uuid.uuid4().hex[:8]}")
+    s = replace(config.load(), namespace=topics.namespace, home=tmp_path / "home")
+    with Admin(bootstrap) as admin:
+        policy = create_topics(admin, s)
+    events = [dict(example("missing_episode")) for _ in range(10)]
+    with Publisher(bootstrap=bootstrap, agency="devon-cornwall-police", topics=topics) as p:
+        for e in events:
+            p.publish_json(e)
+
+    clock = SystemClock()
+
+    def router() -> RouterService:
+        return build_service(
+            s, bootstrap, clock=clock, instance_id="outage",
+            core=build_core(s, clock=clock, codec=CODEC), metrics_port=0,
+            retry_backoff_s=(0.2, 1.0), transaction_wait_s=3.0,
+        )
+
+    service = router()
+    finish = service._finish
+
+    def broker_dies_during_the_commit(txn: Any) -> None:
+        own_broker.stop(timeout_s=0)
+        finish(txn)
+
+    service._finish = broker_dies_during_the_commit  # type: ignore[method-assign]
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    wait_for("the transaction to fail", lambda: service.stats.aborted >= 1, timeout_s=90)
+    wait_for(
+        "/healthz to turn", lambda: not service.health()[0] and service._failures > 0, 30
+    )
+    status, health = get_json(f"http://127.0.0.1:{service.metrics_port}/healthz")
+    assert status == 503, health
+    assert health["committing"] is False and health["reason"] == "broker unreachable", health
+    assert health["consecutive_failures"] >= 1 and health["not_committing_since"], health
+
+    asked = time.monotonic()
+    service.stop()
+    thread.join(60)
+    took = time.monotonic() - asked
+    print(f"stopped {took:.1f} s after being asked, during the outage")
+    assert not thread.is_alive() and took < 15, took
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("abandoned" in m for m in lines) == 1, lines
+    assert any("not committing: broker unreachable" in m for m in lines), lines
+
+    own_broker.start()
+    heir = router()
+    heir_thread = threading.Thread(target=heir.run, daemon=True)
+    heir_thread.start()
+    try:
+        wait_for("every event routed", lambda: heir.stats.consumed >= len(events), timeout_s=120)
+    finally:
+        heir.stop()
+        heir_thread.join(60)
+    leaves = [
+        AuditLeaf.from_bytes(b)
+        for r in read_to_end(bootstrap, topics.audit)
+        for b in decode_batch(r.value or b"")
+    ]
+    decisions = Counter((lf.event_id, lf.recipient) for lf in leaves)
+    assert set(decisions.values()) == {1}, decisions
+    assert {e for e, _ in decisions} == {e["event_id"] for e in events}
+    assert len(decisions) == len(events) * len(policy.subscribers)
+
+
+def test_serve_started_while_the_broker_is_down_waits_reports_unready_and_connects(
+    own_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """``safeshare serve`` does not exit when the broker cannot be reached: /healthz
+    answers 503 with the reason until it can, then 200; SIGTERM stops it with 0."""
+    bootstrap = own_broker.bootstrap
+    topics = Topics(f"r{uuid.uuid4().hex[:8]}")
+    s = replace(config.load(), namespace=topics.namespace, home=tmp_path / "home")
+    with Admin(bootstrap) as admin:
+        create_topics(admin, s)
+    own_broker.stop(timeout_s=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, SAFESHARE_BOOTSTRAP=bootstrap, SAFESHARE_NAMESPACE=topics.namespace,
+               SAFESHARE_HOME=str(s.home))
+    log_path = tmp_path / "serve.log"
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli.main", "serve", "--instance", "s1",
+             "--metrics-port", str(port)],
+            env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    try:
+        def health() -> tuple[int, dict[str, Any]]:
+            try:
+                return get_json(healthz)
+            except OSError:
+                return 0, {}
+
+        wait_for("/healthz to say why", lambda: health()[1].get("reason") is not None, 60)
+        status, body = health()
+        assert status == 503 and body["state"] == "connecting", body
+        assert body["reason"] == "broker unreachable" and body["not_committing_since"], body
+        assert proc.poll() is None, log_path.read_text()
+
+        own_broker.start()
+        wait_for("/healthz 200 once connected", lambda: health()[0] == 200, 120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    log = log_path.read_text()
+    assert "Traceback" not in log, log
+    assert log.count("cannot connect: broker unreachable") == 1, log

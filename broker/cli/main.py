@@ -13,6 +13,7 @@ import sys
 import click
 
 from broker.errors import SafeshareError
+from broker.kafka.logs import fold_client_logs
 
 # (module, attribute) of each sub-command; a module that is missing is an
 # installation error, not something to hide.
@@ -44,6 +45,9 @@ def cli(verbose: int) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # kafka-python's warnings are counted and folded into our own lines (one per
+    # condition) rather than printed, unless debug output was asked for.
+    fold_client_logs()
 
 
 def _register() -> None:

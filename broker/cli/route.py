@@ -74,7 +74,21 @@ def route(instance: str | None, idle: float, bootstrap: str | None) -> None:
 def serve(
     instance: str | None, metrics_host: str, metrics_port: int, bootstrap: str | None
 ) -> None:
-    """Run the router as a long-lived service with /metrics and /healthz."""
+    """Run the router as a long-lived service with /metrics and /healthz.
+
+    While the broker cannot be reached (at start or later) it waits and retries
+    with back-off, and /healthz answers 503 saying why and since when.
+
+    \b
+    Exit status:
+      0  stopped by SIGTERM or SIGINT (an unfinished transaction is abandoned;
+         Kafka aborts it, and its batch is routed again by the next router)
+      2  could not start: the schemas, policy or keys did not load, or a
+         setting is wrong (the message says which)
+      3  fenced: another process runs with the same --instance id
+      1  an unexpected error (a defect): the open transaction was aborted and
+         its batch is routed again by the next router
+    """
     from broker.clock import SystemClock  # noqa: PLC0415
     from broker.routing.app import build_service, settle_memory  # noqa: PLC0415
 
@@ -86,6 +100,7 @@ def serve(
         instance_id=_instance_id(instance),
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        wait_for_broker=True,
     )
     settle_memory()
     _stop_on_signals(service.stop)

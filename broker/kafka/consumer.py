@@ -222,10 +222,14 @@ class Consumer(Closeable):
         """Snapshot for :meth:`Producer.send_offsets_to_transaction` (KIP-447 fencing)."""
         return GroupMetadata(self._raw.group_metadata())
 
-    def close(self) -> None:
-        """Leave the group without committing (commits are always explicit here)."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group without committing (commits are always explicit here);
+        ``timeout_s`` bounds the wait for the broker (default kafka-python's
+        request timeout)."""
         with translated("close consumer"):
-            self._raw.close(autocommit=False)
+            self._raw.close(
+                autocommit=False, timeout_ms=None if timeout_s is None else int(timeout_s * 1000)
+            )
 
 
 #: Partition assignment strategies by their protocol name. ``range`` (kafka-python's

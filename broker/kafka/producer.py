@@ -33,6 +33,7 @@ pitfalls marked !):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -282,6 +283,8 @@ class Producer(Closeable):
         self._raw = raw
         self.transactional = transactional
         self._appender = KeyedAppender.for_producer(raw)
+        self.interrupt: threading.Event | None = None
+        """When set (a process stopping), waits for the broker end at once."""
         self.retry_pauses: RetryPauses | None = None
         """Pauses before transactional retries (:func:`quick_transactional_retries`)."""
 
@@ -360,9 +363,38 @@ class Producer(Closeable):
         return sent
 
     def flush(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
-        """Block until every record sent so far is acknowledged (``timeout`` in seconds)."""
+        """Block until every record sent so far is acknowledged (``timeout`` in
+        seconds; no longer once :attr:`interrupt` is set)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._translated("flush"):
-            self._raw.flush(timeout=timeout)
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                slice_s = WAIT_SLICE_S if left is None else min(left, WAIT_SLICE_S)
+                try:
+                    self._raw.flush(timeout=slice_s)
+                    return
+                except _kerr.KafkaTimeoutError:
+                    if left is not None and left <= slice_s:
+                        raise KafkaTimeoutError(
+                            f"flush: records not acknowledged by the broker in {timeout:.0f} s"
+                        ) from None
+                    self._raise_if_interrupted("flush")
+
+    def _raise_if_interrupted(self, what: str) -> None:
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise KafkaTimeoutError(f"{what}: abandoned, as the process is stopping")
+
+    def _await(self, result: Any, what: str, timeout: float | None) -> None:
+        """Wait for a transactional request's result (kafka-python's waits have no
+        bound): at most ``timeout`` seconds, and no longer once :attr:`interrupt`
+        is set. Either way KafkaTimeoutError, and the transaction's outcome is
+        unknown to this producer, which must then be closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._translated(what):
+            while not result.wait(timeout_ms=WAIT_SLICE_S * 1000):
+                self._raise_if_interrupted(what)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise KafkaTimeoutError(f"{what}: no answer from the broker in {timeout:.0f} s")
 
     def init_transactions(self) -> None:
         """Register the transactional id; fences (and aborts) any older producer with it."""
@@ -390,8 +422,9 @@ class Producer(Closeable):
         self,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
         group_metadata: GroupMetadata,
-    ) -> Callable[[], None]:
-        """:meth:`send_offsets_to_transaction` without waiting: returns the wait.
+    ) -> Callable[..., None]:
+        """:meth:`send_offsets_to_transaction` without waiting: returns the wait
+        (which takes a timeout in seconds, as :meth:`commit_transaction`).
 
         The offsets of a batch are known as soon as it is polled, so a router can
         have them on their way (two round trips to the coordinators) while it
@@ -405,16 +438,15 @@ class Producer(Closeable):
         sender = getattr(raw, "_sender", None)
         if manager is None or sender is None:  # pragma: no cover - another client version
             self.send_offsets_to_transaction(offsets, group_metadata)
-            return lambda: None
+            return lambda timeout=None: None
         with self._translated("send_offsets_to_transaction"):
             result = manager.send_offsets_to_transaction(
                 {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
             )
             sender.wakeup()
 
-        def wait() -> None:
-            with self._translated("send_offsets_to_transaction"):
-                result.wait()
+        def wait(timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+            self._await(result, "send_offsets_to_transaction", timeout)
 
         return wait
 
@@ -429,13 +461,34 @@ class Producer(Closeable):
             if self._appender is not None:
                 self._appender.forget_partitions()
 
-    def commit_transaction(self) -> None:
+    def commit_transaction(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Commit, waiting at most ``timeout`` seconds (see :meth:`_await`): after a
+        timeout the transaction may have committed or not."""
         with self._ending("commit_transaction"):
-            self._raw.commit_transaction()
+            self._end(True, timeout)
 
-    def abort_transaction(self) -> None:
+    def abort_transaction(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Abort, waiting at most ``timeout`` seconds (see :meth:`_await`): after a
+        timeout the broker aborts the transaction when the transactional id is
+        next initialised, or after the transaction timeout."""
         with self._ending("abort_transaction"):
-            self._raw.abort_transaction()
+            self._end(False, timeout)
+
+    def _end(self, commit: bool, timeout: float | None) -> None:
+        raw = self._raw
+        manager = getattr(raw, "_transaction_manager", None)
+        sender = getattr(raw, "_sender", None)
+        if manager is None or sender is None:  # pragma: no cover - another client version
+            if commit:
+                raw.commit_transaction()
+            else:
+                raw.abort_transaction()
+            return
+        # What kafka-python's commit_transaction / abort_transaction do, but
+        # with a bounded wait.
+        result = manager.begin_commit() if commit else manager.begin_abort()
+        sender.wakeup()
+        self._await(result, "commit_transaction" if commit else "abort_transaction", timeout)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -495,6 +548,9 @@ class KeyHashCachingPartitioner(DefaultPartitioner):  # type: ignore[misc]
             raise ValueError(f"Topic {topic} not found in ClusterMetadata")
         return sorted(partitions)[h % len(partitions)]
 
+
+#: Waits for the broker are done in slices this long, checking for an interrupt.
+WAIT_SLICE_S = 0.1
 
 #: First pause before a transactional request is retried; doubled per retry
 #: of the same request up to the producer's ``retry_backoff_ms``. 5 ms is what

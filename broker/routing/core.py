@@ -225,7 +225,9 @@ class RoutingCore:
                 "reason": reason,
             }
         )
-        log.warning("quarantined %s reason=%s event=%s", msg.where, reason, routed.event_id or "-")
+        # At debug: the service says it once the batch is committed (a replayed
+        # batch is routed again).
+        log.debug("quarantined %s reason=%s event=%s", msg.where, reason, routed.event_id or "-")
         return routed
 
     def _decode(self, msg: Inbound, routed: Routed) -> tuple[dict[str, Any], Redactable] | None:

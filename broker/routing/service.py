@@ -59,12 +59,21 @@ from typing import Any
 
 from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.exceptions import KafkaError, ProducerFencedError
+from broker.kafka.logs import REMOVED_FROM_GROUP, client_summary, condition
 from broker.kafka.producer import Producer
 from broker.kafka.structs import GroupMetadata, Record, TopicPartition
 from broker.routing.core import Routed, RoutingCore
 from broker.routing.followers import Followers
 from broker.routing.metrics import HealthServer, RouterMetrics
-from broker.routing.transaction import AuditEncoder, RouterStats, Transactions, _close_quietly
+from broker.routing.transaction import (
+    PRODUCER_BLOCK_MS,
+    TRANSACTION_TIMEOUT_MS,
+    TRANSACTION_WAIT_S,
+    AuditEncoder,
+    RouterStats,
+    Transactions,
+    _close_quietly,
+)
 from broker.topics import Topics
 
 __all__ = ["RouterService", "RouterStats"]
@@ -95,6 +104,19 @@ MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's and Kafka's default
 RECONNECT_BACKOFF_MAX_MS = 1_000
 
 
+#: /healthz says "not committing" when a transaction has been open this long.
+TRANSACTION_SLOW_S = 10.0
+#: How long closing a client may wait for the broker when stopping normally.
+CLOSE_WAIT_S = 5.0
+#: While one condition lasts, it is logged again at warning level this often.
+CONDITION_REMINDER_S = 60.0
+
+
+def _iso(wall: float) -> str:
+    """A wall-clock time as ISO 8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
 class RouterService(Followers, Transactions):
     """Runs :class:`RoutingCore` against Kafka, transactionally. See the module docstring."""
 
@@ -115,11 +137,18 @@ class RouterService(Followers, Transactions):
         retry_backoff_s: tuple[float, float] = RETRY_BACKOFF_S,
         max_poll_interval_ms: int = MAX_POLL_INTERVAL_MS,
         client_config: Mapping[str, Any] | None = None,
+        transaction_wait_s: float = TRANSACTION_WAIT_S,
+        wait_for_broker: bool = False,
     ) -> None:
         """``max_poll_interval_ms``: an instance that has not polled for this long
         (a batch that takes longer, a stalled process) is put out of the group and
         its partitions move on; its late offsets are then refused (KIP-447).
-        ``client_config``: extra kafka-python settings for every client (e.g. security)."""
+        ``client_config``: extra kafka-python settings for every client (e.g. security).
+        ``transaction_wait_s``: how long each step of a transaction (flush, offsets,
+        commit, abort) waits for the broker before the transaction is given up.
+        ``wait_for_broker``: connect in :meth:`run`, retrying with back-off while
+        the broker cannot be reached (``/healthz`` answers meanwhile), instead of
+        failing here."""
         self._max_poll_interval_ms = max_poll_interval_ms
         self.core = core
         self.topics = topics
@@ -143,13 +172,26 @@ class RouterService(Followers, Transactions):
         self._poll_timeout_ms = poll_timeout_ms
         self._on_batch = on_batch
         self._retry_backoff_s = retry_backoff_s
+        self._transaction_wait_s = transaction_wait_s
         self._stop = threading.Event()
 
         # Health and lag bookkeeping.
-        self._last_poll = time.monotonic()
+        self._last_poll: float | None = None
         self._last_commit_at: float | None = None
         self._failing_since: float | None = None
+        self._failing_since_wall: float | None = None
         self._failures = 0
+        # The trouble the loop is in, in an operator's words (None: none), and
+        # when it was last logged at warning level.
+        self._condition: str | None = None
+        self._condition_logged_at = float("-inf")
+        # Start of the transaction in progress (None: none), for /healthz.
+        self._open_since: float | None = None
+        # The last abandoned batch, for the failure's log line.
+        self._abandoned = ""
+        self._quarantined_logged = 0
+        self._noted: BaseException | None = None
+        self._reason: str | None = None
         # A transaction failed and nothing has been committed since: the loop is
         # not healthy again until it commits, or has nothing left to commit.
         self._replay_pending = False
@@ -170,11 +212,13 @@ class RouterService(Followers, Transactions):
         self._consent: Consumer | None = None
         self._audit: Consumer | None = None
         self._producer: Producer | None = None
-        try:
-            self._open_clients()
-        except BaseException:
-            self.close()
-            raise
+        self._wait_for_broker = wait_for_broker
+        if not wait_for_broker:
+            try:
+                self._open_clients()
+            except BaseException:
+                self.close()
+                raise
         if metrics_port is not None:
             self._health = HealthServer(
                 self.metrics, self.health, host=metrics_host or "127.0.0.1", port=metrics_port
@@ -182,7 +226,10 @@ class RouterService(Followers, Transactions):
             self.metrics_port = self._health.port
 
     def _open_clients(self) -> None:
-        cfg = self._client_config
+        # A broker that cannot be reached fails this within PRODUCER_BLOCK_MS
+        # (kafka-python: 30 s), so a router waiting for one notices a stop soon.
+        cfg = {"bootstrap_timeout_ms": PRODUCER_BLOCK_MS, **self._client_config}
+
         # Ingest topics, and the consent topic (whose bad records the group
         # quarantines exactly once; consent *state* comes from self._consent).
         pattern = (
@@ -223,25 +270,55 @@ class RouterService(Followers, Transactions):
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the loop polls and its transactions commit.
 
-        ``consuming``: the loop polled within :data:`HEALTH_STALE_S`.
-        ``committing``: no transaction has been failing for that long (an idle
-        router that has nothing to commit is committing).
+        ``consuming``: the loop polled within :data:`HEALTH_STALE_S` (false
+        while starting, or connecting to a broker that cannot be reached).
+        ``committing``: false from the first failed transaction until one
+        commits again (or nothing is left to commit), and while a transaction
+        has been open longer than :data:`TRANSACTION_SLOW_S` (waiting for a
+        broker that does not answer); ``not_committing_since`` and ``reason``
+        say since when and why. A router with nothing to commit is committing.
+        ``ok`` (200, else 503) tolerates a failure for :data:`HEALTH_STALE_S`
+        before turning, so a leader moving does not flap it.
         """
         now = time.monotonic()
-        since_poll = now - self._last_poll
-        consuming = since_poll < HEALTH_STALE_S
+        since_poll = None if self._last_poll is None else now - self._last_poll
+        consuming = since_poll is not None and since_poll < HEALTH_STALE_S
         failing_for = None if self._failing_since is None else now - self._failing_since
-        committing = failing_for is None or failing_for < HEALTH_STALE_S
-        ok = not self._stop.is_set() and consuming and committing
+        open_for = None if self._open_since is None else now - self._open_since
+        stuck = open_for is not None and open_for > TRANSACTION_SLOW_S
+        committing = failing_for is None and not stuck and since_poll is not None
+        trouble_for = failing_for if failing_for is not None else (open_for if stuck else None)
+        ok = (
+            not self._stop.is_set()
+            and consuming
+            and (trouble_for is None or trouble_for < HEALTH_STALE_S)
+        )
+        if self._failing_since_wall is not None:
+            since_wall: float | None = self._failing_since_wall
+            reason = self._reason
+        elif stuck and open_for is not None:
+            since_wall = time.time() - open_for
+            reason = f"a transaction open for {open_for:.0f} s, waiting for the broker"
+        else:
+            since_wall, reason = None, None
         return ok, {
             "instance": self.instance_id,
+            "state": (
+                "stopping" if self._stop.is_set()
+                else "connecting" if self._producer is None
+                else "committing" if committing
+                else "not committing"
+            ),
             "consuming": consuming,
             "committing": committing,
-            "seconds_since_poll": round(since_poll, 3),
+            "not_committing_since": None if since_wall is None else _iso(since_wall),
+            "reason": reason,
+            "seconds_since_poll": None if since_poll is None else round(since_poll, 3),
             "seconds_since_commit": (
                 None if self._last_commit_at is None else round(now - self._last_commit_at, 3)
             ),
-            "failing_for_seconds": None if failing_for is None else round(failing_for, 3),
+            "failing_for_seconds": None if trouble_for is None else round(trouble_for, 3),
+            "transaction_open_seconds": None if open_for is None else round(open_for, 3),
             "consecutive_failures": self._failures,
             "last_error": self._last_error or None,
             "last_commit_ms": self.stats.last_commit_ms,
@@ -309,6 +386,8 @@ class RouterService(Followers, Transactions):
         """
         last_activity = started = time.monotonic()
         try:
+            if self._wait_for_broker and not self._connect():
+                return self.stats
             while not self._stop.is_set():
                 try:
                     self._repair()
@@ -341,6 +420,29 @@ class RouterService(Followers, Transactions):
         finally:
             self.close()
         return self.stats
+
+    def _connect(self) -> bool:
+        """Open the clients, retrying with back-off while the broker cannot be
+        reached; False if asked to stop first. Errors that are not Kafka's
+        (configuration) propagate."""
+        while not self._stop.is_set():
+            try:
+                self._open_clients()
+            except KafkaError as exc:
+                self._close_clients(timeout_s=0)
+                if isinstance(exc, ProducerFencedError):
+                    raise
+                self._failed(exc, connecting=True)
+                continue
+            if self._failing_since is not None:
+                log.warning(
+                    "router %s: connected after %.1f s and %d attempt(s)",
+                    self.instance_id, time.monotonic() - self._failing_since, self._failures,
+                )
+            self._failing_since = self._failing_since_wall = None
+            self._failures, self._condition, self._reason = 0, None, None
+            return True
+        return False
 
     def _fenced(self, exc: ProducerFencedError) -> None:
         self.stats.fenced = True
@@ -383,19 +485,45 @@ class RouterService(Followers, Transactions):
                 self.instance_id, _positions(self._consumer),
             )
 
-    def _failed(self, exc: KafkaError) -> None:
-        """Note a failure and wait before the next attempt (capped exponential backoff)."""
-        now = time.monotonic()
+    def _note_failure(self, exc: BaseException) -> None:
+        """Count a failure for /healthz the moment it happens (before the abort)."""
         if self._failing_since is None:
-            self._failing_since = now
+            self._failing_since = time.monotonic()
+            self._failing_since_wall = time.time()
         self._failures += 1
         self._last_error = f"{type(exc).__name__}: {exc}"
+        self._reason = condition(exc)
+        self._noted = exc
+
+    def _failed(self, exc: KafkaError, *, connecting: bool = False) -> None:
+        """Note a failure, say so once per condition, and wait before the next
+        attempt (capped exponential backoff; a stop ends the wait)."""
+        now = time.monotonic()
+        if exc is not self._noted:
+            self._note_failure(exc)
+        self._noted = None
+        assert self._failing_since is not None
         first, cap = self._retry_backoff_s
         delay = min(cap, first * 2 ** min(self._failures - 1, 16))
-        log.warning(
-            "router %s: %s (attempt %d, failing for %.1f s); retrying in %.1f s",
-            self.instance_id, self._last_error, self._failures, now - self._failing_since, delay,
-        )
+        what = condition(exc)
+        abandoned, self._abandoned = self._abandoned, ""
+        if what != self._condition or now - self._condition_logged_at >= CONDITION_REMINDER_S:
+            self._condition, self._condition_logged_at = what, now
+            doing = "cannot connect" if connecting else "not committing"
+            replay = "" if not abandoned or what == REMOVED_FROM_GROUP else (
+                f"; batch {abandoned} to be replayed"
+            )
+            log.warning(
+                "router %s: %s: %s (%s)%s; retrying with back-off up to %.0f s "
+                "(attempt %d, for %.0f s)%s",
+                self.instance_id, doing, what, self._last_error, replay, cap,
+                self._failures, now - self._failing_since, client_summary(),
+            )
+        else:
+            log.debug(
+                "router %s: %s again (attempt %d): %s; retrying in %.1f s",
+                self.instance_id, what, self._failures, self._last_error, delay,
+            )
         self._stop.wait(delay)
 
     def _recovered(self, committed: bool) -> None:
@@ -415,26 +543,48 @@ class RouterService(Followers, Transactions):
                 return
             self._replay_pending = False
         if self._failing_since is not None:
-            log.info(
-                "router %s: working again after %.1f s and %d failed attempt(s)",
+            log.warning(
+                "router %s: committing again after %.1f s and %d failed attempt(s) (%s)",
                 self.instance_id, time.monotonic() - self._failing_since, self._failures,
+                self._condition or "failing",
             )
-        self._failing_since = None
+        self._failing_since = self._failing_since_wall = None
         self._failures = 0
+        self._condition = self._reason = None
 
     def close(self) -> None:
         if self._health is not None:
             self._health.close()
             self._health = None
+        self._close_clients(timeout_s=None)
+
+    def _close_clients(self, timeout_s: float | None) -> None:
+        """Close every client; ``timeout_s`` None: as long as the state needs.
+
+        A transaction left unfinished (the broker did not answer its abort, or a
+        stop cut the wait short) is abandoned, not waited for: the broker aborts
+        it when this instance's transactional id is next initialised (which
+        fences this process) or when the transaction timeout expires.
+        """
+        unfinished = self._need_producer or self._open_since is not None
         for client in (self._consumer, self._consent, self._audit):
             if client is not None:
                 try:
-                    client.close()
+                    client.close(timeout_s=CLOSE_WAIT_S if timeout_s is None else timeout_s)
                 except Exception:  # noqa: BLE001
-                    log.exception("close failed")
+                    log.debug("closing a consumer failed", exc_info=True)
         if self._producer is not None:
-            # A fenced producer's close must not wait for anything.
-            _close_quietly(self._producer, timeout=1.0 if self.stats.fenced else 10.0)
+            if unfinished and timeout_s is None:
+                log.warning(
+                    "router %s: stopping with the transaction for %s unfinished; abandoned "
+                    "it: Kafka aborts it when instance %s next starts, or after the "
+                    "transaction timeout (%d s)", self.instance_id, self._abandoned or "a batch",
+                    self.instance_id, TRANSACTION_TIMEOUT_MS // 1000,
+                )
+            if timeout_s is None:
+                # A fenced producer's or an abandoned transaction's close must not wait.
+                timeout_s = 0.0 if unfinished or self.stats.fenced else CLOSE_WAIT_S
+            _close_quietly(self._producer, timeout=timeout_s)
         self._consumer = self._consent = self._audit = None
         self._producer = None
 

@@ -11,6 +11,7 @@ state declared here.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -38,6 +39,15 @@ log = logging.getLogger(__name__)
 #: Batches stay below the broker's default message.max.bytes (1 MiB).
 PRODUCER_LINGER_MS = 5000
 PRODUCER_BATCH_BYTES = 256 * 1024
+#: Each step of a transaction (flush, offsets, commit, abort) waits this long
+#: for the broker; then the transaction is given up (and the batch replayed).
+TRANSACTION_WAIT_S = 30.0
+#: kafka-python's transaction timeout (its default): the broker aborts an
+#: abandoned transaction after this long.
+TRANSACTION_TIMEOUT_MS = 60_000
+#: A router's producer gives up connecting or blocking on metadata after this
+#: (kafka-python: 30 and 60 s), so a stop is never held up longer.
+PRODUCER_BLOCK_MS = 10_000
 
 
 @dataclass
@@ -73,7 +83,7 @@ class _Open:
     """The audit batches' sends."""
     copies: Sent | None = None
     """The feed copies' sends (checked per Kafka batch: :meth:`Producer.send_all`)."""
-    offsets_sent: Callable[[], None] | None = None
+    offsets_sent: Callable[..., None] | None = None
 
 
 AuditEncoder = Callable[[list[Mapping[str, Any]]], list[bytes]]
@@ -98,8 +108,16 @@ class Transactions:
     _replay_pending: bool
     _need_rewind: bool
     _need_producer: bool
+    _stop: threading.Event
+    _transaction_wait_s: float
+    _open_since: float | None
+    _abandoned: str
+    _quarantined_logged: int
 
     def _repair(self) -> None:
+        raise NotImplementedError
+
+    def _note_failure(self, exc: BaseException) -> None:
         raise NotImplementedError
 
     def _new_writer_token(self) -> None:
@@ -112,12 +130,16 @@ class Transactions:
             client_id=f"safeshare-router-{self.instance_id}",
             linger_ms=PRODUCER_LINGER_MS,
             batch_size=PRODUCER_BATCH_BYTES,
-            **self._client_config,
+            # A replacement made while the broker is away gives up within these,
+            # so a stop is never held up longer (the loop retries with back-off).
+            max_block_ms=PRODUCER_BLOCK_MS,
+            **{"bootstrap_timeout_ms": PRODUCER_BLOCK_MS, **self._client_config},
         )
+        producer.interrupt = self._stop
         try:
             producer.init_transactions()  # fences (and aborts) an older one with our id
         except BaseException:
-            _close_quietly(producer)
+            _close_quietly(producer, timeout=0)
             raise
         return producer
 
@@ -130,6 +152,7 @@ class Transactions:
         assert producer is not None
         seen = self.core.seen_event_ids
         txn = _Open(batches, seen.mark(), time.monotonic())
+        self._open_since = txn.started
         try:
             producer.begin_transaction()
             # The batch's offsets are known now: on their way to the coordinators
@@ -175,13 +198,14 @@ class Transactions:
             # audit batch the broker refused fails the whole transaction here,
             # whatever the client library would make of it at commit time.
             assert txn.offsets_sent is not None
-            producer.flush()
+            wait = self._transaction_wait_s
+            producer.flush(timeout=wait)
             if txn.copies is not None:
                 txn.copies.raise_if_failed()
             for fut in txn.futures:
                 fut.raise_if_failed()
-            txn.offsets_sent()
-            producer.commit_transaction()
+            txn.offsets_sent(wait)
+            producer.commit_transaction(timeout=wait)
         except BaseException as exc:
             self._abandon(txn, exc)
             raise
@@ -213,35 +237,51 @@ class Transactions:
         self.stats.aborted += 1
         self.metrics.txn_aborted.inc()
         self._need_rewind = True
+        self._open_since = None
+        self._abandoned = _span(txn.batches)
+        if isinstance(exc, KafkaError):
+            self._note_failure(exc)
         if isinstance(exc, ProducerFencedError):
             return  # a fenced producer may not even abort
-        log.warning(
-            "router %s: transaction for %s failed (%s); aborting, %d event id(s) "
-            "marked unrouted, batch to be replayed",
-            self.instance_id, _span(txn.batches), _describe(exc), forgotten,
-        )
+        if isinstance(exc, KafkaError):
+            # Said once per condition by _failed, which the loop calls next.
+            log.debug(
+                "router %s: transaction for %s failed (%s); aborting, %d event id(s) "
+                "marked unrouted", self.instance_id, self._abandoned, _describe(exc), forgotten,
+            )
+        else:
+            log.error(
+                "router %s: transaction for %s failed (%s); aborting it: the batch is "
+                "replayed by the next router to run", self.instance_id, self._abandoned,
+                _describe(exc),
+            )
         try:
-            producer.abort_transaction()
+            # Bounded, and cut short by a stop: a broker that does not answer
+            # aborts the transaction itself (see close()).
+            producer.abort_transaction(timeout=self._transaction_wait_s)
         except ProducerFencedError:
             raise
         except Exception as abort_exc:  # noqa: BLE001 - replaced by a new producer instead
-            log.warning(
+            log.debug(
                 "router %s: abort failed (%s); the producer will be replaced, which "
-                "aborts the transaction on the broker",
-                self.instance_id, _describe(abort_exc),
+                "aborts the transaction on the broker", self.instance_id, _describe(abort_exc),
             )
             self._need_producer = True
-        if isinstance(exc, KafkaError):
-            with _suppress_kafka():
-                self._repair()
+        # The rest (a new producer, the rewind) is done by the loop's next pass,
+        # after _failed has noted the failure and waited.
 
     def _committed(self, txn: _Open) -> None:
+        self._open_since = None
         now = time.monotonic()
         self._last_commit_at = now
         self.metrics.txn_duration.observe(now - txn.started)
         self.metrics.audit_leaves.inc(len(txn.leaves))
         routed_all = txn.routed
         self._account(routed_all)
+        if self.stats.quarantined != self._quarantined_logged:
+            # Logged once committed: a batch replayed after a failure would
+            # otherwise say it again each time it is routed.
+            self._log_quarantined(txn)
         if txn.wheres:  # debug logging is on
             for where, r in zip(txn.wheres, routed_all, strict=True):
                 log.debug(
@@ -256,6 +296,16 @@ class Transactions:
             )
         if self._on_batch is not None:
             self._on_batch(routed_all)
+
+    def _log_quarantined(self, txn: _Open) -> None:
+        self._quarantined_logged = self.stats.quarantined
+        records = (r for recs in txn.batches.values() for r in recs)
+        for r, routed in zip(records, txn.routed, strict=True):
+            if routed.quarantined is not None:
+                log.warning(
+                    "router %s: quarantined %s reason=%s event=%s", self.instance_id,
+                    _where(r), routed.quarantined, routed.event_id or "-",
+                )
 
     def _account(self, routed_all: list[Routed]) -> None:
         """Count a committed batch: tallied here, then one metric update per label set
@@ -306,19 +356,3 @@ def _close_quietly(producer: Producer, timeout: float = 10.0) -> None:
         producer.close(timeout=timeout)
     except Exception:  # noqa: BLE001 - closing a broken producer; nothing more to do
         log.debug("closing producer failed", exc_info=True)
-
-
-class _suppress_kafka:  # noqa: N801 - used like contextlib.suppress
-    """Suppress Kafka errors (logged at debug): for best-effort steps retried later."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
-        if exc is not None and isinstance(exc, KafkaError) and not isinstance(
-            exc, ProducerFencedError
-        ):
-            log.debug("deferred: %s", exc)
-            return True
-        return False
