@@ -508,8 +508,21 @@ class Producer(Closeable):
         self.commit_transaction()
 
     def close(self, timeout: float | None = 10.0) -> None:
+        """Close, waiting at most ``timeout`` seconds for records still pending;
+        they are dropped after that (an abandoned transaction's)."""
+        raw = self._raw
         with translated("close producer"):
-            self._raw.close(timeout=timeout)
+            try:
+                raw.close(timeout=timeout)
+            except _kerr.KafkaTimeoutError:
+                # ! kafka-python's close flushes first and raises when that times
+                # out, leaving the producer open (and closing it again, with a
+                # traceback, when it is garbage-collected): force it closed.
+                sender = getattr(raw, "_sender", None)
+                if sender is not None and sender.is_alive():
+                    sender.force_close()
+                    sender.join(1.0)
+                raw._closed = True
 
 
 class KeyHashCachingPartitioner(DefaultPartitioner):  # type: ignore[misc]
