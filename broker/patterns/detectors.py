@@ -1,0 +1,224 @@
+"""The detectors, without Kafka: what an observation adds and which alerts it raises.
+
+An observation is what one routed event says that a pattern needs: a child's
+missing episode, a place a child was last seen, found or named at, a person,
+vehicle or phone number named in an event about a child. Each detector keeps
+its observations in a window and fires when a threshold is met; the alert id
+is derived from what the pattern is about (the child, the place key, the
+person key), so a pattern is raised once and every further observation that
+matches it updates the same alert with a higher version, never a new one.
+
+State is plain data (:class:`Observation` and :class:`AlertState`) so the
+service can write each change to its changelog and rebuild from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from broker.patterns.normalise import PlaceKey, same_name, same_place
+
+DAY_MS = 86_400_000
+
+
+class Kind:
+    REPEAT_MISSING = "REPEAT_MISSING"
+    SHARED_PLACE = "SHARED_PLACE"
+    SHARED_PERSON = "SHARED_PERSON"
+
+    ALL = (REPEAT_MISSING, SHARED_PLACE, SHARED_PERSON)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Fire at ``count`` distinct episodes (or children) within ``days``."""
+
+    count: int
+    days: int
+
+    @property
+    def window_ms(self) -> int:
+        return self.days * DAY_MS
+
+
+DEFAULTS: dict[str, Threshold] = {
+    Kind.REPEAT_MISSING: Threshold(3, 30),
+    Kind.SHARED_PLACE: Threshold(3, 28),
+    Kind.SHARED_PERSON: Threshold(2, 90),
+}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One fact from one event. ``key`` is the child (repeat missing), the place
+    key (shared place) or the person/thing key (shared person)."""
+
+    kind: str
+    key: str
+    child: str
+    event_id: str
+    at_ms: int
+    block: str = ""
+    local_authority: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}|{self.key}|{self.child}|{self.event_id}"
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """An alert as last published: its id, version and evidence."""
+
+    alert_id: str
+    kind: str
+    key: str
+    version: int
+    children: tuple[str, ...]
+    event_ids: tuple[str, ...]
+    first_ms: int
+    last_ms: int
+    local_authorities: tuple[str, ...] = ()
+
+
+def alert_id(kind: str, key: str) -> str:
+    """Deterministic: the same pattern always has the same id (no personal data in clear)."""
+    digest = hashlib.sha256(f"{kind}\x00{key}".encode()).hexdigest()[:24]
+    return f"pattern-{kind.lower().replace('_', '-')}-{digest}"
+
+
+@dataclass
+class Detectors:
+    """Every detector's observations and alerts, and the rule to fire."""
+
+    thresholds: dict[str, Threshold] = field(default_factory=lambda: dict(DEFAULTS))
+    # kind -> key -> observations (in arrival order)
+    _obs: dict[str, dict[str, list[Observation]]] = field(
+        default_factory=lambda: defaultdict(dict))
+    # fuzzy place keys by block, to find the canonical key a new text place matches
+    _text_places: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    _names: list[str] = field(default_factory=list)
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+
+    # -- canonical keys -------------------------------------------------------------
+    def canonical_place(self, place: PlaceKey) -> str:
+        """The key a place is counted under: an earlier free-text place it matches, or its own."""
+        if place.exact:
+            return place.key
+        candidates = self._text_places[place.block]
+        for known in candidates:
+            if same_place(place, PlaceKey(known, place.block)):
+                return known
+        return place.key
+
+    def canonical_person(self, key: str) -> str:
+        """``name:`` keys are matched fuzzily to names seen before; other keys exactly."""
+        if not key.startswith("name:"):
+            return key
+        name = key[5:]
+        for known in self._names:
+            if same_name(name, known):
+                return "name:" + known
+        return key
+
+    # -- state ----------------------------------------------------------------------
+    def remember(self, obs: Observation) -> bool:
+        """Add an observation; False if it was already known (a replayed event)."""
+        per_key = self._obs[obs.kind].setdefault(obs.key, [])
+        if any(o.id == obs.id for o in per_key):
+            return False
+        per_key.append(obs)
+        texts = self._text_places[obs.block]
+        if obs.kind == Kind.SHARED_PLACE and obs.key.startswith("text:") and obs.key not in texts:
+            texts.append(obs.key)
+        name = obs.key[5:]
+        if obs.kind == Kind.SHARED_PERSON and obs.key.startswith("name:") and \
+                name not in self._names:
+            self._names.append(name)
+        return True
+
+    def restore_alert(self, alert: AlertState) -> None:
+        self.alerts[alert.alert_id] = alert
+
+    def observations(self) -> Iterator[Observation]:
+        for per_kind in self._obs.values():
+            for per_key in per_kind.values():
+                yield from per_key
+
+    def expire(self, now_ms: int) -> list[Observation]:
+        """Forget observations older than their window; returns them (for the changelog)."""
+        gone: list[Observation] = []
+        for kind, per_kind in self._obs.items():
+            window = self.thresholds[kind].window_ms
+            for key in list(per_kind):
+                keep = [o for o in per_kind[key] if o.at_ms > now_ms - window]
+                if len(keep) != len(per_kind[key]):
+                    gone += [o for o in per_kind[key] if o.at_ms <= now_ms - window]
+                    if keep:
+                        per_kind[key] = keep
+                    else:
+                        del per_kind[key]
+        return gone
+
+    # -- firing ---------------------------------------------------------------------
+    def evaluate(self, kind: str, key: str) -> AlertState | None:
+        """The new version of the alert for ``(kind, key)`` if it fires and changed, else None.
+
+        Counted within the window ending at the newest observation: event time, not
+        arrival time, so a replay decides the same.
+        """
+        rule = self.thresholds[kind]
+        obs = self._obs[kind].get(key, [])
+        if not obs:
+            return None
+        newest = max(o.at_ms for o in obs)
+        live = sorted((o for o in obs if o.at_ms > newest - rule.window_ms),
+                      key=lambda o: (o.at_ms, o.event_id))
+        if kind == Kind.REPEAT_MISSING:
+            count = len({o.event_id for o in live})
+        else:
+            count = len({o.child for o in live})
+        if count < rule.count:
+            return None
+        aid = alert_id(kind, key)
+        children = tuple(dict.fromkeys(o.child for o in live))
+        events = tuple(dict.fromkeys(o.event_id for o in live))
+        las = tuple(sorted({o.local_authority for o in live if o.local_authority}))
+        old = self.alerts.get(aid)
+        if old is not None and set(events) <= set(old.event_ids) and \
+                set(children) <= set(old.children):
+            return None  # nothing new: never repeated
+        new = AlertState(
+            alert_id=aid, kind=kind, key=key, version=1 if old is None else old.version + 1,
+            children=children if old is None else _merge(old.children, children),
+            event_ids=events if old is None else _merge(old.event_ids, events),
+            first_ms=live[0].at_ms if old is None else min(old.first_ms, live[0].at_ms),
+            last_ms=live[-1].at_ms, local_authorities=las,
+        )
+        self.alerts[aid] = new
+        return new
+
+    def observe(self, batch: Iterable[Observation]) -> tuple[list[Observation], list[AlertState]]:
+        """Canonicalise, remember and evaluate: (new observations, alerts raised or updated)."""
+        added: list[Observation] = []
+        touched: dict[tuple[str, str], None] = {}
+        for o in batch:
+            if o.kind == Kind.SHARED_PLACE:
+                o = replace(o, key=self.canonical_place(PlaceKey(o.key, o.block)))
+            elif o.kind == Kind.SHARED_PERSON:
+                o = replace(o, key=self.canonical_person(o.key))
+            if self.remember(o):
+                added.append(o)
+                touched[(o.kind, o.key)] = None
+        fired = [a for k in touched if (a := self.evaluate(*k)) is not None]
+        return added, fired
+
+    def size(self) -> int:
+        return sum(len(v) for per_kind in self._obs.values() for v in per_kind.values())
+
+
+def _merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))
