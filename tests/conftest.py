@@ -36,6 +36,17 @@ from broker.topics import Topics
 log = logging.getLogger(__name__)
 
 
+# -- markers ------------------------------------------------------------------------
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``kafka`` every test that uses the cluster (directly or through another
+    fixture), so ``make check`` (``-m "not kafka"``) runs exactly the tests that
+    need no broker. Tests that start a broker of their own carry the mark themselves.
+    """
+    for item in items:
+        if "kafka_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 # -- settings -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def settings() -> config.Settings:

@@ -17,20 +17,18 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from broker import config
 from broker.audit.checkpointer import Checkpointer, read_log
-from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.audit.verify import verify_bundle
 from broker.clock import SystemClock
 from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.producer import SendFuture, make_producer
-from broker.kafka.structs import Record, TopicPartition
+from broker.kafka.structs import TopicPartition
 from broker.policy import ConsentStore, Policy
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, example
+from tests.helpers import CODEC, example, read_leaves, read_to_end, wait_for
 
 KINDS = (
     "missing_episode",
@@ -129,50 +127,13 @@ class GroupProgress:
         self._consumer.close()
 
 
-def read_to_end(bootstrap: str, topic: str, *, committed: bool = True) -> list[Record]:
-    """Every committed (or every) record of ``topic``, read up to its end offsets (no waiting
-    for silence: called once the router stopped, when no transaction is open)."""
-    consumer = make_consumer(
-        bootstrap,
-        group_id=None,
-        max_poll_records=10_000,
-        isolation_level="read_committed" if committed else "read_uncommitted",
-    )
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[Record] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            out.extend(consumer.poll_records(timeout_ms=200))
-        return out
-    finally:
-        consumer.close()
-
-
-def wait_for(what: str, cond: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
 # -- the invariants ------------------------------------------------------------------------
 
 
 def check_exactly_once(bootstrap: str, s: config.Settings, policy: Policy, load: Load) -> int:
     """Assert the invariants in the module docstring; return the number of leaves."""
     topics = s.topics
-    leaves = [
-        AuditLeaf.from_bytes(b)
-        for r in read_to_end(bootstrap, topics.audit)
-        for b in decode_batch(r.value or b"")
-    ]
+    leaves = read_leaves(bootstrap, topics)
     subscribers = [x.id for x in policy.subscribers]
     feeds = {
         sub: Counter(

@@ -372,7 +372,7 @@ def test_the_real_services_run_with_exactly_these_acls(
     from broker.audit.verify import verify_bundle
     from broker.clock import SystemClock
     from broker.routing.app import build_core, build_service
-    from tests.routing_helpers import CODEC, example
+    from tests.helpers import CODEC, example
 
     # A namespace of its own (the tests above wrote junk to the module's), with
     # its topics and ACLs applied beside the module's, which stay as they were.

@@ -39,6 +39,7 @@ from broker.kafka.producer import make_producer
 from broker.kafka.structs import Record, TopicPartition
 from broker.routing.app import audit_encoder
 from broker.topics import Topics
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -134,10 +135,12 @@ class Router:
     def wait_visible(self, offset: int) -> None:
         """Wait until the last stable offset of the audit partition is past ``offset``."""
         tp = TopicPartition(self.topics.audit, 0)
-        deadline = time.monotonic() + 30
-        while self._lso.end_offsets([tp])[tp] <= offset:
-            assert time.monotonic() < deadline, "the commit never became visible"
-            time.sleep(0.01)
+        wait_for(
+            "the commit to become visible",
+            lambda: self._lso.end_offsets([tp])[tp] > offset,
+            timeout_s=30,
+            poll_s=0.01,
+        )
 
     def abort(self, leaves: Sequence[dict[str, Any]]) -> None:
         self.producer.begin_transaction()
@@ -321,11 +324,13 @@ def test_following_publishes_a_checkpoint_within_the_interval(
         for k in range(3):
             router.commit(decisions(4, start=4 * k))
             committed = time.monotonic()
-            deadline = committed + 10
-            while (
-                cp.last_published is None or cp.last_published.checkpoint.size < 4 * (k + 1)
-            ) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(
+                f"a checkpoint of {4 * (k + 1)} leaves",
+                lambda: cp.last_published is not None
+                and cp.last_published.checkpoint.size >= 4 * (k + 1),  # noqa: B023
+                timeout_s=10,
+                poll_s=0.02,
+            )
             assert cp.last_published is not None
             assert cp.last_published.checkpoint.size == 4 * (k + 1)
             assert time.monotonic() - committed < 3.0

@@ -704,7 +704,7 @@ def test_the_leaf_in_the_module_docstring_is_one_the_router_writes() -> None:
     from broker.policy import ConsentStore, Policy  # noqa: PLC0415
     from broker.routing.core import Inbound, RoutingCore  # noqa: PLC0415
     from broker.topics import Topics  # noqa: PLC0415
-    from tests.routing_helpers import CODEC, EVENTS  # noqa: PLC0415
+    from tests.helpers import CODEC, EVENTS  # noqa: PLC0415
 
     doc = leaf_module.__doc__ or ""
     block = doc.split("checks it)::\n", 1)[1].split("\n\n", 2)[0]

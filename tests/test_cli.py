@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from broker.topics import Topics
-from tests.routing_helpers import create_topics, example, read_all, run_router, settings_for
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def safeshare(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli.main", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        timeout=120,
-    )
+from tests.helpers import create_topics, example, read_all, run_router, safeshare, settings_for
 
 
 def test_help_lists_the_commands() -> None:

@@ -33,7 +33,7 @@ from broker.codec._load import _entry
 from broker.codec._schema import DATA_CLASSES, build
 from broker.codec._write import FromInput, Written
 from fuzz.corpus import hostile_corpus
-from tests.test_codec_properties import CODEC, SETTINGS, records, strategy
+from tests.codec_strategies import CODEC, SETTINGS, records, strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_FILES = sorted((ROOT / "tests" / "data" / "events").glob("*.json"))

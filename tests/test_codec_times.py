@@ -12,7 +12,7 @@ from broker import config
 from broker.codec import EncodingError
 from broker.codec.times import DEFAULT_FUTURE_SKEW_MS, FLOOR_MS, TimeBounds
 from broker.errors import ConfigError
-from tests.routing_helpers import CODEC, example
+from tests.helpers import CODEC, example
 
 NOW = 1_795_000_000_000  # 2026-11-18
 SKEW = DEFAULT_FUTURE_SKEW_MS

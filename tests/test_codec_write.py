@@ -26,7 +26,7 @@ from broker.codec import Codec, EncodingError
 from broker.codec._fingerprint import HEADER_SIZE
 from broker.codec._schema import DATA_CLASSES
 from broker.codec._write import FromInput, Written, long_bytes
-from tests.test_codec_properties import CODEC, SETTINGS, records
+from tests.codec_strategies import CODEC, SETTINGS, records
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_FILES = sorted((ROOT / "tests" / "data" / "events").glob("*.json"))

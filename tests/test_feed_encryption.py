@@ -24,7 +24,7 @@ from broker.signing.feeds import (
     is_sealed,
 )
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, create_topics, example, read_all, run_router, settings_for
+from tests.helpers import CODEC, create_topics, example, read_all, run_router, settings_for
 
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
 MASH = "torbay-mash"
@@ -195,7 +195,7 @@ def test_cli_new_feed_key_rotation_and_tail(
 ) -> None:
     """`keys new-feed` twice (a rotation): the record sealed to the first key and
     the one sealed to the second both show in `feed tail`, opened by the keyring."""
-    from tests.test_cli import safeshare
+    from tests.helpers import safeshare
 
     env = {
         "SAFESHARE_BOOTSTRAP": kafka_bootstrap,

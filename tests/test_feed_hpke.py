@@ -40,7 +40,7 @@ from broker.signing.feeds import (
     seal,
     seal_message,
 )
-from tests.routing_helpers import CODEC
+from tests.helpers import CODEC
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "EncryptedFeedRecord.avsc"
 MASH = "torbay-mash"

@@ -20,7 +20,7 @@ from broker.intake import Intake
 from broker.kafka.admin import Admin
 from broker.topics import Topics
 from tests.gateway_helpers import Running, running_gateway
-from tests.routing_helpers import CODEC, create_topics, example, read_all, settings_for
+from tests.helpers import CODEC, create_topics, example, read_all, settings_for
 
 pytestmark = pytest.mark.kafka
 SCHOOL = "example-academy"

@@ -24,7 +24,7 @@ from broker.policy import Policy
 from broker.signing import AgencySigner
 from broker.topics import Topics
 from tests.gateway_helpers import Running, running_gateway
-from tests.routing_helpers import (
+from tests.helpers import (
     CODEC,
     create_topics,
     example,

@@ -15,7 +15,7 @@ from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
 from broker.topics import Topics
 from fuzz.corpus import POLICE, hostile_corpus, replayed
-from tests.routing_helpers import CODEC, create_topics, read_all, run_router, settings_for
+from tests.helpers import CODEC, create_topics, read_all, run_router, settings_for
 
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
 T = Topics("hostile")

@@ -21,7 +21,7 @@ from broker.identity.linkage import (
 )
 from broker.identity.nicknames import same_name
 from broker.policy import Policy, PolicyError
-from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
+from tests.policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 DOB = date(2011, 3, 14)
 

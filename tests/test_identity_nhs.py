@@ -23,7 +23,7 @@ from broker.intake import Intake
 from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, create_topics, example, read_all, run_router, settings_for
+from tests.helpers import CODEC, create_topics, example, read_all, run_router, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = "9434765919"  # the NHS Data Dictionary's example shape, check digit 9

@@ -21,7 +21,7 @@ from broker import config
 from broker.kafka.admin import Admin
 from broker.kafka.cluster import obtain_cluster
 from broker.kafka.configuration import TopicSpec, standard_topic_specs
-from broker.kafka.consumer import Consumer, catch_up, make_consumer
+from broker.kafka.consumer import catch_up, make_consumer
 from broker.kafka.exceptions import (
     ClusterUnavailableError,
     KafkaError,
@@ -32,21 +32,13 @@ from broker.kafka.local import LocalKafka, probe_broker
 from broker.kafka.producer import make_producer
 from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition, offsets_after
 from broker.topics import Topics
+from tests.helpers import collect_then_settle
 
 pytestmark = pytest.mark.kafka
 
 
 def _values(records: list[Record]) -> list[bytes]:
     return [r.value or b"" for r in records]
-
-
-def _read_all(consumer: Consumer, expected: int, *, settle_s: float = 1.0) -> list[Record]:
-    """Read ``expected`` records, then keep polling ``settle_s`` to catch extras."""
-    got = consumer.collect(expected, timeout_s=30)
-    deadline = time.monotonic() + settle_s
-    while time.monotonic() < deadline:
-        got.extend(consumer.poll_records(timeout_ms=200))
-    return got
 
 
 # -- topics ---------------------------------------------------------------------------
@@ -126,11 +118,11 @@ def test_read_committed_sees_committed_never_aborted(
                 p.send(topic, f"committed-{i}".encode(), key=b"s1")
 
     with make_consumer(kafka_bootstrap, group_id=None, topics=[topic]) as c:
-        assert _values(_read_all(c, 2)) == [b"committed-0", b"committed-1"]
+        assert _values(collect_then_settle(c, 2)) == [b"committed-0", b"committed-1"]
     with make_consumer(
         kafka_bootstrap, group_id=None, topics=[topic], isolation_level="read_uncommitted"
     ) as c:
-        seen = _values(_read_all(c, 5))
+        seen = _values(collect_then_settle(c, 5))
     assert seen == [b"aborted-0", b"aborted-1", b"aborted-2", b"committed-0", b"committed-1"]
 
 
@@ -147,7 +139,7 @@ def test_transaction_context_aborts_on_error(
         with p.transaction():
             p.send(topic, b"after")
     with make_consumer(kafka_bootstrap, group_id=None, topics=[topic]) as c:
-        assert _values(_read_all(c, 1)) == [b"after"]
+        assert _values(collect_then_settle(c, 1)) == [b"after"]
 
 
 def test_consume_transform_produce_commits_offsets_atomically(
@@ -185,10 +177,10 @@ def test_consume_transform_produce_commits_offsets_atomically(
         producer.close()
 
     with make_consumer(kafka_bootstrap, group_id=group, topics=[src]) as again:
-        rest = _read_all(again, 4)
+        rest = collect_then_settle(again, 4)
     assert sorted(_values(rest)) == sorted(_values([r for r in records if r not in done]))
     with make_consumer(kafka_bootstrap, group_id=None, topics=[dst]) as out:
-        produced = _read_all(out, 6)
+        produced = collect_then_settle(out, 6)
     assert sorted(_values(produced)) == sorted((r.value or b"") + b"!" for r in done)
 
 
@@ -305,7 +297,7 @@ def test_new_producer_with_same_transactional_id_fences_the_old(
             zombie.commit_transaction()
     zombie.close(timeout=1)
     with make_consumer(kafka_bootstrap, group_id=None, topics=[topic]) as c:
-        assert _values(_read_all(c, 1)) == [b"fresh"]
+        assert _values(collect_then_settle(c, 1)) == [b"fresh"]
 
 
 # -- cluster precedence --------------------------------------------------------------------
@@ -367,7 +359,7 @@ def test_local_broker_restarts_on_same_data_and_port(own_broker: LocalKafka) -> 
     assert again.cluster_id == state.cluster_id
     assert again.pid != state.pid
     with make_consumer(again.bootstrap, group_id=None, topics=[topics.audit]) as c:
-        assert _values(_read_all(c, 1)) == [b"leaf-1"]
+        assert _values(collect_then_settle(c, 1)) == [b"leaf-1"]
     # A second start() while running reuses the broker instead of starting another.
     assert LocalKafka(
         own_broker.home, own_broker.version, instance_dir=own_broker.instance_dir

@@ -23,6 +23,7 @@ from broker.kafka.exceptions import KafkaError
 from broker.kafka.producer import KeyedAppender, make_producer
 from broker.kafka.structs import Record, TopicPartition
 from broker.topics import Topics
+from tests.helpers import collect_then_settle
 
 pytestmark = pytest.mark.kafka
 
@@ -40,11 +41,7 @@ def _read(bootstrap: str, names: list[str], expected: int) -> list[Record]:
     """Every record a read_committed reader has of ``names`` (waits for ``expected``,
     then a moment more for any extra)."""
     with make_consumer(bootstrap, group_id=None, topics=names) as consumer:
-        got = consumer.collect(expected, timeout_s=30)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            got.extend(consumer.poll_records(timeout_ms=200))
-    return got
+        return collect_then_settle(consumer, expected)
 
 
 def _spy_on_kafka_send(producer: object) -> list[bytes]:

@@ -23,7 +23,7 @@ from broker.loop.service import LoopService
 from broker.policy import Policy
 from broker.routing.app import build_service
 from broker.topics import Topics
-from tests.routing_helpers import create_topics, example, read_all, settings_for
+from tests.helpers import create_topics, example, read_all, settings_for
 
 pytestmark = pytest.mark.kafka
 

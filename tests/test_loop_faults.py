@@ -20,8 +20,8 @@ from broker.kafka.configuration import TopicSpec, loop_topic_specs
 from broker.kafka.producer import make_producer
 from broker.loop.core import CLOCK_RECORD, NOTICE
 from broker.topics import Topics
+from tests.helpers import read_all
 from tests.router_load import wait_for
-from tests.routing_helpers import read_all
 
 pytestmark = pytest.mark.kafka
 

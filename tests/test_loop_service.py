@@ -29,7 +29,7 @@ from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD, NOTICE
 from broker.loop.rules import Share, clocks_for_share, parse_clock_policy
 from broker.loop.service import LoopService
 from broker.topics import Topics
-from tests.routing_helpers import read_all
+from tests.helpers import read_all
 
 pytestmark = pytest.mark.kafka
 

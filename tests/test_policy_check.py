@@ -14,7 +14,7 @@ from broker.cli.policy import policy as policy_cli
 from broker.errors import SafeshareError
 from broker.policy import Policy, PolicyError
 from broker.policy._check import Vocabulary
-from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
+from tests.policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 BASE = """\
 version: 1

@@ -8,7 +8,7 @@ import pytest
 
 from broker.loop.calendar import MS_PER_HOUR
 from broker.policy import Policy, PolicyError
-from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
+from tests.policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES
 
 TEXT = Path(EXAMPLE_POLICY).read_text(encoding="utf-8")
 

@@ -21,7 +21,7 @@ from broker.policy import (
     ReasonCode,
 )
 from broker.policy.vocabulary import AGENCY_TYPES, CATEGORIES, PURPOSES
-from tests.test_policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES, ROOT
+from tests.policy_helpers import EXAMPLE_POLICY, FIELD_CLASSES, ROOT
 
 EVENTS = sorted((ROOT / "tests" / "data" / "events").glob("*.json"))
 NOV_2024 = 1_731_196_800_000  # 2024-11-10T00:00:00Z, after the example events

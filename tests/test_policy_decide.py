@@ -28,7 +28,7 @@ from broker.policy import (
 )
 from broker.policy._present import fields_present
 from broker.policy.vocabulary import CATEGORIES
-from tests.test_policy_helpers import (
+from tests.policy_helpers import (
     DEVON,
     EXAMPLE_POLICY,
     FIELD_CLASSES,

@@ -34,7 +34,7 @@ from broker.policy import (
     ReasonCode,
 )
 from broker.policy.vocabulary import CATEGORIES, RISK_RANK
-from tests.test_policy_helpers import (
+from tests.policy_helpers import (
     DEVON,
     EXAMPLE_POLICY,
     FIELD_CLASSES,

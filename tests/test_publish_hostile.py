@@ -28,8 +28,15 @@ from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
 from broker.signing import AgencySigner
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, create_topics, example, read_all, settings_for
-from tests.test_cli import ROOT, safeshare
+from tests.helpers import (
+    CODEC,
+    ROOT,
+    create_topics,
+    example,
+    read_all,
+    safeshare,
+    settings_for,
+)
 
 T = Topics("intake")
 NOW = 1_795_000_000_000

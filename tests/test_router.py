@@ -11,29 +11,21 @@ from pathlib import Path
 import pytest
 
 from broker.api import FeedReader, Publisher
-from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.codec.exceptions import EncodingError
 from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
 from broker.topics import Topics
-from tests.routing_helpers import (
+from tests.helpers import (
     CODEC,
     create_topics,
     example,
     read_all,
+    read_leaves,
     run_router,
     settings_for,
 )
 
 pytestmark = pytest.mark.kafka
-
-
-def _leaves(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
-    return [
-        AuditLeaf.from_bytes(b)
-        for r in read_all(bootstrap, topics.audit)
-        for b in decode_batch(r.value or b"")
-    ]
 
 
 def _feed(bootstrap: str, topics: Topics, subscriber: str) -> list[dict]:
@@ -78,7 +70,7 @@ def test_events_reach_entitled_feeds_minimised_and_every_decision_is_audited(
     # Devon's school is out of area: nothing.
     assert _feed(kafka_bootstrap, topics, "newton-abbot-college-dsl") == []
 
-    leaves = _leaves(kafka_bootstrap, topics)
+    leaves = read_leaves(kafka_bootstrap, topics)
     n_subscribers = len(policy.subscribers)
     assert len(leaves) == 2 * n_subscribers  # one decision per subscriber per event
     shared = [lf for lf in leaves if lf.kind == "SHARED"]
@@ -123,7 +115,7 @@ def test_bad_messages_are_quarantined_with_original_bytes_and_audited(
     for q in quarantined:
         assert q["detail"] and q["source_offset"] >= 0
 
-    leaves = _leaves(kafka_bootstrap, topics)
+    leaves = read_leaves(kafka_bootstrap, topics)
     assert sorted(lf.reason for lf in leaves) == sorted(by_reason)
     assert all(lf.kind == "QUARANTINED" for lf in leaves)
     # Nothing reached any feed.
@@ -142,7 +134,7 @@ def test_a_repeated_event_id_is_not_shared_twice(
     routed = run_router(kafka_bootstrap, s)
     assert [r.duplicate for r in routed] == [False, True]
     assert len(_feed(kafka_bootstrap, topics, "torbay-mash")) == 1
-    kinds = [lf.kind for lf in _leaves(kafka_bootstrap, topics)]
+    kinds = [lf.kind for lf in read_leaves(kafka_bootstrap, topics)]
     assert kinds.count("DUPLICATE") == 1
 
 
@@ -209,7 +201,7 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     assert [f["event"]["event_id"] for f in mash] == [second["event_id"]]
     withheld = [
         lf
-        for lf in _leaves(kafka_bootstrap, topics)
+        for lf in read_leaves(kafka_bootstrap, topics)
         if lf.event_id == third["event_id"] and lf.recipient == "torbay-mash"
     ]
     assert [lf.kind for lf in withheld] == ["WITHHELD"]

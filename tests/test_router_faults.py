@@ -53,17 +53,13 @@ from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.service import RouterService
 from broker.topics import Topics
-from tests.router_load import (
-    GroupProgress,
-    Load,
-    check_audit_verifies,
-    check_exactly_once,
-    read_to_end,
-    wait_for,
-)
-from tests.routing_helpers import CODEC, create_topics, example, settings_for
+from tests.helpers import CODEC, create_topics, example, read_to_end, settings_for, wait_for
+from tests.router_load import GroupProgress, Load, check_audit_verifies, check_exactly_once
 
 pytestmark = pytest.mark.kafka
+
+#: How long the broker stays down in the restart and crash test.
+OUTAGE_S = 3.0
 
 KILLS = 10
 
@@ -110,7 +106,7 @@ def test_router_killed_at_random_moments_loses_and_duplicates_nothing(
                 timeout_s=90,
             )
             assert proc.poll() is None, "router exited by itself:\n" + log_path.read_text()[-3000:]
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 1.5))  # a random moment to kill at, not a wait
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         load.stop()
@@ -202,7 +198,7 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
             transactions = service.stats.transactions
             own_broker.stop(timeout_s=grace_s)
             down_at = time.monotonic()
-            time.sleep(3)  # load and router keep trying meanwhile
+            time.sleep(OUTAGE_S)  # the fault's length (not a wait): both keep trying
             own_broker.start()
             up_at = time.monotonic()
             wait_for(
@@ -215,7 +211,12 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
                 f"{time.monotonic() - up_at:.1f} s after it answered; "
                 f"{service.stats.aborted} transactions aborted so far"
             )
-        time.sleep(3)
+        transactions = service.stats.transactions
+        wait_for(
+            "more of the load routed after the recovery",
+            lambda: service.stats.transactions > transactions + 5,
+            timeout_s=60,
+        )
         load.stop()
         progress = GroupProgress(bootstrap, topics, [a.id for a in policy.agencies])
         try:

@@ -16,7 +16,6 @@ import re
 import socket
 import struct
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,13 +29,10 @@ import pytest
 from broker import config
 from broker.api import Publisher
 from broker.audit.checkpointer import Checkpointer
-from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
 from broker.kafka.admin import Admin
-from broker.kafka.consumer import make_consumer
 from broker.kafka.exceptions import KafkaTimeoutError
 from broker.kafka.producer import make_producer
-from broker.kafka.structs import Record
 from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
@@ -44,8 +40,18 @@ from broker.routing.dedup import SeenEvents
 from broker.routing.metrics import HealthServer, RouterMetrics
 from broker.routing.service import RouterService
 from broker.topics import Topics
+from tests.helpers import (
+    CODEC,
+    EVENTS,
+    create_topics,
+    example,
+    read_all,
+    read_leaves,
+    read_to_end,
+    settings_for,
+    wait_for,
+)
 from tests.router_load import GroupProgress, Load, check_exactly_once
-from tests.routing_helpers import CODEC, EVENTS, create_topics, example, read_all, settings_for
 
 # -- no Kafka -------------------------------------------------------------------------
 
@@ -138,22 +144,6 @@ def running() -> Iterator[Callable[..., Running]]:
         r._thread.join(60)
 
 
-def wait_for(what: str, cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def leaves_of(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
-    return [
-        AuditLeaf.from_bytes(b)
-        for r in read_all(bootstrap, topics.audit)
-        for b in decode_batch(r.value or b"")
-    ]
-
-
 def feed_event_ids(bootstrap: str, topics: Topics, subscriber: str) -> list[str]:
     return [
         CODEC.decode(r.value or b"", "safeshare.FeedRecord")["event"]["event_id"]
@@ -242,7 +232,7 @@ def test_metrics_and_logs_name_agencies_subscribers_and_reasons_never_a_child(
     assert leaked == [], f"personal data in the router's log: {leaked}"
 
     # Audit checkpoint lag: every committed leaf, until a checkpoint covers them.
-    n_leaves = len(leaves_of(kafka_bootstrap, topics))
+    n_leaves = len(read_leaves(kafka_bootstrap, topics))
     assert n_leaves > 0
 
     def metrics() -> str:
@@ -296,12 +286,16 @@ def test_instances_joining_and_leaving_one_group_route_a_stream_exactly_once(
     )
     load = Load(kafka_bootstrap, topics, rate=100, seed=3)
     load.start()
-    time.sleep(4)
+    wait_for("a and b to route the load", lambda: bool(a.event_ids()) and bool(b.event_ids()))
     c = running(kafka_bootstrap, s, instance="c")
     wait_for("c to own partitions", lambda: bool(c.service.assignment()))
-    time.sleep(3)
+    wait_for("c to route the load", lambda: bool(c.event_ids()))
+    routed_b, routed_c = len(b.event_ids()), len(c.event_ids())
     a.stop()  # leaves the group: b and c take its partitions over
-    time.sleep(3)
+    wait_for(
+        "b and c to route on without a",
+        lambda: len(b.event_ids()) > routed_b and len(c.event_ids()) > routed_c,
+    )
     load.stop()
     progress = GroupProgress(kafka_bootstrap, topics, [x.id for x in policy.agencies])
     try:
@@ -317,16 +311,6 @@ def test_instances_joining_and_leaving_one_group_route_a_stream_exactly_once(
     check_exactly_once(kafka_bootstrap, s, policy, load)
     aborted = sum(r.service.stats.aborted for r in (a, b, c))
     print(f"{len(load.events)} events; {aborted} transactions aborted by rebalances")
-
-
-def read_uncommitted(bootstrap: str, topic: str) -> list[Record]:
-    consumer = make_consumer(
-        bootstrap, group_id=None, topics=[topic], isolation_level="read_uncommitted"
-    )
-    try:
-        return consumer.collect(1_000_000, timeout_s=3.0)
-    finally:
-        consumer.close()
 
 
 @pytest.mark.kafka
@@ -357,7 +341,8 @@ def test_while_the_audit_cannot_be_written_nothing_is_shared_then_everything_onc
 
     # The copies were written, inside transactions that were then aborted:
     # a read_uncommitted reader sees them, no read_committed reader ever does.
-    assert len(read_uncommitted(kafka_bootstrap, topics.feed("torbay-mash"))) >= len(events)
+    written = read_to_end(kafka_bootstrap, topics.feed("torbay-mash"), committed=False)
+    assert len(written) >= len(events)
     assert feed_event_ids(kafka_bootstrap, topics, "torbay-mash") == []
     assert read_all(kafka_bootstrap, topics.audit, timeout_s=1) == []
     assert router.routed == []
@@ -372,7 +357,7 @@ def test_while_the_audit_cannot_be_written_nothing_is_shared_then_everything_onc
     assert Counter(feed_event_ids(kafka_bootstrap, topics, "torbay-mash")) == Counter(
         e["event_id"] for e in events
     )
-    leaves = leaves_of(kafka_bootstrap, topics)
+    leaves = read_leaves(kafka_bootstrap, topics)
     assert len(leaves) == len(events) * len(policy.subscribers)
     assert Counter((lf.event_id, lf.recipient) for lf in leaves).most_common(1)[0][1] == 1
 
@@ -452,7 +437,13 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
     wait_for("b to start", lambda: bool(joined))
     b = joined[0]
     wait_for("every event routed", lambda: set(a.event_ids()) | set(b.event_ids()) == set(ids))
-    time.sleep(1.0)  # anything routed twice would show up now
+    wait_for("a's late commit refused", lambda: a.service.stats.aborted >= 1)
+    progress = GroupProgress(kafka_bootstrap, topics, [events[0]["source"]["agency_id"]])
+    try:
+        # Once the group's offsets reach the end nothing is left to route twice.
+        wait_for("the group's offsets at the end", lambda: progress.committed() >= progress.end())
+    finally:
+        progress.close()
     b.stop()
     a.stop()
     assert a.service.stats.aborted >= 1, "the stale offsets were accepted"
@@ -509,7 +500,7 @@ def test_a_commit_the_broker_applied_but_the_router_saw_fail_shares_a_resent_eve
     router.stop()
     assert router.routed[0].duplicate and not router.routed[0].shared
     assert feed_event_ids(kafka_bootstrap, topics, "torbay-mash") == [event["event_id"]]
-    leaves = leaves_of(kafka_bootstrap, topics)
+    leaves = read_leaves(kafka_bootstrap, topics)
     assert [lf.kind.value for lf in leaves].count("DUPLICATE") == 1
     shares = Counter(lf.recipient for lf in leaves if lf.kind.value == "SHARED")
     assert shares and set(shares.values()) == {1}, shares
