@@ -7,13 +7,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | sha256sum | cut -c1-12)
 
-.PHONY: run test bench fuzz lint kafka-up kafka-down kafka-status venv clean help
+.PHONY: run test check bench fuzz lint kafka-up kafka-down kafka-status venv clean help
 
 help:
 	@echo "make run        start Kafka if none is configured, play the MASH scenario end to end"
 	@echo "make test       run the test suite against a real Kafka (started if needed)"
 	@echo "make bench      print benchmark figures"
 	@echo "make fuzz       hostile corpus + 100,000 mutated inputs through the router core"
+	@echo "make check      ruff + mypy + every test that needs no Kafka (fast feedback)"
 	@echo "make lint       ruff + mypy"
 	@echo "make kafka-up   leave a local Kafka running; last line is its bootstrap address"
 	@echo "make kafka-down stop the local Kafka"
@@ -34,6 +35,12 @@ run: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Fast feedback: lint, types and every test not marked `kafka` (conftest marks each
+# test that uses the cluster), on every core (pytest-xdist). Needs no broker.
+CHECK_WORKERS ?= auto
+check: lint
+	$(PY) -m pytest -q -m "not kafka" -n $(CHECK_WORKERS) $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench

@@ -21,12 +21,15 @@ POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example
 T = Topics("hostile")
 CORPUS = hostile_corpus(CODEC)
 GOOD = replayed(CODEC)
+# Loaded once: a policy holds no state between decisions (each core gets its own
+# consents and duplicate memory), and loading it is most of a small test's time.
+DECIDER = Policy.load(POLICY, field_classes=CODEC.data_classes())
 
 
 def _core() -> RoutingCore:
     return RoutingCore(
         codec=CODEC,
-        decider=Policy.load(POLICY, field_classes=CODEC.data_classes()),
+        decider=DECIDER,
         consents=ConsentStore(),
         topics=T,
         clock=FixedClock(1_795_000_000_000),
