@@ -133,13 +133,12 @@ def collect_then_settle(
     return got
 
 
-def read_leaves(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
-    """Every committed audit leaf of the namespace, in log order."""
-    return [
-        AuditLeaf.from_bytes(b)
-        for r in read_to_end(bootstrap, topics.audit)
-        for b in decode_batch(r.value or b"")
-    ]
+def read_leaves(bootstrap: str, topics: Topics, *, to_end: bool = False) -> list[AuditLeaf]:
+    """Every committed audit leaf of the namespace, in log order: read until the log
+    is quiet (:func:`read_all`), or with ``to_end`` up to its end offsets
+    (:func:`read_to_end`, once no router runs)."""
+    records = read_to_end(bootstrap, topics.audit) if to_end else read_all(bootstrap, topics.audit)
+    return [AuditLeaf.from_bytes(b) for r in records for b in decode_batch(r.value or b"")]
 
 
 def wait_for(

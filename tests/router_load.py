@@ -133,7 +133,7 @@ class GroupProgress:
 def check_exactly_once(bootstrap: str, s: config.Settings, policy: Policy, load: Load) -> int:
     """Assert the invariants in the module docstring; return the number of leaves."""
     topics = s.topics
-    leaves = read_leaves(bootstrap, topics)
+    leaves = read_leaves(bootstrap, topics, to_end=True)
     subscribers = [x.id for x in policy.subscribers]
     feeds = {
         sub: Counter(
