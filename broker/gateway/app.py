@@ -66,6 +66,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             max_events=config.limits.max_events,
             time_bounds=config.time_bounds,
         )
+        app.state.audit_log = receipts.log_cache()
         app.state.acks = {}
         app.state.acks_lock = threading.Lock()
         app.state.config = config

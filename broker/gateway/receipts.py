@@ -16,6 +16,9 @@ checkpoint covers the event the receipt has the publication only
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -23,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from broker.audit import note
+from broker.audit.bundle import Bundle
 from broker.audit.leaf import AuditLeaf
 from broker.audit.stream import read_log
 from broker.audit.verify import proof_document
@@ -33,7 +37,30 @@ from broker.gateway.events import Receipt
 from broker.gateway.pki import Principal
 
 router = APIRouter()
+LOG_TTL_S = 1.0
+"""How long a read of the checkpointed log serves receipts (it grows only when a
+checkpoint is published; a receipt is at most this much behind one)."""
 EVENT_ID = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+class _LogCache:
+    """The last read of the checkpointed log, reused for :data:`LOG_TTL_S`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = -LOG_TTL_S
+        self._bundle: Bundle | None = None
+
+    def get(self, read: Callable[[], Bundle]) -> Bundle:
+        with self._lock:
+            if self._bundle is None or time.monotonic() - self._at >= LOG_TTL_S:
+                self._bundle = read()
+                self._at = time.monotonic()
+            return self._bundle
+
+
+def log_cache() -> _LogCache:
+    return _LogCache()
 
 
 class Decision(BaseModel):
@@ -81,8 +108,11 @@ async def get_receipt(
     config = request.app.state.config
     published = request.app.state.desk.receipt_of(who.id, event_id)
 
+    log_cache: _LogCache = request.app.state.audit_log
+
     def prove() -> dict[str, Any] | None:
-        return proof_document(read_log(config.bootstrap, config.topics), event_id)
+        return proof_document(log_cache.get(lambda: read_log(config.bootstrap, config.topics)),
+                              event_id)
 
     try:
         doc = await run_in_threadpool(prove)
