@@ -419,7 +419,7 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
 
     Each copy is sent with kafka-python's own ``KafkaProducer.send`` (the bare
     baseline the issue names), or with ``ours`` through :meth:`Producer.send_all`,
-    the router's send path (:class:`broker.kafka.producer.KeyedAppender`), flushed
+    the router's send path (:class:`broker.kafka._kafka_python.KeyedAppender`), flushed
     and checked before the commit as the router does. The producer's settings
     are the router's either way."""
     topics = env.topics
@@ -540,7 +540,7 @@ def phase_txn(bootstrap: str, base: config.Settings, policy: Path,
 def phase_send(bootstrap: str, base: config.Settings, policy: Path,
                tmpls: Sequence[Template], per_txn: int = 500, rounds: int = 7) -> None:
     """kafka-python's ``KafkaProducer.send`` against our ``Producer.send``
-    (:class:`broker.kafka.producer.KeyedAppender`) and ``Producer.send_all`` (the
+    (:class:`broker.kafka._kafka_python.KeyedAppender`) and ``Producer.send_all`` (the
     router's: records checked per batch, no future each): one producer,
     transactions of ``per_txn`` events with a 1 KB copy to each of three feeds,
     the paths taking turns. CPU per record while sending; CPU (all threads) and

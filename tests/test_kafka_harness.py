@@ -250,7 +250,8 @@ def test_catch_up_reads_to_the_end_offsets_of_the_call_and_reports_a_shortfall(
 def test_group_consumer_picks_up_partitions_that_appear_later(
     kafka_bootstrap: str, admin: Admin, topics: Topics, subscription: str
 ) -> None:
-    """Guards the kafka-python 3.0.12 lost-rejoin workaround (clients._patch_lost_rejoin).
+    """Guards the kafka-python 3.0.12 lost-rejoin workaround
+    (broker.kafka._kafka_python.patch_lost_rejoin).
 
     The consumer joins before its topic exists, so the partitions arrive with
     a later metadata refresh and force a rejoin. Short poll timeouts used to

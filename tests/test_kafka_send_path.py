@@ -16,11 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker.kafka._kafka_python import KeyedAppender
 from broker.kafka.admin import Admin
 from broker.kafka.configuration import TopicSpec
 from broker.kafka.consumer import make_consumer
 from broker.kafka.exceptions import KafkaError
-from broker.kafka.producer import KeyedAppender, make_producer
+from broker.kafka.producer import make_producer
 from broker.kafka.structs import Record, TopicPartition
 from broker.topics import Topics
 from tests.helpers import collect_then_settle

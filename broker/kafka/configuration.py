@@ -14,75 +14,26 @@ first (:meth:`broker.kafka.admin.Admin.ensure_topics` with
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import kafka.errors as _kerr
-
+from broker.kafka import _kafka_python
 from broker.kafka.exceptions import KafkaError, translated
 from broker.topics import Topics
 
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class AuthFailureRecorder:
-    """A kafka-python ``kafka_client`` factory that notices refused logins.
-
-    ! When a broker refuses a client's login, kafka-python 3.0.12 keeps
-    retrying until ``bootstrap_timeout_ms`` and then raises only
-    ``KafkaTimeoutError("Unable to bootstrap ...")``, exactly as if the
-    broker were down; the SASL error is only logged. This factory builds the
-    library's own client, but hooks each connection's setup future so the
-    error is kept and a wrong password says so. Best effort: the broker
-    answers a bad SCRAM proof and closes the connection, and kafka-python
-    sometimes notices only the close. It touches kafka-python internals
-    (pinned version); if they move, it degrades to the plain client and the
-    old message.
-    """
-
-    def __init__(self) -> None:
-        self.failure: BaseException | None = None
-
-    def _saw(self, exc: BaseException) -> None:
-        if isinstance(exc, _kerr.SaslAuthenticationFailedError):
-            self.failure = exc
-
-    def __call__(self, **configs: Any) -> Any:
-        from kafka.net.compat import KafkaNetClient
-
-        try:
-            from kafka.net.manager import KafkaConnectionManager
-            from kafka.net.selector import NetworkSelector
-
-            net = NetworkSelector(**configs)
-            manager = KafkaConnectionManager(net, **configs)
-        except Exception:  # noqa: BLE001 - internals moved: no diagnosis, same client
-            return KafkaNetClient(**configs)
-        original = manager.get_connection
-
-        def get_connection(*args: Any, **kwargs: Any) -> Any:
-            conn = original(*args, **kwargs)
-            with suppress(AttributeError):
-                conn.init_future.add_errback(self._saw)
-            return conn
-
-        manager.get_connection = get_connection
-        return KafkaNetClient(net=net, manager=manager, **configs)
-
-    def auth_failure(self) -> BaseException | None:
-        return self.failure
-
-
 def _construct(what: str, cls: Any, cfg: dict[str, Any]) -> Any:
     """``cls(**cfg)`` with our errors; a refused login is reported as such."""
-    recorder = AuthFailureRecorder()
-    cfg = {"kafka_client": recorder, **cfg}
+    recorder = _kafka_python.client_factory()
+    if recorder is not None:
+        cfg = {"kafka_client": recorder, **cfg}
     try:
         with translated(what):
             return cls(**cfg)
     except KafkaError:
-        auth = recorder.auth_failure()
+        auth = None if recorder is None else recorder.auth_failure()
         if auth is None:
             raise
         raise KafkaError(f"{what}: the broker refused the login: {auth}") from auth

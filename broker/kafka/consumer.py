@@ -10,7 +10,7 @@ pitfalls marked !):
   (``metadata_max_age_ms``, 5 min by default): :func:`make_consumer` lowers it to
   5 s when a pattern is given, so a newly onboarded agency is picked up.
 * ! kafka-python 3.0.12 can lose a rebalance's assignment when ``poll`` times
-  out mid-rejoin (see :func:`_patch_lost_rejoin`); importing this module
+  out mid-rejoin (see :func:`_kafka_python.patch_lost_rejoin`); importing this module
   patches it. Symptom: a group consumer that never receives records, with
   "No partition metadata for topic" or "Updated partition assignment: []"
   as its last word.
@@ -29,6 +29,7 @@ import kafka
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
+from broker.kafka import _kafka_python
 from broker.kafka.configuration import DEFAULT_TIMEOUT_S, _construct
 from broker.kafka.exceptions import KafkaError, translated
 from broker.kafka.security import Credentials, resolve
@@ -46,40 +47,7 @@ from broker.kafka.structs import (
 MIN_PATTERN_POLL_MS = 100
 
 
-def _patch_lost_rejoin() -> None:
-    """Work around a kafka-python 3.0.x bug that leaves a consumer with no partitions.
-
-    ``join_group_async`` keeps an in-flight JoinGroup/SyncGroup task across
-    polls and only re-awaits it ``while need_rejoin()``. For a rejoin that
-    ConsumerCoordinator itself decided on (subscription changed, e.g. a
-    pattern matched a new topic; or partition metadata arrived after the
-    first join), ``need_rejoin()`` turns False as soon as the leader computed
-    the new assignment, inside the task. If ``poll(timeout_ms)`` expired while
-    the task was in flight, the next poll skips the loop, the task's
-    assignment is never installed, and the consumer sits on its old (often
-    empty) assignment until something else triggers a rebalance. Reproduced
-    here with poll timeouts of a few ms on every try, and once with 200 ms.
-
-    The fix: a pending join task means the rejoin is not over. If the task
-    already finished unseen, the library sends a fresh JoinGroup (one extra
-    rebalance round) instead of using the stale result, which is correct.
-    """
-    from kafka.coordinator.consumer import ConsumerCoordinator
-
-    original = ConsumerCoordinator.need_rejoin
-    if getattr(original, "_safeshare_patched", False):
-        return
-
-    def need_rejoin(self: Any) -> bool:
-        if getattr(self, "_join_task", None) is not None:
-            return True
-        return bool(original(self))
-
-    need_rejoin._safeshare_patched = True  # type: ignore[attr-defined]
-    ConsumerCoordinator.need_rejoin = need_rejoin
-
-
-_patch_lost_rejoin()
+_kafka_python.patch_lost_rejoin()
 
 
 class Consumer(Closeable):
@@ -137,18 +105,16 @@ class Consumer(Closeable):
     def _raise_if_unauthorized(self) -> None:
         """Raise if the broker refused us one of our assigned topics.
 
-        ! kafka-python raises TopicAuthorizationFailedError for a group
-        subscription, but a consumer without a group (``assign``) whose
-        topic the broker's ACLs hide just polls nothing, forever; the refusal
-        is only logged. The metadata it received says so: make it an error.
+        A consumer without a group (``assign``) whose topic the broker's ACLs
+        hide polls nothing, forever (:func:`_kafka_python.unauthorized_topics`);
+        the metadata it received says so: make it an error.
         """
-        cluster = getattr(getattr(self._raw, "_client", None), "cluster", None)
-        refused = getattr(cluster, "unauthorized_topics", None)
+        refused = _kafka_python.unauthorized_topics(self._raw)
         if not refused:
             return
         mine = {tp.topic for tp in self._raw.assignment()}
         mine |= set(self._raw.subscription() or ())
-        denied = sorted(mine & set(refused))
+        denied = sorted(mine & refused)
         if denied:
             raise KafkaError(
                 f"poll: TopicAuthorizationFailedError: not authorized to read {denied}"

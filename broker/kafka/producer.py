@@ -41,15 +41,16 @@ from typing import Any
 
 import kafka
 import kafka.errors as _kerr
-import kafka.structs as _kstructs
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
+from broker.kafka import _kafka_python
+from broker.kafka._kafka_python import KeyedAppender, producer_fenced, raise_if_record_failed
+from broker.kafka._kafka_python import Sent as Sent  # what send_all returns
 from broker.kafka.configuration import DEFAULT_TIMEOUT_S, _construct
 from broker.kafka.exceptions import (
     KafkaError,
     KafkaTimeoutError,
     ProducerFencedError,
-    translate,
     translated,
 )
 from broker.kafka.security import Credentials, resolve
@@ -82,198 +83,7 @@ class SendFuture:
         """After a flush: return if the broker acknowledged the record, else raise
         why not (as :meth:`get` would; a record still pending raises a timeout).
         Cheaper than :meth:`get` for the many records of a transaction."""
-        raw = self._raw
-        if raw.is_done and not raw.failed():
-            return
-        self.get(timeout=0)
-
-
-class KeyedAppender:
-    """kafka-python's ``send`` for a keyed record, without its per-record bookkeeping.
-
-    A router sends two to three records per event, and ``KafkaProducer.send``
-    spends more on checks than on the record: header and type validation, two
-    serializer calls, a metadata lookup and the partitioner through three
-    layers, a size estimate, a ``str(self)`` for a debug line nobody reads, a new
-    TopicPartition, and the transaction manager's lock and state checks for a
-    partition already in the transaction. This does what is left, in the same
-    order and through the same objects: the partition as the Java clients pick
-    it (murmur2 of the key modulo the partition count), the partition added to
-    the open transaction once, the record appended to kafka-python's own record
-    accumulator (whose batch builder still checks the key and value types), and
-    the sender woken when a batch fills or begins. The records, batches,
-    futures and produce requests are kafka-python's, byte for byte.
-
-    Measured against ``KafkaProducer.send`` for 1 KB records to 3 feeds in
-    transactions (``python -m bench router --only send``).
-
-    Tied to kafka-python 3.0.12 internals (pinned in pyproject.toml):
-    :meth:`for_producer` returns None when they are not there, and the caller
-    uses ``send``. It also declines a record (returns None) when the topic's
-    metadata is not yet known or the record may be near ``max_request_size``:
-    ``send`` waits for the one and raises the right error for the other.
-    """
-
-    __slots__ = ("_raw", "_partitions_for", "_hash", "_append", "_wakeup", "_manager",
-                 "_tps", "_added", "_max_bytes", "_acc")
-
-    #: Bytes a record may take beyond key, value and headers (varints, attributes).
-    RECORD_OVERHEAD = 64
-
-    def __init__(self, raw: Any, partitioner: KeyHashCachingPartitioner) -> None:
-        self._raw = raw
-        self._partitions_for = raw._metadata.partitions_for_topic
-        self._hash = partitioner.key_hash
-        self._append = raw._accumulator.append
-        self._wakeup = raw._sender.wakeup
-        manager = raw._transaction_manager
-        self._manager = manager if manager is not None and manager.is_transactional() else None
-        self._tps: dict[tuple[str, int], Any] = {}
-        self._added: set[Any] = set()
-        self._max_bytes = int(raw.config["max_request_size"]) - self.RECORD_OVERHEAD
-        self._acc = raw._accumulator
-
-    @classmethod
-    def for_producer(cls, raw: Any) -> KeyedAppender | None:
-        """An appender for ``raw`` (a KafkaProducer), or None if this client
-        version or configuration does not have what it relies on."""
-        partitioner = getattr(raw, "config", {}).get("partitioner")
-        if not isinstance(partitioner, KeyHashCachingPartitioner):
-            return None
-        if not all(hasattr(raw, a) for a in ("_metadata", "_accumulator", "_sender",
-                                                "_transaction_manager")):
-            return None
-        if kafka.__version__ != "3.0.12":
-            return None
-        return cls(raw, partitioner)
-
-    def forget_partitions(self) -> None:
-        """Forget which partitions are in the transaction, at its begin and end: the
-        next record to each goes through the transaction manager again, which adds
-        the partition to the new transaction, or raises as ``send`` would when no
-        transaction is open."""
-        self._added.clear()
-
-    def __call__(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> Any:
-        """Append a record; its kafka-python future, or None to use ``send`` instead."""
-        partitions = self._partitions_for(topic)
-        size = len(value) + len(key)
-        for h_key, h_value in headers:
-            size += len(h_key) * 4 + len(h_value)  # UTF-8: at most 4 bytes a character
-        if not partitions or size > self._max_bytes:
-            return None
-        return self._append_record(self._partition(topic, key, partitions), key, value, headers)
-
-    def _partition(self, topic: str, key: bytes, partitions: set[int]) -> Any:
-        """The record's partition as the Java clients pick it, added to the open
-        transaction the first time the transaction writes to it."""
-        p = self._hash(key) % len(partitions)  # Kafka's partition ids are 0..n-1
-        tp = self._tps.get((topic, p))
-        if tp is None:
-            tp = self._tps[(topic, p)] = _kstructs.TopicPartition(topic, p)
-        manager = self._manager
-        if manager is not None and tp not in self._added:
-            manager.maybe_add_partition_to_transaction(tp)  # raises in a failed state
-            self._added.add(tp)
-        return tp
-
-    def _append_record(
-        self, tp: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> Any:
-        """kafka-python's append (a new batch if need be, the sender woken for it)."""
-        future, batch_full, new_batch, _ = self._append(tp, None, key, value, headers)
-        if batch_full or new_batch:
-            self._wakeup()
-        return future
-
-    def append_all(
-        self, records: Iterable[tuple[str, bytes | None, bytes | None]], sent: Sent,
-        send: Callable[..., Any],
-    ) -> None:
-        """Append ``(topic, key, value)`` records, noting in ``sent`` what to check.
-
-        A record that fits the partition's open batch is appended to it under
-        the partition's lock, as ``RecordAccumulator.append`` does, but without
-        a ``FutureRecordMetadata``: its batch is noted instead, and the batch's
-        own future says after the flush whether the broker wrote it. kafka-python
-        makes a future per record and its sender completes each with callbacks;
-        a router needs neither the offsets nor the callbacks, only to know that
-        everything was written before it commits. A record that needs a new
-        batch goes through kafka-python's append (which makes the batch and
-        wakes the sender), one this appender declines through ``send``; both
-        give a record future, checked as well.
-        """
-        acc = self._acc
-        if acc._closed:
-            raise _kerr.IllegalStateError("RecordAccumulator is closed")
-        partitions_for, partition = self._partitions_for, self._partition
-        max_bytes = self._max_bytes
-        queues, tp_lock = acc._batches, acc._tp_lock
-        batches, futures = sent.batches, sent.futures
-        no_headers: list[tuple[str, bytes]] = []
-        # While this runs an append is in progress (kafka-python's abort of a
-        # force-closed producer waits for appends to finish).
-        acc._appends_in_progress.increment()
-        try:
-            for topic, key, value in records:
-                partitions = partitions_for(topic)
-                if (key is None or value is None or not partitions
-                        or len(value) + len(key) > max_bytes):
-                    futures.append(send(topic, value=value, key=key))
-                    continue
-                tp = partition(topic, key, partitions)
-                queue = queues.get(tp)
-                if queue:
-                    with tp_lock(tp):
-                        if queue:
-                            batch = queue[-1]
-                            if batch.records.append(None, key, value, no_headers) is not None:
-                                batches[id(batch)] = batch
-                                continue
-                futures.append(self._append_record(tp, key, value, no_headers))
-        finally:
-            acc._appends_in_progress.decrement()
-
-
-class Sent:
-    """What :meth:`Producer.send_all` sent: after a flush, :meth:`raise_if_failed`
-    says whether the broker wrote every record.
-
-    Records appended to an open batch are checked through their batch (one
-    check for hundreds of records), the others through their own futures.
-    """
-
-    __slots__ = ("batches", "futures")
-
-    def __init__(self) -> None:
-        self.batches: dict[int, Any] = {}
-        """Batches records were appended to, by id (kafka-python ProducerBatch)."""
-        self.futures: list[Any] = []
-        """Futures of records that began a batch or went through ``send``."""
-
-    def raise_if_failed(self) -> None:
-        """Return if every record was acknowledged; else raise why not, as
-        :meth:`SendFuture.raise_if_failed` does for one record (a record still
-        pending raises too)."""
-        for batch in self.batches.values():
-            future = batch.produce_future
-            if not future.is_done:
-                raise KafkaTimeoutError(
-                    f"send: the batch to {batch.topic_partition.topic}"
-                    f"[{batch.topic_partition.partition}] is not acknowledged (not flushed?)"
-                )
-            if future.failed():
-                raise translate(future.exception)
-            # ! kafka-python completes a batch the broker refused with *success*,
-            # its value carrying a function that gives each record's error
-            # (FutureRecordMetadata._produce_success); the batch failed if it is set.
-            record_error = future.value[2]
-            if record_error is not None:
-                raise translate(record_error(0))
-        for raw in self.futures:
-            SendFuture(raw).raise_if_failed()
+        raise_if_record_failed(self._raw)
 
 
 class Producer(Closeable):
@@ -311,10 +121,7 @@ class Producer(Closeable):
             raise ProducerFencedError(str(exc)) from exc
 
     def _fenced(self) -> bool:
-        manager = getattr(self._raw, "_transaction_manager", None)
-        last = getattr(manager, "last_error", None)
-        fenced = (_kerr.ProducerFencedError, _kerr.InvalidProducerEpochError)
-        return isinstance(last, fenced) or (isinstance(last, type) and issubclass(last, fenced))
+        return producer_fenced(self._raw)
 
     def send(
         self,
@@ -428,22 +235,16 @@ class Producer(Closeable):
 
         The offsets of a batch are known as soon as it is polled, so a router can
         have them on their way (two round trips to the coordinators) while it
-        routes the batch, and wait before the commit. kafka-python's own method
-        enqueues the request and blocks on its result; this enqueues it the same
-        way (the client's transaction manager orders it before the commit) and
-        hands the blocking part back.
+        routes the batch, and wait before the commit
+        (:func:`_kafka_python.start_sending_offsets`).
         """
-        raw = self._raw
-        manager = getattr(raw, "_transaction_manager", None)
-        sender = getattr(raw, "_sender", None)
-        if manager is None or sender is None:  # pragma: no cover - another client version
+        with self._translated("send_offsets_to_transaction"):
+            result = _kafka_python.start_sending_offsets(
+                self._raw, {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
+            )
+        if result is None:  # another kafka-python version: the blocking method
             self.send_offsets_to_transaction(offsets, group_metadata)
             return lambda timeout=None: None
-        with self._translated("send_offsets_to_transaction"):
-            result = manager.send_offsets_to_transaction(
-                {_ktp(tp): _kom(om) for tp, om in offsets.items()}, group_metadata.raw
-            )
-            sender.wakeup()
 
         def wait(timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
             self._await(result, "send_offsets_to_transaction", timeout)

@@ -43,7 +43,7 @@ def probe_broker(
 def _probe_once(
     client_cls: Any, bootstrap: str, ms: int, client_config: Mapping[str, Any]
 ) -> str | None:
-    from broker.kafka.configuration import AuthFailureRecorder
+    from broker.kafka._kafka_python import AuthFailureRecorder
 
     recorder = AuthFailureRecorder()
     try:

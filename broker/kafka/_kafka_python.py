@@ -1,0 +1,359 @@
+"""kafka-python's internals, reached into here and nowhere else, behind one version gate.
+
+Each piece works around kafka-python 3.0.12 (pinned in pyproject.toml), with
+the upstream issue or pull request it concerns. :data:`PINNED` is the gate:
+with any other version each falls back to kafka-python's public path (slower,
+or with the old symptom) rather than touch internals that may have moved, and
+tests/test_kafka_python_pin.py fails until the pieces are checked again.
+
+- :func:`patch_lost_rejoin`: a group consumer that loses its assignment.
+- :class:`AuthFailureRecorder`: a refused login that reads as "broker down".
+- :class:`KeyedAppender` and :class:`Sent`: ``send`` without its per-record
+  bookkeeping, and the layout of a refused batch's future.
+- :func:`producer_fenced`, :func:`start_sending_offsets`,
+  :func:`unauthorized_topics`: state kafka-python keeps but does not expose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from typing import Any
+
+import kafka
+import kafka.errors as _kerr
+import kafka.structs as _kstructs
+
+from broker.kafka.exceptions import KafkaTimeoutError, translate, translated
+
+PINNED_VERSION = "3.0.12"
+#: True when the installed kafka-python is the version these pieces were written for.
+PINNED = kafka.__version__ == PINNED_VERSION
+
+
+def patch_lost_rejoin() -> None:
+    """Work around a kafka-python 3.0.x bug that leaves a consumer with no partitions.
+
+    ``join_group_async`` keeps an in-flight JoinGroup/SyncGroup task across
+    polls and only re-awaits it ``while need_rejoin()``. For a rejoin that
+    ConsumerCoordinator itself decided on (subscription changed, e.g. a
+    pattern matched a new topic; or partition metadata arrived after the
+    first join), ``need_rejoin()`` turns False as soon as the leader computed
+    the new assignment, inside the task. If ``poll(timeout_ms)`` expired while
+    the task was in flight, the next poll skips the loop, the task's
+    assignment is never installed, and the consumer sits on its old (often
+    empty) assignment until something else triggers a rebalance. Reproduced
+    here with poll timeouts of a few ms on every try, and once with 200 ms.
+
+    The fix: a pending join task means the rejoin is not over. If the task
+    already finished unseen, the library sends a fresh JoinGroup (one extra
+    rebalance round) instead of using the stale result, which is correct.
+    The in-flight task came with https://github.com/dpkp/kafka-python/pull/2955
+    (join_group as ``async def``); guarded by tests/test_kafka_harness.py.
+    """
+    if not PINNED:
+        return
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    original = ConsumerCoordinator.need_rejoin
+    if getattr(original, "_safeshare_patched", False):
+        return
+
+    def need_rejoin(self: Any) -> bool:
+        if getattr(self, "_join_task", None) is not None:
+            return True
+        return bool(original(self))
+
+    need_rejoin._safeshare_patched = True  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin
+
+
+class AuthFailureRecorder:
+    """A kafka-python ``kafka_client`` factory that notices refused logins.
+
+    ! When a broker refuses a client's login, kafka-python 3.0.12 keeps
+    retrying until ``bootstrap_timeout_ms`` and then raises only
+    ``KafkaTimeoutError("Unable to bootstrap ...")``, exactly as if the
+    broker were down; the SASL error is only logged. This factory builds the
+    library's own client, but hooks each connection's setup future so the
+    error is kept and a wrong password says so. Best effort: the broker
+    answers a bad SCRAM proof and closes the connection, and kafka-python
+    sometimes notices only the close. The connection manager keeps such errors
+    since https://github.com/dpkp/kafka-python/pull/2994, but bootstrap still
+    reports only the timeout. Under another kafka-python version
+    :func:`client_factory` gives None: the plain client and the old message.
+    """
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+
+    def _saw(self, exc: BaseException) -> None:
+        if isinstance(exc, _kerr.SaslAuthenticationFailedError):
+            self.failure = exc
+
+    def __call__(self, **configs: Any) -> Any:
+        from kafka.net.compat import KafkaNetClient
+
+        try:
+            from kafka.net.manager import KafkaConnectionManager
+            from kafka.net.selector import NetworkSelector
+
+            net = NetworkSelector(**configs)
+            manager = KafkaConnectionManager(net, **configs)
+        except Exception:  # noqa: BLE001 - internals moved: no diagnosis, same client
+            return KafkaNetClient(**configs)
+        original = manager.get_connection
+
+        def get_connection(*args: Any, **kwargs: Any) -> Any:
+            conn = original(*args, **kwargs)
+            with suppress(AttributeError):
+                conn.init_future.add_errback(self._saw)
+            return conn
+
+        manager.get_connection = get_connection
+        return KafkaNetClient(net=net, manager=manager, **configs)
+
+    def auth_failure(self) -> BaseException | None:
+        return self.failure
+
+
+def client_factory() -> AuthFailureRecorder | None:
+    """The ``kafka_client`` factory for a new client, or None under another version."""
+    return AuthFailureRecorder() if PINNED else None
+
+
+def producer_fenced(raw: Any) -> bool:
+    """Whether ``raw`` (a KafkaProducer) was fenced: its later calls raise a plain
+    KafkaError ("... in an error state: ProducerFencedError"), the cause only in
+    the transaction manager's ``last_error`` (no upstream issue; the Java client
+    raises ProducerFencedException again). False under another version."""
+    if not PINNED:
+        return False
+    last = getattr(getattr(raw, "_transaction_manager", None), "last_error", None)
+    fenced = (_kerr.ProducerFencedError, _kerr.InvalidProducerEpochError)
+    return isinstance(last, fenced) or (isinstance(last, type) and issubclass(last, fenced))
+
+
+def start_sending_offsets(raw: Any, offsets: dict[Any, Any], group: Any) -> Any | None:
+    """Enqueue ``send_offsets_to_transaction`` as ``KafkaProducer`` does, without
+    blocking on it: the pending result (its ``wait()`` blocks), or None under
+    another version (then the caller uses the blocking method). The Java client
+    blocks too (KIP-447); kafka-python's transaction manager orders the request
+    before the commit, so waiting later is safe."""
+    manager = getattr(raw, "_transaction_manager", None)
+    sender = getattr(raw, "_sender", None)
+    if not PINNED or manager is None or sender is None:
+        return None
+    result = manager.send_offsets_to_transaction(offsets, group)
+    sender.wakeup()
+    return result
+
+
+def unauthorized_topics(raw: Any) -> set[str]:
+    """Topics the broker refused ``raw`` (a KafkaConsumer) in its last metadata.
+
+    ! kafka-python raises TopicAuthorizationFailedError for a group subscription,
+    but a consumer without a group (``assign``) whose topic the broker's ACLs
+    hide just polls nothing, forever; the refusal is only logged (as in the Java
+    client before https://issues.apache.org/jira/browse/KAFKA-3727). Empty under
+    another version.
+    """
+    if not PINNED:
+        return set()
+    cluster = getattr(getattr(raw, "_client", None), "cluster", None)
+    return set(getattr(cluster, "unauthorized_topics", None) or ())
+
+
+def raise_if_record_failed(raw: Any) -> None:
+    """After a flush: return if a record's future (kafka-python's) says it was
+    written, else raise why not (a record still pending raises a timeout)."""
+    if raw.is_done and not raw.failed():
+        return
+    with translated("send"):
+        raw.get(timeout=0)
+
+
+class KeyedAppender:
+    """kafka-python's ``send`` for a keyed record, without its per-record bookkeeping.
+
+    A router sends two to three records per event, and ``KafkaProducer.send``
+    spends more on checks than on the record: header and type validation, two
+    serializer calls, a metadata lookup and the partitioner through three
+    layers, a size estimate, a ``str(self)`` for a debug line nobody reads, a new
+    TopicPartition, and the transaction manager's lock and state checks for a
+    partition already in the transaction. This does what is left, in the same
+    order and through the same objects: the partition as the Java clients pick
+    it (murmur2 of the key modulo the partition count), the partition added to
+    the open transaction once, the record appended to kafka-python's own record
+    accumulator (whose batch builder still checks the key and value types), and
+    the sender woken when a batch fills or begins. The records, batches,
+    futures and produce requests are kafka-python's, byte for byte.
+
+    Upstream: ``KafkaProducer.send``'s cost per record,
+    https://github.com/dpkp/kafka-python/issues/1877 (closed without a change).
+    Under another kafka-python version :meth:`for_producer` returns None and the
+    caller uses ``send``. It also declines a record (returns None) when the topic's
+    metadata is not yet known or the record may be near ``max_request_size``:
+    ``send`` waits for the one and raises the right error for the other.
+    """
+
+    __slots__ = ("_raw", "_partitions_for", "_hash", "_append", "_wakeup", "_manager",
+                 "_tps", "_added", "_max_bytes", "_acc")
+
+    #: Bytes a record may take beyond key, value and headers (varints, attributes).
+    RECORD_OVERHEAD = 64
+
+    def __init__(self, raw: Any, key_hash: Callable[[bytes], int]) -> None:
+        self._raw = raw
+        self._partitions_for = raw._metadata.partitions_for_topic
+        self._hash = key_hash
+        self._append = raw._accumulator.append
+        self._wakeup = raw._sender.wakeup
+        manager = raw._transaction_manager
+        self._manager = manager if manager is not None and manager.is_transactional() else None
+        self._tps: dict[tuple[str, int], Any] = {}
+        self._added: set[Any] = set()
+        self._max_bytes = int(raw.config["max_request_size"]) - self.RECORD_OVERHEAD
+        self._acc = raw._accumulator
+
+    @classmethod
+    def for_producer(cls, raw: Any) -> KeyedAppender | None:
+        """An appender for ``raw`` (a KafkaProducer), or None if this client
+        version or configuration does not have what it relies on."""
+        if not PINNED:
+            return None
+        # The partitioner must place keyed records as this appender does
+        # (broker.kafka.producer.KeyHashCachingPartitioner has key_hash).
+        key_hash = getattr(getattr(raw, "config", {}).get("partitioner"), "key_hash", None)
+        if key_hash is None:
+            return None
+        return cls(raw, key_hash)
+
+    def forget_partitions(self) -> None:
+        """Forget which partitions are in the transaction, at its begin and end: the
+        next record to each goes through the transaction manager again, which adds
+        the partition to the new transaction, or raises as ``send`` would when no
+        transaction is open."""
+        self._added.clear()
+
+    def __call__(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """Append a record; its kafka-python future, or None to use ``send`` instead."""
+        partitions = self._partitions_for(topic)
+        size = len(value) + len(key)
+        for h_key, h_value in headers:
+            size += len(h_key) * 4 + len(h_value)  # UTF-8: at most 4 bytes a character
+        if not partitions or size > self._max_bytes:
+            return None
+        return self._append_record(self._partition(topic, key, partitions), key, value, headers)
+
+    def _partition(self, topic: str, key: bytes, partitions: set[int]) -> Any:
+        """The record's partition as the Java clients pick it, added to the open
+        transaction the first time the transaction writes to it."""
+        p = self._hash(key) % len(partitions)  # Kafka's partition ids are 0..n-1
+        tp = self._tps.get((topic, p))
+        if tp is None:
+            tp = self._tps[(topic, p)] = _kstructs.TopicPartition(topic, p)
+        manager = self._manager
+        if manager is not None and tp not in self._added:
+            manager.maybe_add_partition_to_transaction(tp)  # raises in a failed state
+            self._added.add(tp)
+        return tp
+
+    def _append_record(
+        self, tp: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """kafka-python's append (a new batch if need be, the sender woken for it)."""
+        future, batch_full, new_batch, _ = self._append(tp, None, key, value, headers)
+        if batch_full or new_batch:
+            self._wakeup()
+        return future
+
+    def append_all(
+        self, records: Iterable[tuple[str, bytes | None, bytes | None]], sent: Sent,
+        send: Callable[..., Any],
+    ) -> None:
+        """Append ``(topic, key, value)`` records, noting in ``sent`` what to check.
+
+        A record that fits the partition's open batch is appended to it under
+        the partition's lock, as ``RecordAccumulator.append`` does, but without
+        a ``FutureRecordMetadata``: its batch is noted instead, and the batch's
+        own future says after the flush whether the broker wrote it. kafka-python
+        makes a future per record and its sender completes each with callbacks;
+        a router needs neither the offsets nor the callbacks, only to know that
+        everything was written before it commits. A record that needs a new
+        batch goes through kafka-python's append (which makes the batch and
+        wakes the sender), one this appender declines through ``send``; both
+        give a record future, checked as well.
+        """
+        acc = self._acc
+        if acc._closed:
+            raise _kerr.IllegalStateError("RecordAccumulator is closed")
+        partitions_for, partition = self._partitions_for, self._partition
+        max_bytes = self._max_bytes
+        queues, tp_lock = acc._batches, acc._tp_lock
+        batches, futures = sent.batches, sent.futures
+        no_headers: list[tuple[str, bytes]] = []
+        # While this runs an append is in progress (kafka-python's abort of a
+        # force-closed producer waits for appends to finish).
+        acc._appends_in_progress.increment()
+        try:
+            for topic, key, value in records:
+                partitions = partitions_for(topic)
+                if (key is None or value is None or not partitions
+                        or len(value) + len(key) > max_bytes):
+                    futures.append(send(topic, value=value, key=key))
+                    continue
+                tp = partition(topic, key, partitions)
+                queue = queues.get(tp)
+                if queue:
+                    with tp_lock(tp):
+                        if queue:
+                            batch = queue[-1]
+                            if batch.records.append(None, key, value, no_headers) is not None:
+                                batches[id(batch)] = batch
+                                continue
+                futures.append(self._append_record(tp, key, value, no_headers))
+        finally:
+            acc._appends_in_progress.decrement()
+
+
+class Sent:
+    """What :meth:`Producer.send_all` sent: after a flush, :meth:`raise_if_failed`
+    says whether the broker wrote every record.
+
+    Records appended to an open batch are checked through their batch (one
+    check for hundreds of records), the others through their own futures.
+    """
+
+    __slots__ = ("batches", "futures")
+
+    def __init__(self) -> None:
+        self.batches: dict[int, Any] = {}
+        """Batches records were appended to, by id (kafka-python ProducerBatch)."""
+        self.futures: list[Any] = []
+        """Futures of records that began a batch or went through ``send``."""
+
+    def raise_if_failed(self) -> None:
+        """Return if every record was acknowledged; else raise why not, as
+        :meth:`SendFuture.raise_if_failed` does for one record (a record still
+        pending raises too)."""
+        for batch in self.batches.values():
+            future = batch.produce_future
+            if not future.is_done:
+                raise KafkaTimeoutError(
+                    f"send: the batch to {batch.topic_partition.topic}"
+                    f"[{batch.topic_partition.partition}] is not acknowledged (not flushed?)"
+                )
+            if future.failed():
+                raise translate(future.exception)
+            # ! kafka-python completes a batch the broker refused with *success*,
+            # its value carrying a function that gives each record's error
+            # (FutureRecordMetadata._produce_success, since
+            # https://github.com/dpkp/kafka-python/pull/2661); failed if it is set.
+            record_error = future.value[2]
+            if record_error is not None:
+                raise translate(record_error(0))
+        for raw in self.futures:
+            raise_if_record_failed(raw)

@@ -1,0 +1,143 @@
+"""kafka-python still behaves as broker.kafka._kafka_python assumes (no broker needed).
+
+One test per workaround: each fails when the installed kafka-python no longer
+has the internals or the behaviour its workaround was written for, so that a
+version bump is a decision to re-check them, not a silent change. The broker
+tests that show each symptom end to end are named in the module.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import kafka
+import kafka.errors as kerr
+import pytest
+from kafka.coordinator.base import BaseCoordinator
+from kafka.coordinator.consumer import ConsumerCoordinator
+from kafka.producer.future import FutureRecordMetadata
+from kafka.producer.producer_batch import ProducerBatch
+from kafka.producer.record_accumulator import RecordAccumulator
+from kafka.record.memory_records import MemoryRecordsBuilder
+from kafka.structs import TopicPartition
+
+from broker.kafka import _kafka_python as kp
+from broker.kafka import consumer as _consumer  # noqa: F401 - importing it patches the rejoin
+from broker.kafka.exceptions import KafkaError, KafkaTimeoutError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_installed_kafka_python_is_the_pinned_one() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"kafka-python=={kp.PINNED_VERSION}" in deps
+    assert kafka.__version__ == kp.PINNED_VERSION
+    assert kp.PINNED
+
+
+# -- the lost rejoin (tests/test_kafka_harness.py shows it on a broker) ---------------------
+def test_a_join_task_left_in_flight_is_still_only_awaited_while_need_rejoin() -> None:
+    source = inspect.getsource(BaseCoordinator.join_group_async)
+    assert "while self.need_rejoin():" in source
+    assert "leave self._join_task in flight" in source  # kept across a poll timeout
+
+
+def test_a_pending_join_task_means_the_rejoin_is_not_over() -> None:
+    assert getattr(ConsumerCoordinator.need_rejoin, "_safeshare_patched", False)
+    pending = SimpleNamespace(_join_task=object())
+    assert ConsumerCoordinator.need_rejoin(pending) is True
+
+
+# -- the keyed appender (tests/test_kafka_send_path.py on a broker) ------------------------
+def _batch(tp: TopicPartition, batch_size: int = 1024) -> ProducerBatch:
+    return ProducerBatch(tp, MemoryRecordsBuilder(2, 0, batch_size))
+
+
+def test_the_accumulator_appends_as_the_appender_expects() -> None:
+    acc = RecordAccumulator(batch_size=1024)
+    assert not acc._closed and acc._appends_in_progress.get() == 0
+    tp = TopicPartition("t", 0)
+    future, full, new_batch, aborted = acc.append(tp, None, b"k", b"v", [])
+    assert isinstance(future, FutureRecordMetadata) and new_batch and not full and not aborted
+    queue = acc._batches[tp]
+    with acc._tp_lock(tp):
+        assert queue[-1].records.append(None, b"k", b"v", []) is not None
+    # A record that does not fit the open batch is refused, not appended.
+    assert queue[-1].records.append(None, b"k", b"x" * 4096, []) is None
+
+
+# -- the future of a refused batch ---------------------------------------------------------
+def test_a_refused_batch_completes_with_success_carrying_the_record_errors() -> None:
+    batch = _batch(TopicPartition("t", 0))
+    record_future = batch.try_append(None, b"k", b"v", [])
+    refused = kerr.InvalidRecordError("record 0 refused")
+    batch.complete_exceptionally(refused, lambda index: refused)
+    future = batch.produce_future
+    assert future.is_done and future.succeeded()  # the quirk kp.Sent works around
+    assert future.value[2](0) is refused
+    assert record_future.failed()  # while the record's own future failed
+
+    sent = kp.Sent()
+    sent.batches[id(batch)] = batch
+    with pytest.raises(KafkaError, match="record 0 refused"):
+        sent.raise_if_failed()
+
+
+def test_an_unflushed_batch_is_not_taken_for_written() -> None:
+    sent = kp.Sent()
+    batch = _batch(TopicPartition("t", 1))
+    sent.batches[id(batch)] = batch
+    with pytest.raises(KafkaTimeoutError, match=r"t\[1\] is not acknowledged"):
+        sent.raise_if_failed()
+    batch.complete(5, -1)
+    sent.raise_if_failed()
+
+
+# -- state kafka-python keeps but does not expose ------------------------------------------
+def test_a_fenced_producer_is_known_by_its_transaction_managers_last_error() -> None:
+    from kafka.producer.transaction_manager import TransactionManager
+
+    manager = TransactionManager(transactional_id="x")
+    assert manager.last_error is None
+    manager._last_error = kerr.ProducerFencedError()
+    assert kp.producer_fenced(SimpleNamespace(_transaction_manager=manager))
+    assert not kp.producer_fenced(SimpleNamespace(_transaction_manager=TransactionManager()))
+
+
+def test_offsets_are_sent_through_the_transaction_manager_without_blocking() -> None:
+    from kafka.producer.transaction_manager import TransactionManager
+
+    params = list(inspect.signature(TransactionManager.send_offsets_to_transaction).parameters)
+    assert params == ["self", "offsets", "group_metadata"]
+    calls: list[Any] = []
+    manager = SimpleNamespace(send_offsets_to_transaction=lambda o, g: calls.append((o, g)) or "r")
+    raw = SimpleNamespace(_transaction_manager=manager, _sender=SimpleNamespace(
+        wakeup=lambda: calls.append("wakeup")))
+    assert kp.start_sending_offsets(raw, {"tp": 1}, "group") == "r"
+    assert calls == [({"tp": 1}, "group"), "wakeup"]
+
+
+def test_refused_topics_are_in_the_cluster_metadata() -> None:
+    from kafka.cluster import ClusterMetadata
+
+    cluster = ClusterMetadata()
+    assert cluster.unauthorized_topics == set()
+    cluster.unauthorized_topics.add("secret")
+    assert kp.unauthorized_topics(SimpleNamespace(_client=SimpleNamespace(cluster=cluster))) == {
+        "secret"
+    }
+
+
+def test_the_login_recorder_can_build_the_librarys_own_client() -> None:
+    from kafka.net.compat import KafkaNetClient
+    from kafka.net.manager import KafkaConnectionManager
+
+    assert {"net", "manager"} <= set(inspect.signature(KafkaNetClient.__init__).parameters)
+    assert callable(KafkaConnectionManager.get_connection)
+    source = inspect.getsource(KafkaConnectionManager)
+    assert re.search(r"Unable to bootstrap from", source)  # still the only bootstrap error
