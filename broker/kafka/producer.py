@@ -20,15 +20,16 @@ pitfalls marked !):
 * ! A fenced producer's later calls raise a plain ``KafkaError`` ("... in an
   error state: ProducerFencedError"); :class:`Producer` re-raises them as
   :class:`ProducerFencedError`, so a caller does not retry and fence its successor.
-* ! ``KafkaProducer.send`` spends twice the CPU of the record itself on
-  bookkeeping (validation, serializers, partitioner layers, a debug string,
-  the transaction manager's lock): :meth:`Producer.send` appends keyed records
-  to kafka-python's accumulator itself (:class:`KeyedAppender`), ~0.6x the CPU;
+* ! ``KafkaProducer.send`` spends more CPU on bookkeeping than on the record
+  (validation, serializers, partitioner layers, a debug string, the
+  transaction manager's lock): :meth:`Producer.send` appends keyed records to
+  kafka-python's accumulator itself (:class:`~broker.kafka._kafka_python.KeyedAppender`);
   :meth:`Producer.send_all` also skips the future per record (checked per
-  batch instead), ~0.3x (``python -m bench router --only send``).
+  batch instead). Figures: docs/PERFORMANCE.md (``python -m bench router --only send``).
 * ! kafka-python completes the future of a batch the broker refused with
   *success*, carrying a function that gives each record's error: a batch's
-  future alone does not say it was written (:meth:`Sent.raise_if_failed`).
+  future alone does not say it was written
+  (:meth:`~broker.kafka._kafka_python.Sent.raise_if_failed`).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class Producer(Closeable):
                 )
         except Exception:
             # Translated only when it fails: a router sends several records per
-            # event, and two context managers a record were measurable.
+            # event, and two context managers a record cost it.
             with self._translated(f"send to {topic}"):
                 raise
         return SendFuture(fut)
@@ -332,7 +333,7 @@ class KeyHashCachingPartitioner(DefaultPartitioner):  # type: ignore[misc]
     Keyed records go where Kafka's Java clients put them (murmur2 of the key,
     positive, modulo the partition count), so one child's records stay on one
     partition whichever client wrote them. kafka-python computes murmur2 in pure
-    Python for every record (~15 µs); a router sends each child's key again and
+    Python for every record; a router sends each child's key again and
     again (a copy per subscriber, event after event), so the hash is kept in a
     bounded map. Records without a key are placed as by the default.
     """

@@ -91,9 +91,9 @@ def settle_memory() -> None:
     moved out of the collector's sight (``gc.freeze``); and the youngest
     generation is collected every 10,000 allocations instead of 700, as a
     batch allocates hundreds of thousands of short-lived containers, nearly all
-    freed by reference counting alone. Measured: the collector took ~6% of the
-    router's time with the defaults (gen2 passes over everything built at start).
-    Reference cycles are still collected, only in larger steps.
+    freed by reference counting alone (with the defaults, gen2 passes over
+    everything built at start took a visible share of routing time:
+    docs/PERFORMANCE.md). Reference cycles are still collected, in larger steps.
     """
     gc.collect()
     gc.freeze()

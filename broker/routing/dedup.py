@@ -13,20 +13,13 @@ silently withhold a safeguarding event), so there is no Bloom filter or
 truncated hash here: every answer compares the id's full 16 bytes.
 
 How the ids are held, and why. A UUID is 16 bytes, but as a Python ``bytes``
-in an ``OrderedDict`` it costs ~140-180 bytes (object header, hash-table slot,
-the ordered dict's linked list), ~300 MB at the 2,000,000 cap, and the router's
-RSS grew with every event until then. Here the ids live as raw 16-byte runs
-packed into ``bytes`` *buckets* (about 32 ids per bucket at capacity, chosen by
-``hash(id)``), plus a log of bucket numbers in insertion order (2 bytes per id; 4 for a
-capacity above ~2,000,000).
-Measured (``python -m bench dedup``): tracemalloc counts ~21 bytes per id
-for 1,000,000 UUIDs in the default capacity, ~19.5 once full (2,000,000 ids:
-39 MB), against ~140 for the ``OrderedDict``; a process's RSS grows 27 MB for
-1,000,000 ids (the ``OrderedDict``: 172 MB) and ~59 MB up to the full 2,000,000
-(the allocator's share: buckets are reallocated as they grow). From then on
-every add evicts the oldest id and the RSS stays flat. A few ids in a large
-capacity cost more each (100,000 in the default: ~40 bytes), as a bucket's
-~50-byte header is shared by fewer ids.
+in an ``OrderedDict`` it costs an object header, a hash-table slot and a link
+each, many times its size, and the router's RSS grew with every event. Here the
+ids live as raw 16-byte runs packed into ``bytes`` *buckets* (about 32 ids per
+bucket at capacity, chosen by ``hash(id)``), plus a log of bucket numbers in
+insertion order (2 bytes per id; 4 for a capacity above ~2,000,000). Once
+full, every add evicts the oldest id and memory stays flat. The figures
+(``python -m bench dedup``) are in docs/PERFORMANCE.md.
 
 The insertion log is what keeps the semantics exact: a new id is appended at
 the end of its bucket and of the log, so the log's first entry names the bucket
@@ -67,7 +60,7 @@ def _key(event_id: str) -> bytes | str:
     """The 16 bytes of a UUID (in any spelling ``uuid.UUID`` accepts), else the id."""
     digits = event_id.replace("-", "")
     if len(digits) == 32:
-        # The common case, ~8x faster than uuid.UUID and the same bytes: 32 hex
+        # The common case, much cheaper than uuid.UUID and the same bytes: 32 hex
         # digits and hyphens are all uuid.UUID would see of this string.
         try:
             return binascii.a2b_hex(digits)

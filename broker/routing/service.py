@@ -99,8 +99,8 @@ RETRY_BACKOFF_S = (0.2, 5.0)
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 3_000
 MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's and Kafka's default
-#: kafka-python backs off reconnecting up to 30 s; after a broker restart that
-#: left the router idle for 15 s more (measured). The Java clients' default.
+#: kafka-python backs off reconnecting up to 30 s, which leaves a router idle
+#: long after a broker restart; 1 s is the Java clients' default.
 RECONNECT_BACKOFF_MAX_MS = 1_000
 
 

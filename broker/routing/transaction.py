@@ -30,13 +30,12 @@ log = logging.getLogger(__name__)
 
 #: Records are sent when a batch fills or when the transaction is flushed before
 #: its commit, not one produce request per record (kafka-python's linger_ms=0):
-#: a transaction's records leave in a few large batches. Measured: ~2x router
-#: throughput. Latency is unaffected, as every transaction ends with a flush.
-#: The linger is longer than any transaction, so the sender thread stays asleep
-#: while a batch is routed (at 100 ms it woke to send partial batches, taking
-#: the GIL and the accumulator's locks from the routing thread): in-process
-#: router 801 -> 1,365 events/s (/tmp/phase_router.py, 8,000 events).
-#: Batches stay below the broker's default message.max.bytes (1 MiB).
+#: a transaction's records leave in a few large batches. Latency is unaffected,
+#: as every transaction ends with a flush. The linger is longer than any
+#: transaction, so the sender thread stays asleep while a batch is routed
+#: instead of taking the GIL and the accumulator's locks to send partial
+#: batches (figures: docs/PERFORMANCE.md). Batches stay below the broker's
+#: default message.max.bytes (1 MiB).
 PRODUCER_LINGER_MS = 5000
 PRODUCER_BATCH_BYTES = 256 * 1024
 #: Each step of a transaction (flush, offsets, commit, abort) waits this long
@@ -177,7 +176,7 @@ class Transactions:
                     routed_all.append(routed)
             # Sent after the whole batch is routed, in one run: the client's
             # send path stays hot in the CPU caches instead of alternating with
-            # routing (measured ~10% cheaper per record). Nothing leaves before
+            # routing (cheaper per record). Nothing leaves before
             # the flush anyway (the producer lingers longer than a transaction).
             txn.copies = producer.send_all(
                 (out.topic, out.key, out.value) for routed in routed_all for out in routed.outputs
@@ -309,7 +308,7 @@ class Transactions:
 
     def _account(self, routed_all: list[Routed]) -> None:
         """Count a committed batch: tallied here, then one metric update per label set
-        (a labelled metric update takes a lock; per event that was measurable)."""
+        (a labelled metric update takes a lock: once per label set, not per event)."""
         s, m = self.stats, self.metrics
         s.transactions += 1
         s.last_commit_ms = now = self.core.clock.now_ms()
