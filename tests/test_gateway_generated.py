@@ -24,7 +24,7 @@ from broker.gateway.limits import Limits
 from broker.kafka.admin import Admin
 from broker.topics import Topics
 from tests.gateway_helpers import Running, running_gateway
-from tests.routing_helpers import CODEC, create_topics, read_all, run_router, settings_for
+from tests.helpers import CODEC, create_topics, read_all, run_router, settings_for
 
 pytestmark = pytest.mark.kafka
 OPENAPI = Path(__file__).parent.parent / "docs" / "openapi.json"
@@ -49,6 +49,25 @@ def _session(gw: Running, kind: str, ident: str) -> requests.Session:
     return s
 
 
+def _generate(op: Any, running: Running, session: requests.Session,
+              calls: dict[int, int]) -> None:
+    """Call ``op`` with PER_OPERATION generated requests; count the statuses."""
+    stream = op.path.endswith("/stream")
+
+    @settings(max_examples=PER_OPERATION, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy())
+    def call(case: Any) -> None:
+        if stream:  # a live stream ends only when asked to
+            case.query = {**(case.query or {}), "limit": 1}
+        response = case.call(base_url=running.url, session=session, timeout=30,
+                             verify=session.verify, cert=session.cert)
+        calls[response.status_code] = calls.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=[not_a_server_error])
+
+    call()
+
+
 def test_generated_requests_get_no_5xx_and_share_no_invalid_event(
     gw: tuple[Running, Any], kafka_bootstrap: str, topics: Topics
 ) -> None:
@@ -59,20 +78,7 @@ def test_generated_requests_get_no_5xx_and_share_no_invalid_event(
     calls: dict[int, int] = {}
     for result in schema.get_all_operations():
         op = result.ok()
-        session = mash if "/feeds/" in op.path else agency
-
-        @settings(max_examples=PER_OPERATION, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=op.as_strategy())
-        def call(case: Any) -> None:
-            if op.path.endswith("/stream"):  # a live stream ends only when asked to
-                case.query = {**(case.query or {}), "limit": 1}
-            response = case.call(base_url=running.url, session=session, timeout=30,
-                                 verify=session.verify, cert=session.cert)
-            calls[response.status_code] = calls.get(response.status_code, 0) + 1
-            case.validate_response(response, checks=[not_a_server_error])
-
-        call()
+        _generate(op, running, mash if "/feeds/" in op.path else agency, calls)
     total = sum(calls.values())
     assert total >= 1000, calls
     assert not [c for c in calls if c >= 500], calls

@@ -13,7 +13,7 @@ from broker.gateway.limits import Buckets, Limits
 from broker.kafka.admin import Admin
 from broker.topics import Topics
 from tests.gateway_helpers import Running, running_gateway
-from tests.routing_helpers import CODEC, create_topics, example, read_all, settings_for
+from tests.helpers import CODEC, create_topics, example, read_all, settings_for
 
 SCHOOL = "example-academy"
 
