@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,9 @@ from broker.audit.stream import read_log
 from broker.audit.verify import verify_bundle
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
+from broker.gateway.app import GatewayConfig
+from broker.gateway.client import GatewayClient
+from broker.gateway.local import local_gateway
 from broker.kafka.admin import Admin
 from broker.kafka.cluster import obtain_cluster
 from broker.kafka.configuration import standard_topic_specs
@@ -49,6 +53,8 @@ from broker.signing.feeds import ENCRYPTED_FEED_RECORD
 
 SCENARIO = resources.path("deploy", "scenario", "torbay.json")
 SCENARIO_CHILD = "psn-7Q2K-93XD"
+VIA_GATEWAY = "example-academy"
+"""The agency whose events the scenario sends through the HTTPS gateway."""
 
 
 def _iso(t: datetime) -> str:
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     topics = settings.topics
 
     out("== Safeshare: Torbay MASH scenario ==")
-    with obtain_cluster(settings) as cluster:
+    with ExitStack() as stack:
+        cluster = stack.enter_context(obtain_cluster(settings))
         out(f"Kafka: {cluster.description} at {cluster.bootstrap}")
         bootstrap = cluster.bootstrap
         with Admin(bootstrap) as admin:
@@ -161,6 +168,17 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
                     topics, [a.id for a in policy.agencies], [s.id for s in policy.subscribers]
                 )
             )
+
+        # The school has no Kafka client: it publishes through the HTTPS gateway with
+        # its client certificate, and signs with its own key (the gateway never does).
+        gw = stack.enter_context(local_gateway(
+            GatewayConfig(bootstrap=bootstrap, topics=topics, codec=codec, policy=policy),
+            settings.home / "gateway" / "demo"))
+        school = stack.enter_context(GatewayClient(
+            gw.url, cert=gw.cert("agency", VIA_GATEWAY), ca=str(gw.ca.cert),
+            signer=signers[VIA_GATEWAY], codec=codec))
+        out(f"HTTPS gateway: {gw.url} (TLS 1.2+, client certificates of the partnership CA); "
+            f"{VIA_GATEWAY} publishes through it")
 
         routed: list[Routed] = []
         core = build_core(settings, clock=clock, codec=codec, policy=policy)
@@ -182,6 +200,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             )
 
         def publish(step: dict[str, Any]) -> None:
+            if step["agency"] == VIA_GATEWAY:
+                (g,) = school.publish(step["event"])
+                ids.add(g["event_id"])
+                out(f"  {VIA_GATEWAY:<24} {g['topic']}[{g['partition']}]@{g['offset']}  "
+                    f"{step['say']} (HTTPS, signed by the {g['signed_by']})")
+                return
             with Publisher(
                 bootstrap=bootstrap,
                 agency=step["agency"],
@@ -294,6 +318,13 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
                     out(f"      redacted: {', '.join(_short(d['fields_redacted']))}")
                 for o in d["obligations"]:
                     out(f"      obligation: {o['code']} due {o['due_at']}")
+
+        with GatewayClient(gw.url, cert=gw.cert("subscriber", "torbay-mash"),
+                           ca=str(gw.ca.cert), codec=codec) as mash:
+            page = mash.feed("torbay-mash", "SAFEGUARDING")["records"]
+        out(f"\n  torbay-mash through the HTTPS gateway (purpose SAFEGUARDING, recorded as a "
+            f"consultation): {len(page)} record(s), {sum(r['sealed'] for r in page)} sealed, "
+            "returned as they are: the gateway holds no feed key")
 
         # 4. Decisions not to share, and quarantine.
         out("\n-- 4. Decisions not to share (each one is audited) --")

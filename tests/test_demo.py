@@ -34,4 +34,9 @@ def test_make_run_seals_the_confidential_feed_reads_it_and_verifies_the_audit(
     assert "summary: Attended A&E intoxicated" in mash  # opened, not just counted
     torbay_csc = text.split("\n  torbay-csc (childrens_social_care): ", 1)[1].split("\n\n", 1)[0]
     assert "sealed" not in torbay_csc  # a plain feed stays plain
+    # the school's events went through the HTTPS gateway, signed by the school
+    assert "(HTTPS, signed by the agency)" in text
+    via = text.split("torbay-mash through the HTTPS gateway", 1)[1].split("\n", 1)[0]
+    n = int(via.split(": ", 1)[1].split(" ")[0])
+    assert n > 0 and f"{n} sealed" in via, via
     assert "verify: OK" in text and text.rstrip().endswith("Done.")

@@ -1,0 +1,176 @@
+"""The HTTPS gateway's publish rate and latency against ``broker.api.Publisher``.
+
+Same broker, same run, same events (the school's example concern, fresh ids):
+
+1. ``Publisher``: one thread publishes one event at a time, each acknowledged
+   by the broker (acks=all) before the next: the rate and p50/p99 per event.
+2. The gateway (``safeshare gateway serve`` as its own process, TLS 1.3 with
+   a client certificate): one keep-alive httpx client POSTs one event at a
+   time: the rate, p50/p99, and the ratio to (1).
+3. The gateway at a steady 200 requests/s for ``--seconds`` from 4 keep-alive
+   clients (open loop: latency counted from each request's scheduled time).
+
+Prints figures and ``BENCH {json}`` lines; never fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from broker import config
+from broker.api import Publisher
+from broker.codec import Codec
+from broker.gateway.local import LocalGateway, free_port
+from broker.gateway.pki import CaFiles, make_ca
+from broker.kafka.admin import Admin
+from broker.kafka.configuration import standard_topic_specs
+from broker.policy import Policy
+from broker.topics import Topics
+
+EVENT = Path(__file__).parent.parent / "tests" / "data" / "events" / "education_concern.json"
+AGENCY = "example-academy"
+
+
+def bench(name: str, value: float, unit: str) -> None:
+    print("BENCH " + json.dumps({"name": name, "value": round(value, 2), "unit": unit}))
+
+
+def p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else 0.0
+
+
+def event() -> dict[str, Any]:
+    e: dict[str, Any] = json.loads(EVENT.read_text())
+    e["event_id"] = str(uuid.uuid4())
+    return e
+
+
+def timed(n: int, send: Callable[[], None]) -> tuple[float, list[float]]:
+    lat = []
+    start = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        send()
+        lat.append((time.perf_counter() - t) * 1000)
+    return n / (time.perf_counter() - start), lat
+
+
+def report(what: str, rate: float, lat: list[float]) -> None:
+    print(f"{what}: {rate:,.0f} events/s, p50 {p(lat, 0.5):.1f} ms, p99 {p(lat, 0.99):.1f} ms")
+    bench(f"{what} rate", rate, "events/s")
+    bench(f"{what} p99", p(lat, 0.99), "ms")
+
+
+def start_gateway(home: Path, s: config.Settings, bootstrap: str) -> tuple[Any, LocalGateway]:
+    ca = CaFiles(home / "gateway" / "ca")
+    make_ca(ca)
+    port = free_port()
+    env = {**os.environ, "SAFESHARE_HOME": str(home), "SAFESHARE_NAMESPACE": s.namespace,
+           "SAFESHARE_BOOTSTRAP": bootstrap}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker.cli.main", "gateway", "serve", "--port", str(port),
+         "--rate", "100000", "--burst", "100000"], env=env)
+    gw = LocalGateway(f"https://127.0.0.1:{port}", ca, home / "gateway")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with gw.client("agency", AGENCY) as c:
+                c.get("/openapi.json")
+            return proc, gw
+        except Exception:  # noqa: BLE001 - not listening yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the gateway did not start") from None
+            time.sleep(0.1)
+
+
+def paced(gw: LocalGateway, rate: float, seconds: float, clients: int = 4) -> list[float]:
+    """Open-loop load: request i is due at i/rate; latency from when it was due."""
+    total = int(rate * seconds)
+    lat: list[float] = []
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def worker(k: int) -> None:
+        with gw.client("agency", AGENCY) as c:
+            for i in range(k, total, clients):
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                r = c.post("/v1/events", json=event())
+                done = (time.perf_counter() - due) * 1000
+                assert r.status_code == 201, r.text
+                with lock:
+                    lat.append(done)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=200.0)
+    args = ap.parse_args(list(argv or []))
+    from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
+
+    base = config.load()
+    codec = Codec.from_dir(base.schemas_dir)
+    with obtain_cluster(base) as cluster, tempfile.TemporaryDirectory() as tmp:
+        topics = Topics(namespace=f"bgw{uuid.uuid4().hex[:8]}")
+        s = config.Settings(**{**base.__dict__, "namespace": topics.namespace})
+        policy = Policy.load(s.policy_file(), field_classes=codec.data_classes())
+        with Admin(cluster.bootstrap) as admin:
+            admin.ensure_topics(standard_topic_specs(
+                topics, [a.id for a in policy.agencies], [x.id for x in policy.subscribers]))
+        try:
+            with Publisher(bootstrap=cluster.bootstrap, agency=AGENCY, topics=topics,
+                           codec=codec, policy=policy) as pub:
+                pub.publish_json(event())  # warm up
+                prate, plat = timed(args.events, lambda: (pub.publish_json(event()), None)[1])
+            report("Publisher publish", prate, plat)
+            proc, gw = start_gateway(Path(tmp), s, cluster.bootstrap)
+            try:
+                with gw.client("agency", AGENCY) as c:
+                    def post() -> None:
+                        r = c.post("/v1/events", json=event())
+                        assert r.status_code == 201, r.text
+
+                    post()
+                    grate, glat = timed(args.events, post)
+                report("gateway publish", grate, glat)
+                print(f"ratio gateway/Publisher: {grate / prate:.2f} (aim >= 0.5)")
+                bench("gateway/Publisher rate ratio", grate / prate, "ratio")
+                lat = paced(gw, args.rate, args.seconds)
+                print(f"gateway at {args.rate:g} requests/s for {args.seconds:g} s: "
+                      f"p50 {p(lat, 0.5):.1f} ms, p99 {p(lat, 0.99):.1f} ms (aim < 50 ms)")
+                bench(f"gateway p99 at {args.rate:g} req/s", p(lat, 0.99), "ms")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        finally:
+            with Admin(cluster.bootstrap) as admin:
+                admin.delete_topics([t for t in admin.list_topics()
+                                     if t.startswith(topics.namespace + ".")])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
