@@ -854,8 +854,7 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
 
             setattr(obj, name, run)
 
-        steps = [("_poll", "poll"), ("_catch_up_consent", "consent catch-up"),
-                 ("_catch_up_audit", "audit catch-up"), ("_update_lag", "lag"),
+        steps = [("_poll", "poll"), ("_catch_up_audit", "audit catch-up"), ("_update_lag", "lag"),
                  ("_start", "route + send"), ("_finish", "flush + commit")]
         for name, label in steps:
             timed(service, name, label)

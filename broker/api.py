@@ -116,7 +116,7 @@ class Publisher:
             raise ValueError(f"intake is for agency {self.intake.agency!r}, not {agency!r}")
         self.agency = agency
         self.topic = topics.ingest(agency)
-        self._consent_topic = topics.consent
+        self._consent_topic = topics.consent(agency)
         self._codec = self.intake.codec
         self._producer = make_producer(bootstrap, **dict(producer_config or {}))
 
@@ -128,8 +128,8 @@ class Publisher:
         """Topic and key for ``event``.
 
         Concern events go to the agency's ingest topic keyed by the subject's
-        pseudonym; consent records go to the compacted consent topic keyed by
-        subject and purpose, so compaction keeps the latest per purpose.
+        pseudonym; consent records go to the agency's own consent topic keyed by
+        subject and purpose, so one child's records for a purpose stay in order.
         """
         subject = (event.get("subject") or {}).get("pseudonym")
         payload = event.get("payload")

@@ -263,12 +263,33 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         out(f"  {'torbay-hospital':<24} (bytes that are not a Safeshare event)")
         raw.flush()
         raw.close()
+        # The school records consent for the child, signed with its own key: the
+        # policy does not entitle a school to record consent, so it changes nothing.
+        school = policy.agency("example-academy")
+        assert school is not None
+        forged_consent = json.loads(json.dumps(steps[consent_at]["event"]))
+        forged_consent.update(
+            event_id=str(uuid.uuid4()),
+            source={"agency_id": school.id, "agency_type": school.type, "system": "demo"},
+        )
+        ids.add(forged_consent["event_id"])
+        with Publisher(
+            bootstrap=bootstrap, agency=school.id, codec=codec, topics=topics,
+            signer=signers[school.id],
+        ) as pub:
+            pub.publish_json(forged_consent)
+        out(f"  {school.id:<24} (consent 'given' for a child, by a school the policy does not"
+            " entitle to record consent)")
         started_ms = clock.now_ms()
         route()
 
         # 2. Consent is recorded; later events can be shared on that basis.
+        # Consent counts once the router has applied (and audited) it, so it is
+        # routed before the interview it covers is published.
         out("\n-- 2. The return-home service records consent, then the interview --")
-        for step in steps[consent_at:]:
+        publish(steps[consent_at])
+        route()
+        for step in steps[consent_at + 1 :]:
             publish(step)
         route()
         mine = [r for r in routed if r.event_id in ids or r.event_id is None]
@@ -385,6 +406,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             if lf.subject == subject_pseudonym(key, child) and lf.event_id in ids
         ]
         shares = [lf for lf in seen if lf.kind == "SHARED"]
+        for lf in seen:
+            if lf.kind == "CONSENT":
+                out(f"  consent audited: {lf.outcome} for {lf.consent_purpose} recorded by"
+                    f" {lf.source_agency} (entitlement {lf.rule_id}), record {lf.event_id[:8]}")
         out(
             f"  who saw {child} in this run: {len(shares)} shares to "
             f"{len({lf.recipient for lf in shares})} recipients, "

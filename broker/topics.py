@@ -3,7 +3,7 @@
 | topic                      | key               | written by     | read by         |
 |----------------------------|-------------------|----------------|-----------------|
 | <ns>.ingest.<agency>       | subject pseudonym | that agency    | router          |
-| <ns>.consent (compacted)   | subject + purpose | consent agency | router          |
+| <ns>.consent.<agency>      | subject + purpose | that agency    | router          |
 | <ns>.feed.<subscriber>     | subject pseudonym | router         | that subscriber |
 | <ns>.quarantine            | -                 | router         | operators       |
 | <ns>.audit                 | -                 | router         | checkpointer    |
@@ -16,8 +16,10 @@
 | <ns>.status.<agency>       | event id          | loop service   | that agency     |
 | <ns>.gateway.consultations | subscriber        | gateway        | DPOs, auditors  |
 
-The namespace ``<ns>`` is ``safeshare`` in production; tests give each test its
-own namespace so that topics and groups never collide.
+Consent topics are per recording agency, as ingest topics are, and kept (not
+compacted): see README "Topics" for why. The namespace ``<ns>`` is
+``safeshare`` in production; tests give each test its own namespace so that
+topics and groups never collide.
 """
 
 from __future__ import annotations
@@ -82,8 +84,19 @@ class Topics:
         return self.feed_prefix + check_id("subscriber", subscriber)
 
     @property
-    def consent(self) -> str:
-        return f"{self.namespace}.consent"
+    def consent_prefix(self) -> str:
+        return f"{self.namespace}.consent."
+
+    def consent(self, agency: str) -> str:
+        """The topic an agency records consent on: only that agency may write it (ACLs), and
+        the router quarantines a record on it that names another agency (AGENCY_MISMATCH)."""
+        return self.consent_prefix + check_id("agency", agency)
+
+    def agency_of_consent(self, topic: str) -> str | None:
+        """The agency that owns a consent topic, or None if ``topic`` is not one."""
+        if topic.startswith(self.consent_prefix):
+            return topic[len(self.consent_prefix):]
+        return None
 
     @property
     def identity(self) -> str:

@@ -32,6 +32,7 @@ from broker.kafka.admin import Admin
 from broker.kafka.cluster import Cluster, obtain_cluster
 from broker.kafka.exceptions import ClusterUnavailableError, KafkaError
 from broker.topics import Topics
+from tests.secured import Secured, start_secured
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,14 @@ def kafka_cluster(
 def kafka_bootstrap(kafka_cluster: Cluster) -> str:
     """``host:port`` of a real, ready Kafka cluster."""
     return kafka_cluster.bootstrap
+
+
+@pytest.fixture(scope="session")
+def secured(
+    tmp_path_factory: pytest.TempPathFactory, settings: config.Settings
+) -> Iterator[Secured]:
+    """The secured local broker (tests/secured.py), started on first use, once."""
+    yield from start_secured(tmp_path_factory.mktemp("secure-kafka"), settings)
 
 
 @pytest.fixture

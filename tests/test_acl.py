@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,64 +25,16 @@ from broker.kafka.admin import AclBinding, Admin
 from broker.kafka.configuration import standard_topic_specs
 from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.exceptions import KafkaError
-from broker.kafka.local import LocalKafka, probe_broker
+from broker.kafka.local import probe_broker
 from broker.kafka.producer import make_producer
 from broker.kafka.security import PLAINTEXT, Credentials
 from broker.kafka.structs import TopicPartition, offsets_after
-from broker.policy import Policy
 from broker.topics import Topics
+from tests.secured import EXAMPLE, Secured
 
 pytestmark = pytest.mark.kafka
 
-EXAMPLE = config.PROJECT_ROOT / "deploy" / "policy" / "example-mash.yaml"
 DENIED_S = 10.0  # how long a refused operation may take to report itself
-
-
-@dataclass
-class Secured:
-    local: LocalKafka
-    bootstrap: str
-    topics: Topics
-    policy: Policy
-    applied: acl.AclPlan
-
-    def creds(self, user: str) -> Credentials:
-        return self.local.credentials(user)
-
-    @property
-    def agencies(self) -> list[str]:
-        return [a.id for a in self.policy.agencies]
-
-    @property
-    def subscribers(self) -> list[str]:
-        return [s.id for s in self.policy.subscribers]
-
-
-@pytest.fixture(scope="module")
-def secured(
-    tmp_path_factory: pytest.TempPathFactory, settings: config.Settings
-) -> Iterator[Secured]:
-    local = LocalKafka(
-        settings.home, settings.kafka_version,
-        instance_dir=tmp_path_factory.mktemp("secure-kafka"), secure=True,
-    )
-    try:
-        state = local.start()
-    except KafkaError as exc:
-        pytest.fail(f"the secure local broker did not start: {exc}", pytrace=False)
-    try:
-        policy = Policy.load(EXAMPLE)
-        topics = Topics(f"t{uuid4().hex[:10]}")
-        local.add_users(acl.policy_users(policy))
-        with Admin(state.bootstrap, credentials=local.credentials()) as admin:
-            admin.ensure_topics(standard_topic_specs(
-                topics, [a.id for a in policy.agencies], [s.id for s in policy.subscribers],
-                partitions=1,
-            ))
-            applied = acl.apply(admin, acl.policy_acls(policy, topics), topics)
-        yield Secured(local, state.bootstrap, topics, policy, applied)
-    finally:
-        local.stop()
 
 
 def _assigned(consumer: Consumer, topic: str) -> Consumer:
@@ -138,27 +89,31 @@ def test_a_client_that_does_not_trust_the_local_ca_is_refused(secured: Secured) 
 
 
 # -- agencies --------------------------------------------------------------------------------
-def test_an_agency_writes_its_own_ingest_topic_and_consent(secured: Secured) -> None:
+def test_an_agency_writes_its_own_ingest_and_consent_topics(secured: Secured) -> None:
     a = secured.agencies[0]
     t = secured.topics
     with make_producer(secured.bootstrap, credentials=secured.creds(acl.agency_user(a))) as p:
         assert p.send(t.ingest(a), b"concern", key=b"subject").get().offset >= 0
-        assert p.send(t.consent, b"consent", key=b"subject:SAFEGUARDING").get().offset >= 0
+        assert p.send(t.consent(a), b"consent", key=b"subject:SAFEGUARDING").get().offset >= 0
 
 
-def test_an_agency_cannot_write_another_agencys_topic(secured: Secured) -> None:
-    a, b = secured.agencies[:2]
+@pytest.mark.parametrize("kind", ["ingest", "consent"])
+def test_an_agency_cannot_write_another_agencys_topic(secured: Secured, kind: str) -> None:
+    """Not its events, and not its consent records: a school cannot record consent in
+    the name of the return-home service on the service's consent topic."""
+    a, b = "example-academy", "safe-return-charity"
+    topic = getattr(secured.topics, kind)(b)
     with make_producer(
         secured.bootstrap, credentials=secured.creds(acl.agency_user(a)),
         max_block_ms=int(DENIED_S * 1000),
     ) as p, pytest.raises(KafkaError, match="TopicAuthorizationFailed"):
-        p.send(secured.topics.ingest(b), b"forged", key=b"subject").get(timeout=DENIED_S)
+        p.send(topic, b"forged", key=b"subject").get(timeout=DENIED_S)
 
 
 def test_an_agency_cannot_read_anything(secured: Secured) -> None:
     a = secured.agencies[0]
     user = acl.agency_user(a)
-    for topic in (secured.topics.ingest(a), secured.topics.consent,
+    for topic in (secured.topics.ingest(a), secured.topics.consent(a),
                   secured.topics.feed(secured.subscribers[0]), secured.topics.audit):
         with pytest.raises(KafkaError, match="TopicAuthorizationFailed"):
             _read(secured, user, topic, count=1)
@@ -305,8 +260,8 @@ def test_the_auditor_reads_only_the_audit_topics(secured: Secured) -> None:
     with make_producer(secured.bootstrap, credentials=secured.creds(acl.CHECKPOINTER)) as p:
         p.send(t.audit_checkpoints, b"checkpoint").get()
     assert b"checkpoint" in _read(secured, acl.AUDITOR, t.audit_checkpoints, count=1)
-    for topic in (t.feed(secured.subscribers[0]), t.ingest(secured.agencies[0]), t.consent,
-                  t.quarantine):
+    for topic in (t.feed(secured.subscribers[0]), t.ingest(secured.agencies[0]),
+                  t.consent(secured.agencies[0]), t.quarantine):
         with pytest.raises(KafkaError, match="TopicAuthorizationFailed"):
             _read(secured, acl.AUDITOR, topic, count=1)
 

@@ -50,14 +50,26 @@ def derived() -> frozenset[AclBinding]:
 
 
 # -- derivation ----------------------------------------------------------------------------
-def test_agency_may_write_only_its_ingest_topic_and_consent(
+def test_agency_may_write_only_its_own_ingest_and_consent_topics(
     derived: frozenset[AclBinding],
 ) -> None:
     assert _of(derived, "agency-police") == {
         ("TOPIC", "ns.ingest.police", "WRITE", "LITERAL"),
-        ("TOPIC", "ns.consent", "WRITE", "LITERAL"),
+        ("TOPIC", "ns.consent.police", "WRITE", "LITERAL"),
         ("TOPIC", "ns.status.police", "READ", "LITERAL"),
     }
+    # Nobody but the school writes the school's consent topic.
+    assert {
+        b.principal for b in derived if b.resource_name == "ns.consent.school"
+    } == {"User:agency-school"}
+
+
+def test_the_old_shared_consent_topic_acl_is_stale_and_removed() -> None:
+    """A deployment upgraded from one shared consent topic loses those grants at apply."""
+    derived = acl.desired_acls(T, ["police"], [])
+    old = AclBinding("User:agency-police", "TOPIC", "ns.consent", "WRITE", "LITERAL")
+    assert acl.in_scope(old, T)
+    assert acl.plan(derived, {old}, T).delete == (old,)
 
 
 def test_subscriber_may_read_only_its_feed_with_its_own_groups(
@@ -129,7 +141,7 @@ def test_router_reads_ingest_and_consent_and_owns_its_group_and_transactions(
 ) -> None:
     router = _of(derived, "router")
     assert ("TOPIC", "ns.ingest.", "READ", "PREFIXED") in router
-    assert ("TOPIC", "ns.consent", "READ", "LITERAL") in router
+    assert ("TOPIC", "ns.consent.", "READ", "PREFIXED") in router
     assert ("TOPIC", "ns.audit", "READ", "LITERAL") in router
     assert ("TOPIC", "ns.audit.checkpoints", "READ", "LITERAL") in router
     assert ("GROUP", "ns.router", "READ", "LITERAL") in router

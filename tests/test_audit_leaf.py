@@ -317,7 +317,10 @@ def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any
     return st.fixed_dictionaries(
         {
             "time_ms": st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1]),
-            "kind": st.sampled_from([*LeafKind, *(k.value for k in LeafKind)]),
+            # Not CONSENT: its leaves have members of their own (test_consent_leaf_*).
+            "kind": st.sampled_from(
+                [k for k in [*LeafKind, *(k.value for k in LeafKind)] if k != "CONSENT"]
+            ),
             "event_id": text,
             "event_digest": digests,
             "source_agency": text,
@@ -567,7 +570,12 @@ _LEAF_PART = frozenset(("time_ms", "delivered_digest", "consent_ref", "obligatio
 
 
 def test_the_three_parts_are_all_of_a_leafs_fields() -> None:
-    assert set(AuditLeaf.__dataclass_fields__) == _DECISION_PART | _EVENT_PART | _LEAF_PART
+    """All but a CONSENT leaf's own members, which only the dataclass path writes."""
+    consent_only = {"consent_purpose", "consent_roles", "consent_data_classes",
+                    "consent_expires_ms"}
+    assert set(AuditLeaf.__dataclass_fields__) - consent_only == (
+        _DECISION_PART | _EVENT_PART | _LEAF_PART
+    )
 
 
 def part(fields: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
@@ -611,7 +619,7 @@ def test_a_decisions_template_writes_each_of_its_leaves_as_the_dataclass_does(
 @settings(max_examples=1000, deadline=None)
 @given(
     leaf_fields(unicode_text),
-    st.lists(st.tuples(st.sampled_from(sorted(AuditLeaf.__dataclass_fields__)), junk), max_size=3),
+    st.lists(st.tuples(st.sampled_from(sorted(template_module._FIELD_ORDER)), junk), max_size=3),
 )
 def test_a_template_declines_what_it_cannot_vouch_for(
     fields: dict[str, Any], changes: list[tuple[str, Any]]
@@ -739,3 +747,56 @@ def test_the_leaf_in_the_module_docstring_is_one_the_router_writes() -> None:
     assert loose(shown) in [loose(data) for data in written], (
         "the docstring's leaf is not one the router writes for this event"
     )
+
+
+# -- CONSENT leaves ------------------------------------------------------------------------
+_CONSENT = dict(
+    time_ms=1_700_000_000_000, kind="CONSENT", event_id="c-1", event_digest=_sha,
+    source_agency="safe-return-charity", subject=_sha, outcome="GIVEN",
+    rule_id="return-home-interviewers", policy_digest=_sha, consent_ref=None,
+    consent_purpose="SAFEGUARDING", consent_roles=["school_dsl", "mash_team"],
+    consent_data_classes=[], consent_expires_ms=None,
+)
+
+
+def test_consent_leaf_has_its_own_members_and_round_trips() -> None:
+    data = leaf_bytes(_CONSENT)
+    assert data == AuditLeaf(**_CONSENT).to_bytes()  # type: ignore[arg-type]
+    assert rfc8785.dumps(json.loads(data)) == data
+    leaf = AuditLeaf.from_bytes(data)
+    assert leaf.kind is LeafKind.CONSENT and leaf.consent_roles == ("mash_team", "school_dsl")
+    assert json.loads(data)["consent_expires_ms"] is None
+    # Other kinds never carry them, so their bytes are as before.
+    shared = AuditLeaf(time_ms=1, kind=LeafKind.SHARED, event_id="e", event_digest=_sha,
+                       source_agency="a")
+    assert b"consent_purpose" not in shared.to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"consent_purpose": None}, "consent_purpose"),
+        ({"consent_purpose": ""}, "consent_purpose"),
+        ({"consent_roles": None}, "consent_roles"),
+        ({"consent_data_classes": "health"}, "consent_data_classes"),
+        ({"consent_expires_ms": -1}, "consent_expires_ms"),
+        ({"kind": "SHARED"}, "belongs to a CONSENT leaf only"),
+    ],
+)
+def test_consent_leaf_refuses_what_is_wrong(change: dict[str, Any], says: str) -> None:
+    fields = {**_CONSENT, **change}
+    with pytest.raises(MalformedError, match=says):
+        leaf_bytes(fields)
+    with pytest.raises(MalformedError, match=says):
+        AuditLeaf(**fields).to_bytes()
+
+
+def test_consent_leaf_without_its_members_or_another_with_them_is_not_a_leaf() -> None:
+    data = json.loads(leaf_bytes(_CONSENT))
+    del data["consent_roles"]
+    with pytest.raises(MalformedError, match="missing \\['consent_roles'\\]"):
+        AuditLeaf.from_bytes(rfc8785.dumps(data))
+    data = json.loads(leaf_bytes(_CONSENT))
+    data["kind"] = "WITHHELD"
+    with pytest.raises(MalformedError, match="unexpected"):
+        AuditLeaf.from_bytes(rfc8785.dumps(data))

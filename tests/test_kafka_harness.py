@@ -55,7 +55,11 @@ def test_ensure_topics_is_idempotent_and_applies_configs(admin: Admin, topics: T
     assert desc[topics.ingest("police")].partitions == 2
     assert desc[topics.feed("mash")].partitions == 2
     assert desc[topics.audit].partitions == 1
-    assert desc[topics.consent].config["cleanup.policy"] == "compact"
+    # Consent records are kept, never compacted (a later record must not erase one
+    # a past decision relied on) nor expired.
+    consent = desc[topics.consent("police")].config
+    assert (consent["cleanup.policy"], consent["retention.ms"]) == ("delete", "-1")
+    assert topics.consent("health") in desc
     audit = desc[topics.audit].config
     assert audit["cleanup.policy"] == "delete"
     assert audit["retention.ms"] == "-1"
@@ -73,7 +77,7 @@ def test_ensure_topics_repairs_config_drift(admin: Admin, topics: Topics) -> Non
 
 def test_delete_topics_ignores_missing(admin: Admin, topics: Topics) -> None:
     admin.ensure_topics([TopicSpec(topics.quarantine, 1)])
-    assert admin.delete_topics([topics.quarantine, topics.consent]) == [topics.quarantine]
+    assert admin.delete_topics([topics.quarantine, topics.consent("x")]) == [topics.quarantine]
 
 
 def test_producing_to_a_missing_topic_times_out(kafka_bootstrap: str, topics: Topics) -> None:

@@ -60,6 +60,11 @@ subscribers:
     roles: [police_team]
     local_authorities: [E06000027]
     purposes: [SAFEGUARDING]
+consent:
+  recorders:
+    - id: police-records-consent
+      agencies: [police]
+      purposes: [SAFEGUARDING]
 rules:
   - id: school-no-health
     description: no health to schools
@@ -136,6 +141,38 @@ CASES = [
         "gateway",
         1,
         ["signing: gateway needs the gateway's key registered under 'keys'"],
+    ),
+    (
+        "consent recorder names an unknown agency",
+        "      agencies: [police]\n      purposes: [SAFEGUARDING]",
+        "      agencies: [polise]\n      purposes: [SAFEGUARDING]",
+        "polise",
+        1,
+        ["unknown agency 'polise'", "did you mean 'police'"],
+    ),
+    (
+        "consent recorder names an unknown purpose",
+        "      agencies: [police]\n      purposes: [SAFEGUARDING]",
+        "      agencies: [police]\n      purposes: [EARLY_HELP]",
+        "EARLY_HELP",
+        1,
+        ["unknown purpose 'EARLY_HELP'"],
+    ),
+    (
+        "consent recorder without agencies",
+        "      agencies: [police]\n",
+        "",
+        "- id: police-records-consent",
+        1,
+        ["name the 'agencies' or 'agency_types'"],
+    ),
+    (
+        "withdraw_others is not a boolean",
+        "      purposes: [SAFEGUARDING]\nrules:",
+        "      purposes: [SAFEGUARDING]\n      withdraw_others: sometimes\nrules:",
+        "sometimes",
+        1,
+        ["expected true or false"],
     ),
     (
         "typo in a key",
@@ -294,6 +331,17 @@ def test_check_reports_each_error_at_its_place(
         Policy.load(f, field_classes=FIELD_CLASSES)
     assert any((p.line, p.column) == (line, col) for p in info.value.problems)
     assert isinstance(info.value, SafeshareError)
+
+
+def test_a_policy_without_its_consent_section_does_not_load(tmp_path: Path) -> None:
+    """Fail closed: who may record consent must be said; an empty list says "nobody"."""
+    section = BASE[BASE.index("consent:\n"):BASE.index("rules:\n")]
+    code, out, f = run_check(tmp_path, BASE.replace(section, ""))
+    assert code != 0 and f"{f}:1:1: top level: missing required key 'consent'" in out
+    code, out, f = run_check(tmp_path, BASE.replace(section, "consent:\n  recorders: []\n"))
+    assert code == 0 and "no agency may record consent" in out, out
+    code, out, f = run_check(tmp_path, BASE)
+    assert "consent recorder police-records-consent: police for SAFEGUARDING" in out
 
 
 def test_unreachable_rule_is_reported_where_it_starts(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from broker.policy import (
     Outcome,
     Policy,
     ReasonCode,
-    consent_key,
     explain,
 )
 from broker.policy._present import fields_present
@@ -170,7 +169,7 @@ def test_consent_given_then_withdrawn_stops_later_shares(policy: Policy) -> None
     assert later.consent is not None and later.consent.record_id == "consent-2"
     assert later.consent_ref is None  # a withdrawal is never relied on
 
-    store.apply(None, key=consent_key("child-0001", "SAFEGUARDING"))  # tombstone
+    store.delete("child-0001", "SAFEGUARDING")  # a tool's delete (the router never deletes)
     gone = policy.decide(education_event(), "example-academy-dsl", store, NOW + 2)
     assert gone.reason_code is ReasonCode.NO_CONSENT and gone.consent_status is ConsentStatus.NONE
 
@@ -800,10 +799,10 @@ def test_a_lookup_after_apply_sees_the_new_record_not_the_old_state() -> None:
     assert store.lookup("child-0001", "SAFEGUARDING", "police", NOW).status is ConsentStatus.NONE
     state = store.lookup("child-0001", "SAFEGUARDING", "mash_team", NOW)
     assert state.status is ConsentStatus.GIVEN and state.record_id == "c"
-    store.apply(None, key=consent_key("child-0001", "SAFEGUARDING"))
+    store.delete("child-0001", "SAFEGUARDING")
     assert store.lookup("child-0001", "SAFEGUARDING", "mash_team", NOW).status is ConsentStatus.NONE
     assert store.get("child-0001", "SAFEGUARDING") is None and len(store) == 0
-    # the same record applied again after its tombstone: a state for it again, equal to the first
+    # the same record applied again after its delete: a state for it again, equal to the first
     store.apply(given_a)
     again = store.lookup("child-0001", "SAFEGUARDING", "police", NOW)
     assert again == first and again.status is ConsentStatus.GIVEN
@@ -892,7 +891,7 @@ def test_lookup_is_lookup_plainly_through_puts_deletes_and_time(
             store.put(arg)
             latest[(arg.subject, arg.purpose)] = arg
         elif op == "delete":
-            store.apply_tombstone(consent_key(*arg))
+            store.delete(*arg)
             latest.pop(arg, None)
         else:
             got = store.lookup(*arg)

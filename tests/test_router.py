@@ -169,7 +169,9 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
 
     consent = example("consent_record")
     consent["subject"]["pseudonym"] = "psn-7Q2K-93XD"
-    consent["source"] = {"agency_id": "example-academy", "agency_type": "SCHOOL", "system": "MIS"}
+    # Recorded by the return-home service, which the policy entitles to record consent.
+    consent["source"] = {"agency_id": "safe-return-charity", "agency_type": "VOLUNTARY",
+                         "system": "CaseBook"}
     consent["payload"].update(
         purpose="SAFEGUARDING", scope_roles=[], scope_data_classes=[], expires_at=None
     )
@@ -180,9 +182,12 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     run_router(kafka_bootstrap, s)
     assert _feed(kafka_bootstrap, topics, "torbay-mash") == []
 
+    # Consent counts from when the router applies it (and audits it): route it first.
     second = concern()
-    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
+    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
         p.publish_json(consent)
+    run_router(kafka_bootstrap, s)
+    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
         p.publish_json(second)
     run_router(kafka_bootstrap, s)
     mash = _feed(kafka_bootstrap, topics, "torbay-mash")
@@ -193,8 +198,10 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     withdrawal.update(subject=consent["subject"], source=consent["source"])
     withdrawal["payload"] = dict(consent["payload"], status="WITHDRAWN")
     third = concern()
-    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
+    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
         p.publish_json(withdrawal)
+    run_router(kafka_bootstrap, s)
+    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
         p.publish_json(third)
     run_router(kafka_bootstrap, s)
     mash = _feed(kafka_bootstrap, topics, "torbay-mash")
@@ -205,6 +212,12 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
         if lf.event_id == third["event_id"] and lf.recipient == "torbay-mash"
     ]
     assert [lf.kind for lf in withheld] == ["WITHHELD"]
+    # Both consent records are in the audit log, the withdrawal citing the record it ended.
+    records = [lf for lf in read_leaves(kafka_bootstrap, topics) if lf.kind == "CONSENT"]
+    assert [(lf.outcome, lf.event_id) for lf in records] == [
+        ("GIVEN", consent["event_id"]), ("WITHDRAWN", withdrawal["event_id"])
+    ]
+    assert records[1].consent_ref == consent["event_id"]
     # Consent withdrawn, and the school gave no reason to share without it: the
     # reason code names the override condition that failed.
     assert withheld[0].reason == "OVERRIDE_NO_REASON"

@@ -145,17 +145,19 @@ def test_feed_key_hides_the_pseudonym_from_a_recipient_not_granted_it(core: Rout
     assert opaque == core._feed_key("psn-1", False)  # same child, same partition
 
 
-def test_consent_topic_state_and_duty(core: RoutingCore) -> None:
-    consent = example("consent_record")
+def test_a_consent_record_on_its_agencys_topic_is_applied_and_audited(
+    core: RoutingCore,
+) -> None:
+    consent = example("consent_record")  # the return-home service, entitled by the policy
     data = CODEC.encode(CODEC.from_json(consent))
-    assert core.apply_consent(_msg(T.consent, data)) is True
+    routed = core.handle(_msg(T.consent("safe-return-charity"), data))
+    assert routed.quarantined is None and routed.outputs == []
+    assert [lf["kind"] for lf in routed.leaves] == ["CONSENT"]
     assert len(core.consents) == 1
-    # The group's duty path writes nothing for a good record...
-    assert core.handle(_msg(T.consent, data)).outputs == []
-    # ...and quarantines a record that is not consent.
-    bad = core.handle(_msg(T.consent, _encoded("missing_episode")))
+    # A record that is not consent, on a consent topic, is quarantined.
+    bad = core.handle(_msg(T.consent("devon-cornwall-police"), _encoded("missing_episode")))
     assert bad.quarantined == "SCHEMA_INVALID"
-    assert core.apply_consent(_msg(T.consent, _encoded("missing_episode"))) is False
+    assert len(core.consents) == 1
 
 
 def test_codec_fixture_is_the_projects(core: RoutingCore) -> None:
@@ -244,20 +246,6 @@ def test_rotation_old_key_accepted_during_overlap_refused_after() -> None:
     assert routed.quarantined == "BAD_SIGNATURE"
 
 
-def test_a_consent_record_with_a_forged_signature_is_quarantined_and_not_applied() -> None:
-    signer = AgencySigner.generate(POLICE)
-    core = _signed_core("optional", signer)
-    consent = example("consent_record")
-    consent["source"] = {"agency_id": POLICE, "agency_type": "POLICE", "system": "x"}
-    unsigned = CODEC.encode({**CODEC.from_json(consent), "signature": None})
-    forged = sign_message(unsigned, AgencySigner.generate(POLICE))
-    assert core.handle(_msg(T.consent, forged)).quarantined == "BAD_SIGNATURE"
-    assert core.apply_consent(_msg(T.consent, forged)) is False
-    assert len(core.consents) == 0
-    assert core.apply_consent(_msg(T.consent, sign_message(unsigned, signer))) is True
-    assert len(core.consents) == 1
-
-
 # -- audit leaves -------------------------------------------------------------------
 
 EXAMPLES = ("missing_episode", "health_concern", "police_notification", "education_concern",
@@ -277,12 +265,12 @@ def _messages() -> tuple[Inbound, list[Inbound]]:
     for name in EXAMPLES * 2:
         data = _encoded(name)
         out.append(_msg(T.ingest(CODEC.decode(data)["source"]["agency_id"]), data))
-    consent_msg = _msg(T.consent, CODEC.encode(CODEC.from_json(consent)))
+    consent_msg = _msg(T.consent("safe-return-charity"), CODEC.encode(CODEC.from_json(consent)))
     return consent_msg, [*out, out[0], _msg(T.ingest("torbay-hospital"), b"\xc3\x02")]
 
 
 def _route_all(core: RoutingCore, consent: Inbound, messages: list[Inbound]) -> list[Routed]:
-    assert core.apply_consent(consent)
+    assert [lf["kind"] for lf in core.handle(consent).leaves] == ["CONSENT"]
     return [core.handle(m) for m in messages]
 
 

@@ -153,6 +153,7 @@ def test_enums_that_other_packages_rely_on() -> None:
         "OVERSIZED",
         "BAD_SIGNATURE",
         "DUPLICATE",
+        "NOT_ENTITLED",
         "OTHER",
     ]
     assert symbols("ConsentPurpose") == [

@@ -38,6 +38,17 @@ committed leaves in that order and the signed checkpoints fix it; a deleted,
 inserted or reordered leaf changes the root (RFC 9162 §2.1.1) and no longer
 matches them.
 
+A ``CONSENT`` leaf records a consent record the router applied (``outcome``
+GIVEN, REFUSED or WITHDRAWN; ``event_id`` and ``event_digest`` are the
+record's, ``source_agency`` its recorder, ``rule_id`` the policy entitlement
+that allowed it, ``consent_ref`` the record it replaced) or the expiry of one
+when a decision first finds it lapsed (``outcome`` EXPIRED). It alone has four
+more members, ``consent_purpose``, ``consent_roles``, ``consent_data_classes``
+and ``consent_expires_ms`` (null if it never lapses): ids, role and class
+names and a time, never personal data. Every other kind has none of them, so
+their bytes are as before. The router rebuilds its consent state from these
+leaves alone, so a record it refused never counts, after a restart either.
+
 ``event_id`` may be empty: a quarantined message whose bytes could not be
 decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
 the bytes).
@@ -97,6 +108,7 @@ class LeafKind(StrEnum):
     ACKNOWLEDGED = "ACKNOWLEDGED"  # a recipient acknowledged a share (broker.loop)
     ESCALATED = "ESCALATED"  # an overdue clock was escalated to the next tier
     NOTIFIED = "NOTIFIED"  # a referrer was told what happened to what it sent
+    CONSENT = "CONSENT"  # a consent record applied (GIVEN/REFUSED/WITHDRAWN), or its expiry
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:
@@ -182,6 +194,11 @@ class AuditLeaf:
     subject: str = ""
     reason: str = ""
     obligations: Sequence[str] = field(default=())
+    # Members of a CONSENT leaf only (see the module docstring).
+    consent_purpose: str | None = None
+    consent_roles: Sequence[str] | None = None
+    consent_data_classes: Sequence[str] | None = None
+    consent_expires_ms: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -190,6 +207,17 @@ class AuditLeaf:
             set_(self, "kind", LeafKind(self.kind))
         except ValueError as exc:
             raise _fail("kind", f"must be one of {[k.value for k in LeafKind]}") from exc
+        if self.kind is LeafKind.CONSENT:
+            if not _str("consent_purpose", self.consent_purpose):
+                raise _fail("consent_purpose", "must name the purpose of a CONSENT leaf")
+            for name in ("consent_roles", "consent_data_classes"):
+                set_(self, name, _strings(name, getattr(self, name), sort=True))
+            if self.consent_expires_ms is not None:
+                _int("consent_expires_ms", self.consent_expires_ms)
+        else:
+            for name in _CONSENT_FIELDS:
+                if getattr(self, name) is not None:
+                    raise _fail(name, "belongs to a CONSENT leaf only")
         for name in (
             "event_id",
             "source_agency",
@@ -218,6 +246,8 @@ class AuditLeaf:
     def to_json_value(self) -> dict[str, Any]:
         """The leaf as a JSON object (before canonicalisation)."""
         d: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_ORDER}
+        if self.kind is LeafKind.CONSENT:
+            d.update((name, getattr(self, name)) for name in _CONSENT_FIELDS)
         d["kind"] = self.kind.value
         d["v"] = LEAF_VERSION
         return d
@@ -251,8 +281,9 @@ class AuditLeaf:
             raise MalformedError(f"audit leaf version {value.get('v')!r} is not {LEAF_VERSION}")
         keys = set(value)
         keys.discard("v")
-        if keys != _FIELD_NAMES:
-            missing, extra = sorted(_FIELD_NAMES - keys), sorted(keys - _FIELD_NAMES)
+        expected = _FIELD_NAMES | (_CONSENT_NAMES if value.get("kind") == "CONSENT" else set())
+        if keys != expected:
+            missing, extra = sorted(expected - keys), sorted(keys - expected)
             raise MalformedError(f"audit leaf fields wrong: missing {missing}, unexpected {extra}")
         del value["v"]
         leaf = cls(**value)
@@ -261,7 +292,9 @@ class AuditLeaf:
         return leaf
 
 
-_FIELD_ORDER = tuple(f.name for f in fields(AuditLeaf))
+_CONSENT_FIELDS = ("consent_purpose", "consent_roles", "consent_data_classes", "consent_expires_ms")
+_CONSENT_NAMES = frozenset(_CONSENT_FIELDS)
+_FIELD_ORDER = tuple(f.name for f in fields(AuditLeaf) if f.name not in _CONSENT_NAMES)
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
 _REQUIRED_FIELDS = frozenset(
     f.name for f in fields(AuditLeaf) if f.default is MISSING and f.default_factory is MISSING

@@ -22,6 +22,7 @@ from broker._jcs import (
 from broker._memo import BoundedMemo
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
+    _CONSENT_NAMES,
     _FIELD_NAMES,
     _FIELD_ORDER,
     _REQUIRED_FIELDS,
@@ -56,11 +57,15 @@ def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
     """
     names = fields.keys()
     if not (names <= _FIELD_NAMES and names >= _REQUIRED_FIELDS):
+        if names >= _REQUIRED_FIELDS and names <= _FIELD_NAMES | _CONSENT_NAMES:
+            return _dataclass_bytes(fields)  # a CONSENT leaf: rare, the reference path
         missing = sorted(_REQUIRED_FIELDS - set(names))
-        unknown = sorted(repr(n) for n in names if n not in _FIELD_NAMES)
+        unknown = sorted(repr(n) for n in names if n not in _FIELD_NAMES | _CONSENT_NAMES)
         raise MalformedError(
             f"audit leaf fields wrong: missing {missing}, unexpected [{', '.join(unknown)}]"
         )
+    if fields["kind"] == "CONSENT":
+        return _dataclass_bytes(fields)
     data = _template_bytes(fields)
     if data is None:
         data = _dataclass_bytes(fields)
@@ -73,7 +78,8 @@ def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-_KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind}
+# Not CONSENT: its leaves have members of their own, so they take the dataclass path.
+_KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind if kind != "CONSENT"}
 _KIND_TYPES = (str, LeafKind)
 _LIST_TYPES = (list, tuple)
 

@@ -64,8 +64,9 @@ def check(file: str) -> None:
     """Check FILE; list every problem as FILE:LINE:COLUMN: message (exit status 1 if any).
 
     Reports typos and unknown keys, unknown roles, data classes, agencies,
-    subscribers, purposes and local authorities, duplicate ids, and rules that
-    can never apply because an earlier rule matches everything they match.
+    subscribers, purposes and local authorities, duplicate ids, rules that
+    can never apply because an earlier rule matches everything they match, and
+    a missing or wrong ``consent`` section (who may record consent).
     """
     from broker.policy import Policy, PolicyError  # noqa: PLC0415
 
@@ -91,6 +92,14 @@ def check(file: str) -> None:
         f" {len(loaded.agencies)} agencies, {len(loaded.subscribers)} subscribers,"
         f" {len(loaded.rules)} rules"
     )
+    for r in loaded.consent_recorders:
+        click.echo(
+            f"  consent recorder {r.id}: {', '.join(sorted(r.agencies))} for"
+            f" {', '.join(sorted(r.purposes)) or 'no purpose'}"
+            + ("; may withdraw others' records" if r.withdraw_others else "")
+        )
+    if not loaded.consent_recorders:
+        click.echo("  no agency may record consent (consent.recorders is empty)")
 
 
 @policy.command(name="explain")

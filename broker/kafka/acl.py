@@ -12,10 +12,10 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 
 | principal                 | may                                                        |
 |---------------------------|------------------------------------------------------------|
-| ``User:agency-<id>``      | WRITE its own ingest topic; WRITE the consent topic        |
+| ``User:agency-<id>``      | WRITE its own ingest topic and its own consent topic       |
 | ``User:subscriber-<id>``  | READ its own feed; use its own group ``<ns>.subscriber.<id>`` |
 |                           | and groups named ``<ns>.subscriber.<id>.*`` (feed tails)   |
-| ``User:router``           | READ every ingest topic, consent, audit and checkpoints;   |
+| ``User:router``           | READ every ingest and consent topic, audit, checkpoints;   |
 |                           | WRITE every feed, audit and quarantine; group              |
 |                           | ``<ns>.router``; transactional ids ``<ns>.router.*``       |
 | ``User:checkpointer``     | READ audit and checkpoints; WRITE checkpoints, and audit   |
@@ -45,9 +45,11 @@ Why these and no more (Kafka's authorizer rules, checked against 4.1):
   topic, instead of IDEMPOTENT_WRITE on the cluster.
 * A transactional producer needs WRITE on its transactional id; committing
   consumer offsets in the transaction needs READ on the group and the topic.
-* Consent is one shared topic: ACLs cannot tell which agency may record
-  consent for which child (Kafka authorises per topic, not per key), so any
-  registered agency may write it and the router judges each record.
+* Consent arrives on a topic per recording agency, as ingest does, so Kafka
+  itself stops an agency writing consent in another's name; the router then
+  quarantines a record naming another agency than its topic's owner, and
+  checks the policy's consent entitlements (who may record consent for which
+  purpose, and who may withdraw what another agency recorded).
 * Readers without a consumer group (the router's consent and audit
   followers, auditors, the checkpointer) need no group ACL.
 * The subscriber group ACLs are a LITERAL binding for the group itself and a
@@ -153,7 +155,7 @@ def desired_acls(
         user = agency_user(a)
         out.add(allow(user, "TOPIC", topics.ingest(a), "WRITE"))
         out.add(allow(user, "TOPIC", topics.status(a), "READ"))
-        out.add(allow(user, "TOPIC", topics.consent, "WRITE"))
+        out.add(allow(user, "TOPIC", topics.consent(a), "WRITE"))
     for s in subscribers:
         user = subscriber_user(s)
         group = topics.feed_group(s)
@@ -165,7 +167,7 @@ def desired_acls(
 
     out |= {
         allow(ROUTER, "TOPIC", topics.ingest_prefix, "READ", "PREFIXED"),
-        allow(ROUTER, "TOPIC", topics.consent, "READ"),
+        allow(ROUTER, "TOPIC", topics.consent_prefix, "READ", "PREFIXED"),
         # Every instance follows the audit log (dedup by event id) and the
         # checkpoints (checkpoint lag metric).
         allow(ROUTER, "TOPIC", topics.audit, "READ"),
@@ -227,7 +229,7 @@ def policy_users(policy: Policy) -> list[str]:
 def _scope(topics: Topics) -> re.Pattern[str]:
     ns = re.escape(topics.namespace)
     return re.compile(
-        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent|feed\.(?:{_ID})?|quarantine|audit"
+        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent(?:\.(?:{_ID})?)?|feed\.(?:{_ID})?|quarantine|audit"
         rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}\.?"
         rf"|checkpointer\.?(?:{_ID})?"
         rf"|loop(?:\.clock-starts|\.clocks|\.(?:{_ID})?)?|(?:ack|notices|status)\.(?:{_ID})?)\Z"

@@ -67,8 +67,13 @@ CHANGELOG_CONFIG: Mapping[str, str] = {
     "cleanup.policy": "compact",
 }
 CONSENT_CONFIG: Mapping[str, str] = {
-    # Latest consent record per subject+purpose is what counts.
-    "cleanup.policy": "compact",
+    # Kept, not compacted: compaction would let a later record for the same
+    # subject and purpose (even one the router quarantined, or a tombstone)
+    # erase the record a past decision relied on. The router's consent state
+    # comes from the audit log's CONSENT leaves, not from these topics.
+    "cleanup.policy": "delete",
+    "retention.ms": NEVER,
+    "retention.bytes": NEVER,
 }
 
 
@@ -82,12 +87,12 @@ def standard_topic_specs(
 ) -> list[TopicSpec]:
     """Every topic a Safeshare deployment (namespace ``topics``) needs (docs/DESIGN.md).
 
-    ``partitions``: for keyed topics (ingest, consent, feeds, quarantine); more
+    ``partitions``: for keyed topics (ingest, consent per agency, feeds, quarantine); more
     partitions let more router processes share the load. ``audit_shards``:
     one audit partition per Merkle log shard.
     """
     specs = [TopicSpec(topics.ingest(a), partitions) for a in agencies]
-    specs.append(TopicSpec(topics.consent, partitions, CONSENT_CONFIG))
+    specs += [TopicSpec(topics.consent(a), partitions, CONSENT_CONFIG) for a in agencies]
     specs += [TopicSpec(topics.feed(s), partitions) for s in subscribers]
     specs.append(TopicSpec(topics.quarantine, partitions))
     specs.append(TopicSpec(topics.identity, partitions, CHANGELOG_CONFIG))

@@ -2,7 +2,7 @@
 
 Pure Python, no Kafka. The router loads one :class:`Policy` at start (a policy
 that fails to load raises :class:`PolicyError`: the router must not start),
-feeds a :class:`ConsentStore` from the consent topic, and for every event asks
+keeps a :class:`ConsentStore` of the consent records it accepted, and for every event asks
 ``policy.decide_all(event, consents, clock.now_ms())``. Each :class:`Decision`
 is a value: SHARE with the data classes to keep, or WITHHOLD with a reason.
 :func:`explain` puts a decision into words a data protection officer can follow.
@@ -49,6 +49,7 @@ from broker.policy.consent import (
     ConsentState,
     ConsentStatus,
     ConsentStore,
+    ConsentVerdict,
     consent_key,
 )
 from broker.policy.decision import DEFAULT_DENY, Decision, Obligation
@@ -75,6 +76,7 @@ __all__ = [
     "ConsentState",
     "ConsentStatus",
     "ConsentStore",
+    "ConsentVerdict",
     "Decision",
     "LawfulBasis",
     "NoConsentReason",

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.policy._check_base import Checked, Vocabulary, _suggest
+from broker.policy._check_consent import check_consent
 from broker.policy._check_rules import RuleChecks
 from broker.policy._clocks import check_clocks, check_escalate_to
 from broker.policy._feed_keys import check_feed_keys
@@ -47,6 +48,7 @@ _TOP = {
     "event_signatures": False,
     "clocks": False,
     "identity": False,
+    "consent": True,
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {
@@ -109,6 +111,9 @@ class _Checker(RuleChecks):
         )
         checked.clocks = check_clocks(self, top.get("clocks"), ("clocks",))
         checked.identity = check_identity(self, top.get("identity"), ("identity",))
+        checked.consent_recorders = check_consent(
+            self, top.get("consent"), ("consent",), agencies, purposes
+        )
         checked.rules = self.rules(top.get("rules"), ("rules",), checked)
         self.shadowing(checked.rules)
         return checked if not self.problems else None

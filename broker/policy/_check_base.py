@@ -17,7 +17,7 @@ from typing import Any
 
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
-from broker.policy.model import Agency, Role, Rule, Subscriber
+from broker.policy.model import Agency, ConsentRecorder, Role, Rule, Subscriber
 from broker.policy.vocabulary import (
     CATEGORIES,
     RISK_LEVELS,
@@ -55,6 +55,7 @@ class Checked:
     event_signatures: str = "required"
     clocks: Any = None  # broker.loop.rules.ClockPolicy
     identity: Any = None  # broker.identity.linkage.Thresholds
+    consent_recorders: tuple[ConsentRecorder, ...] = ()
 
 
 def _suggest(word: str, choices: Any) -> str:

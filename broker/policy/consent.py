@@ -1,30 +1,37 @@
-"""Consent state, rebuilt in memory from the compacted consent topic.
+"""Consent state: the latest applied consent record per child and purpose.
 
 A consent record says, for one child (subject pseudonym) and one purpose, that
 consent was GIVEN, REFUSED or WITHDRAWN, for a scope (recipient roles and data
 classes; an empty list means "all") and possibly until an expiry time.
 
-The consent topic is keyed by subject + purpose and compacted, so only the
-latest record per key matters: :class:`ConsentStore` keeps exactly that. The
-router feeds it records in topic order (``apply``) and tombstones
-(``apply_tombstone``/``delete``); a later record for the same key replaces the
-earlier one, whatever its status. So a partial withdrawal is expressed as a new
-GIVEN record with a narrower scope; a WITHDRAWN record withdraws the consent for
-every role in its scope and leaves no consent for any other role either (the
-earlier GIVEN record it replaced is gone).
+Only the router changes this state, and only with records it accepted: from
+the recording agency's own consent topic, signed if the policy says so, and
+entitled by the policy's ``consent`` section (broker.routing.core). Each one
+applied is a CONSENT audit leaf written in the same transaction, and the state
+is rebuilt from those leaves (:meth:`ConsentStore.put_keyed`), never from the
+consent topics, so a record the router refused never counts, after a restart
+either. A tombstone ends nothing: consent ends by a WITHDRAWN record or expiry.
 
-Consent is looked up when an event is routed, never cached in a decision, so a
-withdrawal stops every later share that relied on it (UK GDPR Art 7(3): the
-withdrawal does not affect what was lawfully shared before it).
+A later record for the same subject and purpose replaces the earlier one,
+whatever its status. So a partial withdrawal is a new GIVEN record with a
+narrower scope; a WITHDRAWN record leaves no consent for any role.
+
+The store is keyed by ``subject_key(pseudonym)``: in the router the keyed HMAC
+the audit leaves carry, so leaves and events find the same entry. Consent is
+looked up when an event is routed, never cached in a decision, so a withdrawal
+stops every later share that relied on it (UK GDPR Art 7(3)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from broker.policy.model import Agency, ConsentRecorder
 
 KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in a pseudonym or purpose id
 
@@ -73,6 +80,8 @@ class ConsentRecord:
     data_classes: frozenset[str] = frozenset()  # empty = every data class
     expires_at_ms: int | None = None
     recorded_at_ms: int | None = None
+    recorder: str = ""  # the agency that recorded it (its consent topic's owner)
+    digest: str = ""  # SHA-256 of the record's bytes as received, for the audit
 
     def __post_init__(self) -> None:
         if self.status not in _RECORD_STATUSES:
@@ -109,6 +118,13 @@ class ConsentRecord:
             data_classes=frozenset(body.get("scope_data_classes") or ()),
             expires_at_ms=_ms(body.get("expires_at")),
             recorded_at_ms=_ms(body.get("recorded_at") or event.get("reported_at")),
+            recorder=str((event.get("source") or {}).get("agency_id") or ""),
+        )
+
+    def in_force(self, now_ms: int) -> bool:
+        """Still binding at ``now_ms``: a withdrawal always, consent or refusal until expiry."""
+        return (
+            self.status == "WITHDRAWN" or self.expires_at_ms is None or now_ms < self.expires_at_ms
         )
 
 
@@ -130,6 +146,69 @@ class ConsentState:
 
 
 NO_CONSENT = ConsentState(ConsentStatus.NONE)
+
+
+@dataclass(frozen=True)
+class ConsentVerdict:
+    """Whether the policy entitles a consent record: ``problem`` None if it does, with
+    the entitlement (``rule_id``) and a reason for the audit; else why not."""
+
+    rule_id: str = ""
+    reason: str = ""
+    problem: str | None = None
+
+
+def judge_consent(
+    recorders: Iterable[ConsentRecorder],
+    agency: Agency | None,
+    *,
+    local_authority: str,
+    purpose: str,
+    status: str,
+    previous: ConsentRecord | None,
+    now_ms: int,
+) -> ConsentVerdict:
+    """May ``agency`` record this consent record (the policy's ``consent`` section)?
+
+    Yes only if the agency is registered, the child is of one of its local
+    authorities, an entitlement names the agency and the purpose, and the
+    record would not replace one still in force that another agency made,
+    unless an entitlement of the agency for that purpose has ``withdraw_others``.
+    Default deny: no entitlement, no consent record.
+    """
+    if agency is None:
+        return ConsentVerdict(problem="the recording agency is not registered in the policy")
+    if local_authority not in agency.local_authorities:
+        return ConsentVerdict(
+            problem=f"agency {agency.id!r} records consent only for children of its own local"
+            f" authorities ({', '.join(sorted(agency.local_authorities))}), not"
+            f" {local_authority or '(none)'}"
+        )
+    entitled = [r for r in recorders if agency.id in r.agencies and purpose in r.purposes]
+    if not entitled:
+        return ConsentVerdict(
+            problem=f"agency {agency.id!r} is not entitled to record consent for purpose"
+            f" {purpose!r} (policy: consent.recorders)"
+        )
+    if previous is not None and previous.recorder != agency.id and previous.in_force(now_ms):
+        over = [r for r in entitled if r.withdraw_others]
+        if not over:
+            return ConsentVerdict(
+                problem=f"a {status} record would replace consent record {previous.record_id}"
+                f" ({previous.status}, recorded by {previous.recorder or 'an unknown agency'!r}),"
+                f" which only that agency, or one the policy lets withdraw others' records for"
+                f" {purpose!r}, may"
+            )
+        return ConsentVerdict(
+            rule_id=over[0].id,
+            reason=f"{status} for {purpose} recorded by {agency.id} over record"
+            f" {previous.record_id} of {previous.recorder} (entitlement {over[0].id!r},"
+            " withdraw_others)",
+        )
+    return ConsentVerdict(
+        rule_id=entitled[0].id,
+        reason=f"{status} for {purpose} recorded by {agency.id} (entitlement {entitled[0].id!r})",
+    )
 
 
 class ConsentLookup(Protocol):
@@ -169,49 +248,119 @@ def _entry(record: ConsentRecord) -> _Entry:
 
 
 class ConsentStore:
-    """Latest consent record per (subject, purpose); pure and in memory.
+    """Latest consent record per (subject key, purpose); pure and in memory.
 
-    Not thread-safe: one router loop owns one store.
+    ``subject_key`` maps an event's pseudonym to the store's key (identity by
+    default; the router's keyed HMAC, see the module docstring). Changes since
+    :meth:`begin` are journaled, so a transaction that aborts takes its
+    records back (:meth:`rollback`). Not thread-safe: one router loop owns it.
     """
 
-    def __init__(self, records: Iterable[ConsentRecord] = ()) -> None:
-        # (subject, purpose) -> the latest record's entry; the record is entry.state.record
+    def __init__(
+        self,
+        records: Iterable[ConsentRecord] = (),
+        *,
+        subject_key: Callable[[str], str] | None = None,
+    ) -> None:
+        # (subject key, purpose) -> the latest record's entry; the record is entry.state.record
         self._entries: dict[tuple[str, str], _Entry] = {}
+        self._applied_at: dict[tuple[str, str], int] = {}
+        self._subject_key = subject_key
+        self._last: tuple[str, str] = ("", "")  # the last subject and its key: one HMAC per event
+        self._journal: list[tuple[tuple[str, str], _Entry | None, int | None]] = []
+        # Record ids whose lapse a decision found and the audit has not yet recorded.
+        self._expired: dict[str, tuple[str, ConsentRecord]] = {}
+        self._expiry_noted: set[str] = set()
+        self._noted_since_begin: list[str] = []
         for record in records:
             self.put(record)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, record: ConsentRecord) -> None:
+    def key_subjects_with(self, subject_key: Callable[[str], str]) -> None:
+        """Key this (empty) store by ``subject_key`` of each pseudonym (the router's HMAC)."""
+        if self._entries and subject_key is not self._subject_key:
+            raise ValueError("a store holding records cannot change how it keys subjects")
+        self._subject_key = subject_key
+        self._last = ("", "")
+
+    def key_of(self, subject: str) -> str:
+        """The store's key for an event's pseudonym."""
+        if self._subject_key is None:
+            return subject
+        last_subject, last_key = self._last
+        if subject == last_subject and last_key:
+            return last_key
+        key = self._subject_key(subject)
+        self._last = (subject, key)
+        return key
+
+    # -- changes, journaled ---------------------------------------------------------
+    def begin(self) -> None:
+        """Start a transaction: what is applied from now on can be rolled back."""
+        self._journal.clear()
+        self._noted_since_begin.clear()
+
+    def rollback(self) -> None:
+        """Take back every change since :meth:`begin` (the transaction aborted)."""
+        while self._journal:
+            key, entry, applied_at = self._journal.pop()
+            if entry is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = entry
+            if applied_at is None:
+                self._applied_at.pop(key, None)
+            else:
+                self._applied_at[key] = applied_at
+        self._expiry_noted.difference_update(self._noted_since_begin)
+        self._noted_since_begin.clear()
+        self._expired.clear()
+
+    def _set(self, key: tuple[str, str], entry: _Entry | None, applied_at_ms: int) -> None:
+        self._journal.append((key, self._entries.get(key), self._applied_at.get(key)))
+        if entry is None:
+            self._entries.pop(key, None)
+            self._applied_at.pop(key, None)
+        else:
+            self._entries[key] = entry
+            self._applied_at[key] = applied_at_ms
+
+    def put(self, record: ConsentRecord, *, applied_at_ms: int = 0) -> None:
         """Record ``record``, replacing any earlier record for its subject and purpose."""
-        self._entries[(record.subject, record.purpose)] = _entry(record)
+        self._set((self.key_of(record.subject), record.purpose), _entry(record), applied_at_ms)
 
-    def apply(self, event: Mapping[str, Any] | None, *, key: bytes | None = None) -> None:
-        """Apply one message of the consent topic: a ConsentRecord event, or a tombstone.
+    def apply(self, event: Mapping[str, Any]) -> ConsentRecord:
+        """Apply a ConsentRecord event (``policy explain``, tests); returns its record."""
+        record = ConsentRecord.from_event(event)
+        self.put(record)
+        return record
 
-        A tombstone (``event`` None) deletes the record under ``key`` (see
-        :func:`consent_key`); compaction will delete it from the topic too.
-        """
-        if event is None:
-            if key is None:
-                raise ValueError("a consent tombstone needs its key")
-            self.apply_tombstone(key)
-            return
-        self.put(ConsentRecord.from_event(event))
-
-    def apply_tombstone(self, key: bytes) -> None:
-        """Delete the record under a consent-topic key (subject + purpose)."""
-        subject, sep, purpose = key.decode().partition(KEY_SEPARATOR)
-        if not sep:
-            raise ValueError("consent key lacks the subject/purpose separator")
-        self.delete(subject, purpose)
+    def put_keyed(self, subject_key: str, record: ConsentRecord, *, applied_at_ms: int) -> bool:
+        """Record ``record`` under a subject key already derived (a CONSENT audit leaf's
+        ``subject``), unless a record applied later is held: leaves of several router
+        instances arrive in a different order at each, and the later application wins
+        everywhere. False if it was older than the record held."""
+        key = (subject_key, record.purpose)
+        held = self._applied_at.get(key)
+        if held is not None and key in self._entries and applied_at_ms < held:
+            return False
+        self._set(key, _entry(record), applied_at_ms)
+        return True
 
     def delete(self, subject: str, purpose: str) -> None:
-        self._entries.pop((subject, purpose), None)
+        """Forget the record for ``subject`` and ``purpose`` (tests and tools; the router
+        never deletes: consent ends by a withdrawal or by expiry)."""
+        self._set((self.key_of(subject), purpose), None, 0)
 
+    # -- reading -----------------------------------------------------------------
     def get(self, subject: str, purpose: str) -> ConsentRecord | None:
-        entry = self._entries.get((subject, purpose))
+        entry = self._entries.get((self.key_of(subject), purpose))
+        return entry.state.record if entry is not None else None
+
+    def get_keyed(self, subject_key: str, purpose: str) -> ConsentRecord | None:
+        entry = self._entries.get((subject_key, purpose))
         return entry.state.record if entry is not None else None
 
     def lookup(self, subject: str, purpose: str, role: str, now_ms: int) -> ConsentState:
@@ -220,7 +369,8 @@ class ConsentStore:
         - no record, or a record whose role scope leaves ``role`` out: NONE;
         - WITHDRAWN: WITHDRAWN (expiry is irrelevant: it is not consent);
         - GIVEN or REFUSED at or after its expiry: EXPIRED (a lapsed consent is
-          no consent; a lapsed refusal no longer binds);
+          no consent; a lapsed refusal no longer binds), noted for the audit
+          (:meth:`take_expired`) the first time a lookup finds it so;
         - otherwise GIVEN or REFUSED.
 
         The same answers as :meth:`lookup_plainly`, from states built when the
@@ -228,13 +378,17 @@ class ConsentStore:
         once per share step of every event, and building a ``ConsentState`` and
         a ``ConsentStatus`` each time was most of the lookup's cost.
         """
-        entry = self._entries.get((subject, purpose))
+        key = self.key_of(subject)
+        entry = self._entries.get((key, purpose))
         if entry is None:
             return NO_CONSENT
         roles, expires_at_ms, state, expired = entry
         if roles and role not in roles:
             return NO_CONSENT
         if expires_at_ms is not None and now_ms >= expires_at_ms:
+            record = expired.record
+            if record is not None and record.record_id not in self._expiry_noted:
+                self._expired.setdefault(record.record_id, (key, record))
             return expired
         return state
 
@@ -248,3 +402,21 @@ class ConsentStore:
         if record.expires_at_ms is not None and now_ms >= record.expires_at_ms:
             return ConsentState(ConsentStatus.EXPIRED, record)
         return ConsentState(ConsentStatus(record.status), record)
+
+    # -- expiry, for the audit ------------------------------------------------------
+    def take_expired(self) -> list[tuple[str, ConsentRecord]]:
+        """(subject key, record) of each record a lookup found lapsed for the first time
+        since the last call; each is then noted, so its expiry is audited once."""
+        if not self._expired:
+            return []
+        out = list(self._expired.values())
+        self._expired.clear()
+        for _, record in out:
+            self.note_expiry(record.record_id)
+        return out
+
+    def note_expiry(self, record_id: str) -> None:
+        """The expiry of ``record_id`` is audited (a leaf written or read back)."""
+        if record_id not in self._expiry_noted:
+            self._expiry_noted.add(record_id)
+            self._noted_since_begin.append(record_id)

@@ -96,10 +96,10 @@ from broker.policy._plans import CompiledPlans, _Outcome, _Step
 from broker.policy._present import bits_tree, build_tree, compile_present
 from broker.policy._steps import _event_id, _retarget, _Target
 from broker.policy._yaml import load_document
-from broker.policy.consent import ConsentLookup
+from broker.policy.consent import ConsentLookup, ConsentRecord, ConsentVerdict, judge_consent
 from broker.policy.decision import Decision
 from broker.policy.exceptions import PolicyError, Problem
-from broker.policy.model import Agency, Role, Rule, Subscriber
+from broker.policy.model import Agency, ConsentRecorder, Role, Rule, Subscriber
 from broker.policy.vocabulary import ReasonCode
 
 # Bounds of the engine's memories (oldest entry forgotten first). Events whose
@@ -293,6 +293,28 @@ class Policy(CompiledPlans):
 
     def subscriber(self, subscriber_id: str) -> Subscriber | None:
         return self._c.subscribers.get(subscriber_id)
+
+    @property
+    def consent_recorders(self) -> tuple[ConsentRecorder, ...]:
+        """Who may record consent, for which purposes (the ``consent`` section)."""
+        return self._c.consent_recorders
+
+    def consent_entitlement(
+        self,
+        *,
+        agency: str,
+        local_authority: str,
+        purpose: str,
+        status: str,
+        previous: ConsentRecord | None,
+        now_ms: int,
+    ) -> ConsentVerdict:
+        """Whether ``agency`` may record this consent record (:func:`judge_consent`)."""
+        return judge_consent(
+            self._c.consent_recorders, self._c.agencies.get(agency),
+            local_authority=local_authority, purpose=purpose, status=status,
+            previous=previous, now_ms=now_ms,
+        )  # fmt: skip
 
     def rule(self, rule_id: str) -> Rule | None:
         for r in self._c.rules:

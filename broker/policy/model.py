@@ -139,3 +139,19 @@ class Rule:
     @property
     def place(self) -> str:
         return f"line {self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class ConsentRecorder:
+    """An entitlement of the policy's ``consent`` section: these agencies may record
+    consent (GIVEN, REFUSED, WITHDRAWN) for these purposes, for children of their
+    own local authorities; with ``withdraw_others`` they may also withdraw (or record
+    anew over) a record another agency made that is still in force."""
+
+    id: str
+    line: int
+    column: int
+    description: str
+    agencies: frozenset[str]  # resolved from the ids and types the entry names
+    purposes: frozenset[str]
+    withdraw_others: bool = False

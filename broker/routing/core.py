@@ -16,6 +16,7 @@ Every message ends in exactly one of:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -23,7 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from broker.audit.leaf import SubjectPseudonymiser
+from broker.audit.exceptions import AuditError
+from broker.audit.leaf import AuditLeaf, LeafKind, SubjectPseudonymiser
 from broker.audit.leaf_template import LeafEvent, LeafTemplate
 from broker.clock import Clock
 from broker.codec import Codec
@@ -36,6 +38,7 @@ from broker.codec.exceptions import (
 )
 from broker.codec.limits import MAX_EVENT_BYTES, event_size_problem
 from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
+from broker.policy.consent import ConsentRecord, ConsentStore, ConsentVerdict
 from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter
 from broker.signing import signature_problem
@@ -52,6 +55,8 @@ DEFAULT_MAX_MESSAGE_BYTES = MAX_EVENT_BYTES  # the one limit (broker.codec.limit
 # What of an original message a quarantine record holds (under the codec's and
 # Kafka's 1 MiB default message limits, with room for the record's other fields).
 QUARANTINE_ORIGINAL_MAX = 900 * 1024
+# The digest of a consent record known by its id only (never: each record has its own).
+_NO_DIGEST = "0" * 64
 # Distinct (subscriber, rule, grant) decision heads kept; a policy has a few dozen.
 _DECISION_HEADS_MAX = 4096
 
@@ -159,6 +164,9 @@ class RoutingCore:
         # The statutory clocks a share starts, written in the share's transaction.
         self._clock_starter = clock_starter
         self._subject_pseudonym = SubjectPseudonymiser(pseudonym_key)
+        if isinstance(consents, ConsentStore):
+            # Keyed as the audit leaves are, so the state rebuilds from them.
+            consents.key_subjects_with(self._subject_pseudonym)
         # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
         self._recipients: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
         self._sorted: dict[Any, tuple[str, ...]] = {}  # a grant's classes, sorted
@@ -183,7 +191,7 @@ class RoutingCore:
         with the message's coordinates for the operators.
         """
         try:
-            if msg.topic == self.topics.consent:
+            if msg.topic.startswith(self.topics.consent_prefix):
                 return self._handle_consent(msg)
             return self._handle_ingest(msg)
         except Exception as exc:  # noqa: BLE001 - see docstring
@@ -254,55 +262,195 @@ class RoutingCore:
         return None
 
     def _handle_consent(self, msg: Inbound) -> Routed:
-        """The group's duty for a consent message: quarantine it if it is bad.
+        """A message of an agency's consent topic: applied and audited, or quarantined.
 
-        Consent *state* is kept by :meth:`apply_consent`, fed by every router
-        instance from the whole consent topic; this path runs once per message
-        (inside the transaction), so a bad record is quarantined and audited once.
+        Accepted only if it is a consent record of the topic's owner (Kafka ACLs
+        let only that agency write the topic), validly signed where the policy
+        asks, not seen before, and entitled by the policy (who may record consent
+        for which purpose, who may withdraw what another agency recorded). An
+        accepted record changes the consent state at once (so later events of
+        the batch see it; :meth:`rollback_consents` takes it back if the
+        transaction aborts) and is a CONSENT leaf; every instance rebuilds its
+        state from those leaves (:meth:`learn_consent_leaf`). A tombstone ends
+        nothing: consent ends only by a signed WITHDRAWN record or by expiry.
         """
         routed = Routed()
+        owner = self.topics.agency_of_consent(msg.topic)
+        routed.agency = owner
         if msg.value is None:
-            if msg.key is None:
-                return self._quarantine(
-                    msg, "SCHEMA_INVALID", "consent tombstone without key", routed
-                )
-            return routed
+            return self._quarantine(
+                msg,
+                "NOT_ENTITLED",
+                "a tombstone cannot end consent: consent ends only by a signed WITHDRAWN"
+                " record or by expiry",
+                routed,
+            )
         decoded = self._decode(msg, routed)
         if decoded is None:
             return routed
         event = decoded[0]
-        routed.event_id = event["event_id"]
-        routed.agency = event["source"]["agency_id"]
+        routed.event_id = event_id = event["event_id"]
+        routed.agency = agency = event["source"]["agency_id"]
         problem = _consent_problem(event)
         if problem:
             return self._quarantine(msg, "SCHEMA_INVALID", problem, routed)
-        # Any agency may write the consent topic (Kafka cannot check who wrote
-        # which key), so the agency's signature is what binds a consent record
-        # to the agency that recorded it.
-        problem = self._signature_problem(msg.value, event, routed.agency, self.clock.now_ms())
+        if agency != owner:
+            return self._quarantine(
+                msg,
+                "AGENCY_MISMATCH",
+                f"consent record claims agency {agency!r} but arrived on {msg.topic} owned by"
+                f" {owner!r}",
+                routed,
+            )
+        now = self.clock.now_ms()
+        problem = self._signature_problem(msg.value, event, agency, now)
         if problem:
             return self._quarantine(msg, "BAD_SIGNATURE", problem, routed)
+        try:
+            record = ConsentRecord.from_event(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            return self._quarantine(msg, "SCHEMA_INVALID", f"consent record: {exc}", routed)
+        digest = hashlib.sha256(msg.value).hexdigest()
+        subject = self.subject_hmac(record.subject)
+        # Held as its leaf will read back (keyed pseudonym, what the leaf keeps), so a
+        # restarted router rebuilding from the audit log decides exactly as this one.
+        record = dataclasses.replace(record, subject=subject, recorded_at_ms=None, digest=digest)
+        if event_id in self.seen_event_ids:
+            routed.duplicate = True
+            routed.leaves.append(
+                {
+                    "kind": "DUPLICATE", "time_ms": now, "event_id": event_id,
+                    "event_digest": digest, "source_agency": agency, "subject": subject,
+                    "reason": "DUPLICATE_EVENT_ID",
+                }
+            )  # fmt: skip
+            log.info("duplicate consent record %s event=%s not applied again", msg.where, event_id)
+            return routed
+        previous = self.consents.get_keyed(subject, record.purpose)
+        verdict = self._consent_entitlement(event, record, previous, now)
+        if verdict.problem is not None:
+            return self._quarantine(msg, "NOT_ENTITLED", verdict.problem, routed)
+        self.seen_event_ids.add(event_id)
+        self.consents.put_keyed(subject, record, applied_at_ms=now)
+        routed.leaves.append(
+            self._consent_leaf(
+                record, subject, digest, now, str(record.status),
+                rule_id=verdict.rule_id, reason=verdict.reason,
+                replaces=previous.record_id if previous is not None else None,
+            )
+        )  # fmt: skip
+        log.info(
+            "consent record %s event=%s applied: %s for %s",
+            msg.where, event_id, record.status, record.purpose,
+        )  # fmt: skip
         return routed
 
-    def apply_consent(self, msg: Inbound) -> bool:
-        """Fold one consent-topic message into the consent state; False if it is unusable."""
-        if msg.value is None:
-            if msg.key is None:
-                return False
-            try:
-                self.consents.apply(None, key=msg.key)
-            except ValueError:
-                return False
-            return True
+    def _consent_entitlement(
+        self,
+        event: Mapping[str, Any],
+        record: ConsentRecord,
+        previous: ConsentRecord | None,
+        now_ms: int,
+    ) -> ConsentVerdict:
+        """What the policy says of this record; fail closed without a policy that judges."""
+        judge = getattr(self.decider, "consent_entitlement", None)
+        if judge is None:
+            return ConsentVerdict(problem="the policy names no one who may record consent")
+        verdict: ConsentVerdict = judge(
+            agency=record.recorder,
+            local_authority=str((event.get("subject") or {}).get("local_authority") or ""),
+            purpose=record.purpose,
+            status=record.status,
+            previous=previous,
+            now_ms=now_ms,
+        )
+        return verdict
+
+    def _consent_leaf(
+        self,
+        record: ConsentRecord,
+        subject: str,
+        digest: str,
+        now: int,
+        outcome: str,
+        *,
+        rule_id: str,
+        reason: str,
+        replaces: str | None,
+    ) -> dict[str, Any]:
+        """The CONSENT audit leaf of an applied record or of its expiry (broker.audit.leaf)."""
+        return {
+            "kind": "CONSENT",
+            "time_ms": now,
+            "event_id": record.record_id,
+            "event_digest": digest,
+            "source_agency": record.recorder,
+            "subject": subject,
+            "outcome": outcome,
+            "rule_id": rule_id,
+            "reason": reason,
+            "policy_digest": str(getattr(self.decider, "digest", "") or ""),
+            "consent_ref": replaces,
+            "consent_purpose": record.purpose,
+            "consent_roles": sorted(record.roles),
+            "consent_data_classes": sorted(record.data_classes),
+            "consent_expires_ms": record.expires_at_ms,
+        }
+
+    def _expiry_leaves(
+        self, expired: list[tuple[str, ConsentRecord]], now: int, routed: Routed
+    ) -> None:
+        """A CONSENT leaf (EXPIRED) for each record a decision of this event found lapsed
+        for the first time: the lapse takes effect, and the audit says so, once."""
+        for subject, record in expired:
+            routed.leaves.append(
+                self._consent_leaf(
+                    record, subject, record.digest or _NO_DIGEST, now, "EXPIRED",
+                    rule_id="", replaces=record.record_id,
+                    reason=f"consent record {record.record_id} lapsed; decisions from now on"
+                    " have no consent from it",
+                )
+            )  # fmt: skip
+
+    # -- consent state, per transaction and from the audit log ---------------------
+    def begin_consents(self) -> None:
+        """A transaction starts: consent changes from now on can be taken back."""
+        begin = getattr(self.consents, "begin", None)
+        if begin is not None:
+            begin()
+
+    def rollback_consents(self) -> None:
+        """The transaction aborted: its consent records and expiries never happened."""
+        rollback = getattr(self.consents, "rollback", None)
+        if rollback is not None:
+            rollback()
+
+    def learn_consent_leaf(self, data: bytes) -> bool:
+        """Fold a committed CONSENT leaf (another instance's, or any after a restart) into
+        the consent state; False if ``data`` is not one. Only accepted records have such
+        leaves, so a quarantined record never reaches the state this way."""
         try:
-            event = self.codec.decode(msg.value, ENVELOPE)
-        except CodecError:
+            leaf = AuditLeaf.from_bytes(data)
+        except AuditError:
             return False
-        if _consent_problem(event) or self._signature_problem(
-            msg.value, event, event["source"]["agency_id"], self.clock.now_ms()
-        ):
+        if leaf.kind is not LeafKind.CONSENT or leaf.consent_purpose is None:
             return False
-        self.consents.apply(event)
+        self.seen_event_ids.add(leaf.event_id)
+        if leaf.outcome == "EXPIRED":
+            self.consents.note_expiry(leaf.event_id)
+            return True
+        record = ConsentRecord(
+            record_id=leaf.event_id,
+            subject=leaf.subject,
+            purpose=leaf.consent_purpose,
+            status=leaf.outcome,
+            roles=frozenset(leaf.consent_roles or ()),
+            data_classes=frozenset(leaf.consent_data_classes or ()),
+            expires_at_ms=leaf.consent_expires_ms,
+            recorder=leaf.source_agency,
+            digest=leaf.event_digest,
+        )
+        self.consents.put_keyed(leaf.subject, record, applied_at_ms=leaf.time_ms)
         return True
 
     def _handle_ingest(self, msg: Inbound) -> Routed:
@@ -383,6 +531,9 @@ class RoutingCore:
                     outputs.append(Outbound(*start))
             delivered = hashlib.sha256(data).hexdigest()
             leaves.append(self._decision_leaf(decision, reason, leaf_event, ids, delivered))
+        take_expired = getattr(self.consents, "take_expired", None)
+        if take_expired is not None:
+            self._expiry_leaves(take_expired(), now, routed)
         return routed
 
     def _decision_leaf(

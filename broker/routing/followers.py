@@ -1,11 +1,11 @@
 """State every router instance follows, each on its own group-less consumer.
 
-- consent: the compacted consent topic from the beginning, caught up after
-  each poll and before its batch is routed, so a consent record committed
-  before an event is applied to it;
 - the audit topic: every routed event id (so a repeated event is not shared
-  twice, whichever instance routed it first) and the number of committed
-  leaves per shard; and the checkpoints topic: the size of the newest signed
+  twice, whichever instance routed it first), the consent records other
+  instances applied (their CONSENT leaves: the consent state is rebuilt from
+  the audit log, so only records the router accepted ever count; one applied
+  by another instance counts here a fetch after its commit), and the number
+  of committed leaves per shard; and the checkpoints topic: the size of the newest signed
   checkpoint per shard. Their difference is the audit checkpoint lag.
 
 :class:`Followers` is a part of :class:`~broker.routing.service.RouterService`,
@@ -22,7 +22,7 @@ from broker.audit.exceptions import AuditError
 from broker.audit.leaf import batch_size, decode_batch
 from broker.kafka.consumer import Consumer, catch_up
 from broker.kafka.structs import Record, TopicPartition
-from broker.routing._records import _inbound, _where
+from broker.routing._records import _where
 from broker.routing.core import RoutingCore
 from broker.routing.metrics import RouterMetrics
 from broker.topics import Topics
@@ -31,15 +31,16 @@ log = logging.getLogger(__name__)
 
 #: Header on the router's audit batches: a random token of the writing process.
 AUDIT_WRITER_HEADER = "safeshare-router-writer"
+#: What marks a CONSENT leaf (broker.audit.leaf) in its canonical bytes.
+_CONSENT_LEAF = b'"kind":"CONSENT"'
 
 
 class Followers:
-    """The router's consent and audit catch-up (see the module docstring)."""
+    """The router's audit catch-up, consent state included (see the module docstring)."""
 
     core: RoutingCore
     topics: Topics
     metrics: RouterMetrics
-    _consent: Consumer | None
     _audit: Consumer | None
     _writer_token: bytes
     _audit_headers: list[tuple[str, bytes]]
@@ -55,17 +56,6 @@ class Followers:
         self._audit_headers = [(AUDIT_WRITER_HEADER, self._writer_token)]
 
     # -- state followed by every instance -------------------------------------
-    def _catch_up_consent(self) -> None:
-        """Fold every committed consent record into the consent state."""
-        assert self._consent is not None
-        if not _follow_from_start(self._consent, [self.topics.consent]):
-            return
-        def fold(r: Record) -> None:
-            if not self.core.apply_consent(_inbound(r)):
-                log.debug("consent record %s unusable (quarantined by the group)", _where(r))
-
-        _catch_up(self._consent, "consent", fold)
-
     def _catch_up_audit(self) -> None:
         """Learn every event id committed to the audit log (by any instance), count
         the committed leaves and note the newest checkpoint of each shard."""
@@ -102,6 +92,8 @@ class Followers:
             )
             for leaf in leaves:
                 seen.add_from_leaf(leaf)
+                if _CONSENT_LEAF in leaf:
+                    self.core.learn_consent_leaf(leaf)
 
         owned = self._assignment()
         if owned != self._audit_caught_up_for:

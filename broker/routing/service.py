@@ -12,8 +12,8 @@ broker refused) the service:
 
 1. forgets the event ids the batch marked as routed
    (:meth:`SeenEvents.forget_since`): they never reached the audit log, and
-   on replay they must be routed, not flagged as duplicates. Consent state
-   needs no undo: only the consent follower changes it, from committed records;
+   on replay they must be routed, not flagged as duplicates, and takes back
+   the consent records and expiries it applied (:meth:`RoutingCore.rollback_consents`);
 2. aborts the transaction; if the producer cannot abort (it is in a fatal
    state, or the broker does not answer) it is closed and a new one with the
    same transactional id is made, whose ``init_transactions`` aborts the open
@@ -39,7 +39,10 @@ transaction aborts and the new owner replays the batch. Instances on one host
 must be given distinct ``instance_id`` values; a restarted instance must keep
 its id, so it fences its own zombie.
 
-Consent and the audit log are followed by every instance
+Consent records arrive on each agency's consent topic and are routed by the
+group like events (consent partitions first in a batch): applied with a
+CONSENT audit leaf in the batch's transaction, or quarantined. The audit log,
+and with it every instance's consent state, is followed by every instance
 (:mod:`broker.routing.followers`); a batch's transaction is
 :mod:`broker.routing.transaction`; this module is the loop, its recovery and
 its health.
@@ -209,7 +212,6 @@ class RouterService(Followers, Transactions):
         self._health: HealthServer | None = None
         self.metrics_port: int | None = None
         self._consumer: Consumer | None = None
-        self._consent: Consumer | None = None
         self._audit: Consumer | None = None
         self._producer: Producer | None = None
         self._wait_for_broker = wait_for_broker
@@ -230,15 +232,14 @@ class RouterService(Followers, Transactions):
         # (kafka-python: 30 s), so a router waiting for one notices a stop soon.
         cfg = {"bootstrap_timeout_ms": PRODUCER_BLOCK_MS, **self._client_config}
 
-        # Ingest topics, and the consent topic (whose bad records the group
-        # quarantines exactly once; consent *state* comes from self._consent).
+        # Ingest and consent topics, one of each per agency: consent records are
+        # routed by the group like events (applied and audited, or quarantined).
         pattern = (
             "^("
             + re.escape(self.topics.ingest_prefix)
-            + r"[a-z0-9][a-z0-9_-]*"
             + "|"
-            + re.escape(self.topics.consent)
-            + ")$"
+            + re.escape(self.topics.consent_prefix)
+            + r")[a-z0-9][a-z0-9_-]*$"
         )
         self._consumer = make_consumer(
             self._bootstrap,
@@ -256,9 +257,6 @@ class RouterService(Followers, Transactions):
             assignors=("roundrobin", "range"),
             client_id=f"safeshare-router-{self.instance_id}",
             **cfg,
-        )
-        self._consent = make_consumer(
-            self._bootstrap, group_id=None, topics=None, isolation_level="read_committed", **cfg
         )
         # Follows the audit and checkpoints topics: routed event ids, checkpoint lag.
         self._audit = make_consumer(
@@ -393,9 +391,6 @@ class RouterService(Followers, Transactions):
                     self._repair()
                     batches = self._poll()
                     group = self._batch_group
-                    # Consent after the poll: a consent record committed before
-                    # an event of this batch was is applied when it is routed.
-                    self._catch_up_consent()
                     self._catch_up_audit()
                     if batches:
                         last_activity = time.monotonic()
@@ -567,7 +562,7 @@ class RouterService(Followers, Transactions):
         fences this process) or when the transaction timeout expires.
         """
         unfinished = self._need_producer or self._open_since is not None
-        for client in (self._consumer, self._consent, self._audit):
+        for client in (self._consumer, self._audit):
             if client is not None:
                 try:
                     client.close(timeout_s=CLOSE_WAIT_S if timeout_s is None else timeout_s)
@@ -585,7 +580,7 @@ class RouterService(Followers, Transactions):
                 # A fenced producer's or an abandoned transaction's close must not wait.
                 timeout_s = 0.0 if unfinished or self.stats.fenced else CLOSE_WAIT_S
             _close_quietly(self._producer, timeout=timeout_s)
-        self._consumer = self._consent = self._audit = None
+        self._consumer = self._audit = None
         self._producer = None
 
 

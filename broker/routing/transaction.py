@@ -152,6 +152,7 @@ class Transactions:
         seen = self.core.seen_event_ids
         txn = _Open(batches, seen.mark(), time.monotonic())
         self._open_since = txn.started
+        self.core.begin_consents()
         try:
             producer.begin_transaction()
             # The batch's offsets are known now: on their way to the coordinators
@@ -167,7 +168,12 @@ class Transactions:
             handle = self.core.handle
             debug = log.isEnabledFor(logging.DEBUG)
             routed_all, leaves, wheres, futures = txn.routed, txn.leaves, txn.wheres, txn.futures
-            for records in batches.values():
+            # Consent partitions first: an event polled with a consent record is
+            # decided with it (broker.routing.core._handle_consent).
+            consent = self.topics.consent_prefix
+            for _, records in sorted(
+                batches.items(), key=lambda item: not item[0].topic.startswith(consent)
+            ):
                 for r in records:
                     routed = handle(_inbound(r))
                     if debug:
@@ -226,11 +232,13 @@ class Transactions:
         producer = self._producer
         assert producer is not None
         forgotten = self.core.seen_event_ids.forget_since(txn.mark)
+        self.core.rollback_consents()
         # The transaction may have committed all the same (a commit the broker
         # applied but whose answer was lost): then its offsets went with it, the
-        # batch is not replayed, and the forgotten ids come back only from the
-        # audit log. A new writer token makes this process read its earlier
-        # batches back in full, like another instance's.
+        # batch is not replayed, and the forgotten ids (and the consent records
+        # taken back) come back only from the audit log. A new writer token
+        # makes this process read its earlier batches back in full, like
+        # another instance's.
         self._new_writer_token()
         self._replay_pending = True
         self.stats.aborted += 1
