@@ -55,6 +55,10 @@ from tests.router_load import GroupProgress, Load, check_exactly_once
 
 # -- no Kafka -------------------------------------------------------------------------
 
+#: The router group's partitions in create_topics: an ingest and a consent topic per
+#: agency of the example policy (7), two partitions each.
+ROUTED_PARTITIONS = 7 * 2 * 2
+
 
 def test_forget_since_undoes_exactly_the_ids_added_after_the_mark() -> None:
     seen = SeenEvents()
@@ -282,7 +286,7 @@ def test_instances_joining_and_leaving_one_group_route_a_stream_exactly_once(
         "a and b to split the partitions",
         lambda: bool(a.service.assignment()) and bool(b.service.assignment())
         and not (a.service.assignment() & b.service.assignment())
-        and len(a.service.assignment() | b.service.assignment()) == 16,
+        and len(a.service.assignment() | b.service.assignment()) == ROUTED_PARTITIONS,
     )
     load = Load(kafka_bootstrap, topics, rate=100, seed=3)
     load.start()
@@ -416,7 +420,7 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
     a = running(
         kafka_bootstrap, s, instance="a", max_poll_interval_ms=6000
     )
-    wait_for("a to own every partition", lambda: len(a.service.assignment()) == 16)
+    wait_for("a to own every partition", lambda: len(a.service.assignment()) == ROUTED_PARTITIONS)
     original = a.service._start
     joined: list[Running] = []
 
@@ -425,7 +429,7 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
             joined.append(running(kafka_bootstrap, s, instance="b"))
             wait_for(
                 "b to take the partitions over from the stalled a",
-                lambda: len(joined[0].service.assignment()) == 16,
+                lambda: len(joined[0].service.assignment()) == ROUTED_PARTITIONS,
                 timeout_s=60,
             )
         return original(batches, group)

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from broker.audit.leaf import AuditLeaf, leaf_bytes
+from broker.audit.leaf import AuditLeaf
+from broker.audit.leaf_template import leaf_bytes
 from broker.clock import FixedClock
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, Routed, RoutingCore
