@@ -22,6 +22,7 @@ a restart neither.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -33,9 +34,9 @@ import pytest
 from broker import config
 from broker.api import Publisher
 from broker.audit.checkpointer import Checkpointer
-from broker.audit.leaf import LeafKind
+from broker.audit.leaf import LeafKind, subject_pseudonym
 from broker.audit.stream import read_log
-from broker.audit.verify import verify_bundle
+from broker.audit.verify import SUBJECT_HISTORY, verify_bundle, who_saw
 from broker.clock import SystemClock
 from broker.demo import signed_policy
 from broker.kafka import acl
@@ -43,7 +44,7 @@ from broker.kafka.admin import Admin
 from broker.kafka.configuration import standard_topic_specs
 from broker.kafka.exceptions import KafkaError
 from broker.kafka.producer import make_producer
-from broker.routing.app import build_core, build_service
+from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed
 from broker.signing import AgencySigner
 from broker.topics import Topics
@@ -103,19 +104,24 @@ def _publish(secured: Secured, s: config.Settings, signers: Any, agency: str,
         pub.publish_json(event)
 
 
-def _route(secured: Secured, s: config.Settings) -> list[Routed]:
-    """One routing round by a new router process (its consent state from the audit log)."""
+def _route(secured: Secured, s: config.Settings, *events: dict[str, Any]) -> list[Routed]:
+    """Route ``events`` by new router processes (each rebuilds its consent state from
+    the audit log), as many rounds as it takes on a loaded machine (a round ends when
+    its router is idle, which a slow group join can make it before it polled)."""
     routed: list[Routed] = []
     clock = SystemClock()
-    service = build_service(
-        s, secured.bootstrap, clock=clock, instance_id=f"consent-{uuid4().hex[:6]}",
-        core=build_core(s, clock=clock, codec=CODEC), on_batch=routed.extend,
-        client_config={"credentials": secured.creds(acl.ROUTER)},
-    )
-    try:
-        service.run(idle_exit_s=1.5)
-    finally:
-        service.close()
+    deadline = time.monotonic() + 90
+    while {e["event_id"] for e in events} - {r.event_id for r in routed}:
+        assert time.monotonic() < deadline, "the router did not route every event"
+        service = build_service(
+            s, secured.bootstrap, clock=clock, instance_id=f"consent-{uuid4().hex[:6]}",
+            core=build_core(s, clock=clock, codec=CODEC), on_batch=routed.extend,
+            client_config={"credentials": secured.creds(acl.ROUTER)},
+        )
+        try:
+            service.run(idle_exit_s=1.5)
+        finally:
+            service.close()
     return routed
 
 
@@ -137,7 +143,7 @@ def test_a_school_cannot_give_or_withdraw_consent_for_a_child(
 
     before = _concern()
     _publish(secured, s, signers, SCHOOL, before)
-    baseline = _decisions(_route(secured, s), before)
+    baseline = _decisions(_route(secured, s, before), before)
     assert "torbay-mash" not in baseline["shared"]
     assert ("torbay-mash", "OVERRIDE_NO_REASON") in baseline["withheld"]
 
@@ -157,30 +163,32 @@ def test_a_school_cannot_give_or_withdraw_consent_for_a_child(
         secured.bootstrap, credentials=secured.creds(acl.agency_user(SCHOOL))
     ) as p:
         p.send(t.consent(SCHOOL), data, key=CHILD.encode()).get(timeout=30)
-    quarantined = {r.event_id: r.quarantined for r in _route(secured, s)}
+    quarantined = {
+        r.event_id: r.quarantined for r in _route(secured, s, forged_given, in_their_name)
+    }
     assert quarantined == {
         forged_given["event_id"]: "NOT_ENTITLED", in_their_name["event_id"]: "AGENCY_MISMATCH"
     }
     after_given = _concern()
     _publish(secured, s, signers, SCHOOL, after_given)
-    assert _decisions(_route(secured, s), after_given) == baseline
+    assert _decisions(_route(secured, s, after_given), after_given) == baseline
 
     # The service records consent: the next concern reaches the MASH on consent ...
     given = _consent(RHI, "GIVEN")
     _publish(secured, s, signers, RHI, given)
-    assert [r.quarantined for r in _route(secured, s)] == [None]
+    assert [r.quarantined for r in _route(secured, s, given)] == [None]
     on_consent = _concern()
     _publish(secured, s, signers, SCHOOL, on_consent)
-    shared = _decisions(_route(secured, s), on_consent)
+    shared = _decisions(_route(secured, s, on_consent), on_consent)
     assert "torbay-mash" in shared["shared"]
 
     # ... and the school's forged withdrawal does not stop it.
     forged_withdrawal = _consent(SCHOOL, "WITHDRAWN")
     _publish(secured, s, signers, SCHOOL, forged_withdrawal)
-    assert [r.quarantined for r in _route(secured, s)] == ["NOT_ENTITLED"]
+    assert [r.quarantined for r in _route(secured, s, forged_withdrawal)] == ["NOT_ENTITLED"]
     after_withdrawal = _concern()
     _publish(secured, s, signers, SCHOOL, after_withdrawal)
-    assert _decisions(_route(secured, s), after_withdrawal) == shared
+    assert _decisions(_route(secured, s, after_withdrawal), after_withdrawal) == shared
 
     # The audit log, checkpointed by the checkpointer, read and verified by the auditor:
     # every forged record quarantined with its reason, the service's record the only
@@ -215,3 +223,21 @@ def test_a_school_cannot_give_or_withdraw_consent_for_a_child(
     assert [(lf.kind, lf.consent_ref) for lf in mash] == [
         (LeafKind.SHARED, given["event_id"])
     ] * 2
+
+    # who-saw: the child's consent history, and the record each share relied on.
+    key = (s.home / "keys" / SUBJECT_KEY_FILE).read_bytes()
+    sightings = who_saw(
+        bundle, subject_pseudonym(key, CHILD), 0, 2**53, trusted_vkeys=[anchor],
+        kinds=SUBJECT_HISTORY,
+    )
+    assert [x.leaf.event_id for x in sightings if x.leaf.kind is LeafKind.CONSENT] == [
+        given["event_id"]
+    ]
+    relied = {
+        x.leaf.event_id: [c.leaf.event_id for c in x.relied_on]
+        for x in sightings if x.leaf.kind is LeafKind.SHARED and x.leaf.recipient == "torbay-mash"
+    }
+    assert relied == {
+        on_consent["event_id"]: [given["event_id"]],
+        after_withdrawal["event_id"]: [given["event_id"]],
+    }

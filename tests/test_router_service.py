@@ -55,9 +55,9 @@ from tests.router_load import GroupProgress, Load, check_exactly_once
 
 # -- no Kafka -------------------------------------------------------------------------
 
-#: The router group's partitions in create_topics: an ingest and a consent topic per
-#: agency of the example policy (7), two partitions each.
-ROUTED_PARTITIONS = 7 * 2 * 2
+#: The router group's partitions in create_topics: per agency of the example policy
+#: (7), an ingest topic of two partitions and a consent topic of one.
+ROUTED_PARTITIONS = 7 * (2 + 1)
 
 
 def test_forget_since_undoes_exactly_the_ids_added_after_the_mark() -> None:

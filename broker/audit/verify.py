@@ -25,6 +25,7 @@ from broker.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verif
 __all__ = [
     "LOCATE_LIMIT",
     "SUBJECT_DECISIONS",
+    "SUBJECT_HISTORY",
     "EventProof",
     "Report",
     "Sighting",
@@ -435,16 +436,24 @@ def verify_event_proof(
 
 @dataclass(frozen=True)
 class Sighting:
-    """One decision about a subject: the leaf and its index in the verified tree."""
+    """One decision about a subject: the leaf and its index in the verified tree.
+
+    For a share on consent, ``relied_on`` is the consent history it rested on:
+    the CONSENT leaf that applied the record it cites (``consent_ref``), then the
+    leaves of the records that one replaced, newest first; all before the share.
+    """
 
     index: int
     leaf: AuditLeaf
+    relied_on: tuple[Sighting, ...] = ()
 
 
 #: What :func:`who_saw` reports by default: every share and every decision not to share
 #: (docs/DESIGN.md: "a record of what was shared, with whom, when, why ... and of
 #: decisions not to").
 SUBJECT_DECISIONS = frozenset({LeafKind.SHARED, LeafKind.WITHHELD})
+#: ... and with the consent records applied for the subject (``safeshare audit who-saw``).
+SUBJECT_HISTORY = SUBJECT_DECISIONS | {LeafKind.CONSENT}
 
 
 def who_saw(
@@ -465,16 +474,40 @@ def who_saw(
     ``WITHHELD``) for ``subject_pseudonym`` (the keyed HMAC of
     :func:`broker.audit.leaf.subject_pseudonym`) in log order, with their
     indices for :func:`prove_leaves`: each says who received (or was refused)
-    which data classes, when, under which rule and lawful basis.
+    which data classes, when, under which rule and lawful basis; a share on
+    consent also the consent history it relied on (:class:`Sighting`). With
+    ``kinds=SUBJECT_HISTORY`` the subject's CONSENT leaves are listed as well.
     """
     wanted = frozenset(LeafKind(k) for k in kinds)
     report = verify_bundle(
         bundle, trusted_vkeys, witness_vkeys=witness_vkeys, witness_quorum=witness_quorum
     )
-    return [
-        Sighting(i, leaf)
-        for i, leaf in enumerate(report.leaves)
-        if leaf.kind in wanted
-        and leaf.subject == subject_pseudonym
-        and from_ms <= leaf.time_ms < to_ms
-    ]
+    consents: dict[str, list[Sighting]] = {}  # record id -> its CONSENT leaves, in log order
+    out: list[Sighting] = []
+    for i, leaf in enumerate(report.leaves):
+        if leaf.subject != subject_pseudonym:
+            continue
+        if leaf.kind is LeafKind.CONSENT:
+            consents.setdefault(leaf.event_id, []).append(Sighting(i, leaf))
+        if leaf.kind not in wanted or not from_ms <= leaf.time_ms < to_ms:
+            continue
+        relied: tuple[Sighting, ...] = ()
+        if leaf.kind is LeafKind.SHARED and leaf.consent_ref:
+            relied = _consent_history(consents, leaf.consent_ref)
+        out.append(Sighting(i, leaf, relied))
+    return out
+
+
+def _consent_history(consents: dict[str, list[Sighting]], record_id: str) -> tuple[Sighting, ...]:
+    """The CONSENT leaf that applied ``record_id``, then those of the records it replaced."""
+    chain: list[Sighting] = []
+    seen: set[str] = set()
+    ref: str | None = record_id
+    while ref and ref not in seen:
+        seen.add(ref)
+        applied = [s for s in consents.get(ref, ()) if s.leaf.outcome != "EXPIRED"]
+        if not applied:
+            break
+        chain.append(applied[-1])
+        ref = applied[-1].leaf.consent_ref
+    return tuple(chain)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -255,7 +256,9 @@ def who_saw(
     shard: int,
     bootstrap: str | None,
 ) -> None:
-    """Every share of, and every decision not to share, information about a child.
+    """Every share of, and every decision not to share, information about a child,
+    with the consent records applied for the child and, under each share on
+    consent, the consent history it relied on.
 
     The log holds no identifier in clear: the subject is the keyed HMAC of the
     pseudonym in the events (broker.audit.leaf.subject_pseudonym with the
@@ -286,6 +289,7 @@ def who_saw(
             trusted_vkeys=trusted,
             witness_vkeys=witness_vkeys,
             witness_quorum=quorum,
+            kinds=_verify.SUBJECT_HISTORY,
         )
         proofs = _verify.prove_leaves(b, [s.index for s in sightings])
         if not as_json:
@@ -297,7 +301,7 @@ def who_saw(
             leaf = s.leaf
             size = int(p.checkpoint.decode("utf-8").split("\n", 2)[1])
             if as_json:
-                doc = {
+                doc: dict[str, Any] = {
                     "time": iso(leaf.time_ms),
                     "kind": leaf.kind.value,
                     "recipient": leaf.recipient,
@@ -309,7 +313,23 @@ def who_saw(
                     "source_agency": leaf.source_agency,
                     "proof": p.to_json_value(),
                 }
+                if leaf.kind.value == "CONSENT":
+                    doc.update(_consent_json(leaf), consent_ref=leaf.consent_ref)
+                if s.relied_on:
+                    doc["consent_relied_on"] = [
+                        {**_consent_json(c.leaf), "record": c.leaf.event_id, "leaf": c.index}
+                        for c in s.relied_on
+                    ]
                 click.echo(json.dumps(doc, ensure_ascii=False))
+                continue
+            if leaf.kind.value == "CONSENT":
+                click.echo(
+                    f"{iso(leaf.time_ms)} CONSENT  {leaf.outcome} for {leaf.consent_purpose}"
+                    f" recorded by {leaf.source_agency} (entitlement {leaf.rule_id or '-'})"
+                    f" record {leaf.event_id}"
+                    + (f" replacing {leaf.consent_ref}" if leaf.consent_ref else "")
+                    + f" [proof: leaf {s.index} in checkpoint {size}]"
+                )
                 continue
             why = (
                 f"basis {leaf.lawful_basis!r} classes {','.join(leaf.data_classes_shared) or '-'}"
@@ -321,6 +341,25 @@ def who_saw(
                 f"rule {leaf.rule_id or '-'} event {leaf.event_id} from {leaf.source_agency} "
                 f"[proof: leaf {s.index} in checkpoint {size}]"
             )
+            for c in s.relied_on:
+                click.echo(
+                    f"    relied on consent: {c.leaf.outcome} for {c.leaf.consent_purpose}"
+                    f" recorded by {c.leaf.source_agency} at {iso(c.leaf.time_ms)}, record"
+                    f" {c.leaf.event_id} [leaf {c.index}]"
+                )
+
+
+def _consent_json(leaf: Any) -> dict[str, Any]:
+    """A CONSENT leaf's own members, for ``who-saw --json``."""
+    return {
+        "status": leaf.outcome,
+        "purpose": leaf.consent_purpose,
+        "roles": list(leaf.consent_roles or ()),
+        "data_classes": list(leaf.consent_data_classes or ()),
+        "expires_ms": leaf.consent_expires_ms,
+        "recorded_by": leaf.source_agency,
+        "entitlement": leaf.rule_id,
+    }
 
 
 @audit.command()

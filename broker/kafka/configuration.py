@@ -87,12 +87,14 @@ def standard_topic_specs(
 ) -> list[TopicSpec]:
     """Every topic a Safeshare deployment (namespace ``topics``) needs (docs/DESIGN.md).
 
-    ``partitions``: for keyed topics (ingest, consent per agency, feeds, quarantine); more
+    ``partitions``: for keyed topics (ingest, feeds, quarantine); more
     partitions let more router processes share the load. ``audit_shards``:
     one audit partition per Merkle log shard.
     """
     specs = [TopicSpec(topics.ingest(a), partitions) for a in agencies]
-    specs += [TopicSpec(topics.consent(a), partitions, CONSENT_CONFIG) for a in agencies]
+    # One partition per agency's consent topic: consent records are few, and the
+    # router group then owns one consent partition per agency, not ``partitions``.
+    specs += [TopicSpec(topics.consent(a), 1, CONSENT_CONFIG) for a in agencies]
     specs += [TopicSpec(topics.feed(s), partitions) for s in subscribers]
     specs.append(TopicSpec(topics.quarantine, partitions))
     specs.append(TopicSpec(topics.identity, partitions, CHANGELOG_CONFIG))
