@@ -48,7 +48,7 @@ from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed
 from broker.signing import AgencySigner
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, example
+from tests.helpers import CODEC, example
 from tests.secured import Secured
 
 pytestmark = pytest.mark.kafka

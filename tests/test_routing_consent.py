@@ -24,7 +24,7 @@ from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, Routed, RoutingCore
 from broker.signing import AgencySigner, sign_message
 from broker.topics import Topics
-from tests.routing_helpers import CODEC, example
+from tests.helpers import CODEC, example
 
 T = Topics("unit")
 NOW = 1_795_000_000_000
