@@ -7,7 +7,7 @@ Same broker, same run, same events (the school's example concern, fresh ids):
 2. The gateway (``safeshare gateway serve`` as its own process, TLS 1.3 with
    a client certificate): one keep-alive httpx client POSTs one event at a
    time: the rate, p50/p99, and the ratio to (1).
-3. The gateway at a steady 200 requests/s for ``--seconds`` from 4 keep-alive
+3. The gateway at a steady 200 requests/s for ``--seconds`` from 16 keep-alive
    clients (open loop: latency counted from each request's scheduled time).
 
 Prints figures and ``BENCH {json}`` lines; never fails on time.
@@ -96,7 +96,7 @@ def start_gateway(home: Path, s: config.Settings, bootstrap: str) -> tuple[Any, 
             time.sleep(0.1)
 
 
-def paced(gw: LocalGateway, rate: float, seconds: float, clients: int = 4) -> list[float]:
+def paced(gw: LocalGateway, rate: float, seconds: float, clients: int = 16) -> list[float]:
     """Open-loop load: request i is due at i/rate; latency from when it was due."""
     total = int(rate * seconds)
     lat: list[float] = []
