@@ -93,3 +93,18 @@ def test_the_skew_comes_from_configuration() -> None:
     for bad in ("-1", "soon", "99999999"):
         with pytest.raises(ConfigError, match="SAFESHARE_FUTURE_SKEW_S"):
             config.load({"SAFESHARE_FUTURE_SKEW_S": bad})
+
+
+def test_the_router_quarantines_a_consent_record_with_an_implausible_time() -> None:
+    from tests.test_routing_consent import RHI, T, _core, consent, kinds, on  # noqa: PLC0415
+
+    event = CODEC.decode(consent(RHI))
+    event["payload"][1]["recorded_at"] = datetime(1900, 1, 1, tzinfo=UTC)
+    data = CODEC.encode(event)
+    core = _core()
+    routed = core.handle(on(T.consent(RHI), data))
+    assert routed.quarantined == "SCHEMA_INVALID" and kinds(routed) == ["QUARANTINED"]
+    q = CODEC.decode(routed.outputs[0].value, "safeshare.QuarantineRecord")
+    assert q["original"] == data
+    assert q["detail"].startswith("payload.ConsentRecord.recorded_at: before 2000-01-01")
+    assert kinds(core.handle(on(T.consent(RHI), consent(RHI)))) == ["CONSENT"]

@@ -306,6 +306,10 @@ class RoutingCore:
         problem = self._signature_problem(msg.value, event, agency, now)
         if problem:
             return self._quarantine(msg, "BAD_SIGNATURE", problem, routed)
+        try:  # the schema's event-time rule, at the router's clock (broker.codec.times)
+            self.codec.check_times(event, now, self.time_bounds, ENVELOPE)
+        except EncodingError as exc:
+            return self._quarantine(msg, "SCHEMA_INVALID", str(exc), routed)
         try:
             record = ConsentRecord.from_event(event)
         except (KeyError, TypeError, ValueError) as exc:
