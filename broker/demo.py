@@ -265,20 +265,20 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         raw.close()
         # The school records consent for the child, signed with its own key: the
         # policy does not entitle a school to record consent, so it changes nothing.
-        school = policy.agency("example-academy")
-        assert school is not None
+        academy = policy.agency("example-academy")
+        assert academy is not None
         forged_consent = json.loads(json.dumps(steps[consent_at]["event"]))
         forged_consent.update(
             event_id=str(uuid.uuid4()),
-            source={"agency_id": school.id, "agency_type": school.type, "system": "demo"},
+            source={"agency_id": academy.id, "agency_type": academy.type, "system": "demo"},
         )
         ids.add(forged_consent["event_id"])
         with Publisher(
-            bootstrap=bootstrap, agency=school.id, codec=codec, topics=topics,
-            signer=signers[school.id],
+            bootstrap=bootstrap, agency=academy.id, codec=codec, topics=topics,
+            signer=signers[academy.id],
         ) as pub:
             pub.publish_json(forged_consent)
-        out(f"  {school.id:<24} (consent 'given' for a child, by a school the policy does not"
+        out(f"  {academy.id:<24} (consent 'given' for a child, by a school the policy does not"
             " entitle to record consent)")
         started_ms = clock.now_ms()
         route()
