@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         gw = stack.enter_context(local_gateway(
             GatewayConfig(bootstrap=bootstrap, topics=topics, codec=codec, policy=policy),
             settings.home / "gateway" / "demo"))
-        school = stack.enter_context(GatewayClient(
+        via_gateway = stack.enter_context(GatewayClient(
             gw.url, cert=gw.cert("agency", VIA_GATEWAY), ca=str(gw.ca.cert),
             signer=signers[VIA_GATEWAY], codec=codec))
         out(f"HTTPS gateway: {gw.url} (TLS 1.2+, client certificates of the partnership CA); "
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
         def publish(step: dict[str, Any]) -> None:
             if step["agency"] == VIA_GATEWAY:
-                (g,) = school.publish(step["event"])
+                (g,) = via_gateway.publish(step["event"])
                 ids.add(g["event_id"])
                 out(f"  {VIA_GATEWAY:<24} {g['topic']}[{g['partition']}]@{g['offset']}  "
                     f"{step['say']} (HTTPS, signed by the {g['signed_by']})")
