@@ -114,6 +114,7 @@ def test_examples_cover_every_payload_record(codec: Codec) -> None:
             "PoliceNotification",
             "ExploitationScreening",
             "ConsentRecord",
+            "PatternAlert",
         }
     )
 
@@ -345,7 +346,7 @@ def test_missing_required_field_names_its_path(codec: Codec, missing: dict[str, 
             lambda r: r.update(category="BURGLARY"),
             "category: not a symbol of safeshare.ConcernCategory (allowed: MISSING_EPISODE, "
             "RETURN_HOME_INTERVIEW, HEALTH_CONCERN, EDUCATION_CONCERN, DOMESTIC_ABUSE, "
-            "EXPLOITATION, CONSENT, OTHER)",
+            "EXPLOITATION, CONSENT, PATTERN, OTHER)",
         ),
         (
             lambda r: r.update(event_id="Jamie Example 2010-03-14"),
@@ -392,7 +393,8 @@ def test_missing_required_field_names_its_path(codec: Codec, missing: dict[str, 
             "payload: expected a (record name, dict) tuple naming one of "
             "safeshare.MissingEpisode, safeshare.ReturnHomeInterview, safeshare.HealthConcern, "
             "safeshare.EducationConcern, safeshare.PoliceNotification, "
-            "safeshare.ExploitationScreening, safeshare.ConsentRecord, got dict",
+            "safeshare.ExploitationScreening, safeshare.ConsentRecord, safeshare.PatternAlert,"
+            " got dict",
         ),
         (lambda r: r.update(source=None), "source: expected record safeshare.Source, got null"),
         (lambda r: r.update(signature="c2ln"), "signature: expected bytes, got str"),
@@ -529,7 +531,7 @@ def test_from_json_times(codec: Codec) -> None:
             lambda o: o["payload"].update(type="Burglary"),
             'payload: give the record type as "type", one of MissingEpisode, '
             "ReturnHomeInterview, HealthConcern, EducationConcern, PoliceNotification, "
-            "ExploitationScreening, ConsentRecord",
+            "ExploitationScreening, ConsentRecord, PatternAlert",
         ),
         (
             lambda o: o["payload"].update(police_risk_grading="SEVERE"),

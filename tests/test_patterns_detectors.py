@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from broker.patterns.detectors import DAY_MS, Detectors, Kind, Observation, Threshold, alert_id
 from broker.patterns.normalise import PlaceKey, person_name, place_key, same_place, things
 from broker.patterns.observe import observations
+from broker.policy import Policy
+from broker.policy.exceptions import PolicyError
 
 T0 = 1_780_000_000_000
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
 
 
 def key(**place: str) -> PlaceKey:
@@ -148,3 +153,20 @@ def test_observations_of_a_routed_event() -> None:
     assert got == {(Kind.REPEAT_MISSING, "psn-1"), (Kind.SHARED_PLACE, "pc:TQ45AB:2,14"),
                    (Kind.SHARED_PERSON, "vrm:AB12CDE")}
     assert list(observations({**event, "subject": {"pseudonym": None}})) == []
+
+
+def test_policy_patterns_section_sets_thresholds_and_names_bad_values(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert Policy.load(EXAMPLE).pattern_thresholds[Kind.SHARED_PLACE] == Threshold(3, 28)
+    changed = tmp_path / "p.yaml"
+    changed.write_text(text.replace("shared_place: {children: 3, days: 28}",
+                                    "shared_place: {children: 4, days: 14}"), encoding="utf-8")
+    assert Policy.load(changed).pattern_thresholds[Kind.SHARED_PLACE] == Threshold(4, 14)
+    changed.write_text(text.replace("shared_person: {children: 2, days: 90}",
+                                    "shared_person: {children: 1, days: 90}"), encoding="utf-8")
+    with pytest.raises(PolicyError) as err:
+        Policy.load(changed)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "shared_person:" in t)
+    assert f"{line}:" in str(err.value)
+    assert "patterns.shared_person.children: expected a whole number from 2 to 1000" \
+        in str(err.value)

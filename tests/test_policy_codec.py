@@ -127,7 +127,7 @@ def test_example_consent_record_feeds_the_store(codec: Codec) -> None:
 def test_cli_check_uses_the_codec() -> None:
     result = CliRunner().invoke(policy_cli, ["check", str(EXAMPLE_POLICY)])
     assert result.exit_code == 0, result.output
-    assert "10 subscribers" in result.stdout
+    assert "11 subscribers" in result.stdout
 
 
 def test_cli_explain_prints_the_decision_in_words(tmp_path: Path) -> None:

@@ -335,7 +335,7 @@ def test_a_malformed_event_is_withheld_not_raised(policy: Policy, breakage) -> N
 def test_decisions_are_frozen_values_in_registry_order(policy: Policy) -> None:
     ds = policy.decide_all(make_event(**OVERRIDE), ConsentStore(), NOW)
     assert [d.subscriber for d in ds] == [s.id for s in policy.subscribers]
-    assert len(ds) == 10
+    assert len(ds) == 11
     with pytest.raises(dataclasses.FrozenInstanceError):
         ds[0].outcome = Outcome.SHARE  # type: ignore[misc]
     assert all(d.policy_digest == policy.digest and d.now_ms == NOW for d in ds)

@@ -55,7 +55,7 @@ def test_each_subscriber_gets_one_decision_and_shares_carry_minimised_copies(
     routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
     assert routed.quarantined is None
     subscribers = {lf["recipient"] for lf in routed.leaves}
-    assert len(subscribers) == len(routed.leaves) == 10
+    assert len(subscribers) == len(routed.leaves) == 11
     assert len(routed.outputs) == len(routed.shared) > 0
     for out in routed.outputs:
         record = CODEC.decode(out.value, "safeshare.FeedRecord")

@@ -19,6 +19,7 @@ from broker.policy._check_rules import RuleChecks
 from broker.policy._clocks import check_clocks, check_escalate_to
 from broker.policy._feed_keys import check_feed_keys
 from broker.policy._identity import check_identity
+from broker.policy._patterns import check_patterns
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
 from broker.policy.model import Agency, AgencyKey, Role, Subscriber
@@ -49,6 +50,7 @@ _TOP = {
     "clocks": False,
     "identity": False,
     "consent": True,
+    "patterns": False,
 }
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {
@@ -114,6 +116,7 @@ class _Checker(RuleChecks):
         checked.consent_recorders = check_consent(
             self, top.get("consent"), ("consent",), agencies, purposes
         )
+        checked.patterns = check_patterns(self, top.get("patterns"), ("patterns",))
         checked.rules = self.rules(top.get("rules"), ("rules",), checked)
         self.shadowing(checked.rules)
         return checked if not self.problems else None

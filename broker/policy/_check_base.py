@@ -56,6 +56,7 @@ class Checked:
     clocks: Any = None  # broker.loop.rules.ClockPolicy
     identity: Any = None  # broker.identity.linkage.Thresholds
     consent_recorders: tuple[ConsentRecorder, ...] = ()
+    patterns: Any = None  # dict[str, broker.patterns.detectors.Threshold]
 
 
 def _suggest(word: str, choices: Any) -> str:

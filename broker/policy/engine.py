@@ -92,6 +92,7 @@ from broker.policy._check import Checked, Vocabulary, check
 if TYPE_CHECKING:
     from broker.identity.linkage import Thresholds
     from broker.loop.rules import ClockPolicy
+    from broker.patterns.detectors import Threshold
 from broker.policy._plans import CompiledPlans, _Outcome, _Step
 from broker.policy._present import bits_tree, build_tree, compile_present
 from broker.policy._steps import _event_id, _retarget, _Target
@@ -257,6 +258,11 @@ class Policy(CompiledPlans):
     def linkage_thresholds(self) -> Thresholds:
         """Record-linkage thresholds (``identity`` section, else the defaults)."""
         return cast("Thresholds", self._c.identity)
+
+    @property
+    def pattern_thresholds(self) -> dict[str, Threshold]:
+        """Each detector's threshold and window (``patterns`` section, else the defaults)."""
+        return cast("dict[str, Threshold]", self._c.patterns)
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:

@@ -42,6 +42,7 @@ CATEGORIES: frozenset[str] = frozenset(
         "DOMESTIC_ABUSE",
         "EXPLOITATION",
         "CONSENT",
+        "PATTERN",
         "OTHER",
     }
 )
