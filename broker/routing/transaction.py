@@ -150,6 +150,13 @@ class Transactions:
         producer = self._producer
         assert producer is not None
         seen = self.core.seen_event_ids
+        # Consent partitions first: an event polled with a consent record is decided
+        # with it (broker.routing.core._handle_consent). The batch keeps this order
+        # everywhere (routing, logging), so its records and their results line up.
+        consent = self.topics.consent_prefix
+        batches = dict(
+            sorted(batches.items(), key=lambda item: not item[0].topic.startswith(consent))
+        )
         txn = _Open(batches, seen.mark(), time.monotonic())
         self._open_since = txn.started
         self.core.begin_consents()
@@ -168,12 +175,7 @@ class Transactions:
             handle = self.core.handle
             debug = log.isEnabledFor(logging.DEBUG)
             routed_all, leaves, wheres, futures = txn.routed, txn.leaves, txn.wheres, txn.futures
-            # Consent partitions first: an event polled with a consent record is
-            # decided with it (broker.routing.core._handle_consent).
-            consent = self.topics.consent_prefix
-            for _, records in sorted(
-                batches.items(), key=lambda item: not item[0].topic.startswith(consent)
-            ):
+            for records in batches.values():
                 for r in records:
                     routed = handle(_inbound(r))
                     if debug:
