@@ -128,6 +128,10 @@ def test_a_school_publishes_over_https_and_the_mash_reads_the_share_over_https(
     assert "summary" not in json.dumps(log)
     assert [x["claimed"] for x in log if x["kind"] == "refusal"] == [
         "subscriber:example-academy-dsl"]
+    # the gateway signed the police event, and says so; not the school's
+    assert [(x["agency"], x["event_id"], x["digest"]) for x in log
+            if x["kind"] == "signed_for"] == [
+        ("devon-cornwall-police", health["event_id"], hreceipt["digest"])]
 
 
 def test_the_feed_streams_as_server_sent_events_and_each_is_a_consultation(
@@ -157,7 +161,7 @@ def test_the_feed_streams_as_server_sent_events_and_each_is_a_consultation(
         rest = c.get(f"/v1/feeds/{MASH}", params={"purpose": "SAFEGUARDING", "cursor": ids[-1]})
         assert rest.json()["records"] == [], ids
     log = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap, topics.consultations)]
-    streamed = [r["event_id"] for x in log if x["via"] == "stream" for r in x["records"]]
+    streamed = [r["event_id"] for x in log if x.get("via") == "stream" for r in x["records"]]
     assert sorted(streamed) == sorted(h["event_id"] for h in hs)
 
 

@@ -64,6 +64,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             signing_keys=config.signing_keys,
             clock=config.clock,
             max_events=config.limits.max_events,
+            on_signed_for=app.state.recorder.signed_for,
             time_bounds=config.time_bounds,
         )
         app.state.audit_log = receipts.log_cache()

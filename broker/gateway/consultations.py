@@ -4,7 +4,8 @@ Every read of feed records through the gateway is a consultation: who (the
 authenticated principal), when, which records (event ids and Kafka
 coordinates, never their content) and the stated purpose (one of the
 subscriber's purposes in the policy, so no free text). Refused calls (403) are
-recorded too. Each record is one JSON object (keys sorted) on
+recorded too, and so is every event the gateway signed for an agency that
+delegates signing to it (``signed_for``). Each record is one JSON object (keys sorted) on
 ``<ns>.gateway.consultations``, keyed by subscriber, written and acknowledged
 (``acks=all``) *before* the records are handed over: if it cannot be written
 the read fails (503) rather than go unrecorded.
@@ -67,6 +68,18 @@ class Recorder:
                  "offset": r.offset}
                 for r in records
             ],
+        })
+
+    def signed_for(self, agency: str, event_id: str, digest: str, where: str) -> None:
+        """Record that the gateway signed an event for ``agency`` (``signing: gateway``)."""
+        self._write(f"agency:{agency}", {
+            "kind": "signed_for",
+            "by": "gateway",
+            "agency": agency,
+            "event_id": event_id,
+            "digest": digest,
+            "where": where,
+            "at_ms": self._clock.now_ms(),
         })
 
     def refusal(self, who: object, action: str, claimed: str) -> None:

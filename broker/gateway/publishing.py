@@ -9,7 +9,8 @@ Signing: an event that carries a signature was signed by the agency's own key
 (the client library, :mod:`broker.gateway.client`, signs) and is checked, never
 re-signed. An unsigned event is signed by the gateway only if the policy says
 the agency delegates signing to it (``signing: gateway``); the receipt says
-which (``signed_by``: ``agency``, ``gateway`` or ``none``).
+which (``signed_by``: ``agency``, ``gateway`` or ``none``), and each event the
+gateway signed is recorded on the consultations topic (``signed_for``).
 
 Idempotency: a request is known by the agency and its ``X-Request-ID`` (or,
 without one, by its event ids). A retry with the same body gets the same
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -127,11 +129,13 @@ class EventDesk:
         clock: Clock | None = None,
         max_events: int = 100,
         time_bounds: TimeBounds = DEFAULT_BOUNDS,
+        on_signed_for: Callable[[str, str, str, str], None] | None = None,
     ) -> None:
         self.codec = codec
         self.time_bounds = time_bounds
         self.policy = policy
         self.max_events = max_events
+        self._on_signed_for = on_signed_for
         self._bootstrap = bootstrap
         self._topics = topics
         self._clock = clock or SystemClock()
@@ -264,6 +268,9 @@ class EventDesk:
                     continue
                 r = pub.send(record, data)
                 receipt = EventReceipt(r.event_id, digest, r.topic, r.partition, r.offset, by)
+                if by == "gateway" and self._on_signed_for is not None:
+                    self._on_signed_for(agency, r.event_id, digest,
+                                        f"{r.topic}[{r.partition}]@{r.offset}")
                 self._events.put(key, digest, receipt)
                 receipts.append(receipt)
                 fresh = True
