@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_WAIT_MS = 200
 REBUILD_TIMEOUT_S = 60.0
 GAUGE_EVERY_S = 5.0
+#: How long a turn waits for the broker to take its writes, commit or abort
+#: before it gives up and repairs: a broker outage must not stall the loop.
+WRITE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -88,11 +91,13 @@ class LoopService:
             bootstrap, group_id=None, topics=None, isolation_level="read_committed",
             credentials=credentials,
         )
-        self._producer: Producer = make_producer(
-            bootstrap, transactional_id=topics.loop_transactional_id(instance_id),
-            client_id=f"safeshare-loop-{instance_id}", linger_ms=1, credentials=credentials,
-        )
-        self._producer.init_transactions()
+        self._bootstrap = bootstrap
+        self._credentials = credentials
+        self._producer: Producer = self._new_producer()
+        self._producer_broken = False
+        self._needs_repair = False
+        self._in_transaction = False
+        self._failures = 0
         self._owned: set[int] = set()
         self._stop = threading.Event()
 
@@ -105,20 +110,28 @@ class LoopService:
             self.run_once()
 
     def run_once(self, wait_ms: int | None = None) -> int:
-        """One turn: read, decide, escalate, commit. Returns records written."""
+        """One turn: read, decide, escalate, commit. Returns records written.
+
+        A Kafka failure aborts the turn; the next turn first repairs (a new
+        producer if the old one cannot abort, the committed offsets, state from
+        the changelog) and backs off while the broker stays away.
+        """
         now = self.clock.now_ms()
         if wait_ms is None:
             nxt = self.core.next_fire_ms()
             wait_ms = MAX_WAIT_MS if nxt is None else max(0, min(MAX_WAIT_MS, nxt - now))
-        records = self._consumer.poll_records(timeout_ms=wait_ms)
-        self._follow_assignment()
         try:
+            if self._needs_repair:
+                self._repair()
+            records = self._consumer.poll_records(timeout_ms=wait_ms)
+            self._follow_assignment()
             written = self._turn(records)
-            self.last_error = None
         except KafkaError as exc:
-            self.last_error = str(exc)
             self._abandon(exc)
+            self._stop.wait(min(5.0, 0.2 * 2 ** min(self._failures, 5)))
             return 0
+        self.last_error = None
+        self._failures = 0
         if time.monotonic() - self._gauged_at > GAUGE_EVERY_S:
             self._gauged_at = time.monotonic()
             self.metrics.clocks(list(self.core.open_clocks()), self.clock.now_ms())
@@ -150,12 +163,14 @@ class LoopService:
             return 0
         producer = self._producer
         producer.begin_transaction()
+        self._in_transaction = True
         for o in out:
             producer.send(o.topic, value=o.value, key=o.key, partition=o.partition)
         if offsets:
             producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-        producer.flush()
-        producer.commit_transaction()
+        producer.flush(WRITE_TIMEOUT_S)
+        producer.commit_transaction(WRITE_TIMEOUT_S)
+        self._in_transaction = False
         self.stats.turns += 1
         self.stats.escalations += len(escalations)
         for _, esc in escalations:
@@ -165,18 +180,46 @@ class LoopService:
         return len(out)
 
     def _abandon(self, exc: BaseException) -> None:
-        """A failed turn: abort, go back to the committed offsets, rebuild state."""
+        """A failed turn: abort it; the next turn repairs before it reads."""
         self.stats.aborted += 1
+        self._failures += 1
+        self.last_error = str(exc)
         self.metrics.aborted.inc()
         self.core.drop_leaves()
         log.warning("loop %s: turn failed (%s); aborting and replaying from the last commit",
                     self.instance_id, exc)
-        try:
-            self._producer.abort_transaction()
-        except KafkaError as abort_exc:
-            log.warning("loop %s: abort failed (%s)", self.instance_id, abort_exc)
+        if self._in_transaction:
+            self._in_transaction = False
+            try:
+                self._producer.abort_transaction(WRITE_TIMEOUT_S)
+            except KafkaError as abort_exc:
+                log.warning("loop %s: abort failed (%s); a new producer will fence it",
+                            self.instance_id, abort_exc)
+                self._producer_broken = True
+        self._needs_repair = True
+
+    def _repair(self) -> None:
+        if self._producer_broken:
+            _close_quietly(self._producer)
+            self._producer = self._new_producer()  # init_transactions fences the old one
+            self._producer_broken = False
         self._consumer.rewind_to_committed()
         self._rebuild(set(self._owned))
+        self._needs_repair = False
+        log.info("loop %s: repaired after %d failed turn(s)", self.instance_id, self._failures)
+
+    def _new_producer(self) -> Producer:
+        producer = make_producer(
+            self._bootstrap, transactional_id=self.topics.loop_transactional_id(self.instance_id),
+            client_id=f"safeshare-loop-{self.instance_id}", linger_ms=1,
+            credentials=self._credentials,
+        )
+        try:
+            producer.init_transactions()
+        except BaseException:
+            _close_quietly(producer)
+            raise
+        return producer
 
     # -- state ---------------------------------------------------------------------
     def _follow_assignment(self) -> None:
@@ -228,7 +271,11 @@ class LoopService:
 
     def close(self) -> None:
         for c in (self._consumer, self._changelog, self._producer):
-            try:
-                c.close()
-            except Exception as exc:  # closing must not hide the reason we stopped
-                log.debug("loop: close failed: %s", exc)
+            _close_quietly(c)
+
+
+def _close_quietly(client: Consumer | Producer) -> None:
+    try:
+        client.close()
+    except Exception as exc:  # closing must not hide the reason we stopped
+        log.debug("loop: close failed: %s", exc)
