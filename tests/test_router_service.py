@@ -33,6 +33,7 @@ from broker.clock import SystemClock
 from broker.kafka.admin import Admin
 from broker.kafka.exceptions import KafkaTimeoutError
 from broker.kafka.producer import make_producer
+from broker.policy import Policy
 from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
@@ -55,9 +56,10 @@ from tests.router_load import GroupProgress, Load, check_exactly_once
 
 # -- no Kafka -------------------------------------------------------------------------
 
-#: The router group's partitions in create_topics: per agency of the example policy
-#: (7), an ingest topic of two partitions and a consent topic of one.
-ROUTED_PARTITIONS = 7 * (2 + 1)
+def routed_partitions(policy: Policy) -> int:
+    """The router group's partitions in create_topics: per agency of the policy, an
+    ingest topic of two partitions and a consent topic of one."""
+    return len(policy.agencies) * (2 + 1)
 
 
 def test_forget_since_undoes_exactly_the_ids_added_after_the_mark() -> None:
@@ -286,7 +288,7 @@ def test_instances_joining_and_leaving_one_group_route_a_stream_exactly_once(
         "a and b to split the partitions",
         lambda: bool(a.service.assignment()) and bool(b.service.assignment())
         and not (a.service.assignment() & b.service.assignment())
-        and len(a.service.assignment() | b.service.assignment()) == ROUTED_PARTITIONS,
+        and len(a.service.assignment() | b.service.assignment()) == routed_partitions(policy),
     )
     load = Load(kafka_bootstrap, topics, rate=100, seed=3)
     load.start()
@@ -416,11 +418,11 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
     poll, which the broker refuses: a aborts, and every event is routed exactly
     once (b replays the batch)."""
     s = settings_for(topics, tmp_path)
-    create_topics(admin, s)
+    every = routed_partitions(create_topics(admin, s))
     a = running(
         kafka_bootstrap, s, instance="a", max_poll_interval_ms=6000
     )
-    wait_for("a to own every partition", lambda: len(a.service.assignment()) == ROUTED_PARTITIONS)
+    wait_for("a to own every partition", lambda: len(a.service.assignment()) == every)
     original = a.service._start
     joined: list[Running] = []
 
@@ -429,7 +431,7 @@ def test_a_stalled_instance_loses_its_partitions_and_its_late_offsets_are_refuse
             joined.append(running(kafka_bootstrap, s, instance="b"))
             wait_for(
                 "b to take the partitions over from the stalled a",
-                lambda: len(joined[0].service.assignment()) == ROUTED_PARTITIONS,
+                lambda: len(joined[0].service.assignment()) == every,
                 timeout_s=60,
             )
         return original(batches, group)
