@@ -170,3 +170,9 @@ def test_policy_patterns_section_sets_thresholds_and_names_bad_values(tmp_path: 
     assert f"{line}:" in str(err.value)
     assert "patterns.shared_person.children: expected a whole number from 2 to 1000" \
         in str(err.value)
+
+
+def test_kinds_of_place_are_not_one_place() -> None:
+    for text in ("bus station", "the town centre", "McDonald's", "home", "Paignton seafront"):
+        assert place_key({"place": text, "area": "Paignton", "postcode_district": "TQ4"}) is None
+    assert place_key({"place": "flat above a takeaway", "area": "Paignton"}) is not None

@@ -31,6 +31,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.loop", "ack"),
     ("broker.cli.loop", "deadlines"),
     ("broker.cli.loop", "loop_group"),
+    ("broker.cli.patterns", "patterns_group"),
     ("broker.cli.gateway", "gateway"),
     ("broker.kafka.harness", "kafka_group"),
 ]

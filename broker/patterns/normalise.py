@@ -14,8 +14,10 @@ A place is matched on the most precise thing it carries, in this order:
   places in different districts are never the same place).
 
 Not matched: a place with no text but a district or area (too coarse to be "the
-same place"), town names alone, spelling variants that change a house number
-("14 Example Rd" and "41 Example Rd" differ on purpose), and places described
+same place"), town names alone, kinds of place ("bus station", "town centre",
+"McDonalds", "home": many children are seen there for no reason), spelling
+variants that change a house number ("14 Example Rd" and "41 Example Rd" differ
+on purpose), and places described
 by landmark only in different words ("the flat above the chippy" vs "12 Fore St").
 
 People and things: vehicle registrations (current GB format, ``AB12 CDE``) and
@@ -55,6 +57,17 @@ _ABBREVIATIONS = {
 }
 _FILLER = frozenset({"the", "a", "an", "at", "in", "on", "of", "to", "above", "number",
                      "near", "by", "and", "s"})
+# Words that name a kind of place, not one place: "the bus station", "home",
+# "town centre" are where many children are seen for no reason (measured as
+# false alerts in bench/bench_patterns.py); a place made only of these is not matched.
+_GENERIC = frozenset({
+    "bus", "train", "railway", "coach", "station", "town", "city", "centre", "center",
+    "park", "beach", "school", "college", "home", "placement", "care", "shop", "shops",
+    "shopping", "high", "street", "road", "harbour", "seafront", "promenade", "pier",
+    "cafe", "mcdonalds", "supermarket", "library", "hospital", "friends", "friend", "house",
+    "playground", "skate", "field", "fields", "woods", "car", "fast", "food", "takeaway",
+    "arcade", "arcades", "main", "square", "market", "precinct", "mall", "club", "leisure",
+})
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "mx"})
 # Descriptions that are not one identifiable person: every child has a mum.
 _NOT_A_NAME = frozenset({
@@ -115,6 +128,8 @@ def place_key(place: Mapping[str, Any] | None) -> PlaceKey | None:
     words = normalise_text(text)
     if not words or words == area:
         return None  # only a town or district: not one place
+    if set(words.split()) <= _GENERIC | set(area.split()):
+        return None  # a kind of place ("bus station"), not one place
     return PlaceKey(f"text:{words}", district or area)
 
 

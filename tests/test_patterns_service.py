@@ -1,0 +1,110 @@
+"""The pattern detector on a real broker with the router: the Torbay pattern
+(three children found at one flat within three weeks) raises one alert, shared
+with the MASH and the police exploitation team, never with the school."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.api import Publisher
+from broker.clock import SystemClock
+from broker.codec import Codec
+from broker.kafka.admin import Admin
+from broker.patterns.core import AGENCY
+from broker.patterns.service import PatternService, topic_specs
+from broker.routing.app import build_service
+from broker.topics import Topics
+from tests.helpers import create_topics, example, read_all, settings_for
+
+pytestmark = pytest.mark.kafka
+
+CODEC = Codec.default()
+DAY_MS = 86_400_000
+FLAT = ["Flat 2, 14 Example Road", "flat 2 14 Exmaple Rd", "14 Example Road, flat 2"]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def missing(child: str, found: str, days_ago: float, now: int) -> dict[str, Any]:
+    at = now - int(days_ago * DAY_MS)
+    event = example("missing_episode")
+    event["subject"] = {"pseudonym": child, "local_authority": "E06000027",
+                        "social_care_status": "LOOKED_AFTER"}
+    event["occurred_at"] = event["reported_at"] = _iso(at)
+    event["payload"].update(started_at=_iso(at - 3_600_000), ended_at=_iso(at),
+                            found={"place": found, "area": "Paignton",
+                                   "postcode_district": "TQ4"},
+                            last_seen={"place": "bus station", "area": "Torquay",
+                                       "postcode_district": "TQ1"})
+    event["summary"] = "Missing overnight from placement."
+    return event
+
+
+def drive(service: PatternService, done: Any, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the detector did not catch up"
+        service.run_once(wait_ms=300)
+
+
+def feed_events(bootstrap: str, topics: Topics, subscriber: str) -> list[dict[str, Any]]:
+    return [CODEC.decode(r.value or b"", "safeshare.FeedRecord")["event"]
+            for r in read_all(bootstrap, topics.feed(subscriber), timeout_s=1.0)]
+
+
+def test_children_found_at_one_flat_raise_one_alert_to_mash_and_police_not_school(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    policy = create_topics(admin, s)
+    admin.ensure_topics(topic_specs(topics))
+    now = time.time_ns() // 1_000_000
+    children = [f"psn-{uuid.uuid4().hex[:8]}" for _ in range(4)]
+    events = [
+        missing(children[0], FLAT[0], 20, now),
+        missing(children[1], FLAT[1], 12, now),
+        missing(children[3], "Torquay harbour slipway", 10, now),  # elsewhere: noise
+        missing(children[2], FLAT[2], 3, now),
+    ]
+    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
+                   topics=topics) as p:
+        for e in events:
+            p.publish_json(e)
+    build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p1").run(idle_exit_s=2.0)
+
+    service = PatternService(kafka_bootstrap, topics=topics, codec=CODEC,
+                             thresholds=policy.pattern_thresholds, instance_id="t")
+    try:
+        drive(service, lambda: service.stats.records >= len(events))
+        for _ in range(3):
+            service.run_once(wait_ms=200)
+    finally:
+        service.close()
+    alerts = [CODEC.decode(r.value or b"", "safeshare.ConcernEvent")
+              for r in read_all(kafka_bootstrap, topics.ingest(AGENCY), timeout_s=1.0)]
+    assert len(alerts) == 1, [(a["payload"][1]["kind"], a["payload"][1]["version"])
+                              for a in alerts]
+    payload = alerts[0]["payload"][1]
+    assert payload["kind"] == "SHARED_PLACE" and payload["version"] == 1
+    assert set(payload["children"]) == set(children[:3])
+    assert set(payload["evidence"]) == {e["event_id"] for e in events if e is not events[2]}
+
+    build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p2").run(idle_exit_s=2.0)
+    for who in ("torbay-mash", "dc-police-exploitation"):
+        got = [e for e in feed_events(kafka_bootstrap, topics, who) if e["category"] == "PATTERN"]
+        assert len(got) == 1, (who, got)
+        alert = got[0]["payload"][1]
+        assert alert["place"]["place"] == FLAT[0] and alert["alert_id"] == payload["alert_id"]
+    school = feed_events(kafka_bootstrap, topics, "example-academy-dsl")
+    assert school and not [e for e in school if e["category"] == "PATTERN"]
+    # The school heard of the missing episodes, never where: nor from an alert.
+    assert all(e["payload"][1].get("found") is None for e in school)
+    assert AGENCY in {a.id for a in policy.agencies}
