@@ -256,3 +256,21 @@ def test_two_instances_share_the_clocks_and_one_takes_over_when_the_other_leaves
     counts = Counter(n["event_id"] for n in got)
     assert set(counts) == set(ids) | set(later), "a deadline was lost"
     assert max(counts.values()) == 1, [e for e, n in counts.items() if n > 1]
+
+
+def test_an_acknowledgement_read_before_its_clock_start_still_meets_it(
+    kafka_bootstrap: str, loop_topics: Topics, clock: FixedClock, services: list[LoopService]
+) -> None:
+    service = start_service(kafka_bootstrap, loop_topics, clock, services)
+    turns(service, 3)
+    ack(kafka_bootstrap, loop_topics, "e-early", T0 + 60_000)  # the ack is read first...
+    turns(service)
+    service.close()
+    services.remove(service)
+    start_clock(kafka_bootstrap, loop_topics, "e-early")  # ...the start after a restart
+    again = start_service(kafka_bootstrap, loop_topics, clock, services)
+    turns(again)
+    clock.set(T0 + 10 * MS_PER_HOUR)
+    turns(again, 3)
+    assert notices(kafka_bootstrap, loop_topics.notices(MANAGER)) == []
+    assert "TRIAGE_RED:e-early:torbay-mash" not in {c.clock_id for c in again.core.open_clocks()}

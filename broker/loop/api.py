@@ -31,7 +31,7 @@ from broker.kafka.producer import make_producer
 from broker.kafka.security import Credentials
 from broker.kafka.structs import TopicPartition
 from broker.loop.clocks import ClockState, Status
-from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD, ack_problem, state_of
+from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD, EARLY_ACK, ack_problem, state_of
 from broker.topics import DEFAULT, Topics
 
 
@@ -136,6 +136,8 @@ class DeadlineBook:
 
     def add(self, record: dict[str, Any]) -> None:
         state, _ = state_of(record)
+        if state.kind.startswith(EARLY_ACK):
+            return  # an acknowledgement waiting for its clock, not a clock
         self.history.setdefault(state.clock_id, []).append(state)
 
     def current(self) -> Iterable[ClockState]:

@@ -36,6 +36,11 @@ CLOCK_RECORD = "safeshare.ClockRecord"
 NOTICE = "safeshare.Notice"
 QUARANTINE_RECORD = "safeshare.QuarantineRecord"
 
+#: Changelog kind prefix of an acknowledgement read before its clock started.
+EARLY_ACK = "ACK:"
+#: How long such an acknowledgement waits for its clock.
+EARLY_ACK_TTL_MS = 7 * 24 * 3_600_000
+
 #: What a referrer may see of a status notice unless the policy says less.
 DEFAULT_REFERRER_SEES = frozenset({"rag", "outcome"})
 
@@ -65,6 +70,9 @@ class _Partition:
     clocks: Clocks
     # (event id, owner) -> referrer, for status notices after a clock closed.
     referrers: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (event id, owner) -> [(ack kind, at ms, by)]: acknowledgements read before
+    # the start of the clock they meet (see LoopCore.on_ack).
+    early: dict[tuple[str, str], list[tuple[str, int, str]]] = field(default_factory=dict)
 
 
 class LoopCore:
@@ -106,6 +114,11 @@ class LoopCore:
             return
         state, referrer = state_of(self.codec.decode(value, CLOCK_RECORD))
         part = self._part(partition)
+        if state.kind.startswith(EARLY_ACK):
+            if self.clock.now_ms() - state.started_ms < EARLY_ACK_TTL_MS:
+                part.early.setdefault((state.event_id, state.owner), []).append(
+                    (state.kind[len(EARLY_ACK):], state.started_ms, state.stopped_by or ""))
+            return
         part.clocks.apply(state)
         if referrer:
             part.referrers[(state.event_id, state.owner)] = referrer
@@ -137,7 +150,13 @@ class LoopCore:
             return []  # already known: a replayed start
         if referrer:
             part.referrers[(state.event_id, state.owner)] = referrer
-        return [self._changelog(partition, started, referrer)]
+        out = [self._changelog(partition, started, referrer)]
+        rule = self.policy.rules[state.kind]
+        for kind, at, by in part.early.get((state.event_id, state.owner), ()):
+            if kind in rule.stops_on and state.clock_id in part.clocks:
+                out.append(self._changelog(partition, part.clocks.stop(state.clock_id, at, by),
+                                           referrer))
+        return out
 
     def on_ack(self, src: Source, value: bytes | None) -> list[Out]:
         """A subscriber's acknowledgement: stop the clocks it meets, tell the referrer."""
@@ -188,9 +207,18 @@ class LoopCore:
                 outcome=ack["kind"], subject=subject, reason="STATUS",
                 delivered_digest=_sha256(status.value),
             ))
-        elif not out:
-            log.info("acknowledgement %s at %s: no share of %s to %s with a clock is known",
-                     ack["ack_id"], src, ack["event_id"], owner)
+        elif not met:
+            # Read before the start of the clock it may meet (the start commits
+            # first, but the two topics are fetched apart): remember it, in the
+            # changelog too, so the clock is met when its start arrives.
+            by = f"{owner}/{ack['actor']}"
+            part.early.setdefault((ack["event_id"], owner), []).append((ack["kind"], at, by))
+            mark = ClockState(
+                clock_id=f"{EARLY_ACK}{ack['kind']}:{ack['event_id']}:{owner}",
+                kind=EARLY_ACK + ack["kind"], event_id=ack["event_id"], subject="", owner=owner,
+                started_ms=at, due_ms=at, status=Status.MET, stopped_ms=at, stopped_by=by,
+            )
+            out.append(self._changelog(partition, mark, None))
         return out
 
     def tick(self, now_ms: int) -> list[tuple[int, Escalation]]:
