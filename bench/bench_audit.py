@@ -371,7 +371,7 @@ def on_kafka(*, seconds: float, rate: float, per_txn: int, replay_leaves: int) -
             for k in range(txns):
                 due = started + k / rate
                 time.sleep(max(0.0, due - time.monotonic()))
-                payloads = audit_encoder(router_leaves(per_txn, index))
+                payloads = audit_encoder([leaf_bytes(d) for d in router_leaves(per_txn, index)])
                 t0 = time.monotonic()
                 with producer.transaction():
                     for payload in payloads:
@@ -406,7 +406,7 @@ def on_kafka(*, seconds: float, rate: float, per_txn: int, replay_leaves: int) -
             report("decision to first signed checkpoint, max", latencies[-1], "ms")
 
             # -- replay from Kafka ----------------------------------------------------
-            batch = audit_encoder(router_leaves(5000, index))
+            batch = audit_encoder([leaf_bytes(d) for d in router_leaves(5000, index)])
             chunk = 5000
             for _ in range(max(1, replay_leaves // chunk)):
                 with producer.transaction():

@@ -11,6 +11,7 @@ Prints the counts; exits non-zero on the first violation.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import random
 import sys
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
                 assert record["event"]["source"]["agency_id"] == agency
         if routed.quarantined:
             counts[f"quarantined {routed.quarantined}"] += 1
-            assert [lf["kind"] for lf in routed.leaves] == ["QUARANTINED"], name
+            assert [json.loads(lf)["kind"] for lf in routed.leaves] == ["QUARANTINED"], name
         elif routed.duplicate:
             counts["duplicate"] += 1
         else:

@@ -1,7 +1,7 @@
 """The audit log on a real Kafka broker: checkpointer, read_log, witness, the CLI.
 
-Leaves are produced the way the router does it: leaf dicts as
-broker.routing.core emits them, framed by broker.routing.app.audit_encoder,
+Leaves are produced the way the router does it: leaf bytes as
+broker.audit.leaf_writer writes them, framed by broker.routing.app.audit_encoder,
 written inside Kafka transactions. Every test gets a fresh topic namespace.
 """
 
@@ -128,7 +128,7 @@ class Router:
             futures = [
                 self.producer.send(self.topics.audit, payload)
                 for leaves in batches
-                for payload in audit_encoder(leaves)
+                for payload in audit_encoder(leaf_bytes(leaves))
             ]
         self.wait_visible(max(f.get().offset for f in futures))
 
@@ -144,7 +144,7 @@ class Router:
 
     def abort(self, leaves: Sequence[dict[str, Any]]) -> None:
         self.producer.begin_transaction()
-        for payload in audit_encoder(leaves):
+        for payload in audit_encoder(leaf_bytes(leaves)):
             self.producer.send(self.topics.audit, payload)
         self.producer.flush()
         self.producer.abort_transaction()
@@ -266,7 +266,7 @@ def test_aborted_and_open_transactions_never_enter_the_tree(
     router.commit(c)
     other = Router(kafka_bootstrap, audit_topics, instance="r2")
     other.producer.begin_transaction()  # still open while the checkpointer reads
-    for payload in audit_encoder(d):
+    for payload in audit_encoder(leaf_bytes(d)):
         other.producer.send(audit_topics.audit, payload)
     other.producer.flush()
     try:

@@ -525,15 +525,16 @@ def test_the_routers_leaves_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(template_module, "_dataclass_bytes", no_dataclass)
     assert [leaf_bytes(d) for d in router_dicts] == expected
-    assert audit_encoder(router_dicts) == [encode_batch(expected)]
+    assert audit_encoder([leaf_bytes(d) for d in router_dicts]) == [encode_batch(expected)]
 
 
-def test_audit_encoder_refuses_a_bad_leaf() -> None:
+def test_a_bad_leaf_is_refused_before_it_is_framed() -> None:
     """An unreadable leaf would break the log: the router's transaction fails instead."""
     leaf = dict(time_ms=1, kind="WITHHELD", event_id="e", event_digest=_sha, source_agency="a")
-    assert decode_batch(audit_encoder([leaf])[0]) == [AuditLeaf(**leaf).to_bytes()]  # type: ignore[arg-type]
+    framed = audit_encoder([leaf_bytes(leaf)])
+    assert decode_batch(framed[0]) == [AuditLeaf(**leaf).to_bytes()]  # type: ignore[arg-type]
     with pytest.raises(MalformedError):
-        audit_encoder([leaf, {**leaf, "event_digest": "not-a-digest"}])
+        leaf_bytes({**leaf, "event_digest": "not-a-digest"})
 
 
 def test_leaf_bytes_keep_a_bounded_cache() -> None:
@@ -686,7 +687,7 @@ def test_a_template_declines_each_kind_of_bad_value() -> None:
 
 
 def test_the_audit_encoder_frames_template_leaves_as_they_are() -> None:
-    """Template leaves and dicts mix in one batch, in order, as the dicts alone would."""
+    """Template leaves and dicts' leaves mix in one batch, in order, byte for byte."""
     quarantined = dict(time_ms=1, kind="QUARANTINED", event_id="", event_digest=_sha,
                        source_agency="", reason="UNDECODABLE")  # fmt: skip
     shared = dict(time_ms=2, kind="SHARED", event_id="e", event_digest=_sha, source_agency="a",
@@ -694,8 +695,8 @@ def test_the_audit_encoder_frames_template_leaves_as_they_are() -> None:
                   data_classes_shared=["location", "identity"], obligations=["R@3"])  # fmt: skip
     template_leaf = by_template(part(shared, _DECISION_PART), shared)
     assert isinstance(template_leaf, CanonicalLeaf)
-    leaves = [quarantined, template_leaf, shared]
-    assert audit_encoder(leaves) == audit_encoder([quarantined, shared, shared])
+    leaves = [leaf_bytes(quarantined), template_leaf.data, leaf_bytes(shared)]
+    assert audit_encoder(leaves) == audit_encoder([leaves[0], leaves[2], leaves[2]])
     assert decode_batch(audit_encoder(leaves)[0]) == [
         AuditLeaf(**quarantined).to_bytes(),  # type: ignore[arg-type]
         AuditLeaf(**shared).to_bytes(),  # type: ignore[arg-type]
@@ -734,7 +735,7 @@ def test_the_leaf_in_the_module_docstring_is_one_the_router_writes() -> None:
     data = CODEC.encode(CODEC.from_json(event))
     agency = CODEC.decode(data)["source"]["agency_id"]
     routed = core.handle(Inbound(topics.ingest(agency), 0, 7, None, data))
-    written = {bytes(leaf.data) for leaf in routed.leaves}  # type: ignore[union-attr]
+    written = set(routed.leaves)
     # The example policy changes often, and with it its digest and the copy's
     # (the feed record carries the decision): those two are held to their form only.
     def loose(data: bytes) -> dict[str, Any]:

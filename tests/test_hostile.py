@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_every_corpus_message_is_quarantined_with_a_reason(
     routed = _core().handle(Inbound(T.ingest(agency), 0, 1, None, data))
     assert routed.quarantined, name
     assert [o.topic for o in routed.outputs] == [T.quarantine]
-    assert [lf["kind"] for lf in routed.leaves] == ["QUARANTINED"]
+    assert [json.loads(lf)["kind"] for lf in routed.leaves] == ["QUARANTINED"]
     q = CODEC.decode(routed.outputs[0].value, "safeshare.QuarantineRecord")
     assert q["detail"] and q["original_size"] == len(data)
 

@@ -359,7 +359,7 @@ def test_implausible_times_are_refused_at_intake_and_quarantined_if_they_arrive_
     assert routed.quarantined == "SCHEMA_INVALID" and not routed.shared
     q = CODEC.decode(routed.outputs[0].value, "safeshare.QuarantineRecord")
     assert q["original"] == data and says in q["detail"]
-    assert [leaf["kind"] for leaf in routed.leaves] == ["QUARANTINED"]
+    assert [json.loads(leaf)["kind"] for leaf in routed.leaves] == ["QUARANTINED"]
 
 
 def test_the_router_judges_the_future_at_its_own_clock_and_skew() -> None:

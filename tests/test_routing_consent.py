@@ -12,13 +12,12 @@ consent state rebuilt from those leaves alone is the state routing used.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from broker.audit.leaf import AuditLeaf
-from broker.audit.leaf_template import leaf_bytes
 from broker.clock import FixedClock
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, Routed, RoutingCore
@@ -83,11 +82,12 @@ def concern() -> Inbound:
 
 def decisions(core: RoutingCore) -> dict[str, str]:
     routed = core.handle(concern())
-    return {lf["recipient"]: lf["kind"] for lf in routed.leaves if lf["kind"] != "CONSENT"}
+    fields = [json.loads(lf) for lf in routed.leaves]
+    return {lf["recipient"]: lf["kind"] for lf in fields if lf["kind"] != "CONSENT"}
 
 
 def kinds(routed: Routed) -> list[str]:
-    return [lf["kind"] for lf in routed.leaves]
+    return [json.loads(lf)["kind"] for lf in routed.leaves]
 
 
 # -- the school forges consent ------------------------------------------------------------------
@@ -178,7 +178,8 @@ def test_only_the_recorder_or_the_childs_social_care_may_withdraw_a_record(
     other = _core()
     assert kinds(other.handle(on(T.consent(RHI), consent(RHI, "GIVEN")))) == ["CONSENT"]
     routed = other.handle(on(T.consent(CSC), consent(CSC, "WITHDRAWN")))
-    assert kinds(routed) == ["CONSENT"] and routed.leaves[0]["rule_id"] == "childs-social-care"
+    assert kinds(routed) == ["CONSENT"]
+    assert json.loads(routed.leaves[0])["rule_id"] == "childs-social-care"
     assert decisions(other)["torbay-mash"] == "WITHHELD"
 
 
@@ -190,8 +191,8 @@ def test_a_consent_record_is_applied_once(core: RoutingCore) -> None:
 
 
 # -- the audit, and the state rebuilt from it ---------------------------------------------------
-def _leaf(fields: Any) -> AuditLeaf:
-    return AuditLeaf.from_bytes(leaf_bytes(fields))
+def _leaf(data: bytes) -> AuditLeaf:
+    return AuditLeaf.from_bytes(data)
 
 
 def test_the_consent_leaf_holds_no_personal_data_and_the_records_digest(
@@ -220,7 +221,7 @@ def test_the_state_rebuilt_from_the_audit_leaves_is_the_state_routing_used(
         (T.consent(SCHOOL), consent(SCHOOL, "WITHDRAWN")),
         (T.consent(CSC), consent(CSC, "REFUSED")),
     ]:
-        leaves += [leaf_bytes(lf) for lf in core.handle(on(topic, data)).leaves]
+        leaves += core.handle(on(topic, data)).leaves
     restarted = _core()
     learned = [restarted.learn_consent_leaf(data) for data in leaves]
     assert learned == [False, False, True, False, True]
@@ -244,16 +245,16 @@ def test_expiry_is_audited_once_when_a_decision_first_meets_it(core: RoutingCore
     assert "CONSENT" not in kinds(core.handle(concern()))
     core.clock.set(NOW + DAY)
     lapsed = core.handle(concern())
-    expiry = [_leaf(lf) for lf in lapsed.leaves if lf["kind"] == "CONSENT"]
+    expiry = [_leaf(lf) for lf in lapsed.leaves if json.loads(lf)["kind"] == "CONSENT"]
     assert [lf.outcome for lf in expiry] == ["EXPIRED"]
     assert expiry[0].subject == core.subject_hmac(CHILD)
-    assert expiry[0].consent_ref == expiry[0].event_id == given.leaves[0]["event_id"]
+    assert expiry[0].consent_ref == expiry[0].event_id == json.loads(given.leaves[0])["event_id"]
     assert "CONSENT" not in kinds(core.handle(concern()))
     # A restarted router learns from the log that the expiry was audited.
     restarted = _core()
     restarted.clock.set(NOW + DAY)
     for lf in [*given.leaves, *lapsed.leaves]:
-        if lf["kind"] == "CONSENT":
-            assert restarted.learn_consent_leaf(leaf_bytes(lf))
+        if json.loads(lf)["kind"] == "CONSENT":
+            assert restarted.learn_consent_leaf(lf)
     assert "CONSENT" not in kinds(restarted.handle(concern()))
     assert decisions(restarted)["torbay-mash"] == "WITHHELD"

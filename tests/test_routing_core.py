@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 import rfc8785
 
+from broker.audit import leaf_writer as leaf_writer_module
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import AuditLeaf, decode_batch
-from broker.audit.leaf_template import CanonicalLeaf, leaf_bytes
 from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.policy import ConsentStore, Policy
-from broker.routing import core as core_module
 from broker.routing.app import audit_encoder
 from broker.routing.core import Inbound, Routed, RoutingCore
 from broker.signing import AgencySigner, sign_message
@@ -54,7 +53,7 @@ def test_each_subscriber_gets_one_decision_and_shares_carry_minimised_copies(
 ) -> None:
     routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
     assert routed.quarantined is None
-    subscribers = {lf["recipient"] for lf in routed.leaves}
+    subscribers = {json.loads(lf)["recipient"] for lf in routed.leaves}
     assert len(subscribers) == len(routed.leaves) == 11
     assert len(routed.outputs) == len(routed.shared) > 0
     for out in routed.outputs:
@@ -107,7 +106,7 @@ def test_undecodable_input_is_quarantined_with_a_reason_and_one_audit_leaf(
         0,
         7,
     )
-    assert [lf["kind"] for lf in routed.leaves] == ["QUARANTINED"]
+    assert [json.loads(lf)["kind"] for lf in routed.leaves] == ["QUARANTINED"]
 
 
 def test_truncated_event_is_quarantined(core: RoutingCore) -> None:
@@ -152,7 +151,7 @@ def test_a_consent_record_on_its_agencys_topic_is_applied_and_audited(
     data = CODEC.encode(CODEC.from_json(consent))
     routed = core.handle(_msg(T.consent("safe-return-charity"), data))
     assert routed.quarantined is None and routed.outputs == []
-    assert [lf["kind"] for lf in routed.leaves] == ["CONSENT"]
+    assert [json.loads(lf)["kind"] for lf in routed.leaves] == ["CONSENT"]
     assert len(core.consents) == 1
     # A record that is not consent, on a consent topic, is quarantined.
     bad = core.handle(_msg(T.consent("devon-cornwall-police"), _encoded("missing_episode")))
@@ -223,7 +222,7 @@ def test_forged_missing_or_mismatched_signatures_are_quarantined(tamper: str) ->
         data = _signed(AgencySigner("torbay-hospital", signer.private_key))
     routed = core.handle(_msg(T.ingest(POLICE), data))
     assert routed.quarantined in ("BAD_SIGNATURE", "UNDECODABLE")
-    assert routed.shared == [] and routed.leaves[0]["kind"] == "QUARANTINED"
+    assert routed.shared == [] and json.loads(routed.leaves[0])["kind"] == "QUARANTINED"
 
 
 def test_an_agency_with_a_key_must_sign_even_when_signatures_are_optional() -> None:
@@ -270,12 +269,12 @@ def _messages() -> tuple[Inbound, list[Inbound]]:
 
 
 def _route_all(core: RoutingCore, consent: Inbound, messages: list[Inbound]) -> list[Routed]:
-    assert [lf["kind"] for lf in core.handle(consent).leaves] == ["CONSENT"]
+    assert [json.loads(lf)["kind"] for lf in core.handle(consent).leaves] == ["CONSENT"]
     return [core.handle(m) for m in messages]
 
 
 class _NoLeafEvent:
-    """Stands in for LeafEvent: declines every event, so the core writes leaf dicts."""
+    """Stands in for LeafEvent: declines every event, so the writer takes the dict path."""
 
     @staticmethod
     def checked(**fields: object) -> None:
@@ -285,12 +284,12 @@ class _NoLeafEvent:
 def test_decision_leaves_are_the_bytes_the_leaf_dicts_give(
     core: RoutingCore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The core writes a decision's leaf from its template; the same messages routed
-    the old way (a dict per leaf, then leaf_bytes) give the same leaves, byte for
-    byte, and the same audit messages."""
+    """The writer fills a decision's leaf from its template; the same messages routed
+    the slow way (a dict per leaf, then leaf_bytes) give the same leaves, byte for
+    byte, and both are exactly AuditLeaf(**fields).to_bytes() (RFC 8785)."""
     consent, messages = _messages()
     fast = _route_all(core, consent, messages)
-    monkeypatch.setattr(core_module, "LeafEvent", _NoLeafEvent)
+    monkeypatch.setattr(leaf_writer_module, "LeafEvent", _NoLeafEvent)
     slow = _route_all(
         RoutingCore(
             codec=CODEC, decider=core.decider, consents=ConsentStore(), topics=T,
@@ -302,19 +301,13 @@ def test_decision_leaves_are_the_bytes_the_leaf_dicts_give(
     seen: list[dict[str, Any]] = []
     for f, s in zip(fast, slow, strict=True):
         assert f.outputs == s.outputs and f.quarantined == s.quarantined
-        assert all(type(leaf) is dict for leaf in s.leaves)
-        if f.quarantined is None and not f.duplicate:
-            assert all(type(leaf) is CanonicalLeaf for leaf in f.leaves)
-        else:  # quarantines and duplicates: the dicts they always were
-            assert f.leaves == s.leaves and all(type(leaf) is dict for leaf in f.leaves)
-        expected = [AuditLeaf(**fields).to_bytes() for fields in s.leaves]
-        assert [leaf_bytes(fields) for fields in s.leaves] == expected
-        assert [audit_encoder([leaf]) for leaf in f.leaves] == [
-            audit_encoder([fields]) for fields in s.leaves
-        ]
-        for data in expected:
-            assert rfc8785.dumps(json.loads(data)) == data
-            seen.append(json.loads(data))
+        assert f.leaves == s.leaves
+        for data in f.leaves:
+            assert type(data) is bytes
+            fields = json.loads(data)
+            assert AuditLeaf.from_bytes(data).to_bytes() == data
+            assert rfc8785.dumps(fields) == data
+            seen.append(fields)
     assert audit_encoder([lf for r in fast for lf in r.leaves]) == audit_encoder(
         [lf for r in slow for lf in r.leaves]
     )
@@ -349,14 +342,11 @@ class _Tampering:
 def test_a_decision_value_the_template_refuses_fails_the_transaction(
     core: RoutingCore, change: dict[str, Any], says: str
 ) -> None:
-    """Not a quarantine of the message: the leaf stays a dict and the audit encoder
-    refuses it, so the router's transaction fails and nothing is shared."""
+    """Not a quarantine of the message: the leaf cannot be written, the core raises,
+    so the router's transaction fails and nothing is shared."""
     core.decider = _Tampering(core.decider, **change)
-    routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
-    assert routed.quarantined is None and routed.shared
-    assert all(type(leaf) is dict for leaf in routed.leaves)
     with pytest.raises(MalformedError, match=says):
-        audit_encoder(routed.leaves)
+        core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
 
 
 class _Label(str):
@@ -367,7 +357,8 @@ def test_a_value_the_template_declines_still_gives_the_dataclass_bytes(core: Rou
     digest = "ab" * 32
     core.decider = _Tampering(core.decider, policy_digest=_Label(digest))
     routed = core.handle(_msg(T.ingest("devon-cornwall-police"), _encoded("missing_episode")))
-    assert routed.leaves and all(type(leaf) is dict for leaf in routed.leaves)
-    leaves = [AuditLeaf(**leaf) for leaf in routed.leaves]
+    assert routed.leaves
+    leaves = [AuditLeaf.from_bytes(data) for data in routed.leaves]
     assert all(leaf.policy_digest == digest for leaf in leaves)
-    assert decode_batch(audit_encoder(routed.leaves)[0]) == [leaf.to_bytes() for leaf in leaves]
+    assert [leaf.to_bytes() for leaf in leaves] == routed.leaves
+    assert decode_batch(audit_encoder(routed.leaves)[0]) == routed.leaves

@@ -10,12 +10,11 @@ import gc
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from broker.audit.leaf import MAX_LEAF_BYTES, encode_batch
-from broker.audit.leaf_template import CanonicalLeaf, leaf_bytes
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
@@ -55,22 +54,13 @@ def keys_dir(settings: Settings) -> Path:
     return settings.home / "keys"
 
 
-def audit_encoder(leaves: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """Audit leaves as batch messages (several leaves per Kafka message, in order).
-
-    Each leaf's bytes are ``AuditLeaf(**fields).to_bytes()``. The routing core's
-    decision leaves come as :class:`~broker.audit.leaf_template.CanonicalLeaf`, already
-    those bytes (its template checked every value); any other leaf is a dict of
-    fields, written by :func:`leaf_bytes` (the same bytes, without a dataclass
-    per decision). A field that is not valid raises
-    :class:`~broker.audit.exceptions.MalformedError`, which fails the router's
-    transaction.
-    """
+def audit_encoder(leaves: Sequence[bytes]) -> list[bytes]:
+    """Audit leaves (their canonical bytes, from broker.audit.leaf_writer) as batch
+    messages: several leaves per Kafka message, in order."""
     out: list[bytes] = []
     batch: list[bytes] = []
     size = 0
-    for leaf in leaves:
-        data = leaf.data if type(leaf) is CanonicalLeaf else leaf_bytes(leaf)
+    for data in leaves:
         if len(data) > MAX_LEAF_BYTES:  # pragma: no cover - a leaf holds digests, not content
             raise RoutingError("audit leaf too large")
         if batch and size + len(data) + 4 > AUDIT_MESSAGE_BUDGET:

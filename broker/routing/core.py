@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from broker.audit.exceptions import AuditError
+from broker.audit.exceptions import AuditError, MalformedError
 from broker.audit.leaf import AuditLeaf, LeafKind, SubjectPseudonymiser
-from broker.audit.leaf_template import LeafEvent, LeafTemplate
+from broker.audit.leaf_writer import LeafWriter
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.codec import Redactable
@@ -39,6 +39,7 @@ from broker.codec.exceptions import (
 from broker.codec.limits import MAX_EVENT_BYTES, event_size_problem
 from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
 from broker.policy.consent import ConsentRecord, ConsentStore, ConsentVerdict
+from broker.policy.decision import Decision
 from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter
 from broker.signing import signature_problem
@@ -57,8 +58,6 @@ DEFAULT_MAX_MESSAGE_BYTES = MAX_EVENT_BYTES  # the one limit (broker.codec.limit
 QUARANTINE_ORIGINAL_MAX = 900 * 1024
 # The digest of a consent record known by its id only (never: each record has its own).
 _NO_DIGEST = "0" * 64
-# Distinct (subscriber, rule, grant) decision heads kept; a policy has a few dozen.
-_DECISION_HEADS_MAX = 4096
 
 
 class Inbound(NamedTuple):
@@ -84,26 +83,16 @@ class Outbound(NamedTuple):
     value: bytes
 
 
-class DecisionLike(Protocol):
-    """What the router needs of a policy decision (see broker.policy)."""
-
-    subscriber: str
-    outcome: str  # "SHARE" | "WITHHOLD"
-    rule_id: str
-    reason_code: str
-    lawful_basis: str | None
-    data_classes_shared: frozenset[str]
-    fields_redacted: tuple[str, ...]
-    policy_digest: str
-    now_ms: int
-
-
 ClockStarterFn = Callable[[Mapping[str, Any], Any, str, int], list[tuple[str, bytes, bytes]]]
 """``(event, decision, subject HMAC, now_ms) -> [(topic, key, value)]``: broker.loop.starter."""
 
 
 class Decider(Protocol):
-    def decide_all(self, event: Mapping[str, Any], consents: Any, now_ms: int) -> Sequence[Any]: ...
+    """What the router needs of the policy (broker.policy.Policy)."""
+
+    def decide_all(
+        self, event: Mapping[str, Any], consents: Any, now_ms: int
+    ) -> Sequence[Decision]: ...
 
 
 @dataclass
@@ -111,12 +100,8 @@ class Routed:
     """Everything one inbound message produced."""
 
     outputs: list[Outbound] = field(default_factory=list)
-    # One per decision, each a Mapping of AuditLeaf's fields: a CanonicalLeaf
-    # (broker.audit.leaf: the leaf's bytes, readable by field) for a subscriber's
-    # decision, a dict for a quarantine or a duplicate (or for a decision whose
-    # values the leaf template declined to vouch for). Typed Any, not
-    # Mapping[str, Any], while RouterService collects them in a list[dict].
-    leaves: list[Mapping[str, Any]] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    """The audit leaves' canonical bytes (broker.audit.leaf_writer), one per decision."""
     shared: list[str] = field(default_factory=list)
     withheld: list[tuple[str, str]] = field(default_factory=list)
     quarantined: str | None = None
@@ -169,10 +154,7 @@ class RoutingCore:
             consents.key_subjects_with(self._subject_pseudonym)
         # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
         self._recipients: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
-        self._sorted: dict[Any, tuple[str, ...]] = {}  # a grant's classes, sorted
-        # Per decision (see _decision_leaf): its audit leaves' checked template,
-        # or None where the template declined (those leaves are dicts).
-        self._leaf_templates: dict[tuple[Any, ...], LeafTemplate | None] = {}
+        self._leaves = LeafWriter()
 
     # -- audit helpers -------------------------------------------------------
     def subject_hmac(self, pseudonym: str | None) -> str:
@@ -188,12 +170,16 @@ class RoutingCore:
         An unexpected failure while routing one message (a defect, not bad
         input) quarantines that message with reason OTHER, so one poison
         message cannot stop every other child's events; the error is logged
-        with the message's coordinates for the operators.
+        with the message's coordinates for the operators. An audit leaf that
+        cannot be written (:class:`MalformedError`) is raised instead: nothing
+        is shared without its audit record, so the router's transaction fails.
         """
         try:
             if msg.topic.startswith(self.topics.consent_prefix):
                 return self._handle_consent(msg)
             return self._handle_ingest(msg)
+        except MalformedError:
+            raise
         except Exception as exc:  # noqa: BLE001 - see docstring
             log.exception("internal error routing %s; quarantining it", msg.where)
             return self._quarantine(msg, "OTHER", f"internal error: {type(exc).__name__}", Routed())
@@ -224,14 +210,13 @@ class RoutingCore:
         )
         routed.quarantined = reason
         routed.leaves.append(
-            {
-                "kind": "QUARANTINED",
-                "time_ms": now,
-                "event_id": routed.event_id or "",
-                "event_digest": hashlib.sha256(msg.value or b"").hexdigest(),
-                "source_agency": routed.agency or "",
-                "reason": reason,
-            }
+            self._leaves.quarantined(
+                time_ms=now,
+                event_id=routed.event_id or "",
+                event_digest=hashlib.sha256(msg.value or b"").hexdigest(),
+                source_agency=routed.agency or "",
+                reason=reason,
+            )
         )
         # At debug: the service says it once the batch is committed (a replayed
         # batch is routed again).
@@ -321,13 +306,10 @@ class RoutingCore:
         record = dataclasses.replace(record, subject=subject, recorded_at_ms=None, digest=digest)
         if event_id in self.seen_event_ids:
             routed.duplicate = True
-            routed.leaves.append(
-                {
-                    "kind": "DUPLICATE", "time_ms": now, "event_id": event_id,
-                    "event_digest": digest, "source_agency": agency, "subject": subject,
-                    "reason": "DUPLICATE_EVENT_ID",
-                }
-            )  # fmt: skip
+            audited = self._leaves.event(
+                event_id=event_id, event_digest=digest, source_agency=agency, subject=subject
+            )
+            routed.leaves.append(self._leaves.duplicate(audited, time_ms=now))
             log.info("duplicate consent record %s event=%s not applied again", msg.where, event_id)
             return routed
         previous = self.consents.get_keyed(subject, record.purpose)
@@ -381,9 +363,9 @@ class RoutingCore:
         rule_id: str,
         reason: str,
         replaces: str | None,
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """The CONSENT audit leaf of an applied record or of its expiry (broker.audit.leaf)."""
-        return {
+        return self._leaves.other({
             "kind": "CONSENT",
             "time_ms": now,
             "event_id": record.record_id,
@@ -399,7 +381,7 @@ class RoutingCore:
             "consent_roles": sorted(record.roles),
             "consent_data_classes": sorted(record.data_classes),
             "consent_expires_ms": record.expires_at_ms,
-        }
+        })
 
     def _expiry_leaves(
         self, expired: list[tuple[str, ConsentRecord]], now: int, routed: Routed
@@ -485,36 +467,25 @@ class RoutingCore:
             return self._quarantine(msg, "SCHEMA_INVALID", str(exc), routed)
         event_digest = hashlib.sha256(msg.value or b"").hexdigest()
         subject = self.subject_hmac(event["subject"].get("pseudonym"))
+        # What all of this event's leaves share, checked and written once.
+        audited = self._leaves.event(
+            event_id=event_id, event_digest=event_digest, source_agency=agency, subject=subject
+        )
         if event_id in self.seen_event_ids:
             routed.duplicate = True
-            routed.leaves.append(
-                {
-                    "kind": "DUPLICATE",
-                    "time_ms": now,
-                    "event_id": event_id,
-                    "event_digest": event_digest,
-                    "source_agency": agency,
-                    "subject": subject,
-                    "reason": "DUPLICATE_EVENT_ID",
-                }
-            )
+            routed.leaves.append(self._leaves.duplicate(audited, time_ms=now))
             log.info("duplicate %s event=%s not shared again", msg.where, event_id)
             return routed
         self.seen_event_ids.add(event_id)
 
         pseudonym = event["subject"].get("pseudonym")
         feed_keys: dict[bool, bytes | None] = {}
-        outputs, leaves = routed.outputs, routed.leaves
-        # What all of this event's leaves share, checked and written once.
-        ids = (event_id, event_digest, agency, subject)
-        leaf_event = LeafEvent.checked(
-            event_id=event_id, event_digest=event_digest, source_agency=agency, subject=subject
-        )
+        outputs, leaves, leaf = routed.outputs, routed.leaves, self._leaves.decision
         for decision in self.decider.decide_all(event, self.consents, now):
             subscriber = decision.subscriber
             reason = str(decision.reason_code)
             if decision.outcome != "SHARE":
-                leaves.append(self._decision_leaf(decision, reason, leaf_event, ids, None))
+                leaves.append(leaf(decision, audited, None))
                 routed.withheld.append((subscriber, reason))
                 continue
             classes = decision.data_classes_shared
@@ -534,149 +505,17 @@ class RoutingCore:
                 for start in self._clock_starter(event, decision, subject, now):
                     outputs.append(Outbound(*start))
             delivered = hashlib.sha256(data).hexdigest()
-            leaves.append(self._decision_leaf(decision, reason, leaf_event, ids, delivered))
+            leaves.append(leaf(decision, audited, delivered))
         take_expired = getattr(self.consents, "take_expired", None)
         if take_expired is not None:
             self._expiry_leaves(take_expired(), now, routed)
         return routed
-
-    def _decision_leaf(
-        self,
-        decision: Any,
-        reason: str,
-        leaf_event: LeafEvent | None,
-        ids: tuple[str, str, str, str],
-        delivered: str | None,
-    ) -> Mapping[str, Any]:
-        """The audit leaf of one subscriber's decision: SHARED with the digest of the
-        copy ``delivered``, or WITHHELD when that is None.
-
-        Written from the decision's :class:`LeafTemplate` (kept per decision:
-        its fields are the same for every event the decision applies to) and
-        the event's :class:`LeafEvent`: the leaf's canonical bytes, with no dict
-        per leaf. Where either declined a value (not a plain, valid one), the
-        leaf is the dict of fields it always was, and the audit encoder's
-        :func:`~broker.audit.leaf_template.leaf_bytes` gives its bytes or fails the
-        transaction saying what is wrong.
-        """
-        outcome = str(decision.outcome)
-        due = decision.obligations
-        obligations = [f"{o.code}@{o.due_at_ms}" for o in due] if due else []
-        template = self._template_of(decision, outcome, reason, delivered is not None)
-        if template is not None and leaf_event is not None:
-            leaf = template.fill(
-                leaf_event,
-                time_ms=decision.now_ms,
-                delivered_digest=delivered,
-                consent_ref=decision.consent_ref if delivered is not None else None,
-                obligations=obligations if delivered is not None else (),
-            )
-            if leaf is not None:
-                return leaf
-        event_id, event_digest, agency, subject = ids
-        fields: dict[str, Any] = {
-            "time_ms": decision.now_ms,
-            "event_id": event_id,
-            "event_digest": event_digest,
-            "source_agency": agency,
-            "recipient": decision.subscriber,
-            "outcome": outcome,
-            "rule_id": decision.rule_id,
-            "reason": reason,
-            "policy_digest": decision.policy_digest,
-            "subject": subject,
-        }
-        if delivered is None:
-            fields["kind"] = "WITHHELD"
-            return fields
-        fields.update(
-            kind="SHARED",
-            lawful_basis=str(decision.lawful_basis or ""),
-            data_classes_shared=self._sorted_once(decision.data_classes_shared),
-            fields_redacted=self._sorted_once(decision.fields_redacted),
-            delivered_digest=delivered,
-            consent_ref=decision.consent_ref,
-            obligations=obligations,
-        )
-        return fields
-
-    def _template_of(
-        self, decision: Any, outcome: str, reason: str, shared: bool
-    ) -> LeafTemplate | None:
-        """The decision's leaf template, made once per distinct decision and kept.
-
-        The key holds every value the template is made of (a WITHHELD key is
-        shorter than a SHARED one, so the two never meet). A value that cannot
-        be a key (unhashable) is none the template vouches for: None, and the
-        leaf stays a dict for leaf_bytes to judge, as before.
-        """
-        try:
-            if shared:
-                classes = decision.data_classes_shared
-                redacted = decision.fields_redacted
-                key: tuple[Any, ...] = (
-                    decision.subscriber, outcome, decision.rule_id, reason,
-                    decision.policy_digest, str(decision.lawful_basis or ""),
-                    classes if type(classes) is frozenset else frozenset(classes),
-                    redacted if type(redacted) is tuple else tuple(redacted),
-                )  # fmt: skip
-            else:
-                key = (
-                    decision.subscriber, outcome, decision.rule_id, reason,
-                    decision.policy_digest,
-                )  # fmt: skip
-            return self._leaf_templates[key]
-        except KeyError:
-            pass
-        except TypeError:
-            return None
-        template = self._leaf_template(decision, outcome, reason, shared)
-        if len(self._leaf_templates) >= _DECISION_HEADS_MAX:
-            self._leaf_templates.clear()
-        self._leaf_templates[key] = template
-        return template
-
-    def _leaf_template(
-        self, decision: Any, outcome: str, reason: str, shared: bool
-    ) -> LeafTemplate | None:
-        """A decision's leaf template: the members its dict leaf would have had."""
-        if not shared:
-            return LeafTemplate.checked(
-                kind="WITHHELD",
-                recipient=decision.subscriber,
-                outcome=outcome,
-                rule_id=decision.rule_id,
-                reason=reason,
-                policy_digest=decision.policy_digest,
-            )
-        return LeafTemplate.checked(
-            kind="SHARED",
-            recipient=decision.subscriber,
-            outcome=outcome,
-            rule_id=decision.rule_id,
-            reason=reason,
-            policy_digest=decision.policy_digest,
-            lawful_basis=str(decision.lawful_basis or ""),
-            data_classes_shared=self._sorted_once(decision.data_classes_shared),
-            fields_redacted=self._sorted_once(decision.fields_redacted),
-        )
 
     def _recipient(self, subscriber: str) -> tuple[str, tuple[FeedPublicKey, ...]]:
         found = self._recipients.get(subscriber)
         if found is None:
             found = (self._feed_topic_of(subscriber), self._feed_keys(subscriber))
             self._recipients[subscriber] = found
-        return found
-
-    def _sorted_once(self, values: Any) -> tuple[str, ...]:
-        """``values`` sorted; the few grants a policy makes are sorted once each."""
-        key = values if isinstance(values, frozenset | tuple) else tuple(values)
-        found = self._sorted.get(key)
-        if found is None:
-            found = tuple(sorted(key))
-            if len(self._sorted) >= _DECISION_HEADS_MAX:
-                self._sorted.clear()
-            self._sorted[key] = found
         return found
 
     def _feed_keys(self, subscriber: str) -> tuple[FeedPublicKey, ...]:

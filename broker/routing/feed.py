@@ -12,6 +12,7 @@ from typing import Any
 from broker.codec import Codec
 from broker.codec._write import long_bytes
 from broker.codec.exceptions import CodecError, EncodingError
+from broker.policy.decision import Decision
 
 FEED_RECORD = "safeshare.FeedRecord"
 DECISION_RECORD = "safeshare.Decision"
@@ -27,7 +28,7 @@ class FeedWriter:
         self._header = _feed_layout(codec)
         self._decision_heads: dict[tuple[Any, ...], bytes] = {}
 
-    def record(self, decision: Any, event_body: bytes) -> bytes:
+    def record(self, decision: Decision, event_body: bytes) -> bytes:
         """A FeedRecord's single-object bytes: header, the decision, the redacted event.
 
         The same bytes as ``codec.encode({"decision": ..., "event": copy},
@@ -46,7 +47,7 @@ class FeedWriter:
             )
         return data
 
-    def _decision_body(self, decision: Any) -> bytes:
+    def _decision_body(self, decision: Decision) -> bytes:
         """The Avro body of a feed record's Decision.
 
         All but its last field (``decided_at``) are the same for every event a
@@ -92,7 +93,7 @@ def _feed_layout(codec: Codec) -> bytes:
     return codec.header(FEED_RECORD)
 
 
-def _decision_record(decision: Any) -> dict[str, Any]:
+def _decision_record(decision: Decision) -> dict[str, Any]:
     return {
         "subscriber": decision.subscriber,
         "rule_id": decision.rule_id,

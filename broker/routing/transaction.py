@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ class _Open:
     """:meth:`SeenEvents.mark` before the batch: what to forget if it aborts."""
     started: float
     routed: list[Routed] = field(default_factory=list)
-    leaves: list[Mapping[str, Any]] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
     wheres: list[str] = field(default_factory=list)
     """Coordinates of each routed record, for debug lines (empty unless debugging)."""
     futures: list[SendFuture] = field(default_factory=list)
@@ -85,7 +85,8 @@ class _Open:
     offsets_sent: Callable[..., None] | None = None
 
 
-AuditEncoder = Callable[[list[Mapping[str, Any]]], list[bytes]]
+#: Frames a batch's audit leaves (their bytes) as audit topic messages.
+AuditEncoder = Callable[[list[bytes]], list[bytes]]
 
 
 class Transactions:
