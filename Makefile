@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | sha256sum | cut -c1-12)
 
-.PHONY: run test check bench fuzz lint kafka-up kafka-down kafka-status venv clean help
+.PHONY: run test check bench fuzz lint kafka-up kafka-down kafka-status venv setup clean help
 
 help:
 	@echo "make run        start Kafka if none is configured, play the MASH scenario end to end"
@@ -20,6 +20,16 @@ help:
 	@echo "make kafka-down stop the local Kafka"
 
 venv: $(STAMP)
+
+# System packages the project needs, installed only where missing (run as root):
+# Java and Maven for the local Kafka broker, chromium for the workspace's browser tests.
+setup:
+	@need=""; \
+	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || need="$$need maven"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi
+	$(MAKE) venv
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'

@@ -43,6 +43,8 @@ class GatewayConfig:
     clock: Clock | None = None
     time_bounds: TimeBounds = DEFAULT_BOUNDS
     """How far ahead of the clock an event's times may be (SAFESHARE_FUTURE_SKEW_S)."""
+    workspace: Any = None
+    """A :class:`broker.workspace.WorkspaceConfig` to serve the practitioners' pages too."""
 
 
 def create_app(config: GatewayConfig | None) -> FastAPI:
@@ -72,9 +74,14 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
         app.state.acks_lock = threading.Lock()
         app.state.config = config
         app.state.codec = codec
+        workspace = getattr(app.state, "workspace", None)
+        if workspace is not None:
+            workspace.start()
         try:
             yield
         finally:
+            if workspace is not None:
+                workspace.close()
             app.state.desk.close()
             for ack in app.state.acks.values():
                 ack.close()
@@ -96,6 +103,10 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(feed_routes.router)
     app.include_router(receipts.router)
+    if config is not None and config.workspace is not None:
+        from broker.workspace import mount  # the pages are optional; the API needs none
+
+        mount(app, config.workspace, config.codec)
     app.add_middleware(LimitsMiddleware, limits=config.limits if config else Limits())
     return app
 

@@ -1,0 +1,27 @@
+"""The MASH workspace: server-rendered pages for practitioners on the gateway's app.
+
+:func:`mount` adds the pages (``/workspace/...``) and their static files to a
+gateway application; the gateway's lifespan starts and stops the workspace
+(feed and clock followers) when it starts and stops.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from broker.codec import Codec
+from broker.workspace.render import HERE, Workspace, WorkspaceConfig
+from broker.workspace.views import router
+
+__all__ = ["Workspace", "WorkspaceConfig", "mount"]
+
+
+def mount(app: FastAPI, config: WorkspaceConfig, codec: Codec | None = None) -> Workspace:
+    """Add the workspace to ``app``; call :meth:`Workspace.start` once Kafka is wanted."""
+    ws = Workspace(config, codec or Codec.default())
+    app.state.workspace = ws
+    app.include_router(router)
+    app.mount("/workspace/static", StaticFiles(directory=HERE / "static"),
+              name="workspace-static")
+    return ws

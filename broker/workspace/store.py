@@ -1,0 +1,222 @@
+"""What one subscriber's workspace knows: its feed and its clocks, kept in memory.
+
+A :class:`FeedStore` follows one subscriber's feed with :class:`broker.api.FeedReader`
+(read_committed; a confidential feed opened with the subscriber's keyring) under
+a group of its own that never commits, so the subscriber's own reading position
+is untouched. A :class:`ClockFollower` follows the clock changelog into a
+:class:`broker.loop.api.DeadlineBook`. Both run on daemon threads; pages read
+snapshots under a lock and never wait on Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from broker.api import FeedReader
+from broker.codec import Codec
+from broker.kafka.consumer import make_consumer
+from broker.kafka.structs import TopicPartition
+from broker.loop.api import DeadlineBook
+from broker.loop.clocks import ClockState
+from broker.loop.core import CLOCK_RECORD
+from broker.signing.feedkeys import FeedKeyring
+from broker.topics import Topics
+
+log = logging.getLogger(__name__)
+
+RAG_FROM_RISK = {"CRITICAL": "RED", "HIGH": "AMBER", "MEDIUM": "AMBER", "LOW": "GREEN"}
+RAG_ORDER = {"RED": 0, "AMBER": 1, "GREEN": 2}
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value or 0)
+
+
+@dataclass
+class Entry:
+    """One record of the feed as the workspace shows it."""
+
+    seq: int
+    topic: str
+    partition: int
+    offset: int
+    record: dict[str, Any]
+    rag: str
+    triage: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return self.record["event"]  # type: ignore[no-any-return]
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        return self.record["decision"]  # type: ignore[no-any-return]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.event["event_id"])
+
+    @property
+    def pseudonym(self) -> str | None:
+        subject = self.event.get("subject") or {}
+        value = subject.get("pseudonym")
+        return str(value) if value else None
+
+    @property
+    def reported_ms(self) -> int:
+        return _ms(self.event.get("reported_at"))
+
+    @property
+    def occurred_ms(self) -> int:
+        return _ms(self.event.get("occurred_at")) or self.reported_ms
+
+
+class FeedStore:
+    """One subscriber's feed, followed on a thread; ``version`` grows with each record."""
+
+    def __init__(self, bootstrap: str, subscriber: str, topics: Topics, codec: Codec,
+                 keyring: FeedKeyring | None = None) -> None:
+        self.subscriber = subscriber
+        self._lock = threading.Condition()
+        self._entries: list[Entry] = []
+        self._by_id: dict[str, Entry] = {}
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._reader = FeedReader(
+            bootstrap=bootstrap, subscriber=subscriber, codec=codec, topics=topics,
+            keyring=keyring,
+            group_id=f"{topics.feed_group(subscriber)}.workspace-{uuid.uuid4().hex[:8]}")
+        self._thread = threading.Thread(target=self._run, name=f"workspace-{subscriber}",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def version(self) -> int:
+        return len(self._entries)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                items = self._reader.poll(timeout_ms=200)
+                if items:
+                    self._add(items)
+        except Exception as exc:  # the page says the feed stopped; no content logged
+            self.error = type(exc).__name__
+            log.warning("workspace feed of %s stopped: %s", self.subscriber, self.error)
+        finally:
+            self._reader.close()
+
+    def _add(self, items: list[Any]) -> None:
+        with self._lock:
+            for it in items:
+                event = it.record["event"]
+                if event["event_id"] in self._by_id:
+                    continue
+                e = Entry(len(self._entries), it.topic, it.partition, it.offset, it.record,
+                          RAG_FROM_RISK.get(str(event.get("risk_level")), "AMBER"))
+                self._entries.append(e)
+                self._by_id[e.event_id] = e
+            self._lock.notify_all()
+
+    def add_records(self, records: list[tuple[str, int, int, dict[str, Any]]]) -> None:
+        """Add records directly (benchmarks and tests of rendering)."""
+
+        @dataclass
+        class _It:
+            topic: str
+            partition: int
+            offset: int
+            record: dict[str, Any]
+
+        self._add([_It(*r) for r in records])
+
+    def wait_beyond(self, version: int, timeout_s: float) -> int:
+        with self._lock:
+            self._lock.wait_for(lambda: len(self._entries) > version, timeout=timeout_s)
+            return len(self._entries)
+
+    def since(self, version: int) -> list[Entry]:
+        with self._lock:
+            return list(self._entries[version:])
+
+    def get(self, event_id: str) -> Entry | None:
+        with self._lock:
+            return self._by_id.get(event_id)
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return list(self._entries)
+
+    def chronology(self, pseudonym: str) -> list[Entry]:
+        """Every record of this feed about ``pseudonym``, in the order things happened."""
+        with self._lock:
+            found = [e for e in self._entries if e.pseudonym == pseudonym]
+        return sorted(found, key=lambda e: (e.occurred_ms, e.seq))
+
+    def triaged(self, event_id: str, rag: str | None, record: dict[str, Any]) -> None:
+        with self._lock:
+            e = self._by_id.get(event_id)
+            if e is not None:
+                if rag:
+                    e.rag = rag
+                e.triage.append(record)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class ClockFollower:
+    """The clock changelog, followed on a thread into a DeadlineBook."""
+
+    def __init__(self, bootstrap: str, topics: Topics, codec: Codec) -> None:
+        self.book = DeadlineBook()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = make_consumer(bootstrap, group_id=None, topics=None)
+        self._topic = topics.clocks
+        self._codec = codec
+        self._thread = threading.Thread(target=self._run, name="workspace-clocks", daemon=True)
+        self._thread.start()
+
+    def _assign(self) -> bool:
+        parts = self._consumer.partitions_for_topic(self._topic) or set()
+        if not parts:
+            return False
+        tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        self._consumer.seek_to_beginning(*tps)
+        return True
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and not self._assign():
+                self._stop.wait(1.0)
+            while not self._stop.is_set():
+                for r in self._consumer.poll_records(timeout_ms=200):
+                    if r.value:
+                        with self._lock:
+                            self.book.add(self._codec.decode(r.value, CLOCK_RECORD))
+        except Exception as exc:
+            log.warning("workspace clock follower stopped: %s", type(exc).__name__)
+        finally:
+            self._consumer.close()
+
+    def for_event(self, event_id: str, owner: str) -> list[ClockState]:
+        with self._lock:
+            return [h[-1] for h in self.book.for_event(event_id) if h[-1].owner == owner]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+Closer = Callable[[], None]

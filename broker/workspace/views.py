@@ -1,0 +1,253 @@
+"""The workspace's pages: sign-in, the queue (live by server-sent events), a
+concern, a child's chronology, triage and alerts (FastAPI routes, Jinja2).
+
+Every page is for the signed-in user's own subscriber: a concern or child not
+in that subscriber's feed is 404, whoever asks. Fields the policy withheld are
+shown as withheld with the rule and the data class, never a value. Each view
+of a chronology or a concern is recorded as a consultation (who, when, which
+records, purpose) on the gateway's consultations topic before it is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from broker.codec.exceptions import EncodingError
+from broker.errors import SafeshareError
+from broker.gateway.consultations import Consulted
+from broker.loop.api import Acknowledger
+from broker.workspace.render import Workspace, queue_rows
+from broker.workspace.sessions import PRE_COOKIE, SESSION_COOKIE, User, check_password
+
+router = APIRouter(prefix="/workspace", include_in_schema=False)
+
+RAGS = ("RED", "AMBER", "GREEN")
+OUTCOMES = ("", "NO_FURTHER_ACTION", "STRATEGY_DISCUSSION", "SECTION_47_ENQUIRY",
+            "EARLY_HELP", "REFERRED_ON")
+
+
+def _ws(request: Request) -> Workspace:
+    return request.app.state.workspace  # type: ignore[no-any-return]
+
+
+def _user(request: Request) -> User | None:
+    ws = _ws(request)
+    return ws.sessions.check(request.cookies.get(SESSION_COOKIE), ws.users)
+
+
+def _signin_redirect() -> RedirectResponse:
+    return RedirectResponse("/workspace/signin", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > 16_384:
+        return {}
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def _page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    ws = _ws(request)
+    cookie = request.cookies.get(SESSION_COOKIE) or ""
+    html = ws.render(name, csrf=ws.sessions.csrf(cookie) if cookie else "", **ctx)
+    return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@router.get("/signin", response_class=HTMLResponse)
+async def signin_form(request: Request, error: str = "") -> HTMLResponse:
+    ws = _ws(request)
+    pre = request.cookies.get(PRE_COOKIE) or ws.new_pre()
+    html = ws.render("signin.html", user=None, csrf=ws.sessions.csrf(pre), error=error)
+    resp = HTMLResponse(html, status_code=401 if error else 200, headers=_HEADERS)
+    resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict",
+                    secure=request.url.scheme == "https", path="/workspace")
+    return resp
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    ws = _ws(request)
+    form = await _form(request)
+    if not ws.sessions.csrf_ok(request.cookies.get(PRE_COOKIE), form.get("csrf")):
+        return await signin_form(request, "The form expired; please sign in again.")
+    user = ws.users.get(form.get("username", ""))
+    ok = await run_in_threadpool(check_password, user.password if user else
+                                 ws.dummy_hash, form.get("password", ""))
+    if user is None or not ok:
+        return await signin_form(request, "Unknown username or wrong password.")
+    ws.store(user.subscriber)
+    resp = RedirectResponse("/workspace/", status_code=303)
+    resp.set_cookie(SESSION_COOKIE, ws.sessions.issue(user), httponly=True, samesite="strict",
+                    secure=request.url.scheme == "https", path="/workspace",
+                    max_age=ws.sessions.lifetime_s)
+    resp.delete_cookie(PRE_COOKIE, path="/workspace")
+    return resp
+
+
+@router.post("/signout")
+async def signout(request: Request) -> Response:
+    form = await _form(request)
+    if _ws(request).sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
+        resp = _signin_redirect()
+        resp.delete_cookie(SESSION_COOKIE, path="/workspace")
+        return resp
+    return Response("CSRF token missing or wrong", status_code=403)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def queue(request: Request) -> Response:
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    ws = _ws(request)
+    store = ws.store(user.subscriber)
+    return _page(request, "queue.html", user=user, rows=queue_rows(ws, store.entries(), user),
+                 version=store.version, error=store.error)
+
+
+@router.get("/queue/stream")
+async def queue_stream(request: Request, since: int = 0) -> Response:
+    """New rows of the queue as server-sent events (``event: row``, HTML in ``data``)."""
+    user = _user(request)
+    if user is None:
+        return Response("sign in first", status_code=401)
+    ws = _ws(request)
+    store = ws.store(user.subscriber)
+
+    async def events() -> AsyncIterator[bytes]:
+        version = max(0, min(since, store.version))
+        yield b": workspace queue\n\n"
+        while not await request.is_disconnected():
+            now = await run_in_threadpool(store.wait_beyond, version, 1.0)
+            if now <= version:
+                yield b": keep-alive\n\n"
+                continue
+            fresh = store.since(version)
+            version = now
+            for row in queue_rows(ws, fresh, user):
+                html = ws.render("_row.html", row=row).replace("\n", " ")
+                payload = json.dumps({"rag": row["rag"], "html": html})
+                yield f"id: {version}\nevent: row\ndata: {payload}\n\n".encode()
+            await asyncio.sleep(0)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})
+
+
+def _purpose(request: Request, user: User) -> str:
+    purposes = _ws(request).purposes(user.subscriber)
+    asked = request.query_params.get("purpose")
+    return asked if asked in purposes else purposes[0]
+
+
+async def _consult(request: Request, user: User, purpose: str, entries: list[Any]) -> None:
+    recorder = getattr(request.app.state, "recorder", None)
+    if recorder is None:
+        raise SafeshareError("no consultation recorder")
+    records = [Consulted(e.event_id, e.topic, e.partition, e.offset) for e in entries]
+    await run_in_threadpool(recorder.consultation, f"user:{user.username}", user.subscriber,
+                            purpose, records, "workspace")
+
+
+@router.get("/events/{event_id}", response_class=HTMLResponse)
+async def concern(request: Request, event_id: str) -> Response:
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    ws = _ws(request)
+    entry = ws.store(user.subscriber).get(event_id)
+    if entry is None:
+        return _page(request, "missing.html", 404, user=user,
+                     what="No concern with that id was shared with your team.")
+    purpose = _purpose(request, user)
+    try:
+        await _consult(request, user, purpose, [entry])
+    except SafeshareError:
+        return _page(request, "missing.html", 503, user=user,
+                     what="The consultation could not be recorded, so nothing is shown.")
+    return _page(request, "event.html", user=user, e=ws.view(entry, user), rags=RAGS,
+                 outcomes=OUTCOMES, purpose=purpose, done=request.query_params.get("done"))
+
+
+@router.get("/children/{pseudonym}", response_class=HTMLResponse)
+async def chronology(request: Request, pseudonym: str) -> Response:
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    ws = _ws(request)
+    entries = ws.store(user.subscriber).chronology(pseudonym)
+    if not entries:
+        return _page(request, "missing.html", 404, user=user,
+                     what="Your team has received nothing about that child.")
+    purpose = _purpose(request, user)
+    try:
+        await _consult(request, user, purpose, entries)
+    except SafeshareError:
+        return _page(request, "missing.html", 503, user=user,
+                     what="The consultation could not be recorded, so nothing is shown.")
+    return _page(request, "chronology.html", user=user, pseudonym=pseudonym, purpose=purpose,
+                 events=[ws.view(e, user) for e in entries])
+
+
+@router.post("/events/{event_id}/triage")
+async def triage(request: Request, event_id: str) -> Response:
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    form = await _form(request)
+    ws = _ws(request)
+    if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
+        return Response("CSRF token missing or wrong", status_code=403)
+    store = ws.store(user.subscriber)
+    if store.get(event_id) is None:
+        return _page(request, "missing.html", 404, user=user,
+                     what="No concern with that id was shared with your team.")
+    rag = form.get("rag") if form.get("rag") in RAGS else None
+    outcome = form.get("outcome") if form.get("outcome") in OUTCOMES[1:] else None
+    note = (form.get("note") or "").strip()[:4000] or None
+    if rag is None:
+        return Response("rag: choose RED, AMBER or GREEN", status_code=422)
+
+    def write() -> None:
+        ack: Acknowledger = ws.acknowledger(user.subscriber)
+        ack.acknowledge(event_id, "TRIAGE", actor=user.username, rag=rag, note=note)
+        if outcome:
+            ack.acknowledge(event_id, "DECISION", actor=user.username, outcome=outcome)
+        store.triaged(event_id, rag, {"by": user.username, "rag": rag, "outcome": outcome,
+                                      "at_ms": int(time.time() * 1000)})
+
+    try:
+        await run_in_threadpool(write)
+    except EncodingError as exc:
+        return Response(f"not recorded: {list(exc.problems)[0]}", status_code=422)
+    except SafeshareError as exc:
+        return Response(f"not recorded: {type(exc).__name__}", status_code=503)
+    return RedirectResponse(f"/workspace/events/{event_id}?done=1", status_code=303)
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+async def alerts(request: Request) -> Response:
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    ws = _ws(request)
+    found = [ws.view(e, user) for e in ws.store(user.subscriber).entries()
+             if e.event.get("category") == "PATTERN"]
+    return _page(request, "alerts.html", user=user, alerts=found)
