@@ -27,5 +27,6 @@ data = data_packages()
 setup(
     packages=find_packages(include=["broker", "broker.*"]) + list(data),
     package_dir=data,
-    package_data={**{name: ["*"] for name in data}, "broker.identity": ["*.json"]},
+    package_data={**{name: ["*"] for name in data}, "broker.identity": ["*.json"],
+                  "broker.workspace": ["templates/*.html", "static/*"]},
 )
