@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | sha256sum | cut -c1-12)
 
-.PHONY: run test check bench fuzz lint kafka-up kafka-down kafka-status venv setup clean help
+.PHONY: run test check bench fuzz lint kafka-up kafka-down kafka-status venv setup screenshots clean help
 
 help:
 	@echo "make run        start Kafka if none is configured, play the MASH scenario end to end"
@@ -51,6 +51,10 @@ test: venv
 CHECK_WORKERS ?= auto
 check: lint
 	$(PY) -m pytest -q -m "not kafka" -n $(CHECK_WORKERS) $(PYTEST_ARGS)
+
+# The workspace's screenshots (README) from its browser test; needs the broker up.
+screenshots: venv
+	SAFESHARE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_workspace_browser.py -q
 
 bench: venv
 	$(PY) -m bench

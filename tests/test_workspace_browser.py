@@ -7,6 +7,7 @@ fields as withheld. Screenshots of each page go to docs/screenshots/."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from broker.api import Publisher
 from broker.kafka.admin import Admin
 from broker.loop.core import NOTICE
 from broker.topics import Topics
-from tests.helpers import ROOT, create_topics, example, read_all, settings_for, wait_for
+from tests.helpers import create_topics, example, read_all, settings_for, wait_for
 from tests.workspace_helpers import CODEC, PASSWORD, running_workspace
 
 pytestmark = pytest.mark.kafka
@@ -26,7 +27,8 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = ROOT / "docs" / "screenshots"
+# `make screenshots` sets this to docs/screenshots; otherwise they go to a temporary directory.
+SHOTS_DIR = os.environ.get("SAFESHARE_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,8 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
 ) -> None:
     s = settings_for(topics, tmp_path)
     policy = create_topics(admin, s)
+    shots = Path(SHOTS_DIR) if SHOTS_DIR else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     health = example("health_concern")
     earlier = example("missing_episode", risk_level="MEDIUM")
     red = example("missing_episode", risk_level="CRITICAL", summary="Red: missing again tonight")
@@ -68,7 +72,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         ctx = browser.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
         page = ctx.new_page()
         page.goto(f"{url}/workspace/signin")
-        page.screenshot(path=str(SHOTS / "signin.png"))
+        page.screenshot(path=str(shots / "signin.png"))
         sign_in(page, url, "sam")
         page.wait_for_selector(f"tr[data-event='{earlier['event_id']}']", timeout=30_000)
         page.wait_for_selector(f"tr[data-event='{health['event_id']}']", timeout=30_000)
@@ -82,14 +86,14 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         assert first.get_attribute("data-event") == red["event_id"], arrived_s
         assert "RED" in first.inner_text()
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SHOTS / "queue.png"))
+        page.screenshot(path=str(shots / "queue.png"))
 
         # The chronology: every event about the child in time order; a consultation.
         page.locator(f"tr[data-event='{red['event_id']}'] a", has_text="psn-").click()
         page.wait_for_selector("h1:has-text('Chronology')")
         items = page.locator("ol.chron > li")
         assert items.count() == 3
-        page.screenshot(path=str(SHOTS / "chronology.png"), full_page=True)
+        page.screenshot(path=str(shots / "chronology.png"), full_page=True)
         shown = {health["event_id"], earlier["event_id"], red["event_id"]}
 
         def consulted() -> bool:
@@ -105,7 +109,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         page.get_by_label("Note").fill("Strategy discussion booked for 09:00.")
         page.get_by_role("button", name="Record triage").click()
         page.wait_for_selector("text=Triage recorded")
-        page.screenshot(path=str(SHOTS / "concern-triaged.png"), full_page=True)
+        page.screenshot(path=str(shots / "concern-triaged.png"), full_page=True)
 
         def status() -> list[dict[str, object]]:
             return [CODEC.decode(r.value or b"", NOTICE) for r in read_all(
@@ -117,7 +121,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         # A tablet-width queue still works (no horizontal page scroll of the header).
         page.set_viewport_size({"width": 820, "height": 1180})
         page.goto(f"{url}/workspace/")
-        page.screenshot(path=str(SHOTS / "queue-tablet.png"))
+        page.screenshot(path=str(shots / "queue-tablet.png"))
         ctx.close()
 
         # The school: the health event is not its to open, whatever the URL.
@@ -138,7 +142,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         assert "payload.found" in text or "payload" in withheld.first.inner_text()
         assert red["payload"]["found"]["place"] not in text
         assert red["payload"]["last_seen"]["place"] not in text
-        sp.screenshot(path=str(SHOTS / "school-withheld.png"), full_page=True)
+        sp.screenshot(path=str(shots / "school-withheld.png"), full_page=True)
         sp.goto(f"{url}/workspace/alerts")
-        sp.screenshot(path=str(SHOTS / "alerts.png"))
+        sp.screenshot(path=str(shots / "alerts.png"))
         school.close()
