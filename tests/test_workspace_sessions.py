@@ -55,3 +55,21 @@ def test_users_file_names_the_bad_entry(tmp_path: Path) -> None:
     f.write_text("users:\n  - {username: sam}\n")
     with pytest.raises(UserError, match=r"users\[0\]: needs"):
         load_users(f)
+
+
+def test_serve_refuses_plain_http_off_loopback_and_a_user_of_no_subscriber(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from broker.cli.main import _register, cli
+
+    _register()
+
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  - {username: sam, subscriber: nobody, password: 'scrypt$a$b'}\n")
+    r = CliRunner().invoke(cli, ["workspace", "serve", "--users", str(users), "--http",
+                                 "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "--http: only on a loopback address" in r.output
+    r = CliRunner().invoke(cli, ["workspace", "serve", "--users", str(users), "--http"])
+    assert r.exit_code == 2 and "users[0].subscriber: 'nobody'" in r.output

@@ -33,6 +33,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("broker.cli.loop", "loop_group"),
     ("broker.cli.patterns", "patterns_group"),
     ("broker.cli.gateway", "gateway"),
+    ("broker.cli.workspace", "workspace"),
     ("broker.kafka.harness", "kafka_group"),
 ]
 
