@@ -16,6 +16,8 @@ import pytest
 
 from broker.codec.exceptions import EncodingError
 from broker.gateway.app import GatewayConfig, openapi_document
+from broker.gateway.pki import Principal
+from broker.gateway.tokens import OAuthClients
 from broker.intake import Intake
 from broker.kafka.admin import Admin
 from broker.topics import Topics
@@ -109,10 +111,43 @@ def test_a_certificate_of_one_agency_cannot_publish_as_another(
     assert "summary" not in json.dumps(refusals)
 
 
-def test_no_client_certificate_no_connection(gw: Running) -> None:
+def test_without_a_certificate_or_a_token_every_call_is_401(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
     ctx = ssl.create_default_context(cafile=str(gw.ca.cert))
-    with httpx.Client(base_url=gw.url, verify=ctx) as c, pytest.raises(httpx.HTTPError):
-        c.get("/openapi.json")
+    with httpx.Client(base_url=gw.url, verify=ctx) as c:
+        r = c.post("/v1/events", json=example("education_concern"))
+        assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
+        r = c.get("/v1/feeds/torbay-mash", params={"purpose": "SAFEGUARDING"},
+                  headers={"Authorization": "Bearer v1.forged.token"})
+        assert r.status_code == 401
+    assert read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0) == []
+
+
+def test_an_oauth2_client_gets_a_token_and_acts_only_as_itself(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    policy = create_topics(admin, settings_for(topics, tmp_path))
+    clients = tmp_path / "oauth-clients.json"
+    client_id, secret = OAuthClients.register(clients, Principal("agency", SCHOOL))
+    config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy,
+                           oauth_clients=clients)
+    with running_gateway(config, tmp_path) as gw, httpx.Client(
+        base_url=gw.url, verify=ssl.create_default_context(cafile=str(gw.ca.cert))
+    ) as c:
+        wrong = c.post("/v1/oauth/token", data={"grant_type": "client_credentials",
+                                                "client_id": client_id, "client_secret": "x"})
+        assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+        t = c.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                   auth=(client_id, secret))
+        assert t.status_code == 200, t.text
+        assert t.json()["token_type"] == "Bearer" and t.headers["cache-control"] == "no-store"
+        bearer = {"Authorization": f"Bearer {t.json()['access_token']}"}
+        r = c.post("/v1/events", json=example("education_concern"), headers=bearer)
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/events", json=example("health_concern"),
+                      headers=bearer).status_code == 403
+    assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)) == 1
 
 
 def test_tls_below_1_2_is_refused(gw: Running) -> None:

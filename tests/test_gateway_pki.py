@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from broker.cli.main import _register, cli
 from broker.gateway.pki import CaFiles, CertificateError, Principal, principal_of
+from broker.gateway.tokens import OAuthClients, TokenIssuer
 
 
 @pytest.fixture
@@ -65,3 +66,26 @@ def test_serve_without_a_ca_is_a_usage_error(run: CliRunner) -> None:
 def test_openapi_prints_the_committed_description(run: CliRunner) -> None:
     committed = (Path(__file__).parent.parent / "docs" / "openapi.json").read_text()
     assert run.invoke(cli, ["gateway", "openapi"]).output == committed
+
+
+def test_a_bearer_token_is_refused_when_expired_tampered_or_from_another_gateway() -> None:
+    issuer = TokenIssuer(ttl_s=60)
+    who = Principal("subscriber", "torbay-mash")
+    token = issuer.issue(who, now=1000.0)
+    assert issuer.verify(token, now=1059.0) == who
+    assert issuer.verify(token, now=1061.0) is None
+    v, claims, mac = token.split(".")
+    other = TokenIssuer().issue(Principal("agency", "x"), now=1000.0).split(".")[1]
+    assert issuer.verify(f"{v}.{other}.{mac}", now=1001.0) is None
+    assert TokenIssuer().verify(token, now=1001.0) is None
+    assert issuer.verify("not a token") is None
+
+
+def test_oauth_client_registration_prints_the_secret_once(run: CliRunner, tmp_path: Path) -> None:
+    r = run.invoke(cli, ["keys", "oauth-client", "--agency", "example-academy"])
+    assert r.exit_code == 0, r.output
+    lines = dict(x.split("=", 1) for x in r.stdout.splitlines() if "=" in x)
+    clients = OAuthClients.load(tmp_path / "gateway" / "oauth-clients.json")
+    assert clients.authenticate(lines["client_id"], lines["client_secret"]) == Principal(
+        "agency", "example-academy")
+    assert lines["client_secret"] not in (tmp_path / "gateway" / "oauth-clients.json").read_text()

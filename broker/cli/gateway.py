@@ -47,7 +47,9 @@ def gateway() -> None:
 def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
           ca_dir: Path | None, rate: float, burst: int, max_body: int, max_events: int,
           signing_keys: Path | None, bootstrap: str | None) -> None:
-    """Serve the gateway over HTTPS (TLS >= 1.2, client certificates required)."""
+    """Serve the gateway over HTTPS (TLS >= 1.2; callers authenticate by client
+    certificate, or by a bearer token of a client registered with
+    `safeshare keys oauth-client`)."""
     from broker.codec import Codec  # noqa: PLC0415 - keep `--help` fast
     from broker.gateway.app import GatewayConfig, create_app  # noqa: PLC0415
     from broker.gateway.limits import Limits  # noqa: PLC0415
@@ -73,6 +75,7 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
     config = GatewayConfig(
         bootstrap=resolve_bootstrap(bootstrap), topics=s.topics, codec=codec, policy=policy,
         signing_keys=signing_keys or signing_keys_dir(),
+        oauth_clients=gateway_dir() / "oauth-clients.json",
         limits=Limits(rate_per_s=rate, burst=burst, max_body_bytes=max_body,
                       max_events=max_events),
         time_bounds=s.time_bounds,

@@ -184,3 +184,27 @@ def server_cert(hosts: tuple[str, ...], ca_dir: Path | None) -> None:
     except CertificateError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"# server certificate {out}")
+
+
+@keys.command("oauth-client")
+@click.option("--agency", default=None, help="The agency the client acts as.")
+@click.option("--subscriber", default=None, help="The subscriber the client acts as.")
+def oauth_client(agency: str | None, subscriber: str | None) -> None:
+    """Register an OAuth2 client of the gateway (client credentials); print its secret once."""
+    from broker.gateway.pki import Principal  # noqa: PLC0415
+    from broker.gateway.tokens import OAuthClients  # noqa: PLC0415
+    from broker.topics import check_id  # noqa: PLC0415
+
+    if (agency is None) == (subscriber is None):
+        raise click.UsageError("give exactly one of --agency and --subscriber")
+    principal = Principal("agency", agency) if agency else Principal("subscriber", subscriber or "")
+    try:
+        check_id(principal.kind, principal.id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    path = settings().home / "gateway" / "oauth-clients.json"
+    client_id, secret = OAuthClients.register(path, principal)
+    click.echo(f"# {principal.uri}: registered in {path}; the secret is not shown again",
+               err=True)
+    click.echo(f"client_id={client_id}")
+    click.echo(f"client_secret={secret}")

@@ -19,10 +19,11 @@ from fastapi import FastAPI
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
-from broker.gateway import errors, events, feed_routes, receipts
+from broker.gateway import errors, events, feed_routes, receipts, token_route
 from broker.gateway.consultations import Recorder
 from broker.gateway.limits import Limits, LimitsMiddleware
 from broker.gateway.publishing import EventDesk
+from broker.gateway.tokens import OAuthClients, TokenIssuer
 from broker.kafka.producer import make_producer
 from broker.policy import Policy
 from broker.topics import DEFAULT, Topics
@@ -40,6 +41,8 @@ class GatewayConfig:
     signing_keys: Path | None = None
     """Keys of the agencies that delegate signing to the gateway (``<agency>.pem``)."""
     limits: Limits = field(default_factory=Limits)
+    oauth_clients: Path | None = None
+    """Registered OAuth2 clients (``safeshare keys oauth-client``); None: none."""
     clock: Clock | None = None
     time_bounds: TimeBounds = DEFAULT_BOUNDS
     """How far ahead of the clock an event's times may be (SAFESHARE_FUTURE_SKEW_S)."""
@@ -70,6 +73,9 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             time_bounds=config.time_bounds,
         )
         app.state.audit_log = receipts.log_cache()
+        app.state.tokens = TokenIssuer()
+        app.state.oauth_clients = OAuthClients.load(config.oauth_clients) if (
+            config.oauth_clients is not None) else OAuthClients({})
         app.state.acks = {}
         app.state.acks_lock = threading.Lock()
         app.state.config = config
@@ -103,6 +109,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(feed_routes.router)
     app.include_router(receipts.router)
+    app.include_router(token_route.router)
     if config is not None and config.workspace is not None:
         from broker.workspace import mount  # the pages are optional; the API needs none
 

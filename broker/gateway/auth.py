@@ -1,4 +1,5 @@
-"""Who is calling: the principal named by the caller's verified client certificate.
+"""Who is calling: the principal named by the caller's verified client certificate,
+or by an OAuth2 bearer token (client credentials, :mod:`broker.gateway.tokens`).
 
 The TLS layer (:mod:`broker.gateway.server`) has already checked the chain to
 the partnership CA; here the certificate's SAN URI becomes a
@@ -18,6 +19,7 @@ from fastapi import Request
 
 from broker.gateway.errors import ApiError
 from broker.gateway.pki import CertificateError, Principal, principal_of
+from broker.gateway.tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,21 @@ def principal_in(scope: Any) -> Principal | None:
 
 
 def caller(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated principal (401 without a usable certificate)."""
+    """FastAPI dependency: the authenticated principal: the client certificate's,
+    else a bearer token's (:mod:`broker.gateway.tokens`); 401 without either."""
     p = principal_in(request.scope)
-    if p is None:
-        raise ApiError(401, "a client certificate naming one safeshare principal is required")
-    return p
+    if p is not None:
+        return p
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    tokens: TokenIssuer | None = getattr(request.app.state, "tokens", None)
+    if scheme.lower() == "bearer" and token and tokens is not None:
+        p = tokens.verify(token.strip())
+        if p is not None:
+            return p
+        raise ApiError(401, "the bearer token is not valid (expired, or from another gateway)",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    raise ApiError(401, "a client certificate or a bearer token naming one safeshare "
+                   "principal is required", headers={"WWW-Authenticate": "Bearer"})
 
 
 def require(request: Request, who: Principal, kind: str, ident: str, action: str) -> None:

@@ -1,8 +1,9 @@
 """Serving the gateway over HTTPS with client certificates (uvicorn).
 
-TLS 1.2 or later only, a client certificate signed by the partnership CA
-required for every connection (``ssl.CERT_REQUIRED``). uvicorn verifies the
-chain; the peer certificate is handed to the application in the ASGI scope as
+TLS 1.2 or later only. A client certificate, if presented, must chain to the
+partnership CA (``ssl.CERT_OPTIONAL``: a caller without one authenticates by
+an OAuth2 bearer token, or gets 401). uvicorn verifies the chain; the peer
+certificate is handed to the application in the ASGI scope as
 ``scope["extensions"]["tls"]["client_cert_der"]`` (after the ASGI TLS
 extension's name), which :mod:`broker.gateway.auth` reads.
 """
@@ -30,12 +31,12 @@ class TlsFiles:
 
 
 def server_context(tls: TlsFiles) -> ssl.SSLContext:
-    """An SSL context for the gateway: TLS >= 1.2, client certificate required."""
+    """An SSL context for the gateway: TLS >= 1.2, client certificates verified."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(tls.cert), str(tls.key))
     ctx.load_verify_locations(cafile=str(tls.client_ca))
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 
@@ -76,7 +77,7 @@ def make_server(
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         ssl_ca_certs=str(tls.client_ca),
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        ssl_cert_reqs=ssl.CERT_OPTIONAL,
         ssl_context_factory=factory,
         log_level=log_level,
         access_log=False,
