@@ -141,3 +141,18 @@ def test_the_login_recorder_can_build_the_librarys_own_client() -> None:
     assert callable(KafkaConnectionManager.get_connection)
     source = inspect.getsource(KafkaConnectionManager)
     assert re.search(r"Unable to bootstrap from", source)  # still the only bootstrap error
+
+
+def test_a_transaction_is_ended_through_the_transaction_manager() -> None:
+    from kafka.producer.sender import Sender
+    from kafka.producer.transaction_manager import TransactionManager
+
+    assert callable(TransactionManager.begin_commit) and callable(TransactionManager.begin_abort)
+    assert callable(Sender.wakeup) and callable(Sender.force_close)
+    calls: list[str] = []
+    manager = SimpleNamespace(begin_commit=lambda: calls.append("commit") or "r",
+                              begin_abort=lambda: calls.append("abort") or "r")
+    raw = SimpleNamespace(_transaction_manager=manager,
+                          _sender=SimpleNamespace(wakeup=lambda: calls.append("wakeup")))
+    assert kp.start_ending(raw, True) == "r" and kp.start_ending(raw, False) == "r"
+    assert calls == ["commit", "wakeup", "abort", "wakeup"]

@@ -10,8 +10,9 @@ tests/test_kafka_python_pin.py fails until the pieces are checked again.
 - :class:`AuthFailureRecorder`: a refused login that reads as "broker down".
 - :class:`KeyedAppender` and :class:`Sent`: ``send`` without its per-record
   bookkeeping, and the layout of a refused batch's future.
-- :func:`producer_fenced`, :func:`start_sending_offsets`,
-  :func:`unauthorized_topics`: state kafka-python keeps but does not expose.
+- :func:`producer_fenced`, :func:`start_sending_offsets`, :func:`start_ending`,
+  :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
+  but does not expose, and waits it does not bound.
 """
 
 from __future__ import annotations
@@ -147,6 +148,36 @@ def start_sending_offsets(raw: Any, offsets: dict[Any, Any], group: Any) -> Any 
     result = manager.send_offsets_to_transaction(offsets, group)
     sender.wakeup()
     return result
+
+
+def start_ending(raw: Any, commit: bool) -> Any | None:
+    """Begin ``raw``'s commit (or abort) as ``KafkaProducer.commit_transaction``
+    does, without its unbounded wait: the pending result (``wait(timeout_ms)``),
+    or None under another version. Same requests, same order; only the caller's
+    wait is bounded (kafka-python's own waits have no timeout)."""
+    manager = getattr(raw, "_transaction_manager", None)
+    sender = getattr(raw, "_sender", None)
+    if not PINNED or manager is None or sender is None:
+        return None
+    result = manager.begin_commit() if commit else manager.begin_abort()
+    sender.wakeup()
+    return result
+
+
+def force_close(raw: Any) -> None:
+    """Close ``raw`` (a KafkaProducer) whose ``close`` timed out.
+
+    ! kafka-python's close flushes first and raises when that times out, leaving
+    the producer open (and closing it again, with a traceback, when it is
+    garbage-collected). Under another version nothing is forced.
+    """
+    if not PINNED:
+        return
+    sender = getattr(raw, "_sender", None)
+    if sender is not None and sender.is_alive():
+        sender.force_close()
+        sender.join(1.0)
+    raw._closed = True
 
 
 def unauthorized_topics(raw: Any) -> set[str]:

@@ -278,18 +278,13 @@ class Producer(Closeable):
 
     def _end(self, commit: bool, timeout: float | None) -> None:
         raw = self._raw
-        manager = getattr(raw, "_transaction_manager", None)
-        sender = getattr(raw, "_sender", None)
-        if manager is None or sender is None:  # pragma: no cover - another client version
+        result = _kafka_python.start_ending(raw, commit)
+        if result is None:  # another kafka-python version: its own unbounded wait
             if commit:
                 raw.commit_transaction()
             else:
                 raw.abort_transaction()
             return
-        # What kafka-python's commit_transaction / abort_transaction do, but
-        # with a bounded wait.
-        result = manager.begin_commit() if commit else manager.begin_abort()
-        sender.wakeup()
         self._await(result, "commit_transaction" if commit else "abort_transaction", timeout)
 
     @contextmanager
@@ -317,14 +312,7 @@ class Producer(Closeable):
             try:
                 raw.close(timeout=timeout)
             except _kerr.KafkaTimeoutError:
-                # ! kafka-python's close flushes first and raises when that times
-                # out, leaving the producer open (and closing it again, with a
-                # traceback, when it is garbage-collected): force it closed.
-                sender = getattr(raw, "_sender", None)
-                if sender is not None and sender.is_alive():
-                    sender.force_close()
-                    sender.join(1.0)
-                raw._closed = True
+                _kafka_python.force_close(raw)
 
 
 class KeyHashCachingPartitioner(DefaultPartitioner):  # type: ignore[misc]
