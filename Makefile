@@ -28,6 +28,7 @@ setup:
 	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || need="$$need maven"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	ldconfig -p | grep -q libpangoft2-1.0 || need="$$need libpango-1.0-0 libpangoft2-1.0-0"; \
 	if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi
 	$(MAKE) venv
 

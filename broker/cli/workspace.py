@@ -15,6 +15,13 @@ from pathlib import Path
 
 import click
 
+from broker.cli._audit_options import (
+    bundle_option,
+    load_bundle,
+    shard_option,
+    trust_options,
+    trusted_keys,
+)
 from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
 
 
@@ -97,3 +104,131 @@ def serve(users_path: Path, host: str, port: int, plain: bool, tls_cert: Path | 
                err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 lifespan="on", **tls)  # type: ignore[arg-type]
+
+
+@workspace.group("report")
+def report() -> None:
+    """Reports for DPOs and auditors, from the verified audit log."""
+
+
+def _write(out: Path | None, data: str | bytes) -> None:
+    if out is None:
+        click.echo(data if isinstance(data, str) else data.decode(), nl=False)
+    elif isinstance(data, bytes):
+        out.write_bytes(data)
+    else:
+        out.write_text(data)
+
+
+@report.command("subject-access")
+@click.option("--subject", required=True, help="The child's pseudonym (subject.pseudonym).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file (default: standard output).")
+@click.option("--pdf", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write it as PDF (WeasyPrint).")
+@click.option("--proofs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write each line's inclusion proof, one JSON per line (verify-proof).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The router's subject pseudonym key "
+              "(default $SAFESHARE_HOME/keys/subject-pseudonym.key).")
+@bundle_option
+@trust_options
+@shard_option
+@bootstrap_option
+def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs: Path | None,
+                       key_file: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
+                       vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...],
+                       shard: int, bootstrap: str | None) -> None:
+    """A child's subject-access report: who received what, when, on which basis,
+    what was withheld and why, break-glass shares and their reviews; each line
+    with its inclusion proof. Exit 1 if the log does not verify."""
+    from broker.audit.leaf import subject_pseudonym  # noqa: PLC0415
+    from broker.codec import Codec  # noqa: PLC0415
+    from broker.workspace import reports  # noqa: PLC0415
+
+    s = settings()
+    path = key_file or s.home / "keys" / "subject-pseudonym.key"
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read the subject pseudonym key {path}: "
+                               f"{exc.strerror}") from None
+    trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
+    b = load_bundle(bundle, bootstrap, shard)
+    first = reports.subject_access(b, subject, subject_pseudonym(key, subject), trust)
+    reviews = {}
+    glass = {x.recipient for x in first.lines if x.break_glass}
+    if glass and bundle is None:
+        reviews = reports.read_reviews(resolve_bootstrap(bootstrap), s.topics,
+                                       Codec.from_dir(s.schemas_dir), glass)
+    r = reports.subject_access(b, subject, subject_pseudonym(key, subject), trust, reviews) \
+        if reviews else first
+    html = reports.subject_access_html(r)
+    _write(out, html)
+    if proofs is not None:
+        proofs.write_text(r.proofs_json())
+    if pdf is not None:
+        try:
+            pdf.write_bytes(reports.to_pdf(html))
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(r.lines)} lines; audit log {r.verification}", err=True)
+    if not r.verified:
+        raise SystemExit(1)
+
+
+@report.command("s62")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV file (default: standard output).")
+@bundle_option
+@trust_options
+@shard_option
+@bootstrap_option
+def s62_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
+            vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...], shard: int,
+            bootstrap: str | None) -> None:
+    """DPA 2018 s.62 log as CSV: consultations (gateway and workspace reads) and
+    disclosures of law-enforcement data (shares of police agencies' events)."""
+    from broker.audit import verify as _verify  # noqa: PLC0415
+    from broker.audit.exceptions import AuditError  # noqa: PLC0415
+    from broker.codec import Codec  # noqa: PLC0415
+    from broker.policy import Policy, PolicyError  # noqa: PLC0415
+    from broker.workspace import reports  # noqa: PLC0415
+
+    s = settings()
+    try:
+        policy = Policy.load(s.policy_path, field_classes=Codec.from_dir(
+            s.schemas_dir).data_classes()) if s.policy_path else None
+    except PolicyError as exc:
+        raise click.UsageError(f"cannot load the policy: {exc}") from None
+    police = {a.id for a in (policy.agencies if policy else []) if a.type == "POLICE"}
+    b = load_bundle(bundle, bootstrap, shard)
+    try:
+        verified = _verify.verify_bundle(b, trusted_keys(vkeys, vkeys_file, shard),
+                                         witness_vkeys=witness_vkeys, witness_quorum=quorum)
+    except AuditError as exc:
+        raise click.ClickException(f"the audit log does not verify: {exc}") from None
+    consultations = reports.read_consultations(resolve_bootstrap(bootstrap), s.topics.consultations)
+    _write(out, reports.s62_csv(consultations, verified.leaves, police))
+
+
+@report.command("checkpoints")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file (default: standard output).")
+@bundle_option
+@trust_options
+@shard_option
+@bootstrap_option
+def checkpoints_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
+                    vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...],
+                    shard: int, bootstrap: str | None) -> None:
+    """The checkpoint history with witness cosignatures and the verification result
+    (exit 1 if the log does not verify)."""
+    from broker.workspace import reports  # noqa: PLC0415
+
+    trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
+    h = reports.checkpoint_history(load_bundle(bundle, bootstrap, shard), trust)
+    _write(out, reports.checkpoint_html(h))
+    click.echo(h.verification, err=True)
+    if not h.verified:
+        raise SystemExit(1)
