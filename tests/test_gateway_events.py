@@ -17,6 +17,7 @@ import pytest
 from broker.codec.exceptions import EncodingError
 from broker.gateway.app import GatewayConfig, openapi_document
 from broker.gateway.pki import Principal
+from broker.gateway.server import TlsFiles, server_context
 from broker.gateway.tokens import OAuthClients
 from broker.intake import Intake
 from broker.kafka.admin import Admin
@@ -151,7 +152,15 @@ def test_an_oauth2_client_gets_a_token_and_acts_only_as_itself(
 
 
 def test_tls_below_1_2_is_refused(gw: Running) -> None:
+    tls = TlsFiles(gw.dir / "server.pem", gw.dir / "server.key", gw.ca.cert)
+    assert server_context(tls).minimum_version == ssl.TLSVersion.TLSv1_2
+    host, port = gw.url.removeprefix("https://").split(":")
     ctx = gw.context("agency", SCHOOL)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection((host, int(port))) as raw, ctx.wrap_socket(
+        raw, server_hostname=host
+    ) as tls12:
+        assert tls12.version() == "TLSv1.2"  # the oldest the gateway speaks
     ctx.maximum_version = ssl.TLSVersion.TLSv1_1  # (the client may not offer it at all)
     with httpx.Client(base_url=gw.url, verify=ctx) as c, pytest.raises(httpx.HTTPError):
         c.get("/openapi.json")
