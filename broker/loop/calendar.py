@@ -50,6 +50,9 @@ class WorkingCalendar:
     workdays: frozenset[int] = frozenset({0, 1, 2, 3, 4})
     holiday_region: tuple[str, str | None] | None = ("GB", "ENG")
     extra_closures: frozenset[date] = field(default_factory=frozenset)
+    _windows: dict[date, tuple[int, int] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if not self.day_start < self.day_end:
@@ -59,6 +62,8 @@ class WorkingCalendar:
         if not self.workdays or not self.workdays <= set(range(7)):
             raise CalendarError("working days must be a non-empty set of weekdays 0-6")
         ZoneInfo(self.timezone)  # raises for an unknown zone
+        # Working hours per date in UTC ms (not part of the value: no compare, no hash).
+        object.__setattr__(self, "_windows", {})
 
     # -- days -----------------------------------------------------------------
     @property
@@ -99,25 +104,33 @@ class WorkingCalendar:
         """
         if duration_ms < 0:
             raise CalendarError(f"a duration cannot be negative ({duration_ms} ms)")
-        now = _local(start_ms, self.zone)
-        day = now.date()
-        if not self.is_working_day(day) or now.timetz().replace(tzinfo=None) >= self.day_end:
-            day = self._next_working_day(day)
-            now = self._at(day, self.day_start)
-        elif now.timetz().replace(tzinfo=None) < self.day_start:
-            now = self._at(day, self.day_start)
+        day = datetime.fromtimestamp(start_ms // 1000, tz=self.zone).date()
         remaining = duration_ms
+        now = start_ms
         for _ in range(_MAX_SEARCH_DAYS):
-            end = self._at(day, self.day_end)
-            available = _ms(end) - _ms(now)
-            if remaining <= available:
-                return _ms(now) + remaining
-            remaining -= available
-            day = self._next_working_day(day)
-            now = self._at(day, self.day_start)
+            window = self._window(day)
+            if window is not None and now < window[1]:
+                now = max(now, window[0])
+                available = window[1] - now
+                if remaining <= available:
+                    return now + remaining
+                remaining -= available
+            day += timedelta(days=1)
         raise CalendarError(
             f"{duration_ms} ms of working time do not fit in {_MAX_SEARCH_DAYS} days"
         )
+
+    def _window(self, day: date) -> tuple[int, int] | None:
+        """The working hours of ``day`` as UTC ms, or ``None`` on a day off (cached)."""
+        cache = self._windows
+        if day not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[day] = (
+                (_ms(self._at(day, self.day_start)), _ms(self._at(day, self.day_end)))
+                if self.is_working_day(day) else None
+            )
+        return cache[day]
 
     def working_ms_between(self, start_ms: int, end_ms: int) -> int:
         """Working time between two instants (0 if ``end_ms`` is not after ``start_ms``)."""
@@ -127,10 +140,9 @@ class WorkingCalendar:
         day = _local(start_ms, self.zone).date()
         last = _local(end_ms, self.zone).date()
         while day <= last:
-            if self.is_working_day(day):
-                lo = max(start_ms, _ms(self._at(day, self.day_start)))
-                hi = min(end_ms, _ms(self._at(day, self.day_end)))
-                total += max(0, hi - lo)
+            window = self._window(day)
+            if window is not None:
+                total += max(0, min(end_ms, window[1]) - max(start_ms, window[0]))
             day += timedelta(days=1)
         return total
 
