@@ -76,7 +76,8 @@ class ClockStarter:
                 "escalate_to": list(state.escalate_to), "status": "OPEN",
                 "tiers_escalated": 0, "stopped_at": None, "stopped_by": None,
             }
-            out.append((self._topic, state.event_id.encode(), self._codec.encode(record, CLOCK_RECORD)))
+            data = self._codec.encode(record, CLOCK_RECORD)
+            out.append((self._topic, state.event_id.encode(), data))
         if event["subject"].get("social_care_status") in ACCESS_NOTIFIED:
             out += self._access(event, decision.subscriber, subject, now_ms)
         return out
