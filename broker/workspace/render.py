@@ -152,12 +152,14 @@ class Workspace:
                 c.status.value.lower(), "overdue": c.status.value == "OPEN" and
                 c.due_ms <= now_ms}
 
-    def view(self, entry: Entry, user: User) -> dict[str, Any]:
-        """What a page may show of ``entry``: shown fields and withheld ones (no values)."""
+    def view(self, entry: Entry, user: User, fields: bool = True) -> dict[str, Any]:
+        """What a page may show of ``entry``: shown fields (unless ``fields`` is
+        false, as in a chronology) and withheld ones (never their values)."""
         event, decision = entry.event, entry.decision
         redacted = sorted(decision.get("fields_redacted") or [])
         leaves: list[tuple[str, Any]] = []
-        _leaves(event, "", leaves)
+        if fields:
+            _leaves(event, "", leaves)
         shown = [(p, _show(v)) for p, v in leaves
                  if _under(p, redacted) is None and p != "signature"]
         rule = decision.get("rule_id") or "-"

@@ -203,7 +203,7 @@ async def chronology(request: Request, pseudonym: str) -> Response:
         return _page(request, "missing.html", 503, user=user,
                      what="The consultation could not be recorded, so nothing is shown.")
     return _page(request, "chronology.html", user=user, pseudonym=pseudonym, purpose=purpose,
-                 events=[ws.view(e, user) for e in entries])
+                 events=[ws.view(e, user, fields=False) for e in entries])
 
 
 @router.post("/events/{event_id}/triage")
