@@ -1,0 +1,54 @@
+"""What the workspace's pages show of a record, without Kafka: a withheld field
+is shown as withheld with its data class and rule and its value never appears,
+even if a record carried one; a pattern alert links to its evidence."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from broker.codec import Codec
+from broker.workspace.render import Workspace, WorkspaceConfig
+from broker.workspace.sessions import User
+from broker.workspace.store import Entry
+from tests.helpers import example
+
+CODEC = Codec.default()
+USER = User("dana", "example-academy-dsl", "Dana", "x")
+FEED_RECORD = "safeshare.FeedRecord"
+
+
+def entry(name: str, redacted: list[str], **changes: Any) -> Entry:
+    ev = example(name, **changes)
+    rec = {"decision": {"subscriber": USER.subscriber, "rule_id": "school-told",
+                        "lawful_basis": "UK GDPR Art 6(1)(e)", "policy_digest": "0" * 64,
+                        "data_classes_shared": ["pseudonym", "concern_summary"],
+                        "fields_redacted": redacted, "obligations": [], "decided_at": 1},
+           "event": CODEC.from_json(ev)}
+    return Entry(0, "feed", 0, 7, CODEC.decode(CODEC.encode(rec, FEED_RECORD), FEED_RECORD),
+                 "RED")
+
+
+def test_a_withheld_field_is_named_with_its_class_and_rule_and_its_value_never_shown() -> None:
+    ws = Workspace(WorkspaceConfig(users={}, bootstrap="unused:9092"), CODEC)
+    # The router blanks withheld fields; here the record still carries them.
+    e = entry("missing_episode", ["payload.MissingEpisode.found.place", "reporter.name"])
+    found = e.event["payload"][1]["found"]["place"]
+    reporter = e.event["reporter"]["name"]
+    html = ws.render("event.html", user=USER, e=ws.view(e, USER), rags=("RED",), outcomes=("",),
+                     purpose="SAFEGUARDING", done=None, csrf="t")
+    assert found not in html and reporter not in html
+    assert "payload.MissingEpisode.found.place" in html and "(location)" in html
+    assert "rule school-told" in html
+    assert "payload.MissingEpisode.last_seen.place" in html  # shared fields are shown
+    chron = ws.render("chronology.html", user=USER, pseudonym="p", purpose="SAFEGUARDING",
+                      events=[ws.view(e, USER, fields=False)], csrf="t")
+    assert found not in chron and "reporter.name (referrer)" in chron
+
+
+def test_a_pattern_alert_links_to_each_concern_it_rests_on() -> None:
+    ws = Workspace(WorkspaceConfig(users={}, bootstrap="unused:9092"), CODEC)
+    e = entry("pattern_alert", [], event_id=str(uuid.uuid4()))
+    html = ws.render("alerts.html", user=USER, alerts=[ws.view(e, USER)], csrf="t")
+    for evidence in e.event["payload"][1]["evidence"]:
+        assert f'href="/workspace/events/{evidence}"' in html
