@@ -43,7 +43,7 @@ def _leaf(t: int, event: str, kind: LeafKind, recipient: str, subject: str, *,
         delivered_digest=hashlib.sha256(event.encode() + recipient.encode()).hexdigest()
         if shared else None,
         subject=subject, reason="" if shared else "NOT_ENTITLED",
-        obligations=["REVIEW_WITHIN_72H"] if glass else [])
+        obligations=[f"REVIEW_WITHIN_72H@{t + 72 * 3_600_000}"] if glass else [])
 
 
 @pytest.fixture(scope="module")

@@ -127,7 +127,7 @@ def _write(out: Path | None, data: str | bytes) -> None:
 @click.option("--pdf", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write it as PDF (WeasyPrint).")
 @click.option("--proofs", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write each line's inclusion proof, one JSON per line (verify-proof).")
+              help="Write every line's inclusion proof, a document for `audit verify-proof`.")
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The router's subject pseudonym key "
               "(default $SAFESHARE_HOME/keys/subject-pseudonym.key).")

@@ -74,11 +74,13 @@ class SubjectAccess:
     verification: str
     verified: bool
     lines: list[SarLine] = field(default_factory=list)
+    key_lists: list[str] = field(default_factory=list)
 
     def proofs_json(self) -> str:
-        """Every line's proof, one JSON document per line (for verify-proof)."""
-        return "".join(json.dumps({"event_id": x.event_id, **x.proof}) + "\n"
-                       for x in self.lines)
+        """Every line's proof in one document ``safeshare audit verify-proof`` checks."""
+        return json.dumps({"format": _verify.PROOF_FORMAT, "origin": self.origin,
+                           "key_lists": self.key_lists,
+                           "proofs": [x.proof for x in self.lines]}, indent=1) + "\n"
 
 
 def subject_access(bundle: Bundle, pseudonym: str, subject_hmac: str, trust: Trust,
@@ -95,10 +97,12 @@ def subject_access(bundle: Bundle, pseudonym: str, subject_hmac: str, trust: Tru
         return SubjectAccess(pseudonym, bundle.origin, now, f"NOT VERIFIED: {exc}", False)
     out = SubjectAccess(pseudonym, bundle.origin, now,
                         f"verified: {len(bundle.leaves)} leaves, {len(bundle.checkpoints)} "
-                        "signed checkpoints", True)
+                        "signed checkpoints", True,
+                        key_lists=[k.decode("utf-8") for k in bundle.key_lists])
     for s, p in zip(sightings, proofs, strict=True):
         leaf = s.leaf
-        glass = BREAK_GLASS in (leaf.obligations or ())
+        # Obligations are "CODE@due_ms" (broker/audit/leaf_writer.py).
+        glass = any(o.split("@", 1)[0] == BREAK_GLASS for o in leaf.obligations or ())
         out.lines.append(SarLine(
             time=iso(leaf.time_ms), kind=leaf.kind.value, recipient=leaf.recipient or "-",
             source=leaf.source_agency, lawful_basis=leaf.lawful_basis or "-",
