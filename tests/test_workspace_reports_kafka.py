@@ -50,7 +50,7 @@ def test_subject_access_s62_and_checkpoints_from_the_routed_log(
     text = html.read_text()
     assert "verified:" in text and missing["event_id"] in text and health["event_id"] in text
     assert "torbay-mash" in text and "example-academy-dsl" in text
-    assert "break-glass (review within 72 h)" in text  # the missing child's emergency share, with no review yet
+    assert "break-glass (review within 72 h)" in text  # the emergency share, not reviewed yet
     assert "no review recorded" in text
     assert "WITHHELD" in text  # the school never receives health
     assert pdf.read_bytes().startswith(b"%PDF-")
