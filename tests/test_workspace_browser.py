@@ -63,6 +63,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
     health = example("health_concern")
     earlier = example("missing_episode", risk_level="MEDIUM")
     red = example("missing_episode", risk_level="CRITICAL", summary="Red: missing again tonight")
+    red["sharing"]["break_glass"] = True  # an emergency share, to be reviewed within 72 h
     with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
         p.publish_json(health)
     with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
@@ -106,10 +107,20 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         page.goto(f"{url}/workspace/events/{red['event_id']}")
         page.get_by_label("AMBER").check()
         page.get_by_label("Decision").select_option("STRATEGY_DISCUSSION")
-        page.get_by_label("Note").fill("Strategy discussion booked for 09:00.")
+        page.get_by_label("Note", exact=True).fill("Strategy discussion booked for 09:00.")
         page.get_by_role("button", name="Record triage").click()
         page.wait_for_selector("text=Triage recorded")
         page.screenshot(path=str(shots / "concern-triaged.png"), full_page=True)
+        page.get_by_label("Yes").check()
+        page.get_by_role("button", name="Record review").click()
+        page.wait_for_selector("li:has-text('break-glass share justified: yes')")
+
+        def acks() -> list[dict[str, object]]:
+            return [CODEC.decode(r.value or b"", "safeshare.Acknowledgement") for r in read_all(
+                kafka_bootstrap, topics.acks("torbay-mash"), timeout_s=1.0)]
+        wait_for("the REVIEWED acknowledgement", lambda: any(
+            a["event_id"] == red["event_id"] and a["kind"] == "REVIEWED"
+            and a["actor"] == "sam" for a in acks()), timeout_s=15)
 
         def status() -> list[dict[str, object]]:
             return [CODEC.decode(r.value or b"", NOTICE) for r in read_all(
@@ -121,6 +132,8 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         # A tablet-width queue still works (no horizontal page scroll of the header).
         page.set_viewport_size({"width": 820, "height": 1180})
         page.goto(f"{url}/workspace/")
+        page.keyboard.press("Tab")  # keyboard first: the skip link, then the navigation
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
         page.screenshot(path=str(shots / "queue-tablet.png"))
         ctx.close()
 

@@ -25,7 +25,7 @@ from broker.policy import Policy
 from broker.signing.feedkeys import FeedKeyring
 from broker.topics import DEFAULT, Topics
 from broker.workspace.sessions import Sessions, User, hash_password
-from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore
+from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore, to_ms
 
 HERE = Path(__file__).parent
 
@@ -178,6 +178,8 @@ class Workspace:
             "shown": shown, "withheld": withheld, "triage": list(entry.triage),
             "clock": self.clock(entry, user.subscriber, int(time.time() * 1000)),
             "where": f"{entry.topic}/{entry.partition}/{entry.offset}",
+            "review_due": next((_when(to_ms(o.get("due_at"))) for o in decision.get("obligations")
+                                or [] if o.get("code") == "REVIEW_WITHIN_72H"), None),
         }
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ RAG_FROM_RISK = {"CRITICAL": "RED", "HIGH": "AMBER", "MEDIUM": "AMBER", "LOW": "
 RAG_ORDER = {"RED": 0, "AMBER": 1, "GREEN": 2}
 
 
-def _ms(value: Any) -> int:
+def to_ms(value: Any) -> int:
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
     return int(value or 0)
@@ -72,11 +72,11 @@ class Entry:
 
     @property
     def reported_ms(self) -> int:
-        return _ms(self.event.get("reported_at"))
+        return to_ms(self.event.get("reported_at"))
 
     @property
     def occurred_ms(self) -> int:
-        return _ms(self.event.get("occurred_at")) or self.reported_ms
+        return to_ms(self.event.get("occurred_at")) or self.reported_ms
 
 
 class FeedStore:

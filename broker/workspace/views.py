@@ -31,8 +31,9 @@ from broker.workspace.sessions import PRE_COOKIE, SESSION_COOKIE, User, check_pa
 router = APIRouter(prefix="/workspace", include_in_schema=False)
 
 RAGS = ("RED", "AMBER", "GREEN")
-OUTCOMES = ("", "NO_FURTHER_ACTION", "STRATEGY_DISCUSSION", "SECTION_47_ENQUIRY",
-            "EARLY_HELP", "REFERRED_ON")
+OUTCOMES = ("", "NO_FURTHER_ACTION", "INFORMATION_AND_ADVICE", "EARLY_HELP",
+            "CHILD_IN_NEED_ASSESSMENT", "STRATEGY_DISCUSSION", "SECTION_47_ENQUIRY",
+            "POLICE_ACTION", "REFERRED_ELSEWHERE", "OTHER")  # schemas/TriageOutcome.avsc
 
 
 def _ws(request: Request) -> Workspace:
@@ -232,6 +233,41 @@ async def triage(request: Request, event_id: str) -> Response:
             ack.acknowledge(event_id, "DECISION", actor=user.username, outcome=outcome)
         store.triaged(event_id, rag, {"by": user.username, "rag": rag, "outcome": outcome,
                                       "at_ms": int(time.time() * 1000)})
+
+    try:
+        await run_in_threadpool(write)
+    except EncodingError as exc:
+        return Response(f"not recorded: {list(exc.problems)[0]}", status_code=422)
+    except SafeshareError as exc:
+        return Response(f"not recorded: {type(exc).__name__}", status_code=503)
+    return RedirectResponse(f"/workspace/events/{event_id}?done=1", status_code=303)
+
+
+@router.post("/events/{event_id}/review")
+async def review(request: Request, event_id: str) -> Response:
+    """Record that a break-glass share was reviewed (a REVIEWED acknowledgement)."""
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    form = await _form(request)
+    ws = _ws(request)
+    if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
+        return Response("CSRF token missing or wrong", status_code=403)
+    store = ws.store(user.subscriber)
+    entry = store.get(event_id)
+    if entry is None or ws.view(entry, user, fields=False)["review_due"] is None:
+        return _page(request, "missing.html", 404, user=user,
+                     what="No break-glass share with that id was made to your team.")
+    if form.get("justified") not in ("yes", "no"):
+        return Response("justified: answer yes or no", status_code=422)
+    verdict = f"break-glass share justified: {form['justified']}"
+    note = f"{verdict}. {(form.get('note') or '').strip()}".strip()[:4000]
+
+    def write() -> None:
+        ws.acknowledger(user.subscriber).acknowledge(event_id, "REVIEWED", actor=user.username,
+                                                     note=note)
+        store.triaged(event_id, None, {"by": user.username, "rag": "reviewed",
+                                       "outcome": verdict, "at_ms": int(time.time() * 1000)})
 
     try:
         await run_in_threadpool(write)
