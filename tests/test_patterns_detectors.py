@@ -57,7 +57,8 @@ def test_vehicles_and_phones_are_found_in_text() -> None:
 
 
 @pytest.mark.parametrize(("description", "name"), [
-    ("Dean (about 25), drives a silver car", "dean"),
+    ("Dean Smith (about 25), drives a silver car", "dean smith"),
+    ("Dean (about 25)", None),
     ("Mr Dean Smith, older boyfriend", "dean smith"),
     ("an older man in a red car", None),
     ("Mum", None),

@@ -23,7 +23,8 @@ by landmark only in different words ("the flat above the chippy" vs "12 Fore St"
 People and things: vehicle registrations (current GB format, ``AB12 CDE``) and
 UK phone numbers (mobile or landline, +44 or 0) found in any text are exact
 keys; a person's description is reduced to a name (the words before the first
-comma or bracket, without titles) and compared fuzzily with other names.
+comma or bracket, without titles) and compared fuzzily with other names. A
+first name or nickname alone is not matched (many adults share one).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ _GENERIC = frozenset({
     "cafe", "mcdonalds", "supermarket", "library", "hospital", "friends", "friend", "house",
     "playground", "skate", "field", "fields", "woods", "car", "fast", "food", "takeaway",
     "arcade", "arcades", "main", "square", "market", "precinct", "mall", "club", "leisure",
+    "returned", "back", "own", "her", "his", "their", "mums", "dads", "nans",
 })
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "mx"})
 # Descriptions that are not one identifiable person: every child has a mum.
@@ -130,7 +132,10 @@ def place_key(place: Mapping[str, Any] | None) -> PlaceKey | None:
         return None  # only a town or district: not one place
     if set(words.split()) <= _GENERIC | set(area.split()):
         return None  # a kind of place ("bus station"), not one place
-    return PlaceKey(f"text:{words}", district or area)
+    # The block is the district (or area) and the house/flat numbers: a number that
+    # differs is a different house, so only places in one block are compared.
+    numbers = ",".join(sorted(set(_NUMBER.findall(words))))
+    return PlaceKey(f"text:{words}", f"{district or area}|{numbers}")
 
 
 def same_place(a: PlaceKey, b: PlaceKey) -> bool:
@@ -173,8 +178,10 @@ def person_name(description: str | None) -> str | None:
     head = re.split(r"[,(;]| aged | about | who ", description, maxsplit=1)[0]
     words = [w for w in _WORD.findall(head.lower().replace("'", "")) if w not in _TITLES]
     words = [w for w in words if not w.isdigit()]
-    if not words or len(words) > 4:
-        return None  # not a name: a description ("an older man in a red car")
+    if len(words) < 2 or len(words) > 4:
+        # One word ("Dean") is a first name or nickname many adults share: two
+        # children naming a "Dean" is not one adult. More than four is a description.
+        return None
     if words[0] in _NOT_A_NAME or words[-1] in _NOT_A_NAME:
         return None
     return " ".join(words)
