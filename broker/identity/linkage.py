@@ -280,11 +280,11 @@ class Index:
     )
     _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
 
-    def add(self, pseudonym: str, f: Features) -> None:
-        """Record that ``f`` is a record of the child ``pseudonym``."""
+    def add(self, pseudonym: str, f: Features) -> bool:
+        """Record that ``f`` is a record of the child ``pseudonym``; False if it was already."""
         known = self.records.setdefault(pseudonym, [])
         if f in known:
-            return
+            return False
         known.append(f)
         for attr, counts in self._counts.items():
             value = getattr(f, attr)
@@ -296,6 +296,7 @@ class Index:
             self.by_upn.setdefault(f.upn, pseudonym)
         for key in _keys(f):
             self._blocks.setdefault(key, set()).add(pseudonym)
+        return True
 
     def remove(self, pseudonym: str) -> list[Features]:
         """Forget a child (an unlink re-adds its records under their own pseudonyms)."""

@@ -35,6 +35,9 @@ class Resolution:
     candidate: str | None
     #: The identity topic record (key, sealed value) to write with the event's shares.
     index_record: tuple[bytes, bytes | None]
+    #: The event's features, and whether they were new to the child (for an undo).
+    features: Features | None = None
+    added: bool = False
 
 
 class Resolver:
@@ -61,7 +64,7 @@ class Resolver:
         else:
             pseudonym = self._new_child(f)
             candidate = m.pseudonym if m.decision == REVIEW else None
-        self.index.add(pseudonym, f)
+        added = self.index.add(pseudonym, f)
         decision = m.decision if m.decision in (LINK, REVIEW) else NEW
         return Resolution(
             pseudonym=pseudonym,
@@ -69,6 +72,8 @@ class Resolver:
             probability=m.probability,
             candidate=candidate,
             index_record=entry(self.sealer, self.index, pseudonym),
+            features=f,
+            added=added,
         )
 
     def _new_child(self, f: Features) -> str:

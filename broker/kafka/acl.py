@@ -176,6 +176,9 @@ def desired_acls(
         allow(ROUTER, "TOPIC", topics.audit, "WRITE"),
         allow(ROUTER, "TOPIC", topics.quarantine, "WRITE"),
         allow(ROUTER, "TOPIC", topics.clock_starts, "WRITE"),
+        # The identity index: written with the shares, read back at start.
+        allow(ROUTER, "TOPIC", topics.identity, "READ"),
+        allow(ROUTER, "TOPIC", topics.identity, "WRITE"),
         # Access notices (CP-IS) go out with the share that caused them.
         allow(ROUTER, "TOPIC", topics.notices_prefix, "WRITE", "PREFIXED"),
         allow(ROUTER, "GROUP", topics.router_group, "READ"),
@@ -229,7 +232,7 @@ def policy_users(policy: Policy) -> list[str]:
 def _scope(topics: Topics) -> re.Pattern[str]:
     ns = re.escape(topics.namespace)
     return re.compile(
-        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent(?:\.(?:{_ID})?)?|feed\.(?:{_ID})?|quarantine|audit"
+        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent(?:\.(?:{_ID})?)?|feed\.(?:{_ID})?|quarantine|identity|audit"
         rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}\.?"
         rf"|checkpointer\.?(?:{_ID})?"
         rf"|loop(?:\.clock-starts|\.clocks|\.(?:{_ID})?)?|(?:ack|notices|status)\.(?:{_ID})?)\Z"

@@ -18,10 +18,12 @@ from broker.audit.leaf import MAX_LEAF_BYTES, encode_batch
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
+from broker.identity.exceptions import IdentityError
 from broker.loop.starter import ClockStarter
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import RoutingCore
 from broker.routing.exceptions import RoutingError
+from broker.routing.identity import SubjectIdentity
 from broker.routing.service import RouterService
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,14 @@ def build_core(
 ) -> RoutingCore:
     codec = codec or Codec.from_dir(settings.schemas_dir)
     policy = policy or Policy.load(settings.policy_file(), field_classes=codec.data_classes())
+    try:  # created on first use, like the subject key; unreadable: no router
+        identity = SubjectIdentity.from_keys_dir(
+            settings.partnership_keys_dir, policy.linkage_thresholds, create=True
+        )
+    except IdentityError as exc:
+        raise RoutingError(str(exc)) from exc
     return RoutingCore(
+        identity=identity,
         codec=codec,
         decider=policy,
         clock_starter=ClockStarter(policy=policy, codec=codec, topics=settings.topics).starts,

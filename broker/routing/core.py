@@ -42,6 +42,7 @@ from broker.policy.consent import ConsentRecord, ConsentStore, ConsentVerdict
 from broker.policy.decision import Decision
 from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter
+from broker.routing.identity import SubjectIdentity
 from broker.signing import signature_problem
 from broker.signing.feeds import FeedKeyError, FeedPublicKey, current_key, seal_message
 from broker.topics import Topics
@@ -109,6 +110,8 @@ class Routed:
     event_id: str | None = None
     agency: str | None = None
     reported_at_ms: int | None = None
+    #: How the router named the child (LINK, NEW, REVIEW); None: the event named it.
+    identity: str | None = None
 
 
 def _ms(value: Any) -> int:
@@ -134,8 +137,12 @@ class RoutingCore:
         seen_event_ids: SeenEvents | None = None,
         clock_starter: ClockStarterFn | None = None,
         time_bounds: TimeBounds = DEFAULT_BOUNDS,
+        identity: SubjectIdentity | None = None,
     ) -> None:
+        """``identity``: derives the pseudonym of an event that has none (no
+        identity: such an event is quarantined, fail closed)."""
         self.codec = codec
+        self.identity = identity
         self.decider = decider
         self.consents = consents
         self.topics = topics
@@ -400,16 +407,26 @@ class RoutingCore:
 
     # -- consent state, per transaction and from the audit log ---------------------
     def begin_consents(self) -> None:
-        """A transaction starts: consent changes from now on can be taken back."""
+        """A transaction starts: consent changes (and identity index records) from now
+        on can be taken back."""
+        if self.identity is not None:
+            self.identity.begin()
         begin = getattr(self.consents, "begin", None)
         if begin is not None:
             begin()
 
     def rollback_consents(self) -> None:
-        """The transaction aborted: its consent records and expiries never happened."""
+        """The transaction aborted: its consent records and expiries, and the identity
+        index records it added, never happened."""
+        if self.identity is not None:
+            self.identity.rollback()
         rollback = getattr(self.consents, "rollback", None)
         if rollback is not None:
             rollback()
+
+    def learn_identity_record(self, key: bytes | None, value: bytes | None) -> bool:
+        """Fold a committed identity-topic record into the index (see broker.routing.identity)."""
+        return self.identity.learn(key, value) if self.identity is not None else False
 
     def learn_consent_leaf(self, data: bytes) -> bool:
         """Fold a committed CONSENT leaf (another instance's, or any after a restart) into
@@ -476,9 +493,24 @@ class RoutingCore:
             routed.leaves.append(self._leaves.duplicate(audited, time_ms=now))
             log.info("duplicate %s event=%s not shared again", msg.where, event_id)
             return routed
-        self.seen_event_ids.add(event_id)
-
         pseudonym = event["subject"].get("pseudonym")
+        if not pseudonym:
+            if self.identity is None:
+                return self._quarantine(
+                    msg, "OTHER", "subject.pseudonym is null and the router holds no"
+                    " partnership key to derive it: not shared", routed,
+                )  # fmt: skip
+            # The router names the child (HMAC of the NHS number, else linkage);
+            # the copies carry that pseudonym, so they are encoded, not spliced.
+            resolution = self.identity.resolve(event["subject"])
+            pseudonym = event["subject"]["pseudonym"] = resolution.pseudonym
+            written = self.codec.written(event, ENVELOPE)
+            subject = self.subject_hmac(pseudonym)
+            key, value = resolution.index_record
+            assert value is not None  # the index holds at least this event's record
+            routed.outputs.append(Outbound(self.topics.identity, key, value))
+            routed.identity = resolution.decision
+        self.seen_event_ids.add(event_id)
         feed_keys: dict[bool, bytes | None] = {}
         outputs, leaves, leaf = routed.outputs, routed.leaves, self._leaves.decision
         for decision in self.decider.decide_all(event, self.consents, now):

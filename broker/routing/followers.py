@@ -60,16 +60,21 @@ class Followers:
         """Learn every event id committed to the audit log (by any instance), count
         the committed leaves and note the newest checkpoint of each shard."""
         assert self._audit is not None
-        follow = [self.topics.audit, self.topics.audit_checkpoints]
+        # The identity index too: read from the start it rebuilds the index.
+        follow = [self.topics.audit, self.topics.audit_checkpoints, self.topics.identity]
         if not _follow_from_start(self._audit, follow):
             return
         seen = self.core.seen_event_ids
         audit, checkpoints = self.topics.audit, self.topics.audit_checkpoints
+        identity = self.topics.identity
         own = ((AUDIT_WRITER_HEADER, self._writer_token),)
 
         def learn(r: Record) -> None:
             if r.topic == checkpoints:
                 self._note_checkpoint(r)
+                return
+            if r.topic == identity:
+                self.core.learn_identity_record(r.key, r.value)
                 return
             if r.topic != audit:
                 return
