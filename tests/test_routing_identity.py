@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from broker.clock import FixedClock
@@ -71,7 +72,7 @@ def test_copies_carry_the_derived_pseudonym_exactly_as_the_codec_writes_them(
         assert out.value == CODEC.encode(expected, "safeshare.FeedRecord")
         if "pseudonym" in classes:
             assert record["event"]["subject"]["pseudonym"] == want and out.key == want.encode()
-    assert all(lf["subject"] == _core(None).subject_hmac(want) for lf in routed.leaves)
+    assert all(json.loads(lf)["subject"] == _core(None).subject_hmac(want) for lf in routed.leaves)
 
 
 def test_an_aborted_transaction_takes_its_index_records_back(tmp_path: Path) -> None:

@@ -506,6 +506,10 @@ class RoutingCore:
             pseudonym = event["subject"]["pseudonym"] = resolution.pseudonym
             written = self.codec.written(event, ENVELOPE)
             subject = self.subject_hmac(pseudonym)
+            audited = self._leaves.event(
+                event_id=event_id, event_digest=event_digest, source_agency=agency,
+                subject=subject,
+            )  # fmt: skip
             key, value = resolution.index_record
             assert value is not None  # the index holds at least this event's record
             routed.outputs.append(Outbound(self.topics.identity, key, value))
