@@ -102,7 +102,8 @@ def test_children_found_at_one_flat_raise_one_alert_to_mash_and_police_not_schoo
         got = [e for e in feed_events(kafka_bootstrap, topics, who) if e["category"] == "PATTERN"]
         assert len(got) == 1, (who, got)
         alert = got[0]["payload"][1]
-        assert alert["place"]["place"] == FLAT[0] and alert["alert_id"] == payload["alert_id"]
+        # described as first read (feed partitions interleave): one of its spellings
+        assert alert["place"]["place"] in FLAT and alert["alert_id"] == payload["alert_id"]
     school = feed_events(kafka_bootstrap, topics, "example-academy-dsl")
     assert school and not [e for e in school if e["category"] == "PATTERN"]
     # The school heard of the missing episodes, never where: nor from an alert.
