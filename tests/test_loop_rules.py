@@ -106,3 +106,13 @@ def test_short_timescales_are_written_with_their_unit() -> None:
     assert policy.rules["TRIAGE_RED"].tier_gap_ms == 90_000
     with pytest.raises(ClockPolicyError, match="clocks.tier_gap: '1.5h' is not a duration"):
         parse_clock_policy({"tier_gap": "1.5h"})
+
+
+def test_break_glass_review_only_for_teams_of_people() -> None:
+    detector = share(subscriber="safeshare-patterns", roles=frozenset({"pattern_detection"}),
+                     obligations=frozenset({"REVIEW_WITHIN_72H"}))
+    assert clocks_for_share(POLICY, detector) == []
+    police = share(subscriber="dc-police-exploitation",
+                   roles=frozenset({"police_exploitation_team"}),
+                   obligations=frozenset({"REVIEW_WITHIN_72H"}))
+    assert [c.kind for c in clocks_for_share(POLICY, police)] == ["BREAK_GLASS_REVIEW"]

@@ -12,7 +12,7 @@ children who run away or go missing):
 | REFERRAL_DECISION  | children's social care        | 1 working day               | DECISION    |
 | ENCOMPASS          | a school (domestic abuse)     | before the next school day  | RECEIPT     |
 | RETURN_INTERVIEW   | the return-home service       | 72 hours after the return   | RHI_OFFERED |
-| BREAK_GLASS_REVIEW | anyone, under break-glass     | 72 hours                    | REVIEWED    |
+| BREAK_GLASS_REVIEW | a team, under break-glass     | 72 hours                    | REVIEWED    |
 
 The initial RAG rating comes from the event's risk level (``rag_from_risk``);
 a practitioner's TRIAGE acknowledgement may re-rate it.
@@ -99,9 +99,9 @@ def clocks_for_share(policy: ClockPolicy, share: Share) -> list[ClockState]:
             if share.returned_at_ms is None:
                 continue  # still missing: the clock starts at the return
             begin = share.returned_at_ms
+        elif kind == "BREAK_GLASS_REVIEW" and BREAK_GLASS_OBLIGATION not in share.obligations:
+            continue  # only a share under a break-glass rule is reviewed
         out.append(_state(policy, kind, share, begin))
-    if BREAK_GLASS_OBLIGATION in share.obligations and "BREAK_GLASS_REVIEW" in policy.rules:
-        out.append(_state(policy, "BREAK_GLASS_REVIEW", share, share.shared_at_ms))
     return out
 
 
@@ -140,6 +140,12 @@ DEFAULT_SECTION: Mapping[str, Any] = {
         {"kind": "ENCOMPASS", "roles": ["school_dsl"], "categories": ["DOMESTIC_ABUSE"]},
         {"kind": "RETURN_INTERVIEW", "roles": ["return_interview_service"],
          "categories": ["MISSING_EPISODE"]},
+        # Teams of people: a detector or other service receiving a break-glass
+        # share has nobody to review it.
+        {"kind": "BREAK_GLASS_REVIEW", "roles": ["mash_team", "police_exploitation_team",
+                                                 "childrens_social_care", "school_dsl",
+                                                 "health_safeguarding",
+                                                 "return_interview_service"]},
     ],
 }
 
