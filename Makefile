@@ -30,7 +30,7 @@ setup:
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	ldconfig -p | grep -q libpangoft2-1.0 || need="$$need libpango-1.0-0 libpangoft2-1.0-0"; \
 	if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi
-	$(MAKE) venv
+	@$(MAKE) --no-print-directory venv
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -41,10 +41,10 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[test,lint]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-run: venv
+run: setup
 	$(PY) -m broker.demo
 
-test: venv
+test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Fast feedback: lint, types and every test not marked `kafka` (conftest marks each
