@@ -51,7 +51,7 @@ test: setup
 # test that uses the cluster), on every core (pytest-xdist). Needs no broker.
 CHECK_WORKERS ?= auto
 check: lint
-	$(PY) -m pytest -q -m "not kafka" -n $(CHECK_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not kafka" -n $(CHECK_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The workspace's screenshots (README) from its browser test; needs the broker up.
 screenshots: venv
