@@ -156,3 +156,25 @@ def test_a_transaction_is_ended_through_the_transaction_manager() -> None:
                           _sender=SimpleNamespace(wakeup=lambda: calls.append("wakeup")))
     assert kp.start_ending(raw, True) == "r" and kp.start_ending(raw, False) == "r"
     assert calls == ["commit", "wakeup", "abort", "wakeup"]
+
+
+def test_a_retried_transactional_request_sleeps_only_where_the_pause_replaces_it() -> None:
+    """quick_transactional_retries replaces the sender's fixed sleep before a
+    handler marked ``is_retry``: that sleep, the flag and the dequeue must be there."""
+    from kafka.producer import sender
+    from kafka.producer.transaction_manager import TransactionManager, TxnRequestHandler
+
+    source = inspect.getsource(sender.Sender)
+    assert "if next_request_handler.is_retry:" in source
+    assert "time.sleep(self.config['retry_backoff_ms'] / 1000)" in source
+    assert callable(TransactionManager.next_request_handler)
+    assert isinstance(inspect.getattr_static(TxnRequestHandler, "is_retry"), property)
+    handler = SimpleNamespace(is_retry=True, _is_retry=True)
+    manager = SimpleNamespace(is_transactional=lambda: True,
+                              next_request_handler=lambda incomplete: handler)
+    raw = SimpleNamespace(_transaction_manager=manager,
+                          _sender=SimpleNamespace(config={"retry_backoff_ms": 100}))
+    pauses = kp.quick_transactional_retries(raw, 1.0)
+    assert pauses is not None
+    assert raw._transaction_manager.next_request_handler(False) is handler
+    assert handler._is_retry is False and pauses.count == 1 and pauses.seconds < 0.01

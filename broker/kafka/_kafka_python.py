@@ -13,10 +13,14 @@ tests/test_kafka_python_pin.py fails until the pieces are checked again.
 - :func:`producer_fenced`, :func:`start_sending_offsets`, :func:`start_ending`,
   :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
   but does not expose, and waits it does not bound.
+- :func:`quick_transactional_retries`: the sender's fixed 100 ms sleep before
+  a transactional retry (CONCURRENT_TRANSACTIONS between back-to-back
+  transactions), as the Java client's exponential back-off (KIP-580).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
@@ -388,3 +392,61 @@ class Sent:
                 raise translate(record_error(0))
         for raw in self.futures:
             raise_if_record_failed(raw)
+
+
+class RetryPauses:
+    """How often, and for how long, a producer paused before retrying a
+    transactional request (``python -m bench router --only cycle``)."""
+
+    __slots__ = ("count", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+
+def quick_transactional_retries(raw: Any, first_ms: float) -> RetryPauses | None:
+    """Retry a producer's transactional requests after a short, growing pause.
+
+    ! When one transaction follows straight on another, the broker answers the
+    next AddOffsetsToTxn / AddPartitionsToTxn with CONCURRENT_TRANSACTIONS
+    until the previous commit's markers are written (a few ms). kafka-python
+    3.0.12's sender then sleeps the whole ``retry_backoff_ms`` (100 ms by
+    default) before the retry, holding back every produce request meanwhile,
+    and ignores the 20 ms its own AddPartitions handler asks for (the Java
+    client sleeps the handler's back-off). Here the pause before a retried
+    transactional request starts at ``first_ms`` (the producer module's
+    ``TXN_RETRY_BACKOFF_MS``) and doubles with each retry of that request
+    up to ``retry_backoff_ms``, as the Java client's exponential
+    ``retry.backoff.ms`` / ``retry.backoff.max.ms`` (KIP-580). Produce
+    retries, metadata and coordinator look-ups keep ``retry_backoff_ms``.
+
+    Tied to kafka-python 3.0.12 internals: None (nothing changed) when they
+    are not there; else the pauses, counted.
+    """
+    manager = getattr(raw, "_transaction_manager", None)
+    sender = getattr(raw, "_sender", None)
+    if (not PINNED or manager is None or sender is None
+            or not manager.is_transactional()):
+        return None
+    cap_s = float(sender.config["retry_backoff_ms"]) / 1000
+    first_s = min(first_ms / 1000, cap_s)
+    dequeue = manager.next_request_handler
+    pauses = RetryPauses()
+
+    def next_request_handler(has_incomplete_batches: bool) -> Any:
+        handler = dequeue(has_incomplete_batches)
+        if handler is not None and handler.is_retry:
+            # The sender sleeps retry_backoff_ms before a handler marked as a
+            # retry: this pause replaces that sleep.
+            retries = getattr(handler, "_safeshare_retries", 0)
+            handler._safeshare_retries = retries + 1
+            pause = min(cap_s, first_s * 2 ** min(retries, 16))
+            time.sleep(pause)
+            handler._is_retry = False
+            pauses.count += 1
+            pauses.seconds += pause
+        return handler
+
+    manager.next_request_handler = next_request_handler
+    return pauses

@@ -46,6 +46,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from broker.kafka import _kafka_python
 from broker.kafka._kafka_python import KeyedAppender, producer_fenced, raise_if_record_failed
+from broker.kafka._kafka_python import RetryPauses as RetryPauses  # Producer.retry_pauses
 from broker.kafka._kafka_python import Sent as Sent  # what send_all returns
 from broker.kafka.configuration import DEFAULT_TIMEOUT_S, _construct
 from broker.kafka.exceptions import (
@@ -361,63 +362,6 @@ WAIT_SLICE_S = 0.1
 TXN_RETRY_BACKOFF_MS = 5.0
 
 
-class RetryPauses:
-    """How often, and for how long, a producer paused before retrying a
-    transactional request (``python -m bench router --only cycle``)."""
-
-    __slots__ = ("count", "seconds")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.seconds = 0.0
-
-
-def quick_transactional_retries(raw: Any, first_ms: float | None = None) -> RetryPauses | None:
-    """Retry a producer's transactional requests after a short, growing pause.
-
-    ! When one transaction follows straight on another, the broker answers the
-    next AddOffsetsToTxn / AddPartitionsToTxn with CONCURRENT_TRANSACTIONS
-    until the previous commit's markers are written (a few ms). kafka-python
-    3.0.12's sender then sleeps the whole ``retry_backoff_ms`` (100 ms by
-    default) before the retry, holding back every produce request meanwhile,
-    and ignores the 20 ms its own AddPartitions handler asks for (the Java
-    client sleeps the handler's back-off). Here the pause before a retried
-    transactional request starts at ``first_ms`` (default
-    :data:`TXN_RETRY_BACKOFF_MS`) and doubles with each retry of that request
-    up to ``retry_backoff_ms``, as the Java client's exponential
-    ``retry.backoff.ms`` / ``retry.backoff.max.ms`` (KIP-580). Produce
-    retries, metadata and coordinator look-ups keep ``retry_backoff_ms``.
-
-    Tied to kafka-python 3.0.12 internals: None (nothing changed) when they
-    are not there; else the pauses, counted.
-    """
-    manager = getattr(raw, "_transaction_manager", None)
-    sender = getattr(raw, "_sender", None)
-    if (kafka.__version__ != "3.0.12" or manager is None or sender is None
-            or not manager.is_transactional()):
-        return None
-    cap_s = float(sender.config["retry_backoff_ms"]) / 1000
-    first_s = min((TXN_RETRY_BACKOFF_MS if first_ms is None else first_ms) / 1000, cap_s)
-    dequeue = manager.next_request_handler
-    pauses = RetryPauses()
-
-    def next_request_handler(has_incomplete_batches: bool) -> Any:
-        handler = dequeue(has_incomplete_batches)
-        if handler is not None and handler.is_retry:
-            # The sender sleeps retry_backoff_ms before a handler marked as a
-            # retry: this pause replaces that sleep.
-            retries = getattr(handler, "_safeshare_retries", 0)
-            handler._safeshare_retries = retries + 1
-            pause = min(cap_s, first_s * 2 ** min(retries, 16))
-            time.sleep(pause)
-            handler._is_retry = False
-            pauses.count += 1
-            pauses.seconds += pause
-        return handler
-
-    manager.next_request_handler = next_request_handler
-    return pauses
-
 def make_producer(
     bootstrap: str,
     *,
@@ -449,5 +393,8 @@ def make_producer(
     raw = _construct("create producer", kafka.KafkaProducer, cfg)
     producer = Producer(raw, transactional=transactional_id is not None)
     if transactional_id is not None:
-        producer.retry_pauses = quick_transactional_retries(raw)
+        # TXN_RETRY_BACKOFF_MS read here, at the call: bench router sets it per run.
+        producer.retry_pauses = _kafka_python.quick_transactional_retries(
+            raw, TXN_RETRY_BACKOFF_MS
+        )
     return producer
