@@ -119,7 +119,7 @@ def bench_latency(count: int = 200, spread_s: float = 10.0) -> None:
         bootstrap = cluster.bootstrap
         with Admin(bootstrap) as admin:
             admin.ensure_topics(loop_topic_specs(topics, ["police"], ["mash", "mgr"])
-                                + [TopicSpec(topics.quarantine, 1)])
+                                + [TopicSpec(topics.quarantine, 1), TopicSpec(topics.audit, 1)])
         reader = make_consumer(bootstrap, group_id=None, topics=[topics.notices("mgr")])
         service = LoopService(bootstrap, topics=topics, codec=codec, policy=policy,
                               clock=SystemClock(), instance_id="bench")

@@ -53,7 +53,7 @@ def test_a_loop_service_killed_at_random_moments_loses_no_deadline_and_repeats_n
 ) -> None:
     admin.ensure_topics(
         loop_topic_specs(topics, ["police"], ["mash", "mgr", "head"], partitions=3)
-        + [TopicSpec(topics.quarantine, 1)]
+        + [TopicSpec(topics.quarantine, 1), TopicSpec(topics.audit, 1)]
     )
     rng = random.Random(7)
     start = time.time_ns() // 1_000_000 + 2_000
