@@ -175,13 +175,7 @@ class Clocks:
             if state is None or self._fire_ms(state) != fire_ms:
                 continue  # stale: stopped, or already escalated past this tier
             self._claimed.append((fire_ms, clock_id))
-            tier = state.tiers_escalated + 1
-            while tier <= len(state.escalate_to) and self._tier_ms(state, tier) <= now_ms:
-                state = replace(state, tiers_escalated=tier)
-                out.append(
-                    Escalation(state, tier, state.escalate_to[tier - 1], now_ms - state.due_ms)
-                )
-                tier += 1
+            out.extend(self._tiers_due(state, now_ms))
         return out
 
     def due_plainly(self, now_ms: int) -> list[Escalation]:
@@ -189,13 +183,7 @@ class Clocks:
         and the benchmark's baseline (O(n) a tick instead of O(due log n))."""
         out: list[Escalation] = []
         for state in self._open.values():
-            tier = state.tiers_escalated + 1
-            while tier <= len(state.escalate_to) and self._tier_ms(state, tier) <= now_ms:
-                state = replace(state, tiers_escalated=tier)
-                out.append(
-                    Escalation(state, tier, state.escalate_to[tier - 1], now_ms - state.due_ms)
-                )
-                tier += 1
+            out.extend(self._tiers_due(state, now_ms))
         out.sort(key=lambda e: (self._tier_ms(e.state, e.tier), e.state.clock_id, e.tier))
         return out
 
@@ -223,6 +211,14 @@ class Clocks:
             heapq.heappush(self._heap, (fire, sys.intern(state.clock_id)))
 
     # -- internals ----------------------------------------------------------------
+    def _tiers_due(self, state: ClockState, now_ms: int) -> Iterator[Escalation]:
+        """Each tier of one clock that has fallen due by ``now_ms``, in order."""
+        tier = state.tiers_escalated + 1
+        while tier <= len(state.escalate_to) and self._tier_ms(state, tier) <= now_ms:
+            state = replace(state, tiers_escalated=tier)
+            yield Escalation(state, tier, state.escalate_to[tier - 1], now_ms - state.due_ms)
+            tier += 1
+
     def _tier_ms(self, state: ClockState, tier: int) -> int:
         return state.due_ms + (tier - 1) * self._rules[state.kind].tier_gap_ms
 
