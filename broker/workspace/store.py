@@ -1,10 +1,13 @@
-"""What one subscriber's workspace knows: its feed and its clocks, kept in memory.
+"""What one subscriber's workspace knows: its feed, its triage and the clocks,
+kept in memory and rebuilt from Kafka at start.
 
 A :class:`FeedStore` follows one subscriber's feed with :class:`broker.api.FeedReader`
 (read_committed; a confidential feed opened with the subscriber's keyring) under
 a group of its own that never commits, so the subscriber's own reading position
-is untouched. A :class:`ClockFollower` follows the clock changelog into a
-:class:`broker.loop.api.DeadlineBook`. Both run on daemon threads; pages read
+is untouched, and its acknowledgements topic from the beginning (so the triage
+shown survives a restart: the topic is the record, memory only a cache). A
+:class:`ClockFollower` follows the clock changelog into a
+:class:`broker.loop.api.DeadlineBook`. All run on daemon threads; pages read
 snapshots under a lock and never wait on Kafka.
 """
 
@@ -20,11 +23,11 @@ from typing import Any
 
 from broker.api import FeedReader
 from broker.codec import Codec
-from broker.kafka.consumer import make_consumer
-from broker.kafka.structs import TopicPartition
+from broker.kafka.consumer import catch_up, make_consumer
+from broker.kafka.structs import Record, TopicPartition
 from broker.loop.api import DeadlineBook
 from broker.loop.clocks import ClockState
-from broker.loop.core import CLOCK_RECORD
+from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD
 from broker.signing.feedkeys import FeedKeyring
 from broker.topics import Topics
 
@@ -88,6 +91,8 @@ class FeedStore:
         self._lock = threading.Condition()
         self._entries: list[Entry] = []
         self._by_id: dict[str, Entry] = {}
+        self._acks: dict[str, list[dict[str, Any]]] = {}  # by event id, as written
+        self._ack_ids: set[str] = set()
         self.error: str | None = None
         self._stop = threading.Event()
         self._reader = FeedReader(
@@ -97,6 +102,14 @@ class FeedStore:
         self._thread = threading.Thread(target=self._run, name=f"workspace-{subscriber}",
                                         daemon=True)
         self._thread.start()
+        self._ack_follower = TopicFollower(bootstrap, topics.acks(subscriber), self._ack,
+                                           f"workspace-acks-{subscriber}")
+        self._codec = codec
+
+    @property
+    def triage_loaded(self) -> bool:
+        """Whether the acknowledgements written before start have been read back."""
+        return self._ack_follower.caught_up.is_set()
 
     @property
     def version(self) -> int:
@@ -124,6 +137,8 @@ class FeedStore:
                           RAG_FROM_RISK.get(str(event.get("risk_level")), "AMBER"))
                 self._entries.append(e)
                 self._by_id[e.event_id] = e
+                for ack in self._acks.get(e.event_id, ()):
+                    _apply(e, ack)
             self._lock.notify_all()
 
     def add_records(self, records: list[tuple[str, int, int, dict[str, Any]]]) -> None:
@@ -161,13 +176,77 @@ class FeedStore:
             found = [e for e in self._entries if e.pseudonym == pseudonym]
         return sorted(found, key=lambda e: (e.occurred_ms, e.seq))
 
-    def triaged(self, event_id: str, rag: str | None, record: dict[str, Any]) -> None:
+    def acknowledged(self, ack: dict[str, Any]) -> None:
+        """Show an acknowledgement this process just wrote (the follower skips it later)."""
         with self._lock:
-            e = self._by_id.get(event_id)
+            if ack["ack_id"] in self._ack_ids:
+                return
+            self._ack_ids.add(ack["ack_id"])
+            self._acks.setdefault(ack["event_id"], []).append(ack)
+            e = self._by_id.get(ack["event_id"])
             if e is not None:
-                if rag:
-                    e.rag = rag
-                e.triage.append(record)
+                _apply(e, ack)
+
+    def _ack(self, r: Record) -> None:
+        if r.value:
+            self.acknowledged(self._codec.decode(r.value, ACKNOWLEDGEMENT))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ack_follower.close()
+
+
+def _apply(e: Entry, ack: dict[str, Any]) -> None:
+    """An acknowledgement as the concern shows it: a TRIAGE sets the RAG rating."""
+    if ack["kind"] not in ("TRIAGE", "DECISION", "OUTCOME", "REVIEWED"):
+        return  # RECEIVED and the like are the router's and loop's business
+    if ack["kind"] == "TRIAGE" and ack.get("rag"):
+        e.rag = str(ack["rag"])
+    e.triage.append({"kind": ack["kind"], "by": ack["actor"], "rag": ack.get("rag"),
+                     "outcome": ack.get("outcome"), "note": ack.get("note"),
+                     "at_ms": to_ms(ack.get("acknowledged_at"))})
+
+
+class TopicFollower:
+    """Every partition of ``topic`` from the beginning, each record to ``handle``,
+    on a daemon thread (waits for the topic to exist); ``caught_up`` is set once
+    what was there at start has been read."""
+
+    def __init__(self, bootstrap: str, topic: str, handle: Callable[[Record], object],
+                 name: str) -> None:
+        self.caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._consumer = make_consumer(bootstrap, group_id=None, topics=None)
+        self._topic = topic
+        self._handle = handle
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _assign(self) -> list[TopicPartition]:
+        parts = self._consumer.partitions_for_topic(self._topic) or set()
+        tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
+        if tps:
+            self._consumer.assign(tps)
+            self._consumer.seek_to_beginning(*tps)
+        return tps
+
+    def _run(self) -> None:
+        try:
+            tps: list[TopicPartition] = []
+            while not self._stop.is_set() and not (tps := self._assign()):
+                self._stop.wait(1.0)
+            while not self._stop.is_set() and catch_up(self._consumer, tps, self._handle,
+                                                       timeout_s=1.0):
+                pass
+            self.caught_up.set()
+            while not self._stop.is_set():
+                for r in self._consumer.poll_records(timeout_ms=200):
+                    self._handle(r)
+        except Exception as exc:
+            log.warning("workspace follower of a topic stopped: %s", type(exc).__name__)
+        finally:
+            self._consumer.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -180,43 +259,20 @@ class ClockFollower:
     def __init__(self, bootstrap: str, topics: Topics, codec: Codec) -> None:
         self.book = DeadlineBook()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._consumer = make_consumer(bootstrap, group_id=None, topics=None)
-        self._topic = topics.clocks
         self._codec = codec
-        self._thread = threading.Thread(target=self._run, name="workspace-clocks", daemon=True)
-        self._thread.start()
+        self._follower = TopicFollower(bootstrap, topics.clocks, self._add, "workspace-clocks")
 
-    def _assign(self) -> bool:
-        parts = self._consumer.partitions_for_topic(self._topic) or set()
-        if not parts:
-            return False
-        tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        self._consumer.seek_to_beginning(*tps)
-        return True
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set() and not self._assign():
-                self._stop.wait(1.0)
-            while not self._stop.is_set():
-                for r in self._consumer.poll_records(timeout_ms=200):
-                    if r.value:
-                        with self._lock:
-                            self.book.add(self._codec.decode(r.value, CLOCK_RECORD))
-        except Exception as exc:
-            log.warning("workspace clock follower stopped: %s", type(exc).__name__)
-        finally:
-            self._consumer.close()
+    def _add(self, r: Record) -> None:
+        if r.value:
+            with self._lock:
+                self.book.add(self._codec.decode(r.value, CLOCK_RECORD))
 
     def for_event(self, event_id: str, owner: str) -> list[ClockState]:
         with self._lock:
             return [h[-1] for h in self.book.for_event(event_id) if h[-1].owner == owner]
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._follower.close()
 
 
 Closer = Callable[[], None]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,6 +28,7 @@ from broker.gateway.consultations import Consulted
 from broker.loop.api import Acknowledger
 from broker.workspace.render import Workspace, queue_rows
 from broker.workspace.sessions import PRE_COOKIE, SESSION_COOKIE, User, check_password
+from broker.workspace.store import Entry
 
 router = APIRouter(prefix="/workspace", include_in_schema=False)
 
@@ -120,7 +122,7 @@ async def queue(request: Request) -> Response:
     ws = _ws(request)
     store = ws.store(user.subscriber)
     return _page(request, "queue.html", user=user, rows=queue_rows(ws, store.entries(), user),
-                 version=store.version, error=store.error)
+                 version=store.version, error=store.error, loading=not store.triage_loaded)
 
 
 @router.get("/queue/stream")
@@ -207,45 +209,16 @@ async def chronology(request: Request, pseudonym: str) -> Response:
                  events=[ws.view(e, user, fields=False) for e in entries])
 
 
-@router.post("/events/{event_id}/triage")
-async def triage(request: Request, event_id: str) -> Response:
-    user = _user(request)
-    if user is None:
-        return _signin_redirect()
-    form = await _form(request)
-    ws = _ws(request)
-    if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
-        return Response("CSRF token missing or wrong", status_code=403)
-    store = ws.store(user.subscriber)
-    if store.get(event_id) is None:
-        return _page(request, "missing.html", 404, user=user,
-                     what="No concern with that id was shared with your team.")
-    rag = form.get("rag") if form.get("rag") in RAGS else None
-    outcome = form.get("outcome") if form.get("outcome") in OUTCOMES[1:] else None
-    note = (form.get("note") or "").strip()[:4000] or None
-    if rag is None:
-        return Response("rag: choose RED, AMBER or GREEN", status_code=422)
-
-    def write() -> None:
-        ack: Acknowledger = ws.acknowledger(user.subscriber)
-        ack.acknowledge(event_id, "TRIAGE", actor=user.username, rag=rag, note=note)
-        if outcome:
-            ack.acknowledge(event_id, "DECISION", actor=user.username, outcome=outcome)
-        store.triaged(event_id, rag, {"by": user.username, "rag": rag, "outcome": outcome,
-                                      "at_ms": int(time.time() * 1000)})
-
-    try:
-        await run_in_threadpool(write)
-    except EncodingError as exc:
-        return Response(f"not recorded: {list(exc.problems)[0]}", status_code=422)
-    except SafeshareError as exc:
-        return Response(f"not recorded: {type(exc).__name__}", status_code=503)
-    return RedirectResponse(f"/workspace/events/{event_id}?done=1", status_code=303)
+Ack = dict[str, Any]
 
 
-@router.post("/events/{event_id}/review")
-async def review(request: Request, event_id: str) -> Response:
-    """Record that a break-glass share was reviewed (a REVIEWED acknowledgement)."""
+async def _record_acks(request: Request, event_id: str,
+                       make: Callable[[Workspace, User, Entry, dict[str, str]],
+                                      list[Ack] | Response | None]) -> Response:
+    """The triage and review forms: signed in, CSRF checked, the concern is this
+    team's; ``make`` turns the form into acknowledgements (or answers itself),
+    which are written in order and shown at once (the store's follower reads
+    them back after a restart)."""
     user = _user(request)
     if user is None:
         return _signin_redirect()
@@ -255,19 +228,22 @@ async def review(request: Request, event_id: str) -> Response:
         return Response("CSRF token missing or wrong", status_code=403)
     store = ws.store(user.subscriber)
     entry = store.get(event_id)
-    if entry is None or ws.view(entry, user, fields=False)["review_due"] is None:
+    made = None if entry is None else make(ws, user, entry, form)
+    if made is None:
         return _page(request, "missing.html", 404, user=user,
-                     what="No break-glass share with that id was made to your team.")
-    if form.get("justified") not in ("yes", "no"):
-        return Response("justified: answer yes or no", status_code=422)
-    verdict = f"break-glass share justified: {form['justified']}"
-    note = f"{verdict}. {(form.get('note') or '').strip()}".strip()[:4000]
+                     what="No concern with that id was shared with your team.")
+    if isinstance(made, Response):
+        return made
 
     def write() -> None:
-        ws.acknowledger(user.subscriber).acknowledge(event_id, "REVIEWED", actor=user.username,
-                                                     note=note)
-        store.triaged(event_id, None, {"by": user.username, "rag": "reviewed",
-                                       "outcome": verdict, "at_ms": int(time.time() * 1000)})
+        ack: Acknowledger = ws.acknowledger(user.subscriber)
+        for a in made:
+            a |= {"ack_id": str(uuid.uuid4()), "event_id": event_id, "actor": user.username,
+                  "acknowledged_at": int(time.time() * 1000)}
+            ack.acknowledge(event_id, a["kind"], actor=user.username, rag=a.get("rag"),
+                            outcome=a.get("outcome"), note=a.get("note"),
+                            at_ms=a["acknowledged_at"], ack_id=a["ack_id"])
+            store.acknowledged(a)
 
     try:
         await run_in_threadpool(write)
@@ -276,6 +252,40 @@ async def review(request: Request, event_id: str) -> Response:
     except SafeshareError as exc:
         return Response(f"not recorded: {type(exc).__name__}", status_code=503)
     return RedirectResponse(f"/workspace/events/{event_id}?done=1", status_code=303)
+
+
+def _triage(ws: Workspace, user: User, entry: Entry, form: dict[str, str]
+            ) -> list[Ack] | Response | None:
+    rag = form.get("rag") if form.get("rag") in RAGS else None
+    outcome = form.get("outcome") if form.get("outcome") in OUTCOMES[1:] else None
+    note = (form.get("note") or "").strip()[:4000] or None
+    if rag is None:
+        return Response("rag: choose RED, AMBER or GREEN", status_code=422)
+    acks: list[Ack] = [{"kind": "TRIAGE", "rag": rag, "note": note}]
+    return acks + ([{"kind": "DECISION", "outcome": outcome}] if outcome else [])
+
+
+def _review(ws: Workspace, user: User, entry: Entry, form: dict[str, str]
+            ) -> list[Ack] | Response | None:
+    if ws.view(entry, user, fields=False)["review_due"] is None:
+        return None  # not a break-glass share
+    if form.get("justified") not in ("yes", "no"):
+        return Response("justified: answer yes or no", status_code=422)
+    verdict = f"break-glass share justified: {form['justified']}"
+    return [{"kind": "REVIEWED",
+             "note": f"{verdict}. {(form.get('note') or '').strip()}".strip()[:4000]}]
+
+
+@router.post("/events/{event_id}/triage")
+async def triage(request: Request, event_id: str) -> Response:
+    """Record a RAG rating, a note and a decision (TRIAGE and DECISION acknowledgements)."""
+    return await _record_acks(request, event_id, _triage)
+
+
+@router.post("/events/{event_id}/review")
+async def review(request: Request, event_id: str) -> Response:
+    """Record that a break-glass share was reviewed (a REVIEWED acknowledgement)."""
+    return await _record_acks(request, event_id, _review)
 
 
 @router.get("/alerts", response_class=HTMLResponse)
