@@ -36,6 +36,7 @@ from broker.audit.stream import read_log
 from broker.audit.verify import verify_bundle
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
+from broker.demo_workspace import serve_if_wanted, show_queue, workspace_config
 from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient
 from broker.gateway.local import local_gateway
@@ -171,8 +172,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
         # The school has no Kafka client: it publishes through the HTTPS gateway with
         # its client certificate, and signs with its own key (the gateway never does).
+        # The same server serves the MASH practitioners' workspace (section 8).
+        ws_config, ws_password = workspace_config(settings.home, bootstrap, topics, policy)
         gw = stack.enter_context(local_gateway(
-            GatewayConfig(bootstrap=bootstrap, topics=topics, codec=codec, policy=policy),
+            GatewayConfig(bootstrap=bootstrap, topics=topics, codec=codec, policy=policy,
+                          workspace=ws_config),
             settings.home / "gateway" / "demo"))
         via_gateway = stack.enter_context(GatewayClient(
             gw.url, cert=gw.cert("agency", VIA_GATEWAY), ca=str(gw.ca.cert),
@@ -416,6 +420,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             f"{sum(lf.kind == 'WITHHELD' for lf in seen)} decisions not to share"
         )
         out(f"  try: safeshare audit verify | safeshare audit who-saw --subject {child}")
+
+        # 8. The MASH workspace on the same HTTPS server, as a practitioner sees it.
+        out("\n-- 8. The MASH workspace (web pages on the gateway) --")
+        show_queue(gw.url, str(gw.ca.cert), ws_password, ids, out)
+        serve_if_wanted(gw.url, ws_password, out)
 
         out("\nDone.")
     return 0

@@ -19,6 +19,7 @@ def test_make_run_seals_the_confidential_feed_reads_it_and_verifies_the_audit(
     monkeypatch.setenv("SAFESHARE_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("SAFESHARE_NAMESPACE", topics.namespace)
     monkeypatch.setenv("SAFESHARE_HOME", str(tmp_path))
+    monkeypatch.setenv("SAFESHARE_DEMO_SERVE", "0")  # run the scenario, then stop
     scenario = json.loads(demo.SCENARIO.read_text(encoding="utf-8"))
     assert scenario["confidential_feeds"]["subscribers"] == ["torbay-mash"]
     lines: list[str] = []
@@ -39,4 +40,10 @@ def test_make_run_seals_the_confidential_feed_reads_it_and_verifies_the_audit(
     via = text.split("torbay-mash through the HTTPS gateway", 1)[1].split("\n", 1)[0]
     n = int(via.split(": ", 1)[1].split(" ")[0])
     assert n > 0 and f"{n} sealed" in via, via
+    # the MASH practitioner signs in to the workspace and sees this run's concerns,
+    # opened from the confidential feed, each with its statutory clock
+    ws = text.split("-- 8. The MASH workspace", 1)[1]
+    seen = int(ws.split("signed in over HTTPS: ", 1)[1].split(" ")[0])
+    assert seen == 5, ws
+    assert "Attended A&E intoxicated" in ws and " left (TRIAGE_AMBER)" in ws, ws
     assert "verify: OK" in text and text.rstrip().endswith("Done.")
