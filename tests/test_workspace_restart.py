@@ -22,7 +22,7 @@ from broker.kafka.admin import Admin
 from broker.topics import Topics
 from broker.workspace.sessions import hash_password
 from tests.helpers import ROOT, create_topics, example, run_router, settings_for, wait_for
-from tests.workspace_helpers import PASSWORD, free_port
+from tests.workspace_helpers import PASSWORD, csrf_of, free_port, http_sign_in
 
 pytestmark = pytest.mark.kafka
 
@@ -51,17 +51,6 @@ def serve(env: dict[str, str], users: Path) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def sign_in(url: str) -> httpx.Client:
-    c = httpx.Client(base_url=url, timeout=10)
-    page = c.get("/workspace/signin").text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert csrf is not None
-    r = c.post("/workspace/signin", data={"username": "sam", "password": PASSWORD,
-                                          "csrf": csrf.group(1)})
-    assert r.status_code == 303, r.text
-    return c
-
-
 def row_of(c: httpx.Client, event_id: str) -> str:
     m = re.search(rf'<tr [^>]*data-event="{event_id}">(.*?)</tr>', c.get("/workspace/").text,
                   re.S)
@@ -86,20 +75,18 @@ def test_triage_is_read_back_from_the_acknowledgements_after_a_restart(
     eid = red["event_id"]
 
     with serve(env, users) as url:
-        c = sign_in(url)
+        c = http_sign_in(url)
         wait_for("the concern in the queue", lambda: "RED" in row_of(c, eid), timeout_s=30)
         assert "triaged" not in row_of(c, eid)
         page = c.get(f"/workspace/events/{eid}").text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert csrf is not None
         r = c.post(f"/workspace/events/{eid}/triage", data={
-            "csrf": csrf.group(1), "rag": "GREEN", "outcome": "EARLY_HELP",
+            "csrf": csrf_of(page), "rag": "GREEN", "outcome": "EARLY_HELP",
             "note": "Family support worker allocated."})
         assert r.status_code == 303, r.text
         assert "GREEN" in row_of(c, eid) and "triaged" in row_of(c, eid)
 
     with serve(env, users) as url:  # a new process: nothing in memory
-        c = sign_in(url)
+        c = http_sign_in(url)
         wait_for("the triage read back", lambda: "triaged" in row_of(c, eid), timeout_s=30)
         row = row_of(c, eid)
         assert "GREEN" in row and "RED" not in row

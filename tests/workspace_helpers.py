@@ -4,12 +4,14 @@ service routing continuously on threads, all against the real broker."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 
 from broker import config
@@ -72,3 +74,18 @@ def running_workspace(bootstrap: str, topics: Topics, settings: config.Settings,
             t.join(timeout=15)
         router.close()
         loop.close()
+
+
+def http_sign_in(url: str, username: str = "sam") -> httpx.Client:
+    """A client signed in to the workspace at ``url`` through its form (CSRF and all)."""
+    c = httpx.Client(base_url=url, timeout=10)
+    c.post("/workspace/signin", data={"username": username, "password": PASSWORD,
+                                      "csrf": csrf_of(c.get("/workspace/signin").text)})
+    assert c.cookies.get("ws_session"), f"{username} could not sign in"
+    return c
+
+
+def csrf_of(page: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m is not None, "no CSRF token on the page"
+    return m.group(1)

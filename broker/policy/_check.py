@@ -55,7 +55,7 @@ _TOP = {
 _ROLE = {"description": True, "law_enforcement": False, "data_classes": True}
 _AGENCY = {
     "id": True, "name": True, "type": True, "local_authorities": True, "keys": False,
-    "signing": False,
+    "signing": False, "notify_on_consultation": False,
 }
 SIGNING = ("agency", "gateway")
 _KEY = {"id": True, "public_key": True, "algorithm": False, "not_before": False, "not_after": False}
@@ -254,9 +254,22 @@ class _Checker(RuleChecks):
                     (*p, "signing"),
                     "signing: gateway needs the gateway's key registered under 'keys'",
                 )
+            notify = self.notify_classes(m.get("notify_on_consultation"),
+                                         (*p, "notify_on_consultation"))
             if aid and aid not in out and isinstance(atype, str) and atype in AGENCY_TYPES:
-                out[aid] = Agency(aid, name or "", atype, areas, tuple(keys), signing)
+                out[aid] = Agency(aid, name or "", atype, areas, tuple(keys), signing, notify)
         return out
+
+    def notify_classes(self, value: Any, path: Path) -> frozenset[str]:
+        """``notify_on_consultation``: ``all`` or a list of data classes."""
+        if value is None:
+            return frozenset()
+        if value == "all":
+            return frozenset(DATA_CLASSES)
+        items = self.strings(value, path) if isinstance(value, list) else []
+        if not isinstance(value, list):
+            self.problem(path, f"{self.where(path)}: expected 'all' or a list of data classes")
+        return self.known(items, path, DATA_CLASSES, "data class", value)
 
     def subscribers(
         self,

@@ -6,6 +6,7 @@ every check, so the engine can trust them without re-validating.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker.policy.vocabulary import ObligationCode
@@ -42,6 +43,15 @@ class Agency:
     #: (it delegates signing to the HTTPS gateway, which holds a key registered
     #: under ``keys`` and signs only for agencies that say so here).
     signing: str = "agency"
+    #: Data classes whose consultation the agency is told of: when a team reads
+    #: (in the workspace) a copy of one of its concerns that shares any of these,
+    #: a CONSULTED notice goes to its status topic (``notify_on_consultation``;
+    #: ``all`` in the file is every class). Empty: not told.
+    notify_on_consultation: frozenset[str] = frozenset()
+
+    def notified_of(self, classes_shared: Iterable[str]) -> bool:
+        """Whether a consultation of a copy sharing ``classes_shared`` is notified."""
+        return not self.notify_on_consultation.isdisjoint(classes_shared)
 
     def ingest_topic(self, topics: Topics = DEFAULT) -> str:
         """The ingest topic is derived from the id, never configured separately."""

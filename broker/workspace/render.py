@@ -20,10 +20,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from broker.codec import Codec
+from broker.kafka.producer import make_producer
 from broker.loop.api import Acknowledger
 from broker.policy import Policy
 from broker.signing.feedkeys import FeedKeyring
 from broker.topics import DEFAULT, Topics
+from broker.workspace.notify import OwnerNotifier
 from broker.workspace.sessions import Sessions, User, hash_password
 from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore, to_ms
 
@@ -98,6 +100,7 @@ class Workspace:
         self.dummy_hash = hash_password(secrets.token_hex(8))
         self._stores: dict[str, FeedStore] = {}
         self._acks: dict[str, Acknowledger] = {}
+        self._notifier: OwnerNotifier | None = None
         self._lock = threading.Lock()
         self._clocks: ClockFollower | None = None
         self._classes = codec.data_classes()
@@ -128,6 +131,14 @@ class Workspace:
                     bootstrap=self.config.bootstrap, subscriber=subscriber,
                     topics=self.config.topics, codec=self.codec)
             return a
+
+    def notifier(self) -> OwnerNotifier:
+        """Who tells owning agencies of consultations (one producer, made when first needed)."""
+        with self._lock:
+            if self._notifier is None:
+                self._notifier = OwnerNotifier(make_producer(self.config.bootstrap),
+                                               self.config.topics, self.codec, self.config.policy)
+            return self._notifier
 
     def purposes(self, subscriber: str) -> list[str]:
         policy = self.config.policy
@@ -189,6 +200,8 @@ class Workspace:
             s.close()
         for a in list(self._acks.values()):
             a.close()
+        if self._notifier is not None:
+            self._notifier.close()
 
 
 def queue_rows(ws: Workspace, entries: list[Entry], user: User) -> list[dict[str, Any]]:

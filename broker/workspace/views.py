@@ -5,7 +5,9 @@ Every page is for the signed-in user's own subscriber: a concern or child not
 in that subscriber's feed is 404, whoever asks. Fields the policy withheld are
 shown as withheld with the rule and the data class, never a value. Each view
 of a chronology or a concern is recorded as a consultation (who, when, which
-records, purpose) on the gateway's consultations topic before it is shown.
+records, purpose) before it is shown, and where the policy says so the agency
+that published a record is told (broker/workspace/notify.py); if either write
+fails nothing is shown (503).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from broker.codec.exceptions import EncodingError
 from broker.errors import SafeshareError
 from broker.gateway.consultations import Consulted
 from broker.loop.api import Acknowledger
+from broker.workspace.notify import Read
 from broker.workspace.render import Workspace, queue_rows
 from broker.workspace.sessions import PRE_COOKIE, SESSION_COOKIE, User, check_password
 from broker.workspace.store import Entry
@@ -167,6 +170,13 @@ async def _consult(request: Request, user: User, purpose: str, entries: list[Any
     records = [Consulted(e.event_id, e.topic, e.partition, e.offset) for e in entries]
     await run_in_threadpool(recorder.consultation, f"user:{user.username}", user.subscriber,
                             purpose, records, "workspace")
+    reads = [Read(e.event_id, str((e.event.get("source") or {}).get("agency_id") or ""),
+                  list(e.decision.get("data_classes_shared") or ())) for e in entries]
+    try:
+        await run_in_threadpool(_ws(request).notifier().consulted, user.subscriber, purpose,
+                                reads)
+    except Exception as exc:  # any failed write: nothing is shown
+        raise SafeshareError(f"owner notification not written: {type(exc).__name__}") from exc
 
 
 @router.get("/events/{event_id}", response_class=HTMLResponse)
