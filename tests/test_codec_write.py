@@ -76,13 +76,20 @@ def test_any_valid_event_and_grant_writes_the_same_bytes(
     assert CODEC.body_trusted(record) == CODEC.encode(record)[HEADER_SIZE:]
 
 
-@pytest.mark.parametrize("name", ["safeshare.Decision", "safeshare.QuarantineRecord"])
+@pytest.mark.parametrize(
+    "name",
+    # The records the router builds itself: feed decisions, quarantine records,
+    # and the clock starts and access notices of a share (broker.loop.starter).
+    ["safeshare.Decision", "safeshare.QuarantineRecord", "safeshare.ClockRecord",
+     "safeshare.Notice"],
+)
 def test_other_records_write_the_same_bytes(name: str) -> None:
     @SETTINGS
     @given(records(name))
     def check(record: dict[str, Any]) -> None:
         CODEC.validate(record, name)
         assert CODEC.body_trusted(record, name) == CODEC.encode(record, name)[HEADER_SIZE:]
+        assert CODEC.encode_trusted(record, name) == CODEC.encode(record, name)
 
     check()
 
@@ -119,6 +126,11 @@ def test_a_record_the_fast_writer_cannot_place_is_validated_not_guessed() -> Non
     naive = _quarantine(quarantined_at=datetime(2026, 1, 1))  # noqa: DTZ001 - the point
     with pytest.raises(EncodingError, match="quarantined_at"):
         CODEC.body_trusted(naive, name)
+    with pytest.raises(EncodingError, match="source_offset"):
+        CODEC.encode_trusted(record, name)
+    small = Codec.from_dir(ROOT / "schemas", max_message_bytes=200)
+    with pytest.raises(EncodingError, match="over the limit|limit"):
+        small.encode_trusted(_quarantine(original=b"x" * 300), name)
 
 
 def test_an_event_off_the_fast_path_still_gets_correct_copies() -> None:

@@ -85,23 +85,47 @@ def clock_id(kind: str, event_id: str, owner: str) -> str:
 
 def clocks_for_share(policy: ClockPolicy, share: Share) -> list[ClockState]:
     """The clocks one share starts (none for most shares)."""
-    out: list[ClockState] = []
+    return [
+        _state(policy, kind, share,
+               share.returned_at_ms if from_return and share.returned_at_ms is not None
+               else share.shared_at_ms)
+        for kind, from_return in kinds_for_share(
+            policy, share.roles, share.category, share.risk_level,
+            break_glass=BREAK_GLASS_OBLIGATION in share.obligations,
+            returned=share.returned_at_ms is not None,
+        )
+    ]  # fmt: skip
+
+
+def kinds_for_share(
+    policy: ClockPolicy,
+    roles: frozenset[str],
+    category: str,
+    risk_level: str,
+    *,
+    break_glass: bool,
+    returned: bool,
+) -> list[tuple[str, bool]]:
+    """The kinds of clock a share starts, each with whether it runs from the child's
+    return (not the share). Depends only on these arguments and the policy, so the
+    router keeps the answer per combination (broker.loop.starter)."""
+    out: list[tuple[str, bool]] = []
     for start in policy.starts:
-        if not start.roles & share.roles:
+        if not start.roles & roles:
             continue
-        if start.categories and share.category not in start.categories:
+        if start.categories and category not in start.categories:
             continue
         kind = start.kind
-        begin = share.shared_at_ms
         if kind == "TRIAGE":
-            kind = "TRIAGE_" + policy.rag_from_risk.get(share.risk_level, "RED")
+            kind = "TRIAGE_" + policy.rag_from_risk.get(risk_level, "RED")
         elif kind == "RETURN_INTERVIEW":
-            if share.returned_at_ms is None:
+            if not returned:
                 continue  # still missing: the clock starts at the return
-            begin = share.returned_at_ms
-        elif kind == "BREAK_GLASS_REVIEW" and BREAK_GLASS_OBLIGATION not in share.obligations:
+            out.append((kind, True))
+            continue
+        elif kind == "BREAK_GLASS_REVIEW" and not break_glass:
             continue  # only a share under a break-glass rule is reviewed
-        out.append(_state(policy, kind, share, begin))
+        out.append((kind, False))
     return out
 
 

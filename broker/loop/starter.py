@@ -12,28 +12,50 @@ records it returns go out in the same Kafka transaction as the feed copy:
 
 Nothing here holds personal data: the subject is the audit HMAC, the rest are
 ids and times.
+
+Called for every share, so it keeps what depends only on the policy (which
+clocks a subscriber's share of a category starts) and writes records it built
+from checked values without validating them again (``Codec.encode_trusted``).
+``ClockStarter(plain=True)`` is the same without either shortcut: the rules'
+``clocks_for_share`` and the validating ``Codec.encode``; tests hold the two
+byte-for-byte equal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from broker.codec import Codec
 from broker.loop.core import CLOCK_RECORD, NOTICE
-from broker.loop.rules import ClockPolicy, Share, clocks_for_share
+from broker.loop.rules import (
+    BREAK_GLASS_OBLIGATION,
+    ClockPolicy,
+    Share,
+    clock_id,
+    clocks_for_share,
+    kinds_for_share,
+)
 from broker.topics import Topics
 
 #: Social care statuses whose children's local authority is told of every share.
 ACCESS_NOTIFIED = frozenset({"CHILD_PROTECTION_PLAN", "LOOKED_AFTER"})
+MISSING_EPISODE = "safeshare.MissingEpisode"
+# Distinct (subscriber, category, risk, break-glass, returned) combinations kept.
+_KINDS_MAX = 4096
+
+Start = tuple[str, bytes, bytes]
 
 
 class ClockStarter:
     """Turns one share into clock-start records (topic, key, value)."""
 
-    def __init__(self, *, policy: Any, codec: Codec, topics: Topics) -> None:
+    def __init__(self, *, policy: Any, codec: Codec, topics: Topics, plain: bool = False) -> None:
         self._clocks: ClockPolicy = policy.clocks
-        self._codec = codec
+        self._plain = plain
+        self._encode: Callable[[Mapping[str, Any], str], bytes] = (
+            codec.encode if plain else codec.encode_trusted
+        )
         self._topic = topics.clock_starts
         self._subscribers = {
             s.id: (frozenset(s.roles), tuple(s.escalate_to)) for s in policy.subscribers
@@ -45,59 +67,84 @@ class ClockStarter:
             if "childrens_social_care" in s.roles:
                 for la in s.local_authorities:
                     self._social_care[la] = (*self._social_care.get(la, ()), s.id)
+        self._kinds: dict[tuple[Any, ...], list[tuple[str, bool]]] = {}
 
     def starts(
         self, event: Mapping[str, Any], decision: Any, subject: str, now_ms: int
-    ) -> list[tuple[str, bytes, bytes]]:
-        roles, escalate_to = self._subscribers.get(decision.subscriber, (frozenset(), ()))
+    ) -> list[Start]:
+        subscriber = decision.subscriber
+        roles, escalate_to = self._subscribers.get(subscriber, (frozenset(), ()))
         payload = event.get("payload")
         returned = None
-        if isinstance(payload, tuple) and payload[0] == "safeshare.MissingEpisode":
+        if isinstance(payload, tuple) and payload[0] == MISSING_EPISODE:
             returned = _ms(payload[1].get("ended_at"))
-        share = Share(
-            event_id=event["event_id"],
-            subject=subject,
-            subscriber=decision.subscriber,
-            roles=roles,
-            shared_at_ms=now_ms,
-            category=str(event["category"]),
-            risk_level=str(event["risk_level"]),
-            obligations=frozenset(str(o.code) for o in decision.obligations),
-            returned_at_ms=returned,
-            escalate_to=escalate_to,
-        )
-        out = []
+        event_id = event["event_id"]
+        category, risk = str(event["category"]), str(event["risk_level"])
         referrer = event["source"]["agency_id"]
-        for state in clocks_for_share(self._clocks, share):
+        if self._plain:
+            share = Share(
+                event_id=event_id, subject=subject, subscriber=subscriber, roles=roles,
+                shared_at_ms=now_ms, category=category, risk_level=risk,
+                obligations=frozenset(str(o.code) for o in decision.obligations),
+                returned_at_ms=returned, escalate_to=escalate_to,
+            )  # fmt: skip
+            clocks = [(c.kind, c.started_ms, c.due_ms)
+                      for c in clocks_for_share(self._clocks, share)]
+        else:
+            clocks = self._clocks_of(subscriber, roles, category, risk, decision, returned, now_ms)
+        out = []
+        key = event_id.encode()
+        for kind, begin, due in clocks:
             record = {
-                "clock_id": state.clock_id, "kind": state.kind, "event_id": state.event_id,
-                "subject": subject, "owner": state.owner, "referrer": referrer,
-                "started_at": state.started_ms, "due_at": state.due_ms,
-                "escalate_to": list(state.escalate_to), "status": "OPEN",
+                "clock_id": clock_id(kind, event_id, subscriber), "kind": kind,
+                "event_id": event_id, "subject": subject, "owner": subscriber,
+                "referrer": referrer, "started_at": begin, "due_at": due,
+                "escalate_to": list(escalate_to), "status": "OPEN",
                 "tiers_escalated": 0, "stopped_at": None, "stopped_by": None,
-            }
-            data = self._codec.encode(record, CLOCK_RECORD)
-            out.append((self._topic, state.event_id.encode(), data))
+            }  # fmt: skip
+            out.append((self._topic, key, self._encode(record, CLOCK_RECORD)))
         if event["subject"].get("social_care_status") in ACCESS_NOTIFIED:
-            out += self._access(event, decision.subscriber, subject, now_ms)
+            out += self._access(event, subscriber, subject, now_ms)
+        return out
+
+    def _clocks_of(
+        self, subscriber: str, roles: frozenset[str], category: str, risk: str, decision: Any,
+        returned: int | None, now_ms: int,
+    ) -> list[tuple[str, int, int]]:  # fmt: skip
+        """(kind, start, due) of each clock: the kinds kept per combination."""
+        break_glass = any(str(o.code) == BREAK_GLASS_OBLIGATION for o in decision.obligations)
+        memo = (subscriber, category, risk, break_glass, returned is not None)
+        kinds = self._kinds.get(memo)
+        if kinds is None:
+            if len(self._kinds) >= _KINDS_MAX:
+                self._kinds.clear()
+            kinds = self._kinds[memo] = kinds_for_share(
+                self._clocks, roles, category, risk,
+                break_glass=break_glass, returned=returned is not None,
+            )  # fmt: skip
+        due_ms = self._clocks.due_ms
+        out = []
+        for kind, from_return in kinds:
+            begin = returned if from_return and returned is not None else now_ms
+            out.append((kind, begin, due_ms(kind, begin)))
         return out
 
     def _access(
         self, event: Mapping[str, Any], recipient: str, subject: str, now_ms: int
-    ) -> list[tuple[str, bytes, bytes]]:
+    ) -> list[Start]:
         out = []
+        event_id = event["event_id"]
         for csc in self._social_care.get(event["subject"]["local_authority"], ()):
             if csc == recipient:
                 continue  # social care is not told it received what it received
             notice = {
-                "notice_id": f"access:{event['event_id']}:{recipient}:{csc}",
-                "kind": "ACCESS", "recipient": csc, "event_id": event["event_id"],
+                "notice_id": f"access:{event_id}:{recipient}:{csc}",
+                "kind": "ACCESS", "recipient": csc, "event_id": event_id,
                 "subject": subject, "about": recipient, "clock_kind": None, "due_at": None,
                 "overdue_by_ms": None, "tier": None, "ack_kind": None, "rag": None,
                 "outcome": None, "noticed_at": now_ms,
             }
-            out.append((self._notices(csc), event["event_id"].encode(),
-                        self._codec.encode(notice, NOTICE)))
+            out.append((self._notices(csc), event_id.encode(), self._encode(notice, NOTICE)))
         return out
 
 
