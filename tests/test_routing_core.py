@@ -138,10 +138,10 @@ def test_a_defect_while_deciding_quarantines_that_message_only(core: RoutingCore
 
 
 def test_feed_key_hides_the_pseudonym_from_a_recipient_not_granted_it(core: RoutingCore) -> None:
-    assert core._feed_key("psn-1", True) == b"psn-1"
-    opaque = core._feed_key("psn-1", False)
+    assert core._to.key("psn-1", True) == b"psn-1"
+    opaque = core._to.key("psn-1", False)
     assert opaque and b"psn-1" not in opaque
-    assert opaque == core._feed_key("psn-1", False)  # same child, same partition
+    assert opaque == core._to.key("psn-1", False)  # same child, same partition
 
 
 def test_a_consent_record_on_its_agencys_topic_is_applied_and_audited(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,10 +40,9 @@ from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
 from broker.policy.consent import ConsentRecord, ConsentStore, ConsentVerdict
 from broker.policy.decision import Decision
 from broker.routing.dedup import SeenEvents
-from broker.routing.feed import FeedWriter
+from broker.routing.feed import FeedWriter, Recipients
 from broker.routing.identity import SubjectIdentity
 from broker.signing import signature_problem
-from broker.signing.feeds import FeedKeyError, FeedPublicKey, current_key, seal_message
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -147,20 +145,20 @@ class RoutingCore:
         self.consents = consents
         self.topics = topics
         self.clock = clock
-        self._pseudonym_key = pseudonym_key
-        self._feed_topic_of = feed_topic_of or topics.feed
         self.max_message_bytes = max_message_bytes
         self.time_bounds = time_bounds
         self.seen_event_ids = seen_event_ids if seen_event_ids is not None else SeenEvents()
         self._feed = FeedWriter(codec)
+        self._to = Recipients(
+            codec=codec, decider=decider, feed_topic_of=feed_topic_of or topics.feed,
+            pseudonym_key=pseudonym_key,
+        )  # fmt: skip
         # The statutory clocks a share starts, written in the share's transaction.
         self._clock_starter = clock_starter
         self._subject_pseudonym = SubjectPseudonymiser(pseudonym_key)
         if isinstance(consents, ConsentStore):
             # Keyed as the audit leaves are, so the state rebuilds from them.
             consents.key_subjects_with(self._subject_pseudonym)
-        # Per subscriber: (feed topic, X25519 key of a confidential feed or None).
-        self._recipients: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
         self._leaves = LeafWriter()
 
     # -- audit helpers -------------------------------------------------------
@@ -528,13 +526,13 @@ class RoutingCore:
             # Each subscriber's copy is a splice of the event's bytes with its
             # redacted fields nulled (broker.codec._write, ._read).
             data = self._feed.record(decision, written.redacted(classes))
-            topic, sealing = self._recipient(subscriber)
+            topic, sealing = self._to.of(subscriber)
             if sealing:
-                data = self._seal(sealing, subscriber, event_id, data, now)
+                data = self._to.seal(sealing, subscriber, event_id, data, now)
             # A sealed copy's record key never shows the pseudonym (it is inside).
             granted = "pseudonym" in classes and not sealing
             if granted not in feed_keys:
-                feed_keys[granted] = self._feed_key(pseudonym, granted)
+                feed_keys[granted] = self._to.key(pseudonym, granted)
             outputs.append(Outbound(topic, feed_keys[granted], data))
             routed.shared.append(subscriber)
             if self._clock_starter is not None:
@@ -546,33 +544,6 @@ class RoutingCore:
         if take_expired is not None:
             self._expiry_leaves(take_expired(), now, routed)
         return routed
-
-    def _recipient(self, subscriber: str) -> tuple[str, tuple[FeedPublicKey, ...]]:
-        found = self._recipients.get(subscriber)
-        if found is None:
-            found = (self._feed_topic_of(subscriber), self._feed_keys(subscriber))
-            self._recipients[subscriber] = found
-        return found
-
-    def _feed_keys(self, subscriber: str) -> tuple[FeedPublicKey, ...]:
-        """The subscriber's HPKE feed keys (broker.signing.feeds); none: a plain feed."""
-        lookup = getattr(self.decider, "subscriber", None)
-        record = lookup(subscriber) if lookup is not None else None
-        return tuple(
-            FeedPublicKey.from_b64(
-                k.kem, k.public_key, not_before_ms=k.not_before_ms, not_after_ms=k.not_after_ms
-            )
-            for k in getattr(record, "feed_keys", ())
-        )
-
-    def _seal(
-        self, keys: tuple[FeedPublicKey, ...], subscriber: str, event_id: str, data: bytes, now: int
-    ) -> bytes:
-        """A confidential subscriber's copy sealed to its current key (never plaintext)."""
-        key = current_key(keys, now)
-        if key is None:  # the policy refuses this at load; fail closed all the same
-            raise FeedKeyError(f"subscriber {subscriber!r} has no feed key valid now")
-        return seal_message(self.codec, key, subscriber, event_id, data)
 
     def _signature_problem(
         self, data: bytes, event: Mapping[str, Any], agency: str, now_ms: int
@@ -588,22 +559,6 @@ class RoutingCore:
         mode = getattr(self.decider, "event_signatures", "required")
         return signature_problem(
             data, event.get("signature"), agency, keys, required=mode == "required", at_ms=now_ms
-        )
-
-    def _feed_key(self, pseudonym: str | None, shared: bool) -> bytes | None:
-        """The feed record key: the pseudonym if the recipient may see it, else an
-        opaque keyed digest of it, which keeps one child's events in order on one
-        partition without telling the recipient who the child is."""
-        if not pseudonym:
-            return None
-        if shared:
-            return pseudonym.encode()
-        return (
-            hmac.new(
-                self._pseudonym_key, b"safeshare-feed-key:" + pseudonym.encode(), hashlib.sha256
-            )
-            .hexdigest()[:32]
-            .encode()
         )
 
 

@@ -1,4 +1,5 @@
-"""A subscriber's copy: a FeedRecord of the decision and the redacted event.
+"""A subscriber's copy: a FeedRecord of the decision and the redacted event, and
+where it goes (:class:`Recipients`: the feed topic, its record key, its sealing).
 
 Written without encoding the event again: the record is its fields'
 encodings one after the other (Avro), so a copy is the record's header, the
@@ -7,12 +8,16 @@ decision's body and the event's redacted bytes (broker.codec._write, ._read).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable
 from typing import Any
 
 from broker.codec import Codec
 from broker.codec._write import long_bytes
 from broker.codec.exceptions import CodecError, EncodingError
 from broker.policy.decision import Decision
+from broker.signing.feeds import FeedKeyError, FeedPublicKey, current_key, seal_message
 
 FEED_RECORD = "safeshare.FeedRecord"
 DECISION_RECORD = "safeshare.Decision"
@@ -104,3 +109,66 @@ def _decision_record(decision: Decision) -> dict[str, Any]:
         "obligations": [{"code": str(o.code), "due_at": o.due_at_ms} for o in decision.obligations],
         "decided_at": decision.now_ms,
     }
+
+
+class Recipients:
+    """Per subscriber: its feed topic and HPKE feed keys (kept), the copy's record
+    key, and the sealing of a confidential subscriber's copy."""
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        decider: Any,
+        feed_topic_of: Callable[[str], str],
+        pseudonym_key: bytes,
+    ) -> None:
+        self._codec = codec
+        self._decider = decider
+        self._feed_topic_of = feed_topic_of
+        self._pseudonym_key = pseudonym_key
+        self._found: dict[str, tuple[str, tuple[FeedPublicKey, ...]]] = {}
+
+    def of(self, subscriber: str) -> tuple[str, tuple[FeedPublicKey, ...]]:
+        """(feed topic, feed keys: none for a plain feed) of ``subscriber``."""
+        found = self._found.get(subscriber)
+        if found is None:
+            found = (self._feed_topic_of(subscriber), self._feed_keys(subscriber))
+            self._found[subscriber] = found
+        return found
+
+    def _feed_keys(self, subscriber: str) -> tuple[FeedPublicKey, ...]:
+        """The subscriber's HPKE feed keys (broker.signing.feeds); none: a plain feed."""
+        lookup = getattr(self._decider, "subscriber", None)
+        record = lookup(subscriber) if lookup is not None else None
+        return tuple(
+            FeedPublicKey.from_b64(
+                k.kem, k.public_key, not_before_ms=k.not_before_ms, not_after_ms=k.not_after_ms
+            )
+            for k in getattr(record, "feed_keys", ())
+        )
+
+    def seal(
+        self, keys: tuple[FeedPublicKey, ...], subscriber: str, event_id: str, data: bytes, now: int
+    ) -> bytes:
+        """A confidential subscriber's copy sealed to its current key (never plaintext)."""
+        key = current_key(keys, now)
+        if key is None:  # the policy refuses this at load; fail closed all the same
+            raise FeedKeyError(f"subscriber {subscriber!r} has no feed key valid now")
+        return seal_message(self._codec, key, subscriber, event_id, data)
+
+    def key(self, pseudonym: str | None, shared: bool) -> bytes | None:
+        """The feed record key: the pseudonym if the recipient may see it, else an
+        opaque keyed digest of it, which keeps one child's events in order on one
+        partition without telling the recipient who the child is."""
+        if not pseudonym:
+            return None
+        if shared:
+            return pseudonym.encode()
+        return (
+            hmac.new(
+                self._pseudonym_key, b"safeshare-feed-key:" + pseudonym.encode(), hashlib.sha256
+            )
+            .hexdigest()[:32]
+            .encode()
+        )
