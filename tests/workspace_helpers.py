@@ -22,7 +22,7 @@ from broker.loop.service import LoopService
 from broker.policy import Policy
 from broker.routing.app import build_core, build_service
 from broker.topics import Topics
-from broker.workspace import WorkspaceConfig
+from broker.workspace import DpoConfig, WorkspaceConfig
 from broker.workspace.sessions import User, hash_password
 
 CODEC = Codec.default()
@@ -30,6 +30,7 @@ PASSWORD = "correct horse battery staple"
 USERS = {
     "sam": User("sam", "torbay-mash", "Sam Social Worker", hash_password(PASSWORD)),
     "dana": User("dana", "example-academy-dsl", "Dana DSL", hash_password(PASSWORD)),
+    "dee": User("dee", "torbay-mash", "Dee DPO", hash_password(PASSWORD), role="dpo"),
 }
 
 
@@ -51,7 +52,8 @@ def running_workspace(bootstrap: str, topics: Topics, settings: config.Settings,
     app = create_app(GatewayConfig(
         bootstrap=bootstrap, topics=topics, policy=policy, codec=CODEC,
         workspace=WorkspaceConfig(users=USERS, bootstrap=bootstrap, topics=topics,
-                                  policy=policy, secret=b"test-secret-0123456789abcdef")))
+                                  policy=policy, secret=b"test-secret-0123456789abcdef",
+                                  dpo=DpoConfig(keys_dir=settings.home / "keys"))))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))

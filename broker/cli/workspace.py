@@ -64,7 +64,7 @@ def serve(users_path: Path, host: str, port: int, plain: bool, tls_cert: Path | 
     from broker.gateway.app import GatewayConfig, create_app  # noqa: PLC0415
     from broker.policy import Policy, PolicyError  # noqa: PLC0415
     from broker.signing.feedkeys import FeedKeyring  # noqa: PLC0415
-    from broker.workspace import WorkspaceConfig  # noqa: PLC0415
+    from broker.workspace import DpoConfig, WorkspaceConfig  # noqa: PLC0415
     from broker.workspace.sessions import UserError, load_users  # noqa: PLC0415
 
     s = settings()
@@ -90,7 +90,8 @@ def serve(users_path: Path, host: str, port: int, plain: bool, tls_cert: Path | 
     app = create_app(GatewayConfig(
         bootstrap=bootstrap_, topics=s.topics, codec=codec, policy=policy,
         workspace=WorkspaceConfig(users=users, bootstrap=bootstrap_, topics=s.topics,
-                                  policy=policy, keyrings=keyrings)))
+                                  policy=policy, keyrings=keyrings,
+                                  dpo=DpoConfig(keys_dir=s.home / "keys"))))
     tls: dict[str, str] = {}
     if not plain:
         cert = tls_cert or s.home / "gateway" / "server.pem"
@@ -142,7 +143,6 @@ def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs:
     """A child's subject-access report: who received what, when, on which basis,
     what was withheld and why, break-glass shares and their reviews; each line
     with its inclusion proof. Exit 1 if the log does not verify."""
-    from broker.audit.leaf import subject_pseudonym  # noqa: PLC0415
     from broker.codec import Codec  # noqa: PLC0415
     from broker.workspace import reports  # noqa: PLC0415
 
@@ -155,14 +155,9 @@ def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs:
                                f"{exc.strerror}") from None
     trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
     b = load_bundle(bundle, bootstrap, shard)
-    first = reports.subject_access(b, subject, subject_pseudonym(key, subject), trust)
-    reviews = {}
-    glass = {x.recipient for x in first.lines if x.break_glass}
-    if glass and bundle is None:
-        reviews = reports.read_reviews(resolve_bootstrap(bootstrap), s.topics,
-                                       Codec.from_dir(s.schemas_dir), glass)
-    r = reports.subject_access(b, subject, subject_pseudonym(key, subject), trust, reviews) \
-        if reviews else first
+    r = reports.subject_access_report(
+        b, subject, key, trust, None if bundle is not None else lambda glass: reports.read_reviews(
+            resolve_bootstrap(bootstrap), s.topics, Codec.from_dir(s.schemas_dir), glass))
     html = reports.subject_access_html(r)
     _write(out, html)
     if proofs is not None:
@@ -189,7 +184,6 @@ def s62_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
             bootstrap: str | None) -> None:
     """DPA 2018 s.62 log as CSV: consultations (gateway and workspace reads) and
     disclosures of law-enforcement data (shares of police agencies' events)."""
-    from broker.audit import verify as _verify  # noqa: PLC0415
     from broker.audit.exceptions import AuditError  # noqa: PLC0415
     from broker.codec import Codec  # noqa: PLC0415
     from broker.policy import Policy, PolicyError  # noqa: PLC0415
@@ -201,15 +195,14 @@ def s62_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
             s.schemas_dir).data_classes()) if s.policy_path else None
     except PolicyError as exc:
         raise click.UsageError(f"cannot load the policy: {exc}") from None
-    police = {a.id for a in (policy.agencies if policy else []) if a.type == "POLICE"}
+    police = reports.law_enforcement(policy)
     b = load_bundle(bundle, bootstrap, shard)
+    trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
+    consultations = reports.read_consultations(resolve_bootstrap(bootstrap), s.topics.consultations)
     try:
-        verified = _verify.verify_bundle(b, trusted_keys(vkeys, vkeys_file, shard),
-                                         witness_vkeys=witness_vkeys, witness_quorum=quorum)
+        _write(out, reports.verified_s62(b, trust, consultations, police))
     except AuditError as exc:
         raise click.ClickException(f"the audit log does not verify: {exc}") from None
-    consultations = reports.read_consultations(resolve_bootstrap(bootstrap), s.topics.consultations)
-    _write(out, reports.s62_csv(consultations, verified.leaves, police))
 
 
 @report.command("checkpoints")

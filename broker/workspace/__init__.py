@@ -1,4 +1,5 @@
-"""The MASH workspace: server-rendered pages for practitioners on the gateway's app.
+"""The MASH workspace: server-rendered pages for practitioners (and the DPO's
+reports, broker/workspace/dpo.py) on the gateway's app.
 
 :func:`mount` adds the pages (``/workspace/...``) and their static files to a
 gateway application; the gateway's lifespan starts and stops the workspace
@@ -11,10 +12,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from broker.codec import Codec
-from broker.workspace.render import HERE, Workspace, WorkspaceConfig
+from broker.workspace.dpo import router as dpo_router
+from broker.workspace.render import HERE, DpoConfig, Workspace, WorkspaceConfig
 from broker.workspace.views import router
 
-__all__ = ["Workspace", "WorkspaceConfig", "mount"]
+__all__ = ["DpoConfig", "Workspace", "WorkspaceConfig", "mount"]
 
 
 def mount(app: FastAPI, config: WorkspaceConfig, codec: Codec | None = None) -> Workspace:
@@ -22,6 +24,7 @@ def mount(app: FastAPI, config: WorkspaceConfig, codec: Codec | None = None) -> 
     ws = Workspace(config, codec or Codec.default())
     app.state.workspace = ws
     app.include_router(router)
+    app.include_router(dpo_router)
     app.mount("/workspace/static", StaticFiles(directory=HERE / "static"),
               name="workspace-static")
     return ws

@@ -32,6 +32,17 @@ from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore, t
 HERE = Path(__file__).parent
 
 
+@dataclass(frozen=True)
+class DpoConfig:
+    """Where the DPO's pages read from: the keys directory (the checkpointer's
+    trust anchor, the router's subject pseudonym key), the log shard, witnesses."""
+
+    keys_dir: Path
+    shard: int = 0
+    witness_vkeys: tuple[str, ...] = ()
+    quorum: int = 0
+
+
 @dataclass
 class WorkspaceConfig:
     users: dict[str, User]
@@ -41,6 +52,8 @@ class WorkspaceConfig:
     keyrings: dict[str, FeedKeyring] = field(default_factory=dict)
     """Confidential feeds: the subscriber's private feed keys, by subscriber id."""
     secret: bytes | None = None
+    dpo: DpoConfig | None = None
+    """The DPO's report sources; without them the DPO pages say what is missing."""
 
 
 def _when(ms: int) -> str:
@@ -111,7 +124,8 @@ class Workspace:
     def start(self) -> None:
         """Follow the clocks and every feed a user belongs to (so pages are warm)."""
         self._clocks = ClockFollower(self.config.bootstrap, self.config.topics, self.codec)
-        for sub in sorted({u.subscriber for u in self.users.values()}):
+        for sub in sorted({u.subscriber for u in self.users.values()
+                           if u.role == "practitioner"}):
             self.store(sub)
 
     def store(self, subscriber: str) -> FeedStore:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -254,3 +254,33 @@ def read_reviews(bootstrap: str, topics: Any, codec: Any,
     for sub in sorted(set(recipients)):
         _read_topic(bootstrap, topics.acks(sub), add)
     return out
+
+
+ReviewsOf = Callable[[set[str]], Mapping[tuple[str, str], list[str]]]
+
+
+def subject_access_report(bundle: Bundle, pseudonym: str, key: bytes, trust: Trust,
+                          reviews_of: ReviewsOf | None = None) -> SubjectAccess:
+    """:func:`subject_access` with the reviews of its break-glass shares, read by
+    ``reviews_of(recipients)`` only when there are some (the CLI and the DPO pages)."""
+    from broker.audit.leaf import subject_pseudonym  # noqa: PLC0415
+
+    hmac_ = subject_pseudonym(key, pseudonym)
+    first = subject_access(bundle, pseudonym, hmac_, trust)
+    glass = {x.recipient for x in first.lines if x.break_glass}
+    if not glass or reviews_of is None:
+        return first
+    return subject_access(bundle, pseudonym, hmac_, trust, reviews_of(glass))
+
+
+def verified_s62(bundle: Bundle, trust: Trust, consultations: Iterable[Mapping[str, Any]],
+                 law_enforcement: set[str]) -> str:
+    """:func:`s62_csv` from a log that verifies against ``trust``; raises AuditError if not."""
+    verified = _verify.verify_bundle(bundle, trust.vkeys, witness_vkeys=trust.witness_vkeys,
+                                     witness_quorum=trust.quorum)
+    return s62_csv(consultations, verified.leaves, law_enforcement)
+
+
+def law_enforcement(policy: Any) -> set[str]:
+    """The agencies whose shares are disclosures of law-enforcement data (police)."""
+    return {a.id for a in (policy.agencies if policy is not None else []) if a.type == "POLICE"}

@@ -1,6 +1,7 @@
 """Who is signed in: people of a subscriber, a signed session cookie, CSRF tokens.
 
-Users come from a YAML file (``users: [{username, subscriber, name, password}]``)
+Users come from a YAML file (``users: [{username, subscriber, name, password, role}]``,
+role ``practitioner`` by default or ``dpo``)
 whose ``password`` is ``scrypt$<salt b64>$<hash b64>`` (:func:`hash_password`;
 scrypt n=2**14, r=8, p=1 from ``cryptography``), never the password itself.
 
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 SESSION_COOKIE = "ws_session"
 PRE_COOKIE = "ws_pre"
 SESSION_S = 8 * 3600
+ROLES = ("practitioner", "dpo")
 
 
 def _b64(data: bytes) -> str:
@@ -67,6 +69,10 @@ class User:
     subscriber: str
     name: str
     password: str
+    role: str = "practitioner"
+    """``practitioner`` (the queue, concerns, chronologies, triage, alerts) or
+    ``dpo`` (the data protection officer's reports only, never a child's records
+    as a practitioner sees them)."""
 
 
 class UserError(ValueError):
@@ -83,9 +89,12 @@ def load_users(path: Path, subscribers: set[str] | None = None) -> dict[str, Use
     for i, u in enumerate(doc.get("users") or []):
         try:
             user = User(str(u["username"]), str(u["subscriber"]), str(u.get("name") or
-                        u["username"]), str(u["password"]))
+                        u["username"]), str(u["password"]), str(u.get("role") or ROLES[0]))
         except (KeyError, TypeError):
             raise UserError(f"{path}: users[{i}]: needs username, subscriber, password") from None
+        if user.role not in ROLES:
+            raise UserError(f"{path}: users[{i}].role: {user.role!r} is not one of "
+                            f"{', '.join(ROLES)}")
         if subscribers is not None and user.subscriber not in subscribers:
             raise UserError(f"{path}: users[{i}].subscriber: {user.subscriber!r} is not "
                             "a subscriber of the policy")

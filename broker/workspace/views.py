@@ -46,8 +46,20 @@ def _ws(request: Request) -> Workspace:
 
 
 def _user(request: Request) -> User | None:
+    """The signed-in user, whatever their role."""
     ws = _ws(request)
     return ws.sessions.check(request.cookies.get(SESSION_COOKIE), ws.users)
+
+
+def signed_in(request: Request, role: str = "practitioner") -> User | Response:
+    """The signed-in user if they have ``role``; else sign-in (nobody) or 403."""
+    user = _user(request)
+    if user is None:
+        return _signin_redirect()
+    if user.role != role:
+        return _page(request, "missing.html", 403, user=user,
+                     what=f"This page is for the {role} role; you are signed in as {user.role}.")
+    return user
 
 
 def _signin_redirect() -> RedirectResponse:
@@ -98,7 +110,8 @@ async def signin(request: Request) -> Response:
                                  ws.dummy_hash, form.get("password", ""))
     if user is None or not ok:
         return await signin_form(request, "Unknown username or wrong password.")
-    ws.store(user.subscriber)
+    if user.role == "practitioner":
+        ws.store(user.subscriber)  # warm the feed before the queue is asked for
     resp = RedirectResponse("/workspace/", status_code=303)
     resp.set_cookie(SESSION_COOKIE, ws.sessions.issue(user), httponly=True, samesite="strict",
                     secure=request.url.scheme == "https", path="/workspace",
@@ -119,9 +132,11 @@ async def signout(request: Request) -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 async def queue(request: Request) -> Response:
-    user = _user(request)
-    if user is None:
-        return _signin_redirect()
+    if (u := _user(request)) is not None and u.role == "dpo":
+        return RedirectResponse("/workspace/dpo/", status_code=303)
+    user = signed_in(request)
+    if isinstance(user, Response):
+        return user
     ws = _ws(request)
     store = ws.store(user.subscriber)
     return _page(request, "queue.html", user=user, rows=queue_rows(ws, store.entries(), user),
@@ -132,8 +147,8 @@ async def queue(request: Request) -> Response:
 async def queue_stream(request: Request, since: int = 0) -> Response:
     """New rows of the queue as server-sent events (``event: row``, HTML in ``data``)."""
     user = _user(request)
-    if user is None:
-        return Response("sign in first", status_code=401)
+    if user is None or user.role != "practitioner":
+        return Response("sign in first (as a practitioner)", status_code=401)
     ws = _ws(request)
     store = ws.store(user.subscriber)
 
@@ -181,9 +196,9 @@ async def _consult(request: Request, user: User, purpose: str, entries: list[Any
 
 @router.get("/events/{event_id}", response_class=HTMLResponse)
 async def concern(request: Request, event_id: str) -> Response:
-    user = _user(request)
-    if user is None:
-        return _signin_redirect()
+    user = signed_in(request)
+    if isinstance(user, Response):
+        return user
     ws = _ws(request)
     entry = ws.store(user.subscriber).get(event_id)
     if entry is None:
@@ -201,9 +216,9 @@ async def concern(request: Request, event_id: str) -> Response:
 
 @router.get("/children/{pseudonym}", response_class=HTMLResponse)
 async def chronology(request: Request, pseudonym: str) -> Response:
-    user = _user(request)
-    if user is None:
-        return _signin_redirect()
+    user = signed_in(request)
+    if isinstance(user, Response):
+        return user
     ws = _ws(request)
     entries = ws.store(user.subscriber).chronology(pseudonym)
     if not entries:
@@ -229,9 +244,9 @@ async def _record_acks(request: Request, event_id: str,
     team's; ``make`` turns the form into acknowledgements (or answers itself),
     which are written in order and shown at once (the store's follower reads
     them back after a restart)."""
-    user = _user(request)
-    if user is None:
-        return _signin_redirect()
+    user = signed_in(request)
+    if isinstance(user, Response):
+        return user
     form = await _form(request)
     ws = _ws(request)
     if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
@@ -300,9 +315,9 @@ async def review(request: Request, event_id: str) -> Response:
 
 @router.get("/alerts", response_class=HTMLResponse)
 async def alerts(request: Request) -> Response:
-    user = _user(request)
-    if user is None:
-        return _signin_redirect()
+    user = signed_in(request)
+    if isinstance(user, Response):
+        return user
     ws = _ws(request)
     found = [ws.view(e, user) for e in ws.store(user.subscriber).entries()
              if e.event.get("category") == "PATTERN"]

@@ -1,0 +1,173 @@
+"""The data protection officer's pages: a child's subject-access report (with
+its PDF and proofs), the DPA 2018 s.62 consultations and disclosures CSV, and
+the checkpoint history with its verification result.
+
+The same report code as ``safeshare workspace report`` (broker/workspace/reports.py),
+from the same sources: the audit log read from Kafka (shard 0), verified against
+the trust anchor the checkpointer wrote under ``$SAFESHARE_HOME/keys`` (plus any
+witnesses configured), the router's subject pseudonym key, the consultations
+topic and the acknowledgements (break-glass reviews). Only users with the
+``dpo`` role see these pages (403 for anyone else, whatever the URL); a report
+from a log that does not verify says so and gives no lines.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
+
+from broker.audit.bundle import Bundle
+from broker.audit.exceptions import AuditError
+from broker.workspace import reports
+from broker.workspace.render import DpoConfig, Workspace
+from broker.workspace.views import _HEADERS, _page, _ws, signed_in
+
+router = APIRouter(prefix="/workspace/dpo", include_in_schema=False)
+PSEUDONYM_MAX = 200
+
+
+class NotReady(Exception):
+    """A source the reports need is missing (one line saying which)."""
+
+
+def _config(ws: Workspace) -> DpoConfig:
+    if ws.config.dpo is None:
+        raise NotReady("the workspace was started without the DPO's sources (keys directory)")
+    return ws.config.dpo
+
+
+def _trust(cfg: DpoConfig) -> reports.Trust:
+    from broker.audit.checkpoint import origin_for_shard  # noqa: PLC0415
+    from broker.audit.keystore import LogKeyStore  # noqa: PLC0415
+
+    store = LogKeyStore(cfg.keys_dir, origin=origin_for_shard(cfg.shard), shard=cfg.shard)
+    anchor = store.anchor()
+    if anchor is None:
+        raise NotReady("no trusted log key yet: the checkpointer has not written its anchor")
+    return reports.Trust([anchor], cfg.witness_vkeys, cfg.quorum)
+
+
+def _bundle(ws: Workspace, cfg: DpoConfig) -> Bundle:
+    from broker.audit.stream import read_log  # noqa: PLC0415
+
+    return read_log(ws.config.bootstrap, ws.config.topics, shard=cfg.shard)
+
+
+def sar(ws: Workspace, pseudonym: str) -> reports.SubjectAccess:
+    cfg = _config(ws)
+    path = cfg.keys_dir / "subject-pseudonym.key"
+    try:
+        key = path.read_bytes()
+    except OSError:
+        raise NotReady("the router's subject pseudonym key is not readable here") from None
+    trust = _trust(cfg)
+    return reports.subject_access_report(
+        _bundle(ws, cfg), pseudonym, key, trust,
+        lambda glass: reports.read_reviews(ws.config.bootstrap, ws.config.topics, ws.codec,
+                                           glass))
+
+
+def s62(ws: Workspace) -> str:
+    cfg = _config(ws)
+    trust = _trust(cfg)
+    consultations = reports.read_consultations(ws.config.bootstrap,
+                                               ws.config.topics.consultations)
+    return reports.verified_s62(_bundle(ws, cfg), trust, consultations,
+                                reports.law_enforcement(ws.config.policy))
+
+
+def checkpoints(ws: Workspace) -> reports.CheckpointHistory:
+    cfg = _config(ws)
+    return reports.checkpoint_history(_bundle(ws, cfg), _trust(cfg))
+
+
+def _subject(request: Request) -> str:
+    return (request.query_params.get("subject") or "").strip()[:PSEUDONYM_MAX]
+
+
+def _unavailable(request: Request, user: object, why: str) -> HTMLResponse:
+    return _page(request, "missing.html", 503, user=user, what=f"Report not available: {why}.")
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request) -> Response:
+    user = signed_in(request, "dpo")
+    if isinstance(user, Response):
+        return user
+    return _page(request, "dpo.html", user=user)
+
+
+@router.get("/subject-access", response_class=HTMLResponse)
+async def subject_access(request: Request) -> Response:
+    """The report as a page; links to its PDF and its proofs."""
+    user = signed_in(request, "dpo")
+    if isinstance(user, Response):
+        return user
+    subject = _subject(request)
+    if not subject:
+        return _page(request, "dpo.html", 422, user=user,
+                     error="subject: give the child's pseudonym")
+    try:
+        r = await run_in_threadpool(sar, _ws(request), subject)
+    except (NotReady, AuditError) as exc:
+        return _unavailable(request, user, str(exc))
+    return _page(request, "dpo_sar.html", user=user, r=r)
+
+
+def _download(data: bytes | str, media: str, name: str) -> Response:
+    return Response(data, media_type=media, headers={
+        **_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/subject-access.pdf")
+async def subject_access_pdf(request: Request) -> Response:
+    user = signed_in(request, "dpo")
+    if isinstance(user, Response):
+        return user
+    subject = _subject(request)
+    try:
+        r = await run_in_threadpool(sar, _ws(request), subject)
+        pdf = await run_in_threadpool(reports.to_pdf, reports.subject_access_html(r))
+    except (NotReady, AuditError, ImportError) as exc:
+        return _unavailable(request, user, str(exc))
+    return _download(pdf, "application/pdf", "subject-access.pdf")
+
+
+@router.get("/subject-access.proofs.json")
+async def subject_access_proofs(request: Request) -> Response:
+    """Every line's inclusion proof, for ``safeshare audit verify-proof`` offline."""
+    user = signed_in(request, "dpo")
+    if isinstance(user, Response):
+        return user
+    try:
+        r = await run_in_threadpool(sar, _ws(request), _subject(request))
+    except (NotReady, AuditError) as exc:
+        return _unavailable(request, user, str(exc))
+    return _download(r.proofs_json(), "application/json", "subject-access-proofs.json")
+
+
+@router.get("/s62.csv")
+async def s62_csv(request: Request) -> Response:
+    user = signed_in(request, "dpo")
+    if isinstance(user, Response):
+        return user
+    try:
+        csv = await run_in_threadpool(s62, _ws(request))
+    except AuditError as exc:
+        return _unavailable(request, user, f"the audit log does not verify: {exc}")
+    except NotReady as exc:
+        return _unavailable(request, user, str(exc))
+    return _download(csv, "text/csv; charset=utf-8", "s62-consultations-disclosures.csv")
+
+
+@router.get("/checkpoints", response_class=HTMLResponse)
+async def checkpoint_history(request: Request) -> Response:
+    user = signed_in(request, "dpo")
+    if isinstance(user, Response):
+        return user
+    try:
+        h = await run_in_threadpool(checkpoints, _ws(request))
+    except NotReady as exc:
+        return _unavailable(request, user, str(exc))
+    return _page(request, "dpo_checkpoints.html", user=user, h=h)
