@@ -79,3 +79,34 @@ def test_bad_calendars_say_what_is_wrong() -> None:
     assert parse_weekdays(["Monday", "TUE"]) == frozenset({0, 1})
     with pytest.raises(CalendarError, match="negative"):
         CAL.add_working_ms(0, -1)
+
+
+@pytest.mark.parametrize("zone", ["Europe/London", "America/St_Johns", "Asia/Kathmandu",
+                                  "Australia/Lord_Howe", "Pacific/Chatham"])
+def test_kept_dates_and_windows_give_the_plain_deadlines(zone: str) -> None:
+    """add_working_ms keeps each UTC hour's local date and a fortnight of working hours
+    per date; the deadlines are those of the plain day-at-a-time walk, in zones with
+    half-hour, 45-minute and half-hour-DST offsets, around each clock change, over
+    bank holidays and Christmas, for durations from nothing to weeks."""
+    import random  # noqa: PLC0415
+
+    cal = WorkingCalendar(timezone=zone, extra_closures=frozenset({date(2026, 12, 31)}))
+    rng = random.Random(20261206)
+    tz = ZoneInfo(zone)
+    starts = [rng.randrange(ms(2025, 1, 1), ms(2028, 1, 1)) for _ in range(1500)]
+    # every 7 minutes across the days around each clock change of 2026 in this zone
+    for month in range(1, 13):
+        for day in range(1, 29):
+            a = datetime(2026, month, day, tzinfo=tz)
+            b = datetime(2026, month, day, 23, 59, tzinfo=tz)
+            if a.utcoffset() != b.utcoffset():
+                base = int(a.timestamp() * 1000) - 2 * 86_400_000
+                starts += range(base, base + 5 * 86_400_000, 11 * 60_000 + 1)
+    durations = [0, 1, MS_PER_HOUR, 8 * MS_PER_HOUR, 24 * MS_PER_HOUR, 100 * MS_PER_HOUR]
+    for start in starts:
+        for duration in durations:
+            assert cal.add_working_ms(start, duration) == cal._add_working_ms_plainly(
+                start, duration
+            ), (zone, start, duration)
+    with pytest.raises(CalendarError, match="negative"):
+        cal.add_working_ms(starts[0], -1)
