@@ -317,9 +317,11 @@ def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any
     return st.fixed_dictionaries(
         {
             "time_ms": st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1]),
-            # Not CONSENT: its leaves have members of their own (test_consent_leaf_*).
+            # Not CONSENT, CONSULTED: their leaves have members of their own
+            # (test_consent_leaf_*, test_consulted_leaf_*).
             "kind": st.sampled_from(
-                [k for k in [*LeafKind, *(k.value for k in LeafKind)] if k != "CONSENT"]
+                [k for k in [*LeafKind, *(k.value for k in LeafKind)]
+                 if k not in ("CONSENT", "CONSULTED")]
             ),
             "event_id": text,
             "event_digest": digests,
@@ -571,9 +573,11 @@ _LEAF_PART = frozenset(("time_ms", "delivered_digest", "consent_ref", "obligatio
 
 
 def test_the_three_parts_are_all_of_a_leafs_fields() -> None:
-    """All but a CONSENT leaf's own members, which only the dataclass path writes."""
+    """All but a CONSENT or CONSULTED leaf's own members, which only the dataclass
+    path writes."""
     consent_only = {"consent_purpose", "consent_roles", "consent_data_classes",
-                    "consent_expires_ms"}
+                    "consent_expires_ms", "consulted_by", "consulted_purpose",
+                    "consulted_via", "consulted_record"}
     assert set(AuditLeaf.__dataclass_fields__) - consent_only == (
         _DECISION_PART | _EVENT_PART | _LEAF_PART
     )
@@ -801,3 +805,28 @@ def test_consent_leaf_without_its_members_or_another_with_them_is_not_a_leaf() -
     data["kind"] = "WITHHELD"
     with pytest.raises(MalformedError, match="unexpected"):
         AuditLeaf.from_bytes(rfc8785.dumps(data))
+
+
+def test_consulted_leaf_has_its_own_members_and_round_trips() -> None:
+    fields = {
+        "time_ms": 1, "kind": "CONSULTED", "event_id": "e1", "event_digest": "a" * 64,
+        "source_agency": "devon-cornwall-police", "recipient": "torbay-mash",
+        "outcome": "READ", "reason": "SAFEGUARDING", "consulted_by": "subscriber:torbay-mash",
+        "consulted_purpose": "SAFEGUARDING", "consulted_via": "page",
+        "consulted_record": "ns.feed.torbay-mash/0/7",
+    }
+    data = leaf_bytes(fields)
+    assert data == AuditLeaf(**fields).to_bytes()
+    assert b'"consulted_by":"subscriber:torbay-mash"' in data
+    assert AuditLeaf.from_bytes(data).consulted_record == "ns.feed.torbay-mash/0/7"
+    with pytest.raises(MalformedError, match="'consulted_via' must not be empty"):
+        AuditLeaf(**{**fields, "consulted_via": ""})
+    with pytest.raises(MalformedError, match="belongs to a CONSULTED leaf only"):
+        AuditLeaf(**{**fields, "kind": "SHARED"})
+    # a leaf of another kind carrying them does not parse
+    shared = AuditLeaf(**{k: v for k, v in fields.items() if not k.startswith("consulted")}
+                       | {"kind": "SHARED"}).to_bytes()
+    assert b"consulted" not in shared
+    forged = data.replace(b'"kind":"CONSULTED"', b'"kind":"SHARED"')
+    with pytest.raises(MalformedError, match="unexpected"):
+        AuditLeaf.from_bytes(forged)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from broker.audit.checkpointer import Checkpointer
+from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient, GatewayError
 from broker.gateway.publishing import signing_key_path
@@ -35,6 +36,11 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.kafka
 SCHOOL, MASH = "example-academy", "torbay-mash"
+
+
+def audit_leaves(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
+    return [AuditLeaf.from_bytes(b) for r in read_all(bootstrap, topics.audit)
+            for b in decode_batch(r.value or b"")]
 
 
 @pytest.fixture
@@ -118,13 +124,13 @@ def test_a_school_publishes_over_https_and_the_mash_reads_the_share_over_https(
     assert CODEC.decode(acked.value or b"", "safeshare.Acknowledgement")["event_id"] == (
         event["event_id"])
 
+    consulted = [x for x in audit_leaves(kafka_bootstrap, topics)
+                  if x.kind is LeafKind.CONSULTED]
+    assert len(consulted) == 2  # one per record; the empty second page consulted nothing
+    assert {(x.consulted_by, x.recipient, x.consulted_purpose, x.consulted_via)
+            for x in consulted} == {(f"subscriber:{MASH}", MASH, "SAFEGUARDING", "page")}
+    assert {x.event_id for x in consulted} == set(got)
     log = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap, topics.consultations)]
-    consultations = [x for x in log if x["kind"] == "consultation"]
-    assert len(consultations) == 1  # the empty second page consulted nothing
-    (c,) = consultations
-    assert (c["by"], c["subscriber"], c["purpose"], c["via"]) == (
-        f"subscriber:{MASH}", MASH, "SAFEGUARDING", "page")
-    assert {r["event_id"] for r in c["records"]} == set(got)
     assert "summary" not in json.dumps(log)
     assert [x["claimed"] for x in log if x["kind"] == "refusal"] == [
         "subscriber:example-academy-dsl"]
@@ -160,8 +166,8 @@ def test_the_feed_streams_as_server_sent_events_and_each_is_a_consultation(
     with gw.client("subscriber", MASH) as c:
         rest = c.get(f"/v1/feeds/{MASH}", params={"purpose": "SAFEGUARDING", "cursor": ids[-1]})
         assert rest.json()["records"] == [], ids
-    log = [json.loads(r.value or b"") for r in read_all(kafka_bootstrap, topics.consultations)]
-    streamed = [r["event_id"] for x in log if x.get("via") == "stream" for r in x["records"]]
+    streamed = [x.event_id for x in audit_leaves(kafka_bootstrap, topics)
+                if x.kind is LeafKind.CONSULTED and x.consulted_via == "stream"]
     assert sorted(streamed) == sorted(h["event_id"] for h in hs)
 
 

@@ -6,7 +6,6 @@ fields as withheld. Screenshots of each page go to docs/screenshots/."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from broker.api import Publisher
+from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.kafka.admin import Admin
 from broker.loop.core import NOTICE
 from broker.topics import Topics
@@ -48,9 +48,11 @@ def sign_in(page: object, url: str, username: str) -> None:
     page.wait_for_url(f"{url}/workspace/")  # type: ignore[attr-defined]
 
 
-def consultations(bootstrap: str, topics: Topics) -> list[dict[str, object]]:
-    return [json.loads(r.value or b"{}") for r in read_all(bootstrap, topics.consultations,
-                                                            timeout_s=1.0)]
+def consultations(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
+    """The CONSULTED leaves of the audit log (one per record shown)."""
+    return [leaf for r in read_all(bootstrap, topics.audit, timeout_s=1.0)
+            for leaf in map(AuditLeaf.from_bytes, decode_batch(r.value or b""))
+            if leaf.kind is LeafKind.CONSULTED]
 
 
 def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
@@ -98,9 +100,11 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         shown = {health["event_id"], earlier["event_id"], red["event_id"]}
 
         def consulted() -> bool:
-            return any(c.get("by") == "user:sam" and c.get("via") == "workspace"
-                       and {r["event_id"] for r in c["records"]} == shown  # type: ignore[attr-defined]
-                       for c in consultations(kafka_bootstrap, topics))
+            # sam is named only by a keyed pseudonym, the same one for each record
+            read = [c for c in consultations(kafka_bootstrap, topics)
+                    if c.consulted_via == "workspace" and c.consulted_by != "user:sam"]
+            return ({c.event_id for c in read} == shown
+                    and len({c.consulted_by for c in read}) == 1)
         wait_for("the chronology's consultation record", consulted, timeout_s=10)
 
         # Triage by keyboard and form: an acknowledgement reaching the referrer's status.

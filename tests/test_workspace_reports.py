@@ -19,6 +19,7 @@ from broker.audit.log import AuditLog
 from broker.audit.note import Ed25519Signer
 from broker.audit.verify import EventProof, verify_event_proof
 from broker.clock import FixedClock
+from broker.gateway.consultations import Consulted, consulted_leaves
 from broker.workspace import reports
 
 ORIGIN = "safeshare.example/audit/0"
@@ -120,10 +121,9 @@ def test_s62_csv_has_consultations_and_police_disclosures_only(
 ) -> None:
     bundle, vkey, _ = world
     leaves = [AuditLeaf.from_bytes(b) for b in bundle.leaves]
-    consult = [{"kind": "consultation", "by": "user:sam", "subscriber": "torbay-mash",
-                "at_ms": T0 + 500, "purpose": "SAFEGUARDING", "via": "workspace",
-                "records": [{"event_id": "e1", "topic": "t", "partition": 0, "offset": 7}]},
-               {"kind": "signed_for", "agency": "x", "at_ms": T0}]
+    leaves += consulted_leaves("user:sam", "torbay-mash", "SAFEGUARDING",
+                               [Consulted("e1", "t", 0, 7)], "workspace", T0 + 500)
+    consult = [{"kind": "signed_for", "agency": "x", "at_ms": T0}]
     rows = list(csv.DictReader(io.StringIO(reports.s62_csv(
         consult, leaves, {"devon-cornwall-police"}))))
     assert [(r["record"], r["by"], r["party"], r["event_id"]) for r in rows] == [

@@ -49,6 +49,19 @@ names and a time, never personal data. Every other kind has none of them, so
 their bytes are as before. The router rebuilds its consent state from these
 leaves alone, so a record it refused never counts, after a restart either.
 
+A ``CONSULTED`` leaf records one feed record handed to a reader (the gateway's
+feed pages and stream, the workspace's chronology and concern pages), written
+before the record is shown (:mod:`broker.gateway.consultations`). ``event_id``
+is the record's event, ``recipient`` the subscriber whose feed it is,
+``source_agency`` the event's source where the reader could see it (else
+empty), ``event_digest`` the SHA-256 of the copy's bytes as read (the SHARED
+leaf's ``delivered_digest``) or, for a reader holding only the decoded copy,
+of ``consulted_record``. It alone has four more members: ``consulted_by`` (the
+principal, ``subscriber:mash`` or ``agency:x``; a person as ``user:`` and the
+keyed HMAC of the user name, never the name), ``consulted_purpose`` (one of the
+subscriber's purposes in the policy), ``consulted_via`` (``page``, ``stream``,
+``workspace``) and ``consulted_record`` (``topic/partition/offset``).
+
 ``event_id`` may be empty: a quarantined message whose bytes could not be
 decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
 the bytes).
@@ -109,6 +122,7 @@ class LeafKind(StrEnum):
     ESCALATED = "ESCALATED"  # an overdue clock was escalated to the next tier
     NOTIFIED = "NOTIFIED"  # a referrer was told what happened to what it sent
     CONSENT = "CONSENT"  # a consent record applied (GIVEN/REFUSED/WITHDRAWN), or its expiry
+    CONSULTED = "CONSULTED"  # a feed record was read (gateway, workspace): DPA 2018 s.62
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:
@@ -199,6 +213,11 @@ class AuditLeaf:
     consent_roles: Sequence[str] | None = None
     consent_data_classes: Sequence[str] | None = None
     consent_expires_ms: int | None = None
+    # Members of a CONSULTED leaf only (see the module docstring).
+    consulted_by: str | None = None
+    consulted_purpose: str | None = None
+    consulted_via: str | None = None
+    consulted_record: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -218,6 +237,14 @@ class AuditLeaf:
             for name in _CONSENT_FIELDS:
                 if getattr(self, name) is not None:
                     raise _fail(name, "belongs to a CONSENT leaf only")
+        if self.kind is LeafKind.CONSULTED:
+            for name in _CONSULTED_FIELDS:
+                if not _str(name, getattr(self, name)):
+                    raise _fail(name, "must not be empty in a CONSULTED leaf")
+        else:
+            for name in _CONSULTED_FIELDS:
+                if getattr(self, name) is not None:
+                    raise _fail(name, "belongs to a CONSULTED leaf only")
         for name in (
             "event_id",
             "source_agency",
@@ -248,6 +275,8 @@ class AuditLeaf:
         d: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_ORDER}
         if self.kind is LeafKind.CONSENT:
             d.update((name, getattr(self, name)) for name in _CONSENT_FIELDS)
+        elif self.kind is LeafKind.CONSULTED:
+            d.update((name, getattr(self, name)) for name in _CONSULTED_FIELDS)
         d["kind"] = self.kind.value
         d["v"] = LEAF_VERSION
         return d
@@ -281,7 +310,7 @@ class AuditLeaf:
             raise MalformedError(f"audit leaf version {value.get('v')!r} is not {LEAF_VERSION}")
         keys = set(value)
         keys.discard("v")
-        expected = _FIELD_NAMES | (_CONSENT_NAMES if value.get("kind") == "CONSENT" else set())
+        expected = _FIELD_NAMES | _KIND_NAMES.get(value.get("kind"), frozenset())
         if keys != expected:
             missing, extra = sorted(expected - keys), sorted(keys - expected)
             raise MalformedError(f"audit leaf fields wrong: missing {missing}, unexpected {extra}")
@@ -294,7 +323,14 @@ class AuditLeaf:
 
 _CONSENT_FIELDS = ("consent_purpose", "consent_roles", "consent_data_classes", "consent_expires_ms")
 _CONSENT_NAMES = frozenset(_CONSENT_FIELDS)
-_FIELD_ORDER = tuple(f.name for f in fields(AuditLeaf) if f.name not in _CONSENT_NAMES)
+_CONSULTED_FIELDS = ("consulted_by", "consulted_purpose", "consulted_via", "consulted_record")
+_CONSULTED_NAMES = frozenset(_CONSULTED_FIELDS)
+#: The members a kind has beyond the common ones.
+_KIND_NAMES: dict[object, frozenset[str]] = {"CONSENT": _CONSENT_NAMES,
+                                             "CONSULTED": _CONSULTED_NAMES}
+_FIELD_ORDER = tuple(
+    f.name for f in fields(AuditLeaf) if f.name not in _CONSENT_NAMES | _CONSULTED_NAMES
+)
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
 _REQUIRED_FIELDS = frozenset(
     f.name for f in fields(AuditLeaf) if f.default is MISSING and f.default_factory is MISSING

@@ -23,6 +23,7 @@ from broker._memo import BoundedMemo
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
     _CONSENT_NAMES,
+    _CONSULTED_NAMES,
     _FIELD_NAMES,
     _FIELD_ORDER,
     _REQUIRED_FIELDS,
@@ -57,14 +58,15 @@ def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
     """
     names = fields.keys()
     if not (names <= _FIELD_NAMES and names >= _REQUIRED_FIELDS):
-        if names >= _REQUIRED_FIELDS and names <= _FIELD_NAMES | _CONSENT_NAMES:
-            return _dataclass_bytes(fields)  # a CONSENT leaf: rare, the reference path
+        if names >= _REQUIRED_FIELDS and names <= _ALL_NAMES:
+            return _dataclass_bytes(fields)  # CONSENT, CONSULTED: rare, the reference path
         missing = sorted(_REQUIRED_FIELDS - set(names))
-        unknown = sorted(repr(n) for n in names if n not in _FIELD_NAMES | _CONSENT_NAMES)
+        unknown = sorted(repr(n) for n in names if n not in _ALL_NAMES)
         raise MalformedError(
             f"audit leaf fields wrong: missing {missing}, unexpected [{', '.join(unknown)}]"
         )
-    if fields["kind"] == "CONSENT":
+    kind = fields["kind"]
+    if kind == "CONSENT" or kind == "CONSULTED":  # any value: it may be unhashable
         return _dataclass_bytes(fields)
     data = _template_bytes(fields)
     if data is None:
@@ -78,8 +80,10 @@ def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-# Not CONSENT: its leaves have members of their own, so they take the dataclass path.
-_KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind if kind != "CONSENT"}
+# Not CONSENT or CONSULTED: their leaves have members of their own (dataclass path).
+_OWN_MEMBERS = frozenset({"CONSENT", "CONSULTED"})
+_ALL_NAMES = _FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES
+_KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind if kind not in _OWN_MEMBERS}
 _KIND_TYPES = (str, LeafKind)
 _LIST_TYPES = (list, tuple)
 

@@ -452,8 +452,9 @@ class Sighting:
 #: (docs/DESIGN.md: "a record of what was shared, with whom, when, why ... and of
 #: decisions not to").
 SUBJECT_DECISIONS = frozenset({LeafKind.SHARED, LeafKind.WITHHELD})
-#: ... and with the consent records applied for the subject (``safeshare audit who-saw``).
-SUBJECT_HISTORY = SUBJECT_DECISIONS | {LeafKind.CONSENT}
+#: ... with the consent records applied for the subject, and every read of a copy
+#: shared about the subject (``safeshare audit who-saw``; DPA 2018 s.62).
+SUBJECT_HISTORY = SUBJECT_DECISIONS | {LeafKind.CONSENT, LeafKind.CONSULTED}
 
 
 def who_saw(
@@ -476,7 +477,10 @@ def who_saw(
     indices for :func:`prove_leaves`: each says who received (or was refused)
     which data classes, when, under which rule and lawful basis; a share on
     consent also the consent history it relied on (:class:`Sighting`). With
-    ``kinds=SUBJECT_HISTORY`` the subject's CONSENT leaves are listed as well.
+    ``kinds=SUBJECT_HISTORY`` the subject's CONSENT leaves are listed as well,
+    and the CONSULTED leaves of every copy shared about the subject (a
+    consultation names the event and the feed, not the subject: it is the
+    subject's when a SHARED leaf of the subject has that event and recipient).
     """
     wanted = frozenset(LeafKind(k) for k in kinds)
     report = verify_bundle(
@@ -484,7 +488,15 @@ def who_saw(
     )
     consents: dict[str, list[Sighting]] = {}  # record id -> its CONSENT leaves, in log order
     out: list[Sighting] = []
+    shared = {
+        (leaf.event_id, leaf.recipient) for leaf in report.leaves
+        if leaf.kind is LeafKind.SHARED and leaf.subject == subject_pseudonym
+    } if LeafKind.CONSULTED in wanted else set()
     for i, leaf in enumerate(report.leaves):
+        if leaf.kind is LeafKind.CONSULTED:
+            if (leaf.event_id, leaf.recipient) in shared and from_ms <= leaf.time_ms < to_ms:
+                out.append(Sighting(i, leaf))
+            continue
         if leaf.subject != subject_pseudonym:
             continue
         if leaf.kind is LeafKind.CONSENT:

@@ -257,7 +257,8 @@ def who_saw(
     bootstrap: str | None,
 ) -> None:
     """Every share of, and every decision not to share, information about a child,
-    with the consent records applied for the child and, under each share on
+    with the consent records applied for the child, every read of a shared copy
+    (CONSULTED: who, purpose, via; DPA 2018 s.62) and, under each share on
     consent, the consent history it relied on.
 
     The log holds no identifier in clear: the subject is the keyed HMAC of the
@@ -315,6 +316,9 @@ def who_saw(
                 }
                 if leaf.kind.value == "CONSENT":
                     doc.update(_consent_json(leaf), consent_ref=leaf.consent_ref)
+                if leaf.kind.value == "CONSULTED":
+                    doc.update(by=leaf.consulted_by, purpose=leaf.consulted_purpose,
+                               via=leaf.consulted_via, record=leaf.consulted_record)
                 if s.relied_on:
                     doc["consent_relied_on"] = [
                         {**_consent_json(c.leaf), "record": c.leaf.event_id, "leaf": c.index}
@@ -329,6 +333,14 @@ def who_saw(
                     f" record {leaf.event_id}"
                     + (f" replacing {leaf.consent_ref}" if leaf.consent_ref else "")
                     + f" [proof: leaf {s.index} in checkpoint {size}]"
+                )
+                continue
+            if leaf.kind.value == "CONSULTED":
+                click.echo(
+                    f"{iso(leaf.time_ms)} CONSULTED {leaf.recipient}'s copy read by"
+                    f" {leaf.consulted_by} for {leaf.consulted_purpose} via"
+                    f" {leaf.consulted_via} event {leaf.event_id} at {leaf.consulted_record}"
+                    f" [proof: leaf {s.index} in checkpoint {size}]"
                 )
                 continue
             why = (

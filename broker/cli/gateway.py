@@ -7,6 +7,7 @@ The certificates it needs come from ``safeshare keys ca|server-cert|client-cert`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +16,14 @@ from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
 
 def gateway_dir() -> Path:
     return settings().home / "gateway"
+
+
+def reader_key(s: Any) -> bytes:
+    """The audit log's key for people's pseudonyms, made on first use (kept)."""
+    from broker.gateway.consultations import READER_KEY_FILE  # noqa: PLC0415
+    from broker.routing.app import keys_dir, load_or_create_secret  # noqa: PLC0415
+
+    return load_or_create_secret(keys_dir(s) / READER_KEY_FILE)
 
 
 def signing_keys_dir() -> Path:
@@ -79,6 +88,7 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
         limits=Limits(rate_per_s=rate, burst=burst, max_body_bytes=max_body,
                       max_events=max_events),
         time_bounds=s.time_bounds,
+        reader_key=reader_key(s),
     )
     server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), host=host, port=port,
                          log_level="info")

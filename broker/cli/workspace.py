@@ -23,6 +23,7 @@ from broker.cli._audit_options import (
     trusted_keys,
 )
 from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
+from broker.cli.gateway import reader_key
 
 
 @click.group()
@@ -89,6 +90,7 @@ def serve(users_path: Path, host: str, port: int, plain: bool, tls_cert: Path | 
     bootstrap_ = resolve_bootstrap(bootstrap)
     app = create_app(GatewayConfig(
         bootstrap=bootstrap_, topics=s.topics, codec=codec, policy=policy,
+        reader_key=reader_key(s),
         workspace=WorkspaceConfig(users=users, bootstrap=bootstrap_, topics=s.topics,
                                   policy=policy, keyrings=keyrings,
                                   dpo=DpoConfig(keys_dir=s.home / "keys"))))

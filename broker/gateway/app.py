@@ -46,6 +46,9 @@ class GatewayConfig:
     clock: Clock | None = None
     time_bounds: TimeBounds = DEFAULT_BOUNDS
     """How far ahead of the clock an event's times may be (SAFESHARE_FUTURE_SKEW_S)."""
+    reader_key: bytes | None = None
+    """Keys the audit log's pseudonyms of people (``keys/reader-pseudonym.key``);
+    None: a random key per process (see broker.gateway.consultations)."""
     workspace: Any = None
     """A :class:`broker.workspace.WorkspaceConfig` to serve the practitioners' pages too."""
 
@@ -60,7 +63,8 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             return
         codec = config.codec or Codec.default()
         producer = make_producer(config.bootstrap, linger_ms=0)
-        app.state.recorder = Recorder(producer, config.topics, config.clock)
+        app.state.recorder = Recorder(producer, config.topics, config.clock,
+                                      config.reader_key)
         app.state.desk = EventDesk(
             bootstrap=config.bootstrap,
             topics=config.topics,

@@ -1,28 +1,34 @@
 """The record of who read what through the gateway (DPA 2018 s.62 logging).
 
-Every read of feed records through the gateway is a consultation: who (the
-authenticated principal), when, which records (event ids and Kafka
-coordinates, never their content) and the stated purpose (one of the
-subscriber's purposes in the policy, so no free text). Refused calls (403) are
-recorded too, and so is every event the gateway signed for an agency that
-delegates signing to it (``signed_for``). Each record is one JSON object (keys sorted) on
-``<ns>.gateway.consultations``, keyed by subscriber, written and acknowledged
-(``acks=all``) *before* the records are handed over: if it cannot be written
-the read fails (503) rather than go unrecorded.
+Every read of feed records through the gateway (and the workspace's pages) is a
+consultation: who (the authenticated principal; a person only as the keyed
+HMAC of the user name), when, which records (event ids and Kafka coordinates,
+never their content) and the stated purpose (one of the subscriber's purposes
+in the policy, so no free text). Each record read is one ``CONSULTED`` audit
+leaf (:mod:`broker.audit.leaf`) in the signed audit log, written and
+acknowledged (``acks=all``) *before* the records are handed over: if it cannot
+be written the read fails (503) rather than go unrecorded. Several writers
+append to the audit partition (routers, the loop, the checkpointer): a leaf's
+index is its committed position, so one more writer keeps the log's order.
 
-Why a topic and not an audit leaf: audit leaves are written by the router
-inside its exactly-once transaction (broker/audit/leaf_template.py), and a
-second writer of the audit partition would break the log's single-writer
-order; the checkpointer can later fold this topic into the signed log.
+Refused calls (403) and every event the gateway signed for an agency that
+delegates signing to it (``signed_for``) are JSON records on
+``<ns>.gateway.consultations``, keyed by the party concerned.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as _hmac
+
+from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch
 from broker.clock import Clock, SystemClock
 from broker.kafka.producer import Producer
 from broker.topics import Topics
@@ -36,15 +42,64 @@ class Consulted:
     topic: str
     partition: int
     offset: int
+    digest: str | None = None
+    """SHA-256 (hex) of the copy's bytes as read, where the reader had them."""
+    source_agency: str = ""
+    """The event's source agency, where the reader could see it (not sealed)."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+READER_KEY_FILE = "reader-pseudonym.key"
+"""In ``$SAFESHARE_HOME/keys``: the key of people's pseudonyms in the audit log."""
+
+_READER_DOMAIN = b"safeshare/audit/reader-pseudonym/v1\x00"
+
+
+def reader_pseudonym(key: bytes, who: str) -> str:
+    """``who`` as the audit log names it: an agency or subscriber principal as it is,
+    a person (``user:NAME``) as ``user:`` and the hex HMAC-SHA256 of the name under
+    ``key`` with a domain prefix (so the log holds no user name in clear)."""
+    kind, sep, name = who.partition(":")
+    if kind != "user" or not sep:
+        return who
+    mac = _hmac.HMAC(key, hashes.SHA256())
+    mac.update(_READER_DOMAIN + name.encode("utf-8"))
+    return "user:" + mac.finalize().hex()
+
+
+def consulted_leaves(who: str, subscriber: str, purpose: str, records: Sequence[Consulted],
+                     via: str, at_ms: int) -> list[AuditLeaf]:
+    """One CONSULTED leaf per record read (``who`` already pseudonymised)."""
+    return [
+        AuditLeaf(
+            time_ms=at_ms, kind=LeafKind.CONSULTED, event_id=r.event_id,
+            event_digest=r.digest or hashlib.sha256(r.where.encode()).hexdigest(),
+            source_agency=r.source_agency, recipient=subscriber, outcome="READ",
+            reason=purpose, consulted_by=who, consulted_purpose=purpose, consulted_via=via,
+            consulted_record=r.where,
+        )
+        for r in records
+    ]
 
 
 class Recorder:
-    """Writes consultation and refusal records; one per gateway process."""
+    """Writes consultation leaves and refusal records; one per gateway process.
 
-    def __init__(self, producer: Producer, topics: Topics, clock: Clock | None = None) -> None:
+    ``reader_key`` keys the pseudonyms of people (:func:`reader_pseudonym`);
+    without one a random key is made, so a person's reads link only within
+    this process.
+    """
+
+    def __init__(self, producer: Producer, topics: Topics, clock: Clock | None = None,
+                 reader_key: bytes | None = None) -> None:
         self._producer = producer
         self.topic = topics.consultations
+        self.audit_topic = topics.audit
         self._clock = clock or SystemClock()
+        self._reader_key = reader_key or os.urandom(32)
 
     def _write(self, key: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
@@ -53,22 +108,13 @@ class Recorder:
     def consultation(
         self, who: str, subscriber: str, purpose: str, records: Sequence[Consulted], via: str
     ) -> None:
-        """Record that ``who`` was shown ``records`` of ``subscriber``'s feed."""
+        """Record that ``who`` was shown ``records`` of ``subscriber``'s feed: one
+        audit batch, acknowledged before this returns (raises if it cannot be)."""
         if not records:
             return
-        self._write(subscriber, {
-            "kind": "consultation",
-            "by": who,
-            "subscriber": subscriber,
-            "at_ms": self._clock.now_ms(),
-            "purpose": purpose,
-            "via": via,
-            "records": [
-                {"event_id": r.event_id, "topic": r.topic, "partition": r.partition,
-                 "offset": r.offset}
-                for r in records
-            ],
-        })
+        leaves = consulted_leaves(reader_pseudonym(self._reader_key, who), subscriber,
+                                  purpose, records, via, self._clock.now_ms())
+        self._producer.send(self.audit_topic, encode_batch(leaves)).get()
 
     def signed_for(self, agency: str, event_id: str, digest: str, where: str) -> None:
         """Record that the gateway signed an event for ``agency`` (``signing: gateway``)."""

@@ -16,6 +16,7 @@ FeedRecord's JSON form.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class Item:
 def item_of(codec: Codec, r: Record) -> Item:
     value = r.value or b""
     where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
+    source = ""
     if is_sealed(codec, value):
         outer = codec.decode(value, ENCRYPTED_FEED_RECORD)
         event_id = str(outer["event_id"])
@@ -71,9 +73,11 @@ def item_of(codec: Codec, r: Record) -> Item:
     else:
         record = codec.decode(value, FEED_RECORD)
         event_id = str(record["event"]["event_id"])
+        source = str((record["event"].get("source") or {}).get("agency_id") or "")
         body = {**where, "event_id": event_id, "sealed": False, "key_id": None,
                 "message": None, "record": codec.to_json(record, FEED_RECORD)}
-    return Item(body, Consulted(event_id, r.topic, r.partition, r.offset))
+    return Item(body, Consulted(event_id, r.topic, r.partition, r.offset,
+                                hashlib.sha256(value).hexdigest(), source))
 
 
 class FeedCursor:

@@ -137,9 +137,11 @@ S62_COLUMNS = ("time", "record", "by", "party", "purpose_or_basis", "via", "even
 def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLeaf],
             law_enforcement: set[str]) -> str:
     """DPA 2018 s.62 logging as CSV: each consultation (who read which records,
-    when, for what purpose) and each disclosure of law-enforcement data (a share
-    of an event from ``law_enforcement`` agencies: to whom, when, on which basis).
-    Ids and coordinates only, no content; rows in time order."""
+    when, for what purpose: the log's CONSULTED leaves), each refusal (from
+    ``consultations``, the gateway's topic) and each disclosure of
+    law-enforcement data (a share of an event from ``law_enforcement``
+    agencies: to whom, when, on which basis). Ids and coordinates only, no
+    content; rows in time order."""
     rows: list[tuple[str, ...]] = []
     for c in consultations:
         kind = str(c.get("kind", ""))
@@ -153,7 +155,11 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
             rows.append((at, "refusal", str(c.get("by")), str(c.get("claimed")),
                          str(c.get("action")), "gateway", "", "", ""))
     for leaf in leaves:
-        if leaf.kind is LeafKind.SHARED and leaf.source_agency in law_enforcement:
+        if leaf.kind is LeafKind.CONSULTED:
+            rows.append((iso(leaf.time_ms), "consultation", str(leaf.consulted_by),
+                         leaf.recipient, str(leaf.consulted_purpose), str(leaf.consulted_via),
+                         leaf.event_id, str(leaf.consulted_record), ""))
+        elif leaf.kind is LeafKind.SHARED and leaf.source_agency in law_enforcement:
             rows.append((iso(leaf.time_ms), "disclosure", leaf.source_agency, leaf.recipient,
                          leaf.lawful_basis, "router", leaf.event_id, "", leaf.rule_id))
     rows.sort(key=lambda r: r[0])

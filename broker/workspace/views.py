@@ -182,7 +182,9 @@ async def _consult(request: Request, user: User, purpose: str, entries: list[Any
     recorder = getattr(request.app.state, "recorder", None)
     if recorder is None:
         raise SafeshareError("no consultation recorder")
-    records = [Consulted(e.event_id, e.topic, e.partition, e.offset) for e in entries]
+    records = [Consulted(e.event_id, e.topic, e.partition, e.offset,
+                         source_agency=str((e.event.get("source") or {}).get("agency_id") or ""))
+               for e in entries]
     await run_in_threadpool(recorder.consultation, f"user:{user.username}", user.subscriber,
                             purpose, records, "workspace")
     reads = [Read(e.event_id, str((e.event.get("source") or {}).get("agency_id") or ""),
