@@ -103,12 +103,14 @@ def test_a_read_whose_leaf_cannot_be_written_is_refused_and_nothing_is_shown(
     with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
                    topics=topics) as p:
         p.publish_json(example("missing_episode"))
-    run_router(kafka_bootstrap, s)
+    (routed,) = run_router(kafka_bootstrap, s)
+    assert MASH in routed.shared
+    assert read_all(kafka_bootstrap, topics.feed(MASH))  # there is a record to read
     # The broker now refuses every audit batch (larger than the topic allows).
     admin.alter_topic_config(topics.audit, {"max.message.bytes": "64"})
     config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy)
     with running_gateway(config, tmp_path) as gw, gw.client("subscriber", MASH) as c:
-        page = c.get(f"/v1/feeds/{MASH}", params={"purpose": "SAFEGUARDING", "wait_ms": 5000})
+        page = c.get(f"/v1/feeds/{MASH}", params={"purpose": "SAFEGUARDING", "wait_ms": 20000})
     assert page.status_code == 503, page.text
     assert "event_id" not in page.text and "records" not in page.json()
     assert not [x for x in leaves(kafka_bootstrap, topics) if x.kind is LeafKind.CONSULTED]

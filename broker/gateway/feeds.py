@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.codec import Codec
+from broker.errors import SafeshareError
 from broker.gateway.consultations import Consulted
 from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.structs import Record, TopicPartition
@@ -92,6 +93,8 @@ class FeedCursor:
             while not parts and time.monotonic() < deadline:
                 time.sleep(0.05)
                 parts = self._consumer.partitions_for_topic(topic) or set()
+            if not parts:  # no metadata yet: not "an empty feed"
+                raise SafeshareError(f"no partitions of {topic} known after {CATCH_UP_S:.0f} s")
             unknown = sorted(set(cursor) - parts)
             if unknown:
                 raise BadCursor(f"cursor: the feed has no partition {unknown[0]}")
