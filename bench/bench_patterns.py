@@ -43,8 +43,12 @@ def bench_quality(events: int) -> None:
           flush=True)
     d = Detectors()
     started = time.perf_counter()
+    watermark = 0
     for e in m.events:
-        d.observe(observations(e))
+        added, _ = d.observe(observations(e))
+        if added and (at := max(o.at_ms for o in added)) > watermark:
+            watermark = at
+            d.overdue(watermark)
     elapsed = time.perf_counter() - started
     alerts = list(d.alerts.values())
     found = 0
@@ -55,6 +59,11 @@ def bench_quality(events: int) -> None:
                                           for k, c, _ in m.planted)]
     figure("patterns.recall", found / len(m.planted), "ratio",
            f"recall of planted patterns: {found}/{len(m.planted)}")
+    for kind in sorted({k for k, _, _ in m.planted}):
+        of = [c for k, c, _ in m.planted if k == kind]
+        hit = sum(1 for c in of if any(a.kind == kind and c <= set(a.children) for a in alerts))
+        figure(f"patterns.recall.{kind.lower()}", hit / len(of), "ratio",
+               f"  {kind}: {hit}/{len(of)}")
     per_10k = len(false) * 10_000 / len(m.events)
     figure("patterns.false_alerts_per_10k", per_10k, "alerts",
            f"false alerts: {len(false)} ({per_10k:.2f} per 10,000 events)")
@@ -72,7 +81,9 @@ def bench_memory(children: int = 100_000) -> None:
     d = Detectors()
     kids = set()
     for e in events:
-        d.observe(observations(e))
+        added, _ = d.observe(observations(e))
+        if added:
+            d.overdue(max(o.at_ms for o in added))
         kids.add(e["subject"]["pseudonym"])
         if len(kids) >= children:
             break
@@ -185,7 +196,7 @@ def _full(e: dict[str, Any]) -> dict[str, Any]:
             "reporter": {"role": "officer", "name": None, "organisation": None, "contact": None},
             "subject": {"pseudonym": e["subject"]["pseudonym"],
                         "local_authority": "E06000027"},
-            "risk_level": "MEDIUM",
+            "risk_level": e.get("risk_level", "MEDIUM"),
             "sharing": {"no_consent_reason": None, "justification": None, "break_glass": False},
             "signature": None}
 

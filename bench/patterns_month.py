@@ -7,10 +7,16 @@ centre"), and about a third have a return-home interview naming a place and
 sometimes an adult by first name only. Place text carries the noise real
 records do: abbreviations, case, a postcode or not, typos.
 
+Every child found has a return-home interview within 72 hours (most the next
+day; two thirds of them name nothing). A child's risk level is mostly the same
+from event to event (5 % move one level either way).
+
 Planted: children missing three to five times within the detector's window;
 places three to five children are found at or name within 28 days (each
 spelled its own way); adults (a full name, a vehicle registration or a phone)
-named about two or three children.
+named about two or three children; children whose interview never came or came
+late (all in one other local authority, which makes the area's pattern too);
+children whose risk level rose LOW -> MEDIUM -> HIGH (-> CRITICAL).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ FIRST = ["Dean", "Jay", "Kyle", "Liam", "Ryan", "Connor", "Jordan", "Tyler", "Ka
 SURNAMES = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
             "Evans", "Thomas", "Roberts", "Walker", "Wright", "Thompson", "White", "Hughes"]
 DISTRICTS = ["TQ1", "TQ2", "TQ3", "TQ4", "TQ5", "TQ12", "TQ14", "EX7"]
+LEVELS = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+HOUR_MS = 3_600_000
+TORBAY, DEVON = "E06000027", "E10000008"
 
 
 @dataclass
@@ -69,6 +78,14 @@ class Generator:
         # A partnership's streets: about 9,000, each up to 200 houses.
         self.streets = [(f"{a} {b}" if a != b else a, k, self.rng.choice(DISTRICTS))
                         for a in STREET_WORDS for b in STREET_WORDS for k in STREET_KINDS]
+        self.level: dict[str, int] = {}  # each child's usual risk level
+        self.area: dict[str, str] = {}  # children outside Torbay
+
+    def _risk(self, child: str) -> str:
+        base = self.level.setdefault(child, self.rng.choices([0, 1, 2], [5, 4, 1])[0])
+        if self.rng.random() < 0.05:
+            base = min(3, max(0, base + self.rng.choice([-1, 1])))
+        return LEVELS[base]
 
     def _at(self, lo_day: float = 0, hi_day: float = 30) -> int:
         return self.start + int(self.rng.uniform(lo_day, hi_day) * DAY_MS)
@@ -77,8 +94,10 @@ class Generator:
         category = ("MISSING_EPISODE" if payload[0].endswith("MissingEpisode")
                     else "RETURN_HOME_INTERVIEW")
         return {"event_id": str(uuid.UUID(int=self.rng.getrandbits(128))), "occurred_at": at,
-                "subject": {"pseudonym": child, "local_authority": "E06000027"},
-                "category": category, "summary": None, "payload": payload}
+                "subject": {"pseudonym": child,
+                            "local_authority": self.area.get(child, TORBAY)},
+                "category": category, "risk_level": self._risk(child), "summary": None,
+                "payload": payload}
 
     def _house(self) -> dict[str, Any]:
         if self.rng.random() < 0.6:  # most are found at home or back at their placement
@@ -96,9 +115,16 @@ class Generator:
                    "found": found or self._house()}
         return self._event(child, at, ("safeshare.MissingEpisode", payload))
 
+    def concern(self, child: str, at: int, level: str) -> dict[str, Any]:
+        """A concern with no payload of its own (an exploitation concern, say)."""
+        return {"event_id": str(uuid.UUID(int=self.rng.getrandbits(128))), "occurred_at": at,
+                "subject": {"pseudonym": child, "local_authority": self.area.get(child, TORBAY)},
+                "category": "EXPLOITATION", "risk_level": level,
+                "summary": "Concern of exploitation.", "payload": None}
+
     def interview(self, child: str, at: int, places: list[dict[str, Any]],
                   people: list[str]) -> dict[str, Any]:
-        payload = {"places_mentioned": places,
+        payload = {"held_at": at, "places_mentioned": places,
                    "people_mentioned": [{"description": p, "relationship": None} for p in people],
                    "disclosures": None}
         return self._event(child, at, ("safeshare.ReturnHomeInterview", payload))
@@ -164,5 +190,40 @@ def month(events: int, seed: int = 15, start_ms: int = 1_780_000_000_000) -> Mon
             if rng.random() < 0.35:
                 people = [rng.choice(FIRST)] if rng.random() < 0.5 else []
                 m.events.append(g.interview(child, at + DAY_MS, [g._house()], people))
+    for i in range(n_planted):  # overdue return-home interviews (one area)
+        child = f"overdue-{i}"
+        g.area[child] = DEVON
+        e = g.missing(child, g._at(0, 24))
+        m.events.append(e)
+        if rng.random() < 0.5:  # late rather than never
+            m.events.append(g.interview(child, e["occurred_at"] + rng.randint(80, 140) * HOUR_MS,
+                                        [], []))
+        m.planted.append(("OVERDUE_INTERVIEW", frozenset([child]), frozenset([e["event_id"]])))
+    m.planted.append(("OVERDUE_AREA", frozenset(f"overdue-{i}" for i in range(n_planted)),
+                      frozenset()))
+    for i in range(n_planted):  # rising risk: missing once, then concerns rising
+        child = f"rising-{i}"
+        at = g._at(0, 10)
+        g.level[child] = 0
+        e = {**g.missing(child, at), "risk_level": "LOW"}
+        m.events += [e, {**g.interview(child, at + rng.randint(2, 48) * HOUR_MS, [], []),
+                         "risk_level": "LOW"}]
+        ids = [e["event_id"]]
+        for level in LEVELS[1: rng.randint(3, 4)]:
+            at += rng.randint(3, 7) * DAY_MS  # after the interview
+            e = g.concern(child, at, level)
+            m.events.append(e)
+            ids.append(e["event_id"])
+        m.planted.append(("RISING_RISK", frozenset([child]), frozenset(ids)))
+    held: dict[str, list[int]] = {}
+    for e in m.events:
+        if e["category"] == "RETURN_HOME_INTERVIEW":
+            held.setdefault(e["subject"]["pseudonym"], []).append(e["occurred_at"])
+    for e in list(m.events):  # every other return gets its interview within 72 hours
+        child, at = e["subject"]["pseudonym"], e["occurred_at"]
+        if e["category"] == "MISSING_EPISODE" and \
+                not child.startswith(("overdue-", "rising-")) and \
+                not any(at <= t <= at + 72 * HOUR_MS for t in held.get(child, ())):
+            m.events.append(g.interview(child, at + rng.randint(2, 60) * HOUR_MS, [], []))
     m.events.sort(key=lambda e: e["occurred_at"])
     return m

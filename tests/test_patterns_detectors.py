@@ -152,7 +152,7 @@ def test_observations_of_a_routed_event() -> None:
     }
     got = {(o.kind, o.key) for o in observations(event)}
     assert got == {(Kind.REPEAT_MISSING, "psn-1"), (Kind.SHARED_PLACE, "pc:TQ45AB:2,14"),
-                   (Kind.SHARED_PERSON, "vrm:AB12CDE")}
+                   (Kind.SHARED_PERSON, "vrm:AB12CDE"), (Kind.RETURNED, "psn-1")}
     assert list(observations({**event, "subject": {"pseudonym": None}})) == []
 
 

@@ -23,7 +23,7 @@ from broker.codec import Codec
 from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
 from broker.patterns.core import AGENCY
-from broker.patterns.detectors import Detectors
+from broker.patterns.detectors import Detectors, Kind
 from broker.patterns.observe import observations
 from broker.patterns.service import topic_specs
 from broker.routing.app import build_service
@@ -99,8 +99,12 @@ def test_a_detector_killed_at_random_moments_loses_no_alert_and_repeats_none(
     expected = Detectors(thresholds=policy.pattern_thresholds)
     for e in events:
         expected.observe(observations(CODEC.from_json(e)))
+    # No return-home interviews: every return decided by the newest event is overdue.
+    expected.overdue(max(o.at_ms for o in expected.observations()))
     want = {a.alert_id: set(a.event_ids) for a in expected.alerts.values()}
-    assert len(want) == 8 + 5
+    kinds = Counter(a.kind for a in expected.alerts.values())
+    assert (kinds[Kind.SHARED_PLACE], kinds[Kind.REPEAT_MISSING], kinds[Kind.OVERDUE_AREA]) \
+        == (8, 5, 1) and kinds[Kind.OVERDUE_INTERVIEW] > 100, kinds
 
     writer = threading.Thread(target=feed)
     writer.start()

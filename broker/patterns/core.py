@@ -39,6 +39,12 @@ _SUMMARY = {
     Kind.REPEAT_MISSING: "A child missing {n} times within {days} days.",
     Kind.SHARED_PLACE: "{n} children last seen, found or named at one place within {days} days.",
     Kind.SHARED_PERSON: "{n} children naming the same adult, vehicle or phone within {days} days.",
+    Kind.OVERDUE_INTERVIEW: "A child's return-home interview not held within {hours} hours "
+                            "of the return ({n} time(s) within {days} days).",
+    Kind.OVERDUE_AREA: "{n} children in one area without a return-home interview within "
+                       "{hours} hours of their return, within {days} days.",
+    Kind.RISING_RISK: "A child's risk level rising {n} time(s) across recent events "
+                      "within {days} days.",
 }
 
 
@@ -58,11 +64,15 @@ class PatternsCore:
         self.detectors = Detectors(thresholds=dict(thresholds))
         self.places: dict[str, dict[str, Any]] = {}  # place key -> first description
         self._watermark_day = 0
+        self._watermark_ms = 0
+        self._newest_ms = 0
 
     def reset(self) -> None:
         self.detectors = Detectors(thresholds=self.detectors.thresholds)
         self.places = {}
         self._watermark_day = 0
+        self._watermark_ms = 0
+        self._newest_ms = 0
 
     # -- changelog ----------------------------------------------------------------------
     def restore(self, key: bytes | None, value: bytes | None) -> None:
@@ -74,7 +84,11 @@ class PatternsCore:
             return
         data = json.loads(value)
         if k.startswith("o|"):
-            self.detectors.remember(Observation(**data))
+            obs = Observation(**data)
+            self.detectors.remember(obs)
+            # The newest event read before the restart: overdue interviews are decided
+            # from it on, as they would have been without the restart.
+            self._newest_ms = max(self._newest_ms, obs.at_ms)
         elif k.startswith("a|"):
             data["children"], data["event_ids"] = tuple(data["children"]), tuple(data["event_ids"])
             data["local_authorities"] = tuple(data["local_authorities"])
@@ -103,15 +117,39 @@ class PatternsCore:
             return []
         batch = list(observations(event))
         added, fired = self.detectors.observe(batch)
+        if added:
+            self._newest_ms = max(self._newest_ms, *(o.at_ms for o in added))
         out = [Out(self.state_topic, f"o|{o.id}".encode(), _json(asdict(o))) for o in added]
         for key, place in _places(event).items():
             if key not in self.places:  # the first description of a place names it in alerts
                 self.places[key] = place
                 out.append(Out(self.state_topic, f"p|{key}".encode(), _json(place)))
+        out += self._alerts(added, fired)
+        out += self._expire(added)
+        return out
+
+    def end_turn(self) -> list[Out]:
+        """After a turn's records: returns whose interview is now overdue.
+
+        Decided by event time (the newest event read, never ahead of the wall clock,
+        so an event dated in the future cannot make every interview overdue) and only
+        after the whole turn was read, so an interview read after a later event of
+        another feed partition in the same turn still counts.
+        """
+        watermark = min(self._newest_ms, self.now_ms())
+        if watermark <= self._watermark_ms:
+            return []
+        self._watermark_ms = watermark
+        added, fired = self.detectors.overdue(watermark)
+        return self._alerts(added, fired)
+
+    def _alerts(self, added: list[Observation], fired: list[AlertState]) -> list[Out]:
+        """Changelog records of the overdue observations and alerts, and the alert events."""
+        out = [Out(self.state_topic, f"o|{o.id}".encode(), _json(asdict(o)))
+               for o in added if o.kind in (Kind.OVERDUE_INTERVIEW, Kind.OVERDUE_AREA)]
         for alert in fired:
             out.append(Out(self.state_topic, f"a|{alert.alert_id}".encode(), _json(asdict(alert))))
-            out.append(self._alert_event(alert, latest=added[-1] if added else None))
-        out += self._expire(added)
+            out.append(self._alert_event(alert, latest=_latest(added, alert)))
         return out
 
     def _expire(self, added: list[Observation]) -> list[Out]:
@@ -129,7 +167,13 @@ class PatternsCore:
         child = latest.child if latest is not None else alert.children[-1]
         la = (latest.local_authority if latest is not None and latest.local_authority
               else (alert.local_authorities or ("",))[0])
-        n = len(alert.event_ids) if alert.kind == Kind.REPEAT_MISSING else len(alert.children)
+        if alert.kind in (Kind.REPEAT_MISSING, Kind.OVERDUE_INTERVIEW):
+            n = len(alert.event_ids)
+        elif alert.kind == Kind.RISING_RISK:
+            n = len(alert.event_ids) - 1
+        else:
+            n = len(alert.children)
+        hours = self.detectors.thresholds[Kind.OVERDUE_INTERVIEW].hours
         place = self.places.get(alert.key) if alert.kind == Kind.SHARED_PLACE else None
         matched = alert.key.split(":", 1)[1] if alert.kind == Kind.SHARED_PERSON else None
         event = {
@@ -142,7 +186,7 @@ class PatternsCore:
             "subject": {"pseudonym": child, "local_authority": la},
             "category": "PATTERN",
             "risk_level": "HIGH",
-            "summary": _SUMMARY[alert.kind].format(n=n, days=rule.days),
+            "summary": _SUMMARY[alert.kind].format(n=n, days=rule.days, hours=hours),
             "sharing": {
                 "no_consent_reason": "WOULD_PREJUDICE_PROTECTION",
                 "justification": "A pattern of exploitation across children; asking would "
@@ -159,6 +203,14 @@ class PatternsCore:
             "signature": None,
         }
         return Out(self.ingest_topic, child.encode(), self.codec.encode(event, EVENT))
+
+
+def _latest(added: list[Observation], alert: AlertState) -> Observation | None:
+    """The newest observation that made ``alert`` (its child and area are the subject's)."""
+    for o in reversed(added):
+        if o.kind == alert.kind and o.key == alert.key:
+            return o
+    return None
 
 
 def _places(event: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 An observation is what one routed event says that a pattern needs: a child's
 missing episode, a place a child was last seen, found or named at, a person,
-vehicle or phone number named in an event about a child. Each detector keeps
+vehicle or phone number named in an event about a child, a child's return
+from a missing episode and return-home interview, an event's risk level. Each detector keeps
 its observations in a window and fires when a threshold is met; the alert id
 is derived from what the pattern is about (the child, the place key, the
 person key), so a pattern is raised once and every further observation that
@@ -15,6 +16,7 @@ service can write each change to its changelog and rebuild from it.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,26 +30,51 @@ class Kind:
     REPEAT_MISSING = "REPEAT_MISSING"
     SHARED_PLACE = "SHARED_PLACE"
     SHARED_PERSON = "SHARED_PERSON"
+    OVERDUE_INTERVIEW = "OVERDUE_INTERVIEW"  # a child's return with no interview in time
+    OVERDUE_AREA = "OVERDUE_AREA"  # overdue interviews of several children in one area
+    RISING_RISK = "RISING_RISK"  # a child's risk level rising across recent events
 
-    ALL = (REPEAT_MISSING, SHARED_PLACE, SHARED_PERSON)
+    ALL = (REPEAT_MISSING, SHARED_PLACE, SHARED_PERSON, OVERDUE_INTERVIEW, OVERDUE_AREA,
+           RISING_RISK)
+    # Observations that feed a detector but are not themselves alert kinds.
+    RETURNED = "RETURNED"  # key: the child; at: when found or returned
+    INTERVIEWED = "INTERVIEWED"  # key: the child; at: the return-home interview
+
+
+#: The order of ``safeshare.RiskLevel`` (its symbols are ordered LOW < ... < CRITICAL).
+RISK_ORDER = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """Fire at ``count`` distinct episodes (or children) within ``days``."""
+    """Fire at ``count`` distinct episodes (children, rises) within ``days``.
+
+    ``hours`` is the overdue-interview deadline after a return (0 elsewhere).
+    """
 
     count: int
     days: int
+    hours: int = 0
 
     @property
     def window_ms(self) -> int:
         return self.days * DAY_MS
 
 
+HOUR_MS = 3_600_000
+#: How long after an interview's deadline (in event time) the decision waits: an
+#: interview held in time but reported a little late, or read from another feed
+#: partition after later events, still counts.
+GRACE_MS = 12 * HOUR_MS
+
 DEFAULTS: dict[str, Threshold] = {
     Kind.REPEAT_MISSING: Threshold(3, 30),
     Kind.SHARED_PLACE: Threshold(3, 28),
     Kind.SHARED_PERSON: Threshold(2, 90),
+    # Statutory guidance: a return-home interview within 72 hours of a return.
+    Kind.OVERDUE_INTERVIEW: Threshold(1, 30, 72),
+    Kind.OVERDUE_AREA: Threshold(3, 28),
+    Kind.RISING_RISK: Threshold(2, 30),
 }
 
 
@@ -63,6 +90,7 @@ class Observation:
     at_ms: int
     block: str = ""
     local_authority: str = ""
+    level: str = ""  # RISING_RISK only: the event's risk level
 
     @property
     def id(self) -> str:
@@ -102,6 +130,8 @@ class Detectors:
     _text_places: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     _names: list[str] = field(default_factory=list)
     alerts: dict[str, AlertState] = field(default_factory=dict)
+    # returns waiting for their interview deadline: (deadline, id, the return)
+    _pending: list[tuple[int, str, Observation]] = field(default_factory=list)
 
     # -- canonical keys -------------------------------------------------------------
     def canonical_place(self, place: PlaceKey) -> str:
@@ -138,6 +168,9 @@ class Detectors:
         if obs.kind == Kind.SHARED_PERSON and obs.key.startswith("name:") and \
                 name not in self._names:
             self._names.append(name)
+        if obs.kind == Kind.RETURNED:
+            deadline = obs.at_ms + self.thresholds[Kind.OVERDUE_INTERVIEW].hours * HOUR_MS
+            heapq.heappush(self._pending, (deadline, obs.id, obs))
         return True
 
     def restore_alert(self, alert: AlertState) -> None:
@@ -152,7 +185,7 @@ class Detectors:
         """Forget observations older than their window; returns them (for the changelog)."""
         gone: list[Observation] = []
         for kind, per_kind in self._obs.items():
-            window = self.thresholds[kind].window_ms
+            window = self.thresholds[_RULE.get(kind, kind)].window_ms
             for key in list(per_kind):
                 keep = [o for o in per_kind[key] if o.at_ms > now_ms - window]
                 if len(keep) != len(per_kind[key]):
@@ -177,7 +210,10 @@ class Detectors:
         newest = max(o.at_ms for o in obs)
         live = sorted((o for o in obs if o.at_ms > newest - rule.window_ms),
                       key=lambda o: (o.at_ms, o.event_id))
-        if kind == Kind.REPEAT_MISSING:
+        if kind == Kind.RISING_RISK:
+            live = _rising(live)
+            count = len(live) - 1
+        elif kind in (Kind.REPEAT_MISSING, Kind.OVERDUE_INTERVIEW):
             count = len({o.event_id for o in live})
         else:
             count = len({o.child for o in live})
@@ -213,11 +249,49 @@ class Detectors:
             if self.remember(o):
                 added.append(o)
                 touched[(o.kind, o.key)] = None
-        fired = [a for k in touched if (a := self.evaluate(*k)) is not None]
+        # Returns and interviews fire nothing themselves: :meth:`overdue` decides.
+        fired = [a for k in touched if k[0] in Kind.ALL and (a := self.evaluate(*k)) is not None]
         return added, fired
+
+    def overdue(self, now_ms: int) -> tuple[list[Observation], list[AlertState]]:
+        """Returns whose interview deadline passed by ``now_ms`` (less :data:`GRACE_MS`)
+        with no interview since.
+
+        Each becomes an OVERDUE_INTERVIEW observation of its child and an OVERDUE_AREA
+        one of its local authority; returns (those observations, alerts raised or updated).
+        """
+        late: list[Observation] = []
+        while self._pending and self._pending[0][0] <= now_ms - GRACE_MS:
+            deadline, _, ret = heapq.heappop(self._pending)
+            interviews = self._obs[Kind.INTERVIEWED].get(ret.child, ())
+            if any(ret.at_ms <= i.at_ms <= deadline for i in interviews):
+                continue
+            late.append(replace(ret, kind=Kind.OVERDUE_INTERVIEW))
+            if ret.local_authority:
+                late.append(replace(ret, kind=Kind.OVERDUE_AREA, key=ret.local_authority))
+        return self.observe(late)
 
     def size(self) -> int:
         return sum(len(v) for per_kind in self._obs.values() for v in per_kind.values())
+
+
+#: The rule whose window an observation kind is kept for.
+_RULE = {Kind.RETURNED: Kind.OVERDUE_INTERVIEW, Kind.INTERVIEWED: Kind.OVERDUE_INTERVIEW}
+
+
+def _rising(live: list[Observation]) -> list[Observation]:
+    """The events at which the level rose, in the run of levels that never fell ending
+    at the newest event, with the run's first event: ``LOW, MEDIUM, MEDIUM, HIGH`` gives
+    the first, second and fourth (two rises); ``HIGH, LOW`` gives ``LOW`` (none)."""
+    start = len(live) - 1
+    while start > 0 and RISK_ORDER.get(live[start - 1].level, 0) <= \
+            RISK_ORDER.get(live[start].level, 0):
+        start -= 1
+    steps = [live[start]] if live else []
+    for o in live[start + 1:]:
+        if RISK_ORDER.get(o.level, 0) > RISK_ORDER.get(steps[-1].level, 0):
+            steps.append(o)
+    return steps
 
 
 def _merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

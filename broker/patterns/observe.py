@@ -52,13 +52,24 @@ def observations(event: Mapping[str, Any]) -> Iterator[Observation]:
     def obs(kind: str, key: str, block: str = "") -> Observation:
         return Observation(kind, key, child, eid, at, block, la)
 
+    if level := event.get("risk_level"):
+        yield Observation(Kind.RISING_RISK, child, child, eid, at, "", la, str(level))
     texts: list[str | None] = [event.get("summary")]
     if name == MISSING and payload.get("episode_type") in (None, "MISSING"):
         yield obs(Kind.REPEAT_MISSING, child)
+        ended = payload.get("ended_at")
+        if ended is not None or payload.get("found"):
+            # Found or returned: a return-home interview is due from then.
+            yield Observation(Kind.RETURNED, child, child, eid,
+                              at if ended is None else ms(ended), "", la)
         for field in ("last_seen", "found"):
             if (k := place_key(payload.get(field))) is not None:
                 yield obs(Kind.SHARED_PLACE, k.key, k.block)
     if name == INTERVIEW:
+        if payload.get("outcome") != "NOT_REACHED":  # held (a child may decline to talk)
+            held = payload.get("held_at")
+            yield Observation(Kind.INTERVIEWED, child, child, eid,
+                              at if held is None else ms(held), "", la)
         for place in payload.get("places_mentioned") or ():
             if (k := place_key(place)) is not None:
                 yield obs(Kind.SHARED_PLACE, k.key, k.block)

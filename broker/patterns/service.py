@@ -128,6 +128,7 @@ class PatternService:
             offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1)
         if not offsets:
             return 0
+        out += self.core.end_turn()
         producer = self._producer
         producer.begin_transaction()
         alerts = 0

@@ -6,6 +6,9 @@
       repeat_missing: {episodes: 3, days: 30}   # one child's missing episodes
       shared_place: {children: 3, days: 28}     # children at one place
       shared_person: {children: 2, days: 90}    # children naming one adult, car or phone
+      overdue_interview: {hours: 72, days: 30}  # a return with no interview within hours
+      overdue_area: {children: 3, days: 28}     # children overdue in one local authority
+      rising_risk: {rises: 2, days: 30}         # a child's risk level rising across events
 
 Leave a detector out to keep its default (:data:`broker.patterns.detectors.DEFAULTS`).
 """
@@ -17,10 +20,15 @@ from typing import Any, Protocol
 from broker.patterns.detectors import DEFAULTS, Kind, Threshold
 from broker.policy._yaml import Path
 
-_SECTIONS = {
-    "repeat_missing": (Kind.REPEAT_MISSING, "episodes"),
-    "shared_place": (Kind.SHARED_PLACE, "children"),
-    "shared_person": (Kind.SHARED_PERSON, "children"),
+_DAYS = ("days", "days", 1, 366)
+# section -> (detector, its fields: (name, Threshold attribute, lowest, highest))
+_SECTIONS: dict[str, tuple[str, tuple[tuple[str, str, int, int], ...]]] = {
+    "repeat_missing": (Kind.REPEAT_MISSING, (("episodes", "count", 2, 1000), _DAYS)),
+    "shared_place": (Kind.SHARED_PLACE, (("children", "count", 2, 1000), _DAYS)),
+    "shared_person": (Kind.SHARED_PERSON, (("children", "count", 2, 1000), _DAYS)),
+    "overdue_interview": (Kind.OVERDUE_INTERVIEW, (("hours", "hours", 1, 24 * 366), _DAYS)),
+    "overdue_area": (Kind.OVERDUE_AREA, (("children", "count", 2, 100_000), _DAYS)),
+    "rising_risk": (Kind.RISING_RISK, (("rises", "count", 1, 3), _DAYS)),
 }
 
 
@@ -37,15 +45,15 @@ def check_patterns(chk: _Checker, value: Any, path: Path) -> dict[str, Threshold
     section = chk.mapping(value, path, dict.fromkeys(_SECTIONS, False))
     if section is None:
         return out
-    for name, (kind, counted) in _SECTIONS.items():
+    for name, (kind, fields) in _SECTIONS.items():
         if name not in section:
             continue
         p = (*path, name)
-        rule = chk.mapping(section[name], p, {counted: False, "days": False})
+        rule = chk.mapping(section[name], p, {f[0]: False for f in fields})
         if rule is None:
             continue
-        count, days = out[kind].count, out[kind].days
-        for field, low, high in ((counted, 2, 1000), ("days", 1, 366)):
+        values = {"count": out[kind].count, "days": out[kind].days, "hours": out[kind].hours}
+        for field, attr, low, high in fields:
             v = rule.get(field)
             if v is None:
                 continue
@@ -54,9 +62,6 @@ def check_patterns(chk: _Checker, value: Any, path: Path) -> dict[str, Threshold
                             f"patterns.{name}.{field}: expected a whole number from {low} to "
                             f"{high}, not {v!r}")
                 continue
-            if field == "days":
-                days = v
-            else:
-                count = v
-        out[kind] = Threshold(count, days)
+            values[attr] = v
+        out[kind] = Threshold(**values)
     return out
