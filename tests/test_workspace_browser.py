@@ -19,11 +19,12 @@ from broker.kafka.admin import Admin
 from broker.loop.core import NOTICE
 from broker.topics import Topics
 from tests.helpers import create_topics, example, read_all, settings_for, wait_for
-from tests.workspace_helpers import CODEC, PASSWORD, running_workspace
+from tests.workspace_helpers import CODEC, PASSWORD, cli, running_workspace
 
 pytestmark = pytest.mark.kafka
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
+axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -40,12 +41,32 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def sign_in(page: object, url: str, username: str) -> None:
+# Every rule axe-core tags as WCAG 2.0, 2.1 or 2.2, levels A and AA.
+WCAG22AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
+AXE = axe_sync.Axe()
+CHECKED: list[str] = []
+
+
+def accessible(page: object, what: str) -> None:
+    """axe-core, injected into the page as it is now, finds no WCAG 2.2 AA violation."""
+    r = AXE.run(page, options={"runOnly": {"type": "tag", "values": WCAG22AA},
+                               "resultTypes": ["violations"]})
+    assert r.violations_count == 0, f"{what}: {r.generate_report()}"
+    CHECKED.append(what)
+
+
+def shot(page: object, path: Path, what: str, **kw: object) -> None:
+    """Check the page with axe, then take its screenshot."""
+    accessible(page, what)
+    page.screenshot(path=str(path), **kw)  # type: ignore[attr-defined]
+
+
+def sign_in(page: object, url: str, username: str, then: str = "/workspace/") -> None:
     page.goto(f"{url}/workspace/signin")  # type: ignore[attr-defined]
     page.get_by_label("Username").fill(username)  # type: ignore[attr-defined]
     page.get_by_label("Password").fill(PASSWORD)  # type: ignore[attr-defined]
     page.keyboard.press("Enter")  # type: ignore[attr-defined]
-    page.wait_for_url(f"{url}/workspace/")  # type: ignore[attr-defined]
+    page.wait_for_url(f"{url}{then}")  # type: ignore[attr-defined]
 
 
 def consultations(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
@@ -75,7 +96,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         ctx = browser.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
         page = ctx.new_page()
         page.goto(f"{url}/workspace/signin")
-        page.screenshot(path=str(shots / "signin.png"))
+        shot(page, shots / "signin.png", "signin")
         sign_in(page, url, "sam")
         page.wait_for_selector(f"tr[data-event='{earlier['event_id']}']", timeout=30_000)
         page.wait_for_selector(f"tr[data-event='{health['event_id']}']", timeout=30_000)
@@ -89,14 +110,14 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         assert first.get_attribute("data-event") == red["event_id"], arrived_s
         assert "RED" in first.inner_text()
         page.wait_for_timeout(300)
-        page.screenshot(path=str(shots / "queue.png"))
+        shot(page, shots / "queue.png", "queue")
 
         # The chronology: every event about the child in time order; a consultation.
         page.locator(f"tr[data-event='{red['event_id']}'] a", has_text="psn-").click()
         page.wait_for_selector("h1:has-text('Chronology')")
         items = page.locator("ol.chron > li")
         assert items.count() == 3
-        page.screenshot(path=str(shots / "chronology.png"), full_page=True)
+        shot(page, shots / "chronology.png", "chronology", full_page=True)
         shown = {health["event_id"], earlier["event_id"], red["event_id"]}
 
         def consulted() -> bool:
@@ -114,7 +135,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         page.get_by_label("Note", exact=True).fill("Strategy discussion booked for 09:00.")
         page.get_by_role("button", name="Record triage").click()
         page.wait_for_selector("text=Triage recorded")
-        page.screenshot(path=str(shots / "concern-triaged.png"), full_page=True)
+        shot(page, shots / "concern-triaged.png", "concern-triaged", full_page=True)
         page.get_by_label("Yes").check()
         page.get_by_role("button", name="Record review").click()
         page.wait_for_selector("li:has-text('break-glass share justified: yes')")
@@ -138,7 +159,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         page.goto(f"{url}/workspace/")
         page.keyboard.press("Tab")  # keyboard first: the skip link, then the navigation
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
-        page.screenshot(path=str(shots / "queue-tablet.png"))
+        shot(page, shots / "queue-tablet.png", "queue-tablet")
         ctx.close()
 
         # The school: the health event is not its to open, whatever the URL.
@@ -148,6 +169,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         sp.wait_for_selector(f"tr[data-event='{red['event_id']}']", timeout=30_000)
         resp = sp.goto(f"{url}/workspace/events/{health['event_id']}")
         assert resp is not None and resp.status == 404
+        accessible(sp, "not-found")
         body = sp.content()
         assert health["payload"]["presentation"] not in body
         assert health["payload"]["injuries"] not in body
@@ -159,7 +181,35 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         assert "payload.found" in text or "payload" in withheld.first.inner_text()
         assert red["payload"]["found"]["place"] not in text
         assert red["payload"]["last_seen"]["place"] not in text
-        sp.screenshot(path=str(shots / "school-withheld.png"), full_page=True)
+        shot(sp, shots / "school-withheld.png", "school-withheld", full_page=True)
         sp.goto(f"{url}/workspace/alerts")
-        sp.screenshot(path=str(shots / "alerts.png"))
+        shot(sp, shots / "alerts.png", "alerts")
         school.close()
+
+        # The DPO's pages, once the checkpointer has signed the log.
+        assert cli(tmp_path, topics, kafka_bootstrap, "audit", "checkpoint").exit_code == 0
+        dpo = browser.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+        dp = dpo.new_page()
+        sign_in(dp, url, "dee", then="/workspace/dpo/")
+        shot(dp, shots / "dpo.png", "dpo")
+        dp.get_by_label("Child's pseudonym").fill(red["subject"]["pseudonym"])
+        dp.get_by_role("button", name="Show the report").click()
+        dp.wait_for_selector("text=Audit log verified")
+        assert dp.locator("td", has_text="reviewed by sam at").count() >= 1
+        shot(dp, shots / "dpo-subject-access.png", "dpo-subject-access")
+        with dp.expect_download() as pdf:
+            dp.get_by_role("link", name="Download as PDF").click()
+        assert Path(pdf.value.path()).read_bytes().startswith(b"%PDF-")
+        dp.goto(f"{url}/workspace/dpo/checkpoints")
+        dp.wait_for_selector("text=verified:")
+        shot(dp, shots / "dpo-checkpoints.png", "dpo-checkpoints")
+        resp = dp.goto(f"{url}/workspace/events/{red['event_id']}")
+        assert resp is not None and resp.status == 403
+        accessible(dp, "forbidden")
+        # The check can fail: the same page with an unlabelled field is caught.
+        dp.evaluate("document.querySelector('main').insertAdjacentHTML('beforeend', "
+                    "'<input id=x-unlabelled>')")
+        with pytest.raises(AssertionError, match="label"):
+            accessible(dp, "forbidden, spoilt")
+        dpo.close()
+        assert len(CHECKED) == 12, CHECKED

@@ -12,27 +12,18 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from broker.api import Publisher
-from broker.cli.main import _register, cli
 from broker.kafka.admin import Admin
 from broker.topics import Topics
 from tests.helpers import create_topics, example, read_all, settings_for, wait_for
-from tests.workspace_helpers import http_sign_in, running_workspace
+from tests.workspace_helpers import cli, http_sign_in, running_workspace
 
 pytestmark = pytest.mark.kafka
 DPO_PAGES = ("/workspace/dpo/", "/workspace/dpo/s62.csv", "/workspace/dpo/checkpoints",
              "/workspace/dpo/subject-access?subject=x",
              "/workspace/dpo/subject-access.pdf?subject=x",
              "/workspace/dpo/subject-access.proofs.json?subject=x")
-
-
-def run(home: Path, topics: Topics, bootstrap: str, *args: str) -> Result:
-    _register()
-    env = {"SAFESHARE_HOME": str(home), "SAFESHARE_NAMESPACE": topics.namespace,
-           "SAFESHARE_BOOTSTRAP": bootstrap}
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
@@ -71,7 +62,7 @@ def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
         r = dee.get("/workspace/dpo/checkpoints")
         assert r.status_code == 503 and "no trusted log key yet" in r.text
 
-        assert run(home, topics, kafka_bootstrap, "audit", "checkpoint").exit_code == 0
+        assert cli(home, topics, kafka_bootstrap, "audit", "checkpoint").exit_code == 0
         psn = missing["subject"]["pseudonym"]
         page = dee.get("/workspace/dpo/subject-access", params={"subject": psn})
         assert page.status_code == 200, page.text
@@ -86,7 +77,7 @@ def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
         proofs = tmp_path / "proofs.json"
         proofs.write_bytes(dee.get("/workspace/dpo/subject-access.proofs.json",
                                    params={"subject": psn}).content)
-        ok = run(home, topics, kafka_bootstrap, "audit", "verify-proof", str(proofs))
+        ok = cli(home, topics, kafka_bootstrap, "audit", "verify-proof", str(proofs))
         assert ok.exit_code == 0 and ok.output.count("OK leaf") == n, ok.output
 
         got = dee.get("/workspace/dpo/s62.csv")

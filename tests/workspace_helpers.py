@@ -10,11 +10,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
+from click.testing import CliRunner, Result
 
 from broker import config
+from broker.cli.main import _register
+from broker.cli.main import cli as main_cli
 from broker.clock import SystemClock
 from broker.codec import Codec
 from broker.gateway.app import GatewayConfig, create_app
@@ -91,3 +95,11 @@ def csrf_of(page: str) -> str:
     m = re.search(r'name="csrf" value="([^"]+)"', page)
     assert m is not None, "no CSRF token on the page"
     return m.group(1)
+
+
+def cli(home: Path, topics: Topics, bootstrap: str, *args: str) -> Result:
+    """``safeshare ARGS`` in this process, for this test's home, namespace and broker."""
+    _register()
+    env = {"SAFESHARE_HOME": str(home), "SAFESHARE_NAMESPACE": topics.namespace,
+           "SAFESHARE_BOOTSTRAP": bootstrap}
+    return CliRunner().invoke(main_cli, list(args), env=env, catch_exceptions=False)
