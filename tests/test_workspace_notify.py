@@ -53,16 +53,16 @@ def test_the_hospital_is_told_its_health_concern_was_consulted_and_the_police_ar
     with running_workspace(kafka_bootstrap, topics, s, policy) as url:
         school = http_sign_in(url, "dana")  # shares no health: nobody is told
         wait_for("the school's copy", lambda: school.get(
-            f"/workspace/events/{missing['event_id']}").status_code == 200, timeout_s=30)
+            f"/workspace/events/{missing['event_id']}").status_code == 200, timeout_s=90)
 
         sam = http_sign_in(url, "sam")
         psn = health["subject"]["pseudonym"]
         wait_for("both concerns in the MASH's chronology", lambda: all(
             e["event_id"] in sam.get(f"/workspace/children/{psn}").text
-            for e in (health, missing)), timeout_s=30)
+            for e in (health, missing)), timeout_s=90)
 
         wait_for("the hospital's CONSULTED notice", lambda: bool(consulted_notices(
-            kafka_bootstrap, topics, "torbay-hospital")), timeout_s=15)
+            kafka_bootstrap, topics, "torbay-hospital")), timeout_s=60)
         notices = consulted_notices(kafka_bootstrap, topics, "torbay-hospital")
         n, raw = notices[0]
         assert (n["event_id"], n["recipient"], n["about"], n["purpose"]) == (

@@ -84,7 +84,7 @@ def running_workspace(bootstrap: str, topics: Topics, settings: config.Settings,
 
 def http_sign_in(url: str, username: str = "sam") -> httpx.Client:
     """A client signed in to the workspace at ``url`` through its form (CSRF and all)."""
-    c = httpx.Client(base_url=url, timeout=10)
+    c = httpx.Client(base_url=url, timeout=60)  # a loaded 2-core machine is slow
     c.post("/workspace/signin", data={"username": username, "password": PASSWORD,
                                       "csrf": csrf_of(c.get("/workspace/signin").text)})
     assert c.cookies.get("ws_session"), f"{username} could not sign in"
