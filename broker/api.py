@@ -18,7 +18,7 @@ The ``safeshare`` CLI is built on exactly these classes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -141,12 +141,14 @@ class Publisher:
         """Check and publish one event; block until the broker acknowledges it."""
         return self.send(event, self.encode(event), timeout_s=timeout_s)
 
-    def send(self, event: Mapping[str, Any], data: bytes, *, timeout_s: float = 30.0) -> Receipt:
+    def send(self, event: Mapping[str, Any], data: bytes, *, timeout_s: float = 30.0,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> Receipt:
         """Publish ``data``, the bytes :meth:`encode` made of ``event``; block until
         the broker acknowledges it. For a caller that checks a batch first and
-        sends only if every event passed (``safeshare publish``)."""
+        sends only if every event passed (``safeshare publish``); ``headers``
+        travel with the record (the gateway's request id, broker.gateway.recall)."""
         topic, key = self.destination(event)
-        future = self._producer.send(topic, data, key=key)
+        future = self._producer.send(topic, data, key=key, headers=headers)
         meta = future.get(timeout=timeout_s)
         return Receipt(str(event["event_id"]), meta.topic, meta.partition, meta.offset)
 

@@ -16,6 +16,7 @@ import pytest
 
 from broker.codec.exceptions import EncodingError
 from broker.gateway.app import GatewayConfig, openapi_document
+from broker.gateway.limits import Limits
 from broker.gateway.pki import Principal
 from broker.gateway.server import TlsFiles, server_context
 from broker.gateway.tokens import OAuthClients
@@ -23,7 +24,7 @@ from broker.intake import Intake
 from broker.kafka.admin import Admin
 from broker.topics import Topics
 from tests.gateway_helpers import Running, running_gateway
-from tests.helpers import CODEC, create_topics, example, read_all, settings_for
+from tests.helpers import CODEC, create_topics, example, read_all, settings_for, wait_for
 
 pytestmark = pytest.mark.kafka
 SCHOOL = "example-academy"
@@ -151,6 +152,40 @@ def test_an_oauth2_client_gets_a_token_and_acts_only_as_itself(
     assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)) == 1
 
 
+def test_a_token_outlives_a_restart_and_each_client_id_has_its_own_rate_limit(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    policy = create_topics(admin, settings_for(topics, tmp_path))
+    clients = tmp_path / "oauth-clients.json"
+    a = OAuthClients.register(clients, Principal("agency", SCHOOL))
+    b = OAuthClients.register(clients, Principal("agency", SCHOOL))
+    config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy,
+                           oauth_clients=clients, token_key=tmp_path / "token.key",
+                           limits=Limits(rate_per_s=0.01, burst=3))
+
+    def client(gw: Running) -> httpx.Client:
+        return httpx.Client(base_url=gw.url,
+                            verify=ssl.create_default_context(cafile=str(gw.ca.cert)))
+
+    def receipt(c: httpx.Client, token: str) -> int:
+        return c.get("/v1/events/nothing-yet/receipt",
+                     headers={"Authorization": f"Bearer {token}"}).status_code
+
+    with running_gateway(config, tmp_path) as gw, client(gw) as c:
+        tokens = [c.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                         auth=x).json()["access_token"] for x in (a, b)]
+        assert receipt(c, tokens[0]) == 404  # authenticated, nothing published
+    # A new gateway process state, the same key file: the token is still good.
+    with running_gateway(config, tmp_path) as gw, client(gw) as c:
+        assert [receipt(c, tokens[0]) for _ in range(4)] == [404, 404, 404, 429]
+        # the same agency through its other client, from the same address: its own bucket
+        assert receipt(c, tokens[1]) == 404
+    # Without the key file every token is refused (revoked).
+    (tmp_path / "token.key").unlink()
+    with running_gateway(config, tmp_path) as gw, client(gw) as c:
+        assert receipt(c, tokens[1]) == 401
+
+
 def test_tls_below_1_2_is_refused(gw: Running) -> None:
     tls = TlsFiles(gw.dir / "server.pem", gw.dir / "server.key", gw.ca.cert)
     assert server_context(tls).minimum_version == ssl.TLSVersion.TLSv1_2
@@ -216,3 +251,46 @@ def test_the_running_service_serves_the_committed_openapi_description(gw: Runnin
     assert committed == openapi_document()
     with gw.client("agency", SCHOOL) as c:
         assert c.get("/openapi.json").json() == committed
+
+
+def test_after_a_restart_a_retry_gets_the_same_receipt_and_nothing_is_published_twice(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path)
+    policy = create_topics(admin, s)
+    config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy)
+    event, other = example("education_concern"), example("education_concern")
+    body = json.dumps([event, other]).encode()
+    rid = str(uuid.uuid4())
+    json_body = {"Content-Type": "application/json"}
+    with running_gateway(config, tmp_path) as gw:
+        with _post_then_drop(gw, body, rid):
+            wait_for("both events published", lambda: len(
+                read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)) == 2)
+        first = read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)
+        with gw.client("agency", SCHOOL) as c:
+            lone = c.post("/v1/events", json=example("education_concern"))
+            assert lone.status_code == 201, lone.text
+    assert len(first) == 2  # published; the caller never saw the receipts
+    # A new gateway: nothing of the first one's memory but what Kafka holds.
+    with running_gateway(config, tmp_path) as gw, gw.client("agency", SCHOOL) as c:
+        again = c.post("/v1/events", content=body, headers={"X-Request-ID": rid, **json_body})
+        assert again.status_code == 200, again.text
+        assert again.json()["replayed"] is True
+        got = again.json()["receipts"]
+        where = {CODEC.decode(r.value or b"", "safeshare.ConcernEvent")["event_id"]: (
+            r.partition, r.offset, hashlib.sha256(r.value or b"").hexdigest()) for r in first}
+        assert [(r["event_id"], (r["partition"], r["offset"], r["digest"])) for r in got] == [
+            (e["event_id"], where[e["event_id"]]) for e in (event, other)]
+        assert {r["signed_by"] for r in got} == {"none"}
+        # the same request id with another body: refused, after the restart too
+        changed = json.dumps([dict(event, summary="something else"), other]).encode()
+        conflict = c.post("/v1/events", content=changed,
+                          headers={"X-Request-ID": rid, **json_body})
+        assert conflict.status_code == 409, conflict.text
+        # the same event under a fresh request id: its first receipt
+        third = c.post("/v1/events", json=event, headers={"X-Request-ID": "fresh"})
+        assert third.status_code == 200 and third.json()["receipts"] == got[:1]
+        # and the receipt route knows it without the router having run
+        assert c.get(f"/v1/events/{event['event_id']}/receipt").json()["published"] == got[0]
+    assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)) == 3

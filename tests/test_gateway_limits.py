@@ -22,7 +22,7 @@ SCHOOL = "example-academy"
 def gw(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path) -> Iterator[Running]:
     policy = create_topics(admin, settings_for(topics, tmp_path))
     config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy,
-                           limits=Limits(rate_per_s=1.0, burst=3, max_body_bytes=20_000,
+                           limits=Limits(rate_per_s=0.01, burst=3, max_body_bytes=20_000,
                                          max_events=2))
     with running_gateway(config, tmp_path) as running:
         yield running

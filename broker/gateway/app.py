@@ -26,6 +26,7 @@ from broker.gateway.publishing import EventDesk
 from broker.gateway.tokens import OAuthClients, TokenIssuer
 from broker.kafka.producer import make_producer
 from broker.policy import Policy
+from broker.routing.app import load_or_create_secret
 from broker.topics import DEFAULT, Topics
 
 TITLE = "Safeshare gateway"
@@ -43,6 +44,9 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     oauth_clients: Path | None = None
     """Registered OAuth2 clients (``safeshare keys oauth-client``); None: none."""
+    token_key: Path | None = None
+    """The bearer tokens' HMAC key file (made on first use, kept across restarts);
+    None: a key per process (a restart revokes every token)."""
     clock: Clock | None = None
     time_bounds: TimeBounds = DEFAULT_BOUNDS
     """How far ahead of the clock an event's times may be (SAFESHARE_FUTURE_SKEW_S)."""
@@ -76,8 +80,10 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             on_signed_for=app.state.recorder.signed_for,
             time_bounds=config.time_bounds,
         )
+        app.state.desk.warm()
         app.state.audit_log = receipts.log_cache()
-        app.state.tokens = TokenIssuer()
+        app.state.tokens = TokenIssuer(
+            load_or_create_secret(config.token_key) if config.token_key is not None else None)
         app.state.oauth_clients = OAuthClients.load(config.oauth_clients) if (
             config.oauth_clients is not None) else OAuthClients({})
         app.state.acks = {}

@@ -6,6 +6,10 @@ over ``max_body_bytes`` (by ``Content-Length`` or by counting), 429 with
 ``Retry-After`` (whole seconds) when the caller has spent its burst. The
 number of events per request is the publishing desk's limit (422). It also
 echoes ``X-Correlation-ID`` and ``X-Request-ID`` on every response.
+
+A caller is counted as its certificate's principal, a bearer token's OAuth2
+client id (each registered client its own bucket, wherever it connects
+from), and anyone else by address (a flood of bad tokens is limited too).
 """
 
 from __future__ import annotations
@@ -59,6 +63,24 @@ class _TooLarge(Exception):
     pass
 
 
+def _counted_as(scope: Any) -> str | None:
+    """Whose bucket a request takes from (see the module docstring)."""
+    cert = principal_in(scope)
+    if cert is not None:
+        return str(cert)
+    auth = dict(scope.get("headers", ())).get(b"authorization", b"")
+    scheme, _, token = auth.decode("latin-1").partition(" ")
+    app = scope.get("app")
+    tokens = getattr(getattr(app, "state", None), "tokens", None)
+    if scheme.lower() == "bearer" and token and tokens is not None:
+        found = tokens.claims(token.strip())
+        if found is not None:
+            principal, client_id = found
+            return f"oauth-client:{client_id}" if client_id else str(principal)
+    client = scope.get("client")
+    return f"address:{client[0]}" if client else None
+
+
 class LimitsMiddleware:
     def __init__(self, app: Any, limits: Limits) -> None:
         self.app = app
@@ -77,9 +99,9 @@ class LimitsMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *echo]}
             await send(message)
 
-        who = principal_in(scope)
+        who = _counted_as(scope)
         if who is not None:
-            wait = self.buckets.take(str(who))
+            wait = self.buckets.take(who)
             if wait > 0:
                 retry = max(1, math.ceil(wait))
                 await error_response(

@@ -17,8 +17,10 @@ without one, by its event ids). A retry with the same body gets the same
 receipts and sends nothing; the same id with a different body is a conflict.
 Each event id too is published once per agency: the same event again returns
 its first receipt, the same id with different content is a conflict. The
-memory is the gateway process's (bounded, newest kept); the router's own
-duplicate check (broker/routing/dedup.py) stays the backstop across restarts.
+memory is bounded (newest kept) and survives a restart: each published record
+carries its request id and body digest in headers, and the memory of an
+agency is rebuilt from its ingest topic before the gateway publishes for it
+again (:mod:`broker.gateway.recall`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
 from broker.codec.jsontext import read_events
 from broker.codec.times import DEFAULT_BOUNDS, TimeBounds
+from broker.gateway import recall
 from broker.intake import ENVELOPE, Intake
 from broker.policy import Policy
 from broker.signing import AgencySigner, SignatureError
@@ -144,6 +147,8 @@ class EventDesk:
         self._requests = _Memory()
         self._events = _Memory()
         self._guard = threading.Lock()
+        self._recalled: set[str] = set()
+        self._recall_locks: dict[str, threading.Lock] = {}
         for agency in policy.agencies if policy is not None else ():
             if agency.signing != "gateway":
                 continue
@@ -176,6 +181,41 @@ class EventDesk:
                 )
                 self._publishers[agency] = pub
             return pub
+
+    def _recall(self, agency: str) -> None:
+        """Rebuild ``agency``'s memory from its ingest topic, once per process."""
+        if agency in self._recalled:
+            return
+        with self._guard:
+            lock = self._recall_locks.setdefault(agency, threading.Lock())
+        with lock:
+            if agency in self._recalled:
+                return
+
+            def learn(r: recall.Recalled) -> None:
+                receipt = EventReceipt(r.event_id, r.digest, r.topic, r.partition, r.offset,
+                                       r.signed_by)
+                if self._events.get((agency, r.event_id)) is None:
+                    self._events.put((agency, r.event_id), r.digest, receipt)
+                if r.request_id and r.body_digest:
+                    self._requests.put((agency, r.request_id), r.body_digest, None)
+
+            recall.recall(self._bootstrap, self._topics.ingest(agency), self.codec,
+                          MAX_REMEMBERED, learn)
+            self._recalled.add(agency)
+
+    def warm(self) -> None:
+        """Rebuild every policy agency's memory now, on a thread, so the first
+        request of each does not wait for it (a failure is retried by that request)."""
+
+        def run() -> None:
+            for agency in self.policy.agencies if self.policy is not None else ():
+                try:
+                    self._recall(agency.id)
+                except Exception:  # noqa: BLE001 - the agency's first request tries again
+                    continue
+
+        threading.Thread(target=run, name="gateway-recall", daemon=True).start()
 
     def delegates(self, agency: str) -> bool:
         return agency in self._delegated
@@ -232,9 +272,10 @@ class EventDesk:
         published before and nothing new was sent.
         """
         body_digest = hashlib.sha256(body).hexdigest()
+        self._recall(agency)
         key = (agency, request_id) if request_id else None
         if key is None:
-            return self._publish_checked(agency, self.check(agency, body))
+            return self._publish_checked(agency, self.check(agency, body), None, body_digest)
         lock = self._requests.lock(key)
         with lock:
             seen = self._requests.get(key)
@@ -243,13 +284,18 @@ class EventDesk:
                     raise Conflict(
                         f"X-Request-ID {request_id!r} was used for a different request body"
                     )
-                return seen[1], True
-            receipts, replayed = self._publish_checked(agency, self.check(agency, body))
+                if seen[1] is not None:
+                    return seen[1], True
+                # Learnt from the ingest topic: its events' receipts are known (those
+                # of a request cut short are published now).
+            receipts, replayed = self._publish_checked(agency, self.check(agency, body),
+                                                       request_id, body_digest)
             self._requests.put(key, body_digest, receipts)
         return receipts, replayed
 
     def _publish_checked(
-        self, agency: str, checked: list[tuple[dict[str, Any], bytes, str]]
+        self, agency: str, checked: list[tuple[dict[str, Any], bytes, str]],
+        request_id: str | None, body_digest: str,
     ) -> tuple[list[EventReceipt], bool]:
         pub = self._publisher(agency)
         receipts: list[EventReceipt] = []
@@ -266,7 +312,8 @@ class EventDesk:
                         )
                     receipts.append(seen[1])
                     continue
-                r = pub.send(record, data)
+                r = pub.send(record, data,
+                             headers=recall.headers(request_id, body_digest, by))
                 receipt = EventReceipt(r.event_id, digest, r.topic, r.partition, r.offset, by)
                 if by == "gateway" and self._on_signed_for is not None:
                     self._on_signed_for(agency, r.event_id, digest,
@@ -277,6 +324,7 @@ class EventDesk:
         return receipts, not fresh
 
     def receipt_of(self, agency: str, event_id: str) -> EventReceipt | None:
+        self._recall(agency)
         seen = self._events.get((agency, event_id))
         return None if seen is None else seen[1]
 

@@ -106,7 +106,10 @@ async def get_receipt(
     if who.kind != "agency":
         require(request, who, "agency", who.id, "read receipts")
     config = request.app.state.config
-    published = request.app.state.desk.receipt_of(who.id, event_id)
+    try:
+        published = await run_in_threadpool(request.app.state.desk.receipt_of, who.id, event_id)
+    except SafeshareError as exc:
+        raise ApiError(503, f"the receipts could not be read: {type(exc).__name__}") from None
 
     log_cache: _LogCache = request.app.state.audit_log
 

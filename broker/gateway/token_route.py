@@ -63,6 +63,6 @@ async def token(request: Request) -> JSONResponse:
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
     issuer = request.app.state.tokens
     return JSONResponse(
-        Token(access_token=issuer.issue(who), token_type="Bearer",
+        Token(access_token=issuer.issue(who, client_id=client_id or ""), token_type="Bearer",
               expires_in=issuer.ttl_s).model_dump(),
         headers={"Cache-Control": "no-store"})

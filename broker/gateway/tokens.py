@@ -6,8 +6,10 @@ its secret (``$SAFESHARE_HOME/gateway/oauth-clients.json``); the secret is
 printed once. ``POST /v1/oauth/token`` with ``grant_type=client_credentials``
 (form body, or HTTP Basic) returns a bearer token valid for
 :data:`TOKEN_TTL_S`: ``v1.<base64url claims>.<base64url HMAC-SHA256>``, the
-claims being the principal's URI and the expiry. The HMAC key is made when
-the gateway starts, so a restart revokes every token (clients ask again).
+claims being the principal's URI, the client id and the expiry. The HMAC
+key is kept in a file (``$SAFESHARE_HOME/gateway/token.key``, mode 0600,
+made on first use), so a token outlives a restart of the gateway until it
+expires; deleting the file revokes every token at the next start.
 """
 
 from __future__ import annotations
@@ -93,14 +95,20 @@ class TokenIssuer:
         h.update(data)
         return h.finalize()
 
-    def issue(self, principal: Principal, now: float | None = None) -> str:
+    def issue(self, principal: Principal, now: float | None = None,
+              client_id: str = "") -> str:
         exp = int((now if now is not None else time.time()) + self.ttl_s)
-        claims = _b64(json.dumps({"sub": principal.uri, "exp": exp},
+        claims = _b64(json.dumps({"sub": principal.uri, "cid": client_id, "exp": exp},
                                  separators=(",", ":")).encode())
         return f"v1.{claims}.{_b64(self._mac(claims.encode()))}"
 
     def verify(self, token: str, now: float | None = None) -> Principal | None:
         """The principal of a valid, unexpired token, else None."""
+        found = self.claims(token, now)
+        return None if found is None else found[0]
+
+    def claims(self, token: str, now: float | None = None) -> tuple[Principal, str] | None:
+        """(principal, client id) of a valid, unexpired token, else None."""
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != "v1":
             return None
@@ -112,6 +120,6 @@ class TokenIssuer:
             claims = json.loads(_unb64(parts[1]))
             if int(claims["exp"]) < (now if now is not None else time.time()):
                 return None
-            return Principal.parse(str(claims["sub"]))
+            return Principal.parse(str(claims["sub"])), str(claims.get("cid", ""))
         except Exception:  # noqa: BLE001 - a malformed or forged token is simply not valid
             return None
