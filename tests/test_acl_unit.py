@@ -58,10 +58,11 @@ def test_agency_may_write_only_its_own_ingest_and_consent_topics(
         ("TOPIC", "ns.consent.police", "WRITE", "LITERAL"),
         ("TOPIC", "ns.status.police", "READ", "LITERAL"),
     }
-    # Nobody but the school writes the school's consent topic.
+    # Nobody but the school (and the gateway, for the school it authenticated)
+    # writes the school's consent topic.
     assert {
         b.principal for b in derived if b.resource_name == "ns.consent.school"
-    } == {"User:agency-school"}
+    } == {"User:agency-school", "User:gateway"}
 
 
 def test_the_old_shared_consent_topic_acl_is_stale_and_removed() -> None:
@@ -89,7 +90,8 @@ def test_only_a_subscriber_acknowledges_for_itself_and_the_loop_reads_it(
 ) -> None:
     ack_writers = {b.principal for b in derived if b.operation == "WRITE"
                    and b.resource_type == "TOPIC" and b.resource_name == T.acks("mash")}
-    assert ack_writers == {"User:subscriber-mash"}
+    # ...and the gateway, for a subscriber it authenticated (POST .../acks).
+    assert ack_writers == {"User:subscriber-mash", "User:gateway"}
     loop = _of(derived, "loop")
     assert ("TOPIC", "ns.ack.", "READ", "PREFIXED") in loop
     assert ("TOPIC", "ns.loop.clocks", "WRITE", "LITERAL") in loop
@@ -129,11 +131,14 @@ def test_only_the_router_writes_feeds_audit_and_quarantine(
         }
 
     assert writers(T.feed_prefix, T.feed("mash"), T.feed("mash-b")) == {"User:router"}
+    assert writers(T.quarantine, T.clocks, T.clock_starts, T.audit_checkpoints).isdisjoint(
+        {"User:gateway"})
     # The loop service quarantines a malformed or misdirected acknowledgement.
     assert writers(T.quarantine) == {"User:router", "User:loop"}
     # The checkpointer appends only the leaf of a key rotation (rotate_key).
     # The loop service's leaves: acknowledgements, escalations, status notices.
-    assert writers(T.audit) == {"User:router", "User:checkpointer", "User:loop"}
+    # The gateway's: consultations (CONSULTED), workspace notices (NOTIFIED).
+    assert writers(T.audit) == {"User:router", "User:checkpointer", "User:loop", "User:gateway"}
 
 
 def test_router_reads_ingest_and_consent_and_owns_its_group_and_transactions(
@@ -368,3 +373,20 @@ def test_safeshare_acl_show_prints_the_derived_acls() -> None:
     assert out.exit_code == 0, out.output
     expected = sorted(acl.policy_acls(Policy.load(EXAMPLE), T))
     assert out.output.splitlines() == [str(b) for b in expected]
+
+
+def test_the_gateway_writes_for_whom_it_serves_and_reads_only_feeds_and_the_log(
+    derived: frozenset[AclBinding],
+) -> None:
+    gw = _of(derived, "gateway")
+    reads = {r[1] for r in gw if r[0] == "TOPIC" and r[2] == "READ"}
+    assert reads == {"ns.audit", "ns.audit.checkpoints", "ns.ingest.police",
+                     "ns.ingest.school", "ns.feed.mash", "ns.feed.mash-b"}
+    writes = {r[1] for r in gw if r[0] == "TOPIC" and r[2] == "WRITE"}
+    assert writes == {"ns.audit", "ns.gateway.consultations", "ns.ingest.police",
+                      "ns.ingest.school", "ns.consent.police", "ns.consent.school",
+                      "ns.status.police", "ns.status.school", "ns.ack.mash", "ns.ack.mash-b"}
+    assert all(r[3] == "LITERAL" for r in gw if r[0] == "TOPIC")  # no prefix
+    assert {r for r in gw if r[0] != "TOPIC"} == {
+        ("GROUP", f"{T.feed_group(s)}.workspace-", "READ", "PREFIXED") for s in ("mash", "mash-b")}
+    assert all(acl.in_scope(b, T) for b in derived if b.principal == "User:gateway")

@@ -29,6 +29,13 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 |                           | quarantine and audit; group ``<ns>.loop``; transactional   |
 |                           | ids                                                        |
 |                           | ``<ns>.loop.*``                                            |
+| ``User:gateway``          | for every agency it serves: WRITE its ingest and consent   |
+|                           | topics, READ its ingest topic (idempotency after a         |
+|                           | restart), WRITE its status topic (workspace notices); for  |
+|                           | every subscriber: READ its feed, WRITE its acknowledgements, |
+|                           | groups ``<ns>.subscriber.<id>.workspace-*``; WRITE audit   |
+|                           | (CONSULTED leaves) and its consultations topic; READ audit |
+|                           | and checkpoints (receipts with proofs)                     |
 
 Closing the loop adds to the parties' own rights: an agency READs its status
 topic (what happened to what it sent); a subscriber WRITEs its own
@@ -83,6 +90,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDITOR",
     "CHECKPOINTER",
+    "GATEWAY",
     "LOOP",
     "OPERATOR",
     "ROUTER",
@@ -107,7 +115,8 @@ WITNESS = "witness"
 AUDITOR = "auditor"
 OPERATOR = "operator"
 LOOP = "loop"
-SERVICE_USERS = (ROUTER, CHECKPOINTER, WITNESS, AUDITOR, OPERATOR, LOOP)
+GATEWAY = "gateway"
+SERVICE_USERS = (ROUTER, CHECKPOINTER, WITNESS, AUDITOR, OPERATOR, LOOP, GATEWAY)
 """Safeshare's own services' user names (one principal each, whatever the policy)."""
 
 APPLY_SETTLE_S = 15.0
@@ -146,6 +155,7 @@ def desired_acls(
     topics: Topics, agencies: Iterable[str], subscribers: Iterable[str]
 ) -> frozenset[AclBinding]:
     """Every ACL a deployment with these agencies and subscribers needs (module table)."""
+    agencies, subscribers = list(agencies), list(subscribers)
 
     def allow(user: str, rtype: str, name: str, op: str, pattern: str = "LITERAL") -> AclBinding:
         return AclBinding(principal(user), rtype, name, op, pattern)
@@ -209,7 +219,34 @@ def desired_acls(
         allow(LOOP, "GROUP", topics.loop_group, "READ"),
         allow(LOOP, "TRANSACTIONAL_ID", topics.loop_transactional_id(""), "WRITE", "PREFIXED"),
     }
+    out |= gateway_acls(topics, agencies, subscribers)
     return frozenset(out)
+
+
+def gateway_acls(
+    topics: Topics, agencies: Iterable[str], subscribers: Iterable[str]
+) -> set[AclBinding]:
+    """The HTTPS gateway's own principal (module table): what it does for the
+    agencies and subscribers it serves, and its own topics; never a feed write,
+    the quarantine, the clocks or another party's notices."""
+    who = principal(GATEWAY)
+    out = {
+        AclBinding(who, "TOPIC", topics.audit, "WRITE"),
+        AclBinding(who, "TOPIC", topics.audit, "READ"),
+        AclBinding(who, "TOPIC", topics.audit_checkpoints, "READ"),
+        AclBinding(who, "TOPIC", topics.consultations, "WRITE"),
+    }
+    for a in agencies:
+        out.add(AclBinding(who, "TOPIC", topics.ingest(a), "WRITE"))
+        out.add(AclBinding(who, "TOPIC", topics.ingest(a), "READ"))
+        out.add(AclBinding(who, "TOPIC", topics.consent(a), "WRITE"))
+        out.add(AclBinding(who, "TOPIC", topics.status(a), "WRITE"))
+    for s in subscribers:
+        out.add(AclBinding(who, "TOPIC", topics.feed(s), "READ"))
+        out.add(AclBinding(who, "TOPIC", topics.acks(s), "WRITE"))
+        out.add(AclBinding(who, "GROUP", topics.feed_group(s) + ".workspace-", "READ",
+                           "PREFIXED"))
+    return out
 
 
 def policy_acls(policy: Policy, topics: Topics) -> frozenset[AclBinding]:
@@ -233,9 +270,10 @@ def _scope(topics: Topics) -> re.Pattern[str]:
     ns = re.escape(topics.namespace)
     return re.compile(
         rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent(?:\.(?:{_ID})?)?|feed\.(?:{_ID})?|quarantine|identity|audit"
-        rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}\.?"
+        rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}(?:\.(?:workspace-)?)?"
         rf"|checkpointer\.?(?:{_ID})?"
-        rf"|loop(?:\.clock-starts|\.clocks|\.(?:{_ID})?)?|(?:ack|notices|status)\.(?:{_ID})?)\Z"
+        rf"|loop(?:\.clock-starts|\.clocks|\.(?:{_ID})?)?|(?:ack|notices|status)\.(?:{_ID})?"
+        rf"|gateway\.consultations)\Z"
     )
 
 
