@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 from broker.clock import Clock
 from broker.codec import Codec
-from broker.kafka.consumer import Consumer, catch_up, make_consumer
 from broker.kafka.exceptions import KafkaError
-from broker.kafka.producer import Producer, make_producer
+from broker.kafka.processor import ChangelogProcessor
 from broker.kafka.security import Credentials
 from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition
 from broker.loop.core import LoopCore, Out, Source
@@ -41,9 +40,6 @@ log = logging.getLogger(__name__)
 MAX_WAIT_MS = 200
 REBUILD_TIMEOUT_S = 60.0
 GAUGE_EVERY_S = 5.0
-#: How long a turn waits for the broker to take its writes, commit or abort
-#: before it gives up and repairs: a broker outage must not stall the loop.
-WRITE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -82,22 +78,11 @@ class LoopService:
         kw = {} if referrer_sees is None else {"referrer_sees": referrer_sees}
         self.core = LoopCore(codec=codec, topics=topics, policy=policy, clock=clock, **kw)
         pattern = f"^({re.escape(topics.clock_starts)}|{topics.ack_pattern[1:-1]})$"
-        self._consumer: Consumer = make_consumer(
-            bootstrap, group_id=topics.loop_group, pattern=pattern,
-            isolation_level="read_committed", assignors=("range",),
+        self._kafka = ChangelogProcessor(
+            bootstrap, name=f"loop {instance_id}", group_id=topics.loop_group, pattern=pattern,
+            transactional_id=topics.loop_transactional_id(instance_id),
             client_id=f"safeshare-loop-{instance_id}", credentials=credentials,
         )
-        self._changelog: Consumer = make_consumer(
-            bootstrap, group_id=None, topics=None, isolation_level="read_committed",
-            credentials=credentials,
-        )
-        self._bootstrap = bootstrap
-        self._credentials = credentials
-        self._producer: Producer = self._new_producer()
-        self._producer_broken = False
-        self._needs_repair = False
-        self._in_transaction = False
-        self._failures = 0
         self._owned: set[int] = set()
         self._stop = threading.Event()
 
@@ -120,18 +105,23 @@ class LoopService:
         if wait_ms is None:
             nxt = self.core.next_fire_ms()
             wait_ms = MAX_WAIT_MS if nxt is None else max(0, min(MAX_WAIT_MS, nxt - now))
+        kafka = self._kafka
         try:
-            if self._needs_repair:
-                self._repair()
-            records = self._consumer.poll_records(timeout_ms=wait_ms)
+            if kafka.needs_repair:
+                kafka.repair()
+                self._rebuild(set(self._owned))
+            records = kafka.poll(wait_ms)
             self._follow_assignment()
             written = self._turn(records)
         except KafkaError as exc:
-            self._abandon(exc)
-            self._stop.wait(min(5.0, 0.2 * 2 ** min(self._failures, 5)))
+            self.stats.aborted += 1
+            self.metrics.aborted.inc()
+            self.core.drop_leaves()
+            self.last_error = str(exc)
+            self._stop.wait(kafka.fail(exc))
             return 0
         self.last_error = None
-        self._failures = 0
+        kafka.succeeded()
         if time.monotonic() - self._gauged_at > GAUGE_EVERY_S:
             self._gauged_at = time.monotonic()
             self.metrics.clocks(list(self.core.open_clocks()), self.clock.now_ms())
@@ -161,16 +151,7 @@ class LoopService:
         out += self.core.take_leaves()
         if not out and not offsets:
             return 0
-        producer = self._producer
-        producer.begin_transaction()
-        self._in_transaction = True
-        for o in out:
-            producer.send(o.topic, value=o.value, key=o.key, partition=o.partition)
-        if offsets:
-            producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-        producer.flush(WRITE_TIMEOUT_S)
-        producer.commit_transaction(WRITE_TIMEOUT_S)
-        self._in_transaction = False
+        self._kafka.write(((o.topic, o.key, o.value, o.partition) for o in out), offsets)
         self.stats.turns += 1
         self.stats.escalations += len(escalations)
         for _, esc in escalations:
@@ -179,52 +160,9 @@ class LoopService:
                      esc.state.clock_id, esc.tier, esc.recipient, esc.overdue_by_ms // 1000)
         return len(out)
 
-    def _abandon(self, exc: BaseException) -> None:
-        """A failed turn: abort it; the next turn repairs before it reads."""
-        self.stats.aborted += 1
-        self._failures += 1
-        self.last_error = str(exc)
-        self.metrics.aborted.inc()
-        self.core.drop_leaves()
-        log.warning("loop %s: turn failed (%s); aborting and replaying from the last commit",
-                    self.instance_id, exc)
-        if self._in_transaction:
-            self._in_transaction = False
-            try:
-                self._producer.abort_transaction(WRITE_TIMEOUT_S)
-            except KafkaError as abort_exc:
-                log.warning("loop %s: abort failed (%s); a new producer will fence it",
-                            self.instance_id, abort_exc)
-                self._producer_broken = True
-        self._needs_repair = True
-
-    def _repair(self) -> None:
-        if self._producer_broken:
-            _close_quietly(self._producer)
-            self._producer = self._new_producer()  # init_transactions fences the old one
-            self._producer_broken = False
-        self._consumer.rewind_to_committed()
-        self._rebuild(set(self._owned))
-        self._needs_repair = False
-        log.info("loop %s: repaired after %d failed turn(s)", self.instance_id, self._failures)
-
-    def _new_producer(self) -> Producer:
-        producer = make_producer(
-            self._bootstrap, transactional_id=self.topics.loop_transactional_id(self.instance_id),
-            client_id=f"safeshare-loop-{self.instance_id}", linger_ms=1,
-            credentials=self._credentials,
-        )
-        try:
-            producer.init_transactions()
-        except BaseException:
-            _close_quietly(producer)
-            raise
-        return producer
-
     # -- state ---------------------------------------------------------------------
     def _follow_assignment(self) -> None:
-        owned = {tp.partition for tp in self._consumer.assignment()
-                 if tp.topic == self.topics.clock_starts}
+        owned = set(self._kafka.partitions(self.topics.clock_starts))
         if owned == self._owned:
             return
         for p in self._owned - owned:
@@ -243,16 +181,10 @@ class LoopService:
         tps = [TopicPartition(self.topics.clocks, p) for p in sorted(partitions)]
         for p in partitions:
             self.core.reset(p)
-        self._changelog.assign(tps)
-        self._changelog.seek_to_beginning(*tps)
-        started = time.monotonic()
-        behind = catch_up(self._changelog, tps,
-                          lambda r: self.core.restore(r.partition, r.value),
-                          timeout_s=REBUILD_TIMEOUT_S)
-        if behind:
-            raise KafkaError(f"clock changelog not read to its end in time: {behind}")
+        took = self._kafka.replay(tps, lambda r: self.core.restore(r.partition, r.value),
+                                  REBUILD_TIMEOUT_S)
         log.info("loop %s: rebuilt partitions %s from the changelog in %.1f s (%d open clocks)",
-                 self.instance_id, sorted(partitions), time.monotonic() - started,
+                 self.instance_id, sorted(partitions), took,
                  sum(1 for _ in self.core.open_clocks()))
 
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -270,12 +202,4 @@ class LoopService:
         return Counter(c.kind for c in self.core.open_clocks() if c.due_ms <= now_ms)
 
     def close(self) -> None:
-        for c in (self._consumer, self._changelog, self._producer):
-            _close_quietly(c)
-
-
-def _close_quietly(client: Consumer | Producer) -> None:
-    try:
-        client.close()
-    except Exception as exc:  # closing must not hide the reason we stopped
-        log.debug("loop: close failed: %s", exc)
+        self._kafka.close()

@@ -133,8 +133,8 @@ class PatternsCore:
 
         Decided by event time (the newest event read, never ahead of the wall clock,
         so an event dated in the future cannot make every interview overdue) and only
-        after the whole turn was read, so an interview read after a later event of
-        another feed partition in the same turn still counts.
+        when the service has read every feed partition to its end, so an interview
+        in a partition read after later events of another still counts.
         """
         watermark = min(self._newest_ms, self.now_ms())
         if watermark <= self._watermark_ms:

@@ -1,9 +1,9 @@
 """The pattern detector as a service: its feed in, alerts out, exactly once.
 
-The project's own transactional state (as broker/loop): one consumer group
-reads the detector's feed (read_committed); each turn is one Kafka
-transaction holding the state changelog records, the alert events on the
-detector's ingest topic, and the consumer offsets. A crash replays the turn:
+The project's own transactional state (broker/kafka/processor.py, shared with
+broker/loop): one consumer group reads the detector's feed (read_committed);
+each turn is one Kafka transaction holding the state changelog records, the
+alert events on the detector's ingest topic, and the consumer offsets. A crash replays the turn:
 an alert is published once or not at all, and a replayed alert version has the
 same event id. State is rebuilt from the changelog on assignment and after
 any failed turn, so it never runs ahead of what committed.
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 from broker.codec import Codec
 from broker.kafka.configuration import CHANGELOG_CONFIG, TopicSpec
-from broker.kafka.consumer import Consumer, catch_up, make_consumer
 from broker.kafka.exceptions import KafkaError
-from broker.kafka.producer import Producer, make_producer
+from broker.kafka.processor import ChangelogProcessor
 from broker.kafka.security import Credentials
 from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition
 from broker.patterns.core import AGENCY, PatternsCore
@@ -81,20 +80,11 @@ class PatternService:
             codec=codec, ingest_topic=topics.ingest(AGENCY), state_topic=self.state,
             thresholds=thresholds, now_ms=now_ms or (lambda: time.time_ns() // 1_000_000),
         )
-        self._consumer: Consumer = make_consumer(
-            bootstrap, group_id=f"{topics.namespace}.patterns", topics=[self.feed],
-            isolation_level="read_committed", assignors=("range",),
+        self._kafka = ChangelogProcessor(
+            bootstrap, name=f"patterns {instance_id}", group_id=f"{topics.namespace}.patterns",
+            topics=[self.feed], transactional_id=f"{topics.namespace}.patterns.{instance_id}",
             client_id=f"safeshare-patterns-{instance_id}", credentials=credentials,
         )
-        self._changelog: Consumer = make_consumer(
-            bootstrap, group_id=None, topics=None, isolation_level="read_committed",
-            credentials=credentials,
-        )
-        self._producer: Producer = make_producer(
-            bootstrap, transactional_id=f"{topics.namespace}.patterns.{instance_id}",
-            client_id=f"safeshare-patterns-{instance_id}", linger_ms=1, credentials=credentials,
-        )
-        self._producer.init_transactions()
         self._owned: frozenset[int] = frozenset()
         self._stop = threading.Event()
 
@@ -106,17 +96,27 @@ class PatternService:
             self.run_once()
 
     def run_once(self, wait_ms: int = MAX_WAIT_MS) -> int:
-        """One turn: read, detect, publish, commit. Returns records written."""
-        records = self._consumer.poll_records(timeout_ms=wait_ms)
+        """One turn: read, detect, publish, commit. Returns records written.
+
+        A Kafka failure aborts the turn; the next turn repairs (a new producer if
+        the old one cannot abort, the committed offsets, state from the changelog).
+        """
+        kafka = self._kafka
         try:
+            if kafka.needs_repair:
+                kafka.repair()
+                self._rebuild()
+            records = kafka.poll(wait_ms)
             self._follow_assignment()
             written = self._turn(records)
-            self.last_error = None
-            return written
         except KafkaError as exc:
+            self.stats.aborted += 1
             self.last_error = str(exc)
-            self._abandon(exc)
+            self._stop.wait(kafka.fail(exc))
             return 0
+        self.last_error = None
+        kafka.succeeded()
+        return written
 
     def _turn(self, records: list[Record]) -> int:
         out = []
@@ -126,21 +126,16 @@ class PatternService:
                 continue
             out += self.core.on_feed(r.value)
             offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1)
-        if not offsets:
+        if self._kafka.caught_up(self.feed):
+            # Overdue interviews only once every feed partition is read to its end: an
+            # interview still unread in a partition behind the others must count.
+            out += self.core.end_turn()
+        if not out and not offsets:
             return 0
-        out += self.core.end_turn()
-        producer = self._producer
-        producer.begin_transaction()
-        alerts = 0
-        for o in out:
-            if o.topic == self.state:
-                producer.send(o.topic, value=o.value, key=o.key, partition=0)
-            else:
-                alerts += 1
-                producer.send(o.topic, value=o.value, key=o.key)
-        producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-        producer.flush()
-        producer.commit_transaction()
+        alerts = sum(1 for o in out if o.topic != self.state)
+        # The changelog has one partition; alerts go to the partition of their child.
+        self._kafka.write(((o.topic, o.key, o.value, 0 if o.topic == self.state else None)
+                           for o in out), offsets)
         self.stats.turns += 1
         self.stats.records += len(records)
         self.stats.alerts += alerts
@@ -148,20 +143,8 @@ class PatternService:
             log.info("patterns %s: published %d alert version(s)", self.instance_id, alerts)
         return len(out)
 
-    def _abandon(self, exc: BaseException) -> None:
-        self.stats.aborted += 1
-        log.warning("patterns %s: turn failed (%s); aborting and replaying from the last commit",
-                    self.instance_id, exc)
-        try:
-            self._producer.abort_transaction()
-        except KafkaError as abort_exc:
-            log.warning("patterns %s: abort failed (%s)", self.instance_id, abort_exc)
-        self._consumer.rewind_to_committed()
-        self._rebuild()
-
     def _follow_assignment(self) -> None:
-        owned = frozenset(tp.partition for tp in self._consumer.assignment()
-                          if tp.topic == self.feed)
+        owned = self._kafka.partitions(self.feed)
         if owned == self._owned:
             return
         self._owned = owned
@@ -172,16 +155,10 @@ class PatternService:
         """All state from the changelog (read_committed): it is one whole."""
         self.stats.rebuilds += 1
         self.core.reset()
-        tp = TopicPartition(self.state, 0)
-        self._changelog.assign([tp])
-        self._changelog.seek_to_beginning(tp)
-        started = time.monotonic()
-        behind = catch_up(self._changelog, [tp], lambda r: self.core.restore(r.key, r.value),
-                          timeout_s=REBUILD_TIMEOUT_S)
-        if behind:
-            raise KafkaError(f"patterns changelog not read to its end in time: {behind}")
+        took = self._kafka.replay([TopicPartition(self.state, 0)],
+                                  lambda r: self.core.restore(r.key, r.value), REBUILD_TIMEOUT_S)
         log.info("patterns %s: rebuilt from the changelog in %.1f s (%d observations, %d alerts)",
-                 self.instance_id, time.monotonic() - started, self.core.detectors.size(),
+                 self.instance_id, took, self.core.detectors.size(),
                  len(self.core.detectors.alerts))
 
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -190,8 +167,4 @@ class PatternService:
                                          "last_error": self.last_error}
 
     def close(self) -> None:
-        for c in (self._consumer, self._changelog, self._producer):
-            try:
-                c.close()
-            except Exception as exc:  # closing must not hide the reason we stopped
-                log.debug("patterns: close failed: %s", exc)
+        self._kafka.close()
