@@ -9,6 +9,9 @@ Same broker, same run, same events (the school's example concern, fresh ids):
    time: the rate, p50/p99, and the ratio to (1).
 3. The gateway at a steady 200 requests/s for ``--seconds`` from 16 keep-alive
    clients (open loop: latency counted from each request's scheduled time).
+4. The floor under (3): ``Publisher.send`` alone, 16 threads sharing one
+   producer, paced the same way (no HTTP, no TLS): what waiting for the
+   broker's acknowledgement (acks=all) costs at that rate on this machine.
 
 Prints figures and ``BENCH {json}`` lines; never fails on time.
 """
@@ -98,25 +101,54 @@ def start_gateway(home: Path, s: config.Settings, bootstrap: str) -> tuple[Any, 
 
 def paced(gw: LocalGateway, rate: float, seconds: float, clients: int = 16) -> list[float]:
     """Open-loop load: request i is due at i/rate; latency from when it was due."""
-    total = int(rate * seconds)
-    lat: list[float] = []
-    lock = threading.Lock()
-    start = time.perf_counter() + 0.2
 
-    def worker(k: int) -> None:
+    def worker(k: int, total: int, due_at: Callable[[int], float], lat: list[float],
+               lock: threading.Lock) -> None:
         with gw.client("agency", AGENCY) as c:
             for i in range(k, total, clients):
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
+                due = due_at(i)
                 r = c.post("/v1/events", json=event())
                 done = (time.perf_counter() - due) * 1000
                 assert r.status_code == 201, r.text
                 with lock:
                     lat.append(done)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    return _open_loop(worker, rate, seconds, clients)
+
+
+def paced_publisher(pub: Publisher, codec: Codec, rate: float, seconds: float,
+                    clients: int = 16) -> list[float]:
+    """:func:`paced` without the gateway: ``Publisher.send`` of pre-encoded events."""
+    ready = [(r, pub.encode(r)) for r in (codec.from_json(event(), "safeshare.ConcernEvent")
+                                          for _ in range(int(rate * seconds)))]
+
+    def worker(k: int, total: int, due_at: Callable[[int], float], lat: list[float],
+               lock: threading.Lock) -> None:
+        for i in range(k, total, clients):
+            due = due_at(i)
+            pub.send(*ready[i])
+            with lock:
+                lat.append((time.perf_counter() - due) * 1000)
+
+    return _open_loop(worker, rate, seconds, clients)
+
+
+def _open_loop(worker: Callable[..., None], rate: float, seconds: float,
+               clients: int) -> list[float]:
+    total = int(rate * seconds)
+    lat: list[float] = []
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def due_at(i: int) -> float:
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        return due
+
+    threads = [threading.Thread(target=worker, args=(k, total, due_at, lat, lock))
+               for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -146,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                            codec=codec, policy=policy) as pub:
                 pub.publish_json(event())  # warm up
                 prate, plat = timed(args.events, lambda: (pub.publish_json(event()), None)[1])
+                floor = paced_publisher(pub, codec, args.rate, args.seconds)
             report("Publisher publish", prate, plat)
             proc, gw = start_gateway(Path(tmp), s, cluster.bootstrap)
             try:
@@ -163,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"gateway at {args.rate:g} requests/s for {args.seconds:g} s: "
                       f"p50 {p(lat, 0.5):.1f} ms, p99 {p(lat, 0.99):.1f} ms (aim < 50 ms)")
                 bench(f"gateway p99 at {args.rate:g} req/s", p(lat, 0.99), "ms")
+                print(f"floor, Publisher.send alone at {args.rate:g}/s from 16 threads: "
+                      f"p50 {p(floor, 0.5):.1f} ms, p99 {p(floor, 0.99):.1f} ms")
+                bench(f"Publisher p99 at {args.rate:g} events/s", p(floor, 0.99), "ms")
+                print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)

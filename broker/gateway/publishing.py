@@ -208,14 +208,16 @@ class EventDesk:
         """Rebuild every policy agency's memory now, on a thread, so the first
         request of each does not wait for it (a failure is retried by that request)."""
 
-        def run() -> None:
-            for agency in self.policy.agencies if self.policy is not None else ():
-                try:
-                    self._recall(agency.id)
-                except Exception:  # noqa: BLE001 - the agency's first request tries again
-                    continue
+        def run(agency: str) -> None:
+            try:
+                self._recall(agency)
+            except Exception:  # noqa: BLE001 - tried again by the agency's first request
+                return
 
-        threading.Thread(target=run, name="gateway-recall", daemon=True).start()
+        # One thread each: a recall is mostly waiting on the broker (~0.5-1 s).
+        for agency in self.policy.agencies if self.policy is not None else ():
+            threading.Thread(target=run, args=(agency.id,), name=f"recall-{agency.id}",
+                             daemon=True).start()
 
     def delegates(self, agency: str) -> bool:
         return agency in self._delegated
