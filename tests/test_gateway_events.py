@@ -135,7 +135,7 @@ def test_an_oauth2_client_gets_a_token_and_acts_only_as_itself(
     config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy,
                            oauth_clients=clients)
     with running_gateway(config, tmp_path) as gw, httpx.Client(
-        base_url=gw.url, verify=ssl.create_default_context(cafile=str(gw.ca.cert))
+        base_url=gw.url, verify=ssl.create_default_context(cafile=str(gw.ca.cert)), timeout=30.0
     ) as c:
         wrong = c.post("/v1/oauth/token", data={"grant_type": "client_credentials",
                                                 "client_id": client_id, "client_secret": "x"})
@@ -164,7 +164,7 @@ def test_a_token_outlives_a_restart_and_each_client_id_has_its_own_rate_limit(
                            limits=Limits(rate_per_s=0.01, burst=3))
 
     def client(gw: Running) -> httpx.Client:
-        return httpx.Client(base_url=gw.url,
+        return httpx.Client(base_url=gw.url, timeout=30.0,
                             verify=ssl.create_default_context(cafile=str(gw.ca.cert)))
 
     def receipt(c: httpx.Client, token: str) -> int:

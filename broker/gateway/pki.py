@@ -5,23 +5,30 @@ A client certificate names exactly one principal: its subject CN is the id and
 its one SAN is the URI ``urn:safeshare:<kind>:<id>`` (kind ``agency`` or
 ``subscriber``). The gateway trusts that URI only in a certificate its own CA
 signed (mutual TLS), so an agency's certificate can act as that agency and no
-other. Keys are ECDSA P-256 (small, fast handshakes); certificates from
-``cryptography`` only.
+other. Keys are ECDSA P-256 (small, fast handshakes); certificates are made
+by :mod:`broker._x509`, which the local broker's TLS uses too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker._x509 import (
+    ca_certificate,
+    cert_pem,
+    host_names,
+    key_pem,
+    leaf_certificate,
+    new_key,
+    write_private,
+)
 from broker.errors import SafeshareError
 from broker.topics import check_id
 
@@ -93,21 +100,6 @@ class CaFiles:
         return self.dir / "ca.key"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -116,27 +108,11 @@ def make_ca(files: CaFiles, name: str = "Safeshare partnership gateway CA") -> N
     """Create a CA (refuses to overwrite one: every certificate it signed depends on it)."""
     if files.key.exists() or files.cert.exists():
         raise CertificateError(f"{files.dir} already holds a CA; refusing to overwrite it")
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(files.key, _key_pem(key))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert = ca_certificate(key, subject, _now(), dt.timedelta(days=CA_DAYS))
+    write_private(files.key, key_pem(key))
+    files.cert.write_bytes(cert_pem(cert))
 
 
 def _load_ca(files: CaFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -159,44 +135,18 @@ def _issue(
     key_out: Path,
 ) -> None:
     ca_cert, ca_key = _load_ca(files)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_private(key_out, _key_pem(key))
+    key = new_key()
+    cert = leaf_certificate(ca_cert, ca_key, key, cn, sans, [usage], _now(),
+                            dt.timedelta(days=LEAF_DAYS))
+    write_private(key_out, key_pem(key))
     cert_out.parent.mkdir(parents=True, exist_ok=True)
-    cert_out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_out.write_bytes(cert_pem(cert))
 
 
 def issue_server(files: CaFiles, hosts: list[str], cert_out: Path, key_out: Path) -> None:
     """A TLS server certificate for the gateway, valid for ``hosts`` (names or IPs)."""
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    issue = ExtendedKeyUsageOID.SERVER_AUTH
-    _issue(files, hosts[0] if hosts else "safeshare-gateway", sans, issue, cert_out, key_out)
+    _issue(files, hosts[0] if hosts else "safeshare-gateway", host_names(hosts),
+           ExtendedKeyUsageOID.SERVER_AUTH, cert_out, key_out)
 
 
 def issue_client(files: CaFiles, principal: Principal, cert_out: Path, key_out: Path) -> None:

@@ -199,16 +199,11 @@ def _private_dir(path: Path) -> Path:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte (atomic rename)."""
+    """Write ``data`` to ``path`` (0600, atomic) in a 0700 directory."""
+    from broker._x509 import write_private  # noqa: PLC0415 - cryptography loads on use
+
     _private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(path, data)
 
 
 # -- local certificate authority ------------------------------------------------------------
@@ -257,9 +252,17 @@ def ensure_local_tls(
     or expiring, the CA) is made anew. Keys are ECDSA P-256.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from broker._x509 import (
+        ca_certificate,
+        cert_pem,
+        host_names,
+        key_pem,
+        leaf_certificate,
+        new_key,
+    )
 
     tls = LocalTls(_private_dir(Path(directory)))
     now = now or _dt.datetime.now(_dt.UTC)
@@ -278,42 +281,14 @@ def ensure_local_tls(
     except (OSError, ValueError):
         ca_cert = None
     if ca_cert is None:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_key = new_key()
         name = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Safeshare local"),
             x509.NameAttribute(NameOID.COMMON_NAME, "Safeshare local CA"),
         ])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_private(
-            tls.ca_key,
-            ca_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
-        _write_private(tls.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+        ca_cert = ca_certificate(ca_key, name, now, _CA_VALIDITY)
+        _write_private(tls.ca_key, key_pem(ca_key))
+        _write_private(tls.ca_cert, cert_pem(ca_cert))
         with_new_ca = True
     else:
         with_new_ca = False
@@ -321,45 +296,16 @@ def ensure_local_tls(
     if not with_new_ca and _broker_cert_ok(tls, ca_cert, hosts, fresh):
         return tls
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, BROKER_CN)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(minutes=5))
-        .not_valid_after(now + _LEAF_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        # The broker is a TLS server to clients and a TLS client on its own
-        # controller listener (mutual TLS there), so it needs both usages.
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    key = new_key()
+    # The broker is a TLS server to clients and a TLS client on its own
+    # controller listener (mutual TLS there), so it needs both usages.
+    cert = leaf_certificate(
+        ca_cert, ca_key, key, BROKER_CN, host_names(hosts),
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now, _LEAF_VALIDITY,
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    chain = cert_pem + ca_cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    _write_private(tls.broker_keystore, key_pem + chain)
-    _write_private(tls.broker_cert, cert_pem)
+    chain = cert_pem(cert) + cert_pem(ca_cert)
+    _write_private(tls.broker_keystore, key_pem(key) + chain)
+    _write_private(tls.broker_cert, cert_pem(cert))
     return tls
 
 
