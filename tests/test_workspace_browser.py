@@ -7,8 +7,10 @@ fields as withheld. Screenshots of each page go to docs/screenshots/."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,16 @@ def shot(page: object, path: Path, what: str, **kw: object) -> None:
     page.screenshot(path=str(path), **kw)  # type: ignore[attr-defined]
 
 
+def recent(event: dict, hours_ago: float) -> dict:  # type: ignore[type-arg]
+    """A missing episode ``hours_ago`` (the detector forgets what is older than its window)."""
+    def iso(h: float) -> str:
+        at = datetime.now(UTC) - timedelta(hours=h)
+        return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    event["occurred_at"] = event["reported_at"] = iso(hours_ago)
+    event["payload"].update(started_at=iso(hours_ago + 3), ended_at=iso(hours_ago))
+    return event
+
+
 def sign_in(page: object, url: str, username: str, then: str = "/workspace/") -> None:
     page.goto(f"{url}/workspace/signin")  # type: ignore[attr-defined]
     page.get_by_label("Username").fill(username)  # type: ignore[attr-defined]
@@ -84,21 +96,24 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
     shots = Path(SHOTS_DIR) if SHOTS_DIR else tmp_path / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     health = example("health_concern")
-    earlier = example("missing_episode", risk_level="MEDIUM")
-    red = example("missing_episode", risk_level="CRITICAL", summary="Red: missing again tonight")
+    oldest = recent(example("missing_episode", risk_level="MEDIUM"), hours_ago=24 * 9)
+    earlier = recent(example("missing_episode", risk_level="MEDIUM"), hours_ago=24 * 2)
+    red = recent(example("missing_episode", risk_level="CRITICAL",
+                         summary="Red: missing again tonight"), hours_ago=1)
     red["sharing"]["break_glass"] = True  # an emergency share, to be reviewed within 72 h
     with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
         p.publish_json(health)
     with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
                    topics=topics) as police, running_workspace(
             kafka_bootstrap, topics, s, policy) as url:
+        police.publish_json(oldest)
         police.publish_json(earlier)
         ctx = browser.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
         page = ctx.new_page()
         page.goto(f"{url}/workspace/signin")
         shot(page, shots / "signin.png", "signin")
         sign_in(page, url, "sam")
-        page.wait_for_selector(f"tr[data-event='{earlier['event_id']}']", timeout=30_000)
+        page.wait_for_selector(f"tr[data-event='{earlier['event_id']}']", timeout=90_000)
         page.wait_for_selector(f"tr[data-event='{health['event_id']}']", timeout=30_000)
 
         # A Red concern published now appears without a reload, above the others.
@@ -109,16 +124,31 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         first = page.locator("#queue tbody tr").first
         assert first.get_attribute("data-event") == red["event_id"], arrived_s
         assert "RED" in first.inner_text()
-        page.wait_for_timeout(300)
+        # The loop starts its clock: the row shows the time left, without a reload.
+        clock = page.locator(f"tr[data-event='{red['event_id']}'] [data-due]")
+        clock.wait_for(timeout=90_000)
+        assert re.fullmatch(r"(\d+h \d\dm|\d+m) left", clock.inner_text()), clock.inner_text()
+        wait_for("the new rows' highlight to fade", lambda: page.evaluate(
+            "document.getAnimations().length") == 0, timeout_s=10)
         shot(page, shots / "queue.png", "queue")
+        # The time left counts down in the page: a clock due two minutes ago reads overdue.
+        clock.evaluate("c => c.setAttribute('data-due', String(Date.now() - 120000))")
+        wait_for("the clock to count down", lambda: clock.inner_text() == "overdue by 2m",
+                 timeout_s=20, poll_s=0.5)
 
         # The chronology: every event about the child in time order; a consultation.
         page.locator(f"tr[data-event='{red['event_id']}'] a", has_text="psn-").click()
         page.wait_for_selector("h1:has-text('Chronology')")
         items = page.locator("ol.chron > li")
-        assert items.count() == 3
+        concerns = {health["event_id"], oldest["event_id"], earlier["event_id"], red["event_id"]}
+        ids = [items.nth(i).locator("a").first.get_attribute("href").rsplit("/", 1)[1]  # type: ignore[union-attr]
+               for i in range(items.count())]
+        # The four concerns in the order they happened (and any pattern alert
+        # about the child the detector has raised by now, in its place).
+        assert [i for i in ids if i in concerns] == [
+            health["event_id"], oldest["event_id"], earlier["event_id"], red["event_id"]], ids
         shot(page, shots / "chronology.png", "chronology", full_page=True)
-        shown = {health["event_id"], earlier["event_id"], red["event_id"]}
+        shown = set(ids)
 
         def consulted() -> bool:
             # sam is named only by a keyed pseudonym, the same one for each record
@@ -160,6 +190,11 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         page.keyboard.press("Tab")  # keyboard first: the skip link, then the navigation
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
         shot(page, shots / "queue-tablet.png", "queue-tablet")
+
+        # Alerts (pattern alerts are drawn with their evidence: test_workspace_render).
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(f"{url}/workspace/alerts")
+        shot(page, shots / "alerts.png", "alerts")
         ctx.close()
 
         # The school: the health event is not its to open, whatever the URL.
@@ -183,7 +218,7 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         assert red["payload"]["last_seen"]["place"] not in text
         shot(sp, shots / "school-withheld.png", "school-withheld", full_page=True)
         sp.goto(f"{url}/workspace/alerts")
-        shot(sp, shots / "alerts.png", "alerts")
+        accessible(sp, "school-alerts")
         school.close()
 
         # The DPO's pages, once the checkpointer has signed the log.
@@ -212,4 +247,4 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         with pytest.raises(AssertionError, match="label"):
             accessible(dp, "forbidden, spoilt")
         dpo.close()
-        assert len(CHECKED) == 12, CHECKED
+        assert len(CHECKED) == 13, CHECKED

@@ -49,6 +49,12 @@ def test_a_withheld_field_is_named_with_its_class_and_rule_and_its_value_never_s
 def test_a_pattern_alert_links_to_each_concern_it_rests_on() -> None:
     ws = Workspace(WorkspaceConfig(users={}, bootstrap="unused:9092"), CODEC)
     e = entry("pattern_alert", [], event_id=str(uuid.uuid4()))
-    html = ws.render("alerts.html", user=USER, alerts=[ws.view(e, USER)], csrf="t")
-    for evidence in e.event["payload"][1]["evidence"]:
-        assert f'href="/workspace/events/{evidence}"' in html
+    evidence = e.event["payload"][1]["evidence"]
+    assert len(evidence) >= 2
+    received = set(evidence[1:])  # the first concern was not shared with this team
+    html = ws.render("alerts.html", user=USER, alerts=[ws.alert(e, USER, received.__contains__)],
+                     csrf="t")
+    for ev in received:
+        assert f'href="/workspace/events/{ev}"' in html
+    assert f'href="/workspace/events/{evidence[0]}"' not in html
+    assert f"Concern {evidence[0]} <span class=\"muted\">(not shared with your team)" in html

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,6 +166,10 @@ class Workspace:
     def render(self, name: str, **ctx: Any) -> str:
         return self.env.get_template(name).render(**ctx)
 
+    def clocked(self, subscriber: str) -> set[str]:
+        """The event ids ``subscriber`` has a clock for."""
+        return self._clocks.events_of(subscriber) if self._clocks is not None else set()
+
     def clock(self, entry: Entry, subscriber: str, now_ms: int) -> dict[str, Any] | None:
         if self._clocks is None:
             return None
@@ -173,6 +178,7 @@ class Workspace:
             return None
         c = min(states, key=lambda s: (s.status.value != "OPEN", s.due_ms))
         return {"kind": c.kind, "due": _when(c.due_ms), "status": c.status.value,
+                "due_ms": c.due_ms if c.status.value == "OPEN" else None,
                 "left": _left(c.due_ms - now_ms) if c.status.value == "OPEN" else
                 c.status.value.lower(), "overdue": c.status.value == "OPEN" and
                 c.due_ms <= now_ms}
@@ -206,6 +212,14 @@ class Workspace:
             "review_due": next((_when(to_ms(o.get("due_at"))) for o in decision.get("obligations")
                                 or [] if o.get("code") == "REVIEW_WITHIN_72H"), None),
         }
+
+    def alert(self, entry: Entry, user: User, received: Callable[[str], bool]) -> dict[str, Any]:
+        """A pattern alert as :meth:`view` shows it, plus its evidence: each event id
+        it rests on (as far as the copy shows them) and whether this team received it."""
+        v = self.view(entry, user)
+        ids = [i for path, value in v["shown"] if path.endswith(".evidence")
+               for i in value.split(", ") if i and i != "(none)"]
+        return {**v, "evidence": [(i, received(i)) for i in ids]}
 
     def close(self) -> None:
         if self._clocks is not None:

@@ -258,6 +258,7 @@ class ClockFollower:
 
     def __init__(self, bootstrap: str, topics: Topics, codec: Codec) -> None:
         self.book = DeadlineBook()
+        self._events_of: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._codec = codec
         self._follower = TopicFollower(bootstrap, topics.clocks, self._add, "workspace-clocks")
@@ -266,10 +267,20 @@ class ClockFollower:
         if r.value:
             with self._lock:
                 self.book.add(self._codec.decode(r.value, CLOCK_RECORD))
+                self._events_of.clear()
 
     def for_event(self, event_id: str, owner: str) -> list[ClockState]:
         with self._lock:
             return [h[-1] for h in self.book.for_event(event_id) if h[-1].owner == owner]
+
+    def events_of(self, owner: str) -> set[str]:
+        """The event ids ``owner`` has a clock for (cached until the next change)."""
+        with self._lock:
+            got = self._events_of.get(owner)
+            if got is None:
+                got = self._events_of[owner] = {h[-1].event_id for h in self.book.history.values()
+                                                if h[-1].owner == owner}
+            return got
 
     def close(self) -> None:
         self._follower.close()

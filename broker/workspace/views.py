@@ -36,6 +36,7 @@ from broker.workspace.store import Entry
 router = APIRouter(prefix="/workspace", include_in_schema=False)
 
 RAGS = ("RED", "AMBER", "GREEN")
+CLOCK_WATCH = 200  # rows shown without a clock whose start the stream watches for
 OUTCOMES = ("", "NO_FURTHER_ACTION", "INFORMATION_AND_ADVICE", "EARLY_HELP",
             "CHILD_IN_NEED_ASSESSMENT", "STRATEGY_DISCUSSION", "SECTION_47_ENQUIRY",
             "POLICE_ACTION", "REFERRED_ELSEWHERE", "OTHER")  # schemas/TriageOutcome.avsc
@@ -145,7 +146,8 @@ async def queue(request: Request) -> Response:
 
 @router.get("/queue/stream")
 async def queue_stream(request: Request, since: int = 0) -> Response:
-    """New rows of the queue as server-sent events (``event: row``, HTML in ``data``)."""
+    """New rows of the queue as server-sent events (``event: row``, HTML in ``data``),
+    and a row again (``update``) when the loop starts the clock of one shown without."""
     user = _user(request)
     if user is None or user.role != "practitioner":
         return Response("sign in first (as a practitioner)", status_code=401)
@@ -154,17 +156,26 @@ async def queue_stream(request: Request, since: int = 0) -> Response:
 
     async def events() -> AsyncIterator[bytes]:
         version = max(0, min(since, store.version))
+        # Rows shown without a clock, newest last: re-sent once the loop starts one.
+        waiting = [e.event_id for e in store.since(0)[:version]
+                   if e.event_id not in ws.clocked(user.subscriber)][-CLOCK_WATCH:]
         yield b": workspace queue\n\n"
         while not await request.is_disconnected():
             now = await run_in_threadpool(store.wait_beyond, version, 1.0)
-            if now <= version:
+            fresh = store.since(version) if now > version else []
+            version = max(version, now)
+            clocked = ws.clocked(user.subscriber)
+            started = [e for i in waiting if i in clocked and (e := store.get(i)) is not None]
+            waiting = [i for i in waiting if i not in clocked]
+            if not fresh and not started:
                 yield b": keep-alive\n\n"
                 continue
-            fresh = store.since(version)
-            version = now
-            for row in queue_rows(ws, fresh, user):
+            for row in queue_rows(ws, fresh + started, user):
+                if row["clock"] is None:
+                    waiting = [*waiting, row["event_id"]][-CLOCK_WATCH:]
                 html = ws.render("_row.html", row=row).replace("\n", " ")
-                payload = json.dumps({"rag": row["rag"], "html": html})
+                payload = json.dumps({"rag": row["rag"], "html": html,
+                                      "update": row["event_id"] in {e.event_id for e in started}})
                 yield f"id: {version}\nevent: row\ndata: {payload}\n\n".encode()
             await asyncio.sleep(0)
 
@@ -317,10 +328,15 @@ async def review(request: Request, event_id: str) -> Response:
 
 @router.get("/alerts", response_class=HTMLResponse)
 async def alerts(request: Request) -> Response:
+    """Pattern alerts received, newest first, each with its evidence: a link to
+    each concern the team received, the others named as not shared with it."""
     user = signed_in(request)
     if isinstance(user, Response):
         return user
     ws = _ws(request)
-    found = [ws.view(e, user) for e in ws.store(user.subscriber).entries()
-             if e.event.get("category") == "PATTERN"]
+    store = ws.store(user.subscriber)
+    found = []
+    for e in reversed(store.entries()):
+        if e.event.get("category") == "PATTERN":
+            found.append(ws.alert(e, user, lambda i: store.get(i) is not None))
     return _page(request, "alerts.html", user=user, alerts=found)
