@@ -36,6 +36,7 @@ from broker.audit.stream import read_log
 from broker.audit.verify import verify_bundle
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
+from broker.demo_patterns import PATTERNS, detect_patterns
 from broker.demo_workspace import serve_if_wanted, show_queue, workspace_config
 from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient
@@ -54,6 +55,8 @@ from broker.signing.feeds import ENCRYPTED_FEED_RECORD
 
 SCENARIO = resources.path("deploy", "scenario", "torbay.json")
 SCENARIO_CHILD = "psn-7Q2K-93XD"
+#: The two other children found at the same flat (the pattern detector's alert).
+SCENARIO_OTHERS = ("psn-2B7R-41MC", "psn-6N1F-58WZ")
 VIA_GATEWAY = "example-academy"
 """The agency whose events the scenario sends through the HTTPS gateway."""
 
@@ -66,8 +69,10 @@ def build_events(policy: Policy, clock: Clock, path: Path = SCENARIO) -> list[di
     """The scenario's steps as JSON events with fresh ids and times relative to now."""
     now = datetime.fromtimestamp(clock.now_ms() / 1000, UTC)
     # A fresh pseudonym per run, so earlier runs' consent records do not apply.
-    child = "psn-" + uuid.uuid4().hex[:4].upper() + "-" + uuid.uuid4().hex[:4].upper()
-    text = path.read_text(encoding="utf-8").replace(SCENARIO_CHILD, child)
+    text = path.read_text(encoding="utf-8")
+    for placeholder in (SCENARIO_CHILD, *SCENARIO_OTHERS):
+        child = "psn-" + uuid.uuid4().hex[:4].upper() + "-" + uuid.uuid4().hex[:4].upper()
+        text = text.replace(placeholder, child)
     steps = json.loads(text)["steps"]
     out = []
     for step in steps:
@@ -295,6 +300,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         route()
         for step in steps[consent_at + 1 :]:
             publish(step)
+        route()
+
+        # 2b. The pattern detector reads what the router shared with it; its alerts are
+        # events of their own, which the router shares (MASH, police) and audits.
+        out("\n-- 2b. The pattern detector: what no single agency sees --")
+        detect_patterns(bootstrap, codec, policy, topics, signers[PATTERNS], ids, out)
         route()
         mine = [r for r in routed if r.event_id in ids or r.event_id is None]
 

@@ -44,6 +44,14 @@ def test_make_run_seals_the_confidential_feed_reads_it_and_verifies_the_audit(
     # opened from the confidential feed, each with its statutory clock
     ws = text.split("-- 8. The MASH workspace", 1)[1]
     seen = int(ws.split("signed in over HTTPS: ", 1)[1].split(" ")[0])
-    assert seen == 5, ws
+    # Jamie's 5, the two other girls found at the flat, and the detector's 2 alerts:
+    # the flat (3 children) and Jamie's first return with no interview in 72 hours.
+    assert seen == 9, ws
+    assert "PATTERN" in ws, ws
+    found = text.split("-- 2b. The pattern detector", 1)[1].split("\n--", 1)[0]
+    assert "PATTERN SHARED_PLACE" in found and "3 child(ren) at " in found, found
+    assert "- PATTERN" in mash  # shared with the MASH, sealed to it, opened by it
+    school = text.split("\n  example-academy-dsl (", 1)[1].split("\n\n", 1)[0]
+    assert "PATTERN" not in school
     assert "Attended A&E intoxicated" in ws and " left (TRIAGE_AMBER)" in ws, ws
     assert "verify: OK" in text and text.rstrip().endswith("Done.")

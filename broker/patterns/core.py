@@ -27,6 +27,7 @@ from broker.codec import Codec
 from broker.codec.exceptions import CodecError
 from broker.patterns.detectors import DAY_MS, AlertState, Detectors, Kind, Observation, Threshold
 from broker.patterns.observe import ALERT, observations, payload_of
+from broker.signing.events import AgencySigner, sign_message
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class Out(NamedTuple):
 
 class PatternsCore:
     def __init__(self, *, codec: Codec, ingest_topic: str, state_topic: str,
-                 thresholds: Mapping[str, Threshold], now_ms: Any) -> None:
+                 thresholds: Mapping[str, Threshold], now_ms: Any,
+                 signer: AgencySigner | None = None) -> None:
         self.codec = codec
+        self.signer = signer  # the detector's agency key, where the policy requires one
         self.ingest_topic = ingest_topic
         self.state_topic = state_topic
         self.now_ms = now_ms
@@ -202,7 +205,10 @@ class PatternsCore:
             }),
             "signature": None,
         }
-        return Out(self.ingest_topic, child.encode(), self.codec.encode(event, EVENT))
+        value = self.codec.encode(event, EVENT)
+        if self.signer is not None:  # Ed25519 is deterministic: a replay signs the same bytes
+            value = sign_message(value, self.signer)
+        return Out(self.ingest_topic, child.encode(), value)
 
 
 def _latest(added: list[Observation], alert: AlertState) -> Observation | None:

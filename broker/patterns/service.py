@@ -30,6 +30,7 @@ from broker.kafka.security import Credentials
 from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition
 from broker.patterns.core import AGENCY, PatternsCore
 from broker.patterns.detectors import Threshold
+from broker.signing.events import AgencySigner
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class PatternService:
         now_ms: Callable[[], int] | None = None,
         instance_id: str = "patterns-0",
         credentials: Credentials | None = None,
+        signer: AgencySigner | None = None,
     ) -> None:
         self.topics = topics
         self.instance_id = instance_id
@@ -79,6 +81,7 @@ class PatternService:
         self.core = PatternsCore(
             codec=codec, ingest_topic=topics.ingest(AGENCY), state_topic=self.state,
             thresholds=thresholds, now_ms=now_ms or (lambda: time.time_ns() // 1_000_000),
+            signer=signer,
         )
         self._kafka = ChangelogProcessor(
             bootstrap, name=f"patterns {instance_id}", group_id=f"{topics.namespace}.patterns",
@@ -160,6 +163,10 @@ class PatternService:
         log.info("patterns %s: rebuilt from the changelog in %.1f s (%d observations, %d alerts)",
                  self.instance_id, took, self.core.detectors.size(),
                  len(self.core.detectors.alerts))
+
+    def caught_up(self) -> bool:
+        """Whether it owns its feed and has read every partition to its end."""
+        return bool(self._owned) and self._kafka.caught_up(self.feed)
 
     def health(self) -> tuple[bool, dict[str, object]]:
         return self.last_error is None, {"partitions": sorted(self._owned),
