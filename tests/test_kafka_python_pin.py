@@ -178,3 +178,55 @@ def test_a_retried_transactional_request_sleeps_only_where_the_pause_replaces_it
     assert pauses is not None
     assert raw._transaction_manager.next_request_handler(False) is handler
     assert handler._is_retry is False and pauses.count == 1 and pauses.seconds < 0.01
+
+
+# -- a static member leaves when closed (tests/test_router_crashloop.py on a broker) --------
+def test_a_static_member_sends_leave_group_only_when_taken_for_a_dynamic_one() -> None:
+    """Every deliberate leave (close, unsubscribe, the poll timeout) asks is_dynamic_member."""
+    from kafka.consumer.group import KafkaConsumer
+
+    leave = inspect.getsource(BaseCoordinator.maybe_leave_group_async)
+    assert "self.is_dynamic_member()" in leave
+    assert "group_instance_id=self.group_instance_id" in leave  # LeaveGroup v3+ names it
+    assert "self.maybe_leave_group(" in inspect.getsource(BaseCoordinator.close)
+    assert "await self.maybe_leave_group_async()" in inspect.getsource(
+        BaseCoordinator._heartbeat_loop
+    )
+    assert "self._coordinator = ConsumerCoordinator(" in inspect.getsource(KafkaConsumer.__init__)
+
+    static = SimpleNamespace(group_instance_id="r1", is_dynamic_member=lambda: False)
+    assert kp.leave_group_when_stopping(SimpleNamespace(_coordinator=static))
+    assert static.is_dynamic_member()
+    dynamic = SimpleNamespace(group_instance_id=None, is_dynamic_member=lambda: True)
+    assert not kp.leave_group_when_stopping(SimpleNamespace(_coordinator=dynamic))
+
+
+# -- eager rebalances keep positions (tests/test_router_crashloop.py on a broker) ----------
+def test_an_eager_join_keeps_positions_unless_the_assignment_is_cleared_first() -> None:
+    from kafka.consumer.subscription_state import SubscriptionState
+    from kafka.coordinator.assignors.abstract import RebalanceProtocol
+
+    source = inspect.getsource(SubscriptionState._apply_assignment)
+    assert "if tp not in self.assignment" in source  # kept partitions keep their state
+    complete = inspect.getsource(ConsumerCoordinator._on_join_complete_async)
+    assert getattr(ConsumerCoordinator._on_join_complete_async, "_safeshare_patched", False)
+    assert "original(self, *args, **kwargs)" in complete
+    cells = ConsumerCoordinator._on_join_complete_async.__closure__ or ()
+    original = next(
+        inspect.getsource(c.cell_contents) for c in cells
+        if getattr(c.cell_contents, "__name__", "") == "_on_join_complete_async"
+    )
+    assert "self._subscription.assign_from_subscribed(assignment.partitions())" in original
+    assert "if self._rebalance_protocol == RebalanceProtocol.COOPERATIVE:" in original
+
+    state = SubscriptionState()
+    state.subscribe(topics=["t"])
+    tp = TopicPartition("t", 0)
+    state.assign_from_subscribed([tp])
+    state.seek(tp, 85)
+    state.assign_from_subscribed([tp])
+    assert state.assignment[tp].position.offset == 85  # the library keeps it ...
+    state.assignment.clear()
+    state.assign_from_subscribed([tp])
+    assert not state.assignment[tp].has_valid_position  # ... unless cleared: committed refetched
+    assert RebalanceProtocol.EAGER != RebalanceProtocol.COOPERATIVE

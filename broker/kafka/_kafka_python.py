@@ -7,12 +7,16 @@ or with the old symptom) rather than touch internals that may have moved, and
 tests/test_kafka_python_pin.py fails until the pieces are checked again.
 
 - :func:`patch_lost_rejoin`: a group consumer that loses its assignment.
+- :func:`patch_eager_positions`: a rejoining consumer that re-reads from a
+  stale position partitions another member has routed meanwhile.
 - :class:`AuthFailureRecorder`: a refused login that reads as "broker down".
 - :class:`KeyedAppender` and :class:`Sent`: ``send`` without its per-record
   bookkeeping, and the layout of a refused batch's future.
 - :func:`producer_fenced`, :func:`start_sending_offsets`, :func:`start_ending`,
   :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
   but does not expose, and waits it does not bound.
+- :func:`leave_group_when_stopping`: a static member (KIP-345) that stops on
+  its own hands its partitions over at once, not after the session timeout.
 - :func:`quick_transactional_retries`: the sender's fixed 100 ms sleep before
   a transactional retry (CONCURRENT_TRANSACTIONS between back-to-back
   transactions), as the Java client's exponential back-off (KIP-580).
@@ -71,6 +75,42 @@ def patch_lost_rejoin() -> None:
 
     need_rejoin._safeshare_patched = True  # type: ignore[attr-defined]
     ConsumerCoordinator.need_rejoin = need_rejoin
+
+
+def patch_eager_positions() -> None:
+    """Work around kafka-python 3.0.12 keeping positions across an eager rebalance.
+
+    ! Under the EAGER protocol (range, roundrobin) every member gives up all
+    its partitions when it rejoins; the Java client clears its assignment
+    then (``onJoinPrepare``), so each partition assigned afterwards starts
+    from the group's committed offset. kafka-python 3.0.12 keeps the
+    ``TopicPartitionState`` (and its position) of every partition assigned
+    to it again (``SubscriptionState._apply_assignment``). If this member
+    was out of the group meanwhile (removed, or its generation went stale)
+    and another member routed and committed the partition, it carries on
+    from its old position and re-reads what was already routed: seen on a
+    broker with a router crash-looping (tests/test_router_crashloop.py; the
+    router's duplicate check caught every replayed event). The fix: under
+    EAGER, the assignment is cleared as a join completes, so every assigned
+    partition's position is fetched from the committed offsets
+    (``require_stable``, KIP-447), as in the Java client.
+    """
+    if not PINNED:
+        return
+    from kafka.coordinator.assignors.abstract import RebalanceProtocol
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    original = ConsumerCoordinator._on_join_complete_async
+    if getattr(original, "_safeshare_patched", False):
+        return
+
+    async def _on_join_complete_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._rebalance_protocol == RebalanceProtocol.EAGER:
+            self._subscription.assignment.clear()
+        return await original(self, *args, **kwargs)
+
+    _on_join_complete_async._safeshare_patched = True  # type: ignore[attr-defined]
+    ConsumerCoordinator._on_join_complete_async = _on_join_complete_async
 
 
 class AuthFailureRecorder:
@@ -182,6 +222,28 @@ def force_close(raw: Any) -> None:
         sender.force_close()
         sender.join(1.0)
     raw._closed = True
+
+
+def leave_group_when_stopping(raw: Any) -> bool:
+    """Make ``raw`` (a KafkaConsumer with ``group_instance_id``) leave its group
+    whenever it stops on its own: ``close``, ``unsubscribe``, or its poll loop
+    stalled past ``max_poll_interval_ms``.
+
+    ! kafka-python, like the Java client, sends no LeaveGroup for a static
+    member (KIP-345; "TODO: handle static member case" at the poll timeout):
+    its partitions stay with it until the session timeout, so a router stopped
+    on purpose, a one-shot ``safeshare route`` or a stalled router leaves them
+    unread that long. Taken for a dynamic member when leaving, it sends
+    LeaveGroup v3+ naming its ``group_instance_id``, which removes the static
+    member at once. A crash sends nothing: its partitions wait for its restart
+    (no rebalance), up to the session timeout. False (nothing done) for a
+    dynamic member or under another version.
+    """
+    coordinator = getattr(raw, "_coordinator", None)
+    if not PINNED or coordinator is None or coordinator.group_instance_id is None:
+        return False
+    coordinator.is_dynamic_member = lambda: True
+    return True
 
 
 def unauthorized_topics(raw: Any) -> set[str]:

@@ -14,6 +14,10 @@ pitfalls marked !):
   patches it. Symptom: a group consumer that never receives records, with
   "No partition metadata for topic" or "Updated partition assignment: []"
   as its last word.
+* ! kafka-python 3.0.12 keeps a partition's position when an eager rebalance
+  assigns it to the same member again, even if another member routed it
+  meanwhile (see :func:`_kafka_python.patch_eager_positions`); importing this
+  module patches it.
 * ! With a pattern subscription every ``poll`` first waits for a metadata
   refresh; a poll timeout shorter than that round trip means the consumer
   never rejoins (Consumer.poll enforces ``MIN_PATTERN_POLL_MS``).
@@ -48,6 +52,7 @@ MIN_PATTERN_POLL_MS = 100
 
 
 _kafka_python.patch_lost_rejoin()
+_kafka_python.patch_eager_positions()
 
 
 class Consumer(Closeable):
@@ -218,6 +223,7 @@ def make_consumer(
     isolation_level: str = "read_committed",
     credentials: Credentials | None = None,
     assignors: Sequence[str] | None = None,
+    group_instance_id: str | None = None,
     **overrides: Any,
 ) -> Consumer:
     """A consumer with manual commits, ``auto_offset_reset=earliest``, ``read_committed``.
@@ -228,7 +234,12 @@ def make_consumer(
     replaying a topic. ``credentials``: who the consumer is (default: the
     environment's). ``assignors``: partition assignment strategies in order of
     preference, of :data:`ASSIGNORS` (default kafka-python's: range, then
-    roundrobin). ``overrides`` are kafka-python KafkaConsumer settings.
+    roundrobin). ``group_instance_id``: a static member (KIP-345), unique in the
+    group and the same across restarts: restarting after a crash takes its
+    partitions back without a rebalance (the others carry on); they wait for it
+    up to the session timeout. It still leaves the group at once when it stops
+    on its own (:func:`_kafka_python.leave_group_when_stopping`). ``overrides``
+    are kafka-python KafkaConsumer settings.
     """
     if topics is not None and pattern is not None:
         raise ValueError("give topics or pattern, not both")
@@ -248,9 +259,12 @@ def make_consumer(
     }
     if pattern is not None:
         cfg["metadata_max_age_ms"] = 5000
+    if group_instance_id is not None:
+        cfg["group_instance_id"] = group_instance_id
     cfg.update(resolve(credentials).client_config())
     cfg.update(overrides)
     raw = _construct("create consumer", kafka.KafkaConsumer, cfg)
+    _kafka_python.leave_group_when_stopping(raw)
     consumer = Consumer(raw, group_id=group_id)
     if topics is not None or pattern is not None:
         try:
