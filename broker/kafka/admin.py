@@ -30,7 +30,24 @@ from kafka.admin import (
 from broker.kafka.configuration import DEFAULT_TIMEOUT_S, TopicSpec, _construct
 from broker.kafka.exceptions import KafkaError, TopicError, translated
 from broker.kafka.security import SCRAM_ITERATIONS, SCRAM_MECHANISM, Credentials, resolve
-from broker.kafka.structs import Closeable
+from broker.kafka.structs import Closeable, TopicPartition
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One member of a consumer group as the coordinator sees it."""
+
+    client_id: str
+    instance_id: str | None
+    """``group.instance.id`` of a static member (KIP-345), None for a dynamic one."""
+    partitions: frozenset[TopicPartition]
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    state: str
+    """``Stable``, ``PreparingRebalance``, ``CompletingRebalance``, ``Empty`` or ``Dead``."""
+    members: tuple[GroupMember, ...]
 
 
 @dataclass(frozen=True)
@@ -273,6 +290,36 @@ class Admin(Closeable):
         if errors:
             raise TopicError("could not delete topics: " + "; ".join(errors))
         return deleted
+
+    # -- consumer groups ------------------------------------------------------------
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """The group's state and each member's partitions (empty while rebalancing)."""
+        with translated("describe group"):
+            raw = self._raw.describe_groups([group_id])[group_id]
+        members = []
+        for m in raw.get("members") or ():
+            assignment = m.get("member_assignment")
+            topics = (
+                assignment.get("assigned_partitions", ()) if isinstance(assignment, dict) else ()
+            )
+            members.append(GroupMember(
+                client_id=str(m.get("client_id", "")),
+                instance_id=m.get("group_instance_id"),
+                partitions=frozenset(
+                    TopicPartition(t["topic"], int(p)) for t in topics for p in t["partitions"]
+                ),
+            ))
+        return GroupDescription(str(raw.get("group_state", "")), tuple(members))
+
+    def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets (next to read), one round trip."""
+        with translated("list group offsets"):
+            raw = self._raw.list_group_offsets({group_id: None})[group_id]
+        return {
+            TopicPartition(tp.topic, tp.partition): int(om.offset)
+            for tp, om in raw.items()
+            if om.offset is not None and om.offset >= 0
+        }
 
     # -- ACLs (the cluster must run an authorizer) ------------------------------------
     def describe_acls(self) -> set[AclBinding]:
