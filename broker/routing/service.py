@@ -37,7 +37,9 @@ the poll that returned the batch (KIP-447): if a rebalance moved a partition
 to another instance meanwhile, the broker refuses the offsets, the
 transaction aborts and the new owner replays the batch. Instances on one host
 must be given distinct ``instance_id`` values; a restarted instance must keep
-its id, so it fences its own zombie.
+its id, so it fences its own zombie. The id is also its static group
+membership (KIP-345): restarted after a crash it takes its partitions back
+without a rebalance, so the others never wait for it (docs/DESIGN.md).
 
 Consent records arrive on each agency's consent topic and are routed by the
 group like events (consent partitions first in a batch): applied with a
@@ -97,10 +99,13 @@ JOIN_GRACE_S = 60.0
 #: value up to the second.
 RETRY_BACKOFF_S = (0.2, 5.0)
 
-#: A dead router's partitions move to the others after this long (the broker's
-#: minimum is 6 s; kafka-python's default of 45 s would stall them for long).
+#: A crashed router's partitions wait this long for it to restart before they
+#: move (static membership: its restart rebalances nothing, the others carry
+#: on). The broker's minimum is 6 s; kafka-python's 45 s would strand them.
 SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 3_000
+#: The others learn of a rebalance at their next heartbeat, and (eager
+#: protocol) every router stops until all have rejoined: 1 s, not 3 s.
+HEARTBEAT_INTERVAL_MS = 1_000
 MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's and Kafka's default
 #: kafka-python backs off reconnecting up to 30 s, which leaves a router idle
 #: long after a broker restart; 1 s is the Java clients' default.
@@ -256,6 +261,9 @@ class RouterService(Followers, Transactions):
             # of a few partitions, leaves range-assigned extra instances idle.
             assignors=("roundrobin", "range"),
             client_id=f"safeshare-router-{self.instance_id}",
+            # Static member: a crashed instance restarted with its id takes its
+            # partitions back without a rebalance, so the others never stop.
+            group_instance_id=self.instance_id,
             **cfg,
         )
         # Follows the audit and checkpoints topics: routed event ids, checkpoint lag.
