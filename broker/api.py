@@ -13,6 +13,14 @@ Subscribers read their own feed::
         for item in feed.poll(timeout_ms=1000):
             print(item.record["event"]["summary"])
 
+A deciding subscriber's people link and unlink children (docs/IDENTITY.md)::
+
+    from broker.api import IdentityDesk
+    with IdentityDesk(bootstrap="localhost:9092", subscriber="torbay-mash") as desk:
+        for item in desk.reviews():
+            desk.link(item["candidate"], item["provisional"], decided_by="A. Worker",
+                      review_id=item["review_id"])
+
 The ``safeshare`` CLI is built on exactly these classes.
 """
 
@@ -26,6 +34,7 @@ from typing import Any
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.codec.exceptions import EncodingError
+from broker.identity.desk import IdentityDesk
 from broker.intake import EventRefused, Intake, check_source
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
@@ -45,6 +54,7 @@ __all__ = [
     "EventRefused",
     "FeedItem",
     "FeedReader",
+    "IdentityDesk",
     "Intake",
     "Publisher",
     "Receipt",

@@ -15,6 +15,8 @@
 | <ns>.notices.<subscriber>  | event id          | loop service   | that subscriber |
 | <ns>.status.<agency>       | event id          | loop service   | that agency     |
 | <ns>.gateway.consultations | subscriber        | gateway        | DPOs, auditors  |
+| <ns>.identity-decisions.<subscriber> | pseudonym | that subscriber | router       |
+| <ns>.identity-reviews.<subscriber>   | pseudonym | router         | that subscriber |
 
 Consent topics are per recording agency, as ingest topics are, and kept (not
 compacted): see README "Topics" for why. The namespace ``<ns>`` is
@@ -102,6 +104,31 @@ class Topics:
     def identity(self) -> str:
         """The identity index (compacted, sealed values; broker/identity/store.py)."""
         return f"{self.namespace}.identity"
+
+    @property
+    def identity_decisions_prefix(self) -> str:
+        return f"{self.namespace}.identity-decisions."
+
+    def identity_decisions(self, subscriber: str) -> str:
+        """Where a subscriber's people link and unlink pseudonyms (IdentityDecision):
+        only that subscriber may write it (ACLs); the router applies what the
+        policy's ``identity.deciders`` entitles and quarantines the rest."""
+        return self.identity_decisions_prefix + check_id("subscriber", subscriber)
+
+    def subscriber_of_identity_decisions(self, topic: str) -> str | None:
+        """The subscriber that owns an identity decisions topic, or None."""
+        if topic.startswith(self.identity_decisions_prefix):
+            return topic[len(self.identity_decisions_prefix):]
+        return None
+
+    @property
+    def identity_reviews_prefix(self) -> str:
+        return f"{self.namespace}.identity-reviews."
+
+    def identity_reviews(self, subscriber: str) -> str:
+        """Review items (IdentityReview) for a deciding subscriber: written by the
+        router with the event it routed under a provisional pseudonym."""
+        return self.identity_reviews_prefix + check_id("subscriber", subscriber)
 
     @property
     def quarantine(self) -> str:

@@ -82,7 +82,27 @@ def test_subscriber_may_read_only_its_feed_with_its_own_groups(
         ("GROUP", "ns.subscriber.mash.", "READ", "PREFIXED"),
         ("TOPIC", "ns.ack.mash", "WRITE", "LITERAL"),
         ("TOPIC", "ns.notices.mash", "READ", "LITERAL"),
+        # Its people's link/unlink decisions (and reading them back), its review items.
+        ("TOPIC", "ns.identity-decisions.mash", "WRITE", "LITERAL"),
+        ("TOPIC", "ns.identity-decisions.mash", "READ", "LITERAL"),
+        ("TOPIC", "ns.identity-reviews.mash", "READ", "LITERAL"),
     }
+
+
+def test_only_a_subscriber_decides_on_its_own_topic_and_only_the_router_raises_reviews(
+    derived: frozenset[AclBinding],
+) -> None:
+    """Kafka itself stops one subscriber linking children in another's name."""
+    def who(op: str, topic: str) -> set[str]:
+        return {b.principal for b in derived if b.operation == op and b.resource_type == "TOPIC"
+                and (b.resource_name == topic
+                     or (b.pattern == "PREFIXED" and topic.startswith(b.resource_name)))}
+
+    assert who("WRITE", T.identity_decisions("mash")) == {"User:subscriber-mash"}
+    assert who("READ", T.identity_decisions("mash")) == {"User:subscriber-mash", "User:router"}
+    assert who("WRITE", T.identity_reviews("mash")) == {"User:router"}
+    assert who("READ", T.identity_reviews("mash")) == {"User:subscriber-mash"}
+    assert all(acl.in_scope(b, T) for b in derived)
 
 
 def test_only_a_subscriber_acknowledges_for_itself_and_the_loop_reads_it(

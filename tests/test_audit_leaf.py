@@ -317,11 +317,11 @@ def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any
     return st.fixed_dictionaries(
         {
             "time_ms": st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1]),
-            # Not CONSENT, CONSULTED: their leaves have members of their own
-            # (test_consent_leaf_*, test_consulted_leaf_*).
+            # Not CONSENT, CONSULTED, LINKED, UNLINKED: their leaves have members of their
+            # own (test_consent_leaf_*, test_consulted_leaf_*, test_identity_leaf_*).
             "kind": st.sampled_from(
                 [k for k in [*LeafKind, *(k.value for k in LeafKind)]
-                 if k not in ("CONSENT", "CONSULTED")]
+                 if k not in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED")]
             ),
             "event_id": text,
             "event_digest": digests,
@@ -573,11 +573,12 @@ _LEAF_PART = frozenset(("time_ms", "delivered_digest", "consent_ref", "obligatio
 
 
 def test_the_three_parts_are_all_of_a_leafs_fields() -> None:
-    """All but a CONSENT or CONSULTED leaf's own members, which only the dataclass
-    path writes."""
+    """All but a CONSENT, CONSULTED, LINKED or UNLINKED leaf's own members, which only
+    the dataclass path writes."""
     consent_only = {"consent_purpose", "consent_roles", "consent_data_classes",
                     "consent_expires_ms", "consulted_by", "consulted_purpose",
-                    "consulted_via", "consulted_record"}
+                    "consulted_via", "consulted_record", "identity_other",
+                    "identity_decided_by", "identity_shares"}
     assert set(AuditLeaf.__dataclass_fields__) - consent_only == (
         _DECISION_PART | _EVENT_PART | _LEAF_PART
     )
@@ -831,3 +832,45 @@ def test_consulted_leaf_has_its_own_members_and_round_trips() -> None:
     forged = data.replace(b'"kind":"CONSULTED"', b'"kind":"SHARED"')
     with pytest.raises(MalformedError, match="unexpected"):
         AuditLeaf.from_bytes(forged)
+
+
+# -- LINKED / UNLINKED leaves ---------------------------------------------------------------
+_UNLINKED = dict(
+    time_ms=1_700_000_000_000, kind="UNLINKED", event_id="d-1", event_digest=_sha,
+    source_agency="torbay-mash", subject=_sha, outcome="UNLINK", rule_id="identity.deciders",
+    policy_digest=_sha, identity_other=_sha, identity_decided_by=_sha,
+    identity_shares=["e-2 torbay-mash", "e-1 torbay-mash"],
+)
+
+
+def test_identity_leaf_has_its_own_members_and_round_trips() -> None:
+    data = leaf_bytes(_UNLINKED)
+    assert data == AuditLeaf(**_UNLINKED).to_bytes()  # type: ignore[arg-type]
+    assert rfc8785.dumps(json.loads(data)) == data
+    leaf = AuditLeaf.from_bytes(data)
+    assert leaf.kind is LeafKind.UNLINKED
+    assert leaf.identity_shares == ("e-1 torbay-mash", "e-2 torbay-mash")
+    linked = AuditLeaf.from_bytes(leaf_bytes({**_UNLINKED, "kind": "LINKED",
+                                              "identity_shares": []}))
+    assert linked.identity_shares == ()
+    shared = AuditLeaf(time_ms=1, kind=LeafKind.SHARED, event_id="e", event_digest=_sha,
+                       source_agency="a")
+    assert b"identity_other" not in shared.to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"identity_other": None}, "identity_other"),
+        ({"identity_other": "v1:ABC"}, "identity_other"),  # a pseudonym in clear: refused
+        ({"identity_decided_by": "Alex Worker"}, "identity_decided_by"),  # a name in clear
+        ({"identity_shares": "e-1 mash"}, "identity_shares"),
+        ({"kind": "SHARED"}, "belongs to a LINKED or UNLINKED leaf only"),
+    ],
+)
+def test_identity_leaf_refuses_what_is_wrong(change: dict[str, Any], says: str) -> None:
+    fields = {**_UNLINKED, **change}
+    with pytest.raises(MalformedError, match=says):
+        leaf_bytes(fields)
+    with pytest.raises(MalformedError, match=says):
+        AuditLeaf(**fields).to_bytes()

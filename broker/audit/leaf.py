@@ -62,6 +62,17 @@ keyed HMAC of the user name, never the name), ``consulted_purpose`` (one of the
 subscriber's purposes in the policy), ``consulted_via`` (``page``, ``stream``,
 ``workspace``) and ``consulted_record`` (``topic/partition/offset``).
 
+``LINKED`` and ``UNLINKED`` leaves record a person's identity decision the
+router applied (:mod:`broker.routing.identity_decisions`): ``event_id`` and
+``event_digest`` are the decision's, ``source_agency`` the deciding
+subscriber, ``subject`` the keyed pseudonym of the child that stays,
+``rule_id`` ``identity.deciders``. They alone have three more members:
+``identity_other`` (the keyed pseudonym of the child merged in or split out),
+``identity_decided_by`` (a keyed digest of the person's name, never the name)
+and ``identity_shares`` (UNLINKED: every share made under the merged identity
+since the link, ``<event id> <recipient>``, so whoever received a merged
+chronology can be told; LINKED: empty).
+
 ``event_id`` may be empty: a quarantined message whose bytes could not be
 decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
 the bytes).
@@ -123,6 +134,8 @@ class LeafKind(StrEnum):
     NOTIFIED = "NOTIFIED"  # a referrer was told what happened to what it sent
     CONSENT = "CONSENT"  # a consent record applied (GIVEN/REFUSED/WITHDRAWN), or its expiry
     CONSULTED = "CONSULTED"  # a feed record was read (gateway, workspace): DPA 2018 s.62
+    LINKED = "LINKED"  # a person linked two pseudonyms as one child
+    UNLINKED = "UNLINKED"  # a person split a wrongly linked child apart again
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:
@@ -218,6 +231,10 @@ class AuditLeaf:
     consulted_purpose: str | None = None
     consulted_via: str | None = None
     consulted_record: str | None = None
+    # Members of a LINKED or UNLINKED leaf only (see the module docstring).
+    identity_other: str | None = None
+    identity_decided_by: str | None = None
+    identity_shares: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -245,6 +262,15 @@ class AuditLeaf:
             for name in _CONSULTED_FIELDS:
                 if getattr(self, name) is not None:
                     raise _fail(name, "belongs to a CONSULTED leaf only")
+        if self.kind in _IDENTITY_KINDS:
+            _hex64("identity_other", self.identity_other)
+            _hex64("identity_decided_by", self.identity_decided_by)
+            set_(self, "identity_shares",
+                 _strings("identity_shares", self.identity_shares, sort=True))
+        else:
+            for name in _IDENTITY_FIELDS:
+                if getattr(self, name) is not None:
+                    raise _fail(name, "belongs to a LINKED or UNLINKED leaf only")
         for name in (
             "event_id",
             "source_agency",
@@ -277,6 +303,8 @@ class AuditLeaf:
             d.update((name, getattr(self, name)) for name in _CONSENT_FIELDS)
         elif self.kind is LeafKind.CONSULTED:
             d.update((name, getattr(self, name)) for name in _CONSULTED_FIELDS)
+        elif self.kind in _IDENTITY_KINDS:
+            d.update((name, getattr(self, name)) for name in _IDENTITY_FIELDS)
         d["kind"] = self.kind.value
         d["v"] = LEAF_VERSION
         return d
@@ -310,7 +338,9 @@ class AuditLeaf:
             raise MalformedError(f"audit leaf version {value.get('v')!r} is not {LEAF_VERSION}")
         keys = set(value)
         keys.discard("v")
-        expected = _FIELD_NAMES | _KIND_NAMES.get(value.get("kind"), frozenset())
+        kind = value.get("kind")
+        expected = _FIELD_NAMES | (_KIND_NAMES.get(kind, frozenset())
+                                   if isinstance(kind, str) else frozenset())
         if keys != expected:
             missing, extra = sorted(expected - keys), sorted(keys - expected)
             raise MalformedError(f"audit leaf fields wrong: missing {missing}, unexpected {extra}")
@@ -325,11 +355,17 @@ _CONSENT_FIELDS = ("consent_purpose", "consent_roles", "consent_data_classes", "
 _CONSENT_NAMES = frozenset(_CONSENT_FIELDS)
 _CONSULTED_FIELDS = ("consulted_by", "consulted_purpose", "consulted_via", "consulted_record")
 _CONSULTED_NAMES = frozenset(_CONSULTED_FIELDS)
+_IDENTITY_FIELDS = ("identity_other", "identity_decided_by", "identity_shares")
+_IDENTITY_NAMES = frozenset(_IDENTITY_FIELDS)
+_IDENTITY_KINDS = frozenset({LeafKind.LINKED, LeafKind.UNLINKED})
 #: The members a kind has beyond the common ones.
-_KIND_NAMES: dict[object, frozenset[str]] = {"CONSENT": _CONSENT_NAMES,
-                                             "CONSULTED": _CONSULTED_NAMES}
+_KIND_NAMES: dict[object, frozenset[str]] = {
+    "CONSENT": _CONSENT_NAMES, "CONSULTED": _CONSULTED_NAMES,
+    "LINKED": _IDENTITY_NAMES, "UNLINKED": _IDENTITY_NAMES,
+}
 _FIELD_ORDER = tuple(
-    f.name for f in fields(AuditLeaf) if f.name not in _CONSENT_NAMES | _CONSULTED_NAMES
+    f.name for f in fields(AuditLeaf)
+    if f.name not in _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
 )
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
 _REQUIRED_FIELDS = frozenset(

@@ -26,6 +26,7 @@ from broker.audit.leaf import (
     _CONSULTED_NAMES,
     _FIELD_NAMES,
     _FIELD_ORDER,
+    _IDENTITY_NAMES,
     _REQUIRED_FIELDS,
     LEAF_VERSION,
     AuditLeaf,
@@ -59,14 +60,14 @@ def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
     names = fields.keys()
     if not (names <= _FIELD_NAMES and names >= _REQUIRED_FIELDS):
         if names >= _REQUIRED_FIELDS and names <= _ALL_NAMES:
-            return _dataclass_bytes(fields)  # CONSENT, CONSULTED: rare, the reference path
+            return _dataclass_bytes(fields)  # kinds with members of their own: rare
         missing = sorted(_REQUIRED_FIELDS - set(names))
         unknown = sorted(repr(n) for n in names if n not in _ALL_NAMES)
         raise MalformedError(
             f"audit leaf fields wrong: missing {missing}, unexpected [{', '.join(unknown)}]"
         )
     kind = fields["kind"]
-    if kind == "CONSENT" or kind == "CONSULTED":  # any value: it may be unhashable
+    if kind in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED"):  # any value: it may be unhashable
         return _dataclass_bytes(fields)
     data = _template_bytes(fields)
     if data is None:
@@ -80,9 +81,10 @@ def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-# Not CONSENT or CONSULTED: their leaves have members of their own (dataclass path).
-_OWN_MEMBERS = frozenset({"CONSENT", "CONSULTED"})
-_ALL_NAMES = _FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES
+# Not CONSENT, CONSULTED, LINKED or UNLINKED: their leaves have members of their own
+# (dataclass path).
+_OWN_MEMBERS = frozenset({"CONSENT", "CONSULTED", "LINKED", "UNLINKED"})
+_ALL_NAMES = _FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
 _KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind if kind not in _OWN_MEMBERS}
 _KIND_TYPES = (str, LeafKind)
 _LIST_TYPES = (list, tuple)

@@ -1,17 +1,117 @@
-"""``safeshare identity``: the partnership pseudonym and its keys (docs/IDENTITY.md).
+"""``safeshare identity``: the partnership pseudonym and its keys, and the MASH's desk.
 
 Register in ``broker/cli/main.py`` as ``("broker.cli.identity", "identity")``.
-Runs where the router's partnership keys are (they never leave that host).
+``pseudonym`` and ``rotate-key`` run where the router's partnership keys are
+(they never leave that host). ``review``, ``link``, ``unlink`` and ``show`` are
+a deciding subscriber's (broker.identity.desk, docs/IDENTITY.md): they see only
+pseudonyms.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
 import click
+
+from broker.cli.common import bootstrap_option
+
+if TYPE_CHECKING:
+    from broker.identity.desk import IdentityDesk
 
 
 @click.group(name="identity")
 def identity() -> None:
-    """The partnership pseudonym: derive one, rotate the key."""
+    """The partnership pseudonym (derive one, rotate the key); review, link, unlink."""
+
+
+_SUBSCRIBER = click.option("--subscriber", required=True,
+                           help="The deciding subscriber (its own topics; e.g. torbay-mash).")
+_BY = click.option("--by", "decided_by", required=True,
+                   help="Name of the person deciding (the audit keeps a keyed digest only).")
+_REVIEW = click.option("--review", "review_id", default=None,
+                       help="The review item this decision answers.")
+
+
+@contextmanager
+def _desk(subscriber: str, bootstrap: str | None) -> Iterator[IdentityDesk]:
+    from broker.cli.common import resolve_bootstrap, settings  # noqa: PLC0415
+    from broker.codec import Codec  # noqa: PLC0415
+    from broker.identity.desk import IdentityDesk  # noqa: PLC0415
+    from broker.topics import check_id  # noqa: PLC0415
+
+    try:
+        check_id("subscriber", subscriber)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--subscriber") from None
+    s = settings()
+    with IdentityDesk(bootstrap=resolve_bootstrap(bootstrap), subscriber=subscriber,
+                      codec=Codec.from_dir(s.schemas_dir), topics=s.topics) as desk:
+        yield desk
+
+
+def _line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v),
+                      sort_keys=True)
+
+
+@identity.command("review")
+@_SUBSCRIBER
+@click.option("--all", "show_all", is_flag=True, help="Also items already decided.")
+@bootstrap_option
+def review(subscriber: str, show_all: bool, bootstrap: str | None) -> None:
+    """Open review items: events routed under a provisional pseudonym (one JSON line each)."""
+    with _desk(subscriber, bootstrap) as desk:
+        items = desk.items() if show_all else desk.reviews()
+    for item in items:
+        click.echo(_line(item))
+    if not items:
+        click.echo("no open review items", err=True)
+
+
+@identity.command("link")
+@click.argument("pseudonym")
+@click.argument("other")
+@_SUBSCRIBER
+@_BY
+@_REVIEW
+@bootstrap_option
+def link(pseudonym: str, other: str, subscriber: str, decided_by: str,
+         review_id: str | None, bootstrap: str | None) -> None:
+    """OTHER is the same child as PSEUDONYM (kept): the router merges them."""
+    with _desk(subscriber, bootstrap) as desk:
+        decision = desk.link(pseudonym, other, decided_by=decided_by, review_id=review_id)
+    click.echo(f"link {decision} sent to {desk.decisions_topic}")
+
+
+@identity.command("unlink")
+@click.argument("pseudonym")
+@click.argument("other")
+@_SUBSCRIBER
+@_BY
+@_REVIEW
+@bootstrap_option
+def unlink(pseudonym: str, other: str, subscriber: str, decided_by: str,
+           review_id: str | None, bootstrap: str | None) -> None:
+    """OTHER was wrongly linked into PSEUDONYM: the router splits it out again."""
+    with _desk(subscriber, bootstrap) as desk:
+        decision = desk.unlink(pseudonym, other, decided_by=decided_by, review_id=review_id)
+    click.echo(f"unlink {decision} sent to {desk.decisions_topic}")
+
+
+@identity.command("show")
+@click.argument("pseudonym")
+@_SUBSCRIBER
+@bootstrap_option
+def show(pseudonym: str, subscriber: str, bootstrap: str | None) -> None:
+    """Review items and decisions naming PSEUDONYM (one JSON line each)."""
+    with _desk(subscriber, bootstrap) as desk:
+        found = desk.show(pseudonym)
+    for kind, rows in found.items():
+        for row in rows:
+            click.echo(_line({"kind": kind[:-1], **row}))
 
 
 @identity.command("pseudonym")

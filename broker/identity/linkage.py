@@ -275,6 +275,13 @@ class Index:
     #: What each child's pseudonym was derived from, ``(kind, value)``: kept so
     #: that a key rotation can map old pseudonyms (PartnershipKeys.rotation_map).
     anchors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Children a person linked into another (broker/identity/decisions.py):
+    #: survivor -> {merged pseudonym: (its records, its anchor)}, for an unlink.
+    merged: dict[str, dict[str, tuple[list[Features], tuple[str, str] | None]]] = field(
+        default_factory=dict
+    )
+    #: Survivor -> shares made under the merged identity since the link.
+    shares: dict[str, list[str]] = field(default_factory=dict)
     _counts: dict[str, Counter[str]] = field(
         default_factory=lambda: {"given": Counter(), "family": Counter()}
     )

@@ -14,13 +14,21 @@ version (2 bytes, big-endian), a 12-byte nonce, the AES-GCM ciphertext of the
 UTF-8 JSON ``{"records": [features, ...], "anchor": [kind, value]}`` (the
 anchor: what the pseudonym was derived from, for key rotation). After a key rotation new values
 are sealed under the new key; old ones open with the key they name.
+
+A child a person linked others into (broker/identity/decisions.py) also keeps
+``"merged": {pseudonym: {"records": [...], "anchor": [...]}}`` (what an unlink
+gives back) and ``"shares": ["<event id> <recipient>", ...]`` (what was shared
+under the merged identity since). ``"replace": true`` marks the entry a link or
+unlink wrote: a reader replaces the child's records with it instead of adding
+to them (the child's earlier values, on the same partition, came before).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -58,12 +66,18 @@ class IndexSealer:
         return self._aead[version]
 
     def seal(
-        self, pseudonym: str, records: Iterable[Features], anchor: tuple[str, str] | None = None
+        self,
+        pseudonym: str,
+        records: Iterable[Features],
+        anchor: tuple[str, str] | None = None,
+        *,
+        extra: Mapping[str, object] | None = None,
     ) -> bytes:
         version = self._keys.current
         obj: dict[str, object] = {"records": [f.to_json() for f in records]}
         if anchor is not None:
             obj["anchor"] = list(anchor)
+        obj.update(extra or {})
         body = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
         nonce = os.urandom(12)
         sealed = self._cipher(version).encrypt(nonce, body, pseudonym.encode())
@@ -76,6 +90,11 @@ class IndexSealer:
     def open_entry(
         self, pseudonym: str, value: bytes
     ) -> tuple[list[Features], tuple[str, str] | None]:
+        e = self.open_full(pseudonym, value)
+        return e.records, e.anchor
+
+    def open_full(self, pseudonym: str, value: bytes) -> Entry:
+        """Everything one sealed entry holds (IdentityError if it does not open)."""
         if value[:4] != MAGIC or len(value) < 4 + 2 + 12 + 16:
             raise IdentityError("identity index value is not a sealed index entry")
         version = int.from_bytes(value[4:6], "big")
@@ -84,17 +103,59 @@ class IndexSealer:
         except InvalidTag:
             raise IdentityError("identity index value does not open under its key") from None
         obj = json.loads(body)
-        anchor = obj.get("anchor")
-        records = [Features.from_json(r) for r in obj["records"]]
-        return records, (str(anchor[0]), str(anchor[1])) if anchor else None
+        merged = {
+            str(p): ([Features.from_json(r) for r in m["records"]], _anchor(m.get("anchor")))
+            for p, m in (obj.get("merged") or {}).items()
+        }
+        return Entry(
+            records=[Features.from_json(r) for r in obj["records"]],
+            anchor=_anchor(obj.get("anchor")),
+            merged=merged,
+            shares=[str(x) for x in obj.get("shares") or ()],
+            replace=bool(obj.get("replace")),
+        )
 
 
-def entry(sealer: IndexSealer, index: Index, pseudonym: str) -> tuple[bytes, bytes | None]:
+def _anchor(value: object) -> tuple[str, str] | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return str(value[0]), str(value[1])
+    return None
+
+
+@dataclass
+class Entry:
+    """One opened identity-index entry (see the module docstring)."""
+
+    records: list[Features]
+    anchor: tuple[str, str] | None
+    merged: dict[str, tuple[list[Features], tuple[str, str] | None]] = field(
+        default_factory=dict
+    )
+    shares: list[str] = field(default_factory=list)
+    replace: bool = False
+
+
+def entry(
+    sealer: IndexSealer, index: Index, pseudonym: str, *, replace: bool = False
+) -> tuple[bytes, bytes | None]:
     """The topic record (key, value) for one child as the index now holds it."""
     records = index.records.get(pseudonym)
     if not records:
         return pseudonym.encode(), None
-    return pseudonym.encode(), sealer.seal(pseudonym, records, index.anchors.get(pseudonym))
+    extra: dict[str, object] = {}
+    merged = index.merged.get(pseudonym)
+    if merged:
+        extra["merged"] = {
+            p: {"records": [f.to_json() for f in rs], **({"anchor": list(a)} if a else {})}
+            for p, (rs, a) in merged.items()
+        }
+    if index.shares.get(pseudonym):
+        extra["shares"] = list(index.shares[pseudonym])
+    if replace:
+        extra["replace"] = True
+    return pseudonym.encode(), sealer.seal(
+        pseudonym, records, index.anchors.get(pseudonym), extra=extra
+    )
 
 
 def rebuild(
@@ -123,9 +184,11 @@ def rebuild(
             index.remove(pseudonym)
             continue
         index.remove(pseudonym)
-        records, anchor = sealer.open_entry(pseudonym, value)
-        for f in records:
+        e = sealer.open_full(pseudonym, value)
+        for f in e.records:
             index.add(pseudonym, f)
-        if anchor is not None:
-            index.anchors[pseudonym] = anchor
+        if e.anchor is not None:
+            index.anchors[pseudonym] = e.anchor
+        index.merged[pseudonym] = e.merged
+        index.shares[pseudonym] = e.shares
     return sum(1 for v in latest.values() if v is not None)

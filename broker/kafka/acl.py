@@ -14,10 +14,14 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 |---------------------------|------------------------------------------------------------|
 | ``User:agency-<id>``      | WRITE its own ingest topic and its own consent topic       |
 | ``User:subscriber-<id>``  | READ its own feed; use its own group ``<ns>.subscriber.<id>`` |
-|                           | and groups named ``<ns>.subscriber.<id>.*`` (feed tails)   |
+|                           | and groups named ``<ns>.subscriber.<id>.*`` (feed tails);  |
+|                           | WRITE and READ its own identity decisions topic, READ its  |
+|                           | own identity review topic                                  |
 | ``User:router``           | READ every ingest and consent topic, audit, checkpoints;   |
 |                           | WRITE every feed, audit and quarantine; group              |
-|                           | ``<ns>.router``; transactional ids ``<ns>.router.*``       |
+|                           | ``<ns>.router``; transactional ids ``<ns>.router.*``;      |
+|                           | READ every identity decisions topic, WRITE every identity  |
+|                           | review topic                                               |
 | ``User:checkpointer``     | READ audit and checkpoints; WRITE checkpoints, and audit   |
 |                           | (a key rotation is itself a leaf, committed with the new   |
 |                           | key list); transactional ids ``<ns>.checkpointer.*``       |
@@ -57,6 +61,11 @@ Why these and no more (Kafka's authorizer rules, checked against 4.1):
   quarantines a record naming another agency than its topic's owner, and
   checks the policy's consent entitlements (who may record consent for which
   purpose, and who may withdraw what another agency recorded).
+* Link and unlink decisions arrive on a topic per subscriber, as consent
+  does per agency, so Kafka itself stops a subscriber deciding in another's
+  name; the router then quarantines a decision naming another subscriber
+  than its topic's owner, or from a subscriber the policy's
+  ``identity.deciders`` does not name (a school's DSL cannot merge children).
 * Readers without a consumer group (the router's consent and audit
   followers, auditors, the checkpointer) need no group ACL.
 * The subscriber group ACLs are a LITERAL binding for the group itself and a
@@ -174,6 +183,9 @@ def desired_acls(
         out.add(allow(user, "GROUP", group + ".", "READ", "PREFIXED"))
         out.add(allow(user, "TOPIC", topics.acks(s), "WRITE"))
         out.add(allow(user, "TOPIC", topics.notices(s), "READ"))
+        out.add(allow(user, "TOPIC", topics.identity_decisions(s), "WRITE"))
+        out.add(allow(user, "TOPIC", topics.identity_decisions(s), "READ"))  # what it decided
+        out.add(allow(user, "TOPIC", topics.identity_reviews(s), "READ"))
 
     out |= {
         allow(ROUTER, "TOPIC", topics.ingest_prefix, "READ", "PREFIXED"),
@@ -189,6 +201,9 @@ def desired_acls(
         # The identity index: written with the shares, read back at start.
         allow(ROUTER, "TOPIC", topics.identity, "READ"),
         allow(ROUTER, "TOPIC", topics.identity, "WRITE"),
+        # Link/unlink decisions in; review items out with the event they are about.
+        allow(ROUTER, "TOPIC", topics.identity_decisions_prefix, "READ", "PREFIXED"),
+        allow(ROUTER, "TOPIC", topics.identity_reviews_prefix, "WRITE", "PREFIXED"),
         # Access notices (CP-IS) go out with the share that caused them.
         allow(ROUTER, "TOPIC", topics.notices_prefix, "WRITE", "PREFIXED"),
         allow(ROUTER, "GROUP", topics.router_group, "READ"),
@@ -269,7 +284,8 @@ def policy_users(policy: Policy) -> list[str]:
 def _scope(topics: Topics) -> re.Pattern[str]:
     ns = re.escape(topics.namespace)
     return re.compile(
-        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent(?:\.(?:{_ID})?)?|feed\.(?:{_ID})?|quarantine|identity|audit"
+        rf"^{ns}\.(?:ingest\.(?:{_ID})?|consent(?:\.(?:{_ID})?)?|feed\.(?:{_ID})?|quarantine|identity"
+        rf"|identity-(?:decisions|reviews)\.(?:{_ID})?|audit"
         rf"|audit\.checkpoints|router\.?(?:{_ID})?|subscriber\.{_ID}(?:\.(?:workspace-)?)?"
         rf"|checkpointer\.?(?:{_ID})?"
         rf"|loop(?:\.clock-starts|\.clocks|\.(?:{_ID})?)?|(?:ack|notices|status)\.(?:{_ID})?"

@@ -91,6 +91,7 @@ def standard_topic_specs(
     partitions let more router processes share the load. ``audit_shards``:
     one audit partition per Merkle log shard.
     """
+    subscribers = list(subscribers)
     specs = [TopicSpec(topics.ingest(a), partitions) for a in agencies]
     # One partition per agency's consent topic: consent records are few, and the
     # router group then owns one consent partition per agency, not ``partitions``.
@@ -98,6 +99,9 @@ def standard_topic_specs(
     specs += [TopicSpec(topics.feed(s), partitions) for s in subscribers]
     specs.append(TopicSpec(topics.quarantine, partitions))
     specs.append(TopicSpec(topics.identity, partitions, CHANGELOG_CONFIG))
+    # Link/unlink decisions are few (one partition, like consent); review items too.
+    specs += [TopicSpec(topics.identity_decisions(s), 1, CONSENT_CONFIG) for s in subscribers]
+    specs += [TopicSpec(topics.identity_reviews(s), 1) for s in subscribers]
     specs.append(TopicSpec(topics.audit, audit_shards, AUDIT_CONFIG))
     specs.append(TopicSpec(topics.audit_checkpoints, 1, AUDIT_CONFIG))
     specs.append(TopicSpec(topics.consultations, partitions, AUDIT_CONFIG))

@@ -18,7 +18,7 @@ from broker.policy._check_consent import check_consent
 from broker.policy._check_rules import RuleChecks
 from broker.policy._clocks import check_clocks, check_escalate_to
 from broker.policy._feed_keys import check_feed_keys
-from broker.policy._identity import check_identity
+from broker.policy._identity import check_deciders, check_identity
 from broker.policy._patterns import check_patterns
 from broker.policy._yaml import Document, Path
 from broker.policy.exceptions import Problem
@@ -113,6 +113,9 @@ class _Checker(RuleChecks):
         )
         checked.clocks = check_clocks(self, top.get("clocks"), ("clocks",))
         checked.identity = check_identity(self, top.get("identity"), ("identity",))
+        checked.identity_deciders = check_deciders(
+            self, top.get("identity"), ("identity",), subscribers
+        )
         checked.consent_recorders = check_consent(
             self, top.get("consent"), ("consent",), agencies, purposes
         )

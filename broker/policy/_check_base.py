@@ -55,6 +55,7 @@ class Checked:
     event_signatures: str = "required"
     clocks: Any = None  # broker.loop.rules.ClockPolicy
     identity: Any = None  # broker.identity.linkage.Thresholds
+    identity_deciders: tuple[str, ...] = ()
     consent_recorders: tuple[ConsentRecorder, ...] = ()
     patterns: Any = None  # dict[str, broker.patterns.detectors.Threshold]
 

@@ -260,6 +260,18 @@ class Policy(CompiledPlans):
         return cast("Thresholds", self._c.identity)
 
     @property
+    def identity_deciders(self) -> tuple[str, ...]:
+        """Subscribers whose people may link and unlink children (``identity.deciders``)."""
+        return self._c.identity_deciders
+
+    def identity_entitlement(self, subscriber: str) -> str | None:
+        """Why ``subscriber`` may not link or unlink, or None if it may."""
+        if subscriber in self._c.identity_deciders:
+            return None
+        return (f"subscriber {subscriber!r} is not among the policy's identity.deciders:"
+                " it may not link or unlink children")
+
+    @property
     def pattern_thresholds(self) -> dict[str, Threshold]:
         """Each detector's threshold and window (``patterns`` section, else the defaults)."""
         return cast("dict[str, Threshold]", self._c.patterns)

@@ -42,6 +42,7 @@ from broker.policy.decision import Decision
 from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter, Recipients
 from broker.routing.identity import SubjectIdentity
+from broker.routing.identity_decisions import handle_decision, name_subject
 from broker.signing import signature_problem
 from broker.topics import Topics
 
@@ -79,7 +80,7 @@ class Outbound(NamedTuple):
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (the identity index forgets a child)
 
 
 ClockStarterFn = Callable[[Mapping[str, Any], Any, str, int], list[tuple[str, bytes, bytes]]]
@@ -182,6 +183,8 @@ class RoutingCore:
         try:
             if msg.topic.startswith(self.topics.consent_prefix):
                 return self._handle_consent(msg)
+            if msg.topic.startswith(self.topics.identity_decisions_prefix):
+                return handle_decision(self, msg)
             return self._handle_ingest(msg)
         except MalformedError:
             raise
@@ -500,18 +503,13 @@ class RoutingCore:
                 )  # fmt: skip
             # The router names the child (HMAC of the NHS number, else linkage);
             # the copies carry that pseudonym, so they are encoded, not spliced.
-            resolution = self.identity.resolve(event["subject"])
-            pseudonym = event["subject"]["pseudonym"] = resolution.pseudonym
+            pseudonym = name_subject(self, event, routed, now)
             written = self.codec.written(event, ENVELOPE)
             subject = self.subject_hmac(pseudonym)
             audited = self._leaves.event(
                 event_id=event_id, event_digest=event_digest, source_agency=agency,
                 subject=subject,
             )  # fmt: skip
-            key, value = resolution.index_record
-            assert value is not None  # the index holds at least this event's record
-            routed.outputs.append(Outbound(self.topics.identity, key, value))
-            routed.identity = resolution.decision
         self.seen_event_ids.add(event_id)
         feed_keys: dict[bool, bytes | None] = {}
         outputs, leaves, leaf = routed.outputs, routed.leaves, self._leaves.decision
@@ -540,6 +538,11 @@ class RoutingCore:
                     outputs.append(Outbound(*start))
             delivered = hashlib.sha256(data).hexdigest()
             leaves.append(leaf(decision, audited, delivered))
+        if self.identity is not None and routed.shared:
+            # Under a linked child: remembered, so an unlink can say what went out.
+            noted = self.identity.note_shares(pseudonym, event_id, routed.shared)
+            if noted is not None:
+                outputs.append(Outbound(self.topics.identity, *noted))
         take_expired = getattr(self.consents, "take_expired", None)
         if take_expired is not None:
             self._expiry_leaves(take_expired(), now, routed)

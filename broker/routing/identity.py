@@ -12,21 +12,30 @@ for the routing core:
   (idempotent, so reading one's own records back changes nothing), a
   tombstone forgets the child. Read from the beginning when the router starts
   or its partitions move (broker/routing/followers.py), this rebuilds the
-  index exactly as the topic holds it.
+  index exactly as the topic holds it. An entry a link or unlink wrote
+  replaces the child's records (broker/identity/store.py);
+- :meth:`link`, :meth:`unlink` apply a person's decision
+  (broker/identity/decisions.py) and give the identity-topic records to write;
+  :meth:`note_shares` remembers what was shared under a linked child, so an
+  unlink can say. All of it is taken back by :meth:`rollback` as well.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from broker.identity import decisions
 from broker.identity.exceptions import IdentityError
 from broker.identity.linkage import NEW, REVIEW, Features, Index, Model, Thresholds
 from broker.identity.pseudonym import PartnershipKeys
 from broker.identity.resolver import Resolution, Resolver
-from broker.identity.store import IndexSealer
+from broker.identity.store import IndexSealer, entry
+
+IndexRecord = tuple[bytes, bytes | None]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +47,8 @@ class SubjectIdentity:
         self.resolver = resolver
         self.index: Index = resolver.index
         self.sealer: IndexSealer = resolver.sealer
-        # Per open transaction: (pseudonym, features added or None: a new child).
-        self._undo: list[tuple[str, Features | None]] = []
+        # Per open transaction: what takes each change back, in order.
+        self._undo: list[Callable[[], None]] = []
         self.reviews = 0
 
     @classmethod
@@ -54,9 +63,9 @@ class SubjectIdentity:
         """The pseudonym for ``subject``; the index now holds the event's record."""
         r = self.resolver.resolve(subject)
         if r.decision in (NEW, REVIEW):
-            self._undo.append((r.pseudonym, None))
+            self._undo.append(functools.partial(self._take_back, r.pseudonym, None))
         elif r.added:
-            self._undo.append((r.pseudonym, r.features))
+            self._undo.append(functools.partial(self._take_back, r.pseudonym, r.features))
         if r.decision == REVIEW:
             self.reviews += 1
         return r
@@ -65,35 +74,113 @@ class SubjectIdentity:
         self._undo.clear()
 
     def rollback(self) -> None:
-        """Take back every record :meth:`resolve` added since :meth:`begin`."""
-        for pseudonym, f in reversed(self._undo):
-            anchor = self.index.anchors.get(pseudonym)
-            records = self.index.remove(pseudonym)
-            if f is None:
-                continue
-            for kept in records:
-                if kept != f:
-                    self.index.add(pseudonym, kept)
-            if anchor is not None:
-                self.index.anchors[pseudonym] = anchor
+        """Take back every change made since :meth:`begin`."""
+        for undo in reversed(self._undo):
+            undo()
         self._undo.clear()
+
+    def _take_back(self, pseudonym: str, f: Features | None) -> None:
+        """Undo one :meth:`resolve`: a new child goes, a known one loses ``f``."""
+        anchor = self.index.anchors.get(pseudonym)
+        records = self.index.remove(pseudonym)
+        if f is None:
+            return
+        for kept in records:
+            if kept != f:
+                self.index.add(pseudonym, kept)
+        if anchor is not None:
+            self.index.anchors[pseudonym] = anchor
+
+    def _snapshot(self, *pseudonyms: str) -> None:
+        """Note how these children stand now, for :meth:`rollback`."""
+        ix = self.index
+        saved = [
+            (p, list(ix.records.get(p, ())), ix.anchors.get(p),
+             dict(ix.merged[p]) if p in ix.merged else None,
+             list(ix.shares[p]) if p in ix.shares else None)
+            for p in pseudonyms
+        ]  # fmt: skip
+
+        def restore() -> None:
+            for p, records, anchor, merged, shares in saved:
+                ix.remove(p)
+                for f in records:
+                    ix.add(p, f)
+                _put(ix.anchors, p, anchor)
+                _put(ix.merged, p, merged)
+                _put(ix.shares, p, shares)
+
+        self._undo.append(restore)
+
+    def link(self, survivor: str, other: str) -> list[IndexRecord]:
+        """Apply a LINK; the identity-topic records to write (DecisionProblem if not)."""
+        self._snapshot(survivor, other)
+        try:
+            applied = decisions.link(self.index, survivor, other)
+        except decisions.DecisionProblem:
+            self._undo.pop()()
+            raise
+        return self._records(applied)
+
+    def unlink(self, survivor: str, other: str) -> tuple[list[IndexRecord], tuple[str, ...]]:
+        """Apply an UNLINK; the records to write and the shares made under the merged child."""
+        self._snapshot(survivor, other)
+        try:
+            applied = decisions.unlink(self.index, survivor, other)
+        except decisions.DecisionProblem:
+            self._undo.pop()()
+            raise
+        return self._records(applied), applied.shares
+
+    def _records(self, applied: decisions.Applied) -> list[IndexRecord]:
+        out = [entry(self.sealer, self.index, p, replace=True) for p in applied.rewrite]
+        return out + [(p.encode(), None) for p in applied.tombstone]
+
+    def note_shares(
+        self, pseudonym: str, event_id: str, recipients: list[str]
+    ) -> IndexRecord | None:
+        """After an event is shared under ``pseudonym``: if it is a linked child, the
+        entry to write (it now lists these shares), else None."""
+        if pseudonym not in self.index.merged or not recipients:
+            return None
+        self._snapshot(pseudonym)
+        decisions.note_shares(self.index, pseudonym, event_id, recipients)
+        return entry(self.sealer, self.index, pseudonym)
+
+    def knows(self, pseudonym: str) -> bool:
+        return pseudonym in self.index.records
 
     def learn(self, key: bytes | None, value: bytes | None) -> bool:
         """Fold one committed identity-topic record into the index; False if unusable."""
         if key is None:
             return False
         pseudonym = key.decode("utf-8", "replace")
+        ix = self.index
         if value is None:
-            self.index.remove(pseudonym)
+            ix.remove(pseudonym)
+            ix.merged.pop(pseudonym, None)
+            ix.shares.pop(pseudonym, None)
             return True
         try:
-            records, anchor = self.sealer.open_entry(pseudonym, value)
+            e = self.sealer.open_full(pseudonym, value)
         except (IdentityError, ValueError, KeyError, TypeError) as exc:
             # Fail loudly: linking against a partial index starts duplicate children.
             log.error("identity index record does not open (%s); the index lacks it", exc)
             return False
-        for f in records:
-            self.index.add(pseudonym, f)
-        if anchor is not None:
-            self.index.anchors[pseudonym] = anchor
+        if e.replace:
+            ix.remove(pseudonym)
+        for f in e.records:
+            ix.add(pseudonym, f)
+        if e.anchor is not None:
+            ix.anchors[pseudonym] = e.anchor
+        _put(ix.merged, pseudonym, e.merged or None)
+        _put(ix.shares, pseudonym, e.shares if e.merged else None)
         return True
+
+
+def _put(d: dict[str, Any], key: str, value: Any) -> None:
+    """``d[key] = value``, or no ``key`` at all for None."""
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value

@@ -238,12 +238,15 @@ class RouterService(Followers, Transactions):
         cfg = {"bootstrap_timeout_ms": PRODUCER_BLOCK_MS, **self._client_config}
 
         # Ingest and consent topics, one of each per agency: consent records are
-        # routed by the group like events (applied and audited, or quarantined).
+        # routed by the group like events (applied and audited, or quarantined);
+        # so are link/unlink decisions, one topic per subscriber.
         pattern = (
             "^("
             + re.escape(self.topics.ingest_prefix)
             + "|"
             + re.escape(self.topics.consent_prefix)
+            + "|"
+            + re.escape(self.topics.identity_decisions_prefix)
             + r")[a-z0-9][a-z0-9_-]*$"
         )
         self._consumer = make_consumer(

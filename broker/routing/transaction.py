@@ -154,9 +154,10 @@ class Transactions:
         # Consent partitions first: an event polled with a consent record is decided
         # with it (broker.routing.core._handle_consent). The batch keeps this order
         # everywhere (routing, logging), so its records and their results line up.
-        consent = self.topics.consent_prefix
+        # Link/unlink decisions too: an event polled with one follows it.
+        first = (self.topics.consent_prefix, self.topics.identity_decisions_prefix)
         batches = dict(
-            sorted(batches.items(), key=lambda item: not item[0].topic.startswith(consent))
+            sorted(batches.items(), key=lambda item: not item[0].topic.startswith(first))
         )
         txn = _Open(batches, seen.mark(), time.monotonic())
         self._open_since = txn.started
