@@ -57,7 +57,12 @@ check: lint
 screenshots: venv
 	SAFESHARE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_workspace_browser.py -q
 
-bench: venv
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	@rm -f $(VENV)/.bench-* && touch $@
+
+bench: venv $(BENCH_STAMP)
 	$(PY) -m bench
 
 fuzz: venv
