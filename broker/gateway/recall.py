@@ -17,6 +17,7 @@ own Kafka client are learnt too (``signed_by`` from their signature).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ REQUEST_HEADER = "safeshare-gateway-request"
 #: ``agency``, ``gateway`` or ``none`` (the receipt's ``signed_by``).
 SIGNED_BY_HEADER = "safeshare-gateway-signed-by"
 RECALL_TIMEOUT_S = 60.0
+METADATA_S = 5.0
 
 
 def headers(request_id: str | None, body_digest: str, signed_by: str) -> list[tuple[str, bytes]]:
@@ -79,9 +81,13 @@ def recall(bootstrap: str, topic: str, codec: Codec, limit: int,
     consumer = make_consumer(bootstrap, group_id=None)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
+        deadline = time.monotonic() + METADATA_S
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.05)  # metadata not fetched yet
+            parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:  # fail closed: no memory rebuilt, no publishing for this agency
+            raise SafeshareError(f"{topic}: no partitions known after {METADATA_S:.0f} s")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
         consumer.seek_to_beginning(*tps)
