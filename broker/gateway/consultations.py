@@ -112,9 +112,15 @@ class Recorder:
         audit batch, acknowledged before this returns (raises if it cannot be)."""
         if not records:
             return
-        leaves = consulted_leaves(reader_pseudonym(self._reader_key, who), subscriber,
-                                  purpose, records, via, self._clock.now_ms())
-        self._producer.send(self.audit_topic, encode_batch(leaves)).get()
+        self.audit(consulted_leaves(reader_pseudonym(self._reader_key, who), subscriber,
+                                    purpose, records, via, self._clock.now_ms()))
+
+    def audit(self, leaves: Sequence[AuditLeaf]) -> None:
+        """Append ``leaves`` to the signed audit log as one batch, acknowledged
+        (``acks=all``) before this returns; raises if it cannot be. The workspace's
+        NOTIFIED leaves (broker/workspace/notify.py) go through here too."""
+        if leaves:
+            self._producer.send(self.audit_topic, encode_batch(leaves)).get()
 
     def signed_for(self, agency: str, event_id: str, digest: str, where: str) -> None:
         """Record that the gateway signed an event for ``agency`` (``signing: gateway``)."""

@@ -5,7 +5,8 @@ For each consulted copy whose shared data classes meet its source agency's
 list, one ``CONSULTED`` :data:`broker.loop.core.NOTICE` goes to that agency's
 status topic (``<ns>.status.<agency>``, where it already hears what became of
 its concerns): which event, which team (never which person), for what purpose.
-Each notice written is then audited as a ``NOTIFIED`` leaf (outcome
+Each notice written is then audited (through the gateway's consultation
+recorder, which writes the workspace's CONSULTED leaves) as a ``NOTIFIED`` leaf (outcome
 ``CONSULTED``, reason ``CONSULTED by <team>``, the notice's SHA-256 as
 ``delivered_digest``; the workspace holds no original event bytes, so the
 notice's digest stands as ``event_digest`` too) on the audit topic.
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch
+from broker.audit.leaf import AuditLeaf, LeafKind
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
 from broker.kafka.producer import Producer
@@ -61,8 +62,11 @@ class OwnerNotifier:
                 out.setdefault(r.event_id, r)
         return list(out.values())
 
-    def consulted(self, subscriber: str, purpose: str, reads: Sequence[Read]) -> int:
-        """Notify and audit; the number of notices written. Raises if a write fails."""
+    def consulted(self, subscriber: str, purpose: str, reads: Sequence[Read],
+                  audit: Callable[[Sequence[AuditLeaf]], None]) -> int:
+        """Notify, then audit the notices with ``audit`` (the gateway's
+        :meth:`broker.gateway.consultations.Recorder.audit`, the one writer of
+        workspace leaves); the number of notices written. Raises if a write fails."""
         told = self.owners_to_tell(reads)
         if not told:
             return 0
@@ -88,7 +92,7 @@ class OwnerNotifier:
             recipient=r.source_agency, outcome="CONSULTED", reason=f"CONSULTED by {subscriber}",
             delivered_digest=hashlib.sha256(data).hexdigest(),
         ) for r, data, _ in sent]
-        self._producer.send(self._topics.audit, encode_batch(leaves)).get()
+        audit(leaves)
         return len(sent)
 
     def close(self) -> None:

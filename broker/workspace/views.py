@@ -202,7 +202,7 @@ async def _consult(request: Request, user: User, purpose: str, entries: list[Any
                   list(e.decision.get("data_classes_shared") or ())) for e in entries]
     try:
         await run_in_threadpool(_ws(request).notifier().consulted, user.subscriber, purpose,
-                                reads)
+                                reads, recorder.audit)
     except Exception as exc:  # any failed write: nothing is shown
         raise SafeshareError(f"owner notification not written: {type(exc).__name__}") from exc
 
