@@ -2,7 +2,7 @@
 status topic, when a team opens a concern it published whose copy shares one
 of those data classes; the notice is audited (a NOTIFIED leaf with the
 notice's digest). Against the real broker, router, loop and workspace; the
-police (no such setting) and the school's reads (no health shared) tell no one."""
+police (no such setting) are not told."""
 
 from __future__ import annotations
 
@@ -51,15 +51,11 @@ def test_the_hospital_is_told_its_health_concern_was_consulted_and_the_police_ar
     with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
         p.publish_json(missing)
     with running_workspace(kafka_bootstrap, topics, s, policy) as url:
-        school = http_sign_in(url, "dana")  # shares no health: nobody is told
-        wait_for("the school's copy", lambda: school.get(
-            f"/workspace/events/{missing['event_id']}").status_code == 200, timeout_s=90)
-
         sam = http_sign_in(url, "sam")
         psn = health["subject"]["pseudonym"]
         wait_for("both concerns in the MASH's chronology", lambda: all(
             e["event_id"] in sam.get(f"/workspace/children/{psn}").text
-            for e in (health, missing)), timeout_s=90)
+            for e in (health, missing)), timeout_s=150)
 
         wait_for("the hospital's CONSULTED notice", lambda: bool(consulted_notices(
             kafka_bootstrap, topics, "torbay-hospital")), timeout_s=60)
