@@ -395,13 +395,17 @@ def test_safeshare_acl_show_prints_the_derived_acls() -> None:
     assert out.output.splitlines() == [str(b) for b in expected]
 
 
-def test_the_gateway_writes_for_whom_it_serves_and_reads_only_feeds_and_the_log(
+def test_the_gateway_writes_for_whom_it_serves_and_reads_what_it_and_the_workspace_show(
     derived: frozenset[AclBinding],
 ) -> None:
     gw = _of(derived, "gateway")
     reads = {r[1] for r in gw if r[0] == "TOPIC" and r[2] == "READ"}
+    # feeds, the log and its own consultations; ingest for idempotency after a
+    # restart; the workspace's clocks (time left) and acknowledgements (triage)
     assert reads == {"ns.audit", "ns.audit.checkpoints", "ns.ingest.police",
-                     "ns.ingest.school", "ns.feed.mash", "ns.feed.mash-b"}
+                     "ns.ingest.school", "ns.feed.mash", "ns.feed.mash-b",
+                     "ns.gateway.consultations", "ns.loop.clocks", "ns.ack.mash",
+                     "ns.ack.mash-b"}
     writes = {r[1] for r in gw if r[0] == "TOPIC" and r[2] == "WRITE"}
     assert writes == {"ns.audit", "ns.gateway.consultations", "ns.ingest.police",
                       "ns.ingest.school", "ns.consent.police", "ns.consent.school",

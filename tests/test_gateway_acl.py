@@ -49,15 +49,18 @@ def test_the_gateway_principal_may_do_its_work_and_no_more(secured: Secured) -> 
     for topic in (t.ingest(AGENCY), t.consent(AGENCY), t.status(AGENCY), t.acks(SUBSCRIBER),
                   t.consultations, t.audit):
         _write(secured, topic)
-    for topic in (t.feed(SUBSCRIBER), t.ingest(AGENCY), t.audit, t.audit_checkpoints):
+    # ... and the workspace it serves reads the clocks, the acknowledgements and
+    # the consultations topic (time left, triage after a restart, the s.62 export)
+    for topic in (t.feed(SUBSCRIBER), t.ingest(AGENCY), t.audit, t.audit_checkpoints,
+                  t.clocks, t.acks(SUBSCRIBER), t.consultations):
         _read(secured, topic)
 
     for topic in (t.feed(SUBSCRIBER), t.quarantine, t.clocks, t.clock_starts,
                   t.audit_checkpoints, t.notices(SUBSCRIBER), t.identity):
         with pytest.raises(KafkaError, match="TopicAuthorizationFailed"):
             _write(secured, topic)
-    for topic in (t.quarantine, t.notices(SUBSCRIBER), t.status(AGENCY), t.acks(SUBSCRIBER),
-                  t.consent(AGENCY), t.clocks, t.identity, t.consultations):
+    for topic in (t.quarantine, t.notices(SUBSCRIBER), t.status(AGENCY),
+                  t.consent(AGENCY), t.clock_starts, t.identity):
         with pytest.raises(KafkaError, match="TopicAuthorizationFailed"):
             _read(secured, topic)
     # A group other than the workspace's feed tails (the subscriber's own, say).

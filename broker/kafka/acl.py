@@ -36,10 +36,12 @@ the log's own signer (the checkpointer, for key rotations) the audit log.
 | ``User:gateway``          | for every agency it serves: WRITE its ingest and consent   |
 |                           | topics, READ its ingest topic (idempotency after a         |
 |                           | restart), WRITE its status topic (workspace notices); for  |
-|                           | every subscriber: READ its feed, WRITE its acknowledgements, |
-|                           | groups ``<ns>.subscriber.<id>.workspace-*``; WRITE audit   |
-|                           | (CONSULTED leaves) and its consultations topic; READ audit |
-|                           | and checkpoints (receipts with proofs)                     |
+|                           | every subscriber: READ its feed, READ and WRITE its        |
+|                           | acknowledgements, groups                                   |
+|                           | ``<ns>.subscriber.<id>.workspace-*``; WRITE audit          |
+|                           | (CONSULTED leaves); READ and WRITE its consultations       |
+|                           | topic; READ audit, checkpoints (receipts with proofs) and  |
+|                           | the clock changelog (the workspace's time left)            |
 
 Closing the loop adds to the parties' own rights: an agency READs its status
 topic (what happened to what it sent); a subscriber WRITEs its own
@@ -243,13 +245,18 @@ def gateway_acls(
 ) -> set[AclBinding]:
     """The HTTPS gateway's own principal (module table): what it does for the
     agencies and subscribers it serves, and its own topics; never a feed write,
-    the quarantine, the clocks or another party's notices."""
+    the quarantine, a clock write or another party's notices. It serves the
+    workspace too, which reads the clocks (each concern's time left), the
+    subscribers' acknowledgements (triage after a restart, break-glass reviews)
+    and its consultations topic (the DPO's s.62 export)."""
     who = principal(GATEWAY)
     out = {
         AclBinding(who, "TOPIC", topics.audit, "WRITE"),
         AclBinding(who, "TOPIC", topics.audit, "READ"),
         AclBinding(who, "TOPIC", topics.audit_checkpoints, "READ"),
         AclBinding(who, "TOPIC", topics.consultations, "WRITE"),
+        AclBinding(who, "TOPIC", topics.consultations, "READ"),
+        AclBinding(who, "TOPIC", topics.clocks, "READ"),
     }
     for a in agencies:
         out.add(AclBinding(who, "TOPIC", topics.ingest(a), "WRITE"))
@@ -259,6 +266,7 @@ def gateway_acls(
     for s in subscribers:
         out.add(AclBinding(who, "TOPIC", topics.feed(s), "READ"))
         out.add(AclBinding(who, "TOPIC", topics.acks(s), "WRITE"))
+        out.add(AclBinding(who, "TOPIC", topics.acks(s), "READ"))
         out.add(AclBinding(who, "GROUP", topics.feed_group(s) + ".workspace-", "READ",
                            "PREFIXED"))
     return out
