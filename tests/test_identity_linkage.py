@@ -15,7 +15,9 @@ from broker.identity.linkage import (
     Index,
     Model,
     Thresholds,
+    best_levels,
     dob_level,
+    levels_of,
     name_level,
     postcode_level,
 )
@@ -143,3 +145,47 @@ def test_a_rare_family_name_agreeing_weighs_more_than_a_common_one() -> None:
     w_rare, _ = index.model.weight(rare, index.records["v1:rare"][0], index._tf)
     w_common, _ = index.model.weight(common, index.records["v1:common"][0], index._tf)
     assert w_rare > w_common + 5
+
+
+def test_a_swapped_day_and_month_is_a_keying_error() -> None:
+    assert dob_level("2012-05-09", "2012-09-05") == 1
+    assert dob_level("2012-05-09", "2012-10-05") == 3  # not a swap: months apart
+
+
+def test_a_familiar_form_or_one_keying_error_is_not_counted_against() -> None:
+    """Amy for Amelia, Harjy for Harry: the same name as far as the evidence goes, so
+    exact family name and birth date link without a person (issue 13 recall)."""
+    index = _index()
+    index.add("v1:amelia", Features.of(given="Amelia", family="Nankervis", dob=DOB,
+                                       postcode="TQ1 4AB"))
+    index.add("v1:harry", Features.of(given="Harry", family="Trelawny", dob=DOB))
+    m = index.match(Features.of(given="Amy", family="Nankervis", dob=DOB))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:amelia")
+    m = index.match(Features.of(given="Harjy", family="Trelawny", dob=DOB))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:harry")
+    # ...but a short name one letter away is another name (twins Ava and Eva).
+    m = index.match(Features.of(given="Eva", family="Nankervis", dob=DOB, postcode="TQ1 4AB"))
+    assert m.decision != LINK
+
+
+def test_a_missing_family_name_links_only_with_the_same_postcode() -> None:
+    index = _index()
+    index.add("v1:c", Features.of(given="Charlotte", family="Penhaligon", dob=DOB,
+                                  postcode="TQ2 6AB"))
+    m = index.match(Features.of(given="Charlotte", dob=DOB, postcode="TQ2 6AB"))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:c")
+    m = index.match(Features.of(given="Charlotte", dob=DOB))
+    assert (m.decision, m.pseudonym) == (REVIEW, "v1:c")
+
+
+def test_an_event_is_compared_with_the_child_not_one_record() -> None:
+    """Each comparison at its closest level over the child's records: her birth date
+    is on one record, her postcode on another."""
+    event = Features.of(given="Willow", family="Allen", dob=DOB, postcode="TQ12 8ZA")
+    a = Features.of(given="Wilow", family="Allen", dob=DOB)
+    b = Features.of(given="Willow", family="Allan", postcode="TQ12 8ZA")
+    best = best_levels([levels_of(event, a), levels_of(event, b)])
+    assert (best["given"], best["family"], best["dob"], best["postcode"]) == (0, 0, 0, 0)
+    model = Model.default()
+    child, _ = model.weigh(best, event)
+    assert child > max(model.weight(event, a)[0], model.weight(event, b)[0])

@@ -10,12 +10,21 @@ docs/IDENTITY.md for the figures). The comparison levels here are Splink's
 computed with rapidfuzz (Jaro-Winkler, Levenshtein) so the trained
 weights mean what Splink meant by them.
 
-Two rules sit above the score, because no weight should outvote them: two
+An event is compared with a known *child*: each comparison at its closest
+level over the child's records (its postcode may be on another record than
+its exact birth date). The given name's spelling and formal form are weighed
+as one question (a close spelling or a familiar form is not counted against),
+and a birth date with day and month swapped is a keying error like a one-digit
+slip (level 1).
+
+Rules sit above the score, because no weight should outvote them: two
 different NHS numbers are two children, and a given name that disagrees
-(not the same, not within Jaro-Winkler 0.92, not a familiar form: twins, as
-Oliver and Olivia) is never linked automatically, only offered for review; nor
-is a pair where either record lacks the given name, family name or date of
-birth (a first name and a birthday alone fit too many children).
+(not the same, not within Jaro-Winkler 0.92 or one keying error of it, not a
+familiar form: twins, as Oliver and Olivia) is never linked automatically,
+only offered for review; nor is an event without the given name, or without
+the family name or birth date unless the postcode agrees and nothing else
+differs by more than a keying error (a first name and a birthday alone fit
+too many children).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from datetime import date
 from importlib import resources
 from typing import Any, Final
 
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 
 from broker.identity.nicknames import forms
 
@@ -123,10 +132,15 @@ def dob_level(a: str | None, b: str | None) -> int | None:
         return None
     if a == b:
         return 0
-    if Levenshtein.distance(a, b) <= 1:
-        return 1
+    if Levenshtein.distance(a, b) <= 1 or a == _swapped(b):
+        return 1  # a keying error: one digit, or day and month swapped
     days = abs((date.fromisoformat(a) - date.fromisoformat(b)).days)
     return 2 if days <= 31 else 3 if days <= 366 else 4 if days <= 3660 else 5
+
+
+def _swapped(iso: str) -> str:
+    """The date with day and month swapped (2010-03-14 -> 2010-14-03, not a date)."""
+    return f"{iso[:4]}-{iso[8:10]}-{iso[5:7]}"
 
 
 def postcode_level(a: str | None, b: str | None) -> int | None:
@@ -208,25 +222,98 @@ class Model:
         name is (Splink's term-frequency adjustment: u of the value instead of
         the average u): Olivia Smith agreeing says less than Nankervis.
         """
+        return self.weigh(levels_of(a, b), a, tf)
+
+    def weigh(
+        self,
+        levels: Mapping[str, int | None],
+        a: Features,
+        tf: Callable[[str, str], float | None] | None = None,
+    ) -> tuple[float, bool]:
+        """:meth:`weight` of comparison levels already found (``a``: the new record)."""
         total = self.prior_weight
         disagree = False
-        levels: dict[str, int | None] = {}
-        for name, level_of, attr in COMPARISONS:
-            level = level_of(getattr(a, attr), getattr(b, attr))
-            levels[name] = level
+        for name, level in _given_as_one(levels):
             if level is None:
                 continue
+            attr = _ATTR[name]
             total += self.weights[name][level]
             if level == 0 and tf is not None and name in _TF:
                 u_value = tf(attr, getattr(a, attr))
                 if u_value is not None:
                     m, u = self.exact_mu[name]
                     total += math.log2(u / max(u_value, _TF_FLOOR))
-        if levels["given"] is not None and levels["given"] > 1 and levels["given_formal"] == 1:
+        given = levels["given"]
+        if given is not None and given > 1 and levels["given_formal"] == 1 and not (
+            given == 2 and levels.get(_TYPO) == 0
+        ):
             disagree = True  # not the same name, a close spelling or a familiar form
-        if levels["given"] is None or levels["family"] is None or levels["dob"] is None:
-            disagree = True  # too little to be sure: names and birth date on both sides
+        if levels["given"] is None:
+            disagree = True  # a family name and a birthday alone fit too many children
+        elif (levels["family"] is None or levels["dob"] is None) and not (
+            levels["postcode"] == 0
+            and all((levels[n] or 0) <= 1 for n in ("given", "family", "dob"))
+        ):
+            # Too little to be sure: without the family name or the birth date,
+            # only the same address and no other difference will do.
+            disagree = True
         return total, disagree
+
+
+_ATTR: Final = {name: attr for name, _, attr in COMPARISONS}
+_TYPO: Final = "given_typo"
+
+
+def levels_of(a: Features, b: Features) -> dict[str, int | None]:
+    """The comparison level of each comparison of two records (None: a side lacks it)."""
+    out = {name: level_of(getattr(a, attr), getattr(b, attr))
+           for name, level_of, attr in COMPARISONS}
+    out[_TYPO] = typo_level(a.given, b.given)
+    return out
+
+
+def typo_level(a: str | None, b: str | None) -> int | None:
+    """0 if two given names differ by one keying error (a letter dropped, added,
+    replaced or two swapped: Harjy, Wiflow), else 1; None if null. Not weighed:
+    it only keeps such a name from counting as another child's (the twins rule)."""
+    if a is None or b is None:
+        return None
+    return 0 if len(a) >= 4 and OSA.distance(a, b) <= 1 else 1
+
+
+def best_levels(per_record: Iterable[Mapping[str, int | None]]) -> dict[str, int | None]:
+    """A child's closest level of each comparison over its records (the child, not one
+    record, is what an event is matched to: its postcode may be on another record)."""
+    out: dict[str, int | None] = {}
+    for levels in per_record:
+        for name, level in levels.items():
+            known = out.get(name)
+            if level is not None and (known is None or level < known):
+                out[name] = level
+            else:
+                out.setdefault(name, None)
+    return out
+
+
+def _given_as_one(levels: Mapping[str, int | None]) -> Iterable[tuple[str, int | None]]:
+    """The levels to weigh, the two given-name comparisons read as one comparison.
+
+    The given name's spelling and its formal form are one question: is it the
+    same name? A close spelling (Jaro-Winkler >= 0.88: Muhamad, Sfoia) is no
+    evidence against because its formal form is unknown (it has none), and a
+    familiar form (Amy for Amelia) none because the spelling differs. Weighing
+    both, as two independent comparisons would, counted every typo and every
+    nickname as a disagreement.
+    """
+    given, formal = levels["given"], levels["given_formal"]
+    for name, level in levels.items():
+        if name == _TYPO:
+            continue
+        if name == "given_formal" and given is not None and 1 <= given <= 2 and formal == 1:
+            continue  # a close spelling: the formal comparison says nothing
+        if name == "given" and given is not None and given >= 3 and formal == 0:
+            continue  # a familiar form: the spelling says nothing
+        yield name, level
 
 
 #: Comparisons whose exact level is weighed by term frequency, and the least
@@ -344,14 +431,19 @@ class Index:
             return Match(LINK, self.by_upn[f.upn], 1.0)
         best: tuple[float, str, bool] | None = None
         for pseudonym in self.candidates(f):
+            per_record: list[dict[str, int | None]] = []
             for other in self.records[pseudonym]:
                 if f.nhs and other.nhs and f.nhs != other.nhs:
+                    per_record = []
                     break  # two NHS numbers: two children
                 if f.upn and other.upn and f.upn != other.upn:
                     continue  # another pupil's record
-                w, disagree = self.model.weight(f, other, self._tf)
-                if best is None or w > best[0]:
-                    best = (w, pseudonym, disagree)
+                per_record.append(levels_of(f, other))
+            if not per_record:
+                continue
+            w, disagree = self.model.weigh(best_levels(per_record), f, self._tf)
+            if best is None or w > best[0]:
+                best = (w, pseudonym, disagree)
         if best is None:
             return Match(NEW, None, 0.0)
         p = probability(best[0])
