@@ -187,10 +187,14 @@ def test_overdue_interview_and_rising_risk_reach_the_mash_not_the_school(
               for r in read_all(kafka_bootstrap, topics.ingest(AGENCY), timeout_s=1.0)]
     # Decided after each turn, with 12 hours' grace: B's interview counts whichever feed
     # partition is read first.
-    got = sorted((x["kind"], tuple(x["children"])) for x in alerts)
+    # One alert per pattern; a version more when an event read late is a new step
+    # (the feed interleaves the police's and the charity's events), never one twice.
+    got = sorted({(x["kind"], tuple(x["children"])) for x in alerts})
     assert got == [("OVERDUE_INTERVIEW", (a,)), ("RISING_RISK", (c,))], got
-    rising = next(x for x in alerts if x["kind"] == "RISING_RISK")
-    assert len(rising["evidence"]) == 3
+    versions = [(x["alert_id"], x["version"]) for x in alerts]
+    assert len(versions) == len(set(versions))
+    rising = max((x for x in alerts if x["kind"] == "RISING_RISK"), key=lambda x: x["version"])
+    assert len(rising["evidence"]) >= 3
 
     build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p2").run(idle_exit_s=2.0)
     mash = [e for e in feed_events(kafka_bootstrap, topics, "torbay-mash")
