@@ -420,9 +420,7 @@ class RouterService(Followers, Transactions):
                     last_activity = time.monotonic()  # still joining the group: not idle
                 idle_for = time.monotonic() - last_activity
                 if not batches and idle_exit_s is not None and idle_for > idle_exit_s:
-                    if not self._behind(started):
-                        break
-                    last_activity = time.monotonic()  # records still waiting: not idle
+                    break
                 if max_events is not None and self.stats.consumed >= max_events:
                     break
         finally:
@@ -533,14 +531,6 @@ class RouterService(Followers, Transactions):
                 self.instance_id, what, self._failures, self._last_error, delay,
             )
         self._stop.wait(delay)
-
-    def _behind(self, started: float) -> bool:
-        """Records may wait on the assigned partitions (a loaded broker's first
-        fetch, or a rebalance, can take seconds): idle only once caught up (lag 0
-        measured), for at most JOIN_GRACE_S from the start."""
-        if time.monotonic() - started > JOIN_GRACE_S:
-            return False
-        return not self._update_lag(force=True) or sum(self._lag.values()) > 0
 
     def _recovered(self, committed: bool) -> None:
         """A loop iteration went through: it polled, and committed if there was a batch.
