@@ -42,9 +42,26 @@ def test_the_installed_kafka_python_is_the_pinned_one() -> None:
 
 # -- the lost rejoin (tests/test_kafka_harness.py shows it on a broker) ---------------------
 def test_a_join_task_left_in_flight_is_still_only_awaited_while_need_rejoin() -> None:
-    source = inspect.getsource(BaseCoordinator.join_group_async)
+    source = inspect.getsource(BaseCoordinator.join_group_async._safeshare_original)
     assert "while self.need_rejoin():" in source
     assert "leave self._join_task in flight" in source  # kept across a poll timeout
+
+
+def test_a_join_task_that_finished_unseen_is_completed_as_the_library_would() -> None:
+    patched = BaseCoordinator.join_group_async
+    assert getattr(patched, "_safeshare_patched", False)
+    source = inspect.getsource(patched._safeshare_original)
+    # The library throws a finished task away ...
+    assert "if self._join_task is None or self._join_task.is_done:" in source
+    # ... and after awaiting one does exactly what the patch does for it.
+    success = "            self._join_task = None\n\n            with self._lock:"
+    tail = source[source.index(success):]
+    for line in ("self.rejoining = False", "self.rejoin_needed = False",
+                 "self.state = MemberState.STABLE", "self._enable_heartbeat()",
+                 "await self._on_join_complete_async(", "self._generation.generation_id,",
+                 "self._generation.member_id,", "self._generation.protocol,",
+                 "assignment_bytes)"):
+        assert line in tail, line
 
 
 def test_a_pending_join_task_means_the_rejoin_is_not_over() -> None:

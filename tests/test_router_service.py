@@ -58,8 +58,9 @@ from tests.router_load import GroupProgress, Load, check_exactly_once
 
 def routed_partitions(policy: Policy) -> int:
     """The router group's partitions in create_topics: per agency of the policy, an
-    ingest topic of two partitions and a consent topic of one."""
-    return len(policy.agencies) * (2 + 1)
+    ingest topic of two partitions and a consent topic of one; per subscriber, an
+    identity-decisions topic of one."""
+    return len(policy.agencies) * (2 + 1) + len(policy.subscribers)
 
 
 def test_forget_since_undoes_exactly_the_ids_added_after_the_mark() -> None:

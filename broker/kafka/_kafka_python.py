@@ -54,15 +54,29 @@ def patch_lost_rejoin() -> None:
     empty) assignment until something else triggers a rebalance. Reproduced
     here with poll timeouts of a few ms on every try, and once with 200 ms.
 
-    The fix: a pending join task means the rejoin is not over. If the task
-    already finished unseen, the library sends a fresh JoinGroup (one extra
-    rebalance round) instead of using the stale result, which is correct.
-    The in-flight task came with https://github.com/dpkp/kafka-python/pull/2955
-    (join_group as ``async def``); guarded by tests/test_kafka_harness.py.
+    ! The same cache has a second defect: a task that *finished* while no
+    poll was waiting for it is thrown away (``is_done`` makes the loop send a
+    fresh JoinGroup) although its SyncGroup answer is the current
+    assignment. When every poll's timeout is shorter than a JoinGroup and
+    SyncGroup round (a router polling every few ms on a busy broker), each
+    round finishes unseen and starts the next: seen as 125 generations in
+    60 s for a lone router, which routed nothing.
+
+    The fix: a pending join task means the rejoin is not over, and a task
+    that succeeded unseen is completed as the library's loop completes one
+    (state STABLE, heartbeat on, ``_on_join_complete_async`` with its
+    assignment) before the loop runs. A task that failed unseen still makes
+    the library send a fresh JoinGroup (its error's side effects, such as a
+    reset member id, were applied when it failed). The in-flight task came
+    with https://github.com/dpkp/kafka-python/pull/2955 (join_group as
+    ``async def``); guarded by tests/test_kafka_harness.py and
+    tests/test_router_service.py (a lone router's first events).
     """
     if not PINNED:
         return
+    from kafka.coordinator.base import BaseCoordinator
     from kafka.coordinator.consumer import ConsumerCoordinator
+    from kafka.structs import MemberState
 
     original = ConsumerCoordinator.need_rejoin
     if getattr(original, "_safeshare_patched", False):
@@ -75,6 +89,28 @@ def patch_lost_rejoin() -> None:
 
     need_rejoin._safeshare_patched = True  # type: ignore[attr-defined]
     ConsumerCoordinator.need_rejoin = need_rejoin
+
+    original_join = BaseCoordinator.join_group_async
+
+    async def join_group_async(self: Any, timeout_ms: Any = None) -> Any:
+        task = self._join_task
+        if task is not None and task.is_done and task.succeeded():
+            # What join_group_async does after awaiting a successful task.
+            self._join_task = None
+            with self._lock:
+                self.rejoining = False
+                self.rejoin_needed = False
+                self.state = MemberState.STABLE
+                self._enable_heartbeat()
+            generation = self._generation
+            await self._on_join_complete_async(
+                generation.generation_id, generation.member_id, generation.protocol, task.value
+            )
+        return await original_join(self, timeout_ms=timeout_ms)
+
+    join_group_async._safeshare_patched = True  # type: ignore[attr-defined]
+    join_group_async._safeshare_original = original_join  # type: ignore[attr-defined]
+    BaseCoordinator.join_group_async = join_group_async
 
 
 def patch_eager_positions() -> None:
