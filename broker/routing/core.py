@@ -42,7 +42,7 @@ from broker.policy.decision import Decision
 from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter, Recipients
 from broker.routing.identity import SubjectIdentity
-from broker.routing.identity_decisions import handle_decision, name_subject
+from broker.routing.identity_decisions import consent_subject, handle_decision, name_subject
 from broker.signing import signature_problem
 from broker.topics import Topics
 
@@ -303,6 +303,12 @@ class RoutingCore:
             self.codec.check_times(event, now, self.time_bounds, ENVELOPE)
         except EncodingError as exc:
             return self._quarantine(msg, "SCHEMA_INVALID", str(exc), routed)
+        named = not event["subject"].get("pseudonym")
+        if named:  # the router names the child, as for an event (only if certain)
+            pseudonym, why_not = consent_subject(self, event)
+            if pseudonym is None:
+                return self._quarantine(msg, "OTHER", why_not, routed)
+            event["subject"]["pseudonym"] = pseudonym
         try:
             record = ConsentRecord.from_event(event)
         except (KeyError, TypeError, ValueError) as exc:
@@ -325,6 +331,8 @@ class RoutingCore:
         if verdict.problem is not None:
             return self._quarantine(msg, "NOT_ENTITLED", verdict.problem, routed)
         self.seen_event_ids.add(event_id)
+        if named:  # the record joins its child's index entry, in this transaction
+            name_subject(self, event, routed, now)
         self.consents.put_keyed(subject, record, applied_at_ms=now)
         routed.leaves.append(
             self._consent_leaf(
@@ -569,6 +577,4 @@ def _consent_problem(event: Mapping[str, Any]) -> str | None:
     payload = event.get("payload")
     if not (isinstance(payload, tuple) and payload[0] == CONSENT_PAYLOAD):
         return "consent topic carries a non-consent payload"
-    if not (event.get("subject") or {}).get("pseudonym"):
-        return "consent record without a subject pseudonym"
     return None

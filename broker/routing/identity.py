@@ -30,7 +30,7 @@ from typing import Any
 
 from broker.identity import decisions
 from broker.identity.exceptions import IdentityError
-from broker.identity.linkage import NEW, REVIEW, Features, Index, Model, Thresholds
+from broker.identity.linkage import LINK, NEW, REVIEW, Features, Index, Match, Model, Thresholds
 from broker.identity.pseudonym import PartnershipKeys
 from broker.identity.resolver import Resolution, Resolver
 from broker.identity.store import IndexSealer, entry
@@ -69,6 +69,18 @@ class SubjectIdentity:
         if r.decision == REVIEW:
             self.reviews += 1
         return r
+
+    def certain(self, subject: Mapping[str, Any]) -> tuple[str | None, Match]:
+        """The pseudonym of the child ``subject`` is for certain (a known child it
+        links to automatically, else the child of its NHS number), or None; and
+        the linkage match. Nothing is added to the index."""
+        f = Features.of_subject(subject)
+        m = self.index.match(f)
+        if m.decision == LINK and m.pseudonym is not None:
+            return m.pseudonym, m
+        if f.nhs:
+            return self.resolver.keys.of_nhs_number(f.nhs), m
+        return None, m
 
     def begin(self) -> None:
         self._undo.clear()

@@ -2,6 +2,9 @@
 
 - :func:`name_subject`: an event without a pseudonym is named by the router
   (broker/routing/identity.py); its index entry goes with its shares.
+- :func:`consent_subject`: the child of a consent record without a
+  pseudonym, only when certain (its NHS number, or an automatic link);
+  consent is never applied to a provisional child.
 - :func:`review_outputs`: an event the linkage model could not place (REVIEW:
   routed under a provisional pseudonym of its own) raises an
   ``IdentityReview`` on the review topic of each subscriber the policy's
@@ -63,6 +66,30 @@ def name_subject(core: RoutingCore, event: dict[str, Any], routed: Routed, now_m
     if resolution.decision == "REVIEW":
         routed.outputs.extend(review_outputs(core, event, resolution, now_ms))
     return pseudonym
+
+
+def consent_subject(core: RoutingCore, event: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The pseudonym a consent record without one is for, or None and why not.
+
+    Consent decides shares about a child, so it is applied only to a child the
+    router is certain of: one the record links to automatically (its NHS
+    number or UPN, or a match above the policy's upper threshold), or the
+    child of its NHS number (whose events derive the same pseudonym). A record
+    the model would send to review, or naming a new child without an NHS
+    number, is refused: consent never lands on a provisional identity. Nothing
+    is added to the index here; :func:`name_subject` does that once the record
+    is accepted.
+    """
+    if core.identity is None:
+        return None, ("subject.pseudonym is null and the router holds no partnership key"
+                      " to derive it: consent not applied")
+    pseudonym, m = core.identity.certain(event["subject"])
+    if pseudonym is None:
+        return None, (f"subject.pseudonym is null and the subject is not one known child"
+                      f" for certain (linkage {m.decision}, match probability"
+                      f" {m.probability:.3f}): consent is applied only to a child named by"
+                      " pseudonym, NHS number or an automatic link")
+    return pseudonym, ""
 
 
 def review_outputs(
