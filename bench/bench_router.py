@@ -205,6 +205,9 @@ def bench_policy(codec: Codec, directory: Path) -> Path:
     """The example policy with only SUBSCRIBERS, minus the rules that no longer apply."""
     raw = yaml.safe_load((config.load().policy_path).read_text())
     raw["subscribers"] = [s for s in raw["subscribers"] if s["id"] in SUBSCRIBERS]
+    identity = raw.get("identity") or {}
+    if "deciders" in identity:  # only subscribers still in the policy may decide links
+        identity["deciders"] = [d for d in identity["deciders"] if d in SUBSCRIBERS]
     path = directory / "bench-policy.yaml"
     while True:
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
