@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from broker.codec import Codec
-from broker.workspace.render import Workspace, WorkspaceConfig
+from broker.workspace.render import Workspace, WorkspaceConfig, latest_versions, queue_rows
 from broker.workspace.sessions import User
 from broker.workspace.store import Entry
 from tests.helpers import example
@@ -58,3 +58,26 @@ def test_a_pattern_alert_links_to_each_concern_it_rests_on() -> None:
         assert f'href="/workspace/events/{ev}"' in html
     assert f'href="/workspace/events/{evidence[0]}"' not in html
     assert f"Concern {evidence[0]} <span class=\"muted\">(not shared with your team)" in html
+
+
+def _version(alert_id: str, version: int, seq: int) -> Entry:
+    e = entry("pattern_alert", [], event_id=str(uuid.uuid4()))
+    e.event["payload"][1].update(alert_id=alert_id, version=version)
+    e.seq = seq
+    return e
+
+
+def test_the_queue_and_alerts_page_show_an_alert_once_at_its_newest_version() -> None:
+    """Each update of an alert is a record of its own; the team sees one row per
+    alert, naming its newest version, whatever order the records were read in."""
+    ws = Workspace(WorkspaceConfig(users={}, bootstrap="unused:9092"), CODEC)
+    a1, b1, a3, a2 = (_version("pattern-a", 1, 0), _version("pattern-b", 1, 1),
+                      _version("pattern-a", 3, 2), _version("pattern-a", 2, 3))
+    concern = entry("missing_episode", [])
+    concern.seq = 4
+    rows = queue_rows(ws, [a1, b1, a3, a2, concern], USER)
+    assert sorted((r["alert"] or "-", r["version"] or 0) for r in rows) == [
+        ("-", 0), ("pattern-a", 3), ("pattern-b", 1)]
+    html = ws.render("_row.html", row=next(r for r in rows if r["alert"] == "pattern-a"))
+    assert 'data-alert="pattern-a"' in html and "alert version 3" in html
+    assert [e.event_id for e in latest_versions([a1, b1, a3, a2])] == [b1.event_id, a3.event_id]

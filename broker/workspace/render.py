@@ -232,10 +232,23 @@ class Workspace:
             self._notifier.close()
 
 
+def latest_versions(entries: list[Entry]) -> list[Entry]:
+    """``entries`` with each pattern alert only at its newest version (an alert is
+    raised once and updated; the queue shows it once)."""
+    newest: dict[str, tuple[int, int]] = {}
+    for e in entries:
+        if (a := e.alert) is not None:
+            newest[a[0]] = max(newest.get(a[0], (-1, -1)), (a[1], e.seq))
+    return [e for e in entries
+            if (a := e.alert) is None or newest[a[0]] == (a[1], e.seq)]
+
+
 def queue_rows(ws: Workspace, entries: list[Entry], user: User) -> list[dict[str, Any]]:
-    """The queue: most urgent first (Red, Amber, Green), newest first within each."""
+    """The queue: most urgent first (Red, Amber, Green), newest first within each;
+    a pattern alert once, at its newest version (the row names the version)."""
     now = int(time.time() * 1000)
     rows = []
+    entries = latest_versions(entries)
     for e in sorted(entries, key=lambda e: (RAG_ORDER.get(e.rag, 1), -e.reported_ms, -e.seq)):
         summary = e.event.get("summary")
         if "summary" in (e.decision.get("fields_redacted") or []):
@@ -245,5 +258,7 @@ def queue_rows(ws: Workspace, entries: list[Entry], user: User) -> list[dict[str
                      "source": (e.event.get("source") or {}).get("agency_id"),
                      "reported": _when(e.reported_ms), "clock": ws.clock(e, user.subscriber,
                                                                           now),
-                     "triaged": bool(e.triage)})
+                     "triaged": bool(e.triage),
+                     "alert": e.alert[0] if e.alert else None,
+                     "version": e.alert[1] if e.alert else None})
     return rows

@@ -74,6 +74,17 @@ class Entry:
         return str(value) if value else None
 
     @property
+    def alert(self) -> tuple[str, int] | None:
+        """A pattern alert's ``(alert_id, version)``; None for any other record. Each
+        version of an alert is a record of its own (its own event id)."""
+        payload = self.event.get("payload")
+        if not (isinstance(payload, tuple) and payload[0].endswith("PatternAlert")):
+            return None
+        body = payload[1] or {}
+        alert_id = body.get("alert_id")
+        return (str(alert_id), int(body.get("version") or 0)) if alert_id else None
+
+    @property
     def reported_ms(self) -> int:
         return to_ms(self.event.get("reported_at"))
 

@@ -29,7 +29,7 @@ from broker.errors import SafeshareError
 from broker.gateway.consultations import Consulted
 from broker.loop.api import Acknowledger
 from broker.workspace.notify import Read
-from broker.workspace.render import Workspace, queue_rows
+from broker.workspace.render import Workspace, latest_versions, queue_rows
 from broker.workspace.sessions import PRE_COOKIE, SESSION_COOKIE, User, check_password
 from broker.workspace.store import Entry
 
@@ -336,7 +336,7 @@ async def alerts(request: Request) -> Response:
     ws = _ws(request)
     store = ws.store(user.subscriber)
     found = []
-    for e in reversed(store.entries()):
+    for e in reversed(latest_versions(store.entries())):
         if e.event.get("category") == "PATTERN":
             found.append(ws.alert(e, user, lambda i: store.get(i) is not None))
     return _page(request, "alerts.html", user=user, alerts=found)

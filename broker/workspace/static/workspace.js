@@ -1,6 +1,7 @@
 // The queue's live updates: each server-sent "row" is a rendered table row,
 // put above the first row of a less urgent rating (Red, then Amber, then Green);
-// an "update" (a clock started) replaces the row already shown. Every open
+// an "update" (a clock started) replaces the row already shown, and a newer
+// version of a pattern alert replaces the older one's row. Every open
 // clock's time left counts down in the page, as the server words it.
 (function () {
   var table = document.getElementById("queue");
@@ -39,6 +40,13 @@
       if (body.rows[j].getAttribute("data-event") === id) {
         body.replaceChild(row, body.rows[j]);
         return;
+      }
+    }
+    // A newer version of an alert already shown takes its place (re-ranked).
+    var alert = row.getAttribute("data-alert");
+    if (alert) {
+      for (var k = body.rows.length - 1; k >= 0; k--) {
+        if (body.rows[k].getAttribute("data-alert") === alert) { body.deleteRow(k); }
       }
     }
     row.classList.add("fresh");
