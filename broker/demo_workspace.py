@@ -32,7 +32,7 @@ from broker.workspace.sessions import hash_password, load_users
 
 SUBSCRIBER = "torbay-mash"
 USERNAME = "mash.practitioner"
-_ROW = re.compile(r'<tr class="rag-(\w+)" data-event="([^"]+)">(.*?)</tr>', re.S)
+_ROW = re.compile(r'<tr class="rag-(\w+)" data-event="([^"]+)"[^>]*>(.*?)</tr>', re.S)
 _CELL = re.compile(r"<td>(.*?)</td>", re.S)
 _TAG = re.compile(r"<[^>]+>")
 
