@@ -37,7 +37,12 @@ from broker.audit.verify import verify_bundle
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
 from broker.demo_patterns import PATTERNS, detect_patterns
-from broker.demo_workspace import serve_if_wanted, show_queue, workspace_config
+from broker.demo_workspace import (
+    serve_if_wanted,
+    show_queue,
+    show_subject_access,
+    workspace_config,
+)
 from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient
 from broker.gateway.local import local_gateway
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         # The school has no Kafka client: it publishes through the HTTPS gateway with
         # its client certificate, and signs with its own key (the gateway never does).
         # The same server serves the MASH practitioners' workspace (section 8).
-        ws_config, ws_password = workspace_config(settings.home, bootstrap, topics, policy)
+        ws_config, ws_passwords = workspace_config(settings.home, bootstrap, topics, policy)
         gw = stack.enter_context(local_gateway(
             GatewayConfig(bootstrap=bootstrap, topics=topics, codec=codec, policy=policy,
                           workspace=ws_config),
@@ -434,8 +439,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
         # 8. The MASH workspace on the same HTTPS server, as a practitioner sees it.
         out("\n-- 8. The MASH workspace (web pages on the gateway) --")
-        show_queue(gw.url, str(gw.ca.cert), ws_password, ids, out)
-        serve_if_wanted(gw.url, ws_password, out)
+        show_queue(gw.url, str(gw.ca.cert), ws_passwords, ids, out)
+        show_subject_access(gw.url, str(gw.ca.cert), ws_passwords, child, out)
+        serve_if_wanted(gw.url, ws_passwords, out)
 
         out("\nDone.")
     return 0

@@ -1,12 +1,14 @@
-"""The demo's MASH workspace: one practitioner signs in over HTTPS and reads the queue.
+"""The demo's MASH workspace: a practitioner and a DPO sign in over HTTPS.
 
-``make run`` mounts the workspace on its HTTPS gateway with one demonstration
-user, a practitioner of the Torbay MASH. The password is made on the first run
-and kept beside its scrypt hash under ``$SAFESHARE_HOME/workspace/`` (mode 0600),
-so a person can sign in with a browser while ``make run`` keeps serving: in a
-terminal it serves until Ctrl-C (``SAFESHARE_DEMO_SERVE=0`` stops straight away,
-``=1`` serves without a terminal). The step signs in as a browser would (CSRF
-token, session cookie) and prints what the queue shows.
+``make run`` mounts the workspace on its HTTPS gateway with two demonstration
+users of the Torbay MASH: a practitioner (the queue) and its data protection
+officer (subject-access reports). Their passwords are made on the first run
+and kept beside their scrypt hashes under ``$SAFESHARE_HOME/workspace/`` (mode
+0600), so a person can sign in with a browser while ``make run`` keeps
+serving: in a terminal it serves until Ctrl-C (``SAFESHARE_DEMO_SERVE=0``
+stops straight away, ``=1`` serves without a terminal). The step signs in as
+a browser would (CSRF token, session cookie) and prints what the queue shows,
+then what the DPO's subject-access report of the run's child says.
 """
 
 from __future__ import annotations
@@ -32,58 +34,79 @@ from broker.workspace.sessions import hash_password, load_users
 
 SUBSCRIBER = "torbay-mash"
 USERNAME = "mash.practitioner"
+DPO_USERNAME = "mash.dpo"
 _ROW = re.compile(r'<tr class="rag-(\w+)" data-event="([^"]+)"[^>]*>(.*?)</tr>', re.S)
 _CELL = re.compile(r"<td>(.*?)</td>", re.S)
 _TAG = re.compile(r"<[^>]+>")
+#: The demonstration users: username -> (display name, role, password file).
+_USERS = {
+    USERNAME: ("MASH practitioner (demo)", "practitioner", "demo-password"),
+    DPO_USERNAME: ("MASH data protection officer (demo)", "dpo", "demo-dpo-password"),
+}
 
 
-def demo_users(home: Path) -> tuple[Path, str]:
-    """The users file with the demonstration practitioner, and its password."""
+def _secret(path: Path) -> str:
+    password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+def demo_users(home: Path) -> tuple[Path, dict[str, str]]:
+    """The users file with the demonstration users, and their passwords by username."""
     directory = home / "workspace"
     directory.mkdir(parents=True, exist_ok=True)
-    users, secret = directory / "demo-users.yaml", directory / "demo-password"
-    if not (users.exists() and secret.exists()):
-        password = secrets.token_urlsafe(12)
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-        doc = {"users": [{"username": USERNAME, "subscriber": SUBSCRIBER,
-                          "name": "MASH practitioner (demo)",
-                          "password": hash_password(password)}]}
+    users = directory / "demo-users.yaml"
+    secrets_ = {u: directory / f for u, (_, _, f) in _USERS.items()}
+    if not (users.exists() and all(p.exists() for p in secrets_.values())):
+        doc = {"users": [{"username": u, "subscriber": SUBSCRIBER, "name": name, "role": role,
+                          "password": hash_password(_secret(secrets_[u]))}
+                         for u, (name, role, _) in _USERS.items()]}
         users.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return users, secret.read_text().strip()
+    return users, {u: p.read_text().strip() for u, p in secrets_.items()}
 
 
 def workspace_config(home: Path, bootstrap: str, topics: Topics,
-                     policy: Policy) -> tuple[WorkspaceConfig, str]:
-    """The workspace the demo's gateway serves, and the practitioner's password."""
-    path, password = demo_users(home)
+                     policy: Policy) -> tuple[WorkspaceConfig, dict[str, str]]:
+    """The workspace the demo's gateway serves, and the users' passwords."""
+    path, passwords = demo_users(home)
     users = load_users(path, {s.id for s in policy.subscribers})
     keyrings = {}
     ring = keyring_path(home, SUBSCRIBER)
     if ring.exists():  # the MASH's feed is confidential: the workspace opens it
         keyrings[SUBSCRIBER] = FeedKeyring.load(ring)
     return WorkspaceConfig(users=users, bootstrap=bootstrap, topics=topics, policy=policy,
-                           keyrings=keyrings), password
+                           keyrings=keyrings), passwords
+
+
+def _sign_in(url: str, ca: str, username: str, password: str) -> httpx.Client:
+    """A client signed in to the workspace as a browser signs in (CSRF, cookie)."""
+    web = httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca),
+                       timeout=30.0)
+    try:
+        form = web.get("/workspace/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        if csrf is None:
+            raise RuntimeError("the workspace sign-in page has no CSRF token")
+        signed = web.post("/workspace/signin", data={
+            "username": username, "password": password, "csrf": csrf.group(1)})
+        if signed.status_code != 303:
+            raise RuntimeError(f"workspace sign-in of {username} answered {signed.status_code}")
+    except BaseException:
+        web.close()
+        raise
+    return web
 
 
 def _text(cell: str) -> str:
     return " ".join(html.unescape(_TAG.sub(" ", cell)).split())
 
 
-def show_queue(url: str, ca: str, password: str, ids: set[str],
+def show_queue(url: str, ca: str, passwords: dict[str, str], ids: set[str],
                out: Callable[[str], None], timeout_s: float = 20.0) -> int:
     """Sign in as the practitioner and print this run's rows of the queue."""
-    tls = ssl.create_default_context(cafile=ca)
-    with httpx.Client(base_url=url, verify=tls, timeout=30.0) as web:
-        form = web.get("/workspace/signin").text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-        if csrf is None:
-            raise RuntimeError("the workspace sign-in page has no CSRF token")
-        signed = web.post("/workspace/signin", data={
-            "username": USERNAME, "password": password, "csrf": csrf.group(1)})
-        if signed.status_code != 303:
-            raise RuntimeError(f"workspace sign-in answered {signed.status_code}")
+    with _sign_in(url, ca, USERNAME, passwords[USERNAME]) as web:
         deadline = time.monotonic() + timeout_s
         while True:  # the workspace follows the feed; wait for this run's concerns
             page = web.get("/workspace/").text
@@ -102,7 +125,21 @@ def show_queue(url: str, ca: str, password: str, ids: set[str],
     return len(rows)
 
 
-def serve_if_wanted(url: str, password: str, out: Callable[[str], None]) -> None:
+def show_subject_access(url: str, ca: str, passwords: dict[str, str], child: str,
+                        out: Callable[[str], None]) -> str:
+    """Sign in as the DPO and print what the subject-access report of ``child`` says."""
+    with _sign_in(url, ca, DPO_USERNAME, passwords[DPO_USERNAME]) as web:
+        page = web.get("/workspace/dpo/subject-access", params={"subject": child})
+    status = re.search(r'role="status">(.*?)</p>', page.text, re.S)
+    lines = re.search(r"<p>(\d+) decisions\.", page.text)
+    said = _text(status.group(1)) if status else f"answered {page.status_code}"
+    out(f"  {DPO_USERNAME} (DPO) signed in: subject-access report of {child}:"
+        f" {lines.group(1) if lines else 0} decisions, each with its inclusion proof; {said}")
+    out(f"    (as PDF: {url}/workspace/dpo/subject-access.pdf?subject={child})")
+    return said
+
+
+def serve_if_wanted(url: str, passwords: dict[str, str], out: Callable[[str], None]) -> None:
     """Keep serving for a person at a terminal (or when asked to) until Ctrl-C."""
     wanted = os.environ.get("SAFESHARE_DEMO_SERVE")
     if wanted is None:
@@ -112,7 +149,9 @@ def serve_if_wanted(url: str, password: str, out: Callable[[str], None]) -> None
     if not serve:
         out("  (SAFESHARE_DEMO_SERVE=1 make run keeps the gateway and workspace serving)")
         return
-    out(f"\nThe workspace is serving: {url}/workspace/  user {USERNAME}  password {password}")
+    out(f"\nThe workspace is serving: {url}/workspace/")
+    for username, password in passwords.items():
+        out(f"  user {username}  password {password}")
     out("(the server certificate is the demo CA's; Ctrl-C stops)")
     try:
         while True:

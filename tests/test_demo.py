@@ -55,4 +55,8 @@ def test_make_run_seals_the_confidential_feed_reads_it_and_verifies_the_audit(
     school = text.split("\n  example-academy-dsl (", 1)[1].split("\n\n", 1)[0]
     assert "PATTERN" not in school
     assert "Attended A&E intoxicated" in ws and " left (TRIAGE_AMBER)" in ws, ws
+    # the DPO opens the child's subject-access report, verified against the audit log
+    sar = ws.split("mash.dpo (DPO) signed in: subject-access report of ", 1)[1]
+    decisions = int(sar.split(": ", 1)[1].split(" ")[0])
+    assert decisions > 0 and "Audit log verified" in sar.split("\n", 1)[0], sar
     assert "verify: OK" in text and text.rstrip().endswith("Done.")
