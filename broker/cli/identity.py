@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -71,34 +71,30 @@ def review(subscriber: str, show_all: bool, bootstrap: str | None) -> None:
         click.echo("no open review items", err=True)
 
 
-@identity.command("link")
-@click.argument("pseudonym")
-@click.argument("other")
-@_SUBSCRIBER
-@_BY
-@_REVIEW
-@bootstrap_option
-def link(pseudonym: str, other: str, subscriber: str, decided_by: str,
-         review_id: str | None, bootstrap: str | None) -> None:
-    """OTHER is the same child as PSEUDONYM (kept): the router merges them."""
-    with _desk(subscriber, bootstrap) as desk:
-        decision = desk.link(pseudonym, other, decided_by=decided_by, review_id=review_id)
-    click.echo(f"link {decision} sent to {desk.decisions_topic}")
+def _decision_command(action: Literal["link", "unlink"], doc: str) -> click.Command:
+    """``safeshare identity link|unlink``: the same arguments and options, one desk call."""
+
+    @identity.command(action, help=doc)
+    @click.argument("pseudonym")
+    @click.argument("other")
+    @_SUBSCRIBER
+    @_BY
+    @_REVIEW
+    @bootstrap_option
+    def command(pseudonym: str, other: str, subscriber: str, decided_by: str,
+                review_id: str | None, bootstrap: str | None) -> None:
+        with _desk(subscriber, bootstrap) as desk:
+            decide = desk.link if action == "link" else desk.unlink
+            decision = decide(pseudonym, other, decided_by=decided_by, review_id=review_id)
+        click.echo(f"{action} {decision} sent to {desk.decisions_topic}")
+
+    return command
 
 
-@identity.command("unlink")
-@click.argument("pseudonym")
-@click.argument("other")
-@_SUBSCRIBER
-@_BY
-@_REVIEW
-@bootstrap_option
-def unlink(pseudonym: str, other: str, subscriber: str, decided_by: str,
-           review_id: str | None, bootstrap: str | None) -> None:
-    """OTHER was wrongly linked into PSEUDONYM: the router splits it out again."""
-    with _desk(subscriber, bootstrap) as desk:
-        decision = desk.unlink(pseudonym, other, decided_by=decided_by, review_id=review_id)
-    click.echo(f"unlink {decision} sent to {desk.decisions_topic}")
+link = _decision_command(
+    "link", "OTHER is the same child as PSEUDONYM (kept): the router merges them.")
+unlink = _decision_command(
+    "unlink", "OTHER was wrongly linked into PSEUDONYM: the router splits it out again.")
 
 
 @identity.command("show")
