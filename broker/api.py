@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from broker.clock import Clock
@@ -38,6 +37,7 @@ from broker.identity.desk import IdentityDesk
 from broker.intake import EventRefused, Intake, check_source
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
+from broker.kafka.structs import Closeable
 from broker.loop.api import Acknowledger, AckReceipt, DeadlineBook
 from broker.policy import Policy
 from broker.policy.consent import consent_key
@@ -93,7 +93,7 @@ class FeedItem:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-class Publisher:
+class Publisher(Closeable):
     """Publishes an agency's concern events to its own ingest topic.
 
     Every event passes :class:`broker.intake.Intake` before anything is sent:
@@ -172,16 +172,8 @@ class Publisher:
     def close(self) -> None:
         self._producer.close()
 
-    def __enter__(self) -> Publisher:
-        return self
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class FeedReader:
+class FeedReader(Closeable):
     """Reads one subscriber's feed, committed records only (``read_committed``).
 
     Each subscriber reads with its own consumer group, so its position survives
@@ -250,11 +242,3 @@ class FeedReader:
 
     def close(self) -> None:
         self._consumer.close()
-
-    def __enter__(self) -> FeedReader:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

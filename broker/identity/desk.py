@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Final
 
 from broker.clock import Clock, SystemClock
 from broker.codec import Codec
 from broker.kafka.consumer import catch_up, make_consumer
 from broker.kafka.producer import make_producer
-from broker.kafka.structs import Record, TopicPartition
+from broker.kafka.structs import Closeable, Record, TopicPartition
 from broker.topics import DEFAULT, Topics
 
 DECISION: Final = "safeshare.IdentityDecision"
 REVIEW_ITEM: Final = "safeshare.IdentityReview"
 
 
-class IdentityDesk:
+class IdentityDesk(Closeable):
     """Reads one subscriber's review items and writes its people's decisions."""
 
     def __init__(
@@ -131,14 +130,3 @@ class IdentityDesk:
 
     def close(self) -> None:
         self._producer.close()
-
-    def __enter__(self) -> IdentityDesk:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

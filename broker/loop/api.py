@@ -20,7 +20,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from broker.clock import Clock, SystemClock
@@ -29,7 +28,7 @@ from broker.codec.exceptions import EncodingError
 from broker.kafka.consumer import catch_up, make_consumer
 from broker.kafka.producer import make_producer
 from broker.kafka.security import Credentials
-from broker.kafka.structs import TopicPartition
+from broker.kafka.structs import Closeable, TopicPartition
 from broker.loop.clocks import ClockState, Status
 from broker.loop.core import ACKNOWLEDGEMENT, CLOCK_RECORD, EARLY_ACK, ack_problem, state_of
 from broker.topics import DEFAULT, Topics
@@ -43,7 +42,7 @@ class AckReceipt:
     offset: int
 
 
-class Acknowledger:
+class Acknowledger(Closeable):
     """Writes one subscriber's acknowledgements to its own topic."""
 
     def __init__(
@@ -95,13 +94,6 @@ class Acknowledger:
 
     def close(self) -> None:
         self._producer.close()
-
-    def __enter__(self) -> Acknowledger:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 @dataclass
