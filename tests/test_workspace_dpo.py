@@ -61,6 +61,10 @@ def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
         # Before the checkpointer has run, the page says what is missing.
         r = dee.get("/workspace/dpo/checkpoints")
         assert r.status_code == 503 and "no trusted log key yet" in r.text
+        for path in DPO_PAGES[1:]:  # and so do the downloads: a page, not a file
+            r = dee.get(path)
+            assert r.status_code == 503 and "no trusted log key yet" in r.text, path
+            assert "content-disposition" not in r.headers, path
 
         assert cli(home, topics, kafka_bootstrap, "audit", "checkpoint").exit_code == 0
         psn = missing["subject"]["pseudonym"]

@@ -13,6 +13,8 @@ from a log that does not verify says so and gives no lines.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
@@ -120,45 +122,50 @@ def _download(data: bytes | str, media: str, name: str) -> Response:
         **_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/subject-access.pdf")
-async def subject_access_pdf(request: Request) -> Response:
+async def _dpo_download(
+    request: Request, make: Callable[[Workspace], bytes | str], media: str, name: str,
+    *, unavailable: tuple[type[Exception], ...] = (NotReady, AuditError),
+) -> Response:
+    """The DPO's file ``name``: ``make`` run off the event loop; a source that is
+    missing or a log that does not verify is the 503 page saying why, not a file."""
     user = signed_in(request, "dpo")
     if isinstance(user, Response):
         return user
-    subject = _subject(request)
     try:
-        r = await run_in_threadpool(sar, _ws(request), subject)
-        pdf = await run_in_threadpool(reports.to_pdf, reports.subject_access_html(r))
-    except (NotReady, AuditError, ImportError) as exc:
+        data = await run_in_threadpool(make, _ws(request))
+    except unavailable as exc:
         return _unavailable(request, user, str(exc))
-    return _download(pdf, "application/pdf", "subject-access.pdf")
+    return _download(data, media, name)
+
+
+@router.get("/subject-access.pdf")
+async def subject_access_pdf(request: Request) -> Response:
+    subject = _subject(request)
+    return await _dpo_download(
+        request, lambda ws: reports.to_pdf(reports.subject_access_html(sar(ws, subject))),
+        "application/pdf", "subject-access.pdf",
+        unavailable=(NotReady, AuditError, ImportError))
 
 
 @router.get("/subject-access.proofs.json")
 async def subject_access_proofs(request: Request) -> Response:
     """Every line's inclusion proof, for ``safeshare audit verify-proof`` offline."""
-    user = signed_in(request, "dpo")
-    if isinstance(user, Response):
-        return user
+    subject = _subject(request)
+    return await _dpo_download(request, lambda ws: sar(ws, subject).proofs_json(),
+                               "application/json", "subject-access-proofs.json")
+
+
+def _s62_verified(ws: Workspace) -> str:
     try:
-        r = await run_in_threadpool(sar, _ws(request), _subject(request))
-    except (NotReady, AuditError) as exc:
-        return _unavailable(request, user, str(exc))
-    return _download(r.proofs_json(), "application/json", "subject-access-proofs.json")
+        return s62(ws)
+    except AuditError as exc:
+        raise NotReady(f"the audit log does not verify: {exc}") from exc
 
 
 @router.get("/s62.csv")
 async def s62_csv(request: Request) -> Response:
-    user = signed_in(request, "dpo")
-    if isinstance(user, Response):
-        return user
-    try:
-        csv = await run_in_threadpool(s62, _ws(request))
-    except AuditError as exc:
-        return _unavailable(request, user, f"the audit log does not verify: {exc}")
-    except NotReady as exc:
-        return _unavailable(request, user, str(exc))
-    return _download(csv, "text/csv; charset=utf-8", "s62-consultations-disclosures.csv")
+    return await _dpo_download(request, _s62_verified, "text/csv; charset=utf-8",
+                               "s62-consultations-disclosures.csv")
 
 
 @router.get("/checkpoints", response_class=HTMLResponse)
