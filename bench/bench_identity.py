@@ -1,7 +1,8 @@
 """Linkage quality and speed on a generated population (issue 13).
 
-``python -m bench identity [--children N]``: generates N children (default
-10,000; bench/identity_population.py) and their events, and feeds the events
+``python -m bench identity [--children N] [--seed S]``: generates N children
+(default 10,000; bench/identity_population.py; seed 13, another seed is another
+population, to check that a figure is not an accident of one) and their events, and feeds the events
 in publication order to the identity index as the router does: an event is
 LINKed to a known child, starts a NEW one, or goes to REVIEW. Prints:
 
@@ -91,11 +92,14 @@ def run(n_children: int, thresholds: Thresholds, seed: int = 13) -> dict[str, fl
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench identity")
     ap.add_argument("--children", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=13,
+                    help="the generated population's seed (another seed, another population)")
     ap.add_argument("--upper", type=float, default=Thresholds().upper)
     ap.add_argument("--lower", type=float, default=Thresholds().lower)
     args = ap.parse_args(argv)
-    r = run(args.children, Thresholds(upper=args.upper, lower=args.lower))
-    print(f"{r['children']} children ({r['twin_pairs']} twin pairs), {r['events']} events; "
+    r = run(args.children, Thresholds(upper=args.upper, lower=args.lower), seed=args.seed)
+    print(f"{r['children']} children ({r['twin_pairs']} twin pairs), {r['events']} events "
+          f"(seed {args.seed}); "
           f"thresholds upper {args.upper} lower {args.lower}")
     print(f"  automatic links: precision {r['precision']:.4f} ({r['wrong_links']} wrong, "
           f"{r['twins_auto_linked']} between twins), recall {r['recall']:.4f} "
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                    "latency_p50_ms", "latency_p99_ms"):
         print("BENCH " + json.dumps({"bench": "identity", "figure": figure,
                                      "value": round(r[figure], 6), "children": r["children"],
-                                     "upper": args.upper, "lower": args.lower}))
+                                     "seed": args.seed, "upper": args.upper, "lower": args.lower}))
 
 
 if __name__ == "__main__":
