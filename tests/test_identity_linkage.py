@@ -232,3 +232,19 @@ def test_twins_still_go_to_a_person_with_the_retrained_model() -> None:
                                        postcode="TQ1 4AB"))
     m = index.match(Features.of(given="Olivia", family="Smith", dob=DOB, postcode="TQ1 4AB"))
     assert m.decision != LINK
+
+
+def test_a_twin_scoring_higher_does_not_keep_the_child_from_its_own_link() -> None:
+    """Sophie's record holds the family's postcode, Amelia's none: an Amelia record
+    from that home matches Sophie more (the postcode) but the twins rule forbids
+    that link; it now links to Amelia, who agrees, instead of going to a person.
+    Sophie's own record still never goes to Amelia."""
+    index = _index()
+    index.add("v1:sophie", Features.of(given="Sophie", family="Nankervis", dob=DOB,
+                                       postcode="TQ1 4AB"))
+    index.add("v1:amelia", Features.of(given="Amelia", family="Nankervis", dob=DOB))
+    m = index.match(Features.of(given="Amelia", family="Nankervis", dob=DOB,
+                                postcode="TQ1 4AB"))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:amelia")
+    m = index.match(Features.of(given="Sophie", family="Nankervis", dob=DOB))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:sophie")

@@ -24,10 +24,11 @@ Rules sit above the score, because no weight should outvote them: two
 different NHS numbers are two children, and a given name that disagrees
 (not the same, not within Jaro-Winkler 0.92 or one keying error of it, not a
 familiar form: twins, as Oliver and Olivia) is never linked automatically,
-only offered for review; nor is an event without the given name, or without
-the family name or birth date unless the postcode agrees and nothing else
-differs by more than a keying error (a first name and a birthday alone fit
-too many children).
+only offered for review (a child that agrees may still be linked when such a
+twin scores higher: the rule keeps the link from the twin); nor is an event
+without the given name, or without the family name or birth date unless the
+postcode agrees and nothing else differs by more than a keying error (a first
+name and a birthday alone fit too many children).
 """
 
 from __future__ import annotations
@@ -431,6 +432,7 @@ class Index:
         if f.upn and f.upn in self.by_upn:
             return Match(LINK, self.by_upn[f.upn], 1.0)
         best: tuple[float, str, bool] | None = None
+        agreeing: tuple[float, str] | None = None  # the best child the rules allow
         for pseudonym in self.candidates(f):
             per_record: list[dict[str, int | None]] = []
             for other in self.records[pseudonym]:
@@ -445,11 +447,15 @@ class Index:
             w, disagree = self.model.weigh(best_levels(per_record), f, self._tf)
             if best is None or w > best[0]:
                 best = (w, pseudonym, disagree)
+            if not disagree and (agreeing is None or w > agreeing[0]):
+                agreeing = (w, pseudonym)
         if best is None:
             return Match(NEW, None, 0.0)
+        if agreeing is not None and probability(agreeing[0]) >= self.thresholds.upper:
+            # A twin scoring higher (the same home, another name) is not this child:
+            # the rule keeps the link from the twin, not from the child that agrees.
+            return Match(LINK, agreeing[1], probability(agreeing[0]))
         p = probability(best[0])
-        if p >= self.thresholds.upper and not best[2]:
-            return Match(LINK, best[1], p)
         if p >= self.thresholds.lower:
             return Match(REVIEW, best[1], p)
         return Match(NEW, None, p)
