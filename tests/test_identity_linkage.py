@@ -248,3 +248,31 @@ def test_a_twin_scoring_higher_does_not_keep_the_child_from_its_own_link() -> No
     assert (m.decision, m.pseudonym) == (LINK, "v1:amelia")
     m = index.match(Features.of(given="Sophie", family="Nankervis", dob=DOB))
     assert (m.decision, m.pseudonym) == (LINK, "v1:sophie")
+
+
+def test_a_keying_error_in_a_name_or_in_its_familiar_form_is_not_a_twin() -> None:
+    """Ixla for Isla (one letter, however far Jaro-Winkler puts it) and Jaems for
+    Jamie (a keying error of James, a form of Jamie) are the same child's records:
+    with the same family name, birthday and home they now link without a person."""
+    index = _index()
+    index.add("v1:isla", Features.of(given="Isla", family="Nankervis", dob=DOB,
+                                     postcode="TQ1 4AB"))
+    index.add("v1:jamie", Features.of(given="Jamie", family="Trelawny", dob=DOB,
+                                      postcode="TQ2 5XY"))
+    m = index.match(Features.of(given="Ixla", family="Nankervis", dob=DOB, postcode="TQ1 4AB"))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:isla")
+    m = index.match(Features.of(given="Jaems", family="Trelawny", dob=DOB, postcode="TQ2 5XY"))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:jamie")
+
+
+def test_twins_a_letter_apart_in_short_names_still_go_to_a_person() -> None:
+    """Ava and Eva, twins: one letter apart, but in a name of three letters that is
+    another name, not a keying error; Oliver and Olivia are two letters apart."""
+    index = _index()
+    index.add("v1:ava", Features.of(given="Ava", family="Smith", dob=DOB, postcode="TQ1 4AB"))
+    index.add("v1:oliver", Features.of(given="Oliver", family="Jones", dob=DOB,
+                                       postcode="TQ1 4AB"))
+    assert index.match(Features.of(given="Eva", family="Smith", dob=DOB,
+                                   postcode="TQ1 4AB")).decision != LINK
+    assert index.match(Features.of(given="Olivia", family="Jones", dob=DOB,
+                                   postcode="TQ1 4AB")).decision != LINK

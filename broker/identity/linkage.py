@@ -22,13 +22,13 @@ another seed than the bench's (labelled m, u by random sampling).
 
 Rules sit above the score, because no weight should outvote them: two
 different NHS numbers are two children, and a given name that disagrees
-(not the same, not within Jaro-Winkler 0.92 or one keying error of it, not a
-familiar form: twins, as Oliver and Olivia) is never linked automatically,
-only offered for review (a child that agrees may still be linked when such a
-twin scores higher: the rule keeps the link from the twin); nor is an event
-without the given name, or without the family name or birth date unless the
-postcode agrees and nothing else differs by more than a keying error (a first
-name and a birthday alone fit too many children).
+(not the same, not within Jaro-Winkler 0.92 or one keying error of it or of
+one of its familiar forms, not a familiar form: twins, as Oliver and Olivia)
+is never linked automatically, only offered for review (a child that agrees
+may still be linked when such a twin scores higher: the rule keeps the link
+from the twin); nor is an event without the given name, or without the family
+name or birth date unless the postcode agrees and nothing else differs by more
+than a keying error (a first name and a birthday alone fit too many children).
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ class Model:
                     m, u = self.exact_mu[name]
                     total += math.log2(u / max(u_value, _TF_FLOOR))
         given = levels["given"]
-        if given is not None and given > 2 and not (given == 3 and levels.get(_TYPO) == 0):
+        if given is not None and given > 2 and levels.get(_TYPO) != 0:
             disagree = True  # not the same name, a close spelling or a familiar form
         if levels["given"] is None:
             disagree = True  # a family name and a birthday alone fit too many children
@@ -297,11 +297,20 @@ def levels_of(a: Features, b: Features) -> dict[str, int | None]:
 
 def typo_level(a: str | None, b: str | None) -> int | None:
     """0 if two given names differ by one keying error (a letter dropped, added,
-    replaced or two swapped: Harjy, Wiflow), else 1; None if null. Not weighed:
-    it only keeps such a name from counting as another child's (the twins rule)."""
+    replaced or two swapped: Harjy, Wiflow), or one is a keying error of a form of
+    the other (Jaems for Jamie: James; Olitia for Ollie: Olivia), else 1; None if
+    null. Names under four letters never (Ava, Eva). Not weighed: it only keeps
+    such a name from counting as another child's (the twins rule)."""
     if a is None or b is None:
         return None
-    return 0 if len(a) >= 4 and OSA.distance(a, b) <= 1 else 1
+    if len(a) < 4 or len(b) < 4:
+        return 1
+    if OSA.distance(a, b) <= 1:
+        return 0
+    fb = forms(b)
+    near = any(OSA.distance(a, y) <= 1 for y in fb) or any(
+        OSA.distance(x, y) <= 1 for x in forms(a) if x != a for y in fb)
+    return 0 if near else 1
 
 
 def best_levels(per_record: Iterable[Mapping[str, int | None]]) -> dict[str, int | None]:
