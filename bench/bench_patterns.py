@@ -173,9 +173,12 @@ def bench_latency(events: int, rate: float) -> None:
            f"event -> alert committed: p99 {p99:,.0f} ms (aim < 1,000 ms)")
 
 
-def _arrived(reader: Any, codec: Any, sent: dict[str, float]) -> list[float]:
+def _arrived(
+    reader: Any, codec: Any, sent: dict[str, float], *, timeout_ms: int = 100
+) -> list[float]:
+    """Milliseconds from the newest evidence event ``sent`` to each alert read now."""
     out = []
-    for r in reader.poll_records(timeout_ms=100):
+    for r in reader.poll_records(timeout_ms=timeout_ms):
         now = time.monotonic()
         alert = codec.decode(r.value or b"", "safeshare.ConcernEvent")["payload"][1]
         if alert["kind"].startswith("OVERDUE"):

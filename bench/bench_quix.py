@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_patterns import _decision, _full, figure  # noqa: E402
+from bench.bench_patterns import _arrived, _decision, _full, figure  # noqa: E402
 from bench.patterns_month import month  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,14 +212,7 @@ def _latency(engine: Engine, producer: Any, bootstrap: str, codec: Any, out: str
     delays: list[float] = []
 
     def arrived() -> None:
-        for r in reader.poll_records(timeout_ms=20):
-            now = time.monotonic()
-            alert = codec.decode(r.value or b"", "safeshare.ConcernEvent")["payload"][1]
-            if alert["kind"].startswith("OVERDUE"):
-                continue  # made by event time passing a deadline, not by the newest event
-            times = [sent[x] for x in alert["evidence"] if x in sent]
-            if times:
-                delays.append((now - max(times)) * 1000)
+        delays.extend(_arrived(reader, codec, sent, timeout_ms=20))
 
     start = time.monotonic()
     for i, (e, value, key) in enumerate(zip(events, records, keys, strict=True)):
