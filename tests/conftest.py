@@ -13,6 +13,8 @@ Kafka fixtures (integration tests run against a real broker, never a mock):
   test, so topic and group names never collide between tests or runs. Topics
   created under these namespaces are deleted when the session ends.
 * ``admin`` (function): an :class:`broker.kafka.admin.Admin` on the cluster.
+* ``own_broker`` (function): a started broker of the test's own, for fault tests
+  that stop or kill it (test_kafka_harness.py has its own, not started).
 
 Fixtures are lazy: tests that use none of them never start Kafka.
 Add further fixtures below their own heading.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -31,6 +34,7 @@ from broker import config
 from broker.kafka.admin import Admin
 from broker.kafka.cluster import Cluster, obtain_cluster
 from broker.kafka.exceptions import ClusterUnavailableError, KafkaError
+from broker.kafka.local import LocalKafka
 from broker.topics import Topics
 from tests.secured import Secured, start_secured
 
@@ -92,6 +96,18 @@ def secured(
 ) -> Iterator[Secured]:
     """The secured local broker (tests/secured.py), started on first use, once."""
     yield from start_secured(tmp_path_factory.mktemp("secure-kafka"), settings)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A throwaway single-node broker, started (own data dir and ports), for tests that
+    stop, kill or restart the broker: the session's broker is not touched. Wiped after."""
+    broker = LocalKafka(config.load().home, instance_dir=tmp_path / "kafka")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.wipe()
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broker import config
 from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.kafka.admin import Admin
@@ -111,17 +109,6 @@ def test_a_loop_service_killed_at_random_moments_loses_no_deadline_and_repeats_n
     expected = {(f"e{i}", t, r) for i in range(CLOCKS) for t, r in ((1, "mgr"), (2, "head"))}
     assert set(counts) == expected, "a deadline was lost or sent to the wrong tier"
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A throwaway single-node broker (own data and ports; the session's is untouched)."""
-    broker = LocalKafka(config.load().home, instance_dir=tmp_path / "kafka")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.wipe()
 
 
 def test_clocks_survive_a_broker_crash_and_escalate_once_when_it_returns(

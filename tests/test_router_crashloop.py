@@ -22,7 +22,6 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,17 +42,6 @@ KILLS = 4
 #: offset not moving) this long. Before, each crash stopped them from the
 #: restarted victim's join until its previous incarnation's session expired.
 OTHERS_BOUND_S = 5.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A throwaway single-node broker (own data dir and ports; the session's is not touched)."""
-    broker = LocalKafka(config.load().home, instance_dir=tmp_path / "kafka")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.wipe()
 
 
 def test_a_crash_looping_router_does_not_stop_the_others(

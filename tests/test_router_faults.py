@@ -144,17 +144,6 @@ def test_router_killed_at_random_moments_loses_and_duplicates_nothing(
 # -- broker restart ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Any:
-    """A throwaway single-node broker (own data dir and ports; the session's is not touched)."""
-    broker = LocalKafka(config.load().home, instance_dir=tmp_path / "kafka")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.wipe()
-
-
 def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
     own_broker: LocalKafka, tmp_path: Path
 ) -> None:
