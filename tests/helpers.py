@@ -63,6 +63,19 @@ def create_topics(admin: Admin, s: config.Settings) -> Policy:
     return policy
 
 
+def own_namespace(
+    bootstrap: str, home: Path, prefix: str = "r"
+) -> tuple[Topics, config.Settings, Policy]:
+    """A fresh namespace on a broker of the test's own (``own_broker``; the ``topics``
+    fixture's cleanup is for the session's broker): its settings with ``home``, the
+    policy they name, and that policy's topics created."""
+    topics = Topics(f"{prefix}{uuid.uuid4().hex[:8]}")
+    s = settings_for(topics, home)
+    with Admin(bootstrap) as admin:
+        policy = create_topics(admin, s)
+    return topics, s, policy
+
+
 def run_router(bootstrap: str, s: config.Settings, *, idle_s: float = 2.0) -> list[Routed]:
     routed: list[Routed] = []
     clock = SystemClock()

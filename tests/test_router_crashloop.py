@@ -21,18 +21,13 @@ from __future__ import annotations
 import os
 import random
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from broker import config
-from broker.kafka.admin import Admin
 from broker.kafka.local import LocalKafka
-from broker.topics import Topics
 from tests.crashloop import crash_loop
-from tests.helpers import create_topics
+from tests.helpers import own_namespace
 from tests.router_load import Load, check_exactly_once
 
 pytestmark = pytest.mark.kafka
@@ -48,11 +43,8 @@ def test_a_crash_looping_router_does_not_stop_the_others(
     own_broker: LocalKafka, tmp_path: Path
 ) -> None:
     kafka_bootstrap = own_broker.bootstrap
-    topics = Topics(f"c{uuid.uuid4().hex[:8]}")
-    s = replace(config.load(), namespace=topics.namespace, home=tmp_path / "home")
+    topics, s, policy = own_namespace(kafka_bootstrap, tmp_path / "home", prefix="c")
     s.home.mkdir()
-    with Admin(kafka_bootstrap) as admin:
-        policy = create_topics(admin, s)
     seed = int(os.environ.get("SAFESHARE_FAULT_SEED") or time.time())
     print(f"seed {seed} (SAFESHARE_FAULT_SEED to repeat)")
     load = Load(kafka_bootstrap, topics, rate=30, seed=random.Random(seed).randrange(1 << 30))

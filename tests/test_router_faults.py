@@ -34,15 +34,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker import config
 from broker.api import Publisher
 from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
@@ -53,7 +50,15 @@ from broker.routing import service as service_module
 from broker.routing.app import build_core, build_service
 from broker.routing.service import RouterService
 from broker.topics import Topics
-from tests.helpers import CODEC, create_topics, example, read_to_end, settings_for, wait_for
+from tests.helpers import (
+    CODEC,
+    create_topics,
+    example,
+    own_namespace,
+    read_to_end,
+    settings_for,
+    wait_for,
+)
 from tests.router_load import GroupProgress, Load, check_audit_verifies, check_exactly_once
 
 pytestmark = pytest.mark.kafka
@@ -148,10 +153,7 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
     own_broker: LocalKafka, tmp_path: Path
 ) -> None:
     bootstrap = own_broker.bootstrap
-    topics = Topics(f"r{uuid.uuid4().hex[:8]}")
-    s = replace(config.load(), namespace=topics.namespace, home=tmp_path / "home")
-    with Admin(bootstrap) as admin:
-        policy = create_topics(admin, s)
+    topics, s, policy = own_namespace(bootstrap, tmp_path / "home")
 
     clock = SystemClock()
     service = build_service(
@@ -257,10 +259,7 @@ def test_stopped_during_a_broker_outage_the_router_abandons_its_transaction_and_
     monkeypatch.setattr(service_module, "HEALTH_STALE_S", 2.0)
     caplog.set_level(logging.WARNING, logger="broker.routing")
     bootstrap = own_broker.bootstrap
-    topics = Topics(f"r{uuid.uuid4().hex[:8]}")
-    s = replace(config.load(), namespace=topics.namespace, home=tmp_path / "home")
-    with Admin(bootstrap) as admin:
-        policy = create_topics(admin, s)
+    topics, s, policy = own_namespace(bootstrap, tmp_path / "home")
     events = [dict(example("missing_episode")) for _ in range(10)]
     with Publisher(bootstrap=bootstrap, agency="devon-cornwall-police", topics=topics) as p:
         for e in events:
@@ -330,10 +329,7 @@ def test_serve_started_while_the_broker_is_down_waits_reports_unready_and_connec
     """``safeshare serve`` does not exit when the broker cannot be reached: /healthz
     answers 503 with the reason until it can, then 200; SIGTERM stops it with 0."""
     bootstrap = own_broker.bootstrap
-    topics = Topics(f"r{uuid.uuid4().hex[:8]}")
-    s = replace(config.load(), namespace=topics.namespace, home=tmp_path / "home")
-    with Admin(bootstrap) as admin:
-        create_topics(admin, s)
+    topics, s, _ = own_namespace(bootstrap, tmp_path / "home")
     own_broker.stop(timeout_s=0)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
