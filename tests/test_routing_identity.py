@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from broker.clock import FixedClock
+from broker.identity.decisions import DecisionProblem
 from broker.identity.linkage import Thresholds
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Inbound, RoutingCore
@@ -91,3 +95,41 @@ def test_an_aborted_transaction_takes_its_index_records_back(tmp_path: Path) -> 
     assert fresh.learn(key, value)
     assert fresh.index.records == identity.index.records
     assert fresh.index.anchors == identity.index.anchors
+
+
+def test_link_and_unlink_are_undone_by_a_rollback_and_a_refused_one_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    identity = _identity(tmp_path)
+    ix = identity.index
+    jamie = identity.resolve(_subject("9434765919", "Jamie")).pseudonym
+    sam = identity.resolve(_subject("9434765870", "Sam")).pseudonym
+    before = (copy.deepcopy(ix.records), dict(ix.anchors))
+
+    identity.begin()
+    with pytest.raises(DecisionProblem, match="not a child the identity index knows"):
+        identity.link(jamie, "v1:nobody")
+    with pytest.raises(DecisionProblem, match="was not linked"):
+        identity.unlink(jamie, sam)
+    identity.rollback()
+    assert (ix.records, ix.anchors) == before and ix.merged == {}
+
+    identity.begin()
+    records = identity.link(jamie, sam)
+    assert [k for k, _ in records] == [jamie.encode(), sam.encode()]
+    assert records[1][1] is None and sam not in ix.records  # tombstoned: merged into jamie
+    identity.rollback()
+    assert (ix.records, ix.anchors) == before and ix.merged == {}
+
+    identity.link(jamie, sam)
+    identity.begin()
+    records, shares = identity.unlink(jamie, sam)
+    assert [k for k, _ in records] == [jamie.encode(), sam.encode()] and shares == ()
+    assert (ix.records, ix.anchors) == before
+    identity.rollback()
+    assert sam not in ix.records and sam in ix.merged[jamie]
+
+
+def _subject(nhs: str, given_name: str) -> dict[str, object]:
+    e = example("missing_episode")
+    return {**e["subject"], "pseudonym": None, "nhs_number": nhs, "given_name": given_name}

@@ -126,23 +126,23 @@ class SubjectIdentity:
 
     def link(self, survivor: str, other: str) -> list[IndexRecord]:
         """Apply a LINK; the identity-topic records to write (DecisionProblem if not)."""
-        self._snapshot(survivor, other)
-        try:
-            applied = decisions.link(self.index, survivor, other)
-        except decisions.DecisionProblem:
-            self._undo.pop()()
-            raise
-        return self._records(applied)
+        return self._records(self._apply(decisions.link, survivor, other))
 
     def unlink(self, survivor: str, other: str) -> tuple[list[IndexRecord], tuple[str, ...]]:
         """Apply an UNLINK; the records to write and the shares made under the merged child."""
+        applied = self._apply(decisions.unlink, survivor, other)
+        return self._records(applied), applied.shares
+
+    def _apply(
+        self, decide: Callable[[Index, str, str], decisions.Applied], survivor: str, other: str
+    ) -> decisions.Applied:
+        """``decide`` on the index, undoable; a refused decision leaves nothing to undo."""
         self._snapshot(survivor, other)
         try:
-            applied = decisions.unlink(self.index, survivor, other)
+            return decide(self.index, survivor, other)
         except decisions.DecisionProblem:
             self._undo.pop()()
             raise
-        return self._records(applied), applied.shares
 
     def _records(self, applied: decisions.Applied) -> list[IndexRecord]:
         out = [entry(self.sealer, self.index, p, replace=True) for p in applied.rewrite]
