@@ -47,6 +47,16 @@ def check_id(kind: str, value: str) -> str:
     return value
 
 
+def _owner(topic: str, prefix: str) -> str | None:
+    """The agency or subscriber id after ``prefix`` in ``topic``; None if not one of those."""
+    return topic[len(prefix):] if topic.startswith(prefix) else None
+
+
+def _pattern(prefix: str) -> str:
+    """A regular expression matching every topic named ``prefix`` + an id (to subscribe by)."""
+    return "^" + re.escape(prefix) + r"[a-z0-9][a-z0-9_-]*$"
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic and group names under one namespace."""
@@ -65,7 +75,7 @@ class Topics:
     @property
     def ingest_pattern(self) -> str:
         """Regex matching every ingest topic (for pattern subscription)."""
-        return "^" + re.escape(self.ingest_prefix) + r"[a-z0-9][a-z0-9_-]*$"
+        return _pattern(self.ingest_prefix)
 
     def ingest(self, agency: str) -> str:
         """The topic an agency publishes its concern events to."""
@@ -73,9 +83,7 @@ class Topics:
 
     def agency_of_ingest(self, topic: str) -> str | None:
         """The agency that owns an ingest topic, or None if ``topic`` is not one."""
-        if topic.startswith(self.ingest_prefix):
-            return topic[len(self.ingest_prefix):]
-        return None
+        return _owner(topic, self.ingest_prefix)
 
     @property
     def feed_prefix(self) -> str:
@@ -96,9 +104,7 @@ class Topics:
 
     def agency_of_consent(self, topic: str) -> str | None:
         """The agency that owns a consent topic, or None if ``topic`` is not one."""
-        if topic.startswith(self.consent_prefix):
-            return topic[len(self.consent_prefix):]
-        return None
+        return _owner(topic, self.consent_prefix)
 
     @property
     def identity(self) -> str:
@@ -117,9 +123,7 @@ class Topics:
 
     def subscriber_of_identity_decisions(self, topic: str) -> str | None:
         """The subscriber that owns an identity decisions topic, or None."""
-        if topic.startswith(self.identity_decisions_prefix):
-            return topic[len(self.identity_decisions_prefix):]
-        return None
+        return _owner(topic, self.identity_decisions_prefix)
 
     @property
     def identity_reviews_prefix(self) -> str:
@@ -168,12 +172,10 @@ class Topics:
 
     @property
     def ack_pattern(self) -> str:
-        return "^" + re.escape(self.ack_prefix) + r"[a-z0-9][a-z0-9_-]*$"
+        return _pattern(self.ack_prefix)
 
     def subscriber_of_acks(self, topic: str) -> str | None:
-        if topic.startswith(self.ack_prefix):
-            return topic[len(self.ack_prefix):]
-        return None
+        return _owner(topic, self.ack_prefix)
 
     @property
     def notices_prefix(self) -> str:
