@@ -14,6 +14,7 @@ from a log that does not verify says so and gives no lines.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -27,6 +28,7 @@ from broker.workspace.views import _HEADERS, _page, _ws, signed_in
 
 router = APIRouter(prefix="/workspace/dpo", include_in_schema=False)
 PSEUDONYM_MAX = 200
+T = TypeVar("T")
 
 
 class NotReady(Exception):
@@ -117,17 +119,19 @@ async def subject_access(request: Request) -> Response:
     return _page(request, "dpo_sar.html", user=user, r=r)
 
 
-def _download(data: bytes | str, media: str, name: str) -> Response:
-    return Response(data, media_type=media, headers={
+def _attachment(media: str, name: str) -> Callable[[object, bytes | str], Response]:
+    """Respond with the report as the file ``name`` (whoever ``user`` is)."""
+    return lambda _user, data: Response(data, media_type=media, headers={
         **_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
 
 
-async def _dpo_download(
-    request: Request, make: Callable[[Workspace], bytes | str], media: str, name: str,
+async def _dpo_report(
+    request: Request, make: Callable[[Workspace], T], respond: Callable[[object, T], Response],
     *, unavailable: tuple[type[Exception], ...] = (NotReady, AuditError),
 ) -> Response:
-    """The DPO's file ``name``: ``make`` run off the event loop; a source that is
-    missing or a log that does not verify is the 503 page saying why, not a file."""
+    """A DPO-only report: ``make`` runs off the event loop and ``respond`` shows its
+    result to the user; a source that is missing or a log that does not verify is
+    the 503 page saying why instead."""
     user = signed_in(request, "dpo")
     if isinstance(user, Response):
         return user
@@ -135,15 +139,15 @@ async def _dpo_download(
         data = await run_in_threadpool(make, _ws(request))
     except unavailable as exc:
         return _unavailable(request, user, str(exc))
-    return _download(data, media, name)
+    return respond(user, data)
 
 
 @router.get("/subject-access.pdf")
 async def subject_access_pdf(request: Request) -> Response:
     subject = _subject(request)
-    return await _dpo_download(
+    return await _dpo_report(
         request, lambda ws: reports.to_pdf(reports.subject_access_html(sar(ws, subject))),
-        "application/pdf", "subject-access.pdf",
+        _attachment("application/pdf", "subject-access.pdf"),
         unavailable=(NotReady, AuditError, ImportError))
 
 
@@ -151,8 +155,8 @@ async def subject_access_pdf(request: Request) -> Response:
 async def subject_access_proofs(request: Request) -> Response:
     """Every line's inclusion proof, for ``safeshare audit verify-proof`` offline."""
     subject = _subject(request)
-    return await _dpo_download(request, lambda ws: sar(ws, subject).proofs_json(),
-                               "application/json", "subject-access-proofs.json")
+    return await _dpo_report(request, lambda ws: sar(ws, subject).proofs_json(),
+                             _attachment("application/json", "subject-access-proofs.json"))
 
 
 def _s62_verified(ws: Workspace) -> str:
@@ -164,17 +168,13 @@ def _s62_verified(ws: Workspace) -> str:
 
 @router.get("/s62.csv")
 async def s62_csv(request: Request) -> Response:
-    return await _dpo_download(request, _s62_verified, "text/csv; charset=utf-8",
-                               "s62-consultations-disclosures.csv")
+    return await _dpo_report(request, _s62_verified, _attachment(
+        "text/csv; charset=utf-8", "s62-consultations-disclosures.csv"))
 
 
 @router.get("/checkpoints", response_class=HTMLResponse)
 async def checkpoint_history(request: Request) -> Response:
-    user = signed_in(request, "dpo")
-    if isinstance(user, Response):
-        return user
-    try:
-        h = await run_in_threadpool(checkpoints, _ws(request))
-    except NotReady as exc:
-        return _unavailable(request, user, str(exc))
-    return _page(request, "dpo_checkpoints.html", user=user, h=h)
+    return await _dpo_report(
+        request, checkpoints,
+        lambda user, h: _page(request, "dpo_checkpoints.html", user=user, h=h),
+        unavailable=(NotReady,))
