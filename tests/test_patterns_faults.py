@@ -25,12 +25,11 @@ from broker.kafka.producer import make_producer
 from broker.patterns.core import AGENCY
 from broker.patterns.detectors import Detectors, Kind
 from broker.patterns.observe import observations
-from broker.patterns.service import topic_specs
 from broker.routing.app import build_service
 from broker.topics import Topics
-from tests.helpers import create_topics, read_all, settings_for
+from tests.helpers import read_all
+from tests.patterns_helpers import missing, patterns_world
 from tests.router_load import wait_for
-from tests.test_patterns_service import missing
 
 pytestmark = pytest.mark.kafka
 
@@ -56,9 +55,7 @@ def _events(rng: random.Random, now: int) -> list[dict[str, Any]]:
 def test_a_detector_killed_at_random_moments_loses_no_alert_and_repeats_none(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:
-    s = settings_for(topics, tmp_path)
-    policy = create_topics(admin, s)
-    admin.ensure_topics(topic_specs(topics))
+    s, policy = patterns_world(admin, topics, tmp_path)
     rng = random.Random(15)
     now = time.time_ns() // 1_000_000
     events = _events(rng, now)

@@ -25,13 +25,12 @@ from broker.patterns.detectors import (
     Threshold,
 )
 from broker.patterns.observe import observations
-from broker.patterns.service import PatternService, topic_specs
 from broker.policy import Policy
 from broker.policy.exceptions import PolicyError
 from broker.routing.app import build_service
 from broker.topics import Topics
-from tests.helpers import create_topics, example, read_all, settings_for
-from tests.test_patterns_service import _iso, drive, feed_events, missing
+from tests.helpers import example, read_all
+from tests.patterns_helpers import detect, feed_events, iso, missing, patterns_world
 
 CODEC = Codec.default()
 T0 = 1_780_000_000_000
@@ -138,7 +137,7 @@ def _interview(child: str, days_ago: float, now: int, risk: str) -> dict[str, An
     at = now - int(days_ago * DAY_MS)
     event = example("return_home_interview")
     event["subject"] = {"pseudonym": child, "local_authority": "E06000027"}
-    event["occurred_at"] = event["reported_at"] = event["payload"]["held_at"] = _iso(at)
+    event["occurred_at"] = event["reported_at"] = event["payload"]["held_at"] = iso(at)
     event["risk_level"] = risk
     event["sharing"] = {"no_consent_reason": "WOULD_PREJUDICE_PROTECTION",
                         "justification": "Asking would alert those exploiting the child.",
@@ -157,9 +156,7 @@ def _missing(child: str, days_ago: float, now: int, risk: str) -> dict[str, Any]
 def test_overdue_interview_and_rising_risk_reach_the_mash_not_the_school(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:
-    s = settings_for(topics, tmp_path)
-    policy = create_topics(admin, s)
-    admin.ensure_topics(topic_specs(topics))
+    s, policy = patterns_world(admin, topics, tmp_path)
     now = time.time_ns() // 1_000_000
     a, b, c = (f"psn-{uuid.uuid4().hex[:8]}" for _ in range(3))
     police = [_missing(a, 5, now, "MEDIUM"),  # found 5 days ago, never interviewed
@@ -175,14 +172,7 @@ def test_overdue_interview_and_rising_risk_reach_the_mash_not_the_school(
         for e in charity:
             p.publish_json(e)
     build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p1").run(idle_exit_s=2.0)
-    service = PatternService(kafka_bootstrap, topics=topics, codec=CODEC,
-                             thresholds=policy.pattern_thresholds, instance_id="t")
-    try:
-        drive(service, lambda: service.stats.records >= len(police) + len(charity))
-        for _ in range(3):
-            service.run_once(wait_ms=200)
-    finally:
-        service.close()
+    detect(kafka_bootstrap, topics, policy, len(police) + len(charity))
     alerts = [CODEC.decode(r.value or b"", "safeshare.ConcernEvent")["payload"][1]
               for r in read_all(kafka_bootstrap, topics.ingest(AGENCY), timeout_s=1.0)]
     # Decided after each turn, with 12 hours' grace: B's interview counts whichever feed

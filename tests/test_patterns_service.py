@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,55 +15,21 @@ from broker.clock import SystemClock
 from broker.codec import Codec
 from broker.kafka.admin import Admin
 from broker.patterns.core import AGENCY
-from broker.patterns.service import PatternService, topic_specs
 from broker.routing.app import build_service
 from broker.topics import Topics
-from tests.helpers import create_topics, example, read_all, settings_for
+from tests.helpers import read_all
+from tests.patterns_helpers import detect, feed_events, missing, patterns_world
 
 pytestmark = pytest.mark.kafka
 
 CODEC = Codec.default()
-DAY_MS = 86_400_000
 FLAT = ["Flat 2, 14 Example Road", "flat 2 14 Exmaple Rd", "14 Example Road, flat 2"]
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def missing(child: str, found: str, days_ago: float, now: int) -> dict[str, Any]:
-    at = now - int(days_ago * DAY_MS)
-    event = example("missing_episode")
-    event["subject"] = {"pseudonym": child, "local_authority": "E06000027",
-                        "social_care_status": "LOOKED_AFTER"}
-    event["occurred_at"] = event["reported_at"] = _iso(at)
-    event["payload"].update(started_at=_iso(at - 3_600_000), ended_at=_iso(at),
-                            found={"place": found, "area": "Paignton",
-                                   "postcode_district": "TQ4"},
-                            last_seen={"place": "bus station", "area": "Torquay",
-                                       "postcode_district": "TQ1"})
-    event["summary"] = "Missing overnight from placement."
-    return event
-
-
-def drive(service: PatternService, done: Any, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "the detector did not catch up"
-        service.run_once(wait_ms=300)
-
-
-def feed_events(bootstrap: str, topics: Topics, subscriber: str) -> list[dict[str, Any]]:
-    return [CODEC.decode(r.value or b"", "safeshare.FeedRecord")["event"]
-            for r in read_all(bootstrap, topics.feed(subscriber), timeout_s=1.0)]
 
 
 def test_children_found_at_one_flat_raise_one_alert_to_mash_and_police_not_school(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:
-    s = settings_for(topics, tmp_path)
-    policy = create_topics(admin, s)
-    admin.ensure_topics(topic_specs(topics))
+    s, policy = patterns_world(admin, topics, tmp_path)
     now = time.time_ns() // 1_000_000
     children = [f"psn-{uuid.uuid4().hex[:8]}" for _ in range(4)]
     events = [
@@ -80,14 +44,7 @@ def test_children_found_at_one_flat_raise_one_alert_to_mash_and_police_not_schoo
             p.publish_json(e)
     build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p1").run(idle_exit_s=2.0)
 
-    service = PatternService(kafka_bootstrap, topics=topics, codec=CODEC,
-                             thresholds=policy.pattern_thresholds, instance_id="t")
-    try:
-        drive(service, lambda: service.stats.records >= len(events))
-        for _ in range(3):
-            service.run_once(wait_ms=200)
-    finally:
-        service.close()
+    detect(kafka_bootstrap, topics, policy, len(events))
     alerts = [CODEC.decode(r.value or b"", "safeshare.ConcernEvent")
               for r in read_all(kafka_bootstrap, topics.ingest(AGENCY), timeout_s=1.0)]
     # No return-home interviews were published: those are overdue alerts of their own
