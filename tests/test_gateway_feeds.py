@@ -21,6 +21,7 @@ from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient, GatewayError
 from broker.gateway.publishing import signing_key_path
 from broker.kafka.admin import Admin
+from broker.kafka.producer import make_producer
 from broker.policy import Policy
 from broker.signing import AgencySigner
 from broker.topics import Topics
@@ -203,3 +204,31 @@ def test_a_receipt_carries_the_decisions_and_a_proof_that_verifies_offline(
     with _client(gw, "agency", SCHOOL) as school, pytest.raises(GatewayError) as other:
         school.receipt(event["event_id"])
     assert other.value.status == 403
+
+
+def test_a_record_the_gateway_cannot_read_does_not_block_the_feed(
+    world: tuple[Running, object], kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Bytes the gateway cannot decode (a schema it does not know yet, say) are given
+    as their coordinates and a problem, not as a 503 at that offset for ever: the
+    records after them are read, and only those are consultations."""
+    gw, s = world
+    with make_producer(kafka_bootstrap) as p:
+        p.send(topics.feed(MASH), b"\xc3\x01not-a-feed-record", key=b"x", partition=0)
+        p.flush()
+    event = example("missing_episode")
+    with _client(gw, "agency", "devon-cornwall-police") as police:
+        police.publish(event)
+    run_router(kafka_bootstrap, s)  # type: ignore[arg-type]
+    with _client(gw, "subscriber", MASH) as mash:
+        page = mash.feed(MASH, "SAFEGUARDING", wait_ms=5000)
+        bad = [r for r in page["records"] if r.get("problem")]
+        good = [r for r in page["records"] if not r.get("problem")]
+        assert [(r["partition"], r["offset"], r["event_id"], r["record"]) for r in bad] == [
+            (0, 0, "", None)]
+        assert "cannot decode" in bad[0]["problem"]
+        assert [r["event_id"] for r in good] == [event["event_id"]]
+        assert mash.feed(MASH, "SAFEGUARDING", cursor=page["cursor"])["records"] == []
+    consulted = [x for x in audit_leaves(kafka_bootstrap, topics)
+                 if x.kind is LeafKind.CONSULTED]
+    assert [x.event_id for x in consulted] == [event["event_id"]]

@@ -51,6 +51,9 @@ class FeedRecordOut(BaseModel):
     key_id: str | None
     message: str | None = Field(description="A sealed copy's bytes, base64 (confidential feeds)")
     record: dict[str, object] | None = Field(description="The FeedRecord, JSON form")
+    problem: str | None = Field(
+        default=None, description="Set when the gateway could not read this record (a schema"
+        " it does not know yet): only its coordinates are given and the cursor moves past it")
 
 
 class FeedPage(BaseModel):
@@ -118,7 +121,7 @@ async def get_feed(
         try:
             items = [item_of(codec, r) for r in feed.page(limit, wait_ms)]
             recorder.consultation(str(who), subscriber, purpose,
-                                  [i.consulted for i in items], "page")
+                                  [i.consulted for i in items if i.disclosed], "page")
             return FeedPage(records=[FeedRecordOut(**i.json) for i in items],
                             cursor=format_cursor(feed.positions()))
         finally:
@@ -158,7 +161,7 @@ async def stream_feed(
             out = []
             items = [item_of(codec, r) for r in records]
             recorder.consultation(str(who), subscriber, purpose,
-                                  [i.consulted for i in items], "stream")
+                                  [i.consulted for i in items if i.disclosed], "stream")
             positions = {i.consulted.partition: i.consulted.offset + 1 for i in items}
             base = feed.positions()
             for i in items:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.codec import Codec
+from broker.codec.exceptions import CodecError
 from broker.errors import SafeshareError
 from broker.gateway.consultations import Consulted
 from broker.kafka.consumer import Consumer, make_consumer
@@ -56,27 +57,40 @@ def format_cursor(positions: dict[int, int]) -> str:
 
 @dataclass(frozen=True)
 class Item:
-    """One feed record as the gateway hands it over."""
+    """One feed record as the gateway hands it over; ``disclosed`` is false for a
+    record it could not read (only its coordinates are given: not a consultation)."""
 
     json: dict[str, Any]
     consulted: Consulted
+    disclosed: bool = True
 
 
 def item_of(codec: Codec, r: Record) -> Item:
+    """The record as the API gives it. A record the gateway cannot decode (a schema it
+    does not know yet, bytes no router wrote) is handed over as its coordinates and a
+    problem, so the feed is never stuck at it and the cursor moves past it; nothing
+    of its content is shown."""
     value = r.value or b""
     where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
     source = ""
-    if is_sealed(codec, value):
-        outer = codec.decode(value, ENCRYPTED_FEED_RECORD)
-        event_id = str(outer["event_id"])
-        body = {**where, "event_id": event_id, "sealed": True, "key_id": outer["key_id"],
-                "message": base64.b64encode(value).decode("ascii"), "record": None}
-    else:
-        record = codec.decode(value, FEED_RECORD)
-        event_id = str(record["event"]["event_id"])
-        source = str((record["event"].get("source") or {}).get("agency_id") or "")
-        body = {**where, "event_id": event_id, "sealed": False, "key_id": None,
-                "message": None, "record": codec.to_json(record, FEED_RECORD)}
+    try:
+        if is_sealed(codec, value):
+            outer = codec.decode(value, ENCRYPTED_FEED_RECORD)
+            event_id = str(outer["event_id"])
+            body = {**where, "event_id": event_id, "sealed": True, "key_id": outer["key_id"],
+                    "message": base64.b64encode(value).decode("ascii"), "record": None}
+        else:
+            record = codec.decode(value, FEED_RECORD)
+            event_id = str(record["event"]["event_id"])
+            source = str((record["event"].get("source") or {}).get("agency_id") or "")
+            body = {**where, "event_id": event_id, "sealed": False, "key_id": None,
+                    "message": None, "record": codec.to_json(record, FEED_RECORD)}
+    except CodecError as exc:
+        body = {**where, "event_id": "", "sealed": False, "key_id": None, "message": None,
+                "record": None, "problem": f"{type(exc).__name__}: the gateway cannot decode"
+                " this record with the schemas and keys it holds; nothing of it is shown"}
+        return Item(body, Consulted("", r.topic, r.partition, r.offset,
+                                    hashlib.sha256(value).hexdigest(), ""), disclosed=False)
     return Item(body, Consulted(event_id, r.topic, r.partition, r.offset,
                                 hashlib.sha256(value).hexdigest(), source))
 
