@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import config
+from broker.api import Publisher
 from broker.audit.leaf import AuditLeaf, decode_batch
 from broker.clock import SystemClock
 from broker.codec import Codec
@@ -44,6 +45,13 @@ def example(name: str, **changes: Any) -> dict[str, Any]:
     for key, value in changes.items():
         obj[key] = value
     return copy.deepcopy(obj)
+
+
+def publish(bootstrap: str, topics: Topics, agency: str, *events: dict[str, Any]) -> None:
+    """Publish ``events`` (JSON form) as ``agency``, in order, through the public API."""
+    with Publisher(bootstrap=bootstrap, agency=agency, topics=topics) as p:
+        for e in events:
+            p.publish_json(e)
 
 
 def settings_for(topics: Topics, home: Path) -> config.Settings:

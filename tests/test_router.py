@@ -19,6 +19,7 @@ from tests.helpers import (
     CODEC,
     create_topics,
     example,
+    publish,
     read_all,
     read_leaves,
     run_router,
@@ -42,10 +43,8 @@ def test_events_reach_entitled_feeds_minimised_and_every_decision_is_audited(
     policy = create_topics(admin, s)
     missing = example("missing_episode")
     health = example("health_concern")
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
-        p.publish_json(missing)
-    with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
-        p.publish_json(health)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", missing)
+    publish(kafka_bootstrap, topics, "torbay-hospital", health)
 
     routed = run_router(kafka_bootstrap, s)
     assert sorted(r.event_id for r in routed) == sorted([missing["event_id"], health["event_id"]])
@@ -128,9 +127,7 @@ def test_a_repeated_event_id_is_not_shared_twice(
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)
     event = example("missing_episode")
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
-        p.publish_json(event)
-        p.publish_json(event)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", event, event)
     routed = run_router(kafka_bootstrap, s)
     assert [r.duplicate for r in routed] == [False, True]
     assert len(_feed(kafka_bootstrap, topics, "torbay-mash")) == 1
@@ -146,11 +143,9 @@ def test_a_repeat_after_a_restart_is_known_from_the_audit_log(
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)
     event = example("missing_episode")
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
-        p.publish_json(event)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", event)
     assert [r.duplicate for r in run_router(kafka_bootstrap, s)] == [False]
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
-        p.publish_json(event)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", event)
     assert [r.duplicate for r in run_router(kafka_bootstrap, s)] == [True]
     assert len(_feed(kafka_bootstrap, topics, "torbay-mash")) == 1
 
@@ -177,18 +172,15 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     )
 
     first = concern()
-    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
-        p.publish_json(first)
+    publish(kafka_bootstrap, topics, "example-academy", first)
     run_router(kafka_bootstrap, s)
     assert _feed(kafka_bootstrap, topics, "torbay-mash") == []
 
     # Consent counts from when the router applies it (and audits it): route it first.
     second = concern()
-    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
-        p.publish_json(consent)
+    publish(kafka_bootstrap, topics, "safe-return-charity", consent)
     run_router(kafka_bootstrap, s)
-    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
-        p.publish_json(second)
+    publish(kafka_bootstrap, topics, "example-academy", second)
     run_router(kafka_bootstrap, s)
     mash = _feed(kafka_bootstrap, topics, "torbay-mash")
     assert [f["event"]["event_id"] for f in mash] == [second["event_id"]]
@@ -198,11 +190,9 @@ def test_consent_given_then_withdrawn_changes_what_is_shared(
     withdrawal.update(subject=consent["subject"], source=consent["source"])
     withdrawal["payload"] = dict(consent["payload"], status="WITHDRAWN")
     third = concern()
-    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
-        p.publish_json(withdrawal)
+    publish(kafka_bootstrap, topics, "safe-return-charity", withdrawal)
     run_router(kafka_bootstrap, s)
-    with Publisher(bootstrap=kafka_bootstrap, agency="example-academy", topics=topics) as p:
-        p.publish_json(third)
+    publish(kafka_bootstrap, topics, "example-academy", third)
     run_router(kafka_bootstrap, s)
     mash = _feed(kafka_bootstrap, topics, "torbay-mash")
     assert [f["event"]["event_id"] for f in mash] == [second["event_id"]]
@@ -253,8 +243,7 @@ def test_feed_reader_reads_only_committed_minimised_copies(
         "justification": "Named adult may be exploiting her; asking would alert him.",
         "break_glass": False,
     }
-    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
-        p.publish_json(event)
+    publish(kafka_bootstrap, topics, "safe-return-charity", event)
     run_router(kafka_bootstrap, s)
     with FeedReader(
         bootstrap=kafka_bootstrap, subscriber="dc-police-exploitation", topics=topics

@@ -14,12 +14,19 @@ from typing import Any
 
 import pytest
 
-from broker.api import Publisher
 from broker.identity.pseudonym import PartnershipKeys, version_of
 from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
 from broker.topics import Topics
-from tests.helpers import CODEC, create_topics, example, read_all, run_router, settings_for
+from tests.helpers import (
+    CODEC,
+    create_topics,
+    example,
+    publish,
+    read_all,
+    run_router,
+    settings_for,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -34,12 +41,6 @@ def _event(name: str, **subject: Any) -> dict[str, Any]:
     # Shared without consent for the stated reason, so the MASH receives every event.
     e["sharing"] = example("missing_episode")["sharing"]
     return e
-
-
-def _publish(bootstrap: str, topics: Topics, agency: str, *events: dict[str, Any]) -> None:
-    with Publisher(bootstrap=bootstrap, agency=agency, topics=topics) as p:
-        for e in events:
-            p.publish_json(e)
 
 
 def _mash(bootstrap: str, topics: Topics) -> dict[str, tuple[bytes | None, dict[str, Any], bytes]]:
@@ -92,9 +93,9 @@ def test_one_child_across_police_school_and_return_home_is_one_pseudonym(
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)
     events = [_police(), _school(), _return_home()]
-    _publish(kafka_bootstrap, topics, "devon-cornwall-police", events[0])
-    _publish(kafka_bootstrap, topics, "example-academy", events[1])
-    _publish(kafka_bootstrap, topics, "safe-return-charity", events[2])
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", events[0])
+    publish(kafka_bootstrap, topics, "example-academy", events[1])
+    publish(kafka_bootstrap, topics, "safe-return-charity", events[2])
     routed = run_router(kafka_bootstrap, s)
     # Which arrives first is up to the router's consumer: that one is the NEW child.
     assert sorted(str(r.identity) for r in routed) == ["LINK", "LINK", "NEW"]
@@ -113,15 +114,15 @@ def test_a_restarted_router_rebuilds_the_index_and_links_the_same_way(
     s = settings_for(topics, tmp_path)
     create_topics(admin, s)
     police, school, rhi = _police(), _school(), _return_home()
-    _publish(kafka_bootstrap, topics, "devon-cornwall-police", police)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", police)
     assert [r.identity for r in run_router(kafka_bootstrap, s)] == ["NEW"]
     # The first event names the child by its NHS number: HMAC under the partnership key.
     want = PartnershipKeys.load(s.partnership_keys_dir).of_nhs_number(NHS)
     assert _one_child(kafka_bootstrap, topics, [police["event_id"]]) == want
     # Each run is a new process: its index holds only what it reads back from the topic.
-    _publish(kafka_bootstrap, topics, "example-academy", school)
+    publish(kafka_bootstrap, topics, "example-academy", school)
     assert [r.identity for r in run_router(kafka_bootstrap, s)] == ["LINK"]
-    _publish(kafka_bootstrap, topics, "safe-return-charity", rhi)
+    publish(kafka_bootstrap, topics, "safe-return-charity", rhi)
     assert [r.identity for r in run_router(kafka_bootstrap, s)] == ["LINK"]
     ids = [police["event_id"], school["event_id"], rhi["event_id"]]
     assert _one_child(kafka_bootstrap, topics, ids) == want
@@ -136,7 +137,7 @@ def test_twins_with_one_surname_birth_date_and_address_are_never_linked(
             "address": "Flat 2, 1 Example Terrace, Torquay"}  # fmt: skip
     a = _event("missing_episode", given_name="Amelia", **twin)
     b = _event("missing_episode", given_name="Oliver", **twin)
-    _publish(kafka_bootstrap, topics, "devon-cornwall-police", a, b)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", a, b)
     routed = run_router(kafka_bootstrap, s)
     assert "LINK" not in [r.identity for r in routed]
     mash = _mash(kafka_bootstrap, topics)

@@ -37,13 +37,14 @@ from broker.topics import Topics
 from tests.helpers import (
     CODEC,
     create_topics,
+    publish,
     read_all,
     read_leaves,
     safeshare,
     settings_for,
     wait_for,
 )
-from tests.test_router_identity import NHS, _event, _mash, _police, _publish
+from tests.test_router_identity import NHS, _event, _mash, _police
 
 pytestmark = pytest.mark.kafka
 
@@ -127,10 +128,10 @@ def _start(
     bootstrap: str, topics: Topics, s: Any, router: _Router
 ) -> tuple[str, str, dict[str, Any]]:
     """Police then the return-home service: (NHS child, provisional child, review item)."""
-    _publish(bootstrap, topics, "devon-cornwall-police", _police())
+    publish(bootstrap, topics, "devon-cornwall-police", _police())
     assert router.identities() == ["NEW"]
     jim = _jim()
-    _publish(bootstrap, topics, "safe-return-charity", jim)
+    publish(bootstrap, topics, "safe-return-charity", jim)
     assert router.identities() == ["REVIEW"]
     child = PartnershipKeys.load(s.partnership_keys_dir).of_nhs_number(NHS)
     provisional = _under(bootstrap, topics, jim["event_id"])
@@ -160,7 +161,7 @@ def test_the_mash_links_a_review_the_next_event_follows_and_an_unlink_says_what_
 
     # The next such event is the linked child's, without anyone deciding again.
     after = _jim()
-    _publish(kafka_bootstrap, topics, "safe-return-charity", after)
+    publish(kafka_bootstrap, topics, "safe-return-charity", after)
     assert router.identities() == ["LINK"]
     assert _under(kafka_bootstrap, topics, after["event_id"]) == child
 
@@ -190,7 +191,7 @@ def test_the_mash_links_a_review_the_next_event_follows_and_an_unlink_says_what_
 
     # Split again: the record is the provisional child's once more.
     again = _jim()
-    _publish(kafka_bootstrap, topics, "safe-return-charity", again)
+    publish(kafka_bootstrap, topics, "safe-return-charity", again)
     assert router.identities() == ["LINK"]
     assert _under(kafka_bootstrap, topics, again["event_id"]) == provisional
 
@@ -199,9 +200,9 @@ def test_the_mash_links_a_review_the_next_event_follows_and_an_unlink_says_what_
     fresh = _Router(kafka_bootstrap, s)
     try:
         later, nhs = _jim(), _police()
-        _publish(kafka_bootstrap, topics, "safe-return-charity", later)
+        publish(kafka_bootstrap, topics, "safe-return-charity", later)
         assert fresh.identities() == ["LINK"]
-        _publish(kafka_bootstrap, topics, "devon-cornwall-police", nhs)
+        publish(kafka_bootstrap, topics, "devon-cornwall-police", nhs)
         assert fresh.identities() == ["LINK"]
     finally:
         fresh.stop()
@@ -236,6 +237,6 @@ def test_a_school_cannot_link_children(
     assert not [lf for lf in leaves if lf.kind is LeafKind.LINKED]
     # Nothing changed: the next such event is still the provisional child's.
     jim = _jim()
-    _publish(kafka_bootstrap, topics, "safe-return-charity", jim)
+    publish(kafka_bootstrap, topics, "safe-return-charity", jim)
     assert router.identities() == ["LINK"]
     assert _under(kafka_bootstrap, topics, jim["event_id"]) == provisional

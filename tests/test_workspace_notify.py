@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.api import Publisher
 from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.kafka.admin import Admin
 from broker.loop.core import NOTICE
 from broker.policy import Policy, PolicyError
 from broker.topics import Topics
-from tests.helpers import create_topics, example, read_all, settings_for, wait_for
+from tests.helpers import create_topics, example, publish, read_all, settings_for, wait_for
 from tests.policy_helpers import EXAMPLE_POLICY
 from tests.workspace_helpers import CODEC, http_sign_in, running_workspace
 
@@ -46,10 +45,8 @@ def test_the_hospital_is_told_its_health_concern_was_consulted_and_the_police_ar
     assert policy.agency("torbay-hospital").notify_on_consultation == {"health"}  # type: ignore[union-attr]
     health = example("health_concern")
     missing = example("missing_episode")
-    with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
-        p.publish_json(health)
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
-        p.publish_json(missing)
+    publish(kafka_bootstrap, topics, "torbay-hospital", health)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", missing)
     with running_workspace(kafka_bootstrap, topics, s, policy) as url:
         sam = http_sign_in(url, "sam")
         psn = health["subject"]["pseudonym"]
