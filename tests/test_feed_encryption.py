@@ -24,7 +24,7 @@ from broker.signing.feeds import (
     is_sealed,
 )
 from broker.topics import Topics
-from tests.helpers import CODEC, create_topics, example, read_all, run_router, settings_for
+from tests.helpers import CODEC, create_topics, example, publish, read_all, run_router, settings_for
 
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
 MASH = "torbay-mash"
@@ -142,8 +142,7 @@ def test_feed_reader_opens_a_real_feed_with_the_keyring_and_refuses_without(
     s = replace(settings_for(topics, tmp_path), policy_path=policy_file)
     create_topics(admin, s)
     event = example("missing_episode")
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police", topics=topics) as p:
-        p.publish_json(event)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", event)
     run_router(kafka_bootstrap, s)
     raw = read_all(kafka_bootstrap, topics.feed(MASH))
     assert len(raw) == 1 and is_sealed(CODEC, raw[0].value or b"")

@@ -22,7 +22,7 @@ from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
 from broker.topics import Topics
 from tests.gateway_helpers import running_gateway
-from tests.helpers import CODEC, create_topics, example, read_all, run_router, settings_for
+from tests.helpers import CODEC, create_topics, example, publish, read_all, run_router, settings_for
 
 MASH = "torbay-mash"
 
@@ -47,10 +47,7 @@ def test_each_record_read_is_a_consulted_leaf_that_who_saw_and_s62_list(
     policy = create_topics(admin, s)
     missing, other = example("missing_episode"), example("missing_episode")
     other["subject"]["pseudonym"] = "psn-someone-else"
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
-                   topics=topics) as p:
-        p.publish_json(missing)
-        p.publish_json(other)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", missing, other)
     run_router(kafka_bootstrap, s)
     config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy)
     with running_gateway(config, tmp_path) as gw, gw.client("subscriber", MASH) as c:

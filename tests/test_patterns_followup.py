@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from broker.api import Publisher
 from broker.clock import SystemClock
 from broker.codec import Codec
 from broker.kafka.admin import Admin
@@ -29,7 +28,7 @@ from broker.policy import Policy
 from broker.policy.exceptions import PolicyError
 from broker.routing.app import build_service
 from broker.topics import Topics
-from tests.helpers import example, read_all
+from tests.helpers import example, publish, read_all
 from tests.patterns_helpers import detect, feed_events, iso, missing, patterns_world
 
 CODEC = Codec.default()
@@ -164,13 +163,8 @@ def test_overdue_interview_and_rising_risk_reach_the_mash_not_the_school(
               _missing(c, 14, now, "LOW"), _missing(c, 2, now, "HIGH")]
     charity = [_interview(b, 2.5, now, "MEDIUM"), _interview(c, 13, now, "MEDIUM"),
                _interview(c, 1, now, "HIGH")]
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
-                   topics=topics) as p:
-        for e in police:
-            p.publish_json(e)
-    with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity", topics=topics) as p:
-        for e in charity:
-            p.publish_json(e)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", *police)
+    publish(kafka_bootstrap, topics, "safe-return-charity", *charity)
     build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p1").run(idle_exit_s=2.0)
     detect(kafka_bootstrap, topics, policy, len(police) + len(charity))
     alerts = [CODEC.decode(r.value or b"", "safeshare.ConcernEvent")["payload"][1]

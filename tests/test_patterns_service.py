@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.api import Publisher
 from broker.clock import SystemClock
 from broker.codec import Codec
 from broker.kafka.admin import Admin
 from broker.patterns.core import AGENCY
 from broker.routing.app import build_service
 from broker.topics import Topics
-from tests.helpers import read_all
+from tests.helpers import publish, read_all
 from tests.patterns_helpers import detect, feed_events, missing, patterns_world
 
 pytestmark = pytest.mark.kafka
@@ -38,10 +37,7 @@ def test_children_found_at_one_flat_raise_one_alert_to_mash_and_police_not_schoo
         missing(children[3], "Torquay harbour slipway", 10, now),  # elsewhere: noise
         missing(children[2], FLAT[2], 3, now),
     ]
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
-                   topics=topics) as p:
-        for e in events:
-            p.publish_json(e)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", *events)
     build_service(s, kafka_bootstrap, clock=SystemClock(), instance_id="p1").run(idle_exit_s=2.0)
 
     detect(kafka_bootstrap, topics, policy, len(events))

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.api import Publisher
 from broker.kafka.admin import Admin
 from broker.topics import Topics
-from tests.helpers import create_topics, example, read_all, settings_for, wait_for
+from tests.helpers import create_topics, example, publish, read_all, settings_for, wait_for
 from tests.workspace_helpers import cli, http_sign_in, running_workspace
 
 pytestmark = pytest.mark.kafka
@@ -37,11 +36,8 @@ def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
     missing["sharing"]["break_glass"] = True
     health = example("health_concern")
     with running_workspace(kafka_bootstrap, topics, s, policy) as url:
-        with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
-                       topics=topics) as p:
-            p.publish_json(missing)
-        with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
-            p.publish_json(health)
+        publish(kafka_bootstrap, topics, "devon-cornwall-police", missing)
+        publish(kafka_bootstrap, topics, "torbay-hospital", health)
         wait_for("both events routed", lambda: len(read_all(
             kafka_bootstrap, topics.feed("torbay-mash"))) >= 2, timeout_s=90)
 

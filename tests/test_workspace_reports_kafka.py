@@ -11,11 +11,10 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from broker.api import Publisher
 from broker.cli.main import _register, cli
 from broker.kafka.admin import Admin
 from broker.topics import Topics
-from tests.helpers import create_topics, example, run_router, settings_for
+from tests.helpers import create_topics, example, publish, run_router, settings_for
 
 
 def run(home: Path, topics: Topics, bootstrap: str, *args: str) -> Result:
@@ -34,11 +33,8 @@ def test_subject_access_s62_and_checkpoints_from_the_routed_log(
     missing = example("missing_episode", risk_level="CRITICAL")
     missing["sharing"]["break_glass"] = True
     health = example("health_concern")
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
-                   topics=topics) as p:
-        p.publish_json(missing)
-    with Publisher(bootstrap=kafka_bootstrap, agency="torbay-hospital", topics=topics) as p:
-        p.publish_json(health)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", missing)
+    publish(kafka_bootstrap, topics, "torbay-hospital", health)
     run_router(kafka_bootstrap, s)
     assert run(home, topics, kafka_bootstrap, "audit", "checkpoint").exit_code == 0
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.api import Publisher
 from broker.kafka.admin import Admin
 from broker.topics import Topics
 from broker.workspace.sessions import hash_password
-from tests.helpers import ROOT, create_topics, example, run_router, settings_for, wait_for
+from tests.helpers import ROOT, create_topics, example, publish, run_router, settings_for, wait_for
 from tests.workspace_helpers import PASSWORD, csrf_of, free_port, http_sign_in
 
 pytestmark = pytest.mark.kafka
@@ -68,9 +67,7 @@ def test_triage_is_read_back_from_the_acknowledgements_after_a_restart(
     env = {"SAFESHARE_HOME": str(s.home), "SAFESHARE_NAMESPACE": topics.namespace,
            "SAFESHARE_BOOTSTRAP": kafka_bootstrap}
     red = example("missing_episode", risk_level="CRITICAL")
-    with Publisher(bootstrap=kafka_bootstrap, agency="devon-cornwall-police",
-                   topics=topics) as p:
-        p.publish_json(red)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", red)
     run_router(kafka_bootstrap, s)
     eid = red["event_id"]
 
