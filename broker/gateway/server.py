@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,8 @@ def server_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-class _PeerCertProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol (llhttp, in C: h11 in pure Python cost a
-    request more CPU), adding the verified peer certificate to each scope."""
+class _PeerCertProtocol(H11Protocol):
+    """uvicorn's h11 protocol, adding the verified peer certificate to each scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -75,7 +74,6 @@ def make_server(
         host=host,
         port=port,
         http=_PeerCertProtocol,
-        loop="uvloop",
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         ssl_ca_certs=str(tls.client_ca),
