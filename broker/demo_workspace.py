@@ -20,7 +20,8 @@ import secrets
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ from broker.policy import Policy
 from broker.signing.feedkeys import FeedKeyring, keyring_path
 from broker.topics import Topics
 from broker.workspace import WorkspaceConfig
+from broker.workspace.render import DpoConfig
 from broker.workspace.sessions import hash_password, load_users
 
 SUBSCRIBER = "torbay-mash"
@@ -76,15 +78,20 @@ def workspace_config(home: Path, bootstrap: str, topics: Topics,
     ring = keyring_path(home, SUBSCRIBER)
     if ring.exists():  # the MASH's feed is confidential: the workspace opens it
         keyrings[SUBSCRIBER] = FeedKeyring.load(ring)
+    # The DPO's reports are checked against the demo's log keys (its keys directory).
     return WorkspaceConfig(users=users, bootstrap=bootstrap, topics=topics, policy=policy,
-                           keyrings=keyrings), passwords
+                           keyrings=keyrings, dpo=DpoConfig(keys_dir=home / "keys")), passwords
 
 
-def _sign_in(url: str, ca: str, username: str, password: str) -> httpx.Client:
+def _text(cell: str) -> str:
+    return " ".join(html.unescape(_TAG.sub(" ", cell)).split())
+
+
+@contextmanager
+def _sign_in(url: str, ca: str, username: str, password: str) -> Iterator[httpx.Client]:
     """A client signed in to the workspace as a browser signs in (CSRF, cookie)."""
-    web = httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca),
-                       timeout=30.0)
-    try:
+    with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca),
+                      timeout=30.0) as web:
         form = web.get("/workspace/signin").text
         csrf = re.search(r'name="csrf" value="([^"]+)"', form)
         if csrf is None:
@@ -93,14 +100,7 @@ def _sign_in(url: str, ca: str, username: str, password: str) -> httpx.Client:
             "username": username, "password": password, "csrf": csrf.group(1)})
         if signed.status_code != 303:
             raise RuntimeError(f"workspace sign-in of {username} answered {signed.status_code}")
-    except BaseException:
-        web.close()
-        raise
-    return web
-
-
-def _text(cell: str) -> str:
-    return " ".join(html.unescape(_TAG.sub(" ", cell)).split())
+        yield web
 
 
 def show_queue(url: str, ca: str, passwords: dict[str, str], ids: set[str],
