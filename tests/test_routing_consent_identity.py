@@ -11,6 +11,7 @@ on a provisional identity.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,48 @@ def test_an_unentitled_record_by_nhs_number_adds_nothing_to_the_index(tmp_path: 
     refused = core.handle(Inbound(T.consent(SCHOOL), 0, 1, None, value))
     assert refused.quarantined == "NOT_ENTITLED"
     assert _index_keys(refused) == [] and len(core.consents) == 0
+
+
+def _decision(action: str, survivor: str, other: str, offset: int) -> Inbound:
+    """A MASH worker's link or unlink of two children."""
+    d = {
+        "decision_id": str(uuid.uuid4()), "subscriber_id": "torbay-mash", "action": action,
+        "pseudonym": survivor, "other_pseudonym": other, "decided_by": "Alex Worker",
+        "review_id": None, "decided_at": NOW,
+    }  # fmt: skip
+    value = CODEC.encode(d, "safeshare.IdentityDecision")
+    return Inbound(T.identity_decisions("torbay-mash"), 0, offset, None, value)
+
+
+def test_a_refusal_under_a_linked_pseudonym_is_not_forgotten_by_the_link(tmp_path: Path) -> None:
+    """Consent given for the child of the NHS number, then refused for a child the
+    router knew apart (another pseudonym): once a person links the two, the later
+    refusal decides; the unlink gives each child back its own records."""
+    clock = FixedClock(NOW)
+    core = _core(tmp_path)
+    core.clock = clock
+    known = core.handle(_concern(nhs_number=NHS))
+    [child] = _index_keys(known)
+    apart = core.handle(_concern(given_name="Jay", date_of_birth="2011-07-02", postcode="EX1 1AA"))
+    [other] = _index_keys(apart)
+    assert other != child and apart.identity == "NEW"
+    clock.advance(1_000)
+    assert core.handle(_consent(nhs_number=NHS)).quarantined is None  # GIVEN, the NHS child
+    assert _mash(core.handle(_concern(nhs_number=NHS))) == "SHARED"
+    clock.advance(1_000)
+    refused = _consent(pseudonym=(other or b"").decode(), given_name="Jay")
+    event = CODEC.decode(refused.value or b"")
+    event["payload"] = ("safeshare.ConsentRecord", {**event["payload"][1], "status": "REFUSED"})
+    refused = Inbound(refused.topic, 0, 3, None, CODEC.encode(event))
+    assert core.handle(refused).quarantined is None
+    assert _mash(core.handle(_concern(nhs_number=NHS))) == "SHARED"  # not linked yet
+
+    clock.advance(1_000)
+    linked = core.handle(_decision("LINK", child.decode(), other.decode(), 4))  # type: ignore[union-attr]
+    assert linked.identity == "LINKED", linked
+    assert _mash(core.handle(_concern(nhs_number=NHS))) == "WITHHELD"
+
+    clock.advance(1_000)
+    unlinked = core.handle(_decision("UNLINK", child.decode(), other.decode(), 5))  # type: ignore[union-attr]
+    assert unlinked.identity == "UNLINKED", unlinked
+    assert _mash(core.handle(_concern(nhs_number=NHS))) == "SHARED"

@@ -17,7 +17,13 @@ whatever its status. So a partial withdrawal is a new GIVEN record with a
 narrower scope; a WITHDRAWN record leaves no consent for any role.
 
 The store is keyed by ``subject_key(pseudonym)``: in the router the keyed HMAC
-the audit leaves carry, so leaves and events find the same entry. Consent is
+the audit leaves carry, so leaves and events find the same entry.
+
+A child a person linked (broker/identity/decisions.py) is one child known by
+several pseudonyms: every record of each counts, and the latest applied one
+for a purpose decides (``link_subjects_with``). So a withdrawal recorded under
+a pseudonym before the link is not forgotten by the link; an unlink gives each
+child back only its own records. Consent is
 looked up when an event is routed, never cached in a decision, so a withdrawal
 stops every later share that relied on it (UK GDPR Art 7(3)).
 """
@@ -247,6 +253,17 @@ def _entry(record: ConsentRecord) -> _Entry:
     )
 
 
+#: How binding a record's status is, for two applied at the same moment.
+_BINDING = {"WITHDRAWN": 2, "REFUSED": 1, "GIVEN": 0}
+
+
+def _rank(applied_at: int | None, entry: _Entry | None) -> tuple[int, int]:
+    """Order of the records of one child's pseudonyms: the latest applied decides."""
+    if entry is None or entry.state.record is None:
+        return (-1, -1)
+    return (applied_at or 0, _BINDING.get(entry.state.record.status, 0))
+
+
 class ConsentStore:
     """Latest consent record per (subject key, purpose); pure and in memory.
 
@@ -266,6 +283,7 @@ class ConsentStore:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._applied_at: dict[tuple[str, str], int] = {}
         self._subject_key = subject_key
+        self._linked: Callable[[str], Iterable[str]] | None = None
         self._last: tuple[str, str] = ("", "")  # the last subject and its key: one HMAC per event
         self._journal: list[tuple[tuple[str, str], _Entry | None, int | None]] = []
         # Record ids whose lapse a decision found and the audit has not yet recorded.
@@ -284,6 +302,11 @@ class ConsentStore:
             raise ValueError("a store holding records cannot change how it keys subjects")
         self._subject_key = subject_key
         self._last = ("", "")
+
+    def link_subjects_with(self, linked: Callable[[str], Iterable[str]]) -> None:
+        """``linked(pseudonym)``: the other pseudonyms of the same child (a person
+        linked them); their records count for it too (module docstring)."""
+        self._linked = linked
 
     def key_of(self, subject: str) -> str:
         """The store's key for an event's pseudonym."""
@@ -356,8 +379,27 @@ class ConsentStore:
 
     # -- reading -----------------------------------------------------------------
     def get(self, subject: str, purpose: str) -> ConsentRecord | None:
-        entry = self._entries.get((self.key_of(subject), purpose))
+        """The latest record for ``subject``'s child and ``purpose`` (any of its pseudonyms)."""
+        entry = self._find(subject, purpose)[1]
         return entry.state.record if entry is not None else None
+
+    def _find(self, subject: str, purpose: str) -> tuple[str, _Entry | None]:
+        """The key and entry deciding for ``subject``: its own, or the latest applied
+        among the pseudonyms linked with it (a tie: the one that shares less)."""
+        key = self.key_of(subject)
+        entry = self._entries.get((key, purpose))
+        others = () if self._linked is None else self._linked(subject)
+        if not others:
+            return key, entry
+        best = (key, entry)
+        rank = _rank(self._applied_at.get((key, purpose)), entry)
+        for other in others:
+            k = other if self._subject_key is None else self._subject_key(other)
+            e = self._entries.get((k, purpose))
+            r = _rank(self._applied_at.get((k, purpose)), e)
+            if r > rank:
+                best, rank = (k, e), r
+        return best
 
     def get_keyed(self, subject_key: str, purpose: str) -> ConsentRecord | None:
         entry = self._entries.get((subject_key, purpose))
@@ -378,8 +420,7 @@ class ConsentStore:
         once per share step of every event, and building a ``ConsentState`` and
         a ``ConsentStatus`` each time was most of the lookup's cost.
         """
-        key = self.key_of(subject)
-        entry = self._entries.get((key, purpose))
+        key, entry = self._find(subject, purpose)
         if entry is None:
             return NO_CONSENT
         roles, expires_at_ms, state, expired = entry

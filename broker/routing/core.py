@@ -160,6 +160,9 @@ class RoutingCore:
         if isinstance(consents, ConsentStore):
             # Keyed as the audit leaves are, so the state rebuilds from them.
             consents.key_subjects_with(self._subject_pseudonym)
+            if identity is not None:
+                # A linked child's consent records, under any of its pseudonyms, count.
+                consents.link_subjects_with(identity.linked_with)
         self._leaves = LeafWriter()
 
     # -- audit helpers -------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,10 @@ class SubjectIdentity:
         self._snapshot(pseudonym)
         decisions.note_shares(self.index, pseudonym, event_id, recipients)
         return entry(self.sealer, self.index, pseudonym)
+
+    def linked_with(self, pseudonym: str) -> Iterable[str]:
+        """The pseudonyms a person linked into ``pseudonym`` (empty for most children)."""
+        return self.index.merged.get(pseudonym, ())
 
     def knows(self, pseudonym: str) -> bool:
         return pseudonym in self.index.records
