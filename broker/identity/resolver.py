@@ -19,9 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.identity.linkage import LINK, NEW, REVIEW, Features, Index
+from broker.identity.linkage import LINK, NEW, REVIEW, Features, Index, Match
 from broker.identity.pseudonym import PartnershipKeys
 from broker.identity.store import IndexSealer, entry
+
+#: A subject's features and their match against the index (:meth:`Resolver.place`).
+Placed = tuple[Features, Match]
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,23 @@ class Resolver:
         self.sealer = sealer or IndexSealer(keys)
         self._new_anchor = new_anchor
 
-    def resolve(self, subject: Mapping[str, Any]) -> Resolution:
+    def place(self, subject: Mapping[str, Any]) -> Placed:
+        """The subject's features and how they match the index (nothing is added)."""
         f = Features.of_subject(subject)
-        m = self.index.match(f)
+        return f, self.index.match(f)
+
+    def certain(self, placed: Placed) -> str | None:
+        """The child a placed record is for certain: a known child it links to
+        automatically, else the child of its NHS number (the pseudonym
+        :meth:`resolve` gives it); None if only a new child or a review would do."""
+        f, m = placed
+        if m.decision == LINK and m.pseudonym is not None:
+            return m.pseudonym
+        return self.keys.pseudonym("nhs", f.nhs) if f.nhs else None
+
+    def resolve(self, subject: Mapping[str, Any], placed: Placed | None = None) -> Resolution:
+        """The pseudonym for ``subject`` (placed already, or now); its record joins the index."""
+        f, m = placed or self.place(subject)
         if m.decision == LINK and m.pseudonym is not None:
             pseudonym, candidate = m.pseudonym, None
         else:

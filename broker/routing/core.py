@@ -307,8 +307,9 @@ class RoutingCore:
         except EncodingError as exc:
             return self._quarantine(msg, "SCHEMA_INVALID", str(exc), routed)
         named = not event["subject"].get("pseudonym")
+        placed = None
         if named:  # the router names the child, as for an event (only if certain)
-            pseudonym, why_not = consent_subject(self, event)
+            pseudonym, placed, why_not = consent_subject(self, event)
             if pseudonym is None:
                 return self._quarantine(msg, "OTHER", why_not, routed)
             event["subject"]["pseudonym"] = pseudonym
@@ -335,7 +336,7 @@ class RoutingCore:
             return self._quarantine(msg, "NOT_ENTITLED", verdict.problem, routed)
         self.seen_event_ids.add(event_id)
         if named:  # the record joins its child's index entry, in this transaction
-            name_subject(self, event, routed, now)
+            name_subject(self, event, routed, now, placed)
         self.consents.put_keyed(subject, record, applied_at_ms=now)
         routed.leaves.append(
             self._consent_leaf(

@@ -30,9 +30,9 @@ from typing import Any
 
 from broker.identity import decisions
 from broker.identity.exceptions import IdentityError
-from broker.identity.linkage import LINK, NEW, REVIEW, Features, Index, Match, Model, Thresholds
+from broker.identity.linkage import NEW, REVIEW, Features, Index, Model, Thresholds
 from broker.identity.pseudonym import PartnershipKeys
-from broker.identity.resolver import Resolution, Resolver
+from broker.identity.resolver import Placed, Resolution, Resolver
 from broker.identity.store import IndexSealer, entry
 
 IndexRecord = tuple[bytes, bytes | None]
@@ -59,9 +59,10 @@ class SubjectIdentity:
         keys = PartnershipKeys.load(directory, create=create)
         return cls(Resolver(keys=keys, index=Index(Model.default(), thresholds)))
 
-    def resolve(self, subject: Mapping[str, Any]) -> Resolution:
-        """The pseudonym for ``subject``; the index now holds the event's record."""
-        r = self.resolver.resolve(subject)
+    def resolve(self, subject: Mapping[str, Any], placed: Placed | None = None) -> Resolution:
+        """The pseudonym for ``subject`` (placed by :meth:`certain`, or now); the
+        index now holds the event's record."""
+        r = self.resolver.resolve(subject, placed)
         if r.decision in (NEW, REVIEW):
             self._undo.append(functools.partial(self._take_back, r.pseudonym, None))
         elif r.added:
@@ -70,17 +71,12 @@ class SubjectIdentity:
             self.reviews += 1
         return r
 
-    def certain(self, subject: Mapping[str, Any]) -> tuple[str | None, Match]:
-        """The pseudonym of the child ``subject`` is for certain (a known child it
-        links to automatically, else the child of its NHS number), or None; and
-        the linkage match. Nothing is added to the index."""
-        f = Features.of_subject(subject)
-        m = self.index.match(f)
-        if m.decision == LINK and m.pseudonym is not None:
-            return m.pseudonym, m
-        if f.nhs:
-            return self.resolver.keys.of_nhs_number(f.nhs), m
-        return None, m
+    def certain(self, subject: Mapping[str, Any]) -> tuple[str | None, Placed]:
+        """The pseudonym of the child ``subject`` is for certain
+        (:meth:`Resolver.certain`), or None; and where it was placed, for
+        :meth:`resolve`. Nothing is added to the index."""
+        placed = self.resolver.place(subject)
+        return self.resolver.certain(placed), placed
 
     def begin(self) -> None:
         self._undo.clear()

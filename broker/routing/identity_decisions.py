@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from broker.codec.exceptions import CodecError, EncodingError, UnknownSchemaError
 from broker.identity.decisions import DecisionProblem
-from broker.identity.resolver import Resolution
+from broker.identity.resolver import Placed, Resolution
 
 if TYPE_CHECKING:
     from broker.routing.core import Inbound, Outbound, Routed, RoutingCore
@@ -51,13 +51,16 @@ def review_id(event_id: str) -> str:
     return str(uuid.uuid5(_REVIEW_NS, event_id))
 
 
-def name_subject(core: RoutingCore, event: dict[str, Any], routed: Routed, now_ms: int) -> str:
+def name_subject(
+    core: RoutingCore, event: dict[str, Any], routed: Routed, now_ms: int,
+    placed: Placed | None = None,
+) -> str:  # fmt: skip
     """Write the router's pseudonym into ``event``; the index entry (and review items)
-    join ``routed``'s outputs."""
+    join ``routed``'s outputs. ``placed``: the match :func:`consent_subject` made."""
     from broker.routing.core import Outbound  # noqa: PLC0415
 
     assert core.identity is not None
-    resolution = core.identity.resolve(event["subject"])
+    resolution = core.identity.resolve(event["subject"], placed)
     pseudonym = event["subject"]["pseudonym"] = resolution.pseudonym
     key, value = resolution.index_record
     assert value is not None  # the index holds at least this event's record
@@ -68,8 +71,11 @@ def name_subject(core: RoutingCore, event: dict[str, Any], routed: Routed, now_m
     return pseudonym
 
 
-def consent_subject(core: RoutingCore, event: Mapping[str, Any]) -> tuple[str | None, str]:
-    """The pseudonym a consent record without one is for, or None and why not.
+def consent_subject(
+    core: RoutingCore, event: Mapping[str, Any]
+) -> tuple[str | None, Placed | None, str]:
+    """The pseudonym a consent record without one is for and where the index placed
+    it (for :func:`name_subject`), or None and why not.
 
     Consent decides shares about a child, so it is applied only to a child the
     router is certain of: one the record links to automatically (its NHS
@@ -81,15 +87,16 @@ def consent_subject(core: RoutingCore, event: Mapping[str, Any]) -> tuple[str | 
     is accepted.
     """
     if core.identity is None:
-        return None, ("subject.pseudonym is null and the router holds no partnership key"
-                      " to derive it: consent not applied")
-    pseudonym, m = core.identity.certain(event["subject"])
+        return None, None, ("subject.pseudonym is null and the router holds no partnership"
+                            " key to derive it: consent not applied")
+    pseudonym, placed = core.identity.certain(event["subject"])
+    m = placed[1]
     if pseudonym is None:
-        return None, (f"subject.pseudonym is null and the subject is not one known child"
-                      f" for certain (linkage {m.decision}, match probability"
-                      f" {m.probability:.3f}): consent is applied only to a child named by"
-                      " pseudonym, NHS number or an automatic link")
-    return pseudonym, ""
+        return None, None, (f"subject.pseudonym is null and the subject is not one known"
+                            f" child for certain (linkage {m.decision}, match probability"
+                            f" {m.probability:.3f}): consent is applied only to a child named"
+                            " by pseudonym, NHS number or an automatic link")
+    return pseudonym, placed, ""
 
 
 def review_outputs(
