@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from broker.api import FeedReader
@@ -73,10 +74,11 @@ class Entry:
         value = subject.get("pseudonym")
         return str(value) if value else None
 
-    @property
+    @cached_property
     def alert(self) -> tuple[str, int] | None:
         """A pattern alert's ``(alert_id, version)``; None for any other record. Each
-        version of an alert is a record of its own (its own event id)."""
+        version of an alert is a record of its own (its own event id). Worked out
+        once per entry: the queue asks for it several times per entry."""
         payload = self.event.get("payload")
         if not (isinstance(payload, tuple) and payload[0].endswith("PatternAlert")):
             return None
