@@ -130,7 +130,8 @@ def _decision(action: str, survivor: str, other: str, offset: int) -> Inbound:
 def test_a_refusal_under_a_linked_pseudonym_is_not_forgotten_by_the_link(tmp_path: Path) -> None:
     """Consent given for the child of the NHS number, then refused for a child the
     router knew apart (another pseudonym): once a person links the two, the later
-    refusal decides; the unlink gives each child back its own records."""
+    refusal decides, also for an event that still carries the other pseudonym;
+    the unlink gives each child back its own records and name."""
     clock = FixedClock(NOW)
     core = _core(tmp_path)
     core.clock = clock
@@ -154,8 +155,19 @@ def test_a_refusal_under_a_linked_pseudonym_is_not_forgotten_by_the_link(tmp_pat
     linked = core.handle(_decision("LINK", child.decode(), other.decode(), 4))  # type: ignore[union-attr]
     assert linked.identity == "LINKED", linked
     assert _mash(core.handle(_concern(nhs_number=NHS))) == "WITHHELD"
+    # An event that still carries the linked-away pseudonym is the linked child's.
+    carried = core.handle(_concern(pseudonym=other.decode(), given_name="Jay"))  # type: ignore[union-attr]
+    assert {json.loads(lf)["subject"] for lf in carried.leaves} == {
+        core.subject_hmac(child.decode())  # type: ignore[union-attr]
+    }
+    assert _mash(carried) == "WITHHELD"
 
     clock.advance(1_000)
     unlinked = core.handle(_decision("UNLINK", child.decode(), other.decode(), 5))  # type: ignore[union-attr]
     assert unlinked.identity == "UNLINKED", unlinked
     assert _mash(core.handle(_concern(nhs_number=NHS))) == "SHARED"
+    apart_again = core.handle(_concern(pseudonym=other.decode(), given_name="Jay"))  # type: ignore[union-attr]
+    assert {json.loads(lf)["subject"] for lf in apart_again.leaves} == {
+        core.subject_hmac(other.decode())  # type: ignore[union-attr]
+    }
+    assert _mash(apart_again) == "WITHHELD"  # its own refusal

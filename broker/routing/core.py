@@ -306,13 +306,16 @@ class RoutingCore:
             self.codec.check_times(event, now, self.time_bounds, ENVELOPE)
         except EncodingError as exc:
             return self._quarantine(msg, "SCHEMA_INVALID", str(exc), routed)
-        named = not event["subject"].get("pseudonym")
+        given = event["subject"].get("pseudonym")
+        named = not given
         placed = None
         if named:  # the router names the child, as for an event (only if certain)
             pseudonym, placed, why_not = consent_subject(self, event)
             if pseudonym is None:
                 return self._quarantine(msg, "OTHER", why_not, routed)
             event["subject"]["pseudonym"] = pseudonym
+        elif self.identity is not None and (survivor := self.identity.survivor_of(given)):
+            event["subject"]["pseudonym"] = survivor  # linked into another child
         try:
             record = ConsentRecord.from_event(event)
         except (KeyError, TypeError, ValueError) as exc:
@@ -507,15 +510,18 @@ class RoutingCore:
             log.info("duplicate %s event=%s not shared again", msg.where, event_id)
             return routed
         pseudonym = event["subject"].get("pseudonym")
-        if not pseudonym:
-            if self.identity is None:
+        survivor = self.identity.survivor_of(pseudonym) if self.identity and pseudonym else None
+        if not pseudonym or survivor:
+            if survivor:  # a person linked this pseudonym into another child
+                pseudonym = event["subject"]["pseudonym"] = survivor
+            elif self.identity is None:
                 return self._quarantine(
                     msg, "OTHER", "subject.pseudonym is null and the router holds no"
                     " partnership key to derive it: not shared", routed,
                 )  # fmt: skip
-            # The router names the child (HMAC of the NHS number, else linkage);
-            # the copies carry that pseudonym, so they are encoded, not spliced.
-            pseudonym = name_subject(self, event, routed, now)
+            else:  # the router names the child (HMAC of the NHS number, else linkage)
+                pseudonym = name_subject(self, event, routed, now)
+            # The copies carry the router's pseudonym: encoded, not spliced.
             written = self.codec.written(event, ENVELOPE)
             subject = self.subject_hmac(pseudonym)
             audited = self._leaves.event(

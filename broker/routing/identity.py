@@ -159,6 +159,15 @@ class SubjectIdentity:
         """The pseudonyms a person linked into ``pseudonym`` (empty for most children)."""
         return self.index.merged.get(pseudonym, ())
 
+    def survivor_of(self, pseudonym: str) -> str | None:
+        """The child a person linked ``pseudonym`` into, for an event that still
+        carries it (None: not linked away). Links are few; looked up only while
+        some exist, for a pseudonym the index no longer holds."""
+        merged = self.index.merged
+        if not merged or pseudonym in self.index.records:
+            return None
+        return next((s for s, others in merged.items() if pseudonym in others), None)
+
     def knows(self, pseudonym: str) -> bool:
         return pseudonym in self.index.records
 
