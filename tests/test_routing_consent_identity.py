@@ -171,3 +171,34 @@ def test_a_refusal_under_a_linked_pseudonym_is_not_forgotten_by_the_link(tmp_pat
         core.subject_hmac(other.decode())  # type: ignore[union-attr]
     }
     assert _mash(apart_again) == "WITHHELD"  # its own refusal
+
+
+def test_replacing_a_linked_childs_consent_needs_the_entitlement_to_replace_it(
+    tmp_path: Path,
+) -> None:
+    """The child's social worker refused consent under the pseudonym a person later
+    linked away; the return-home service, which may not replace another agency's
+    record, cannot undo that refusal by recording under the surviving pseudonym."""
+    clock = FixedClock(NOW)
+    core = _core(tmp_path)
+    core.clock = clock
+    [child] = _index_keys(core.handle(_concern(nhs_number=NHS)))
+    [other] = _index_keys(
+        core.handle(_concern(given_name="Jay", date_of_birth="2011-07-02", postcode="EX1 1AA"))
+    )
+    social_care = example("consent_record")
+    social_care["source"] = {"agency_id": "torbay-childrens-services",
+                             "agency_type": "CHILDRENS_SOCIAL_CARE", "system": "x"}  # fmt: skip
+    social_care["subject"] = {**CHILD, "pseudonym": other.decode(), "given_name": "Jay"}  # type: ignore[union-attr]
+    social_care["payload"].update(status="REFUSED", purpose="SAFEGUARDING", scope_roles=[],
+                                  scope_data_classes=[], expires_at=None)  # fmt: skip
+    value = CODEC.encode({**CODEC.from_json(social_care), "signature": None})
+    refused = core.handle(Inbound(T.consent("torbay-childrens-services"), 0, 1, None, value))
+    assert refused.quarantined is None, refused
+    clock.advance(1_000)
+    linked = core.handle(_decision("LINK", child.decode(), other.decode(), 2))  # type: ignore[union-attr]
+    assert linked.identity == "LINKED", linked
+    clock.advance(1_000)
+    overridden = core.handle(_consent(nhs_number=NHS))  # GIVEN, by the return-home service
+    assert overridden.quarantined == "NOT_ENTITLED", overridden
+    assert _mash(core.handle(_concern(nhs_number=NHS))) == "WITHHELD"

@@ -333,7 +333,8 @@ class RoutingCore:
             routed.leaves.append(self._leaves.duplicate(audited, time_ms=now))
             log.info("duplicate consent record %s event=%s not applied again", msg.where, event_id)
             return routed
-        previous = self.consents.get_keyed(subject, record.purpose)
+        # The record that decides for the child now: under any of its pseudonyms.
+        previous = self.consents.get(event["subject"]["pseudonym"], record.purpose)
         verdict = self._consent_entitlement(event, record, previous, now)
         if verdict.problem is not None:
             return self._quarantine(msg, "NOT_ENTITLED", verdict.problem, routed)
