@@ -36,7 +36,7 @@ from broker.codec.exceptions import EncodingError
 from broker.identity.desk import IdentityDesk
 from broker.intake import EventRefused, Intake, check_source
 from broker.kafka.consumer import make_consumer
-from broker.kafka.producer import make_producer
+from broker.kafka.producer import SendFuture, make_producer
 from broker.kafka.structs import Closeable
 from broker.loop.api import Acknowledger, AckReceipt, DeadlineBook
 from broker.policy import Policy
@@ -157,10 +157,37 @@ class Publisher(Closeable):
         the broker acknowledges it. For a caller that checks a batch first and
         sends only if every event passed (``safeshare publish``); ``headers``
         travel with the record (the gateway's request id, broker.gateway.recall)."""
+        return self.receipt(event, self.start(event, data, headers=headers), timeout_s=timeout_s)
+
+    def start(self, event: Mapping[str, Any], data: bytes, *,
+              headers: Sequence[tuple[str, bytes]] | None = None) -> SendFuture:
+        """:meth:`send` without waiting for the acknowledgement: the record's
+        future (:meth:`receipt` waits for it). May wait for the topic's metadata."""
         topic, key = self.destination(event)
-        future = self._producer.send(topic, data, key=key, headers=headers)
+        return self._producer.send(topic, data, key=key, headers=headers)
+
+    def start_now(self, event: Mapping[str, Any], data: bytes, *,
+                  headers: Sequence[tuple[str, bytes]] | None = None) -> SendFuture | None:
+        """:meth:`start` if it needs no wait at all, else None (for an event loop,
+        which then calls :meth:`start` from a thread)."""
+        topic, key = self.destination(event)
+        if key is None:
+            return None
+        return self._producer.send_now(topic, data, key=key, headers=headers)
+
+    @staticmethod
+    def receipt(event: Mapping[str, Any], future: SendFuture, *,
+                timeout_s: float = 30.0) -> Receipt:
+        """The receipt of ``event`` sent as ``future``, once acknowledged (raises
+        why not: the broker refused it, or no answer in ``timeout_s``)."""
         meta = future.get(timeout=timeout_s)
         return Receipt(str(event["event_id"]), meta.topic, meta.partition, meta.offset)
+
+    @property
+    def broken(self) -> bool:
+        """The producer will send nothing more after a record the broker refused
+        for good (:attr:`broker.kafka.producer.Producer.broken`): make a new Publisher."""
+        return self._producer.broken
 
     def publish_json(self, obj: Any, *, timeout_s: float = 30.0) -> Receipt:
         """Like :meth:`publish`, for an event in its JSON form."""

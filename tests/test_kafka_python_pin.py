@@ -126,6 +126,19 @@ def test_a_fenced_producer_is_known_by_its_transaction_managers_last_error() -> 
     assert not kp.producer_fenced(SimpleNamespace(_transaction_manager=TransactionManager()))
 
 
+def test_an_idempotent_producer_is_broken_by_a_record_refused_for_good() -> None:
+    from kafka.producer.transaction_manager import TransactionManager
+
+    manager = TransactionManager()  # idempotent, not transactional
+    assert not kp.producer_broken(SimpleNamespace(_transaction_manager=manager))
+    # The defect worked around: a refused record is fatal to the whole producer.
+    assert manager.classify_batch_error(kerr.MessageSizeTooLargeError, None) == (
+        manager.ERROR_CLASS_FATAL)
+    manager.transition_to_fatal_error(kerr.MessageSizeTooLargeError())
+    assert kp.producer_broken(SimpleNamespace(_transaction_manager=manager))
+    assert not kp.producer_broken(SimpleNamespace(_transaction_manager=None))
+
+
 def test_offsets_are_sent_through_the_transaction_manager_without_blocking() -> None:
     from kafka.producer.transaction_manager import TransactionManager
 

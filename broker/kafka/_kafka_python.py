@@ -12,8 +12,8 @@ tests/test_kafka_python_pin.py fails until the pieces are checked again.
 - :class:`AuthFailureRecorder`: a refused login that reads as "broker down".
 - :class:`KeyedAppender` and :class:`Sent`: ``send`` without its per-record
   bookkeeping, and the layout of a refused batch's future.
-- :func:`producer_fenced`, :func:`start_sending_offsets`, :func:`start_ending`,
-  :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
+- :func:`producer_fenced`, :func:`producer_broken`, :func:`start_sending_offsets`,
+  :func:`start_ending`, :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
   but does not expose, and waits it does not bound.
 - :func:`leave_group_when_stopping`: a static member (KIP-345) that stops on
   its own hands its partitions over at once, not after the session timeout.
@@ -213,6 +213,19 @@ def producer_fenced(raw: Any) -> bool:
     last = getattr(getattr(raw, "_transaction_manager", None), "last_error", None)
     fenced = (_kerr.ProducerFencedError, _kerr.InvalidProducerEpochError)
     return isinstance(last, fenced) or (isinstance(last, type) and issubclass(last, fenced))
+
+
+def producer_broken(raw: Any) -> bool:
+    """Whether ``raw`` (a KafkaProducer) will send nothing more: kafka-python's
+    idempotent producer moves to a fatal state after any record the broker
+    refuses for good (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...), and
+    fails every later record with that error until it is replaced; its
+    ``classify_batch_error`` says it "just fails the batch" but returns FATAL
+    (the Java client goes on sending). False under another version."""
+    if not PINNED:
+        return False
+    manager = getattr(raw, "_transaction_manager", None)
+    return manager is not None and bool(manager.has_fatal_error())
 
 
 def start_sending_offsets(raw: Any, offsets: dict[Any, Any], group: Any) -> Any | None:

@@ -87,6 +87,18 @@ class SendFuture:
         Cheaper than :meth:`get` for the many records of a transaction."""
         raise_if_record_failed(self._raw)
 
+    @property
+    def done(self) -> bool:
+        """The broker answered (or the producer gave up): :meth:`get` returns or
+        raises without waiting."""
+        return bool(self._raw.is_done)
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once :attr:`done`: at once if it is, else on the
+        producer's network thread (keep it short; an event loop's
+        ``call_soon_threadsafe`` is the way to wake a coroutine waiting for it)."""
+        self._raw.add_both(lambda _result: callback())
+
 
 class Producer(Closeable):
     """A kafka-python producer with our errors, our types and a transaction helper."""
@@ -125,6 +137,12 @@ class Producer(Closeable):
     def _fenced(self) -> bool:
         return producer_fenced(self._raw)
 
+    @property
+    def broken(self) -> bool:
+        """Every later record will fail as one did (kafka-python's idempotent
+        producer after a record refused for good): replace this producer."""
+        return _kafka_python.producer_broken(self._raw)
+
     def send(
         self,
         topic: str,
@@ -152,6 +170,27 @@ class Producer(Closeable):
             with self._translated(f"send to {topic}"):
                 raise
         return SendFuture(fut)
+
+    def send_now(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> SendFuture | None:
+        """:meth:`send` of a keyed record if it can be done without waiting, else
+        None (then :meth:`send`, which may wait for the topic's metadata, from a
+        thread that may block). For an event loop: never blocks."""
+        appender = self._appender
+        if appender is None:
+            return None
+        try:
+            fut = appender(topic, value, key, list(headers) if headers else [])
+        except Exception:
+            with self._translated(f"send to {topic}"):
+                raise
+        return None if fut is None else SendFuture(fut)
 
     def send_all(self, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> Sent:
         """Send ``(topic, key, value)`` records whose offsets the caller does not
