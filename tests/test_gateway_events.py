@@ -8,6 +8,7 @@ import socket
 import ssl
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from broker.gateway.server import TlsFiles, server_context
 from broker.gateway.tokens import OAuthClients
 from broker.intake import Intake
 from broker.kafka.admin import Admin
+from broker.kafka.exceptions import KafkaError
+from broker.kafka.producer import make_producer
 from broker.topics import Topics
 from tests.gateway_helpers import Running, running_gateway
 from tests.helpers import CODEC, create_topics, example, read_all, settings_for, wait_for
@@ -294,3 +297,83 @@ def test_after_a_restart_a_retry_gets_the_same_receipt_and_nothing_is_published_
         # and the receipt route knows it without the router having run
         assert c.get(f"/v1/events/{event['event_id']}/receipt").json()["published"] == got[0]
     assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0)) == 3
+
+
+def test_a_send_the_broker_refuses_is_503_with_no_receipt_and_a_retry_publishes_once(
+    gw: Running, kafka_bootstrap: str, topics: Topics, admin: Admin
+) -> None:
+    """The acknowledgement is awaited on the event loop: a record the broker
+    refuses (here: over the topic's max.message.bytes) gives a 503 naming the
+    error and no receipt, and the request is not remembered as done."""
+    event = example("education_concern")
+    body = json.dumps(event).encode()
+    headers = {"X-Request-ID": str(uuid.uuid4()), "Content-Type": "application/json"}
+    ingest = topics.ingest(SCHOOL)
+    with gw.client("agency", SCHOOL) as c:
+        assert c.post("/v1/events", json=example("education_concern")).status_code == 201
+        with _max_message_bytes(admin, kafka_bootstrap, ingest, 128):
+            refused = c.post("/v1/events", content=body, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "unavailable"
+        assert "MessageSizeTooLarge" in refused.json()["detail"]
+        assert "receipts" not in refused.json()
+        assert c.get(f"/v1/events/{event['event_id']}/receipt").status_code == 404
+        # kafka-python's producer sends nothing more after such a record: the
+        # gateway makes a new one for the agency, so the retry goes through.
+        retry = c.post("/v1/events", content=body, headers=headers)
+        assert retry.status_code == 201, retry.text
+        assert retry.json()["replayed"] is False
+    mine = [r for r in read_all(kafka_bootstrap, ingest) if r.value != _PROBE
+            and CODEC.decode(r.value or b"", "safeshare.ConcernEvent")["event_id"] == (
+                event["event_id"])]
+    assert len(mine) == 1
+    (receipt,) = retry.json()["receipts"]
+    assert (mine[0].partition, mine[0].offset) == (receipt["partition"], receipt["offset"])
+
+
+_PROBE = b"probe" * 200
+
+
+@contextmanager
+def _max_message_bytes(admin: Admin, bootstrap: str, topic: str, limit: int) -> Iterator[None]:
+    """``topic`` refuses records over ``limit`` bytes in the block (a probe waits
+    for the broker to apply the change, and for it to be undone after)."""
+
+    def probe_refused() -> bool:
+        with make_producer(bootstrap) as p:
+            try:
+                p.send(topic, _PROBE, key=b"probe").get(timeout=10)
+            except KafkaError as exc:
+                assert "MessageSizeTooLarge" in str(exc), exc
+                return True
+            return False
+
+    admin.alter_topic_config(topic, {"max.message.bytes": str(limit)})
+    try:
+        wait_for(f"{topic} refusing records over {limit} bytes", probe_refused)
+        yield
+    finally:
+        admin.alter_topic_config(topic, {"max.message.bytes": "1048588"})
+        wait_for(f"{topic} taking records again", lambda: not probe_refused())
+
+
+def test_concurrent_retries_of_one_request_publish_it_once(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Eight clients send the same request at once: one publishes, the others
+    wait for it and get its receipt (replayed), one record on the topic."""
+    event = example("education_concern")
+    body = json.dumps(event).encode()
+    headers = {"X-Request-ID": str(uuid.uuid4()), "Content-Type": "application/json"}
+
+    clients = [gw.client("agency", SCHOOL) for _ in range(8)]
+
+    def post(c: httpx.Client) -> httpx.Response:
+        with c:
+            return c.post("/v1/events", content=body, headers=headers)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, clients))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({json.dumps(a.json()["receipts"]) for a in answers}) == 1
+    assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL))) == 1

@@ -40,9 +40,11 @@ def principal_in(scope: Any) -> Principal | None:
         return None
 
 
-def caller(request: Request) -> Principal:
+async def caller(request: Request) -> Principal:
     """FastAPI dependency: the authenticated principal: the client certificate's,
-    else a bearer token's (:mod:`broker.gateway.tokens`); 401 without either."""
+    else a bearer token's (:mod:`broker.gateway.tokens`); 401 without either.
+    A coroutine, though it never waits: FastAPI runs a plain function on a pool
+    thread, a hand-off per request that cost more than the look-up."""
     p = principal_in(request.scope)
     if p is not None:
         return p
