@@ -1,0 +1,284 @@
+"""The router benchmark's timing phases: ``txn``, ``latency``, ``cycle``.
+
+Back-to-back transactions and their retry pause, the router process's latency
+from send to a ``read_committed`` reader of a feed at a steady rate, and where
+one loop of the router spends its time at that rate. See bench/bench_router.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.router_load import (  # noqa: E402
+    LATENCY_FEED,
+    PASSTHROUGH_COPIES,
+    UUID,
+    Template,
+    namespace,
+    replace_topic,
+    report,
+    router_process,
+)
+from broker import config  # noqa: E402
+from broker.clock import SystemClock  # noqa: E402
+from broker.codec import Codec  # noqa: E402
+from broker.kafka.consumer import make_consumer  # noqa: E402
+from broker.kafka.producer import TXN_RETRY_BACKOFF_MS, make_producer  # noqa: E402
+from broker.kafka.structs import OffsetAndMetadata, TopicPartition  # noqa: E402
+from broker.policy import ConsentStore, Policy  # noqa: E402
+from broker.routing.app import build_core, build_service, settle_memory  # noqa: E402
+from broker.routing.transaction import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
+
+
+def phase_txn(bootstrap: str, base: config.Settings, policy: Path,
+              tmpls: Sequence[Template], pauses_ms: Sequence[float], count: int = 100,
+              block: int = 10) -> None:
+    """Back-to-back small transactions, as a router's at a steady rate: begin,
+    the offsets, one copy to each of three feeds, flush, commit, and at once the
+    next. Wall time per transaction and how many transactional requests were
+    retried (CONCURRENT_TRANSACTIONS while the previous commit completes), for
+    each first retry pause: one producer per setting, ``block`` transactions in
+    a row each in turn (one by one, each producer's commit would complete
+    during the other's transaction), ``count`` measured per setting after a
+    block to warm up."""
+    made: list[tuple[float, Any, list[float], list[int]]] = []
+    with namespace(bootstrap, base, policy, "txn") as env:
+        outputs = [env.topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
+        value = tmpls[0].make(str(uuid.uuid4()), 1_800_000_000_000)
+        group = make_consumer(bootstrap, group_id=f"{env.topics.namespace}.txn")
+        tp = TopicPartition(env.topics.ingest(tmpls[0].topic.rsplit(".", 1)[1]), 0)
+        for pause in pauses_ms:
+            producer = make_producer(
+                bootstrap, transactional_id=f"{env.topics.namespace}.txn.{pause:g}",
+                linger_ms=PRODUCER_LINGER_MS, batch_size=PRODUCER_BATCH_BYTES,
+            )
+            producer.init_transactions()
+            made.append((pause, producer, [], [0]))
+        try:
+            for k in range((count + block) * len(made)):
+                _, producer, walls, retries = made[(k // block) % len(made)]
+                measured = k >= block * len(made)
+                before = producer.retry_pauses.count if producer.retry_pauses else 0
+                started = time.perf_counter()
+                producer.begin_transaction()
+                wait = producer.start_sending_offsets(
+                    {tp: OffsetAndMetadata(k + 1, "", -1)}, group.group_metadata())
+                sent = producer.send_all((out, uuid.uuid4().bytes, value) for out in outputs)
+                producer.flush()
+                sent.raise_if_failed()
+                wait()
+                producer.commit_transaction()
+                if measured:
+                    walls.append(time.perf_counter() - started)
+                    after = producer.retry_pauses.count if producer.retry_pauses else 0
+                    retries[0] += after - before
+        finally:
+            for _, producer, _, _ in made:
+                producer.close()
+            group.close()
+    for pause, _, walls, retries in made:
+        walls.sort()
+        report(f"back-to-back transactions, first retry pause {pause:g} ms: p50",
+               walls[len(walls) // 2] * 1000, "ms",
+               f"{len(walls)} transactions, {retries[0] / len(walls):.2f} retried requests each")
+        report(f"back-to-back transactions, first retry pause {pause:g} ms: p99",
+               walls[int(len(walls) * 0.99)] * 1000, "ms")
+
+
+def latency_settings(txn_retry_ms: float) -> str:
+    """The router's settings that the latency depends on, for the report."""
+    from kafka import KafkaProducer  # noqa: PLC0415 - the client's own default, as used
+
+    from broker.routing.service import RouterService  # noqa: PLC0415
+
+    retry_ms = KafkaProducer.DEFAULT_CONFIG["retry_backoff_ms"]
+    max_batch = inspect.signature(RouterService.__init__).parameters["max_batch"].default
+    return (
+        f"router: transactional retry pause {txn_retry_ms:g} ms doubling to "
+        f"retry_backoff_ms {retry_ms} ms (kafka-python's default, which it "
+        f"used to sleep whole), linger_ms {PRODUCER_LINGER_MS}, batch.size "
+        f"{PRODUCER_BATCH_BYTES // 1024} KiB, max {max_batch} events a transaction"
+    )
+
+
+def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
+                  tmpls: Sequence[Template], rate: float, seconds: float,
+                  warmup_s: float = 5.0, txn_retry_ms: float = TXN_RETRY_BACKOFF_MS) -> None:
+    codec = Codec.default()
+    policy = Policy.load(policy_path, field_classes=codec.data_classes())
+    now = int(time.time() * 1000)
+    to_feed = {
+        t.kind + t.key.decode(): any(
+            d.subscriber == LATENCY_FEED and d.outcome == "SHARE"
+            for d in policy.decide_all(t.event, ConsentStore(), now)
+        )
+        for t in tmpls
+    }
+    with namespace(bootstrap, base, policy_path, "lat") as env:
+        tmpls = [replace_topic(t, env.topics) for t in tmpls]
+        sent: dict[bytes, int] = {}
+        expected: set[bytes] = set()
+        latencies: list[float] = []
+        received: set[bytes] = set()
+        halt = threading.Event()
+        measure_from = [float("inf")]
+
+        def load() -> None:
+            producer = make_producer(bootstrap, linger_ms=2)
+            i, next_at = 0, time.monotonic()
+            measure_from[0] = time.time() * 1000 + warmup_s * 1000
+            end = time.monotonic() + warmup_s + seconds
+            while time.monotonic() < end and not halt.is_set():
+                t = tmpls[i % len(tmpls)]
+                eid = str(uuid.uuid4())
+                at = int(time.time() * 1000)
+                sent[eid.encode()] = at
+                if at >= measure_from[0] and to_feed[t.kind + t.key.decode()]:
+                    expected.add(eid.encode())
+                producer.send(t.topic, t.make(eid, at), key=t.key)
+                i += 1
+                next_at += 1 / rate
+                delay = next_at - time.monotonic()
+                if delay > 0.001:
+                    time.sleep(delay)
+            producer.flush()
+            producer.close()
+
+        def read() -> None:
+            consumer = make_consumer(bootstrap, group_id=None, isolation_level="read_committed")
+            parts = consumer.partitions_for_topic(env.topics.feed(LATENCY_FEED)) or set()
+            consumer.assign([TopicPartition(env.topics.feed(LATENCY_FEED), p) for p in parts])
+            try:
+                while not halt.is_set():
+                    records = consumer.poll_records(timeout_ms=50)
+                    at = time.time() * 1000
+                    for r in records:
+                        for m in UUID.finditer(r.value or b""):
+                            eid = m.group(0)
+                            if eid in sent:
+                                received.add(eid)
+                                if sent[eid] >= measure_from[0]:
+                                    latencies.append(at - sent[eid])
+                                break
+            finally:
+                consumer.close()
+
+        with router_process(env, "bench-latency", txn_retry_ms):
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            time.sleep(5)  # the router joins its group meanwhile
+            loader = threading.Thread(target=load, daemon=True)
+            loader.start()
+            loader.join()
+            deadline = time.monotonic() + 30
+            while not expected <= received and time.monotonic() < deadline:
+                time.sleep(0.2)
+            halt.set()
+            reader.join(10)
+        missing = len(expected - received)
+        lat = sorted(latencies)
+        if not lat:
+            print("no latency samples (the router did not deliver?)")
+            return
+        q = statistics.quantiles(lat, n=100)
+        note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
+        print(f"  {latency_settings(txn_retry_ms)}")
+        at = f"at {rate:,.0f}/s, txn retry {txn_retry_ms:g} ms"
+        report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
+        report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
+        report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")
+        if missing:
+            print(f"  ({missing} expected events had not arrived 30 s after the load stopped)")
+
+
+def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
+                tmpls: Sequence[Template], rate: float, seconds: float) -> None:
+    """Where a router's loop spends its time at a steady input rate (in process).
+
+    The latency at a steady rate is about one loop: the events that arrived
+    during the last one are polled, routed, flushed and committed. Each step of
+    the loop is timed on the service object (the load is sent from a thread of
+    this process, so it shares the interpreter with the router).
+    """
+    with namespace(bootstrap, base, policy, "cycle") as env:
+        tm = [replace_topic(t, env.topics) for t in tmpls]
+        sizes: list[int] = []
+        clock = SystemClock()
+        service = build_service(
+            env.settings, bootstrap, clock=clock, instance_id="bench-cycle",
+            core=build_core(env.settings, clock=clock, codec=Codec.default()),
+            on_batch=lambda batch: sizes.append(len(batch)),
+        )
+        spent: dict[str, float] = {}
+
+        def timed(obj: Any, name: str, label: str) -> None:
+            inner = getattr(obj, name)
+
+            def run(*a: Any, **k: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+            setattr(obj, name, run)
+
+        steps = [("_poll", "poll"), ("_catch_up_audit", "audit catch-up"), ("_update_lag", "lag"),
+                 ("_start", "route + send"), ("_finish", "flush + commit")]
+        for name, label in steps:
+            timed(service, name, label)
+        original_producer = service._new_producer
+
+        def instrumented(producer: Any) -> Any:
+            timed(producer, "commit_transaction", "  of which commit")
+            return producer
+
+        producers: list[Any] = []
+        if service._producer is not None:  # opened with the service
+            instrumented(service._producer)
+            producers.append(service._producer)
+        # ... and any replacement after a failure
+        service._new_producer = lambda: instrumented(original_producer())  # type: ignore[method-assign]
+
+        def load() -> None:
+            producer = make_producer(bootstrap, linger_ms=2)
+            i, next_at, end = 0, time.monotonic(), time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = tm[i % len(tm)]
+                producer.send(t.topic, t.make(str(uuid.uuid4()), int(time.time() * 1000)),
+                              key=t.key)
+                i += 1
+                next_at += 1 / rate
+                if (delay := next_at - time.monotonic()) > 0.001:
+                    time.sleep(delay)
+            producer.flush()
+            producer.close()
+
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        settle_memory()
+        service.run(idle_exit_s=3)
+        loader.join()
+    cycles = max(len(sizes), 1)
+    print(f"  {cycles} transactions, {sum(sizes) / cycles:.0f} events each on average")
+    for label in [label for _, label in steps] + ["  of which commit"]:
+        report(f"loop at {rate:,.0f}/s: {label.strip()}", spent.get(label, 0) / cycles * 1000,
+               "ms per transaction")
+    pauses = [p.retry_pauses for p in producers if p.retry_pauses is not None]
+    if pauses:
+        # A retried AddOffsets/AddPartitions (CONCURRENT_TRANSACTIONS while the
+        # previous commit completes) pauses the producer's sender thread.
+        report(f"loop at {rate:,.0f}/s: transactional retries", pauses[0].count / cycles,
+               "per transaction", f"first pause {TXN_RETRY_BACKOFF_MS:g} ms, doubling")
+        report(f"loop at {rate:,.0f}/s: paused before transactional retries",
+               pauses[0].seconds / cycles * 1000, "ms per transaction")
