@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.policy import ConsentStore
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "deploy" / "policy" / "example-mash.yaml"
 TORBAY = "E06000027"
@@ -301,3 +303,54 @@ def consent_event(
         },
     )
     return event
+
+
+# -- events and consent positions at the edges, for the fast paths' comparisons --------
+
+JUST = "Mother's partner is the suspected exploiter; asking would alert him."
+OVERRIDE = {"reason": "WOULD_PREJUDICE_PROTECTION", "justification": JUST}
+
+
+def odd_events() -> list[dict[str, Any]]:
+    """Events at the edges of what policy reads: each differs from a plain one in one fact."""
+
+    def changed(change: Any, **kw: Any) -> dict[str, Any]:
+        event = make_event(**kw)
+        change(event)
+        return event
+
+    payload_of_another_kind = make_event(category="HEALTH_CONCERN")["payload"]
+    return [
+        make_event(**OVERRIDE),
+        make_event(break_glass=True, la=DEVON, **OVERRIDE),
+        make_event(reason="BECAUSE", justification=JUST, risk="CRITICAL"),
+        make_event(reason="CANNOT_BE_GIVEN", justification=None),
+        make_event(reason="CANNOT_BE_GIVEN", justification=JUST),
+        make_event(category="EDUCATION_CONCERN", agency="example-academy", agency_type="SCHOOL"),
+        changed(lambda e: e["subject"].__setitem__("local_authority", None), **OVERRIDE),
+        changed(lambda e: e["subject"].__setitem__("local_authority", "E06000026"), **OVERRIDE),
+        changed(lambda e: e["subject"].__setitem__("pseudonym", None), **OVERRIDE),
+        changed(lambda e: e.__setitem__("payload", payload_of_another_kind), **OVERRIDE),
+        changed(lambda e: e.__setitem__("sharing", None)),
+        changed(lambda e: e["sharing"].__setitem__("break_glass", "yes"), **OVERRIDE),
+        changed(lambda e: e.pop("event_id"), **OVERRIDE),
+        changed(lambda e: e.__setitem__("risk_level", "SEVERE")),
+    ]
+
+
+def consent_positions() -> list[ConsentStore | None]:
+    def store(**kw: Any) -> ConsentStore:
+        s = ConsentStore()
+        s.apply(consent_event(**kw))
+        return s
+
+    return [
+        None,
+        ConsentStore(),
+        store(status="GIVEN"),
+        store(status="GIVEN", data_classes=["identity", "location"]),
+        store(status="GIVEN", roles=["mash_team"]),
+        store(status="GIVEN", expires_at=NOW),
+        store(status="REFUSED"),
+        store(status="WITHDRAWN"),
+    ]
