@@ -2,7 +2,7 @@
 
 The router decides through exact-type fact reading, generated field walks,
 remembered outcomes and consent states built when a record is put; each must
-give the plain path's answer (or decline). Split from tests/test_policy_decide.py."""
+give the plain path's answer (or decline)."""
 
 from __future__ import annotations
 
