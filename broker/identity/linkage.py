@@ -23,12 +23,14 @@ another seed than the bench's (labelled m, u by random sampling).
 Rules sit above the score, because no weight should outvote them: two
 different NHS numbers are two children, and a given name that disagrees
 (not the same, not within Jaro-Winkler 0.92 or one keying error of it or of
-one of its familiar forms, not a familiar form: twins, as Oliver and Olivia)
+one of its familiar forms, not a familiar form: twins, as Oliver and Olivia;
+nor two names each given to many children in their own right, Elsie and Alice)
 is never linked automatically, only offered for review (a child that agrees
 may still be linked when such a twin scores higher: the rule keeps the link
 from the twin); nor is an event without the given name, or without the family
-name or birth date unless the postcode agrees and nothing else differs by more
-than a keying error (a first name and a birthday alone fit too many children).
+name or birth date unless the postcode agrees, the given name is one the twins
+rule allows and nothing else differs by more than a keying error (a first name
+and a birthday alone fit too many children).
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ class Model:
         total = self.prior_weight
         disagree = False
         for name, level in levels.items():
-            if level is None or name == _TYPO:
+            if level is None or name in (_TYPO, _OWN):
                 continue
             attr = _ATTR[name]
             total += self.weights[name][level]
@@ -269,22 +271,31 @@ class Model:
         given = levels["given"]
         if given is not None and given > 2 and levels.get(_TYPO) != 0:
             disagree = True  # not the same name, a close spelling or a familiar form
+        if levels.get(_OWN) == 1:
+            disagree = True  # two names of their own (Elsie and Alice): maybe twins
         if levels["given"] is None:
             disagree = True  # a family name and a birthday alone fit too many children
         elif (levels["family"] is None or levels["dob"] is None) and not (
             levels["postcode"] == 0
-            and all((levels[n] or 0) <= _KEYING_ERROR[n] for n in _KEYING_ERROR)
+            and (levels["family"] or 0) <= _KEYING_ERROR["family"]
+            and (levels["dob"] or 0) <= _KEYING_ERROR["dob"]
         ):
             # Too little to be sure: without the family name or the birth date,
-            # only the same address and no other difference will do.
+            # only the same address, a name the twins rule allows and no other
+            # difference than a keying error will do.
             disagree = True
         return total, disagree
 
 
 _ATTR: Final = {name: attr for name, _, attr in COMPARISONS}
 #: The last level of each comparison that is at most a keying error away.
-_KEYING_ERROR: Final = {"given": 1, "family": 1, "dob": 3}
+_KEYING_ERROR: Final = {"family": 1, "dob": 3}
 _TYPO: Final = "given_typo"
+#: Not weighed either: 1 if two given names are each a name of its own (below).
+_OWN: Final = "given_own"
+#: The least share of the index's records a given name has to be a name of its
+#: own (one child in 200: Elsie, Alice; a rare familiar form such as Belle is not).
+_OWN_NAME: Final = 5e-3
 
 
 def levels_of(a: Features, b: Features) -> dict[str, int | None]:
@@ -341,7 +352,7 @@ def probability(weight: float) -> float:
 class Thresholds:
     """Match probabilities: at or above ``upper`` link, below ``lower`` a new child."""
 
-    upper: float = 0.98
+    upper: float = 0.95
     lower: float = 0.5
 
 
@@ -360,9 +371,10 @@ class Index:
     """The children known so far, each as the features of the records seen for it.
 
     Blocking keys (date of birth, the same with day and month swapped, formal
-    given name and family name with the birth year, or without it for a record
-    that has none, postcode and initial) limit comparisons to a
-    few candidates per event.
+    given name and family name with the birth year, and without it where either
+    side has no birth date, the family name's Soundex code with the birth year
+    and an initial of the given name's forms, postcode and initial) limit
+    comparisons to a few candidates per event.
     """
 
     model: Model
@@ -428,6 +440,21 @@ class Index:
             return None
         return counts[value] / total
 
+    def _names_of_their_own(self, a: str | None, b: str | None, level: int | None) -> int | None:
+        """1 if two given names are familiar forms of each other (given ``level`` 2)
+        and each is a name of its own, many children's given name in the index;
+        else 0; None if null.
+
+        The nicknames data set lists Elsie as a form of Alice, and Millie of Emily:
+        twins may be given both. Such a pair is not the same name for the twins
+        rule once the index holds enough records to tell (term frequencies)."""
+        if a is None or b is None or level is None:
+            return None
+        if level != 2:
+            return 0
+        ta, tb = self._tf("given", a), self._tf("given", b)
+        return int(ta is not None and tb is not None and min(ta, tb) >= _OWN_NAME)
+
     def candidates(self, f: Features) -> set[str]:
         out: set[str] = set()
         for key in _keys(f, probe=True):
@@ -450,7 +477,9 @@ class Index:
                     break  # two NHS numbers: two children
                 if f.upn and other.upn and f.upn != other.upn:
                     continue  # another pupil's record
-                per_record.append(levels_of(f, other))
+                levels = levels_of(f, other)
+                levels[_OWN] = self._names_of_their_own(f.given, other.given, levels["given"])
+                per_record.append(levels)
             if not per_record:
                 continue
             w, disagree = self.model.weigh(best_levels(per_record), f, self._tf)
@@ -476,13 +505,42 @@ def _keys(f: Features, *, probe: bool = False) -> Iterable[tuple[str, ...]]:
         y, m, d = f.dob.split("-")
         if probe and int(d) <= 12:
             yield ("dob", f"{y}-{d}-{m}")
+    year = f.dob[:4] if f.dob else None
     if f.given and f.family:
-        year = f.dob[:4] if f.dob else None
         for formal in sorted(forms(f.given)):
-            # A record without a birth date is found by its names alone.
             if year is not None:
                 yield ("given-family-year", formal, f.family, year)
+            # An event without a birth date is compared with every record of
+            # the names, an event with one also with those that have none.
             if not probe or year is None:
                 yield ("given-family", formal, f.family)
+            if probe or year is None:
+                yield ("given-family-undated", formal, f.family)
+    if f.family and year is not None:
+        # The family name as it sounds, the birth year and the given name's
+        # initial: a typo in the family name and a birth date a day off.
+        sound = soundex(f.family)
+        for initial in sorted({name[0] for name in forms(f.given)} if f.given else {""}):
+            yield ("sound-year-initial", sound, year, initial)
     if f.postcode and f.given:
         yield ("postcode-initial", f.postcode, f.given[0])
+
+
+_SOUNDEX: Final = {c: str(d) for d, letters in enumerate(
+    ("aeiouyhw", "bfpv", "cgjkqsxz", "dt", "l", "mn", "r")) for c in letters}
+
+
+def soundex(name: str) -> str:
+    """American Soundex (Smith and Smyth S530): the first letter and three digits, for
+    blocking on a family name as it sounds (a typo seldom changes its code)."""
+    letters = [c for c in name.lower() if c in _SOUNDEX]
+    if not letters:
+        return name
+    out, last = [], _SOUNDEX[letters[0]]
+    for c in letters[1:]:
+        code = _SOUNDEX[c]
+        if code != "0" and code != last:
+            out.append(code)
+        if c not in "hw":
+            last = code
+    return (letters[0].upper() + "".join(out) + "000")[:4]
