@@ -21,6 +21,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from broker.codec import Codec
+from broker.identity.desk import IdentityDesk
 from broker.kafka.producer import make_producer
 from broker.loop.api import Acknowledger
 from broker.policy import Policy
@@ -114,6 +115,7 @@ class Workspace:
         self.dummy_hash = hash_password(secrets.token_hex(8))
         self._stores: dict[str, FeedStore] = {}
         self._acks: dict[str, Acknowledger] = {}
+        self._desks: dict[str, IdentityDesk] = {}
         self._notifier: OwnerNotifier | None = None
         self._lock = threading.Lock()
         self._clocks: ClockFollower | None = None
@@ -121,6 +123,9 @@ class Workspace:
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
                                autoescape=select_autoescape(["html"]), auto_reload=False)
         self.env.filters["when"] = _when
+        # Teams whose people link children: their pages show the identity reviews.
+        self.env.globals["deciders"] = tuple(
+            getattr(config.policy, "identity_deciders", ()) or ())
 
     def start(self) -> None:
         """Follow the clocks and every feed a user belongs to (so pages are warm)."""
@@ -146,6 +151,16 @@ class Workspace:
                     bootstrap=self.config.bootstrap, subscriber=subscriber,
                     topics=self.config.topics, codec=self.codec)
             return a
+
+    def identity_desk(self, subscriber: str) -> IdentityDesk:
+        """The team's identity desk: its review items in, its people's decisions out."""
+        with self._lock:
+            d = self._desks.get(subscriber)
+            if d is None:
+                d = self._desks[subscriber] = IdentityDesk(
+                    bootstrap=self.config.bootstrap, subscriber=subscriber,
+                    topics=self.config.topics, codec=self.codec)
+            return d
 
     def notifier(self) -> OwnerNotifier:
         """Who tells owning agencies of consultations (one producer, made when first needed)."""
@@ -228,6 +243,8 @@ class Workspace:
             s.close()
         for a in list(self._acks.values()):
             a.close()
+        for d in list(self._desks.values()):
+            d.close()
         if self._notifier is not None:
             self._notifier.close()
 

@@ -1,0 +1,105 @@
+"""The identity review page: a deciding team's people link the children the router
+could not be sure of.
+
+The router routes an event it cannot place for certain under a provisional
+pseudonym and raises a review item for each team the policy's
+``identity.deciders`` names (broker/routing/identity_decisions.py). Here a
+signed-in practitioner of such a team sees the open items (the event, both
+children with links to what the team holds of each, the model's probability)
+and decides "same child": a LINK decision written by the team's identity desk
+(:class:`broker.identity.desk.IdentityDesk`) naming the person, which the router
+applies and audits. A practitioner of any other team gets 403 and writes
+nothing; the pseudonyms linked are always the item's own, never the form's.
+"Not the same child" needs no decision: the provisional child stays apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+
+from broker.errors import SafeshareError
+from broker.workspace.render import Workspace
+from broker.workspace.sessions import SESSION_COOKIE, User
+from broker.workspace.store import to_ms
+from broker.workspace.views import _form, _page, _ws, signed_in
+
+router = APIRouter(prefix="/workspace/identity", include_in_schema=False)
+
+
+def deciders(ws: Workspace) -> tuple[str, ...]:
+    """The teams whose people may link children (the policy's ``identity.deciders``)."""
+    policy = ws.config.policy
+    return tuple(getattr(policy, "identity_deciders", ()) or ())
+
+
+def _decider(request: Request) -> User | Response:
+    """The signed-in practitioner, if their team may decide; else sign-in or 403."""
+    user = signed_in(request)
+    if isinstance(user, Response):
+        return user
+    if user.subscriber not in deciders(_ws(request)):
+        return _page(request, "missing.html", 403, user=user,
+                     what="Your team does not decide which records are one child.")
+    return user
+
+
+def _items(ws: Workspace, subscriber: str) -> list[dict[str, Any]]:
+    """The team's open review items, newest first, each with what the team holds."""
+    store = ws.store(subscriber)
+    out = []
+    for item in reversed(ws.identity_desk(subscriber).reviews()):
+        out.append({**item, "raised_ms": to_ms(item["raised_at"]),
+                    "received": store.get(item["event_id"]) is not None,
+                    "provisional_held": bool(store.chronology(item["provisional"] or "")),
+                    "candidate_held": bool(store.chronology(item["candidate"] or ""))})
+    return out
+
+
+@router.get("", include_in_schema=False)
+async def reviews(request: Request) -> Response:
+    user = _decider(request)
+    if isinstance(user, Response):
+        return user
+    ws = _ws(request)
+    try:
+        items = await run_in_threadpool(_items, ws, user.subscriber)
+    except SafeshareError:
+        return _page(request, "missing.html", 503, user=user,
+                     what="The review items could not be read just now.")
+    return _page(request, "identity.html", user=user, items=items,
+                 done=request.query_params.get("done") == "1")
+
+
+@router.post("/link")
+async def link(request: Request) -> Response:
+    """Record that an open item's two children are one (a LINK decision by this person)."""
+    user = _decider(request)
+    if isinstance(user, Response):
+        return user
+    form = await _form(request)
+    ws = _ws(request)
+    if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
+        return Response("CSRF token missing or wrong", status_code=403)
+    desk = ws.identity_desk(user.subscriber)
+
+    def decide() -> bool:
+        wanted = form.get("review_id") or ""
+        item = next((i for i in desk.reviews() if i["review_id"] == wanted), None)
+        if item is None or not item["candidate"] or not item["provisional"]:
+            return False
+        desk.link(item["candidate"], item["provisional"], decided_by=user.username,
+                  review_id=item["review_id"])
+        return True
+
+    try:
+        decided = await run_in_threadpool(decide)
+    except SafeshareError as exc:
+        return Response(f"not recorded: {type(exc).__name__}", status_code=503)
+    if not decided:
+        return _page(request, "missing.html", 404, user=user,
+                     what="That review is not open for your team (decided already?).")
+    return RedirectResponse("/workspace/identity?done=1", status_code=303)

@@ -1,0 +1,82 @@
+"""The identity review page, against the real broker and router: the police name a
+child by NHS number, the return-home service sends the same names with a birth
+date a day later, so the router raises a review item for the MASH. A MASH
+practitioner sees it in the workspace and links the two; the decision names
+them, the router applies it (LINKED in the audit log) and the item is no longer
+open. A school's DSL gets 403 and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.api import IdentityDesk
+from broker.audit.leaf import LeafKind
+from broker.identity.pseudonym import PartnershipKeys
+from broker.kafka.admin import Admin
+from broker.topics import Topics
+from tests.helpers import create_topics, publish, read_leaves, settings_for, wait_for
+from tests.test_router_identity import NHS, _police
+from tests.test_router_identity_decisions import _jim
+from tests.workspace_helpers import csrf_of, http_sign_in, running_workspace
+
+pytestmark = pytest.mark.kafka
+MASH = "torbay-mash"
+
+
+@pytest.mark.timeout(600)
+def test_a_mash_practitioner_links_a_review_item_from_the_workspace(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path / "home")
+    policy = create_topics(admin, s)
+    with running_workspace(kafka_bootstrap, topics, s, policy) as url, IdentityDesk(
+        bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics
+    ) as desk:
+        publish(kafka_bootstrap, topics, "devon-cornwall-police", _police())
+        jim = _jim()
+        publish(kafka_bootstrap, topics, "safe-return-charity", jim)
+        wait_for("the review item", lambda: len(desk.reviews(timeout_s=5)) == 1, timeout_s=120)
+        [item] = desk.reviews()
+        child = PartnershipKeys.load(s.partnership_keys_dir).of_nhs_number(NHS)
+        assert (item["candidate"], item["event_id"]) == (child, jim["event_id"])
+
+        dana = http_sign_in(url, "dana")  # a school's DSL: not a deciding team
+        page = dana.get("/workspace/identity")
+        assert page.status_code == 403 and "does not decide" in page.text
+        refused = dana.post("/workspace/identity/link", data={
+            "csrf": csrf_of(dana.get("/workspace/").text), "review_id": item["review_id"]})
+        assert refused.status_code == 403
+        assert "Identity reviews" not in dana.get("/workspace/").text
+
+        sam = http_sign_in(url, "sam")
+        page = sam.get("/workspace/identity")
+        assert page.status_code == 200
+        assert f'data-review="{item["review_id"]}"' in page.text
+        assert item["provisional"] in page.text and child in page.text
+        assert "Identity reviews" in sam.get("/workspace/").text
+        # No CSRF token: nothing is written.
+        assert sam.post("/workspace/identity/link",
+                        data={"review_id": item["review_id"]}).status_code == 403
+        assert desk.decisions() == []
+        done = sam.post("/workspace/identity/link", data={
+            "csrf": csrf_of(page.text), "review_id": item["review_id"]})
+        assert done.status_code == 303 and done.headers["location"].endswith("?done=1")
+
+        [decision] = desk.decisions()
+        assert (decision["action"], decision["pseudonym"], decision["other_pseudonym"],
+                decision["decided_by"], decision["review_id"]) == (
+            "LINK", child, item["provisional"], "sam", item["review_id"])
+        assert desk.reviews() == []
+        assert f'data-review="{item["review_id"]}"' not in sam.get("/workspace/identity").text
+
+        def linked() -> bool:
+            return any(lf.kind is LeafKind.LINKED for lf in read_leaves(kafka_bootstrap, topics))
+
+        wait_for("the router applies the link", linked, timeout_s=120)
+        # Asked again (a second tab), the same item is no longer open: 404, nothing written.
+        again = sam.post("/workspace/identity/link", data={
+            "csrf": csrf_of(page.text), "review_id": item["review_id"]})
+        assert again.status_code == 404
+        assert len(desk.decisions()) == 1
