@@ -21,6 +21,8 @@ from broker.kafka.admin import Admin
 from broker.loop.core import NOTICE
 from broker.topics import Topics
 from tests.helpers import create_topics, example, read_all, settings_for, wait_for
+from tests.test_router_identity import _police
+from tests.test_router_identity_decisions import _jim
 from tests.workspace_helpers import CODEC, PASSWORD, cli, running_workspace
 
 pytestmark = pytest.mark.kafka
@@ -195,6 +197,19 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         page.set_viewport_size({"width": 1280, "height": 800})
         page.goto(f"{url}/workspace/alerts")
         shot(page, shots / "alerts.png", "alerts")
+
+        # Identity reviews: the return-home service's "James", born a day after the
+        # police's, is a record the router could not place for certain.
+        police.publish_json(_police())
+        with Publisher(bootstrap=kafka_bootstrap, agency="safe-return-charity",
+                       topics=topics) as rhi:
+            rhi.publish_json(_jim())
+
+        def review_shown() -> bool:
+            page.goto(f"{url}/workspace/identity")
+            return page.locator("li[data-review]").count() == 1
+        wait_for("the review item on the identity page", review_shown, timeout_s=90, poll_s=1)
+        shot(page, shots / "identity.png", "identity reviews")
         ctx.close()
 
         # The school: the health event is not its to open, whatever the URL.
@@ -247,4 +262,4 @@ def test_practitioner_sees_red_live_triages_and_school_sees_only_its_share(
         with pytest.raises(AssertionError, match="label"):
             accessible(dp, "forbidden, spoilt")
         dpo.close()
-        assert len(CHECKED) == 13, CHECKED
+        assert len(CHECKED) == 14, CHECKED
