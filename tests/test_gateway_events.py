@@ -377,3 +377,28 @@ def test_concurrent_retries_of_one_request_publish_it_once(
     assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
     assert len({json.dumps(a.json()["receipts"]) for a in answers}) == 1
     assert len(read_all(kafka_bootstrap, topics.ingest(SCHOOL))) == 1
+
+
+def test_a_bad_request_or_correlation_id_is_422_naming_each_header_and_sends_nothing(
+    gw: Running, kafka_bootstrap: str, topics: Topics
+) -> None:
+    pattern = r"'^[\x21-\x7e]{1,128}$'"
+    with gw.client("agency", SCHOOL) as c:
+        r = c.post("/v1/events", json=example("education_concern"),
+                   headers={"X-Request-ID": "x" * 129})
+        assert r.status_code == 422, r.text
+        assert r.json() == {"error": "invalid", "problems": [
+            f"header x-request-id: String should match pattern {pattern}"],
+            "detail": f"header x-request-id: String should match pattern {pattern}"}
+        r = c.post("/v1/events", json=example("education_concern"),
+                   headers={"X-Request-ID": "a b", "X-Correlation-ID": ""})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == "2 problems"
+        assert [p.split(":")[0] for p in r.json()["problems"]] == [
+            "header x-request-id", "header x-correlation-id"]
+    with httpx.Client(base_url=gw.url,
+                      verify=ssl.create_default_context(cafile=str(gw.ca.cert))) as anonymous:
+        r = anonymous.post("/v1/events", json=example("education_concern"),
+                           headers={"X-Request-ID": "a b"})
+        assert r.status_code == 401  # who is asking comes first
+    assert read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0) == []
