@@ -3,9 +3,11 @@ the events-per-request limit; each a single clear JSON error."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from broker.gateway.app import GatewayConfig
@@ -61,3 +63,14 @@ def test_a_bucket_refills_at_its_rate() -> None:
     assert b.take("b") == 0
     now[0] = 0.5
     assert b.take("a") == 0
+
+
+@pytest.mark.kafka
+def test_a_caller_without_credentials_cannot_pick_its_address_with_x_forwarded_for(
+    gw: Running,
+) -> None:
+    verify = ssl.create_default_context(cafile=str(gw.ca.cert))
+    with httpx.Client(base_url=gw.url, verify=verify) as anonymous:
+        codes = [anonymous.get("/openapi.json", headers={"X-Forwarded-For": f"10.0.0.{n}"})
+                 .status_code for n in range(4)]
+    assert codes == [200, 200, 200, 429]  # one bucket (burst 3): the connection's address

@@ -81,6 +81,10 @@ def make_server(
         ssl_context_factory=factory,
         log_level=log_level,
         access_log=False,
+        # Callers are told apart by their certificate, token or address (the rate
+        # limits): X-Forwarded-For from a local client must not pick the address.
+        # The gateway terminates mutual TLS itself, so no proxy stands before it.
+        proxy_headers=False,
         lifespan="on",
         timeout_keep_alive=30,
     )
