@@ -24,7 +24,9 @@ Rules sit above the score, because no weight should outvote them: two
 different NHS numbers are two children, and a given name that disagrees
 (not the same, not within Jaro-Winkler 0.92 or one keying error of it or of
 one of its familiar forms, not a familiar form: twins, as Oliver and Olivia;
-nor two names each given to many children in their own right, Elsie and Alice)
+nor two names each given to many children in their own right, Elsie and Alice,
+Sophie and Sophia; a short name one keying error away counts as the same only
+when no other such name is as near: Aa for Ava, not Ea, Eva's or Ava's)
 is never linked automatically, only offered for review (a child that agrees
 may still be linked when such a twin scores higher: the rule keeps the link
 from the twin); nor is an event without the given name, or without the family
@@ -310,8 +312,9 @@ def typo_level(a: str | None, b: str | None) -> int | None:
     """0 if two given names differ by one keying error (a letter dropped, added,
     replaced or two swapped: Harjy, Wiflow), or one is a keying error of a form of
     the other (Jaems for Jamie: James; Olitia for Ollie: Olivia), else 1; None if
-    null. Names under four letters never (Ava, Eva). Not weighed: it only keeps
-    such a name from counting as another child's (the twins rule)."""
+    null. Names under four letters never (Ava, Eva; but see
+    ``Index._unmistakable_typo``). Not weighed: it only keeps such a name from
+    counting as another child's (the twins rule)."""
     if a is None or b is None:
         return None
     if len(a) < 4 or len(b) < 4:
@@ -396,6 +399,7 @@ class Index:
         default_factory=lambda: {"given": Counter(), "family": Counter()}
     )
     _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
+    _own_cache: tuple[int, frozenset[str]] | None = None
 
     def add(self, pseudonym: str, f: Features) -> bool:
         """Record that ``f`` is a record of the child ``pseudonym``; False if it was already."""
@@ -441,19 +445,48 @@ class Index:
         return counts[value] / total
 
     def _names_of_their_own(self, a: str | None, b: str | None, level: int | None) -> int | None:
-        """1 if two given names are familiar forms of each other (given ``level`` 2)
-        and each is a name of its own, many children's given name in the index;
-        else 0; None if null.
+        """1 if two given names are close spellings or familiar forms of each other
+        (given ``level`` 1 or 2) and each is a name of its own, many children's
+        given name in the index; else 0; None if null.
 
-        The nicknames data set lists Elsie as a form of Alice, and Millie of Emily:
-        twins may be given both. Such a pair is not the same name for the twins
-        rule once the index holds enough records to tell (term frequencies)."""
+        The nicknames data set lists Elsie as a form of Alice, and Millie of Emily;
+        Sophie and Sophia are a letter apart: twins may be given both. Such a pair
+        is not the same name for the twins rule once the index holds enough
+        records to tell (term frequencies)."""
         if a is None or b is None or level is None:
             return None
-        if level != 2:
+        if level not in (1, 2):
             return 0
         ta, tb = self._tf("given", a), self._tf("given", b)
         return int(ta is not None and tb is not None and min(ta, tb) >= _OWN_NAME)
+
+    def _names_of_own(self) -> frozenset[str] | None:
+        """The given names that are names of their own (None until 1,000 records),
+        recounted every 1,000 records."""
+        counts = self._counts["given"]
+        total = counts.total()
+        if total < 1000:
+            return None
+        if self._own_cache is None or total // 1000 != self._own_cache[0]:
+            own = frozenset(n for n, c in counts.items() if c >= total * _OWN_NAME)
+            self._own_cache = (total // 1000, own)
+        return self._own_cache[1]
+
+    def _unmistakable_typo(self, a: str | None, b: str | None) -> bool:
+        """True if one given name is one keying error from the other, is not a name
+        of its own, and no other name of its own is one keying error from it: Aa
+        and Iy can only be Ava and Ivy (Ea may be Eva or Ava, twins' names: no)."""
+        if a is None or b is None or OSA.distance(a, b) != 1:
+            return False
+        own = self._names_of_own()
+        if own is None:
+            return False
+        for typed, meant in ((a, b), (b, a)):
+            if typed in own or meant not in own:
+                continue
+            if not any(OSA.distance(typed, n) <= 1 for n in own if n != meant):
+                return True
+        return False
 
     def candidates(self, f: Features) -> set[str]:
         out: set[str] = set()
@@ -479,6 +512,8 @@ class Index:
                     continue  # another pupil's record
                 levels = levels_of(f, other)
                 levels[_OWN] = self._names_of_their_own(f.given, other.given, levels["given"])
+                if levels[_TYPO] == 1 and self._unmistakable_typo(f.given, other.given):
+                    levels[_TYPO] = 0
                 per_record.append(levels)
             if not per_record:
                 continue
