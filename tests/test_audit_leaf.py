@@ -379,6 +379,9 @@ def test_identity_leaf_has_its_own_members_and_round_trips() -> None:
     linked = AuditLeaf.from_bytes(leaf_bytes({**_UNLINKED, "kind": "LINKED",
                                               "identity_shares": []}))
     assert linked.identity_shares == ()
+    kept = AuditLeaf.from_bytes(leaf_bytes({**_UNLINKED, "kind": "KEPT_APART",
+                                            "outcome": "KEEP_APART", "identity_shares": []}))
+    assert kept.kind is LeafKind.KEPT_APART and kept.identity_other == _sha
     shared = AuditLeaf(time_ms=1, kind=LeafKind.SHARED, event_id="e", event_digest=_sha,
                        source_agency="a")
     assert b"identity_other" not in shared.to_bytes()
@@ -391,7 +394,7 @@ def test_identity_leaf_has_its_own_members_and_round_trips() -> None:
         ({"identity_other": "v1:ABC"}, "identity_other"),  # a pseudonym in clear: refused
         ({"identity_decided_by": "Alex Worker"}, "identity_decided_by"),  # a name in clear
         ({"identity_shares": "e-1 mash"}, "identity_shares"),
-        ({"kind": "SHARED"}, "belongs to a LINKED or UNLINKED leaf only"),
+        ({"kind": "SHARED"}, "belongs to a LINKED, UNLINKED or KEPT_APART leaf only"),
     ],
 )
 def test_identity_leaf_refuses_what_is_wrong(change: dict[str, Any], says: str) -> None:

@@ -87,11 +87,11 @@ def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any
     return st.fixed_dictionaries(
         {
             "time_ms": st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1]),
-            # Not CONSENT, CONSULTED, LINKED, UNLINKED: their leaves have members of their
-            # own (test_consent_leaf_*, test_consulted_leaf_*, test_identity_leaf_*).
+            # Not CONSENT, CONSULTED, LINKED, UNLINKED, KEPT_APART: their leaves have members
+            # of their own (test_consent_leaf_*, test_consulted_leaf_*, test_identity_leaf_*).
             "kind": st.sampled_from(
                 [k for k in [*LeafKind, *(k.value for k in LeafKind)]
-                 if k not in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED")]
+                 if k not in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART")]
             ),
             "event_id": text,
             "event_digest": digests,

@@ -1,4 +1,5 @@
-"""Consent for a child the router names (no pseudonym from the agency), without Kafka.
+"""Consent for a child the router names (no pseudonym from the agency), and what a
+person's link, unlink or keep-apart does to it, without Kafka.
 
 Agencies do not know the partnership pseudonym: a consent record, like an
 event, may carry only what the agency knows (NHS number, names, date of
@@ -202,3 +203,20 @@ def test_replacing_a_linked_childs_consent_needs_the_entitlement_to_replace_it(
     overridden = core.handle(_consent(nhs_number=NHS))  # GIVEN, by the return-home service
     assert overridden.quarantined == "NOT_ENTITLED", overridden
     assert _mash(core.handle(_concern(nhs_number=NHS))) == "WITHHELD"
+
+
+def test_two_children_kept_apart_are_audited_and_left_as_they_are(tmp_path: Path) -> None:
+    core = _core(tmp_path)
+    [child] = _index_keys(core.handle(_concern(nhs_number=NHS)))
+    [other] = _index_keys(
+        core.handle(_concern(given_name="Jay", date_of_birth="2011-07-02", postcode="EX1 1AA"))
+    )
+    kept = core.handle(_decision("KEEP_APART", child.decode(), other.decode(), 3))  # type: ignore[union-attr]
+    assert kept.identity == "KEPT_APART" and kept.quarantined is None, kept
+    [leaf] = [json.loads(lf) for lf in kept.leaves]
+    assert (leaf["kind"], leaf["subject"], leaf["identity_other"]) == (
+        "KEPT_APART", core.subject_hmac(child.decode()), core.subject_hmac(other.decode()))  # type: ignore[union-attr]
+    assert [o for o in kept.outputs if o.topic == T.identity] == []  # the index is unchanged
+    assert core.identity is not None and core.identity.survivor_of(other.decode()) is None  # type: ignore[union-attr]
+    unknown = core.handle(_decision("KEEP_APART", child.decode(), "v1:nobody", 4))  # type: ignore[union-attr]
+    assert unknown.quarantined == "OTHER"

@@ -3,7 +3,8 @@ child by NHS number, the return-home service sends the same names with a birth
 date a day later, so the router raises a review item for the MASH. A MASH
 practitioner sees it in the workspace and links the two; the decision names
 them, the router applies it (LINKED in the audit log) and the item is no longer
-open. A school's DSL gets 403 and writes nothing."""
+open. A school's DSL gets 403 and writes nothing. A second review, decided
+"two children", is answered with a KEPT_APART leaf and changes no child."""
 
 from __future__ import annotations
 
@@ -16,13 +17,30 @@ from broker.audit.leaf import LeafKind
 from broker.identity.pseudonym import PartnershipKeys
 from broker.kafka.admin import Admin
 from broker.topics import Topics
-from tests.helpers import create_topics, publish, read_leaves, settings_for, wait_for
+from tests.helpers import (
+    create_topics,
+    publish,
+    read_all,
+    read_leaves,
+    settings_for,
+    wait_for,
+)
 from tests.test_router_identity import NHS, _police
-from tests.test_router_identity_decisions import _jim
+from tests.test_router_identity_decisions import _jim, _under
 from tests.workspace_helpers import csrf_of, http_sign_in, running_workspace
 
 pytestmark = pytest.mark.kafka
 MASH = "torbay-mash"
+
+
+def _police_first(bootstrap: str, topics: Topics) -> None:
+    """The police name the child (NHS number) before the return-home service's record
+    arrives: which of two agencies' topics the router reads first is up to it."""
+    police = _police()
+    publish(bootstrap, topics, "devon-cornwall-police", police)
+    wait_for("the police event routed", lambda: any(
+        police["event_id"].encode() in (r.value or b"")
+        for r in read_all(bootstrap, topics.feed(MASH))), timeout_s=120)
 
 
 @pytest.mark.timeout(600)
@@ -34,7 +52,7 @@ def test_a_mash_practitioner_links_a_review_item_from_the_workspace(
     with running_workspace(kafka_bootstrap, topics, s, policy) as url, IdentityDesk(
         bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics
     ) as desk:
-        publish(kafka_bootstrap, topics, "devon-cornwall-police", _police())
+        _police_first(kafka_bootstrap, topics)
         jim = _jim()
         publish(kafka_bootstrap, topics, "safe-return-charity", jim)
         wait_for("the review item", lambda: len(desk.reviews(timeout_s=5)) == 1, timeout_s=120)
@@ -62,7 +80,7 @@ def test_a_mash_practitioner_links_a_review_item_from_the_workspace(
         assert desk.decisions() == []
         done = sam.post("/workspace/identity/link", data={
             "csrf": csrf_of(page.text), "review_id": item["review_id"]})
-        assert done.status_code == 303 and done.headers["location"].endswith("?done=1")
+        assert done.status_code == 303 and done.headers["location"].endswith("?done=link")
 
         [decision] = desk.decisions()
         assert (decision["action"], decision["pseudonym"], decision["other_pseudonym"],
@@ -80,3 +98,42 @@ def test_a_mash_practitioner_links_a_review_item_from_the_workspace(
             "csrf": csrf_of(page.text), "review_id": item["review_id"]})
         assert again.status_code == 404
         assert len(desk.decisions()) == 1
+
+
+@pytest.mark.timeout(600)
+def test_two_children_kept_apart_answer_the_review_and_change_nothing(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    s = settings_for(topics, tmp_path / "home")
+    policy = create_topics(admin, s)
+    with running_workspace(kafka_bootstrap, topics, s, policy) as url, IdentityDesk(
+        bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics
+    ) as desk:
+        _police_first(kafka_bootstrap, topics)
+        publish(kafka_bootstrap, topics, "safe-return-charity", _jim())
+        wait_for("the review item", lambda: len(desk.reviews(timeout_s=5)) == 1, timeout_s=120)
+        [item] = desk.reviews()
+        sam = http_sign_in(url, "sam")
+        page = sam.get("/workspace/identity")
+        kept = sam.post("/workspace/identity/keep-apart", data={
+            "csrf": csrf_of(page.text), "review_id": item["review_id"]})
+        assert kept.status_code == 303 and kept.headers["location"].endswith("?done=keep-apart")
+        [decision] = desk.decisions()
+        assert (decision["action"], decision["pseudonym"], decision["other_pseudonym"]) == (
+            "KEEP_APART", item["candidate"], item["provisional"])
+        assert desk.reviews() == []
+
+        def kept_apart() -> list[LeafKind]:
+            return [lf.kind for lf in read_leaves(kafka_bootstrap, topics)
+                    if lf.kind in (LeafKind.KEPT_APART, LeafKind.LINKED, LeafKind.QUARANTINED)]
+
+        wait_for("the router audits the decision", lambda: bool(kept_apart()), timeout_s=120)
+        assert kept_apart() == [LeafKind.KEPT_APART]
+        # Nothing moved: the return-home service's next record follows its own child,
+        # not the police's.
+        again = _jim()
+        publish(kafka_bootstrap, topics, "safe-return-charity", again)
+        wait_for("the next record routed", lambda: any(
+            again["event_id"].encode() in (r.value or b"")
+            for r in read_all(kafka_bootstrap, topics.feed(MASH))), timeout_s=120)
+        assert _under(kafka_bootstrap, topics, again["event_id"]) == item["provisional"]

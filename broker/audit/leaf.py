@@ -62,8 +62,8 @@ keyed HMAC of the user name, never the name), ``consulted_purpose`` (one of the
 subscriber's purposes in the policy), ``consulted_via`` (``page``, ``stream``,
 ``workspace``) and ``consulted_record`` (``topic/partition/offset``).
 
-``LINKED`` and ``UNLINKED`` leaves record a person's identity decision the
-router applied (:mod:`broker.routing.identity_decisions`): ``event_id`` and
+``LINKED``, ``UNLINKED`` and ``KEPT_APART`` leaves record a person's identity
+decision the router applied (:mod:`broker.routing.identity_decisions`): ``event_id`` and
 ``event_digest`` are the decision's, ``source_agency`` the deciding
 subscriber, ``subject`` the keyed pseudonym of the child that stays,
 ``rule_id`` ``identity.deciders``. They alone have three more members:
@@ -71,7 +71,9 @@ subscriber, ``subject`` the keyed pseudonym of the child that stays,
 ``identity_decided_by`` (a keyed digest of the person's name, never the name)
 and ``identity_shares`` (UNLINKED: every share made under the merged identity
 since the link, ``<event id> <recipient>``, so whoever received a merged
-chronology can be told; LINKED: empty).
+chronology can be told; LINKED and KEPT_APART: empty). A KEPT_APART leaf
+records that a review item's two children are two: ``subject`` the candidate,
+``identity_other`` the provisional child; the index is unchanged.
 
 ``event_id`` may be empty: a quarantined message whose bytes could not be
 decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
@@ -136,6 +138,7 @@ class LeafKind(StrEnum):
     CONSULTED = "CONSULTED"  # a feed record was read (gateway, workspace): DPA 2018 s.62
     LINKED = "LINKED"  # a person linked two pseudonyms as one child
     UNLINKED = "UNLINKED"  # a person split a wrongly linked child apart again
+    KEPT_APART = "KEPT_APART"  # a person decided a review item's two records are two children
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:
@@ -231,7 +234,7 @@ class AuditLeaf:
     consulted_purpose: str | None = None
     consulted_via: str | None = None
     consulted_record: str | None = None
-    # Members of a LINKED or UNLINKED leaf only (see the module docstring).
+    # Members of a LINKED, UNLINKED or KEPT_APART leaf only (see the module docstring).
     identity_other: str | None = None
     identity_decided_by: str | None = None
     identity_shares: Sequence[str] | None = None
@@ -270,7 +273,7 @@ class AuditLeaf:
         else:
             for name in _IDENTITY_FIELDS:
                 if getattr(self, name) is not None:
-                    raise _fail(name, "belongs to a LINKED or UNLINKED leaf only")
+                    raise _fail(name, "belongs to a LINKED, UNLINKED or KEPT_APART leaf only")
         for name in (
             "event_id",
             "source_agency",
@@ -357,11 +360,11 @@ _CONSULTED_FIELDS = ("consulted_by", "consulted_purpose", "consulted_via", "cons
 _CONSULTED_NAMES = frozenset(_CONSULTED_FIELDS)
 _IDENTITY_FIELDS = ("identity_other", "identity_decided_by", "identity_shares")
 _IDENTITY_NAMES = frozenset(_IDENTITY_FIELDS)
-_IDENTITY_KINDS = frozenset({LeafKind.LINKED, LeafKind.UNLINKED})
+_IDENTITY_KINDS = frozenset({LeafKind.LINKED, LeafKind.UNLINKED, LeafKind.KEPT_APART})
 #: The members a kind has beyond the common ones.
 _KIND_NAMES: dict[object, frozenset[str]] = {
     "CONSENT": _CONSENT_NAMES, "CONSULTED": _CONSULTED_NAMES,
-    "LINKED": _IDENTITY_NAMES, "UNLINKED": _IDENTITY_NAMES,
+    "LINKED": _IDENTITY_NAMES, "UNLINKED": _IDENTITY_NAMES, "KEPT_APART": _IDENTITY_NAMES,
 }
 _FIELD_ORDER = tuple(
     f.name for f in fields(AuditLeaf)

@@ -67,7 +67,7 @@ def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
             f"audit leaf fields wrong: missing {missing}, unexpected [{', '.join(unknown)}]"
         )
     kind = fields["kind"]
-    if kind in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED"):  # any value: it may be unhashable
+    if kind in _OWN_MEMBERS_LIST:  # any value: it may be unhashable
         return _dataclass_bytes(fields)
     data = _template_bytes(fields)
     if data is None:
@@ -81,9 +81,10 @@ def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-# Not CONSENT, CONSULTED, LINKED or UNLINKED: their leaves have members of their own
+# Not CONSENT, CONSULTED, LINKED, UNLINKED or KEPT_APART: their leaves have members of their own
 # (dataclass path).
-_OWN_MEMBERS = frozenset({"CONSENT", "CONSULTED", "LINKED", "UNLINKED"})
+_OWN_MEMBERS_LIST = ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART")
+_OWN_MEMBERS = frozenset(_OWN_MEMBERS_LIST)
 _ALL_NAMES = _FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
 _KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind if kind not in _OWN_MEMBERS}
 _KIND_TYPES = (str, LeafKind)

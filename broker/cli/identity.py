@@ -2,7 +2,7 @@
 
 Register in ``broker/cli/main.py`` as ``("broker.cli.identity", "identity")``.
 ``pseudonym`` and ``rotate-key`` run where the router's partnership keys are
-(they never leave that host). ``review``, ``link``, ``unlink`` and ``show`` are
+(they never leave that host). ``review``, ``link``, ``unlink``, ``keep-apart`` and ``show`` are
 a deciding subscriber's (broker.identity.desk, docs/IDENTITY.md): they see only
 pseudonyms.
 """
@@ -71,8 +71,9 @@ def review(subscriber: str, show_all: bool, bootstrap: str | None) -> None:
         click.echo("no open review items", err=True)
 
 
-def _decision_command(action: Literal["link", "unlink"], doc: str) -> click.Command:
-    """``safeshare identity link|unlink``: the same arguments and options, one desk call."""
+def _decision_command(action: Literal["link", "unlink", "keep-apart"], doc: str) -> click.Command:
+    """``safeshare identity link|unlink|keep-apart``: the same arguments and options,
+    one desk call."""
 
     @identity.command(action, help=doc)
     @click.argument("pseudonym")
@@ -84,7 +85,8 @@ def _decision_command(action: Literal["link", "unlink"], doc: str) -> click.Comm
     def command(pseudonym: str, other: str, subscriber: str, decided_by: str,
                 review_id: str | None, bootstrap: str | None) -> None:
         with _desk(subscriber, bootstrap) as desk:
-            decide = desk.link if action == "link" else desk.unlink
+            decide = {"link": desk.link, "unlink": desk.unlink,
+                      "keep-apart": desk.keep_apart}[action]
             decision = decide(pseudonym, other, decided_by=decided_by, review_id=review_id)
         click.echo(f"{action} {decision} sent to {desk.decisions_topic}")
 
@@ -95,6 +97,9 @@ link = _decision_command(
     "link", "OTHER is the same child as PSEUDONYM (kept): the router merges them.")
 unlink = _decision_command(
     "unlink", "OTHER was wrongly linked into PSEUDONYM: the router splits it out again.")
+keep_apart = _decision_command(
+    "keep-apart", "OTHER (a review's provisional child) is not PSEUDONYM (its candidate):"
+    " two children; the review is answered.")
 
 
 @identity.command("show")

@@ -1,6 +1,6 @@
 """A deciding subscriber's identity desk: review items in, link and unlink decisions out.
 
-What a person in the MASH uses (``safeshare identity review|link|unlink|show``
+What a person in the MASH uses (``safeshare identity review|link|unlink|keep-apart|show``
 and :class:`broker.api.IdentityDesk` are this class)::
 
     with IdentityDesk(bootstrap=..., subscriber="torbay-mash") as desk:
@@ -108,6 +108,13 @@ class IdentityDesk(Closeable):
     ) -> str:
         """``other`` was wrongly linked into ``pseudonym``; the decision id."""
         return self._decide("UNLINK", pseudonym, other, decided_by, review_id)
+
+    def keep_apart(
+        self, pseudonym: str, other: str, *, decided_by: str, review_id: str | None = None
+    ) -> str:
+        """``other`` (a review's provisional child) is not ``pseudonym`` (its candidate):
+        two children, nothing changes, the review is answered; the decision id."""
+        return self._decide("KEEP_APART", pseudonym, other, decided_by, review_id)
 
     def _decide(
         self, action: str, pseudonym: str, other: str, decided_by: str, review_id: str | None

@@ -15,11 +15,11 @@
   (Kafka ACLs let only that subscriber write it), naming the person who
   decided, at a plausible time, not seen before, from a subscriber the policy
   entitles (``identity.deciders``), and applicable to the index (both
-  children known; an unlink only of what was linked). Applied, it rewrites
-  the children's index entries in the same transaction and is a LINKED or
-  UNLINKED audit leaf (no personal data: keyed pseudonyms and digests); an
-  UNLINKED leaf lists the shares made under the merged identity since the
-  link. Anything else is quarantined with its reason (and so audited).
+  children known; an unlink only of what was linked). Applied, a link or
+  unlink rewrites the children's index entries in the same transaction; each
+  decision is a LINKED, UNLINKED or KEPT_APART audit leaf (no personal data:
+  keyed pseudonyms and digests); an UNLINKED leaf lists the shares made under
+  the merged identity since the link. Anything else is quarantined with its reason (and so audited).
 """
 
 from __future__ import annotations
@@ -186,16 +186,21 @@ def handle_decision(core: RoutingCore, msg: Inbound) -> Routed:
             msg, "OTHER", "the router holds no partnership key: no identity index", routed
         )
     shares: tuple[str, ...] = ()
+    records: list[tuple[bytes, bytes | None]] = []
     try:
         if d["action"] == "LINK":
             records = core.identity.link(survivor, other)
-        else:
+        elif d["action"] == "UNLINK":
             records, shares = core.identity.unlink(survivor, other)
+        else:  # KEEP_APART: two children, as they are; the decision answers the review
+            for name, p in (("pseudonym", survivor), ("other_pseudonym", other)):
+                if not core.identity.knows(p):
+                    raise DecisionProblem(f"{name} is not a child the identity index knows")
     except DecisionProblem as exc:
         return core._quarantine(msg, "OTHER", f"identity decision not applicable: {exc}", routed)
     core.seen_event_ids.add(decision_id)
     routed.outputs.extend(Outbound(core.topics.identity, k, v) for k, v in records)
-    kind = "LINKED" if d["action"] == "LINK" else "UNLINKED"
+    kind = _LEAF_KIND[d["action"]]
     routed.identity = kind
     routed.leaves.append(core._leaves.other({
         "kind": kind,
@@ -217,9 +222,14 @@ def handle_decision(core: RoutingCore, msg: Inbound) -> Routed:
     return routed
 
 
+#: The audit leaf of each decision the router applies.
+_LEAF_KIND: Final = {"LINK": "LINKED", "UNLINK": "UNLINKED", "KEEP_APART": "KEPT_APART"}
+
+
 def _shape_problem(d: Mapping[str, Any]) -> str | None:
-    if d["action"] not in ("LINK", "UNLINK"):
-        return f"identity decision action {d['action']!r}: expected LINK or UNLINK"
+    if d["action"] not in _LEAF_KIND:
+        return (f"identity decision action {d['action']!r}: expected LINK, UNLINK or"
+                " KEEP_APART")
     for name in ("pseudonym", "other_pseudonym"):
         if not d.get(name):
             return f"identity decision without {name}"

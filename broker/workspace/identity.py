@@ -6,11 +6,11 @@ pseudonym and raises a review item for each team the policy's
 ``identity.deciders`` names (broker/routing/identity_decisions.py). Here a
 signed-in practitioner of such a team sees the open items (the event, both
 children with links to what the team holds of each, the model's probability)
-and decides "same child": a LINK decision written by the team's identity desk
-(:class:`broker.identity.desk.IdentityDesk`) naming the person, which the router
-applies and audits. A practitioner of any other team gets 403 and writes
-nothing; the pseudonyms linked are always the item's own, never the form's.
-"Not the same child" needs no decision: the provisional child stays apart.
+and decides: "same child" (a LINK decision) or "two children" (KEEP_APART),
+written by the team's identity desk (:class:`broker.identity.desk.IdentityDesk`)
+naming the person; the router applies and audits it, and the item is answered.
+A practitioner of any other team gets 403 and writes nothing; the pseudonyms
+decided on are always the item's own, never the form's.
 """
 
 from __future__ import annotations
@@ -71,12 +71,22 @@ async def reviews(request: Request) -> Response:
         return _page(request, "missing.html", 503, user=user,
                      what="The review items could not be read just now.")
     return _page(request, "identity.html", user=user, items=items,
-                 done=request.query_params.get("done") == "1")
+                 done=request.query_params.get("done"))
 
 
 @router.post("/link")
 async def link(request: Request) -> Response:
-    """Record that an open item's two children are one (a LINK decision by this person)."""
+    """An open item's two records are one child: a LINK decision by this person."""
+    return await _decide(request, "link")
+
+
+@router.post("/keep-apart")
+async def keep_apart(request: Request) -> Response:
+    """An open item's two records are two children: a KEEP_APART decision by this person."""
+    return await _decide(request, "keep-apart")
+
+
+async def _decide(request: Request, action: str) -> Response:
     user = _decider(request)
     if isinstance(user, Response):
         return user
@@ -85,21 +95,22 @@ async def link(request: Request) -> Response:
     if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
         return Response("CSRF token missing or wrong", status_code=403)
     desk = ws.identity_desk(user.subscriber)
+    decide = desk.link if action == "link" else desk.keep_apart
 
-    def decide() -> bool:
+    def write() -> bool:
         wanted = form.get("review_id") or ""
         item = next((i for i in desk.reviews() if i["review_id"] == wanted), None)
         if item is None or not item["candidate"] or not item["provisional"]:
             return False
-        desk.link(item["candidate"], item["provisional"], decided_by=user.username,
-                  review_id=item["review_id"])
+        decide(item["candidate"], item["provisional"], decided_by=user.username,
+               review_id=item["review_id"])
         return True
 
     try:
-        decided = await run_in_threadpool(decide)
+        decided = await run_in_threadpool(write)
     except SafeshareError as exc:
         return Response(f"not recorded: {type(exc).__name__}", status_code=503)
     if not decided:
         return _page(request, "missing.html", 404, user=user,
                      what="That review is not open for your team (decided already?).")
-    return RedirectResponse("/workspace/identity?done=1", status_code=303)
+    return RedirectResponse(f"/workspace/identity?done={action}", status_code=303)
