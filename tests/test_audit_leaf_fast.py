@@ -29,30 +29,6 @@ from broker.routing.app import audit_encoder
 H = hashlib.sha256
 
 
-def make_leaf(seq: int = 41, **kw: Any) -> AuditLeaf:
-    base: dict[str, object] = dict(
-        time_ms=1_700_000_000_000 + seq,
-        kind=LeafKind.SHARED,
-        event_id="5f0c1e8e-9a49-4d1c-8d57-6a8f1f0f2a11",
-        event_digest=H(b"event").hexdigest(),
-        source_agency="police-devon",
-        recipient="mash-torbay",
-        outcome="ALLOW",
-        rule_id="mash-all",
-        lawful_basis="UK GDPR Art 9(2)(g); DPA 2018 Sch 1 para 18",
-        data_classes_shared=["location", "concern_summary"],
-        fields_redacted=["reporter.name", "reporter.contact"],
-        policy_digest=H(b"policy").hexdigest(),
-        consent_ref=None,
-        delivered_digest=H(b"delivered").hexdigest(),
-        subject=subject_pseudonym(b"k" * 32, "child-1"),
-        reason="",
-        obligations=["review within 72h"],
-    )
-    base.update(kw)
-    return AuditLeaf(**base)  # type: ignore[arg-type]
-
-
 # -- leaf_bytes: the router's path -----------------------------------------------------
 #
 # leaf_bytes(fields) must give exactly AuditLeaf(**fields).to_bytes() (the leaf
@@ -321,7 +297,7 @@ def test_leaf_bytes_keep_a_bounded_cache() -> None:
 
 
 def test_the_keyed_pseudonymiser_gives_the_same_pseudonyms() -> None:
-    from broker.audit.leaf import SubjectPseudonymiser, subject_pseudonym  # noqa: PLC0415
+    from broker.audit.leaf import SubjectPseudonymiser  # noqa: PLC0415
 
     key = bytes(range(32))
     keyed = SubjectPseudonymiser(key)

@@ -8,7 +8,10 @@ open. A school's DSL gets 403 and writes nothing. A second review, decided
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,32 +36,43 @@ pytestmark = pytest.mark.kafka
 MASH = "torbay-mash"
 
 
-def _police_first(bootstrap: str, topics: Topics) -> None:
-    """The police name the child (NHS number) before the return-home service's record
-    arrives: which of two agencies' topics the router reads first is up to it."""
-    police = _police()
-    publish(bootstrap, topics, "devon-cornwall-police", police)
-    wait_for("the police event routed", lambda: any(
-        police["event_id"].encode() in (r.value or b"")
-        for r in read_all(bootstrap, topics.feed(MASH))), timeout_s=120)
+@contextmanager
+def _reviewed(
+    bootstrap: str, topics: Topics, admin: Admin, home: Path
+) -> Iterator[tuple[str, IdentityDesk, dict[str, Any]]]:
+    """A running workspace whose MASH has one open review item: the police name the
+    child (NHS number) first, which the router must have routed before the
+    return-home service's "James" arrives (it reads agencies' topics in any order).
+    Yields the URL, the MASH's desk and the item."""
+    s = settings_for(topics, home)
+    policy = create_topics(admin, s)
+    with running_workspace(bootstrap, topics, s, policy) as url, IdentityDesk(
+        bootstrap=bootstrap, subscriber=MASH, topics=topics
+    ) as desk:
+        police = _police()
+        publish(bootstrap, topics, "devon-cornwall-police", police)
+        wait_for("the police event routed", lambda: _routed(bootstrap, topics, police))
+        jim = _jim()
+        publish(bootstrap, topics, "safe-return-charity", jim)
+        wait_for("the review item", lambda: len(desk.reviews(timeout_s=5)) == 1, timeout_s=120)
+        [item] = desk.reviews()
+        child = PartnershipKeys.load(s.partnership_keys_dir).of_nhs_number(NHS)
+        assert (item["candidate"], item["event_id"]) == (child, jim["event_id"])
+        yield url, desk, item
+
+
+def _routed(bootstrap: str, topics: Topics, event: dict[str, Any]) -> bool:
+    """The MASH received ``event``."""
+    return any(event["event_id"].encode() in (r.value or b"")
+               for r in read_all(bootstrap, topics.feed(MASH)))
 
 
 @pytest.mark.timeout(600)
 def test_a_mash_practitioner_links_a_review_item_from_the_workspace(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:
-    s = settings_for(topics, tmp_path / "home")
-    policy = create_topics(admin, s)
-    with running_workspace(kafka_bootstrap, topics, s, policy) as url, IdentityDesk(
-        bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics
-    ) as desk:
-        _police_first(kafka_bootstrap, topics)
-        jim = _jim()
-        publish(kafka_bootstrap, topics, "safe-return-charity", jim)
-        wait_for("the review item", lambda: len(desk.reviews(timeout_s=5)) == 1, timeout_s=120)
-        [item] = desk.reviews()
-        child = PartnershipKeys.load(s.partnership_keys_dir).of_nhs_number(NHS)
-        assert (item["candidate"], item["event_id"]) == (child, jim["event_id"])
+    with _reviewed(kafka_bootstrap, topics, admin, tmp_path / "home") as (url, desk, item):
+        child = item["candidate"]
 
         dana = http_sign_in(url, "dana")  # a school's DSL: not a deciding team
         page = dana.get("/workspace/identity")
@@ -104,15 +118,7 @@ def test_a_mash_practitioner_links_a_review_item_from_the_workspace(
 def test_two_children_kept_apart_answer_the_review_and_change_nothing(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
 ) -> None:
-    s = settings_for(topics, tmp_path / "home")
-    policy = create_topics(admin, s)
-    with running_workspace(kafka_bootstrap, topics, s, policy) as url, IdentityDesk(
-        bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics
-    ) as desk:
-        _police_first(kafka_bootstrap, topics)
-        publish(kafka_bootstrap, topics, "safe-return-charity", _jim())
-        wait_for("the review item", lambda: len(desk.reviews(timeout_s=5)) == 1, timeout_s=120)
-        [item] = desk.reviews()
+    with _reviewed(kafka_bootstrap, topics, admin, tmp_path / "home") as (url, desk, item):
         sam = http_sign_in(url, "sam")
         page = sam.get("/workspace/identity")
         kept = sam.post("/workspace/identity/keep-apart", data={
@@ -133,7 +139,6 @@ def test_two_children_kept_apart_answer_the_review_and_change_nothing(
         # not the police's.
         again = _jim()
         publish(kafka_bootstrap, topics, "safe-return-charity", again)
-        wait_for("the next record routed", lambda: any(
-            again["event_id"].encode() in (r.value or b"")
-            for r in read_all(kafka_bootstrap, topics.feed(MASH))), timeout_s=120)
+        wait_for("the next record routed", lambda: _routed(kafka_bootstrap, topics, again),
+                 timeout_s=120)
         assert _under(kafka_bootstrap, topics, again["event_id"]) == item["provisional"]

@@ -23,9 +23,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from broker.errors import SafeshareError
 from broker.workspace.render import Workspace
-from broker.workspace.sessions import SESSION_COOKIE, User
+from broker.workspace.sessions import User
 from broker.workspace.store import to_ms
-from broker.workspace.views import _form, _page, _ws, signed_in
+from broker.workspace.views import _page, _ws, checked_form, signed_in
 
 router = APIRouter(prefix="/workspace/identity", include_in_schema=False)
 
@@ -90,11 +90,10 @@ async def _decide(request: Request, action: str) -> Response:
     user = _decider(request)
     if isinstance(user, Response):
         return user
-    form = await _form(request)
-    ws = _ws(request)
-    if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
-        return Response("CSRF token missing or wrong", status_code=403)
-    desk = ws.identity_desk(user.subscriber)
+    form = await checked_form(request)
+    if isinstance(form, Response):
+        return form
+    desk = _ws(request).identity_desk(user.subscriber)
     decide = desk.link if action == "link" else desk.keep_apart
 
     def write() -> bool:

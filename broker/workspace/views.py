@@ -74,6 +74,15 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
+async def checked_form(request: Request) -> dict[str, str] | Response:
+    """The posted form of a signed-in user, if it carries this session's CSRF token;
+    else a 403 (nothing is written)."""
+    form = await _form(request)
+    if not _ws(request).sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
+        return Response("CSRF token missing or wrong", status_code=403)
+    return form
+
+
 def _page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     ws = _ws(request)
     cookie = request.cookies.get(SESSION_COOKIE) or ""
@@ -260,10 +269,10 @@ async def _record_acks(request: Request, event_id: str,
     user = signed_in(request)
     if isinstance(user, Response):
         return user
-    form = await _form(request)
+    form = await checked_form(request)
+    if isinstance(form, Response):
+        return form
     ws = _ws(request)
-    if not ws.sessions.csrf_ok(request.cookies.get(SESSION_COOKIE), form.get("csrf")):
-        return Response("CSRF token missing or wrong", status_code=403)
     store = ws.store(user.subscriber)
     entry = store.get(event_id)
     made = None if entry is None else make(ws, user, entry, form)
