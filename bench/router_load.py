@@ -290,3 +290,20 @@ def rss_mb(pid: int) -> float:
 def replace_topic(t: Template, topics: Topics) -> Template:
     agency = t.topic.rsplit(".", 1)[1]
     return replace(t, topic=topics.ingest(agency))
+
+
+def steady_load(bootstrap: str, namespace: str, rate: float, seconds: float) -> None:
+    """Send the templates' events to ``namespace``'s ingest topics at ``rate`` per
+    second for ``seconds`` (run in a process of its own)."""
+    tmpls = templates(Codec.default(), Topics(namespace))
+    producer = make_producer(bootstrap, linger_ms=2)
+    i, next_at, end = 0, time.monotonic(), time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = tmpls[i % len(tmpls)]
+        producer.send(t.topic, t.make(str(uuid.uuid4()), int(time.time() * 1000)), key=t.key)
+        i += 1
+        next_at += 1 / rate
+        if (delay := next_at - time.monotonic()) > 0.001:
+            time.sleep(delay)
+    producer.flush()
+    producer.close()
