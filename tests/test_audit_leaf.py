@@ -360,6 +360,27 @@ def test_consulted_leaf_has_its_own_members_and_round_trips() -> None:
         AuditLeaf.from_bytes(forged)
 
 
+def test_refused_leaf_names_the_caller_and_round_trips() -> None:
+    fields = {
+        "time_ms": 1, "kind": "REFUSED", "event_id": "", "event_digest": "a" * 64,
+        "source_agency": "torbay-hospital", "outcome": "FORBIDDEN", "reason": "publish events",
+        "refused_by": "agency:example-academy",
+    }
+    data = leaf_bytes(fields)
+    assert data == AuditLeaf(**fields).to_bytes()
+    assert b'"refused_by":"agency:example-academy"' in data
+    assert AuditLeaf.from_bytes(data).refused_by == "agency:example-academy"
+    with pytest.raises(MalformedError, match="must name the caller in a REFUSED leaf"):
+        AuditLeaf(**{**fields, "refused_by": ""})
+    with pytest.raises(MalformedError, match="'refused_by' must be a string"):
+        AuditLeaf(**{k: v for k, v in fields.items() if k != "refused_by"})
+    with pytest.raises(MalformedError, match="belongs to a REFUSED leaf only"):
+        AuditLeaf(**{**fields, "kind": "SHARED"})
+    forged = data.replace(b'"kind":"REFUSED"', b'"kind":"WITHHELD"')
+    with pytest.raises(MalformedError, match="unexpected"):
+        AuditLeaf.from_bytes(forged)
+
+
 # -- LINKED / UNLINKED leaves ---------------------------------------------------------------
 _UNLINKED = dict(
     time_ms=1_700_000_000_000, kind="UNLINKED", event_id="d-1", event_digest=_sha,

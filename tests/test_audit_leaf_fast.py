@@ -63,11 +63,13 @@ def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any
     return st.fixed_dictionaries(
         {
             "time_ms": st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1]),
-            # Not CONSENT, CONSULTED, LINKED, UNLINKED, KEPT_APART: their leaves have members
-            # of their own (test_consent_leaf_*, test_consulted_leaf_*, test_identity_leaf_*).
+            # Not CONSENT, CONSULTED, LINKED, UNLINKED, KEPT_APART, REFUSED: their leaves have
+            # members of their own (test_consent_leaf_*, test_consulted_leaf_*,
+            # test_identity_leaf_*, test_refused_leaf_*).
             "kind": st.sampled_from(
                 [k for k in [*LeafKind, *(k.value for k in LeafKind)]
-                 if k not in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART")]
+                 if k not in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART",
+                              "REFUSED")]
             ),
             "event_id": text,
             "event_digest": digests,
@@ -319,12 +321,12 @@ _LEAF_PART = frozenset(("time_ms", "delivered_digest", "consent_ref", "obligatio
 
 
 def test_the_three_parts_are_all_of_a_leafs_fields() -> None:
-    """All but a CONSENT, CONSULTED, LINKED or UNLINKED leaf's own members, which only
-    the dataclass path writes."""
+    """All but a CONSENT, CONSULTED, identity or REFUSED leaf's own members,
+    which only the dataclass path writes."""
     consent_only = {"consent_purpose", "consent_roles", "consent_data_classes",
                     "consent_expires_ms", "consulted_by", "consulted_purpose",
                     "consulted_via", "consulted_record", "identity_other",
-                    "identity_decided_by", "identity_shares"}
+                    "identity_decided_by", "identity_shares", "refused_by"}
     assert set(AuditLeaf.__dataclass_fields__) - consent_only == (
         _DECISION_PART | _EVENT_PART | _LEAF_PART
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.codec.exceptions import EncodingError
 from broker.gateway.app import GatewayConfig, openapi_document
 from broker.gateway.limits import Limits
@@ -98,8 +99,9 @@ def test_a_certificate_of_one_agency_cannot_publish_as_another(
     gw: Running, kafka_bootstrap: str, topics: Topics
 ) -> None:
     as_hospital = example("health_concern")
+    body = json.dumps(as_hospital).encode()
     with gw.client("agency", SCHOOL) as c:
-        r = c.post("/v1/events", json=as_hospital)
+        r = c.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 403, r.text
     assert r.json()["detail"] == (
         "agency:example-academy may not publish events as agency:torbay-hospital")
@@ -114,6 +116,21 @@ def test_a_certificate_of_one_agency_cannot_publish_as_another(
         ("refusal", "subscriber:torbay-mash", "agency:torbay-mash"),
     ]
     assert "summary" not in json.dumps(refusals)
+    # ... and REFUSED leaves in the signed audit log: who, as whom, what, the
+    # digest of the refused request; nothing of the event itself.
+    audit = [b for r in read_all(kafka_bootstrap, topics.audit, timeout_s=0.5)
+             for b in decode_batch(r.value or b"")]
+    refused = sorted((AuditLeaf.from_bytes(b) for b in audit), key=lambda x: x.source_agency)
+    assert [(x.kind, x.refused_by, x.source_agency, x.outcome, x.reason, x.event_id)
+            for x in refused] == [
+        (LeafKind.REFUSED, "agency:example-academy", "torbay-hospital", "FORBIDDEN",
+         "publish events", ""),
+        (LeafKind.REFUSED, "subscriber:torbay-mash", "torbay-mash", "FORBIDDEN",
+         "publish events", ""),
+    ]
+    assert refused[0].event_digest == hashlib.sha256(body).hexdigest()
+    assert not [b for b in audit if as_hospital["event_id"].encode() in b
+                or as_hospital["summary"].encode() in b]
 
 
 def test_without_a_certificate_or_a_token_every_call_is_401(

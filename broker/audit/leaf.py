@@ -75,6 +75,19 @@ chronology can be told; LINKED and KEPT_APART: empty). A KEPT_APART leaf
 records that a review item's two children are two: ``subject`` the candidate,
 ``identity_other`` the provisional child; the index is unchanged.
 
+A ``REFUSED`` leaf records a caller the gateway refused (403) because it
+tried to act as another principal: publish as another agency, read or
+acknowledge another subscriber's feed, read another agency's receipts
+(:func:`broker.gateway.auth.require`). ``event_id`` is empty (an id in a
+refused request is the caller's claim, not an event), ``event_digest`` the
+SHA-256 of the refused request's body where the gateway had read it (a
+publish), else of no bytes,
+``source_agency`` the agency or ``recipient`` the subscriber whose name was
+used, ``outcome`` ``FORBIDDEN``, ``reason`` what was attempted (``publish
+events``, ``read the feed``, ...). It alone has one more member,
+``refused_by``: the authenticated caller (``agency:x``, ``subscriber:y``;
+a person as ``user:`` and the keyed HMAC of the name, as ``consulted_by``).
+
 ``event_id`` may be empty: a quarantined message whose bytes could not be
 decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
 the bytes).
@@ -139,6 +152,7 @@ class LeafKind(StrEnum):
     LINKED = "LINKED"  # a person linked two pseudonyms as one child
     UNLINKED = "UNLINKED"  # a person split a wrongly linked child apart again
     KEPT_APART = "KEPT_APART"  # a person decided a review item's two records are two children
+    REFUSED = "REFUSED"  # a caller tried to act as another principal (gateway, 403)
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:
@@ -238,6 +252,8 @@ class AuditLeaf:
     identity_other: str | None = None
     identity_decided_by: str | None = None
     identity_shares: Sequence[str] | None = None
+    # The member of a REFUSED leaf only (see the module docstring).
+    refused_by: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -274,6 +290,11 @@ class AuditLeaf:
             for name in _IDENTITY_FIELDS:
                 if getattr(self, name) is not None:
                     raise _fail(name, "belongs to a LINKED, UNLINKED or KEPT_APART leaf only")
+        if self.kind is LeafKind.REFUSED:
+            if not _str("refused_by", self.refused_by):
+                raise _fail("refused_by", "must name the caller in a REFUSED leaf")
+        elif self.refused_by is not None:
+            raise _fail("refused_by", "belongs to a REFUSED leaf only")
         for name in (
             "event_id",
             "source_agency",
@@ -308,6 +329,8 @@ class AuditLeaf:
             d.update((name, getattr(self, name)) for name in _CONSULTED_FIELDS)
         elif self.kind in _IDENTITY_KINDS:
             d.update((name, getattr(self, name)) for name in _IDENTITY_FIELDS)
+        elif self.kind is LeafKind.REFUSED:
+            d["refused_by"] = self.refused_by
         d["kind"] = self.kind.value
         d["v"] = LEAF_VERSION
         return d
@@ -361,14 +384,16 @@ _CONSULTED_NAMES = frozenset(_CONSULTED_FIELDS)
 _IDENTITY_FIELDS = ("identity_other", "identity_decided_by", "identity_shares")
 _IDENTITY_NAMES = frozenset(_IDENTITY_FIELDS)
 _IDENTITY_KINDS = frozenset({LeafKind.LINKED, LeafKind.UNLINKED, LeafKind.KEPT_APART})
+_REFUSED_NAMES = frozenset({"refused_by"})
 #: The members a kind has beyond the common ones.
 _KIND_NAMES: dict[object, frozenset[str]] = {
     "CONSENT": _CONSENT_NAMES, "CONSULTED": _CONSULTED_NAMES,
     "LINKED": _IDENTITY_NAMES, "UNLINKED": _IDENTITY_NAMES, "KEPT_APART": _IDENTITY_NAMES,
+    "REFUSED": _REFUSED_NAMES,
 }
 _FIELD_ORDER = tuple(
     f.name for f in fields(AuditLeaf)
-    if f.name not in _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
+    if f.name not in _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES | _REFUSED_NAMES
 )
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
 _REQUIRED_FIELDS = frozenset(

@@ -27,6 +27,7 @@ from broker.audit.leaf import (
     _FIELD_NAMES,
     _FIELD_ORDER,
     _IDENTITY_NAMES,
+    _REFUSED_NAMES,
     _REQUIRED_FIELDS,
     LEAF_VERSION,
     AuditLeaf,
@@ -81,11 +82,12 @@ def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-# Not CONSENT, CONSULTED, LINKED, UNLINKED or KEPT_APART: their leaves have members of their own
-# (dataclass path).
-_OWN_MEMBERS_LIST = ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART")
+# Not CONSENT, CONSULTED, LINKED, UNLINKED, KEPT_APART or REFUSED: their leaves have
+# members of their own (dataclass path).
+_OWN_MEMBERS_LIST = ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART", "REFUSED")
 _OWN_MEMBERS = frozenset(_OWN_MEMBERS_LIST)
-_ALL_NAMES = _FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
+_ALL_NAMES = (_FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
+              | _REFUSED_NAMES)
 _KIND_TEXT = {kind.value: f'"{kind.value}"' for kind in LeafKind if kind not in _OWN_MEMBERS}
 _KIND_TYPES = (str, LeafKind)
 _LIST_TYPES = (list, tuple)

@@ -5,8 +5,9 @@ The TLS layer (:mod:`broker.gateway.server`) has already checked the chain to
 the partnership CA; here the certificate's SAN URI becomes a
 :class:`~broker.gateway.pki.Principal`. A caller acts only as itself: an
 agency publishes only its own events, a subscriber reads and acknowledges
-only its own feed. Anything else is 403, logged and recorded on the
-consultations topic with the principals' ids only (no request content).
+only its own feed. Anything else is 403, logged, and recorded as a REFUSED
+leaf in the signed audit log and on the consultations topic, with the
+principals' ids only (of the request, only its digest).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import logging
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
+from broker.errors import SafeshareError
 from broker.gateway.errors import ApiError
 from broker.gateway.pki import CertificateError, Principal, principal_of
 from broker.gateway.tokens import TokenIssuer
@@ -60,12 +63,20 @@ async def caller(request: Request) -> Principal:
                    "principal is required", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require(request: Request, who: Principal, kind: str, ident: str, action: str) -> None:
-    """Refuse (403) unless ``who`` is the ``kind`` ``ident``; record the refusal."""
+async def require(request: Request, who: Principal, kind: str, ident: str, action: str,
+                  body: bytes = b"") -> None:
+    """Refuse (403) unless ``who`` is the ``kind`` ``ident``; record the refusal
+    (a REFUSED audit leaf with the digest of ``body``, the request's, and a
+    consultations record), on a pool thread: the writes wait for acks=all. The
+    caller is refused whether or not the record could be written (logged)."""
     if who.kind == kind and who.id == ident:
         return
     log.warning("refused: %s may not %s as %s:%s", who, action, kind, ident)
     recorder = getattr(request.app.state, "recorder", None)
     if recorder is not None:
-        recorder.refusal(who, action, f"{kind}:{ident}")
+        try:
+            await run_in_threadpool(recorder.refusal, who, action, f"{kind}:{ident}", body)
+        except SafeshareError as exc:
+            log.error("the refusal of %s as %s:%s was not recorded: %s", who, kind, ident,
+                      type(exc).__name__)
     raise ApiError(403, f"{who} may not {action} as {kind}:{ident}")

@@ -11,9 +11,10 @@ be written the read fails (503) rather than go unrecorded. Several writers
 append to the audit partition (routers, the loop, the checkpointer): a leaf's
 index is its committed position, so one more writer keeps the log's order.
 
-Refused calls (403) and every event the gateway signed for an agency that
-delegates signing to it (``signed_for``) are JSON records on
-``<ns>.gateway.consultations``, keyed by the party concerned.
+Refused calls (403) are REFUSED audit leaves (who tried to act as whom, what
+was attempted, the digest of the request) and JSON records on
+``<ns>.gateway.consultations``, as is every event the gateway signed for an
+agency that delegates signing to it (``signed_for``), keyed by the party concerned.
 """
 
 from __future__ import annotations
@@ -134,12 +135,27 @@ class Recorder:
             "at_ms": self._clock.now_ms(),
         })
 
-    def refusal(self, who: object, action: str, claimed: str) -> None:
-        """Record a refused call: who tried to act as whom (ids only)."""
+    def refusal(self, who: object, action: str, claimed: str, body: bytes = b"") -> None:
+        """Record a refused call, who tried to act as whom (ids only): a REFUSED
+        leaf in the signed audit log (the digest of the refused ``body``, never
+        the body) and a record on the consultations topic; both acknowledged
+        before this returns (raises if either cannot be written)."""
+        now = self._clock.now_ms()
+        kind, _, ident = claimed.partition(":")
+        leaf = AuditLeaf(
+            time_ms=now, kind=LeafKind.REFUSED, event_id="",
+            event_digest=hashlib.sha256(body).hexdigest(),
+            source_agency=ident if kind == "agency" else "",
+            recipient=ident if kind == "subscriber" else "",
+            outcome="FORBIDDEN", reason=action,
+            refused_by=reader_pseudonym(self._reader_key, str(who)),
+        )
+        logged = self._producer.send(self.audit_topic, encode_batch([leaf]))
         self._write(str(claimed), {
             "kind": "refusal",
             "by": str(who),
             "claimed": claimed,
             "action": action,
-            "at_ms": self._clock.now_ms(),
+            "at_ms": now,
         })
+        logged.get()

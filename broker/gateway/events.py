@@ -94,17 +94,17 @@ async def post_events(request: Request) -> JSONResponse:
            if (value := request.headers.get(name)) is not None and not _ID.fullmatch(value)]
     if bad:
         raise ApiError(422, bad[0] if len(bad) == 1 else f"{len(bad)} problems", bad)
-    if who.kind != "agency":
-        require(request, who, "agency", who.id, "publish events")
     try:
         body = await request.body()
     except ClientDisconnect:
         raise ApiError(400, "the client went away before sending the whole body") from None
+    if who.kind != "agency":
+        await require(request, who, "agency", who.id, "publish events", body)
     d = desk(request)
     try:
         receipts, replayed = await d.publish(who.id, body, x_request_id)
     except Forbidden as exc:
-        require(request, who, "agency", exc.claimed, "publish events")
+        await require(request, who, "agency", exc.claimed, "publish events", body)
         raise  # pragma: no cover - require raised
     except Refused as exc:
         detail = exc.problems[0] if len(exc.problems) == 1 else f"{len(exc.problems)} problems"

@@ -78,9 +78,9 @@ class AckOut(BaseModel):
     offset: int
 
 
-def _check(request: Request, who: Principal, subscriber: str, purpose: str | None,
-           action: str) -> None:
-    require(request, who, "subscriber", subscriber, action)
+async def _check(request: Request, who: Principal, subscriber: str, purpose: str | None,
+                 action: str) -> None:
+    await require(request, who, "subscriber", subscriber, action)
     policy = request.app.state.desk.policy
     if policy is None:
         return
@@ -112,7 +112,7 @@ async def get_feed(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     wait_ms: Annotated[int, Query(ge=0, le=30_000)] = 0,
 ) -> FeedPage:
-    _check(request, who, subscriber, purpose, "read the feed")
+    await _check(request, who, subscriber, purpose, "read the feed")
     codec = request.app.state.codec
     recorder: Recorder = request.app.state.recorder
 
@@ -149,7 +149,7 @@ async def stream_feed(
 ) -> StreamingResponse:
     """Each record is an ``event: record`` whose ``id`` is the cursor after it
     (so ``Last-Event-ID`` resumes); a comment line every second keeps it alive."""
-    _check(request, who, subscriber, purpose, "read the feed")
+    await _check(request, who, subscriber, purpose, "read the feed")
     codec = request.app.state.codec
     recorder: Recorder = request.app.state.recorder
     feed = await run_in_threadpool(_open, request, subscriber, last_event_id or cursor)
@@ -203,7 +203,7 @@ async def post_ack(
 ) -> AckOut:
     """Receipt, triage decision (RAG, outcome) or later outcome, written by
     broker.loop's Acknowledger to ``<ns>.ack.<subscriber>``."""
-    _check(request, who, subscriber, None, "acknowledge")
+    await _check(request, who, subscriber, None, "acknowledge")
     acks: dict[str, Acknowledger] = request.app.state.acks
     config = request.app.state.config
 

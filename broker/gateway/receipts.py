@@ -104,7 +104,7 @@ async def get_receipt(
     event_id: Annotated[str, Path(pattern=EVENT_ID)],
 ) -> EventStatus:
     if who.kind != "agency":
-        require(request, who, "agency", who.id, "read receipts")
+        await require(request, who, "agency", who.id, "read receipts")
     config = request.app.state.config
     try:
         published = await run_in_threadpool(request.app.state.desk.receipt_of, who.id, event_id)
@@ -125,7 +125,7 @@ async def get_receipt(
     if doc is not None:
         sources, decisions = decisions_of(doc)
         if sources != {who.id}:
-            require(request, who, "agency", sorted(sources - {who.id})[0], "read receipts")
+            await require(request, who, "agency", sorted(sources - {who.id})[0], "read receipts")
     if doc is None and published is None:
         raise ApiError(404, f"no receipt for event {event_id!r} from {who}: not published "
                        "through this gateway, or not yet in a checkpointed log")
