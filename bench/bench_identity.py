@@ -61,7 +61,7 @@ def run(n_children: int, thresholds: Thresholds, seed: int = 13) -> dict[str, fl
                 a, b = children[owner[m.pseudonym]], children[e.child]
                 if (a.family, a.dob, a.postcode) == (b.family, b.dob, b.postcode):
                     twin_links += 1
-            index.add(m.pseudonym, f)
+            index.add(m.pseudonym, f, m.probability)
         else:
             outcome["review" if m.decision == REVIEW else "new"] += 1
             if should_link:

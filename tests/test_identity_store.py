@@ -36,6 +36,22 @@ def test_a_sealed_entry_opens_only_under_its_own_pseudonym(tmp_path: Path) -> No
     assert rotated.seal("v1:a", [JESSICA])[4:6] == (2).to_bytes(2, "big")
 
 
+def test_which_records_are_tentative_is_sealed_with_them(tmp_path: Path) -> None:
+    """A record an unsure link brought stays tentative after a restart (it is no
+    evidence for another automatic link, broker/identity/linkage.py)."""
+    sealer = IndexSealer(PartnershipKeys.load(tmp_path, create=True))
+    index = Index(Model.default())
+    index.add("v1:a", JESSICA)
+    index.add("v1:a", Features.of(given="Jess", family="Example", dob=DOB), 0.95)
+    key, value = entry(sealer, index, "v1:a")
+    assert value is not None
+    opened = sealer.open_full("v1:a", value)
+    assert opened.tentative == [1]
+    rebuilt = Index(Model.default())
+    opened.add_to(rebuilt, "v1:a")
+    assert rebuilt.records == index.records and rebuilt.tentative_of("v1:a") == [1]
+
+
 @pytest.mark.kafka
 def test_a_restarted_router_rebuilds_the_index_and_links_the_same_way(
     kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path

@@ -106,10 +106,11 @@ def routing(kafka_bootstrap: str, topics: Topics, admin: Admin,
 
 
 def _jim() -> dict[str, Any]:
-    """The return-home service's record: Jim Example, born a day after the police's
-    James (a familiar form and a birth date a day off: p 0.89, the review band)."""
+    """The return-home service's record: Jim Exmaple, born a day after the police's
+    James Example (a familiar form, a typo and a birth date a day off: p 0.75, the
+    review band)."""
     return _event(
-        "return_home_interview", given_name="Jim", family_name="Example",
+        "return_home_interview", given_name="Jim", family_name="Exmaple",
         date_of_birth="2010-03-15",
     )  # fmt: skip
 
@@ -180,8 +181,8 @@ def test_the_mash_links_a_review_the_next_event_follows_and_an_unlink_says_what_
         assert lf.subject == _hmac(s, child)
         assert lf.identity_other == _hmac(s, provisional)
         text = lf.to_bytes()
-        for clear in (WORKER.encode(), b"James", b"Jim", b"Example", b"2010-03-15", child.encode(),
-                      provisional.encode()):
+        for clear in (WORKER.encode(), b"James", b"Jim", b"Example", b"Exmaple", b"2010-03-15",
+                      child.encode(), provisional.encode()):
             assert clear not in text
     assert linked[0].identity_shares == ()
     # What went out under the merged child since the link: the MASH got the event.

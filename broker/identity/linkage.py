@@ -298,6 +298,8 @@ _OWN: Final = "given_own"
 #: The least share of the index's records a given name has to be a name of its
 #: own (one child in 200: Elsie, Alice; a rare familiar form such as Belle is not).
 _OWN_NAME: Final = 5e-3
+#: A record a link below this brought is tentative (:meth:`Index.add`).
+_TRUSTED: Final = 0.99
 
 
 def levels_of(a: Features, b: Features) -> dict[str, int | None]:
@@ -355,7 +357,7 @@ def probability(weight: float) -> float:
 class Thresholds:
     """Match probabilities: at or above ``upper`` link, below ``lower`` a new child."""
 
-    upper: float = 0.95
+    upper: float = 0.9
     lower: float = 0.5
 
 
@@ -399,14 +401,26 @@ class Index:
         default_factory=lambda: {"given": Counter(), "family": Counter()}
     )
     _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
+    #: Records a link below 0.99 brought (pseudonym, features): not evidence for
+    #: another automatic link (kept when a record is removed, for an undo).
+    tentative: set[tuple[str, Features]] = field(default_factory=set)
     _own_cache: tuple[int, frozenset[str]] | None = None
 
-    def add(self, pseudonym: str, f: Features) -> bool:
-        """Record that ``f`` is a record of the child ``pseudonym``; False if it was already."""
+    def add(self, pseudonym: str, f: Features, probability: float | None = None) -> bool:
+        """Record that ``f`` is a record of the child ``pseudonym``; False if it was already.
+
+        ``probability``: how sure the link that brought it was (below 0.99 the
+        record is tentative, see :meth:`match`); None keeps what the index knew
+        (a record put back after an undo)."""
         known = self.records.setdefault(pseudonym, [])
         if f in known:
             return False
         known.append(f)
+        if probability is not None:
+            if probability < _TRUSTED:
+                self.tentative.add((pseudonym, f))
+            else:
+                self.tentative.discard((pseudonym, f))
         for attr, counts in self._counts.items():
             value = getattr(f, attr)
             if value is not None:
@@ -435,6 +449,11 @@ class Index:
             if f.upn and self.by_upn.get(f.upn) == pseudonym:
                 del self.by_upn[f.upn]
         return gone
+
+    def tentative_of(self, pseudonym: str) -> list[int]:
+        """Positions of the child's tentative records in ``records[pseudonym]``."""
+        return [i for i, f in enumerate(self.records.get(pseudonym, ()))
+                if (pseudonym, f) in self.tentative]
 
     def _tf(self, attr: str, value: str) -> float | None:
         """Share of indexed records with this value (None until 1,000 are indexed)."""
@@ -504,6 +523,7 @@ class Index:
         agreeing: tuple[float, str] | None = None  # the best child the rules allow
         for pseudonym in self.candidates(f):
             per_record: list[dict[str, int | None]] = []
+            trusted: list[dict[str, int | None]] = []
             for other in self.records[pseudonym]:
                 if f.nhs and other.nhs and f.nhs != other.nhs:
                     per_record = []
@@ -515,16 +535,25 @@ class Index:
                 if levels[_TYPO] == 1 and self._unmistakable_typo(f.given, other.given):
                     levels[_TYPO] = 0
                 per_record.append(levels)
+                if (pseudonym, other) not in self.tentative:
+                    trusted.append(levels)
             if not per_record:
                 continue
             w, disagree = self.model.weigh(best_levels(per_record), f, self._tf)
             if best is None or w > best[0]:
                 best = (w, pseudonym, disagree)
+            if len(trusted) < len(per_record):
+                if not trusted:
+                    continue
+                w, disagree = self.model.weigh(best_levels(trusted), f, self._tf)
             if not disagree and (agreeing is None or w > agreeing[0]):
                 agreeing = (w, pseudonym)
         if best is None:
             return Match(NEW, None, 0.0)
         if agreeing is not None and probability(agreeing[0]) >= self.thresholds.upper:
+            # Scored on the child's records that are not tentative: a record a
+            # less certain link brought may be another child's, and would carry
+            # that child's later events along with it (one wrong link, several).
             # A twin scoring higher (the same home, another name) is not this child:
             # the rule keeps the link from the twin, not from the child that agrees.
             return Match(LINK, agreeing[1], probability(agreeing[0]))

@@ -81,7 +81,7 @@ class Resolver:
         else:
             pseudonym = self._new_child(f)
             candidate = m.pseudonym if m.decision == REVIEW else None
-        added = self.index.add(pseudonym, f)
+        added = self.index.add(pseudonym, f, m.probability if m.decision == LINK else 1.0)
         decision = m.decision if m.decision in (LINK, REVIEW) else NEW
         return Resolution(
             pseudonym=pseudonym,
@@ -116,9 +116,10 @@ class Resolver:
         out: list[tuple[bytes, bytes | None]] = []
         for old, new in mapping.items():
             anchor = self.index.anchors[old]
+            unsure = set(self.index.tentative_of(old))
             records = self.index.remove(old)
-            for f in records:
-                self.index.add(new, f)
+            for i, f in enumerate(records):
+                self.index.add(new, f, 0.0 if i in unsure else 1.0)
             self.index.anchors[new] = anchor
             out.append(entry(self.sealer, self.index, new))
             out.append((old.encode(), None))

@@ -21,6 +21,8 @@ gives back) and ``"shares": ["<event id> <recipient>", ...]`` (what was shared
 under the merged identity since). ``"replace": true`` marks the entry a link or
 unlink wrote: a reader replaces the child's records with it instead of adding
 to them (the child's earlier values, on the same partition, came before).
+``"tentative": [i, ...]``: the positions of records a link below 0.99 brought
+(``Index.add``), which are not evidence for another automatic link.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class IndexSealer:
             merged=merged,
             shares=[str(x) for x in obj.get("shares") or ()],
             replace=bool(obj.get("replace")),
+            tentative=[int(i) for i in obj.get("tentative") or ()],
         )
 
 
@@ -133,6 +136,13 @@ class Entry:
     )
     shares: list[str] = field(default_factory=list)
     replace: bool = False
+    tentative: list[int] = field(default_factory=list)
+
+    def add_to(self, index: Index, pseudonym: str) -> None:
+        """Add the entry's records to ``index`` as the child ``pseudonym``'s."""
+        unsure = set(self.tentative)
+        for i, f in enumerate(self.records):
+            index.add(pseudonym, f, 0.0 if i in unsure else 1.0)
 
 
 def entry(
@@ -153,6 +163,8 @@ def entry(
         extra["shares"] = list(index.shares[pseudonym])
     if replace:
         extra["replace"] = True
+    if unsure := index.tentative_of(pseudonym):
+        extra["tentative"] = unsure
     return pseudonym.encode(), sealer.seal(
         pseudonym, records, index.anchors.get(pseudonym), extra=extra
     )
@@ -185,8 +197,7 @@ def rebuild(
             continue
         index.remove(pseudonym)
         e = sealer.open_full(pseudonym, value)
-        for f in e.records:
-            index.add(pseudonym, f)
+        e.add_to(index, pseudonym)
         if e.anchor is not None:
             index.anchors[pseudonym] = e.anchor
         index.merged[pseudonym] = e.merged

@@ -3,7 +3,7 @@
 ::
 
     identity:
-      link_above: "0.95"  # match probability at or above which an event is linked
+      link_above: "0.9"  # match probability at or above which an event is linked
       review_above: "0.5"  # at or above this (and below link_above): a person decides
       deciders: [torbay-mash]  # subscribers whose people may link and unlink children
 

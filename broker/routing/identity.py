@@ -190,8 +190,7 @@ class SubjectIdentity:
             return False
         if e.replace:
             ix.remove(pseudonym)
-        for f in e.records:
-            ix.add(pseudonym, f)
+        e.add_to(ix, pseudonym)
         if e.anchor is not None:
             ix.anchors[pseudonym] = e.anchor
         _put(ix.merged, pseudonym, e.merged or None)
