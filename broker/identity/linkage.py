@@ -5,10 +5,10 @@ that two records are the same child) is trained by Splink on a generated
 population (bench/identity_splink.py writes ``linkage_model.json``); the
 router applies it in-process, because Splink's own incremental matching runs a
 DuckDB query per new record, far slower than the router's 20 ms budget (see
-docs/IDENTITY.md for the figures). The comparison levels here are Splink's
-``NameComparison``, ``DateOfBirthComparison`` and ``PostcodeComparison``,
-computed with rapidfuzz (Jaro-Winkler, Levenshtein) so the trained
-weights mean what Splink meant by them.
+docs/IDENTITY.md for the figures). The comparison levels
+(broker/identity/comparisons.py) are Splink's ``NameComparison``,
+``DateOfBirthComparison`` and ``PostcodeComparison``, computed with rapidfuzz
+(Jaro-Winkler, Levenshtein) so the trained weights mean what Splink meant by them.
 
 An event is compared with a known *child*: each comparison at its closest
 level over the child's records (its postcode may be on another record than
@@ -46,10 +46,23 @@ from datetime import date
 from importlib import resources
 from typing import Any, Final
 
-from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA
 
+from broker.identity.comparisons import (
+    dob_level,
+    given_level,
+    name_level,
+    postcode_level,
+    soundex,
+    typo_level,
+)
 from broker.identity.nicknames import forms
 
+__all__ = [
+    "LINK", "NEW", "REVIEW", "Features", "Index", "Match", "Model", "Thresholds",
+    "best_levels", "dob_level", "given_level", "levels_of", "name_level",
+    "postcode_level", "probability", "soundex", "typo_level",
+]
 LINK: Final = "LINK"
 NEW: Final = "NEW"
 REVIEW: Final = "REVIEW"
@@ -111,86 +124,6 @@ def _name(value: str | None) -> str | None:
         return None
     text = " ".join(value.lower().replace("-", " ").split())
     return text or None
-
-
-# -- comparison levels (Splink's comparison library, level by level) ----------------
-
-
-def name_level(a: str | None, b: str | None) -> int | None:
-    """NameComparison: exact 0, JW>=0.92 1, >=0.88 2, >=0.70 3, else 4; None if null."""
-    if a is None or b is None:
-        return None
-    if a == b:
-        return 0
-    jw = JaroWinkler.similarity(a, b)
-    return 1 if jw >= 0.92 else 2 if jw >= 0.88 else 3 if jw >= 0.70 else 4
-
-
-def given_level(a: str | None, b: str | None) -> int | None:
-    """The given name as one comparison: exact 0, JW>=0.92 1, a familiar form 2 (Jim
-    for James: their formal forms meet), JW>=0.88 3, >=0.70 4, else 5; None if null.
-
-    Spelling and formal form are one question, is it the same name? Weighed as
-    two comparisons, an exact name counted twice and a typo or a nickname as a
-    disagreement."""
-    if a is None or b is None:
-        return None
-    if a == b:
-        return 0
-    jw = JaroWinkler.similarity(a, b)
-    if jw >= 0.92:
-        return 1
-    if not forms(a).isdisjoint(forms(b)):
-        return 2
-    return 3 if jw >= 0.88 else 4 if jw >= 0.70 else 5
-
-
-def dob_level(a: str | None, b: str | None) -> int | None:
-    """DateOfBirthComparison with two keying errors as levels of their own: exact 0,
-    day and month swapped 1, one day apart 2, another single digit off (Levenshtein
-    <= 1) 3, within a month 4, a year 5, ten years 6, else 7; None if null.
-
-    A swap or a day's slip is ten times less likely between two children by chance
-    than any one digit off (the trained u), so each has its own weight."""
-    if a is None or b is None:
-        return None
-    if a == b:
-        return 0
-    if a == _swapped(b):
-        return 1
-    days = abs((date.fromisoformat(a) - date.fromisoformat(b)).days)
-    if days <= 1:
-        return 2
-    if Levenshtein.distance(a, b) <= 1:
-        return 3
-    return 4 if days <= 31 else 5 if days <= 366 else 6 if days <= 3660 else 7
-
-
-def _swapped(iso: str) -> str:
-    """The date with day and month swapped (2010-03-14 -> 2010-14-03, not a date)."""
-    return f"{iso[:4]}-{iso[8:10]}-{iso[5:7]}"
-
-
-def postcode_level(a: str | None, b: str | None) -> int | None:
-    """PostcodeComparison: full 0, sector 1, district 2, area 3, else 4; None if null."""
-    if a is None or b is None:
-        return None
-    if a == b:
-        return 0
-    # outward code + first digit of the inward code = sector
-    if a[:-2] == b[:-2]:
-        return 1
-    if a[:-3] == b[:-3]:
-        return 2
-    return 3 if _area(a) == _area(b) else 4
-
-
-def _area(postcode: str) -> str:
-    """The postcode area: the letters at the start of the outward code (TQ of TQ12 4AB)."""
-    n = 0
-    while n < len(postcode) and postcode[n].isalpha():
-        n += 1
-    return postcode[:n]
 
 
 COMPARISONS: Final = (
@@ -308,25 +241,6 @@ def levels_of(a: Features, b: Features) -> dict[str, int | None]:
            for name, level_of, attr in COMPARISONS}
     out[_TYPO] = typo_level(a.given, b.given)
     return out
-
-
-def typo_level(a: str | None, b: str | None) -> int | None:
-    """0 if two given names differ by one keying error (a letter dropped, added,
-    replaced or two swapped: Harjy, Wiflow), or one is a keying error of a form of
-    the other (Jaems for Jamie: James; Olitia for Ollie: Olivia), else 1; None if
-    null. Names under four letters never (Ava, Eva; but see
-    ``Index._unmistakable_typo``). Not weighed: it only keeps such a name from
-    counting as another child's (the twins rule)."""
-    if a is None or b is None:
-        return None
-    if len(a) < 4 or len(b) < 4:
-        return 1
-    if OSA.distance(a, b) <= 1:
-        return 0
-    fb = forms(b)
-    near = any(OSA.distance(a, y) <= 1 for y in fb) or any(
-        OSA.distance(x, y) <= 1 for x in forms(a) if x != a for y in fb)
-    return 0 if near else 1
 
 
 def best_levels(per_record: Iterable[Mapping[str, int | None]]) -> dict[str, int | None]:
@@ -588,23 +502,3 @@ def _keys(f: Features, *, probe: bool = False) -> Iterable[tuple[str, ...]]:
             yield ("sound-year-initial", sound, year, initial)
     if f.postcode and f.given:
         yield ("postcode-initial", f.postcode, f.given[0])
-
-
-_SOUNDEX: Final = {c: str(d) for d, letters in enumerate(
-    ("aeiouyhw", "bfpv", "cgjkqsxz", "dt", "l", "mn", "r")) for c in letters}
-
-
-def soundex(name: str) -> str:
-    """American Soundex (Smith and Smyth S530): the first letter and three digits, for
-    blocking on a family name as it sounds (a typo seldom changes its code)."""
-    letters = [c for c in name.lower() if c in _SOUNDEX]
-    if not letters:
-        return name
-    out, last = [], _SOUNDEX[letters[0]]
-    for c in letters[1:]:
-        code = _SOUNDEX[c]
-        if code != "0" and code != last:
-            out.append(code)
-        if c not in "hw":
-            last = code
-    return (letters[0].upper() + "".join(out) + "000")[:4]
