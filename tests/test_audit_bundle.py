@@ -20,6 +20,7 @@ from broker.audit.log import AuditLog
 from broker.audit.merkle import MerkleTree
 from broker.audit.note import Ed25519Signer
 from broker.audit.verify import (
+    SUBJECT_HISTORY,
     EventProof,
     prove_event,
     prove_leaves,
@@ -447,3 +448,41 @@ def test_who_saw_lists_shares_and_withholdings_about_one_subject(world: World) -
         who_saw(
             with_leaves(world.bundle, leaves), ALICE, 0, 2**53, trusted_vkeys=[world.first_vkey]
         )
+
+
+def test_who_saw_answers_for_the_whole_of_a_linked_child(tmp_path: Path) -> None:
+    """A person linked BOB into ALICE: a subject-access answer about either is the
+    whole child (every decision under both keyed pseudonyms, and the link itself
+    in the history); after the unlink, each is its own child again."""
+    clock = FixedClock(T0)
+    signer = Ed25519Signer.generate(ORIGIN)
+    log = AuditLog(signer=signer, clock=clock)
+    for i in range(6):
+        clock.advance(1000)
+        log.append(_leaf(clock.now_ms(), i))  # ALICE's and BOB's shares and withholdings
+
+    def identity(kind: LeafKind) -> AuditLeaf:
+        clock.advance(1000)
+        return AuditLeaf(
+            time_ms=clock.now_ms(), kind=kind, event_id=f"decision-{kind.value}",
+            event_digest=hashlib.sha256(kind.value.encode()).hexdigest(),
+            source_agency="mash-torbay", subject=ALICE, outcome=kind.value[:-2],
+            rule_id="identity.deciders", policy_digest=hashlib.sha256(b"policy v1").hexdigest(),
+            identity_other=BOB, identity_decided_by=hashlib.sha256(b"who").hexdigest(),
+            identity_shares=[],
+        )  # fmt: skip
+
+    def decisions(who: str, kinds: object = (LeafKind.SHARED, LeafKind.WITHHELD)) -> set[str]:
+        log.checkpoint()
+        seen = who_saw(log.export(), who, 0, 2**53, trusted_vkeys=[signer.vkey],
+                       kinds=kinds)  # type: ignore[arg-type]
+        return {f"{s.leaf.kind.value} {s.leaf.event_id} {s.leaf.recipient}" for s in seen}
+
+    alice, bob = decisions(ALICE), decisions(BOB)
+    assert alice and bob and not alice & bob
+    log.append(identity(LeafKind.LINKED))
+    assert decisions(ALICE) == decisions(BOB) == alice | bob
+    history = decisions(BOB, SUBJECT_HISTORY)
+    assert "LINKED decision-LINKED " in history and alice | bob <= history
+    log.append(identity(LeafKind.UNLINKED))
+    assert (decisions(ALICE), decisions(BOB)) == (alice, bob)

@@ -27,6 +27,7 @@ __all__ = [
     "SUBJECT_DECISIONS",
     "SUBJECT_HISTORY",
     "EventProof",
+    "linked_subjects",
     "Report",
     "Sighting",
     "prove_event",
@@ -452,9 +453,12 @@ class Sighting:
 #: (docs/DESIGN.md: "a record of what was shared, with whom, when, why ... and of
 #: decisions not to").
 SUBJECT_DECISIONS = frozenset({LeafKind.SHARED, LeafKind.WITHHELD})
-#: ... with the consent records applied for the subject, and every read of a copy
-#: shared about the subject (``safeshare audit who-saw``; DPA 2018 s.62).
-SUBJECT_HISTORY = SUBJECT_DECISIONS | {LeafKind.CONSENT, LeafKind.CONSULTED}
+#: ... with the consent records applied for the subject, every read of a copy
+#: shared about the subject (``safeshare audit who-saw``; DPA 2018 s.62) and the
+#: identity decisions about it.
+SUBJECT_HISTORY = SUBJECT_DECISIONS | {
+    LeafKind.CONSENT, LeafKind.CONSULTED, LeafKind.LINKED, LeafKind.UNLINKED, LeafKind.KEPT_APART
+}
 
 
 def who_saw(
@@ -480,24 +484,27 @@ def who_saw(
     ``kinds=SUBJECT_HISTORY`` the subject's CONSENT leaves are listed as well,
     and the CONSULTED leaves of every copy shared about the subject (a
     consultation names the event and the feed, not the subject: it is the
-    subject's when a SHARED leaf of the subject has that event and recipient).
+    subject's when a SHARED leaf of the subject has that event and recipient),
+    and the identity decisions about it. A child a person linked is one child:
+    the leaves under every pseudonym linked with it count (:func:`linked_subjects`).
     """
     wanted = frozenset(LeafKind(k) for k in kinds)
     report = verify_bundle(
         bundle, trusted_vkeys, witness_vkeys=witness_vkeys, witness_quorum=witness_quorum
     )
+    subjects = linked_subjects(report.leaves, subject_pseudonym)
     consents: dict[str, list[Sighting]] = {}  # record id -> its CONSENT leaves, in log order
     out: list[Sighting] = []
     shared = {
         (leaf.event_id, leaf.recipient) for leaf in report.leaves
-        if leaf.kind is LeafKind.SHARED and leaf.subject == subject_pseudonym
+        if leaf.kind is LeafKind.SHARED and leaf.subject in subjects
     } if LeafKind.CONSULTED in wanted else set()
     for i, leaf in enumerate(report.leaves):
         if leaf.kind is LeafKind.CONSULTED:
             if (leaf.event_id, leaf.recipient) in shared and from_ms <= leaf.time_ms < to_ms:
                 out.append(Sighting(i, leaf))
             continue
-        if leaf.subject != subject_pseudonym:
+        if leaf.subject not in subjects:
             continue
         if leaf.kind is LeafKind.CONSENT:
             consents.setdefault(leaf.event_id, []).append(Sighting(i, leaf))
@@ -508,6 +515,29 @@ def who_saw(
             relied = _consent_history(consents, leaf.consent_ref)
         out.append(Sighting(i, leaf, relied))
     return out
+
+
+def linked_subjects(leaves: Iterable[AuditLeaf], subject: str) -> frozenset[str]:
+    """``subject`` and every keyed pseudonym linked with it as the log ends.
+
+    Replays the LINKED and UNLINKED leaves in log order as the router applied
+    them (broker/identity/decisions.py): a link merges the other child, and the
+    children already merged into it, into the one that stays; an unlink splits
+    one out again. Whichever of a linked child's pseudonyms is asked about, the
+    answer is the whole child.
+    """
+    merged: dict[str, set[str]] = {}
+    for leaf in leaves:
+        if leaf.kind is LeafKind.LINKED and leaf.subject and leaf.identity_other:
+            into = merged.setdefault(leaf.subject, set())
+            into.add(leaf.identity_other)
+            into |= merged.pop(leaf.identity_other, set())
+        elif leaf.kind is LeafKind.UNLINKED and leaf.subject and leaf.identity_other:
+            merged.get(leaf.subject, set()).discard(leaf.identity_other)
+    for survivor, others in merged.items():
+        if subject == survivor or subject in others:
+            return frozenset({survivor, *others})
+    return frozenset({subject})
 
 
 def _consent_history(consents: dict[str, list[Sighting]], record_id: str) -> tuple[Sighting, ...]:
