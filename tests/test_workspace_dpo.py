@@ -48,6 +48,9 @@ def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
             assert nobody.get(path).status_code == 303, path  # to the sign-in page
             r = sam.get(path)
             assert r.status_code == 403 and "for the dpo role" in r.text, path
+        # sam reads the concern: the log names sam by a keyed pseudonym only, the
+        # DPO's s.62 report by name (s.62(2): who consulted), checked below.
+        assert sam.get(f"/workspace/events/{missing['event_id']}").status_code == 200
 
         dee = http_sign_in(url, "dee")
         assert dee.get(f"/workspace/events/{missing['event_id']}").status_code == 403
@@ -83,6 +86,9 @@ def test_the_dpo_pages_give_the_reports_and_only_to_the_dpo(
         got = dee.get("/workspace/dpo/s62.csv")
         assert got.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(got.text)))
+        assert ("consultation", "user:sam", missing["event_id"]) in {
+            (r["record"], r["by"], r["event_id"]) for r in rows}
+        assert not any(b"user:sam" in r.value for r in read_all(kafka_bootstrap, topics.audit))
         assert ("disclosure", "torbay-mash") in {
             (r["record"], r["party"]) for r in rows if r["event_id"] == missing["event_id"]}
         assert not any(r["event_id"] == health["event_id"] and r["record"] == "disclosure"

@@ -19,7 +19,7 @@ from broker.audit.log import AuditLog
 from broker.audit.note import Ed25519Signer
 from broker.audit.verify import EventProof, verify_event_proof
 from broker.clock import FixedClock
-from broker.gateway.consultations import Consulted, consulted_leaves
+from broker.gateway.consultations import Consulted, consulted_leaves, reader_pseudonym
 from broker.workspace import reports
 
 ORIGIN = "safeshare.example/audit/0"
@@ -132,3 +132,21 @@ def test_s62_csv_has_consultations_and_police_disclosures_only(
         ("disclosure", "devon-cornwall-police", "example-academy-dsl", "e1"),
         ("disclosure", "devon-cornwall-police", "torbay-mash", "e3")]
     assert rows[0]["where"] == "t/0/7" and rows[1]["purpose_or_basis"].startswith("UK GDPR")
+
+
+def test_s62_names_the_people_who_consulted_for_the_dpo(world: tuple[Bundle, str, str]) -> None:
+    """The log names a person only by a keyed pseudonym; with the key and the users
+    the DPO's report names them (DPA 2018 s.62(2)); a stranger stays pseudonymous."""
+    key = b"r" * 32
+    leaves = [leaf for who in ("sam", "mallory") for leaf in consulted_leaves(
+        reader_pseudonym(key, f"user:{who}"), "torbay-mash", "SAFEGUARDING",
+        [Consulted("e1", "t", 0, 7)], "workspace", T0 + 500)]
+
+    def by(names: dict[str, str] | None) -> list[str]:
+        return [r["by"] for r in csv.DictReader(io.StringIO(
+            reports.s62_csv([], leaves, set(), names)))]
+    hidden = by(None)
+    assert all(b.startswith("user:") and len(b) == 5 + 64 for b in hidden)
+    assert "sam" not in "".join(hidden)
+    assert by(reports.reader_names(key, ["sam", "dana"])) == ["user:sam", hidden[1]]
+    assert by(reports.reader_names(b"x" * 32, ["sam"])) == hidden  # another key: no names

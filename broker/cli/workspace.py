@@ -177,13 +177,16 @@ def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs:
 @report.command("s62")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV file (default: standard output).")
+@click.option("--users", "users_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The workspace's users file: name the people who consulted "
+              "(the log holds only a keyed pseudonym of each; needs $SAFESHARE_HOME/keys).")
 @bundle_option
 @trust_options
 @shard_option
 @bootstrap_option
-def s62_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
-            vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...], shard: int,
-            bootstrap: str | None) -> None:
+def s62_cmd(out: Path | None, users_file: Path | None, bundle: Path | None,
+            vkeys: tuple[str, ...], vkeys_file: Path | None, quorum: int,
+            witness_vkeys: tuple[str, ...], shard: int, bootstrap: str | None) -> None:
     """DPA 2018 s.62 log as CSV: consultations (gateway and workspace reads) and
     disclosures of law-enforcement data (shares of police agencies' events)."""
     from broker.audit.exceptions import AuditError  # noqa: PLC0415
@@ -201,8 +204,17 @@ def s62_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
     b = load_bundle(bundle, bootstrap, shard)
     trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
     consultations = reports.read_consultations(resolve_bootstrap(bootstrap), s.topics.consultations)
+    names = None
+    if users_file is not None:
+        from broker.workspace.sessions import UserError, load_users  # noqa: PLC0415
+
+        try:
+            users = load_users(users_file)
+        except UserError as exc:
+            raise click.UsageError(str(exc)) from None
+        names = reports.reader_names(reader_key(s), users)
     try:
-        _write(out, reports.verified_s62(b, trust, consultations, police))
+        _write(out, reports.verified_s62(b, trust, consultations, police, names))
     except AuditError as exc:
         raise click.ClickException(f"the audit log does not verify: {exc}") from None
 

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from broker.audit.bundle import Bundle
 from broker.audit.exceptions import AuditError
+from broker.gateway.consultations import READER_KEY_FILE
 from broker.workspace import reports
 from broker.workspace.render import DpoConfig, Workspace
 from broker.workspace.views import _HEADERS, _page, _ws, signed_in
@@ -73,12 +74,17 @@ def sar(ws: Workspace, pseudonym: str) -> reports.SubjectAccess:
 
 
 def s62(ws: Workspace) -> str:
+    """The s.62 CSV, people named: the workspace's users, by the log's key of
+    people's pseudonyms (``$SAFESHARE_HOME/keys/reader-pseudonym.key``)."""
     cfg = _config(ws)
     trust = _trust(cfg)
     consultations = reports.read_consultations(ws.config.bootstrap,
                                                ws.config.topics.consultations)
+    key_file = cfg.keys_dir / READER_KEY_FILE
+    names = (reports.reader_names(key_file.read_bytes(), ws.users)
+             if key_file.is_file() else None)
     return reports.verified_s62(_bundle(ws, cfg), trust, consultations,
-                                reports.law_enforcement(ws.config.policy))
+                                reports.law_enforcement(ws.config.policy), names)
 
 
 def checkpoints(ws: Workspace) -> reports.CheckpointHistory:

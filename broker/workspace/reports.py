@@ -25,6 +25,7 @@ from broker.audit import verify as _verify
 from broker.audit.bundle import Bundle
 from broker.audit.exceptions import AuditError
 from broker.audit.leaf import AuditLeaf, LeafKind
+from broker.gateway.consultations import reader_pseudonym
 from broker.workspace.render import HERE
 
 BREAK_GLASS = "REVIEW_WITHIN_72H"
@@ -134,29 +135,45 @@ S62_COLUMNS = ("time", "record", "by", "party", "purpose_or_basis", "via", "even
                "where", "rule")
 
 
+def reader_names(key: bytes, usernames: Iterable[str]) -> dict[str, str]:
+    """Each workspace user's pseudonym in the audit log -> ``user:NAME``.
+
+    The log names a person only by a keyed HMAC (no name in clear); s.62(2)
+    asks that the log make it possible to establish who consulted, so the DPO,
+    who holds the key and the users file, gets names back in the report."""
+    return {reader_pseudonym(key, f"user:{u}"): f"user:{u}" for u in usernames}
+
+
 def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLeaf],
-            law_enforcement: set[str]) -> str:
+            law_enforcement: set[str], names: Mapping[str, str] | None = None) -> str:
     """DPA 2018 s.62 logging as CSV: each consultation (who read which records,
     when, for what purpose: the log's CONSULTED leaves), each refusal (from
     ``consultations``, the gateway's topic) and each disclosure of
     law-enforcement data (a share of an event from ``law_enforcement``
     agencies: to whom, when, on which basis). Ids and coordinates only, no
-    content; rows in time order."""
+    content; rows in time order. ``names`` (:func:`reader_names`) turns the
+    log's pseudonyms of people back into user names; one it does not know
+    stays as the log has it."""
+    named = names or {}
+
+    def who(by: object) -> str:
+        return named.get(str(by), str(by))
+
     rows: list[tuple[str, ...]] = []
     for c in consultations:
         kind = str(c.get("kind", ""))
         at = iso(int(c.get("at_ms") or 0))
         if kind == "consultation":
             for r in c.get("records") or []:
-                rows.append((at, "consultation", str(c.get("by")), str(c.get("subscriber")),
+                rows.append((at, "consultation", who(c.get("by")), str(c.get("subscriber")),
                              str(c.get("purpose")), str(c.get("via")), str(r["event_id"]),
                              f"{r['topic']}/{r['partition']}/{r['offset']}", ""))
         elif kind == "refusal":
-            rows.append((at, "refusal", str(c.get("by")), str(c.get("claimed")),
+            rows.append((at, "refusal", who(c.get("by")), str(c.get("claimed")),
                          str(c.get("action")), "gateway", "", "", ""))
     for leaf in leaves:
         if leaf.kind is LeafKind.CONSULTED:
-            rows.append((iso(leaf.time_ms), "consultation", str(leaf.consulted_by),
+            rows.append((iso(leaf.time_ms), "consultation", who(leaf.consulted_by),
                          leaf.recipient, str(leaf.consulted_purpose), str(leaf.consulted_via),
                          leaf.event_id, str(leaf.consulted_record), ""))
         elif leaf.kind is LeafKind.SHARED and leaf.source_agency in law_enforcement:
@@ -280,11 +297,11 @@ def subject_access_report(bundle: Bundle, pseudonym: str, key: bytes, trust: Tru
 
 
 def verified_s62(bundle: Bundle, trust: Trust, consultations: Iterable[Mapping[str, Any]],
-                 law_enforcement: set[str]) -> str:
+                 law_enforcement: set[str], names: Mapping[str, str] | None = None) -> str:
     """:func:`s62_csv` from a log that verifies against ``trust``; raises AuditError if not."""
     verified = _verify.verify_bundle(bundle, trust.vkeys, witness_vkeys=trust.witness_vkeys,
                                      witness_quorum=trust.quorum)
-    return s62_csv(consultations, verified.leaves, law_enforcement)
+    return s62_csv(consultations, verified.leaves, law_enforcement, names)
 
 
 def law_enforcement(policy: Any) -> set[str]:
