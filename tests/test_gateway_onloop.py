@@ -104,3 +104,19 @@ def test_a_send_that_would_block_goes_to_a_thread() -> None:
 
     asyncio.run(main())
     assert blocking_thread and blocking_thread[0] is not loop_thread[0]
+
+
+def test_a_request_cancelled_while_waiting_leaves_nothing_behind() -> None:
+    batch, future = _record()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(acknowledged(future, timeout_s=0.2))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)  # past the timeout: its timer was cancelled too
+        batch.success((40, -1, None))
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())

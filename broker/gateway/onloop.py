@@ -49,14 +49,21 @@ async def acknowledged(future: SendFuture, timeout_s: float = ACK_TIMEOUT_S) -> 
                 loop.call_soon_threadsafe(_settle, woken)
 
         future.when_done(wake)
+        # A timer rather than asyncio.wait_for: no task or extra future per request.
+        timer = loop.call_later(timeout_s, _expire, woken, timeout_s)
         try:
-            await asyncio.wait_for(woken, timeout_s)
-        except TimeoutError:
-            raise KafkaTimeoutError(
-                f"send: not acknowledged by the broker in {timeout_s:g} s") from None
+            await woken
+        finally:
+            timer.cancel()
     return future.get(timeout=0)
 
 
 def _settle(woken: asyncio.Future[None]) -> None:
-    if not woken.done():  # not cancelled by a timeout
+    if not woken.done():  # not timed out, nor the request cancelled
         woken.set_result(None)
+
+
+def _expire(woken: asyncio.Future[None], timeout_s: float) -> None:
+    if not woken.done():
+        woken.set_exception(KafkaTimeoutError(
+            f"send: not acknowledged by the broker in {timeout_s:g} s"))
