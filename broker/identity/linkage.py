@@ -377,7 +377,9 @@ class Index:
             return None
         return counts[value] / total
 
-    def _names_of_their_own(self, a: str | None, b: str | None, level: int | None) -> int | None:
+    def _names_of_their_own(
+        self, a: str | None, b: str | None, level: int | None, *, same_home: bool = False
+    ) -> int | None:
         """1 if two given names are close spellings or familiar forms of each other
         (given ``level`` 1 or 2) and each is a name of its own, many children's
         given name in the index; else 0; None if null.
@@ -385,13 +387,17 @@ class Index:
         The nicknames data set lists Elsie as a form of Alice, and Millie of Emily;
         Sophie and Sophia are a letter apart: twins may be given both. Such a pair
         is not the same name for the twins rule once the index holds enough
-        records to tell (term frequencies)."""
+        records to tell (term frequencies). Until then (a young index) a pair at
+        the same home counts as two names: twins living together are never
+        linked for want of counts; the pair goes to a person."""
         if a is None or b is None or level is None:
             return None
         if level not in (1, 2):
             return 0
         ta, tb = self._tf("given", a), self._tf("given", b)
-        return int(ta is not None and tb is not None and min(ta, tb) >= _OWN_NAME)
+        if ta is None or tb is None:
+            return int(same_home and a != b)
+        return int(min(ta, tb) >= _OWN_NAME)
 
     def _names_of_own(self) -> frozenset[str] | None:
         """The given names that are names of their own (None until 1,000 records),
@@ -445,7 +451,8 @@ class Index:
                 if f.upn and other.upn and f.upn != other.upn:
                     continue  # another pupil's record
                 levels = levels_of(f, other)
-                levels[_OWN] = self._names_of_their_own(f.given, other.given, levels["given"])
+                levels[_OWN] = self._names_of_their_own(
+                    f.given, other.given, levels["given"], same_home=levels["postcode"] == 0)
                 if levels[_TYPO] == 1 and self._unmistakable_typo(f.given, other.given):
                     levels[_TYPO] = 0
                 per_record.append(levels)
