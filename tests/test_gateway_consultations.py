@@ -19,10 +19,20 @@ from broker.cli.main import _register, cli
 from broker.gateway.app import GatewayConfig
 from broker.gateway.consultations import Consulted, Recorder, reader_pseudonym
 from broker.kafka.admin import Admin
-from broker.kafka.producer import make_producer
+from broker.kafka.exceptions import KafkaError
+from broker.kafka.producer import Producer, make_producer
 from broker.topics import Topics
 from tests.gateway_helpers import running_gateway
-from tests.helpers import CODEC, create_topics, example, publish, read_all, run_router, settings_for
+from tests.helpers import (
+    CODEC,
+    create_topics,
+    example,
+    publish,
+    read_all,
+    run_router,
+    settings_for,
+    wait_for,
+)
 
 MASH = "torbay-mash"
 
@@ -130,3 +140,42 @@ def test_a_person_is_named_in_the_log_only_by_a_keyed_pseudonym(
     assert leaf.consulted_by.startswith("user:") and "sam" not in leaf.consulted_by
     assert (leaf.consulted_via, leaf.consulted_record) == ("workspace", f"{topics.feed(MASH)}/0/7")
     assert reader_pseudonym(key, "subscriber:torbay-mash") == "subscriber:torbay-mash"
+
+
+def test_a_long_read_fits_the_broker_and_a_refused_write_does_not_stop_the_next(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    """A chronology of 3,000 records read at once is 3,000 leaves: written in audit
+    messages within the broker's size limit (one batch was over 1 MB: refused). A
+    write the broker refuses for good puts kafka-python's producer in a fatal
+    state; the recorder replaces it, so the next read is recorded again."""
+    create_topics(admin, settings_for(topics, tmp_path))
+    made: list[Producer] = []
+
+    def new_producer() -> Producer:
+        made.append(make_producer(kafka_bootstrap, linger_ms=0))
+        return made[-1]
+
+    rec = Recorder(new_producer(), topics, new_producer=new_producer)
+    feed = topics.feed(MASH)
+    try:
+        rec.consultation("user:sam", MASH, "SAFEGUARDING",
+                         [Consulted(f"e{i}", feed, 0, i) for i in range(3000)], "workspace")
+        assert len(leaves(kafka_bootstrap, topics)) == 3000
+        def recorded(event_id: str) -> bool:
+            try:
+                rec.consultation("user:sam", MASH, "SAFEGUARDING",
+                                 [Consulted(event_id, feed, 0, 1)], "workspace")
+            except KafkaError:
+                return False
+            return True
+
+        admin.alter_topic_config(topics.audit, {"max.message.bytes": "64"})
+        wait_for("the broker to refuse a write", lambda: not recorded("refused"), timeout_s=30)
+        assert len(made) == 2  # the broken producer was replaced at once
+        admin.alter_topic_config(topics.audit, {"max.message.bytes": "1048588"})
+        wait_for("a write to be recorded again", lambda: recorded("after"), timeout_s=30)
+    finally:
+        for p in made:
+            p.close()
+    assert [x.event_id for x in leaves(kafka_bootstrap, topics)][-1] == "after"

@@ -24,7 +24,7 @@ from broker.gateway.consultations import Recorder
 from broker.gateway.limits import Limits, LimitsMiddleware
 from broker.gateway.publishing import EventDesk
 from broker.gateway.tokens import OAuthClients, TokenIssuer
-from broker.kafka.producer import make_producer
+from broker.kafka.producer import Producer, make_producer
 from broker.policy import Policy
 from broker.routing.app import load_or_create_secret
 from broker.topics import DEFAULT, Topics
@@ -66,9 +66,13 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             yield
             return
         codec = config.codec or Codec.default()
-        producer = make_producer(config.bootstrap, linger_ms=0)
+
+        def new_producer() -> Producer:
+            return make_producer(config.bootstrap, linger_ms=0)
+
+        producer = new_producer()
         app.state.recorder = Recorder(producer, config.topics, config.clock,
-                                      config.reader_key)
+                                      config.reader_key, new_producer=new_producer)
         app.state.desk = EventDesk(
             bootstrap=config.bootstrap,
             topics=config.topics,

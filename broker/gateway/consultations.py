@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,12 @@ from cryptography.hazmat.primitives import hmac as _hmac
 
 from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch
 from broker.clock import Clock, SystemClock
-from broker.kafka.producer import Producer
+from broker.kafka.exceptions import KafkaError
+from broker.kafka.producer import Producer, SendFuture
+from broker.routing.app import audit_encoder
 from broker.topics import Topics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,16 +100,36 @@ class Recorder:
     """
 
     def __init__(self, producer: Producer, topics: Topics, clock: Clock | None = None,
-                 reader_key: bytes | None = None) -> None:
+                 reader_key: bytes | None = None,
+                 new_producer: Callable[[], Producer] | None = None) -> None:
+        """``new_producer`` replaces a producer that kafka-python has put in a
+        fatal state (a record the broker refused for good: every later record of
+        it would fail, and with it every later feed read); without it the
+        recorder keeps failing until the process restarts."""
         self._producer = producer
+        self._new_producer = new_producer
         self.topic = topics.consultations
         self.audit_topic = topics.audit
         self._clock = clock or SystemClock()
         self._reader_key = reader_key or os.urandom(32)
 
+    def _acked(self, futures: Sequence[SendFuture]) -> None:
+        """Wait for every record's acknowledgement; on a failure that broke the
+        producer, replace it (this call still fails: nothing is shown)."""
+        try:
+            for f in futures:
+                f.get()
+        except KafkaError:
+            if self._new_producer is not None and self._producer.broken:
+                old, self._producer = self._producer, self._new_producer()
+                log.warning("consultation recorder: producer refused a record for good;"
+                            " replaced it")
+                old.close(timeout=0)
+            raise
+
     def _write(self, key: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-        self._producer.send(self.topic, data, key=key.encode()).get()
+        self._acked([self._producer.send(self.topic, data, key=key.encode())])
 
     def consultation(
         self, who: str, subscriber: str, purpose: str, records: Sequence[Consulted], via: str
@@ -121,7 +146,10 @@ class Recorder:
         (``acks=all``) before this returns; raises if it cannot be. The workspace's
         NOTIFIED leaves (broker/workspace/notify.py) go through here too."""
         if leaves:
-            self._producer.send(self.audit_topic, encode_batch(leaves)).get()
+            # In messages under the broker's size limit: a long chronology read at
+            # once is thousands of leaves.
+            payloads = audit_encoder([leaf.to_bytes() for leaf in leaves])
+            self._acked([self._producer.send(self.audit_topic, p) for p in payloads])
 
     def signed_for(self, agency: str, event_id: str, digest: str, where: str) -> None:
         """Record that the gateway signed an event for ``agency`` (``signing: gateway``)."""
@@ -158,4 +186,4 @@ class Recorder:
             "action": action,
             "at_ms": now,
         })
-        logged.get()
+        self._acked([logged])
