@@ -150,3 +150,21 @@ def test_s62_names_the_people_who_consulted_for_the_dpo(world: tuple[Bundle, str
     assert "sam" not in "".join(hidden)
     assert by(reports.reader_names(key, ["sam", "dana"])) == ["user:sam", hidden[1]]
     assert by(reports.reader_names(b"x" * 32, ["sam"])) == hidden  # another key: no names
+
+
+def test_s62_refusals_come_from_the_signed_log_once(world: tuple[Bundle, str, str]) -> None:
+    """A refused impersonation is a REFUSED leaf of the signed log and a record on
+    the consultations topic: the report lists it once, from the leaf; a refusal
+    older than the leaves (the topic only) is still listed."""
+    leaf = AuditLeaf(time_ms=T0 + 9, kind=LeafKind.REFUSED, event_id="",
+                     event_digest="ab" * 32, source_agency="example-academy", outcome="FORBIDDEN",
+                     reason="publish", refused_by="agency:devon-cornwall-police")
+    topic = [{"kind": "refusal", "by": "agency:devon-cornwall-police",
+              "claimed": "agency:example-academy", "action": "publish", "at_ms": T0 + 9},
+             {"kind": "refusal", "by": "subscriber:torbay-mash",
+              "claimed": "subscriber:devon-mash", "action": "read feed", "at_ms": T0 + 1}]
+    rows = [r for r in csv.DictReader(io.StringIO(reports.s62_csv(topic, [leaf], set())))
+            if r["record"] == "refusal"]
+    assert [(r["by"], r["party"], r["purpose_or_basis"]) for r in rows] == [
+        ("subscriber:torbay-mash", "subscriber:devon-mash", "read feed"),
+        ("agency:devon-cornwall-police", "agency:example-academy", "publish")]

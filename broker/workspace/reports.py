@@ -147,8 +147,9 @@ def reader_names(key: bytes, usernames: Iterable[str]) -> dict[str, str]:
 def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLeaf],
             law_enforcement: set[str], names: Mapping[str, str] | None = None) -> str:
     """DPA 2018 s.62 logging as CSV: each consultation (who read which records,
-    when, for what purpose: the log's CONSULTED leaves), each refusal (from
-    ``consultations``, the gateway's topic) and each disclosure of
+    when, for what purpose: the log's CONSULTED leaves), each refusal (the
+    log's REFUSED leaves; older ones from ``consultations``, the gateway's
+    topic) and each disclosure of
     law-enforcement data (a share of an event from ``law_enforcement``
     agencies: to whom, when, on which basis). Ids and coordinates only, no
     content; rows in time order. ``names`` (:func:`reader_names`) turns the
@@ -160,6 +161,11 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
         return named.get(str(by), str(by))
 
     rows: list[tuple[str, ...]] = []
+    leaves = list(leaves)
+    # Refusals are REFUSED leaves of the signed log; the consultations topic's
+    # copy of one is not listed twice (older refusals are only on the topic).
+    signed = {(leaf.time_ms, _claimed(leaf), leaf.reason)
+              for leaf in leaves if leaf.kind is LeafKind.REFUSED}
     for c in consultations:
         kind = str(c.get("kind", ""))
         at = iso(int(c.get("at_ms") or 0))
@@ -168,7 +174,8 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
                 rows.append((at, "consultation", who(c.get("by")), str(c.get("subscriber")),
                              str(c.get("purpose")), str(c.get("via")), str(r["event_id"]),
                              f"{r['topic']}/{r['partition']}/{r['offset']}", ""))
-        elif kind == "refusal":
+        elif kind == "refusal" and (int(c.get("at_ms") or 0), str(c.get("claimed")),
+                                    str(c.get("action"))) not in signed:
             rows.append((at, "refusal", who(c.get("by")), str(c.get("claimed")),
                          str(c.get("action")), "gateway", "", "", ""))
     for leaf in leaves:
@@ -176,6 +183,9 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
             rows.append((iso(leaf.time_ms), "consultation", who(leaf.consulted_by),
                          leaf.recipient, str(leaf.consulted_purpose), str(leaf.consulted_via),
                          leaf.event_id, str(leaf.consulted_record), ""))
+        elif leaf.kind is LeafKind.REFUSED:
+            rows.append((iso(leaf.time_ms), "refusal", who(leaf.refused_by), _claimed(leaf),
+                         leaf.reason, "gateway", "", "", ""))
         elif leaf.kind is LeafKind.SHARED and leaf.source_agency in law_enforcement:
             rows.append((iso(leaf.time_ms), "disclosure", leaf.source_agency, leaf.recipient,
                          leaf.lawful_basis, "router", leaf.event_id, "", leaf.rule_id))
@@ -185,6 +195,11 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
     w.writerow(S62_COLUMNS)
     w.writerows(rows)
     return buf.getvalue()
+
+
+def _claimed(leaf: AuditLeaf) -> str:
+    """Whom a REFUSED leaf's caller claimed to be (``agency:x`` or ``subscriber:y``)."""
+    return f"agency:{leaf.source_agency}" if leaf.source_agency else f"subscriber:{leaf.recipient}"
 
 
 @dataclass
