@@ -138,9 +138,11 @@ class PatternsCore:
         so an event dated in the future cannot make every interview overdue) and only
         when the service has read every feed partition to its end, so an interview
         in a partition read after later events of another still counts.
+        The watermark never goes back, but every turn judges against it: a return
+        reported late (older than the newest event already read) is due at once.
         """
-        watermark = min(self._newest_ms, self.now_ms())
-        if watermark <= self._watermark_ms:
+        watermark = max(self._watermark_ms, min(self._newest_ms, self.now_ms()))
+        if not watermark:
             return []
         self._watermark_ms = watermark
         added, fired = self.detectors.overdue(watermark)
