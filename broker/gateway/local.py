@@ -51,11 +51,13 @@ class LocalGateway:
 
 
 @contextmanager
-def local_gateway(config: GatewayConfig, directory: Path) -> Iterator[LocalGateway]:
+def local_gateway(
+    config: GatewayConfig, directory: Path, *, http: str = "httptools"
+) -> Iterator[LocalGateway]:
     """Serve ``config`` over HTTPS on a free loopback port until the block ends.
 
     The CA lives in ``directory/ca`` (made if missing), the server certificate
-    beside it.
+    beside it. ``http`` picks the HTTP parser (:data:`broker.gateway.server.PROTOCOLS`).
     """
     ca = CaFiles(directory / "ca")
     if not ca.cert.exists():
@@ -63,7 +65,8 @@ def local_gateway(config: GatewayConfig, directory: Path) -> Iterator[LocalGatew
     cert, key = directory / "server.pem", directory / "server.key"
     issue_server(ca, ["127.0.0.1", "localhost"], cert, key)
     port = free_port()
-    server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), port=port)
+    server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), port=port,
+                         http=http)
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
