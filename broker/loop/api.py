@@ -92,6 +92,12 @@ class Acknowledger(Closeable):
         meta = self._producer.send(self.topic, data, key=event_id.encode()).get()
         return AckReceipt(record["ack_id"], meta.topic, meta.partition, meta.offset)
 
+    @property
+    def broken(self) -> bool:
+        """The producer will write nothing more after a record the broker refused
+        for good (:attr:`broker.kafka.producer.Producer.broken`): make a new Acknowledger."""
+        return self._producer.broken
+
     def close(self) -> None:
         self._producer.close()
 

@@ -95,5 +95,11 @@ class OwnerNotifier:
         audit(leaves)
         return len(sent)
 
+    @property
+    def broken(self) -> bool:
+        """The producer will write nothing more after a record the broker refused
+        for good (:attr:`broker.kafka.producer.Producer.broken`): make a new notifier."""
+        return self._producer.broken
+
     def close(self) -> None:
         self._producer.close()

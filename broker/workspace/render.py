@@ -9,6 +9,7 @@ rule under which the rest was shared; a withheld value is never read.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ from broker.workspace.sessions import Sessions, User, hash_password
 from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore, to_ms
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _replaced(what: str, stale: Acknowledger | OwnerNotifier | None) -> None:
+    """Close a writer whose producer broke (nothing is pending: it sends no more)."""
+    if stale is not None:
+        log.warning("workspace %s: producer refused a record for good; replaced it", what)
+        stale.close()
+
+
 class Workspace:
     """Everything the pages share; one per application."""
 
@@ -144,13 +153,19 @@ class Workspace:
             return s
 
     def acknowledger(self, subscriber: str) -> Acknowledger:
+        """The team's acknowledger; a new one if kafka-python put the last one's
+        producer in a fatal state (a record the broker refused for good fails
+        every later one too: without this, every later triage until a restart)."""
         with self._lock:
-            a = self._acks.get(subscriber)
-            if a is None:
+            a = stale = self._acks.get(subscriber)
+            if a is None or a.broken:
                 a = self._acks[subscriber] = Acknowledger(
                     bootstrap=self.config.bootstrap, subscriber=subscriber,
                     topics=self.config.topics, codec=self.codec)
-            return a
+            else:
+                stale = None
+        _replaced("acknowledger", stale)
+        return a
 
     def identity_desk(self, subscriber: str) -> IdentityDesk:
         """The team's identity desk: its review items in, its people's decisions out."""
@@ -163,12 +178,18 @@ class Workspace:
             return d
 
     def notifier(self) -> OwnerNotifier:
-        """Who tells owning agencies of consultations (one producer, made when first needed)."""
+        """Who tells owning agencies of consultations (one producer, made when first
+        needed, and made again if kafka-python put it in a fatal state, as above)."""
         with self._lock:
-            if self._notifier is None:
-                self._notifier = OwnerNotifier(make_producer(self.config.bootstrap),
-                                               self.config.topics, self.codec, self.config.policy)
-            return self._notifier
+            n = stale = self._notifier
+            if n is None or n.broken:
+                n = self._notifier = OwnerNotifier(
+                    make_producer(self.config.bootstrap), self.config.topics, self.codec,
+                    self.config.policy)
+            else:
+                stale = None
+        _replaced("owner notifier", stale)
+        return n
 
     def purposes(self, subscriber: str) -> list[str]:
         policy = self.config.policy
