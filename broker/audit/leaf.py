@@ -320,6 +320,17 @@ class AuditLeaf:
         set_(self, "fields_redacted", _strings("fields_redacted", self.fields_redacted, sort=True))
         set_(self, "obligations", _strings("obligations", self.obligations, sort=False))
 
+    @property
+    def refused_as(self) -> str | None:
+        """Whom a REFUSED leaf's caller tried to act as (``agency:x`` from
+        ``source_agency``, else ``subscriber:y`` from ``recipient``); None for
+        every other kind."""
+        if self.kind is not LeafKind.REFUSED:
+            return None
+        if self.source_agency:
+            return f"agency:{self.source_agency}"
+        return f"subscriber:{self.recipient}"
+
     def to_json_value(self) -> dict[str, Any]:
         """The leaf as a JSON object (before canonicalisation)."""
         d: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_ORDER}

@@ -175,9 +175,12 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+_ALWAYS_COUNTED = ("SHARED", "WITHHELD", "QUARANTINED", "DUPLICATE", "KEY_ROTATION")
+
+
 def counts(leaves: Sequence[Any]) -> str:
+    """Leaves by kind: the router's five always, then every other kind the log
+    holds (REFUSED, CONSULTED, ...), so none goes unmentioned."""
     c = Counter(leaf.kind.value for leaf in leaves)
-    return ", ".join(
-        f"{c.get(k, 0)} {k.lower()}"
-        for k in ("SHARED", "WITHHELD", "QUARANTINED", "DUPLICATE", "KEY_ROTATION")
-    )
+    others = sorted(k for k in c if k not in _ALWAYS_COUNTED)
+    return ", ".join(f"{c.get(k, 0)} {k.lower()}" for k in (*_ALWAYS_COUNTED, *others))

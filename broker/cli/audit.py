@@ -1,4 +1,4 @@
-"""``safeshare audit``: checkpoint, verify, prove, who-saw, export, witness, keys.
+"""``safeshare audit``: checkpoint, verify, prove, who-saw, refusals, export, witness, keys.
 
 Everything an auditor runs works from Kafka by default (``--bootstrap`` or
 ``$SAFESHARE_BOOTSTRAP``, else the local broker) or offline from an exported
@@ -37,6 +37,7 @@ from broker.cli._audit_options import (
     trust_options,
     trusted_keys,
 )
+from broker.cli.audit_refusals import refusals
 from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
 
 # -- the group ------------------------------------------------------------------------------
@@ -508,6 +509,9 @@ def keys(rotate: bool, overlap: str, shard: int, bootstrap: str | None) -> None:
             click.echo(f"  current signing key:      {store.current(create=False).vkey}")
         for old in store.retired():
             click.echo(f"  retired:                  {old.vkey}")
+
+
+audit.add_command(refusals)
 
 
 if __name__ == "__main__":  # pragma: no cover

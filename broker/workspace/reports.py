@@ -164,7 +164,7 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
     leaves = list(leaves)
     # Refusals are REFUSED leaves of the signed log; the consultations topic's
     # copy of one is not listed twice (older refusals are only on the topic).
-    signed = {(leaf.time_ms, _claimed(leaf), leaf.reason)
+    signed = {(leaf.time_ms, str(leaf.refused_as), leaf.reason)
               for leaf in leaves if leaf.kind is LeafKind.REFUSED}
     for c in consultations:
         kind = str(c.get("kind", ""))
@@ -184,7 +184,7 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
                          leaf.recipient, str(leaf.consulted_purpose), str(leaf.consulted_via),
                          leaf.event_id, str(leaf.consulted_record), ""))
         elif leaf.kind is LeafKind.REFUSED:
-            rows.append((iso(leaf.time_ms), "refusal", who(leaf.refused_by), _claimed(leaf),
+            rows.append((iso(leaf.time_ms), "refusal", who(leaf.refused_by), str(leaf.refused_as),
                          leaf.reason, "gateway", "", "", ""))
         elif leaf.kind is LeafKind.SHARED and leaf.source_agency in law_enforcement:
             rows.append((iso(leaf.time_ms), "disclosure", leaf.source_agency, leaf.recipient,
@@ -195,11 +195,6 @@ def s62_csv(consultations: Iterable[Mapping[str, Any]], leaves: Iterable[AuditLe
     w.writerow(S62_COLUMNS)
     w.writerows(rows)
     return buf.getvalue()
-
-
-def _claimed(leaf: AuditLeaf) -> str:
-    """Whom a REFUSED leaf's caller claimed to be (``agency:x`` or ``subscriber:y``)."""
-    return f"agency:{leaf.source_agency}" if leaf.source_agency else f"subscriber:{leaf.recipient}"
 
 
 @dataclass
