@@ -316,13 +316,13 @@ def on_kafka(*, seconds: float, rate: float, per_txn: int, replay_leaves: int) -
     from broker.audit.checkpoint import origin_for_shard
     from broker.audit.checkpointer import Checkpointer
     from broker.audit.keystore import LogKeyStore
+    from broker.audit.leaf import audit_encoder
     from broker.audit.stream import CheckpointsTopic, LeafReader, RecordType
     from broker.clock import SystemClock
     from broker.kafka.admin import Admin
     from broker.kafka.cluster import obtain_cluster
     from broker.kafka.configuration import AUDIT_CONFIG, TopicSpec
     from broker.kafka.producer import make_producer
-    from broker.routing.app import audit_encoder
     from broker.topics import Topics
 
     with obtain_cluster(config.load()) as cluster:

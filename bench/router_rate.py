@@ -36,12 +36,13 @@ from bench.router_load import (  # noqa: E402
     rss_mb,
 )
 from broker import config  # noqa: E402
+from broker.audit.leaf import audit_encoder  # noqa: E402
 from broker.clock import SystemClock  # noqa: E402
 from broker.codec import Codec  # noqa: E402
 from broker.kafka.consumer import make_consumer  # noqa: E402
 from broker.kafka.producer import make_producer  # noqa: E402
 from broker.kafka.structs import OffsetAndMetadata  # noqa: E402
-from broker.routing.app import audit_encoder, build_core, build_service, settle_memory  # noqa: E402
+from broker.routing.app import build_core, build_service, settle_memory  # noqa: E402
 from broker.routing.core import Inbound, Routed  # noqa: E402
 from broker.routing.transaction import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
 

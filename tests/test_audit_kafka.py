@@ -1,7 +1,7 @@
 """The audit log on a real Kafka broker: checkpointer, read_log, witness, the CLI.
 
 Leaves are produced the way the router does it: leaf bytes as
-broker.audit.leaf_writer writes them, framed by broker.routing.app.audit_encoder,
+broker.audit.leaf_writer writes them, framed by broker.audit.leaf.audit_encoder,
 written inside Kafka transactions. Every test gets a fresh topic namespace.
 """
 
@@ -25,7 +25,7 @@ from broker.audit.checkpointer import Checkpointer, read_log
 from broker.audit.exceptions import BrokenLogError
 from broker.audit.keys import read_private_key
 from broker.audit.keystore import LogKeyStore
-from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch, subject_pseudonym
+from broker.audit.leaf import AuditLeaf, LeafKind, audit_encoder, encode_batch, subject_pseudonym
 from broker.audit.merkle import MerkleTree, verify_consistency
 from broker.audit.note import Ed25519Signer
 from broker.audit.stream import checkpoint_headers, cosignature_headers
@@ -37,7 +37,6 @@ from broker.kafka.configuration import AUDIT_CONFIG, TopicSpec
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
 from broker.kafka.structs import Record, TopicPartition
-from broker.routing.app import audit_encoder
 from broker.topics import Topics
 from tests.helpers import wait_for
 

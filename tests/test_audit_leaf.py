@@ -15,8 +15,12 @@ from hypothesis import strategies as st
 from broker._jcs import CanonicalizationError, canonicalize, parse_canonical
 from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
+    AUDIT_MESSAGE_BUDGET,
+    BATCH_MAGIC,
+    MAX_LEAF_BYTES,
     AuditLeaf,
     LeafKind,
+    audit_encoder,
     decode_batch,
     encode_batch,
     subject_pseudonym,
@@ -277,6 +281,20 @@ def test_batch_refuses_damage() -> None:
     ]:
         with pytest.raises(MalformedError):
             decode_batch(bad)
+
+
+def test_audit_encoder_keeps_each_message_within_the_budget_and_the_order() -> None:
+    """Every writer of the audit topic frames with it: a long read's thousands of
+    leaves must not make one message over the broker's 1 MB limit."""
+    leaves = [make_leaf(i).to_bytes() for i in range(4000)]
+    messages = audit_encoder(leaves)
+    assert len(messages) > 1
+    assert all(len(m) <= AUDIT_MESSAGE_BUDGET + len(BATCH_MAGIC) + 4 for m in messages)
+    assert [x for m in messages for x in decode_batch(m)] == leaves
+    assert audit_encoder(leaves[:3]) == [encode_batch(leaves[:3])]
+    assert audit_encoder([]) == []
+    with pytest.raises(MalformedError, match="a leaf has 1..1048576 bytes"):
+        audit_encoder([b"x" * (MAX_LEAF_BYTES + 1)])
 
 
 _sha = H(b"x").hexdigest()

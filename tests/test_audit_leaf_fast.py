@@ -19,12 +19,12 @@ from broker.audit.exceptions import MalformedError
 from broker.audit.leaf import (
     AuditLeaf,
     LeafKind,
+    audit_encoder,
     decode_batch,
     encode_batch,
     subject_pseudonym,
 )
 from broker.audit.leaf_template import CanonicalLeaf, LeafEvent, LeafTemplate, leaf_bytes
-from broker.routing.app import audit_encoder
 
 H = hashlib.sha256
 

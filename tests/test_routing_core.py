@@ -12,11 +12,10 @@ import rfc8785
 
 from broker.audit import leaf_writer as leaf_writer_module
 from broker.audit.exceptions import MalformedError
-from broker.audit.leaf import AuditLeaf, decode_batch
+from broker.audit.leaf import AuditLeaf, audit_encoder, decode_batch
 from broker.clock import FixedClock
 from broker.codec import Codec
 from broker.policy import ConsentStore, Policy
-from broker.routing.app import audit_encoder
 from broker.routing.core import Inbound, Routed, RoutingCore
 from broker.signing import AgencySigner, sign_message
 from broker.topics import Topics

@@ -120,9 +120,11 @@ from broker._jcs import (
 from broker.audit.exceptions import MalformedError
 
 __all__ = [
+    "AUDIT_MESSAGE_BUDGET",
     "BATCH_MAGIC",
     "AuditLeaf",
     "SubjectPseudonymiser",
+    "audit_encoder",
     "batch_size",
     "LeafKind",
     "decode_batch",
@@ -441,6 +443,29 @@ def encode_batch(leaves: Sequence[AuditLeaf | bytes]) -> bytes:
         parts.append(_U32.pack(len(data)))
         parts.append(data)
     return b"".join(parts)
+
+
+#: Keep one audit message well under Kafka's default 1 MiB message limit.
+AUDIT_MESSAGE_BUDGET = 512 * 1024
+
+
+def audit_encoder(leaves: Sequence[bytes]) -> list[bytes]:
+    """Leaves (their canonical bytes) as batch messages for the audit topic, in
+    order, each within :data:`AUDIT_MESSAGE_BUDGET`: how every writer of the
+    topic frames them (the router, broker.audit.leaf_writer's bytes; the
+    gateway's recorder, thousands of CONSULTED leaves for one long read)."""
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+    for data in leaves:
+        if batch and size + len(data) + 4 > AUDIT_MESSAGE_BUDGET:
+            out.append(encode_batch(batch))  # raises MalformedError for an oversized leaf
+            batch, size = [], 0
+        batch.append(data)
+        size += len(data) + 4
+    if batch:
+        out.append(encode_batch(batch))
+    return out
 
 
 def batch_size(message: bytes) -> int | None:

@@ -30,11 +30,10 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 
-from broker.audit.leaf import AuditLeaf, LeafKind, encode_batch
+from broker.audit.leaf import AuditLeaf, LeafKind, audit_encoder, encode_batch
 from broker.clock import Clock, SystemClock
 from broker.kafka.exceptions import KafkaError
 from broker.kafka.producer import Producer, SendFuture
-from broker.routing.app import audit_encoder
 from broker.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,10 @@ import gc
 import logging
 import os
 import secrets
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from broker.audit.leaf import MAX_LEAF_BYTES, encode_batch
+from broker.audit.leaf import audit_encoder
 from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
@@ -29,8 +28,6 @@ from broker.routing.service import RouterService
 log = logging.getLogger(__name__)
 
 SUBJECT_KEY_FILE = "subject-pseudonym.key"
-# Keep one audit message well under Kafka's default 1 MiB message limit.
-AUDIT_MESSAGE_BUDGET = 512 * 1024
 
 
 def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
@@ -54,25 +51,6 @@ def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
 
 def keys_dir(settings: Settings) -> Path:
     return settings.home / "keys"
-
-
-def audit_encoder(leaves: Sequence[bytes]) -> list[bytes]:
-    """Audit leaves (their canonical bytes, from broker.audit.leaf_writer) as batch
-    messages: several leaves per Kafka message, in order."""
-    out: list[bytes] = []
-    batch: list[bytes] = []
-    size = 0
-    for data in leaves:
-        if len(data) > MAX_LEAF_BYTES:  # pragma: no cover - a leaf holds digests, not content
-            raise RoutingError("audit leaf too large")
-        if batch and size + len(data) + 4 > AUDIT_MESSAGE_BUDGET:
-            out.append(encode_batch(batch))
-            batch, size = [], 0
-        batch.append(data)
-        size += len(data) + 4
-    if batch:
-        out.append(encode_batch(batch))
-    return out
 
 
 def settle_memory() -> None:
