@@ -3,6 +3,7 @@ gateway, over real HTTPS, with the real router between publisher and reader."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,8 +20,9 @@ from broker.audit.checkpointer import Checkpointer
 from broker.audit.leaf import AuditLeaf, LeafKind, decode_batch
 from broker.gateway.app import GatewayConfig
 from broker.gateway.client import GatewayClient, GatewayError
-from broker.gateway.publishing import signing_key_path
+from broker.gateway.publishing import EventDesk, signing_key_path
 from broker.kafka.admin import Admin
+from broker.kafka.exceptions import KafkaError
 from broker.kafka.producer import make_producer
 from broker.policy import Policy
 from broker.signing import AgencySigner
@@ -44,11 +46,9 @@ def audit_leaves(bootstrap: str, topics: Topics) -> list[AuditLeaf]:
             for b in decode_batch(r.value or b"")]
 
 
-@pytest.fixture
-def world(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
-          ) -> Iterator[tuple[Running, object]]:
+def _delegating(admin: Admin, topics: Topics, tmp_path: Path) -> tuple[object, Policy, Path]:
     """The example policy with the school signing its own events and the police
-    delegating signing to the gateway."""
+    delegating signing to the gateway: (settings, policy, the gateway's keys)."""
     s = settings_for(topics, tmp_path)
     school_key = AgencySigner.generate(SCHOOL)
     school_key.save(tmp_path / "school.pem")
@@ -66,7 +66,14 @@ def world(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
     policy_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     s = replace(s, policy_path=policy_path)
     create_topics(admin, s)
-    policy = Policy.load(policy_path, field_classes=CODEC.data_classes())
+    return s, Policy.load(policy_path, field_classes=CODEC.data_classes()), gateway_keys
+
+
+@pytest.fixture
+def world(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+          ) -> Iterator[tuple[Running, object]]:
+    """The gateway under :func:`_delegating`'s policy."""
+    s, policy, gateway_keys = _delegating(admin, topics, tmp_path)
     config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC,
                            policy=policy, signing_keys=gateway_keys)
     with running_gateway(config, tmp_path) as gw:
@@ -139,6 +146,30 @@ def test_a_school_publishes_over_https_and_the_mash_reads_the_share_over_https(
     assert [(x["agency"], x["event_id"], x["digest"]) for x in log
             if x["kind"] == "signed_for"] == [
         ("devon-cornwall-police", health["event_id"], hreceipt["digest"])]
+    # ... and so does the signed audit log: a SIGNED_FOR leaf for the police event only
+    assert [(x.source_agency, x.event_id, x.event_digest, x.outcome)
+            for x in audit_leaves(kafka_bootstrap, topics) if x.kind is LeafKind.SIGNED_FOR] == [
+        ("devon-cornwall-police", health["event_id"], hreceipt["digest"], "SIGNED")]
+
+
+def test_an_event_the_gateway_cannot_audit_signing_is_not_sent(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    """Fail closed: the SIGNED_FOR leaf could not be written, so nothing is sent."""
+    _, policy, gateway_keys = _delegating(admin, topics, tmp_path)
+
+    def unwritable(agency: str, event_id: str, digest: str) -> None:
+        raise KafkaError("audit topic unwritable (test)")
+
+    desk = EventDesk(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy,
+                     signing_keys=gateway_keys, on_signed_for=unwritable)
+    try:
+        body = json.dumps(example("missing_episode")).encode()
+        with pytest.raises(KafkaError, match="unwritable"):
+            asyncio.run(desk.publish("devon-cornwall-police", body, None))
+    finally:
+        desk.close()
+    assert read_all(kafka_bootstrap, topics.ingest("devon-cornwall-police"), timeout_s=1.0) == []
 
 
 def test_the_feed_streams_as_server_sent_events_and_each_is_a_consultation(

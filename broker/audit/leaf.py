@@ -88,6 +88,14 @@ events``, ``read the feed``, ...). It alone has one more member,
 ``refused_by``: the authenticated caller (``agency:x``, ``subscriber:y``;
 a person as ``user:`` and the keyed HMAC of the name, as ``consulted_by``).
 
+A ``SIGNED_FOR`` leaf records an event the gateway signed for an agency whose
+policy entry delegates signing to it (``signing: gateway``), written before
+the event is sent (:mod:`broker.gateway.publishing`): ``event_id`` the
+event's, ``event_digest`` the SHA-256 of the signed bytes (the receipt's
+digest), ``source_agency`` the agency, ``outcome`` ``SIGNED``, ``reason``
+``signing: gateway``. It has no members of its own. An event the agency
+signed itself has no such leaf, so the log tells which signature is whose.
+
 ``event_id`` may be empty: a quarantined message whose bytes could not be
 decoded has no event id to give (its ``event_digest`` is still the SHA-256 of
 the bytes).
@@ -155,6 +163,7 @@ class LeafKind(StrEnum):
     UNLINKED = "UNLINKED"  # a person split a wrongly linked child apart again
     KEPT_APART = "KEPT_APART"  # a person decided a review item's two records are two children
     REFUSED = "REFUSED"  # a caller tried to act as another principal (gateway, 403)
+    SIGNED_FOR = "SIGNED_FOR"  # the gateway signed an event for an agency delegating to it
 
 
 def subject_pseudonym(key: bytes, subject_id: str) -> str:

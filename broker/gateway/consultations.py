@@ -13,8 +13,9 @@ index is its committed position, so one more writer keeps the log's order.
 
 Refused calls (403) are REFUSED audit leaves (who tried to act as whom, what
 was attempted, the digest of the request) and JSON records on
-``<ns>.gateway.consultations``, as is every event the gateway signed for an
-agency that delegates signing to it (``signed_for``), keyed by the party concerned.
+``<ns>.gateway.consultations``, keyed by the party concerned; so is every event
+the gateway signs for an agency that delegates signing to it (a SIGNED_FOR
+leaf and a ``signed_for`` record).
 """
 
 from __future__ import annotations
@@ -150,17 +151,25 @@ class Recorder:
             payloads = audit_encoder([leaf.to_bytes() for leaf in leaves])
             self._acked([self._producer.send(self.audit_topic, p) for p in payloads])
 
-    def signed_for(self, agency: str, event_id: str, digest: str, where: str) -> None:
-        """Record that the gateway signed an event for ``agency`` (``signing: gateway``)."""
+    def signed_for(self, agency: str, event_id: str, digest: str) -> None:
+        """Record that the gateway signed an event for ``agency`` (``signing: gateway``):
+        a SIGNED_FOR leaf in the signed audit log and a record on the consultations
+        topic, both acknowledged before this returns (raises if either cannot be)."""
+        now = self._clock.now_ms()
+        leaf = AuditLeaf(
+            time_ms=now, kind=LeafKind.SIGNED_FOR, event_id=event_id, event_digest=digest,
+            source_agency=agency, outcome="SIGNED", reason="signing: gateway",
+        )
+        logged = self._producer.send(self.audit_topic, encode_batch([leaf]))
         self._write(f"agency:{agency}", {
             "kind": "signed_for",
             "by": "gateway",
             "agency": agency,
             "event_id": event_id,
             "digest": digest,
-            "where": where,
-            "at_ms": self._clock.now_ms(),
+            "at_ms": now,
         })
+        self._acked([logged])
 
     def refusal(self, who: object, action: str, claimed: str, body: bytes = b"") -> None:
         """Record a refused call, who tried to act as whom (ids only): a REFUSED

@@ -10,7 +10,9 @@ Signing: an event that carries a signature was signed by the agency's own key
 re-signed. An unsigned event is signed by the gateway only if the policy says
 the agency delegates signing to it (``signing: gateway``); the receipt says
 which (``signed_by``: ``agency``, ``gateway`` or ``none``), and each event the
-gateway signed is recorded on the consultations topic (``signed_for``).
+gateway signs is a SIGNED_FOR leaf in the signed audit log (and a ``signed_for``
+record on the consultations topic), acknowledged before the event is sent: if
+it cannot be written, nothing is sent (503).
 
 Idempotency: a request is known by the agency and its ``X-Request-ID`` (or,
 without one, by its event ids). A retry with the same body gets the same
@@ -157,7 +159,7 @@ class EventDesk:
         clock: Clock | None = None,
         max_events: int = 100,
         time_bounds: TimeBounds = DEFAULT_BOUNDS,
-        on_signed_for: Callable[[str, str, str, str], None] | None = None,
+        on_signed_for: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.codec = codec
         self.time_bounds = time_bounds
@@ -357,6 +359,10 @@ class EventDesk:
                     receipts.append(seen[1])
                     continue
                 headers = recall.headers(request_id, body_digest, by)
+                if by == "gateway" and self._on_signed_for is not None:
+                    # Audited before it is sent: unwritable audit, nothing sent.
+                    await run_in_threadpool(self._on_signed_for, agency,
+                                            str(record["event_id"]), digest)
                 try:
                     future = await onloop.started(
                         functools.partial(pub.start_now, record, data, headers=headers),
@@ -368,9 +374,6 @@ class EventDesk:
                     raise
                 receipt = EventReceipt(str(record["event_id"]), digest, meta.topic,
                                        meta.partition, meta.offset, by)
-                if by == "gateway" and self._on_signed_for is not None:
-                    await run_in_threadpool(self._on_signed_for, agency, receipt.event_id,
-                                            digest, f"{meta.topic}[{meta.partition}]@{meta.offset}")
                 self._events.put(key, digest, receipt)
                 receipts.append(receipt)
                 fresh = True
