@@ -54,20 +54,23 @@ class IdentityDesk(Closeable):
         self._producer = make_producer(bootstrap, **self._config)
 
     # -- reading ---------------------------------------------------------------
-    def _read(self, topic: str, schema: str, timeout_s: float) -> list[dict[str, Any]]:
+    def _read(self, schemas: Mapping[str, str], timeout_s: float
+              ) -> dict[str, list[dict[str, Any]]]:
+        """Every record of each topic of ``schemas`` (topic -> schema), in the order
+        read: one consumer and one catch-up for all of them."""
+        out: dict[str, list[dict[str, Any]]] = {topic: [] for topic in schemas}
         consumer = make_consumer(self._bootstrap, group_id=None, **self._config)
         try:
-            tps = [TopicPartition(topic, p)
+            tps = [TopicPartition(topic, p) for topic in schemas
                    for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:
-                return []
+                return out
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
-            out: list[dict[str, Any]] = []
 
             def handle(r: Record) -> None:
                 if r.value is not None:
-                    out.append(self._codec.decode(r.value, schema))
+                    out[r.topic].append(self._codec.decode(r.value, schemas[r.topic]))
 
             catch_up(consumer, tps, handle, timeout_s=timeout_s)
             return out
@@ -76,16 +79,19 @@ class IdentityDesk(Closeable):
 
     def items(self, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Every review item raised for this subscriber, oldest first."""
-        return self._read(self.reviews_topic, REVIEW_ITEM, timeout_s)
+        return self._read({self.reviews_topic: REVIEW_ITEM}, timeout_s)[self.reviews_topic]
 
     def decisions(self, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Every decision this subscriber's people wrote, oldest first."""
-        return self._read(self.decisions_topic, DECISION, timeout_s)
+        return self._read({self.decisions_topic: DECISION}, timeout_s)[self.decisions_topic]
 
     def reviews(self, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        """The review items no decision of this subscriber answers yet."""
-        answered = {d["review_id"] for d in self.decisions(timeout_s=timeout_s)}
-        return [i for i in self.items(timeout_s=timeout_s) if i["review_id"] not in answered]
+        """The review items no decision of this subscriber answers yet (both topics
+        read in one pass: a page shows these on every load)."""
+        read = self._read({self.reviews_topic: REVIEW_ITEM, self.decisions_topic: DECISION},
+                          timeout_s)
+        answered = {d["review_id"] for d in read[self.decisions_topic]}
+        return [i for i in read[self.reviews_topic] if i["review_id"] not in answered]
 
     def show(self, pseudonym: str, *, timeout_s: float = 10.0) -> dict[str, list[dict[str, Any]]]:
         """The review items and decisions that name ``pseudonym``."""

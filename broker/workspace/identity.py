@@ -48,15 +48,14 @@ def _decider(request: Request) -> User | Response:
 
 
 def _items(ws: Workspace, subscriber: str) -> list[dict[str, Any]]:
-    """The team's open review items, newest first, each with what the team holds."""
+    """The team's open review items, newest first, each with what the team holds:
+    one read of the desk's topics, then lookups in the feed store's indexes."""
     store = ws.store(subscriber)
-    out = []
-    for item in reversed(ws.identity_desk(subscriber).reviews()):
-        out.append({**item, "raised_ms": to_ms(item["raised_at"]),
-                    "received": store.get(item["event_id"]) is not None,
-                    "provisional_held": bool(store.chronology(item["provisional"] or "")),
-                    "candidate_held": bool(store.chronology(item["candidate"] or ""))})
-    return out
+    return [{**item, "raised_ms": to_ms(item["raised_at"]),
+             "received": store.get(item["event_id"]) is not None,
+             "provisional_held": store.holds(item["provisional"] or ""),
+             "candidate_held": store.holds(item["candidate"] or "")}
+            for item in reversed(ws.identity_desk(subscriber).reviews())]
 
 
 @router.get("", include_in_schema=False)

@@ -104,6 +104,7 @@ class FeedStore:
         self._lock = threading.Condition()
         self._entries: list[Entry] = []
         self._by_id: dict[str, Entry] = {}
+        self._by_pseudonym: dict[str, list[Entry]] = {}  # the child pages' and reviews' index
         self._acks: dict[str, list[dict[str, Any]]] = {}  # by event id, as written
         self._ack_ids: set[str] = set()
         self.error: str | None = None
@@ -150,6 +151,8 @@ class FeedStore:
                           RAG_FROM_RISK.get(str(event.get("risk_level")), "AMBER"))
                 self._entries.append(e)
                 self._by_id[e.event_id] = e
+                if (pseudonym := e.pseudonym) is not None:
+                    self._by_pseudonym.setdefault(pseudonym, []).append(e)
                 for ack in self._acks.get(e.event_id, ()):
                     _apply(e, ack)
             self._lock.notify_all()
@@ -186,8 +189,13 @@ class FeedStore:
     def chronology(self, pseudonym: str) -> list[Entry]:
         """Every record of this feed about ``pseudonym``, in the order things happened."""
         with self._lock:
-            found = [e for e in self._entries if e.pseudonym == pseudonym]
+            found = list(self._by_pseudonym.get(pseudonym, ()))
         return sorted(found, key=lambda e: (e.occurred_ms, e.seq))
+
+    def holds(self, pseudonym: str) -> bool:
+        """Whether this feed has a record about ``pseudonym`` (without listing them)."""
+        with self._lock:
+            return pseudonym in self._by_pseudonym
 
     def acknowledged(self, ack: dict[str, Any]) -> None:
         """Show an acknowledgement this process just wrote (the follower skips it later)."""
