@@ -1,11 +1,15 @@
-"""Workspace page render time: a child's chronology of 500 events, p95 (aim < 200 ms).
+"""Workspace page times: a child's chronology of 500 events, p95 (aim < 200 ms), and
+the identity review page.
 
-Two figures: the whole request (``GET /workspace/children/{pseudonym}`` over
+Chronology, two figures: the whole request (``GET /workspace/children/{pseudonym}`` over
 HTTP from a signed-in keep-alive client, through uvicorn, including the
 consultation record written to Kafka with acks=all before the page is sent),
 and the rendering alone (each record's view and the template), in process.
 The 500 records are real FeedRecords (encoded and decoded by the codec) put in
-the subscriber's store directly. Prints figures and ``BENCH {json}`` lines.
+the subscriber's store directly. Identity reviews: ``GET /workspace/identity``
+with ``--reviews`` items on the team's desk (``--answered`` of them decided) and
+``--feed`` more records in its store, each load reading the desk's topics from
+the start. Prints figures and ``BENCH {json}`` lines.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import uvicorn
 from broker import config
 from broker.codec import Codec
 from broker.gateway.app import GatewayConfig, create_app
+from broker.identity.desk import DECISION, REVIEW_ITEM
 from broker.kafka.admin import Admin
 from broker.kafka.configuration import standard_topic_specs
+from broker.kafka.producer import make_producer
 from broker.policy import Policy
 from broker.topics import Topics
 from broker.workspace import WorkspaceConfig
@@ -74,10 +80,44 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def desk_records(bootstrap: str, topics: Topics, codec: Codec, reviews: int,
+                 answered: int) -> None:
+    """``reviews`` review items on the team's desk, the first ``answered`` decided."""
+    with make_producer(bootstrap, linger_ms=5) as p:
+        for i in range(reviews):
+            p.send(topics.identity_reviews(SUBSCRIBER), codec.encode({
+                "review_id": f"r{i}", "event_id": f"e{i}", "source_agency": "torbay-hospital",
+                "provisional": f"prov{i}", "candidate": f"cand{i}", "match_probability": 0.5,
+                "raised_at": 1_767_225_600_000 + i}, REVIEW_ITEM), key=f"r{i}".encode())
+        for i in range(answered):
+            p.send(topics.identity_decisions(SUBSCRIBER), codec.encode({
+                "decision_id": str(uuid.uuid4()), "subscriber_id": SUBSCRIBER,
+                "action": "KEEP_APART", "pseudonym": f"cand{i}", "other_pseudonym": f"prov{i}",
+                "decided_by": "bench", "review_id": f"r{i}", "decided_at": 1_767_225_600_000,
+            }, DECISION), key=f"cand{i}".encode())
+        p.flush()
+
+
+def identity_page(client: httpx.Client, url: str, requests: int, open_items: int) -> list[float]:
+    """Times of ``requests`` loads of the identity review page, in ms."""
+    first = client.get(f"{url}/identity")
+    assert first.status_code == 200, first.status_code
+    assert first.text.count("data-review=") == open_items
+    times = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        assert client.get(f"{url}/identity").status_code == 200
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=500)
     ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--reviews", type=int, default=300, help="identity review items")
+    ap.add_argument("--answered", type=int, default=100, help="of them decided already")
+    ap.add_argument("--feed", type=int, default=10_000, help="more records in the store")
     args = ap.parse_args(list(argv or []))
     from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
 
@@ -137,6 +177,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                           events=views, csrf="x")
                 render.append((time.perf_counter() - t0) * 1000)
             report(f"workspace chronology {args.events} render only p95", pct(render, 95), "ms")
+
+            desk_records(cluster.bootstrap, topics, codec, args.reviews, args.answered)
+            store.add_records([(topics.feed(SUBSCRIBER), 1, i, {
+                "event": {"event_id": f"f{i}", "risk_level": "LOW",
+                          "subject": {"pseudonym": f"cand{i}" if i % 2 else f"other{i}"}},
+                "decision": {}}) for i in range(args.feed)])
+            with httpx.Client(timeout=60, cookies=client.cookies) as client2:
+                idn = identity_page(client2, url, max(5, args.requests // 10),
+                                    args.reviews - args.answered)
+            print(f"identity reviews: {args.reviews} items ({args.answered} answered), "
+                  f"{args.events + args.feed} records in the store")
+            report(f"workspace identity {args.reviews} p50", statistics.median(idn), "ms")
         finally:
             server.should_exit = True
             thread.join(timeout=15)
