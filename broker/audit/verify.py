@@ -526,14 +526,28 @@ def linked_subjects(leaves: Iterable[AuditLeaf], subject: str) -> frozenset[str]
     one out again. Whichever of a linked child's pseudonyms is asked about, the
     answer is the whole child.
     """
+    return replay_links(
+        ((leaf.kind is LeafKind.LINKED, leaf.subject, leaf.identity_other) for leaf in leaves
+         if leaf.kind in (LeafKind.LINKED, LeafKind.UNLINKED)
+         and leaf.subject and leaf.identity_other),
+        subject)
+
+
+def replay_links(steps: Iterable[tuple[bool, str, str | None]], subject: str) -> frozenset[str]:
+    """``subject`` and every id linked with it after ``steps`` in order: each is
+    (a link, not an unlink; the child that stays; the other), as the router
+    applies them. Ids are keyed pseudonyms (the log) or pseudonyms (the
+    workspace, which names what its team received)."""
     merged: dict[str, set[str]] = {}
-    for leaf in leaves:
-        if leaf.kind is LeafKind.LINKED and leaf.subject and leaf.identity_other:
-            into = merged.setdefault(leaf.subject, set())
-            into.add(leaf.identity_other)
-            into |= merged.pop(leaf.identity_other, set())
-        elif leaf.kind is LeafKind.UNLINKED and leaf.subject and leaf.identity_other:
-            merged.get(leaf.subject, set()).discard(leaf.identity_other)
+    for link, stays, other in steps:
+        if not other:
+            continue
+        if link:
+            into = merged.setdefault(stays, set())
+            into.add(other)
+            into |= merged.pop(other, set())
+        else:
+            merged.get(stays, set()).discard(other)
     for survivor, others in merged.items():
         if subject == survivor or subject in others:
             return frozenset({survivor, *others})

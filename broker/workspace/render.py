@@ -28,6 +28,7 @@ from broker.loop.api import Acknowledger
 from broker.policy import Policy
 from broker.signing.feedkeys import FeedKeyring
 from broker.topics import DEFAULT, Topics
+from broker.workspace.links import LinkFollower
 from broker.workspace.notify import OwnerNotifier
 from broker.workspace.sessions import Sessions, User, hash_password
 from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore, to_ms
@@ -128,6 +129,7 @@ class Workspace:
         self._notifier: OwnerNotifier | None = None
         self._lock = threading.Lock()
         self._clocks: ClockFollower | None = None
+        self._links: LinkFollower | None = None
         self._classes = codec.data_classes()
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
                                autoescape=select_autoescape(["html"]), auto_reload=False)
@@ -139,6 +141,11 @@ class Workspace:
     def start(self) -> None:
         """Follow the clocks and every feed a user belongs to (so pages are warm)."""
         self._clocks = ClockFollower(self.config.bootstrap, self.config.topics, self.codec)
+        deciders: tuple[str, ...] = tuple(
+            getattr(self.config.policy, "identity_deciders", ()) or ())
+        if deciders:
+            self._links = LinkFollower(self.config.bootstrap, self.config.topics, self.codec,
+                                       deciders)
         for sub in sorted({u.subscriber for u in self.users.values()
                            if u.role == "practitioner"}):
             self.store(sub)
@@ -151,6 +158,12 @@ class Workspace:
                     self.config.bootstrap, subscriber, self.config.topics, self.codec,
                     self.config.keyrings.get(subscriber))
             return s
+
+    def child(self, pseudonym: str) -> frozenset[str]:
+        """Every pseudonym of the child ``pseudonym`` names, as the router applied
+        the deciding teams' links (just ``pseudonym`` when nobody decides links)."""
+        links = self._links
+        return links.group(pseudonym) if links is not None else frozenset({pseudonym})
 
     def acknowledger(self, subscriber: str) -> Acknowledger:
         """The team's acknowledger; a new one if kafka-python put the last one's
@@ -260,6 +273,8 @@ class Workspace:
     def close(self) -> None:
         if self._clocks is not None:
             self._clocks.close()
+        if self._links is not None:
+            self._links.close()
         for s in list(self._stores.values()):
             s.close()
         for a in list(self._acks.values()):

@@ -186,10 +186,12 @@ class FeedStore:
         with self._lock:
             return list(self._entries)
 
-    def chronology(self, pseudonym: str) -> list[Entry]:
-        """Every record of this feed about ``pseudonym``, in the order things happened."""
+    def chronology(self, pseudonyms: str | frozenset[str]) -> list[Entry]:
+        """Every record of this feed about the child (one pseudonym, or every
+        pseudonym of a linked child), in the order things happened."""
+        wanted = frozenset({pseudonyms}) if isinstance(pseudonyms, str) else pseudonyms
         with self._lock:
-            found = list(self._by_pseudonym.get(pseudonym, ()))
+            found = [e for p in wanted for e in self._by_pseudonym.get(p, ())]
         return sorted(found, key=lambda e: (e.occurred_ms, e.seq))
 
     def holds(self, pseudonym: str) -> bool:

@@ -242,7 +242,8 @@ async def chronology(request: Request, pseudonym: str) -> Response:
     if isinstance(user, Response):
         return user
     ws = _ws(request)
-    entries = ws.store(user.subscriber).chronology(pseudonym)
+    child = ws.child(pseudonym)  # a linked child's every pseudonym: one chronology
+    entries = ws.store(user.subscriber).chronology(child)
     if not entries:
         return _page(request, "missing.html", 404, user=user,
                      what="Your team has received nothing about that child.")
@@ -253,6 +254,7 @@ async def chronology(request: Request, pseudonym: str) -> Response:
         return _page(request, "missing.html", 503, user=user,
                      what="The consultation could not be recorded, so nothing is shown.")
     return _page(request, "chronology.html", user=user, pseudonym=pseudonym, purpose=purpose,
+                 linked=sorted(child - {pseudonym}),
                  events=[ws.view(e, user, fields=False) for e in entries])
 
 
