@@ -35,6 +35,7 @@ from tests.helpers import (
     read_all,
     run_router,
     settings_for,
+    wait_for,
 )
 
 pytestmark = pytest.mark.kafka
@@ -263,3 +264,32 @@ def test_a_record_the_gateway_cannot_read_does_not_block_the_feed(
     consulted = [x for x in audit_leaves(kafka_bootstrap, topics)
                  if x.kind is LeafKind.CONSULTED]
     assert [x.event_id for x in consulted] == [event["event_id"]]
+
+
+def test_an_acknowledgement_after_one_the_broker_refused_is_written(
+    world: tuple[Running, object], kafka_bootstrap: str, topics: Topics, admin: Admin
+) -> None:
+    """A record the broker refuses for good breaks kafka-python's producer for every
+    later one: the gateway replaces the subscriber's acknowledger, so one refused
+    acknowledgement does not refuse all the rest until a restart."""
+    gw, _ = world
+
+    def acked(mash: GatewayClient, event_id: str) -> bool:
+        try:
+            mash.acknowledge(MASH, event_id=event_id, kind="RECEIPT", actor="sw-1")
+        except GatewayError as exc:
+            assert exc.status == 503, exc.body
+            return False
+        return True
+
+    with _client(gw, "subscriber", MASH) as mash:
+        assert acked(mash, "before")
+        admin.alter_topic_config(topics.acks(MASH), {"max.message.bytes": "64"})
+        wait_for("the broker to refuse an acknowledgement",
+                 lambda: not acked(mash, "probe"), timeout_s=30)
+        admin.alter_topic_config(topics.acks(MASH), {"max.message.bytes": "1048588"})
+        wait_for("an acknowledgement to be written again", lambda: acked(mash, "after"),
+                 timeout_s=30)
+    written = [CODEC.decode(r.value or b"", "safeshare.Acknowledgement")["event_id"]
+               for r in read_all(kafka_bootstrap, topics.acks(MASH), timeout_s=1.0)]
+    assert {"before", "after"} <= set(written)

@@ -9,6 +9,7 @@ which must be one of the subscriber's purposes in the policy.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -26,6 +27,8 @@ from broker.gateway.errors import ApiError, ErrorBody
 from broker.gateway.feeds import BadCursor, FeedCursor, format_cursor, item_of, parse_cursor
 from broker.gateway.pki import Principal
 from broker.loop.api import Acknowledger
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -209,11 +212,19 @@ async def post_ack(
 
     def write() -> AckOut:
         with request.app.state.acks_lock:
-            a = acks.get(subscriber)
-            if a is None:
+            a = stale = acks.get(subscriber)
+            # A new one if kafka-python put the last one's producer in a fatal state
+            # (a record refused for good fails every later one too).
+            if a is None or a.broken:
                 a = acks[subscriber] = Acknowledger(
                     bootstrap=config.bootstrap, subscriber=subscriber, topics=config.topics,
                     codec=request.app.state.codec, clock=config.clock)
+            else:
+                stale = None
+        if stale is not None:
+            log.warning("gateway acknowledger of %s: producer refused a record for good;"
+                        " replaced it", subscriber)
+            stale.close()
         r = a.acknowledge(ack.event_id, ack.kind, actor=ack.actor, rag=ack.rag,
                           outcome=ack.outcome, note=ack.note, ack_id=ack.ack_id)
         return AckOut(ack_id=r.ack_id, topic=r.topic, partition=r.partition, offset=r.offset)
