@@ -5,10 +5,16 @@ Same broker, same run, same events (the school's example concern, fresh ids):
 1. ``Publisher``: one thread publishes one event at a time, each acknowledged
    by the broker (acks=all) before the next: the rate and p50/p99 per event.
 2. The gateway (``safeshare gateway serve`` as its own process, TLS 1.3 with
-   a client certificate): one keep-alive httpx client POSTs one event at a
-   time: the rate, p50/p99, and the ratio to (1).
+   a client certificate): one keep-alive client POSTs one event at a time:
+   the rate, p50/p99, and the ratio to (1). Twice: with a lean client (the
+   standard library's ``http.client``, one connection) and with httpx. On
+   this 2-core machine the client's CPU competes with the gateway's, and
+   httpx spends about 1.3 ms of CPU per request, as much as the gateway;
+   an agency's client runs on its own machine, so the lean client's ratio is
+   the gateway's own cost, and httpx's is printed beside it.
 3. The gateway at a steady 200 requests/s for ``--seconds`` from 16 keep-alive
-   clients (open loop: latency counted from each request's scheduled time).
+   clients (open loop: latency counted from each request's scheduled time),
+   with each client.
 4. The floor under (3): ``Publisher.send`` alone, 16 threads sharing one
    producer, paced the same way (no HTTP, no TLS): what waiting for the
    broker's acknowledgement (acks=all) costs at that rate on this machine.
@@ -19,6 +25,7 @@ Prints figures and ``BENCH {json}`` lines; never fails on time.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -30,7 +37,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from broker import config
 from broker.api import Publisher
@@ -99,19 +107,66 @@ def start_gateway(home: Path, s: config.Settings, bootstrap: str) -> tuple[Any, 
             time.sleep(0.1)
 
 
-def paced(gw: LocalGateway, rate: float, seconds: float, clients: int = 16) -> list[float]:
+class Poster(Protocol):
+    """A keep-alive HTTPS client that POSTs one event and checks it got a receipt."""
+
+    def post(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class LeanPoster:
+    """One keep-alive connection of the standard library's ``http.client``."""
+
+    def __init__(self, gw: LocalGateway) -> None:
+        url = urlsplit(gw.url)
+        self.conn = http.client.HTTPSConnection(url.hostname or "", url.port,
+                                                context=gw.context("agency", AGENCY))
+
+    def post(self) -> None:
+        self.conn.request("POST", "/v1/events", json.dumps(event()).encode(),
+                          {"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        body = r.read()
+        assert r.status == 201, body
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class HttpxPoster:
+    """One keep-alive httpx client (:meth:`LocalGateway.client`)."""
+
+    def __init__(self, gw: LocalGateway) -> None:
+        self.client = gw.client("agency", AGENCY)
+
+    def post(self) -> None:
+        r = self.client.post("/v1/events", json=event())
+        assert r.status_code == 201, r.text
+
+    def close(self) -> None:
+        self.client.close()
+
+
+POSTERS: dict[str, Callable[[LocalGateway], Poster]] = {
+    "http.client": LeanPoster, "httpx": HttpxPoster}
+
+
+def paced(gw: LocalGateway, make: Callable[[LocalGateway], Poster], rate: float,
+          seconds: float, clients: int = 16) -> list[float]:
     """Open-loop load: request i is due at i/rate; latency from when it was due."""
 
     def worker(k: int, total: int, due_at: Callable[[int], float], lat: list[float],
                lock: threading.Lock) -> None:
-        with gw.client("agency", AGENCY) as c:
+        c = make(gw)
+        try:
             for i in range(k, total, clients):
                 due = due_at(i)
-                r = c.post("/v1/events", json=event())
+                c.post()
                 done = (time.perf_counter() - due) * 1000
-                assert r.status_code == 201, r.text
                 with lock:
                     lat.append(done)
+        finally:
+            c.close()
 
     return _open_loop(worker, rate, seconds, clients)
 
@@ -182,20 +237,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             report("Publisher publish", prate, plat)
             proc, gw = start_gateway(Path(tmp), s, cluster.bootstrap)
             try:
-                with gw.client("agency", AGENCY) as c:
-                    def post() -> None:
-                        r = c.post("/v1/events", json=event())
-                        assert r.status_code == 201, r.text
-
-                    post()
-                    grate, glat = timed(args.events, post)
-                report("gateway publish", grate, glat)
-                print(f"ratio gateway/Publisher: {grate / prate:.2f} (aim >= 0.5)")
-                bench("gateway/Publisher rate ratio", grate / prate, "ratio")
-                lat = paced(gw, args.rate, args.seconds)
-                print(f"gateway at {args.rate:g} requests/s for {args.seconds:g} s: "
-                      f"p50 {p(lat, 0.5):.1f} ms, p99 {p(lat, 0.99):.1f} ms (aim < 50 ms)")
-                bench(f"gateway p99 at {args.rate:g} req/s", p(lat, 0.99), "ms")
+                for name, make in POSTERS.items():
+                    c = make(gw)
+                    try:
+                        c.post()
+                        grate, glat = timed(args.events, c.post)
+                    finally:
+                        c.close()
+                    report(f"gateway publish ({name} client)", grate, glat)
+                    print(f"ratio gateway/Publisher ({name} client): {grate / prate:.2f} "
+                          "(aim >= 0.5)")
+                    bench(f"gateway/Publisher rate ratio ({name} client)", grate / prate,
+                          "ratio")
+                for name, make in POSTERS.items():
+                    lat = paced(gw, make, args.rate, args.seconds)
+                    print(f"gateway at {args.rate:g} requests/s for {args.seconds:g} s "
+                          f"({name} clients): p50 {p(lat, 0.5):.1f} ms, "
+                          f"p99 {p(lat, 0.99):.1f} ms (aim < 50 ms)")
+                    bench(f"gateway p99 at {args.rate:g} req/s ({name} clients)",
+                          p(lat, 0.99), "ms")
                 print(f"floor, Publisher.send alone at {args.rate:g}/s from 16 threads: "
                       f"p50 {p(floor, 0.5):.1f} ms, p99 {p(floor, 0.99):.1f} ms")
                 bench(f"Publisher p99 at {args.rate:g} events/s", p(floor, 0.99), "ms")
