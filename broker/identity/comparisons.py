@@ -14,7 +14,7 @@ from typing import Final
 
 from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 
-from broker.identity.nicknames import forms
+from broker.identity.nicknames import forms, same_name
 
 
 def name_level(a: str | None, b: str | None) -> int | None:
@@ -29,7 +29,7 @@ def name_level(a: str | None, b: str | None) -> int | None:
 
 def given_level(a: str | None, b: str | None) -> int | None:
     """The given name as one comparison: exact 0, JW>=0.92 1, a familiar form 2 (Jim
-    for James: their formal forms meet), JW>=0.88 3, >=0.70 4, else 5; None if null.
+    for James, Jim and Jimmy: ``nicknames.same_name``), JW>=0.88 3, >=0.70 4, else 5; None if null.
 
     Spelling and formal form are one question, is it the same name? Weighed as
     two comparisons, an exact name counted twice and a typo or a nickname as a
@@ -41,7 +41,7 @@ def given_level(a: str | None, b: str | None) -> int | None:
     jw = JaroWinkler.similarity(a, b)
     if jw >= 0.92:
         return 1
-    if not forms(a).isdisjoint(forms(b)):
+    if same_name(a, b):
         return 2
     return 3 if jw >= 0.88 else 4 if jw >= 0.70 else 5
 
@@ -98,7 +98,9 @@ def typo_level(a: str | None, b: str | None) -> int | None:
     """0 if two given names differ by one keying error (a letter dropped, added,
     replaced or two swapped: Harjy, Wiflow), or one is a keying error of a form of
     the other (Jaems for Jamie: James; Olitia for Ollie: Olivia), else 1; None if
-    null. Names under four letters never (Ava, Eva; but see
+    null. One of the two is the name as written: a form of one a keying error
+    from a form of the other is two steps from it (Lily, Robert: Lilly, Billy).
+    Names under four letters never (Ava, Eva; but see
     ``Index._unmistakable_typo``). Not weighed: it only keeps such a name from
     counting as another child's (the twins rule)."""
     if a is None or b is None:
@@ -107,9 +109,8 @@ def typo_level(a: str | None, b: str | None) -> int | None:
         return 1
     if OSA.distance(a, b) <= 1:
         return 0
-    fb = forms(b)
-    near = any(OSA.distance(a, y) <= 1 for y in fb) or any(
-        OSA.distance(x, y) <= 1 for x in forms(a) if x != a for y in fb)
+    near = any(OSA.distance(a, y) <= 1 for y in forms(b)) or any(
+        OSA.distance(x, b) <= 1 for x in forms(a))
     return 0 if near else 1
 
 

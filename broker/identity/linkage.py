@@ -29,10 +29,13 @@ Sophie and Sophia; a short name one keying error away counts as the same only
 when no other such name is as near: Aa for Ava, not Ea, Eva's or Ava's)
 is never linked automatically, only offered for review (a child that agrees
 may still be linked when such a twin scores higher: the rule keeps the link
-from the twin); nor is an event without the given name, or without the family
-name or birth date unless the postcode agrees, the given name is one the twins
-rule allows and nothing else differs by more than a keying error (a first name
-and a birthday alone fit too many children).
+from the twin); nor, with the family name, a birth date a day apart and a home
+not known to differ, a name of its own that is a familiar form of another
+(Millie: Amelia's twin may be recorded as Millie); nor is an event without the
+given name, or without the family name or birth date unless the postcode
+agrees, the given name is one the twins rule allows and nothing else differs
+by more than a keying error (a first name and a birthday alone fit too many
+children).
 """
 
 from __future__ import annotations
@@ -194,7 +197,7 @@ class Model:
         total = self.prior_weight
         disagree = False
         for name, level in levels.items():
-            if level is None or name in (_TYPO, _OWN):
+            if level is None or name in (_TYPO, _OWN, _AMBIGUOUS):
                 continue
             attr = _ATTR[name]
             total += self.weights[name][level]
@@ -208,6 +211,18 @@ class Model:
             disagree = True  # not the same name, a close spelling or a familiar form
         if levels.get(_OWN) == 1:
             disagree = True  # two names of their own (Elsie and Alice): maybe twins
+        if (
+            levels["given"] == 0
+            and levels.get(_AMBIGUOUS) == 1
+            and levels["dob"] == 2
+            and (levels["family"] or 0) <= _KEYING_ERROR["family"]
+            and levels["postcode"] in (0, None)
+        ):
+            # Millie is a name of her own and a familiar form of Amelia's and
+            # Emily's: with the family name, a birth date a day apart (twins born
+            # either side of midnight, or a slip) and a home not known to differ,
+            # the record may be her twin Amelia's, recorded as "Millie".
+            disagree = True
         if levels["given"] is None:
             disagree = True  # a family name and a birthday alone fit too many children
         elif (levels["family"] is None or levels["dob"] is None) and not (
@@ -228,6 +243,10 @@ _KEYING_ERROR: Final = {"family": 1, "dob": 3}
 _TYPO: Final = "given_typo"
 #: Not weighed either: 1 if two given names are each a name of its own (below).
 _OWN: Final = "given_own"
+#: Not weighed: 1 if the new record's given name is a name of its own and a
+#: familiar form of another name of its own (Millie: Amelia, Emily), see
+#: :meth:`Index._ambiguous`.
+_AMBIGUOUS: Final = "given_ambiguous"
 #: The least share of the index's records a given name has to be a name of its
 #: own (one child in 200: Elsie, Alice; a rare familiar form such as Belle is not).
 _OWN_NAME: Final = 5e-3
@@ -378,25 +397,28 @@ class Index:
         return counts[value] / total
 
     def _names_of_their_own(
-        self, a: str | None, b: str | None, level: int | None, *, same_home: bool = False
+        self, a: str | None, b: str | None, level: int | None, *, same_home: bool = False,
+        typo: int | None = 1,
     ) -> int | None:
         """1 if two given names are close spellings or familiar forms of each other
-        (given ``level`` 1 or 2) and each is a name of its own, many children's
-        given name in the index; else 0; None if null.
+        (given ``level`` 1 or 2), or one is a keying error of the other or of a
+        form of it (``typo`` 0: Ella, Bella for Isabella), and each is a name of
+        its own, many children's given name in the index; else 0; None if null.
 
         The nicknames data set lists Elsie as a form of Alice, and Millie of Emily;
         Sophie and Sophia are a letter apart: twins may be given both. Such a pair
         is not the same name for the twins rule once the index holds enough
-        records to tell (term frequencies). Until then (a young index) a pair at
-        the same home counts as two names: twins living together are never
-        linked for want of counts; the pair goes to a person."""
+        records to tell (term frequencies). Until then (a young index) a close
+        spelling or a familiar form at the same home counts as two names: twins
+        living together are never linked for want of counts; the pair goes to a
+        person (a keying error, Ixla for Isla, does not: it is no name at all)."""
         if a is None or b is None or level is None:
             return None
-        if level not in (1, 2):
+        if level == 0 or (level > 2 and typo != 0):
             return 0
         ta, tb = self._tf("given", a), self._tf("given", b)
         if ta is None or tb is None:
-            return int(same_home and a != b)
+            return int(same_home and level <= 2)
         return int(min(ta, tb) >= _OWN_NAME)
 
     def _names_of_own(self) -> frozenset[str] | None:
@@ -410,6 +432,20 @@ class Index:
             own = frozenset(n for n, c in counts.items() if c >= total * _OWN_NAME)
             self._own_cache = (total // 1000, own)
         return self._own_cache[1]
+
+    def _ambiguous(self, given: str | None) -> bool:
+        """True if ``given`` is a name of its own and a familiar form of another name
+        of its own (Millie: Amelia, Emily; Elsie: Alice), so that it may be either
+        twin's: one recorded under a familiar form that is the other's name. While
+        the index is too young to tell names of their own, a familiar form of
+        another name the index holds."""
+        if given is None:
+            return False
+        others = forms(given) - {given}
+        own = self._names_of_own()
+        if own is None:
+            return any(self._counts["given"][n] > 0 for n in others)
+        return given in own and not others.isdisjoint(own)
 
     def _unmistakable_typo(self, a: str | None, b: str | None) -> bool:
         """True if one given name is one keying error from the other, is not a name
@@ -440,6 +476,7 @@ class Index:
         if f.upn and f.upn in self.by_upn:
             return Match(LINK, self.by_upn[f.upn], 1.0)
         best: tuple[float, str, bool] | None = None
+        ambiguous = int(self._ambiguous(f.given))
         agreeing: tuple[float, str] | None = None  # the best child the rules allow
         for pseudonym in self.candidates(f):
             per_record: list[dict[str, int | None]] = []
@@ -452,7 +489,8 @@ class Index:
                     continue  # another pupil's record
                 levels = levels_of(f, other)
                 levels[_OWN] = self._names_of_their_own(
-                    f.given, other.given, levels["given"], same_home=levels["postcode"] == 0)
+                    f.given, other.given, levels["given"], same_home=levels["postcode"] == 0,
+                    typo=levels[_TYPO])
                 if levels[_TYPO] == 1 and self._unmistakable_typo(f.given, other.given):
                     levels[_TYPO] = 0
                 per_record.append(levels)
@@ -460,13 +498,13 @@ class Index:
                     trusted.append(levels)
             if not per_record:
                 continue
-            w, disagree = self.model.weigh(best_levels(per_record), f, self._tf)
+            w, disagree = self.model.weigh(_with(best_levels(per_record), ambiguous), f, self._tf)
             if best is None or w > best[0]:
                 best = (w, pseudonym, disagree)
             if len(trusted) < len(per_record):
                 if not trusted:
                     continue
-                w, disagree = self.model.weigh(best_levels(trusted), f, self._tf)
+                w, disagree = self.model.weigh(_with(best_levels(trusted), ambiguous), f, self._tf)
             if not disagree and (agreeing is None or w > agreeing[0]):
                 agreeing = (w, pseudonym)
         if best is None:
@@ -482,6 +520,11 @@ class Index:
         if p >= self.thresholds.lower:
             return Match(REVIEW, best[1], p)
         return Match(NEW, None, p)
+
+
+def _with(levels: dict[str, int | None], ambiguous: int) -> dict[str, int | None]:
+    levels[_AMBIGUOUS] = ambiguous
+    return levels
 
 
 def _keys(f: Features, *, probe: bool = False) -> Iterable[tuple[str, ...]]:

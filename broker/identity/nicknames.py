@@ -30,7 +30,17 @@ def nicknames_of(given: str) -> list[str]:
     return sorted(_namer().nicknames_of(given.lower()))
 
 
+@lru_cache(maxsize=65536)
 def same_name(a: str, b: str) -> bool:
-    """True if one given name is a familiar form of the other, or both are of one name."""
+    """True if one given name is a familiar form of the other (Jim, James), or both
+    are familiar forms of one name at least as long as each (Jim, Jimmy: James).
+
+    The data set also lists some pairs the other way round (Charlotte as a
+    nickname of Chick, Robert of Bill): a familiar form shortens a name or keeps
+    its length, so two names that meet only at a shorter one (Chuck and
+    Charlotte at Chick, Robert and William at Bill) are not one name."""
+    a, b = a.lower(), b.lower()
     fa, fb = forms(a), forms(b)
-    return not fa.isdisjoint(fb)
+    if a in fb or b in fa:
+        return True
+    return any(len(c) >= max(len(a), len(b)) for c in fa & fb)
