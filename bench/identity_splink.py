@@ -29,7 +29,7 @@ import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 from bench.identity_population import population
-from broker.identity.nicknames import forms
+from broker.identity.nicknames import formal_forms, forms
 
 
 def frame(events) -> pd.DataFrame:  # type: ignore[no-untyped-def]
@@ -39,6 +39,7 @@ def frame(events) -> pd.DataFrame:  # type: ignore[no-untyped-def]
             "unique_id": i,
             "given": e.given.lower() if e.given else None,
             "given_forms": sorted(forms(e.given)) if e.given else None,
+            "given_formal": sorted(formal_forms(e.given)) if e.given else None,
             "family": e.family.lower() if e.family else None,
             "dob": e.dob.isoformat() if e.dob else None,
             "postcode": e.postcode,
@@ -48,18 +49,30 @@ def frame(events) -> pd.DataFrame:  # type: ignore[no-untyped-def]
 
 
 def given_comparison() -> cl.CustomComparison:
-    """The router's given-name levels (broker/identity/linkage.py ``given_level``):
-    Splink's NameComparison with a familiar form (Jim for James: their formal
-    forms meet) as a level of its own, after the close spellings."""
+    """The router's given-name levels (broker/identity/comparisons.py ``given_level``):
+    Splink's NameComparison with a familiar form (``nicknames.same_name``: one name
+    a form of the other, or both forms of a name at least as long as each) and one
+    keying error of the name or of a form of it (``typo_level``, four letters or
+    more) as levels of their own, after the close spellings."""
     jw = "jaro_winkler_similarity(given_l, given_r) >= "
+    familiar = (
+        "list_contains(given_forms_r, given_l) OR list_contains(given_forms_l, given_r)"
+        " OR len(list_filter(list_intersect(given_forms_l, given_forms_r),"
+        " lambda c: length(c) >= greatest(length(given_l), length(given_r)))) > 0"
+    )
+    keying = (
+        "length(given_l) >= 4 AND length(given_r) >= 4 AND ("
+        "len(list_filter(given_formal_r, lambda x: damerau_levenshtein(given_l, x) <= 1)) > 0"
+        " OR len(list_filter(given_formal_l, lambda x: damerau_levenshtein(x, given_r) <= 1)) > 0)"
+    )
     return cl.CustomComparison(
         output_column_name="given",
         comparison_levels=[
             cll.NullLevel("given"),
             cll.ExactMatchLevel("given", term_frequency_adjustments=True),
             cll.CustomLevel(jw + "0.92", label_for_charts="Jaro-Winkler >= 0.92"),
-            cll.CustomLevel("list_has_any(given_forms_l, given_forms_r)",
-                            label_for_charts="a familiar form"),
+            cll.CustomLevel(familiar, label_for_charts="a familiar form"),
+            cll.CustomLevel(keying, label_for_charts="one keying error of it or a form"),
             cll.CustomLevel(jw + "0.88", label_for_charts="Jaro-Winkler >= 0.88"),
             cll.CustomLevel(jw + "0.7", label_for_charts="Jaro-Winkler >= 0.7"),
             cll.ElseLevel(),

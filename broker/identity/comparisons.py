@@ -14,7 +14,7 @@ from typing import Final
 
 from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 
-from broker.identity.nicknames import forms, same_name
+from broker.identity.nicknames import formal_forms, same_name
 
 
 def name_level(a: str | None, b: str | None) -> int | None:
@@ -29,11 +29,14 @@ def name_level(a: str | None, b: str | None) -> int | None:
 
 def given_level(a: str | None, b: str | None) -> int | None:
     """The given name as one comparison: exact 0, JW>=0.92 1, a familiar form 2 (Jim
-    for James, Jim and Jimmy: ``nicknames.same_name``), JW>=0.88 3, >=0.70 4, else 5; None if null.
+    for James, Jim and Jimmy: ``nicknames.same_name``), one keying error of it or
+    of a form of it 3 (``typo_level``: Tqeo for Theo, Jaems for Jamie), JW>=0.88
+    4, >=0.70 5, else 6; None if null.
 
     Spelling and formal form are one question, is it the same name? Weighed as
     two comparisons, an exact name counted twice and a typo or a nickname as a
-    disagreement."""
+    disagreement. A keying error has a level of its own: one letter wrong is far
+    rarer between two children's names than a Jaro-Winkler of 0.7-0.88."""
     if a is None or b is None:
         return None
     if a == b:
@@ -43,7 +46,9 @@ def given_level(a: str | None, b: str | None) -> int | None:
         return 1
     if same_name(a, b):
         return 2
-    return 3 if jw >= 0.88 else 4 if jw >= 0.70 else 5
+    if typo_level(a, b) == 0:
+        return 3
+    return 4 if jw >= 0.88 else 5 if jw >= 0.70 else 6
 
 
 def dob_level(a: str | None, b: str | None) -> int | None:
@@ -99,7 +104,9 @@ def typo_level(a: str | None, b: str | None) -> int | None:
     replaced or two swapped: Harjy, Wiflow), or one is a keying error of a form of
     the other (Jaems for Jamie: James; Olitia for Ollie: Olivia), else 1; None if
     null. One of the two is the name as written: a form of one a keying error
-    from a form of the other is two steps from it (Lily, Robert: Lilly, Billy).
+    from a form of the other is two steps from it (Lily, Robert: Lilly, Billy);
+    the form is a formal one, at least as long (``formal_forms``: Chuck is not a
+    keying error of Charlotte through "Chick").
     Names under four letters never (Ava, Eva; but see
     ``Index._unmistakable_typo``). Not weighed: it only keeps such a name from
     counting as another child's (the twins rule)."""
@@ -109,8 +116,8 @@ def typo_level(a: str | None, b: str | None) -> int | None:
         return 1
     if OSA.distance(a, b) <= 1:
         return 0
-    near = any(OSA.distance(a, y) <= 1 for y in forms(b)) or any(
-        OSA.distance(x, b) <= 1 for x in forms(a))
+    near = any(OSA.distance(a, y) <= 1 for y in formal_forms(b)) or any(
+        OSA.distance(x, b) <= 1 for x in formal_forms(a))
     return 0 if near else 1
 
 

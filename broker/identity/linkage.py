@@ -13,7 +13,8 @@ docs/IDENTITY.md for the figures). The comparison levels
 An event is compared with a known *child*: each comparison at its closest
 level over the child's records (its postcode may be on another record than
 its exact birth date). The given name is one comparison, its spelling and its
-formal form (a familiar form, Jim for James, is a level of it), so an exact
+formal form (a familiar form, Jim for James, is a level of it, and so is one
+keying error of it or of a formal form, Tqeo for Theo), so an exact
 name is not counted twice nor a typo or nickname against. The birth date has
 two keying errors as levels of their own, day and month swapped and one day
 apart (by chance ten times rarer between two children than any one digit off).

@@ -25,6 +25,15 @@ def forms(given: str) -> frozenset[str]:
     return frozenset({name, *_namer().canonicals_of(name)})
 
 
+@lru_cache(maxsize=65536)
+def formal_forms(given: str) -> frozenset[str]:
+    """``given`` and the names it is a familiar form of that are at least as long
+    (Jamie: James; Ollie: Olivia; not Charlotte: "Chick", a row of the data set
+    the wrong way round): what a keying error of a form is measured against."""
+    name = given.lower()
+    return frozenset(f for f in forms(name) if len(f) >= len(name))
+
+
 def nicknames_of(given: str) -> list[str]:
     """Familiar forms of a formal name, lower case, sorted (for test data)."""
     return sorted(_namer().nicknames_of(given.lower()))
