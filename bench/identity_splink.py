@@ -80,6 +80,27 @@ def given_comparison() -> cl.CustomComparison:
     )
 
 
+def family_comparison() -> cl.CustomComparison:
+    """The router's family-name levels (broker/identity/comparisons.py
+    ``family_level``): Splink's NameComparison with one keying error (four letters
+    or more) as a level of its own after Jaro-Winkler 0.92."""
+    jw = "jaro_winkler_similarity(family_l, family_r) >= "
+    keying = ("length(family_l) >= 4 AND length(family_r) >= 4"
+              " AND damerau_levenshtein(family_l, family_r) <= 1")
+    return cl.CustomComparison(
+        output_column_name="family",
+        comparison_levels=[
+            cll.NullLevel("family"),
+            cll.ExactMatchLevel("family", term_frequency_adjustments=True),
+            cll.CustomLevel(jw + "0.92", label_for_charts="Jaro-Winkler >= 0.92"),
+            cll.CustomLevel(keying, label_for_charts="one keying error"),
+            cll.CustomLevel(jw + "0.88", label_for_charts="Jaro-Winkler >= 0.88"),
+            cll.CustomLevel(jw + "0.7", label_for_charts="Jaro-Winkler >= 0.7"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 def dob_comparison() -> cl.CustomComparison:
     """The router's date-of-birth levels (broker/identity/linkage.py ``dob_level``):
     Splink's DateOfBirthComparison with two keying errors as levels of their own,
@@ -125,7 +146,7 @@ def main() -> None:
         link_type="dedupe_only",
         comparisons=[
             given_comparison(),
-            cl.NameComparison("family"),
+            family_comparison(),
             dob_comparison(),
             cl.PostcodeComparison("postcode"),
         ],

@@ -54,6 +54,7 @@ from rapidfuzz.distance import OSA
 
 from broker.identity.comparisons import (
     dob_level,
+    family_level,
     given_level,
     name_level,
     postcode_level,
@@ -64,7 +65,7 @@ from broker.identity.nicknames import forms
 
 __all__ = [
     "LINK", "NEW", "REVIEW", "Features", "Index", "Match", "Model", "Thresholds",
-    "best_levels", "dob_level", "given_level", "levels_of", "name_level",
+    "best_levels", "dob_level", "family_level", "given_level", "levels_of", "name_level",
     "postcode_level", "probability", "soundex", "typo_level",
 ]
 LINK: Final = "LINK"
@@ -132,7 +133,7 @@ def _name(value: str | None) -> str | None:
 
 COMPARISONS: Final = (
     ("given", given_level, "given"),
-    ("family", name_level, "family"),
+    ("family", family_level, "family"),
     ("dob", dob_level, "dob"),
     ("postcode", postcode_level, "postcode"),
 )
@@ -240,7 +241,7 @@ class Model:
 
 _ATTR: Final = {name: attr for name, _, attr in COMPARISONS}
 #: The last level of each comparison that is at most a keying error away.
-_KEYING_ERROR: Final = {"family": 1, "dob": 3}
+_KEYING_ERROR: Final = {"family": 2, "dob": 3}
 _TYPO: Final = "given_typo"
 #: Not weighed either: 1 if two given names are each a name of its own (below).
 _OWN: Final = "given_own"
