@@ -35,21 +35,14 @@ SCHOOL = "example-academy"
 
 
 @pytest.fixture
-def gw(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path,
-       request: pytest.FixtureRequest) -> Iterator[Running]:
-    """The gateway on httptools (the default), or on the plain h11 twin if asked."""
+def gw(kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path) -> Iterator[Running]:
     s = settings_for(topics, tmp_path)
     policy = create_topics(admin, s)
     config = GatewayConfig(bootstrap=kafka_bootstrap, topics=topics, codec=CODEC, policy=policy)
-    with running_gateway(config, tmp_path, http=getattr(request, "param", "httptools")) as running:
+    with running_gateway(config, tmp_path) as running:
         yield running
 
 
-#: Both HTTP parsers the server may run: what a caller sees must not differ.
-BOTH_PARSERS = pytest.mark.parametrize("gw", ["httptools", "h11"], indirect=True)
-
-
-@BOTH_PARSERS
 def test_an_event_is_published_with_a_receipt_naming_the_bytes_sent(
     gw: Running, kafka_bootstrap: str, topics: Topics
 ) -> None:
@@ -102,7 +95,6 @@ def test_a_batch_with_one_bad_event_sends_none(
     assert read_all(kafka_bootstrap, topics.ingest(SCHOOL), timeout_s=1.0) == []
 
 
-@BOTH_PARSERS
 def test_a_certificate_of_one_agency_cannot_publish_as_another(
     gw: Running, kafka_bootstrap: str, topics: Topics
 ) -> None:

@@ -52,13 +52,10 @@ def gateway() -> None:
 @click.option("--max-events", default=100, show_default=True, help="Events per request.")
 @click.option("--signing-keys", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keys of agencies delegating signing (default: $SAFESHARE_HOME/keys/gateway).")
-@click.option("--http", type=click.Choice(["httptools", "h11"]), default="httptools",
-              show_default=True, help="HTTP/1.1 parser: httptools (C, on uvloop) or the "
-              "pure-Python h11 (on asyncio).")
 @bootstrap_option
 def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
           ca_dir: Path | None, rate: float, burst: int, max_body: int, max_events: int,
-          signing_keys: Path | None, http: str, bootstrap: str | None) -> None:
+          signing_keys: Path | None, bootstrap: str | None) -> None:
     """Serve the gateway over HTTPS (TLS >= 1.2; callers authenticate by client
     certificate, or by a bearer token of a client registered with
     `safeshare keys oauth-client`)."""
@@ -95,7 +92,7 @@ def serve(host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
         reader_key=reader_key(s),
     )
     server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), host=host, port=port,
-                         log_level="info", http=http)
+                         log_level="info")
     click.echo(f"gateway on https://{host}:{port} (client certificates from {ca.cert})", err=True)
     server.run()
 

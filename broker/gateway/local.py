@@ -51,13 +51,11 @@ class LocalGateway:
 
 
 @contextmanager
-def local_gateway(
-    config: GatewayConfig, directory: Path, *, http: str = "httptools"
-) -> Iterator[LocalGateway]:
+def local_gateway(config: GatewayConfig, directory: Path) -> Iterator[LocalGateway]:
     """Serve ``config`` over HTTPS on a free loopback port until the block ends.
 
     The CA lives in ``directory/ca`` (made if missing), the server certificate
-    beside it. ``http`` picks the HTTP parser (:data:`broker.gateway.server.PROTOCOLS`).
+    beside it.
     """
     ca = CaFiles(directory / "ca")
     if not ca.cert.exists():
@@ -65,8 +63,7 @@ def local_gateway(
     cert, key = directory / "server.pem", directory / "server.key"
     issue_server(ca, ["127.0.0.1", "localhost"], cert, key)
     port = free_port()
-    server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), port=port,
-                         http=http)
+    server = make_server(create_app(config), TlsFiles(cert, key, ca.cert), port=port)
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

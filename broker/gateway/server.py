@@ -6,9 +6,6 @@ an OAuth2 bearer token, or gets 401). uvicorn verifies the chain; the peer
 certificate is handed to the application in the ASGI scope as
 ``scope["extensions"]["tls"]["client_cert_der"]`` (after the ASGI TLS
 extension's name), which :mod:`broker.gateway.auth` reads.
-
-HTTP/1.1 is parsed by httptools on uvloop (less CPU per request), or by the
-pure-Python h11 on asyncio, its plain twin; tests run both.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 @dataclass(frozen=True)
@@ -44,37 +40,20 @@ def server_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-def _connection_made(protocol: Any, transport: asyncio.Transport) -> None:
-    """Wrap the protocol's app so each scope carries the verified peer certificate."""
-    sslobj = transport.get_extra_info("ssl_object")
-    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-    inner = protocol.app
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        scope.setdefault("extensions", {})["tls"] = {"client_cert_der": der}
-        await inner(scope, receive, send)
-
-    protocol.app = app
-
-
-class _PeerCertH11(H11Protocol):
-    """uvicorn's pure-Python h11 protocol (the plain twin), with the peer certificate."""
+class _PeerCertProtocol(H11Protocol):
+    """uvicorn's h11 protocol, adding the verified peer certificate to each scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        _connection_made(self, transport)
+        sslobj = transport.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        inner = self.app
 
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("extensions", {})["tls"] = {"client_cert_der": der}
+            await inner(scope, receive, send)
 
-class _PeerCertHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol (llhttp, in C), with the peer certificate."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        _connection_made(self, transport)
-
-
-#: HTTP/1.1 parsers by name: ``httptools`` (fast, the default) and ``h11`` (plain).
-PROTOCOLS: dict[str, type] = {"httptools": _PeerCertHttpTools, "h11": _PeerCertH11}
+        self.app = app
 
 
 def make_server(
@@ -84,7 +63,6 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8443,
     log_level: str = "warning",
-    http: str = "httptools",
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` with the gateway's TLS settings (not started)."""
 
@@ -95,8 +73,7 @@ def make_server(
         app,
         host=host,
         port=port,
-        http=PROTOCOLS[http],
-        loop="uvloop" if http == "httptools" else "asyncio",
+        http=_PeerCertProtocol,
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         ssl_ca_certs=str(tls.client_ca),
