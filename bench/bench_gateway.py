@@ -29,6 +29,7 @@ Prints figures and ``BENCH {json}`` lines; never fails on time.
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -286,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                           "median of the alternated rounds' "
                           f"{', '.join(f'{r:.2f}' for r in each)})")
                     bench(f"gateway/Publisher rate ratio ({name} client)", ratio, "ratio")
+                # This process's long-lived objects (the Publisher, the codec, the
+                # rounds' figures) out of the collector's way: its full collections
+                # (50-60 ms here) would stall all 16 client threads and count as the
+                # gateway's latency.
+                gc.collect()
+                gc.freeze()
                 for name, make in POSTERS.items():
                     lat = paced(gw, make, args.rate, args.seconds)
                     print(f"gateway at {args.rate:g} requests/s for {args.seconds:g} s "
