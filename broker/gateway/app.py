@@ -7,7 +7,6 @@ it stops; the OpenAPI description (:func:`openapi_document`) needs none.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from broker.gateway.limits import Limits, LimitsMiddleware
 from broker.gateway.publishing import EventDesk
 from broker.gateway.tokens import OAuthClients, TokenIssuer
 from broker.kafka.producer import Producer, make_producer
+from broker.kafka.writers import Writers
+from broker.loop.api import Acknowledger
 from broker.policy import Policy
 from broker.routing.app import load_or_create_secret
 from broker.topics import DEFAULT, Topics
@@ -90,8 +91,11 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             load_or_create_secret(config.token_key) if config.token_key is not None else None)
         app.state.oauth_clients = OAuthClients.load(config.oauth_clients) if (
             config.oauth_clients is not None) else OAuthClients({})
-        app.state.acks = {}
-        app.state.acks_lock = threading.Lock()
+        # A subscriber's acknowledger, made again if its producer broke.
+        app.state.acks = Writers[str, Acknowledger](
+            "gateway acknowledger", lambda subscriber: Acknowledger(
+                bootstrap=config.bootstrap, subscriber=subscriber, topics=config.topics,
+                codec=codec, clock=config.clock))
         app.state.config = config
         app.state.codec = codec
         workspace = getattr(app.state, "workspace", None)
@@ -103,8 +107,7 @@ def create_app(config: GatewayConfig | None) -> FastAPI:
             if workspace is not None:
                 workspace.close()
             app.state.desk.close()
-            for ack in app.state.acks.values():
-                ack.close()
+            app.state.acks.close()
             producer.close()
 
     app = FastAPI(

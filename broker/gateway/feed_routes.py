@@ -26,6 +26,7 @@ from broker.gateway.consultations import Recorder
 from broker.gateway.errors import ApiError, ErrorBody
 from broker.gateway.feeds import BadCursor, FeedCursor, format_cursor, item_of, parse_cursor
 from broker.gateway.pki import Principal
+from broker.kafka.writers import Writers
 from broker.loop.api import Acknowledger
 
 log = logging.getLogger(__name__)
@@ -207,24 +208,10 @@ async def post_ack(
     """Receipt, triage decision (RAG, outcome) or later outcome, written by
     broker.loop's Acknowledger to ``<ns>.ack.<subscriber>``."""
     await _check(request, who, subscriber, None, "acknowledge")
-    acks: dict[str, Acknowledger] = request.app.state.acks
-    config = request.app.state.config
+    acks: Writers[str, Acknowledger] = request.app.state.acks
 
     def write() -> AckOut:
-        with request.app.state.acks_lock:
-            a = stale = acks.get(subscriber)
-            # A new one if kafka-python put the last one's producer in a fatal state
-            # (a record refused for good fails every later one too).
-            if a is None or a.broken:
-                a = acks[subscriber] = Acknowledger(
-                    bootstrap=config.bootstrap, subscriber=subscriber, topics=config.topics,
-                    codec=request.app.state.codec, clock=config.clock)
-            else:
-                stale = None
-        if stale is not None:
-            log.warning("gateway acknowledger of %s: producer refused a record for good;"
-                        " replaced it", subscriber)
-            stale.close()
+        a = acks.get(subscriber)
         r = a.acknowledge(ack.event_id, ack.kind, actor=ack.actor, rag=ack.rag,
                           outcome=ack.outcome, note=ack.note, ack_id=ack.ack_id)
         return AckOut(ack_id=r.ack_id, topic=r.topic, partition=r.partition, offset=r.offset)

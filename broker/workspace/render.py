@@ -9,7 +9,6 @@ rule under which the rest was shared; a withheld value is never read.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import threading
 import time
@@ -24,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from broker.codec import Codec
 from broker.identity.desk import IdentityDesk
 from broker.kafka.producer import make_producer
+from broker.kafka.writers import Writers
 from broker.loop.api import Acknowledger
 from broker.policy import Policy
 from broker.signing.feedkeys import FeedKeyring
@@ -34,7 +34,6 @@ from broker.workspace.sessions import Sessions, User, hash_password
 from broker.workspace.store import RAG_ORDER, ClockFollower, Entry, FeedStore, to_ms
 
 HERE = Path(__file__).parent
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,13 +106,6 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _replaced(what: str, stale: Acknowledger | OwnerNotifier | None) -> None:
-    """Close a writer whose producer broke (nothing is pending: it sends no more)."""
-    if stale is not None:
-        log.warning("workspace %s: producer refused a record for good; replaced it", what)
-        stale.close()
-
-
 class Workspace:
     """Everything the pages share; one per application."""
 
@@ -124,9 +116,17 @@ class Workspace:
         self.sessions = Sessions(config.secret)
         self.dummy_hash = hash_password(secrets.token_hex(8))
         self._stores: dict[str, FeedStore] = {}
-        self._acks: dict[str, Acknowledger] = {}
+        # Made again when kafka-python puts one's producer in a fatal state (a record
+        # refused for good fails every later one too: every later triage or
+        # consultation notice, until a restart).
+        self._acks: Writers[str, Acknowledger] = Writers(
+            "workspace acknowledger", lambda subscriber: Acknowledger(
+                bootstrap=config.bootstrap, subscriber=subscriber, topics=config.topics,
+                codec=codec))
         self._desks: dict[str, IdentityDesk] = {}
-        self._notifier: OwnerNotifier | None = None
+        self._notifier: Writers[str, OwnerNotifier] = Writers(
+            "owner notifier", lambda _: OwnerNotifier(
+                make_producer(config.bootstrap), config.topics, codec, config.policy))
         self._lock = threading.Lock()
         self._clocks: ClockFollower | None = None
         self._links: LinkFollower | None = None
@@ -166,19 +166,8 @@ class Workspace:
         return links.group(pseudonym) if links is not None else frozenset({pseudonym})
 
     def acknowledger(self, subscriber: str) -> Acknowledger:
-        """The team's acknowledger; a new one if kafka-python put the last one's
-        producer in a fatal state (a record the broker refused for good fails
-        every later one too: without this, every later triage until a restart)."""
-        with self._lock:
-            a = stale = self._acks.get(subscriber)
-            if a is None or a.broken:
-                a = self._acks[subscriber] = Acknowledger(
-                    bootstrap=self.config.bootstrap, subscriber=subscriber,
-                    topics=self.config.topics, codec=self.codec)
-            else:
-                stale = None
-        _replaced("acknowledger", stale)
-        return a
+        """The team's acknowledger; a new one if the last one's producer broke."""
+        return self._acks.get(subscriber)
 
     def identity_desk(self, subscriber: str) -> IdentityDesk:
         """The team's identity desk: its review items in, its people's decisions out."""
@@ -192,17 +181,8 @@ class Workspace:
 
     def notifier(self) -> OwnerNotifier:
         """Who tells owning agencies of consultations (one producer, made when first
-        needed, and made again if kafka-python put it in a fatal state, as above)."""
-        with self._lock:
-            n = stale = self._notifier
-            if n is None or n.broken:
-                n = self._notifier = OwnerNotifier(
-                    make_producer(self.config.bootstrap), self.config.topics, self.codec,
-                    self.config.policy)
-            else:
-                stale = None
-        _replaced("owner notifier", stale)
-        return n
+        needed, and made again if its producer broke)."""
+        return self._notifier.get("workspace")
 
     def purposes(self, subscriber: str) -> list[str]:
         policy = self.config.policy
@@ -277,12 +257,10 @@ class Workspace:
             self._links.close()
         for s in list(self._stores.values()):
             s.close()
-        for a in list(self._acks.values()):
-            a.close()
+        self._acks.close()
         for d in list(self._desks.values()):
             d.close()
-        if self._notifier is not None:
-            self._notifier.close()
+        self._notifier.close()
 
 
 def latest_versions(entries: list[Entry]) -> list[Entry]:
