@@ -74,6 +74,14 @@ from broker.kafka.producer import TXN_RETRY_BACKOFF_MS  # noqa: E402
 from broker.topics import Topics  # noqa: E402
 
 
+def cluster_topics(bootstrap: str) -> int:
+    """How many topics the cluster holds: what a regex subscription's metadata costs."""
+    from broker.kafka.admin import Admin  # noqa: PLC0415
+
+    with Admin(bootstrap) as admin:
+        return len(admin.list_topics())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Every figure. ``argv`` defaults to none (``python -m bench`` calls ``main()``)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -90,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the router's first pause before a transactional retry (ms), comma-separated "
         "to compare (100: kafka-python's own behaviour)",
     )
+    ap.add_argument(
+        "--sources", default="name",
+        help="how the latency phase's router subscribes, comma-separated and alternated "
+        "to compare: name (the policy's topics, as shipped), regex (its pattern)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="latency rounds per setting")
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
     ap.add_argument("--only", default="core,send,throughput,latency,cycle,rss")
     args = ap.parse_args(list(argv or ()))
@@ -120,10 +134,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "throughput" in phases:
                 phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
             if "latency" in phases:
+                print(f"the cluster holds {cluster_topics(cluster.bootstrap):,} topics")
                 for rate in (float(r) for r in args.rates.split(",")):
-                    for pause in (float(p) for p in args.txn_retry_ms.split(",")):
-                        phase_latency(cluster.bootstrap, base, policy, tmpls, rate,
-                                      args.latency_s, txn_retry_ms=pause)
+                    for _ in range(args.rounds):
+                        for pause in (float(p) for p in args.txn_retry_ms.split(",")):
+                            for how in args.sources.split(","):
+                                phase_latency(cluster.bootstrap, base, policy, tmpls, rate,
+                                              args.latency_s, txn_retry_ms=pause, sources=how)
             if "cycle" in phases:
                 phase_cycle(cluster.bootstrap, base, policy, tmpls, 1000.0, args.latency_s)
             if "rss" in phases:

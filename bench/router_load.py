@@ -223,25 +223,31 @@ def namespace(bootstrap: str, base: config.Settings, policy_path: Path, what: st
             admin.delete_topics([s.name for s in specs])
 
 
-#: Runs ``safeshare`` with the first argument as the transactional retry pause (ms).
-_WITH_TXN_RETRY = (
-    "import sys, broker.kafka.producer as p; p.TXN_RETRY_BACKOFF_MS = float(sys.argv.pop(1)); "
+#: Runs ``safeshare`` with the first argument as the transactional retry pause (ms)
+#: ("-": the router's own) and the second as how it subscribes ("name": the
+#: topics its policy names, as shipped; "regex": every topic matching its pattern).
+_ROUTER = (
+    "import sys, broker.kafka.producer as p, broker.routing.app as a; "
+    "pause, how = sys.argv.pop(1), sys.argv.pop(1)\n"
+    "if pause != '-': p.TXN_RETRY_BACKOFF_MS = float(pause)\n"
+    "if how == 'regex':\n"
+    "    build = a.build_service\n"
+    "    a.build_service = lambda *x, **k: build(*x, source_topics=None, **k)\n"
     "from broker.cli.main import main; main(sys.argv[1:])"
 )
 
 
 @contextmanager
 def router_process(
-    env: Env, instance: str, txn_retry_ms: float | None = None
+    env: Env, instance: str, txn_retry_ms: float | None = None, sources: str = "name"
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``safeshare route`` as a process; ``txn_retry_ms``: its first pause before a
-    transactional retry (default the router's own, TXN_RETRY_BACKOFF_MS)."""
+    transactional retry (default the router's own, TXN_RETRY_BACKOFF_MS);
+    ``sources``: "name" (as shipped) or "regex" (broker/routing/sources.py)."""
     log = open(env.home / "router.log", "ab")  # noqa: SIM115 - closed below
     args = ["route", "--idle", "0", "--instance", instance]
-    if txn_retry_ms is None:
-        cmd = [sys.executable, "-m", "broker.cli.main", *args]
-    else:
-        cmd = [sys.executable, "-c", _WITH_TXN_RETRY, str(txn_retry_ms), *args]
+    pause = "-" if txn_retry_ms is None else str(txn_retry_ms)
+    cmd = [sys.executable, "-c", _ROUTER, pause, sources, *args]
     proc = subprocess.Popen(
         cmd, env=env.env(), stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT
     )

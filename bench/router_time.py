@@ -115,7 +115,8 @@ def latency_settings(txn_retry_ms: float) -> str:
 
 def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
                   tmpls: Sequence[Template], rate: float, seconds: float,
-                  warmup_s: float = 5.0, txn_retry_ms: float = TXN_RETRY_BACKOFF_MS) -> None:
+                  warmup_s: float = 5.0, txn_retry_ms: float = TXN_RETRY_BACKOFF_MS,
+                  sources: str = "name") -> None:
     codec = Codec.default()
     policy = Policy.load(policy_path, field_classes=codec.data_classes())
     now = int(time.time() * 1000)
@@ -175,7 +176,7 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             finally:
                 consumer.close()
 
-        with router_process(env, "bench-latency", txn_retry_ms):
+        with router_process(env, "bench-latency", txn_retry_ms, sources):
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
             time.sleep(5)  # the router joins its group meanwhile
@@ -194,8 +195,10 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             return
         q = statistics.quantiles(lat, n=100)
         note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
-        print(f"  {latency_settings(txn_retry_ms)}")
+        print(f"  {latency_settings(txn_retry_ms)}; subscribed by {sources}")
         at = f"at {rate:,.0f}/s, txn retry {txn_retry_ms:g} ms"
+        if sources != "name":
+            at += f", by {sources}"
         report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
         report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
         report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")

@@ -24,6 +24,7 @@ from broker.routing.core import RoutingCore
 from broker.routing.exceptions import RoutingError
 from broker.routing.identity import SubjectIdentity
 from broker.routing.service import RouterService
+from broker.routing.sources import policy_topics
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,17 @@ def build_service(
     core: RoutingCore | None = None,
     **kwargs: Any,
 ) -> RouterService:
+    """The router service; it reads the topics its policy names (broker/routing/sources.py)."""
+    core = core or build_core(settings, clock=clock)
+    if isinstance(core.decider, Policy) and "source_topics" not in kwargs:
+        kwargs["source_topics"] = policy_topics(
+            settings.topics,
+            (a.id for a in core.decider.agencies),
+            (s.id for s in core.decider.subscribers),
+        )
     return RouterService(
         bootstrap=bootstrap,
-        core=core or build_core(settings, clock=clock),
+        core=core,
         topics=settings.topics,
         instance_id=instance_id,
         audit_encoder=audit_encoder,

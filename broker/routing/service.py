@@ -56,10 +56,9 @@ about a child.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from broker.kafka.consumer import Consumer, make_consumer
@@ -70,6 +69,7 @@ from broker.kafka.structs import GroupMetadata, Record, TopicPartition
 from broker.routing.core import Routed, RoutingCore
 from broker.routing.followers import Followers
 from broker.routing.metrics import HealthServer, RouterMetrics
+from broker.routing.sources import source_pattern, subscribe_sources
 from broker.routing.transaction import (
     PRODUCER_BLOCK_MS,
     TRANSACTION_TIMEOUT_MS,
@@ -147,6 +147,7 @@ class RouterService(Followers, Transactions):
         client_config: Mapping[str, Any] | None = None,
         transaction_wait_s: float = TRANSACTION_WAIT_S,
         wait_for_broker: bool = False,
+        source_topics: Iterable[str] | None = None,
     ) -> None:
         """``max_poll_interval_ms``: an instance that has not polled for this long
         (a batch that takes longer, a stalled process) is put out of the group and
@@ -156,8 +157,11 @@ class RouterService(Followers, Transactions):
         commit, abort) waits for the broker before the transaction is given up.
         ``wait_for_broker``: connect in :meth:`run`, retrying with back-off while
         the broker cannot be reached (``/healthz`` answers meanwhile), instead of
-        failing here."""
+        failing here. ``source_topics``: the topics the policy names
+        (:func:`broker.routing.sources.policy_topics`); None: every topic matching
+        the router's pattern, found by regex."""
         self._max_poll_interval_ms = max_poll_interval_ms
+        self._source_topics = None if source_topics is None else tuple(source_topics)
         self.core = core
         self.topics = topics
         self.instance_id = instance_id
@@ -239,23 +243,16 @@ class RouterService(Followers, Transactions):
 
         # Ingest and consent topics, one of each per agency: consent records are
         # routed by the group like events (applied and audited, or quarantined);
-        # so are link/unlink decisions, one topic per subscriber.
-        pattern = (
-            "^("
-            + re.escape(self.topics.ingest_prefix)
-            + "|"
-            + re.escape(self.topics.consent_prefix)
-            + "|"
-            + re.escape(self.topics.identity_decisions_prefix)
-            + r")[a-z0-9][a-z0-9_-]*$"
-        )
+        # so are link/unlink decisions, one topic per subscriber. By name when the
+        # policy's topics are known (broker/routing/sources.py says why).
+        named = self._source_topics
         self._consumer = make_consumer(
             self._bootstrap,
             group_id=self.topics.router_group,
-            pattern=pattern,
+            pattern=None if named is not None else source_pattern(self.topics),
             isolation_level="read_committed",
             max_poll_records=self._max_batch,
-            # New topics (a new agency) are picked up without a restart.
+            # A new topic is read without a restart.
             metadata_max_age_ms=5000,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
@@ -267,8 +264,11 @@ class RouterService(Followers, Transactions):
             # Static member: a crashed instance restarted with its id takes its
             # partitions back without a rebalance, so the others never stop.
             group_instance_id=self.instance_id,
+            allow_auto_create_topics=False,
             **cfg,
         )
+        if named is not None:
+            subscribe_sources(self._consumer, self.topics, named, who=self.instance_id)
         # Follows the audit and checkpoints topics: routed event ids, checkpoint lag.
         self._audit = make_consumer(
             self._bootstrap, group_id=None, topics=None, isolation_level="read_committed", **cfg
