@@ -110,9 +110,14 @@ class Settings:
         return self.policy_path
 
     @property
+    def keys_dir(self) -> Path:
+        """Where a process keeps its own secret keys (broker/keyfiles.py)."""
+        return self.home / "keys"
+
+    @property
     def partnership_keys_dir(self) -> Path:
         """The router's partnership pseudonym keys (broker/identity/pseudonym.py)."""
-        return self.partnership_keys or self.home / "keys" / "partnership"
+        return self.partnership_keys or self.keys_dir / "partnership"
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

@@ -25,13 +25,8 @@ from broker.audit.leaf import LeafKind, subject_pseudonym
 from broker.clock import SystemClock
 from broker.identity.pseudonym import PartnershipKeys
 from broker.kafka.admin import Admin
-from broker.routing.app import (
-    SUBJECT_KEY_FILE,
-    build_core,
-    build_service,
-    keys_dir,
-    load_or_create_secret,
-)
+from broker.keyfiles import load_or_create_secret
+from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
 from broker.routing.core import Routed
 from broker.topics import Topics
 from tests.helpers import (
@@ -122,7 +117,7 @@ def _under(bootstrap: str, topics: Topics, event_id: str) -> str:
 
 def _hmac(s: Any, pseudonym: str) -> str:
     """The audit log's keyed subject pseudonym (the router's key in its home)."""
-    key = load_or_create_secret(keys_dir(s) / SUBJECT_KEY_FILE)
+    key = load_or_create_secret(s.keys_dir / SUBJECT_KEY_FILE)
     return subject_pseudonym(key, pseudonym)
 
 

@@ -23,9 +23,10 @@ from broker.clock import SystemClock
 from broker.codec import Codec
 from broker.gateway.app import GatewayConfig, create_app
 from broker.gateway.consultations import READER_KEY_FILE
+from broker.keyfiles import load_or_create_secret
 from broker.loop.service import LoopService
 from broker.policy import Policy
-from broker.routing.app import build_core, build_service, keys_dir, load_or_create_secret
+from broker.routing.app import build_core, build_service
 from broker.topics import Topics
 from broker.workspace import DpoConfig, WorkspaceConfig
 from broker.workspace.sessions import User, hash_password
@@ -56,7 +57,7 @@ def running_workspace(bootstrap: str, topics: Topics, settings: config.Settings,
                        clock=clock, instance_id="ws-test")
     app = create_app(GatewayConfig(
         bootstrap=bootstrap, topics=topics, policy=policy, codec=CODEC,
-        reader_key=load_or_create_secret(keys_dir(settings) / READER_KEY_FILE),
+        reader_key=load_or_create_secret(settings.keys_dir / READER_KEY_FILE),
         workspace=WorkspaceConfig(users=USERS, bootstrap=bootstrap, topics=topics,
                                   policy=policy, secret=b"test-secret-0123456789abcdef",
                                   dpo=DpoConfig(keys_dir=settings.home / "keys"))))

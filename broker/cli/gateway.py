@@ -21,9 +21,9 @@ def gateway_dir() -> Path:
 def reader_key(s: Any) -> bytes:
     """The audit log's key for people's pseudonyms, made on first use (kept)."""
     from broker.gateway.consultations import READER_KEY_FILE  # noqa: PLC0415
-    from broker.routing.app import keys_dir, load_or_create_secret  # noqa: PLC0415
+    from broker.keyfiles import load_or_create_secret  # noqa: PLC0415
 
-    return load_or_create_secret(keys_dir(s) / READER_KEY_FILE)
+    return load_or_create_secret(s.keys_dir / READER_KEY_FILE)
 
 
 def signing_keys_dir() -> Path:

@@ -25,9 +25,9 @@ from broker.gateway.publishing import EventDesk
 from broker.gateway.tokens import OAuthClients, TokenIssuer
 from broker.kafka.producer import Producer, make_producer
 from broker.kafka.writers import Writers
+from broker.keyfiles import load_or_create_secret
 from broker.loop.api import Acknowledger
 from broker.policy import Policy
-from broker.routing.app import load_or_create_secret
 from broker.topics import DEFAULT, Topics
 
 TITLE = "Safeshare gateway"

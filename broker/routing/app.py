@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 from broker.audit.leaf import audit_encoder
@@ -18,6 +15,7 @@ from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
 from broker.identity.exceptions import IdentityError
+from broker.keyfiles import load_or_create_secret
 from broker.loop.starter import ClockStarter
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import RoutingCore
@@ -29,29 +27,6 @@ from broker.routing.sources import policy_topics
 log = logging.getLogger(__name__)
 
 SUBJECT_KEY_FILE = "subject-pseudonym.key"
-
-
-def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
-    """Read a secret key file, creating it (mode 0600) on first use."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_bytes(nbytes)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        log.info("created secret key %s", path)
-        return data
-    except OSError as exc:
-        raise RoutingError(f"cannot read key {path}: {exc.strerror}") from exc
-    if len(data) < nbytes:
-        raise RoutingError(f"key {path} is too short ({len(data)} bytes, need {nbytes})")
-    return data
-
-
-def keys_dir(settings: Settings) -> Path:
-    return settings.home / "keys"
 
 
 def settle_memory() -> None:
@@ -94,7 +69,7 @@ def build_core(
         consents=ConsentStore(),
         topics=settings.topics,
         clock=clock,
-        pseudonym_key=load_or_create_secret(keys_dir(settings) / SUBJECT_KEY_FILE),
+        pseudonym_key=load_or_create_secret(settings.keys_dir / SUBJECT_KEY_FILE),
         time_bounds=settings.time_bounds,
     )
 
