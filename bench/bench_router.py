@@ -67,7 +67,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.router_load import SUBSCRIBERS, bench_policy, templates  # noqa: E402
 from bench.router_rate import phase_core, phase_rss, phase_send, phase_throughput  # noqa: E402
-from bench.router_time import phase_cycle, phase_latency, phase_txn  # noqa: E402
+from bench.router_time import (  # noqa: E402
+    phase_cycle,
+    phase_latency,
+    phase_metadata,
+    phase_txn,
+)
 from broker import config  # noqa: E402
 from broker.codec import Codec  # noqa: E402
 from broker.kafka.producer import TXN_RETRY_BACKOFF_MS  # noqa: E402
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("--rounds", type=int, default=1, help="latency rounds per setting")
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
-    ap.add_argument("--only", default="core,send,throughput,latency,cycle,rss")
+    ap.add_argument("--only", default="core,send,throughput,metadata,latency,cycle,rss")
     args = ap.parse_args(list(argv or ()))
     phases = set(args.only.split(","))
 
@@ -120,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "core" in phases:
             with tempfile.TemporaryDirectory() as home:
                 phase_core(tmpls, replace(base, home=Path(home), policy_path=policy), args.profile)
-        if not phases & {"txn", "send", "throughput", "latency", "rss", "cycle"}:
+        if not phases & {"txn", "send", "throughput", "metadata", "latency", "rss", "cycle"}:
             return
         from broker.kafka.cluster import obtain_cluster  # noqa: PLC0415
 
@@ -133,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 phase_send(cluster.bootstrap, base, policy, tmpls)
             if "throughput" in phases:
                 phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
+            if "metadata" in phases:
+                phase_metadata(cluster.bootstrap, base, policy)
             if "latency" in phases:
                 print(f"the cluster holds {cluster_topics(cluster.bootstrap):,} topics")
                 for rate in (float(r) for r in args.rates.split(",")):
