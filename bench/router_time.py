@@ -7,6 +7,7 @@ one loop of the router spends its time at that rate. See bench/bench_router.py.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import multiprocessing
 import statistics
@@ -263,13 +264,32 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
             daemon=True)
         loader.start()
         settle_memory()
-        service.run(idle_exit_s=3)
+        pauses_gc: list[tuple[int, float]] = []
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            elif sizes:
+                pauses_gc.append((info["generation"], time.perf_counter() - gc_started[0]))
+
+        gc.callbacks.append(on_gc)
+        try:
+            service.run(idle_exit_s=3)
+        finally:
+            gc.callbacks.remove(on_gc)
         loader.join(60)
     cycles = max(len(sizes) - 1, 1)  # the steps of the first are not counted
     print(f"  {cycles} transactions, {sum(sizes) / cycles:.0f} events each on average")
     for label in [label for _, label in steps] + ["  of which commit"]:
         report(f"loop at {rate:,.0f}/s: {label.strip()}", spent.get(label, 0) / cycles * 1000,
                "ms per transaction")
+    for generation in (0, 1, 2):
+        mine = [d for g, d in pauses_gc if g == generation]
+        report(f"loop at {rate:,.0f}/s: garbage collections, generation {generation}",
+               len(mine) / seconds, "per s",
+               f"longest {max(mine, default=0) * 1000:.1f} ms, "
+               f"{sum(mine) / cycles * 1000:.2f} ms per transaction")
     pauses = [p.retry_pauses for p in producers if p.retry_pauses is not None]
     if pauses:
         # A retried AddOffsets/AddPartitions (CONCURRENT_TRANSACTIONS while the
