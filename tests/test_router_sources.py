@@ -15,14 +15,26 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from broker.config import Settings
 from broker.kafka.admin import Admin
-from broker.kafka.configuration import standard_topic_specs
+from broker.kafka.configuration import TopicSpec, standard_topic_specs
 from broker.kafka.producer import make_producer
 from broker.policy import Policy
 from broker.routing.sources import policy_topics
 from broker.topics import Topics
 from tests.helpers import CODEC, example, read_all, settings_for, wait_for
 from tests.test_router_service import Running, feed_event_ids, publish, running  # noqa: F401
+
+
+def policy_specs(topics: Topics, tmp_path: Path) -> tuple[Settings, Policy, list[TopicSpec]]:
+    """Settings in ``tmp_path``, their policy, and the topics that policy implies."""
+    s = settings_for(topics, tmp_path)
+    policy = Policy.load(s.policy_file(), field_classes=CODEC.data_classes())
+    specs = standard_topic_specs(
+        topics, [a.id for a in policy.agencies], [x.id for x in policy.subscribers],
+        partitions=2,
+    )
+    return s, policy, specs
 
 
 def test_an_agency_whose_topics_appear_after_the_router_started_is_routed(
@@ -32,11 +44,9 @@ def test_an_agency_whose_topics_appear_after_the_router_started_is_routed(
     tmp_path: Path,
     running: Callable[..., Running],  # noqa: F811
 ) -> None:
-    s = settings_for(topics, tmp_path)
-    policy = Policy.load(s.policy_file(), field_classes=CODEC.data_classes())
+    s, policy, specs = policy_specs(topics, tmp_path)
     agencies = [a.id for a in policy.agencies]
     subscribers = [x.id for x in policy.subscribers]
-    specs = standard_topic_specs(topics, agencies, subscribers, partitions=2)
     late = {topics.ingest("police"), topics.consent("police")}
     admin.ensure_topics([t for t in specs if t.name not in late])
 
@@ -66,12 +76,7 @@ def test_a_topic_the_policy_does_not_name_is_read_and_its_records_quarantined(
     tmp_path: Path,
     running: Callable[..., Running],  # noqa: F811
 ) -> None:
-    s = settings_for(topics, tmp_path)
-    policy = Policy.load(s.policy_file(), field_classes=CODEC.data_classes())
-    specs = standard_topic_specs(
-        topics, [a.id for a in policy.agencies], [x.id for x in policy.subscribers],
-        partitions=2,
-    )
+    s, _, specs = policy_specs(topics, tmp_path)
     rogue = topics.ingest("unlisted-agency")
     admin.ensure_topics([*specs, *standard_topic_specs(topics, ["unlisted-agency"], [])[:1]])
     body = CODEC.encode(CODEC.from_json(example("police_notification")))
