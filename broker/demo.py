@@ -51,8 +51,9 @@ from broker.kafka.cluster import obtain_cluster
 from broker.kafka.configuration import standard_topic_specs
 from broker.kafka.consumer import make_consumer
 from broker.kafka.producer import make_producer
+from broker.keyfiles import SUBJECT_KEY_FILE
 from broker.policy import Policy
-from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
+from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
 from broker.signing import AgencySigner
 from broker.signing.feedkeys import FeedKeyring, keyring_path

@@ -22,6 +22,9 @@ from broker.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+SUBJECT_KEY_FILE = "subject-pseudonym.key"
+"""The router's key for the audit log's pseudonyms of children, in ``Settings.keys_dir``."""
+
 
 def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
     """The key in ``path``, created (``nbytes`` random bytes, mode 0600) if there

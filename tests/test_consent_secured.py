@@ -44,7 +44,8 @@ from broker.kafka.admin import Admin
 from broker.kafka.configuration import standard_topic_specs
 from broker.kafka.exceptions import KafkaError
 from broker.kafka.producer import make_producer
-from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
+from broker.keyfiles import SUBJECT_KEY_FILE
+from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
 from broker.signing import AgencySigner
 from broker.topics import Topics

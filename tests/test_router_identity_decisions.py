@@ -25,8 +25,8 @@ from broker.audit.leaf import LeafKind, subject_pseudonym
 from broker.clock import SystemClock
 from broker.identity.pseudonym import PartnershipKeys
 from broker.kafka.admin import Admin
-from broker.keyfiles import load_or_create_secret
-from broker.routing.app import SUBJECT_KEY_FILE, build_core, build_service
+from broker.keyfiles import SUBJECT_KEY_FILE, load_or_create_secret
+from broker.routing.app import build_core, build_service
 from broker.routing.core import Routed
 from broker.topics import Topics
 from tests.helpers import (

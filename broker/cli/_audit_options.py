@@ -7,13 +7,15 @@ operational error, 3 a witness detected a split view.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -21,7 +23,7 @@ from typing import Any
 
 import click
 
-from broker.cli.common import resolve_bootstrap, settings
+from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -127,6 +129,58 @@ def bundle_option(f: Any) -> Any:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Work offline from an exported bundle instead of reading Kafka.",
     )(f)
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """The log a verifying command reads (Kafka, or an exported bundle), its
+    shard, and the keys it trusts: what ``--bundle``, the trust options,
+    ``--shard`` and ``--bootstrap`` say, as one value (:func:`log_options`)."""
+
+    bundle: Path | None
+    vkeys: tuple[str, ...]
+    vkeys_file: Path | None
+    quorum: int
+    witness_vkeys: tuple[str, ...]
+    shard: int
+    bootstrap: str | None
+
+    def trusted(self) -> list[str]:
+        """The log keys to trust (:func:`trusted_keys`)."""
+        return trusted_keys(self.vkeys, self.vkeys_file, self.shard)
+
+    def load(self) -> Any:
+        """The log as a :class:`broker.audit.bundle.Bundle` (not verified yet)."""
+        return load_bundle(self.bundle, self.bootstrap, self.shard)
+
+
+def log_options(f: Callable[..., None]) -> Any:
+    """``--bundle``, the trust options, ``--shard`` and ``--bootstrap`` (in that
+    order in the help), handed to the command as one ``log:`` :class:`LogSource`."""
+
+    @functools.wraps(f)
+    def command(*args: Any, bundle: Path | None, vkeys: tuple[str, ...],
+                vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...],
+                shard: int, bootstrap: str | None, **kwargs: Any) -> None:
+        f(*args, log=LogSource(bundle, vkeys, vkeys_file, quorum, witness_vkeys, shard,
+                               bootstrap), **kwargs)
+
+    return bundle_option(trust_options(shard_option(bootstrap_option(command))))
+
+
+def subject_key(key_file: Path | None) -> bytes:
+    """The router's subject pseudonym key, to compute the keyed pseudonym the log
+    holds for a child (read only: a key made here would match nothing)."""
+    from broker.keyfiles import SUBJECT_KEY_FILE  # noqa: PLC0415
+
+    path = key_file or settings().keys_dir / SUBJECT_KEY_FILE
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot read the subject pseudonym key {path}: {exc.strerror}; pass the router's "
+            "key with --key-file"
+        ) from None
 
 
 def iso(ms: int) -> str:

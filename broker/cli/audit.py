@@ -25,15 +25,18 @@ from broker.cli._audit_options import (
     EXIT_ERROR,
     EXIT_FAILED,
     MAX_MS,
+    LogSource,
     bundle_option,
     counts,
     exit_codes,
     iso,
     load_bundle,
+    log_options,
     parse_duration,
     parse_time,
     shard_option,
     stop_on_signals,
+    subject_key,
     trust_options,
     trusted_keys,
 )
@@ -100,19 +103,8 @@ def checkpoint(
 
 
 @audit.command()
-@bundle_option
-@trust_options
-@shard_option
-@bootstrap_option
-def verify(
-    bundle: Path | None,
-    vkeys: tuple[str, ...],
-    vkeys_file: Path | None,
-    quorum: int,
-    witness_vkeys: tuple[str, ...],
-    shard: int,
-    bootstrap: str | None,
-) -> None:
+@log_options
+def verify(log: LogSource) -> None:
     """Replay the log, recompute the tree and check every signature and proof.
 
     Exit 0 if everything verifies (one summary line), 1 naming the first bad
@@ -121,9 +113,10 @@ def verify(
     from broker.audit.verify import verify_bundle  # noqa: PLC0415
 
     with exit_codes():
-        trusted = trusted_keys(vkeys, vkeys_file, shard)
-        b = load_bundle(bundle, bootstrap, shard)
-        report = verify_bundle(b, trusted, witness_vkeys=witness_vkeys, witness_quorum=quorum)
+        trusted = log.trusted()
+        b = log.load()
+        report = verify_bundle(b, trusted, witness_vkeys=log.witness_vkeys,
+                               witness_quorum=log.quorum)
         cosigs = sum(len(c.cosignatures) for c in b.checkpoints)
         click.echo(
             f"OK {report.origin}: {report.tree_size} leaves ({counts(report.leaves)}) verified "
@@ -239,23 +232,14 @@ def verify_proof(
     help="The router's subject pseudonym key (default $SAFESHARE_HOME/keys/subject-pseudonym.key).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, each with its inclusion proof.")
-@bundle_option
-@trust_options
-@shard_option
-@bootstrap_option
+@log_options
 def who_saw(
     subject: str,
     from_: str | None,
     to: str | None,
     key_file: Path | None,
     as_json: bool,
-    bundle: Path | None,
-    vkeys: tuple[str, ...],
-    vkeys_file: Path | None,
-    quorum: int,
-    witness_vkeys: tuple[str, ...],
-    shard: int,
-    bootstrap: str | None,
+    log: LogSource,
 ) -> None:
     """Every share of, and every decision not to share, information about a child,
     with the consent records applied for the child, every read of a shared copy
@@ -272,25 +256,17 @@ def who_saw(
     from broker.audit.leaf import subject_pseudonym  # noqa: PLC0415
 
     with exit_codes():
-        path = key_file or settings().home / "keys" / "subject-pseudonym.key"
-        try:
-            key = path.read_bytes()
-        except OSError as exc:
-            raise click.UsageError(
-                f"cannot read the subject pseudonym key {path}: {exc.strerror}; who-saw needs "
-                "the router's key (--key-file)"
-            ) from exc
-        pseudonym = subject_pseudonym(key, subject)
-        trusted = trusted_keys(vkeys, vkeys_file, shard)
-        b = load_bundle(bundle, bootstrap, shard)
+        pseudonym = subject_pseudonym(subject_key(key_file), subject)
+        trusted = log.trusted()
+        b = log.load()
         sightings = _verify.who_saw(
             b,
             pseudonym,
             parse_time(from_, 0),
             parse_time(to, MAX_MS),
             trusted_vkeys=trusted,
-            witness_vkeys=witness_vkeys,
-            witness_quorum=quorum,
+            witness_vkeys=log.witness_vkeys,
+            witness_quorum=log.quorum,
             kinds=_verify.SUBJECT_HISTORY,
         )
         proofs = _verify.prove_leaves(b, [s.index for s in sightings])

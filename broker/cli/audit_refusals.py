@@ -10,22 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import click
 
-from broker.cli._audit_options import (
-    MAX_MS,
-    bundle_option,
-    exit_codes,
-    iso,
-    load_bundle,
-    parse_time,
-    shard_option,
-    trust_options,
-    trusted_keys,
-)
-from broker.cli.common import bootstrap_option
+from broker.cli._audit_options import MAX_MS, LogSource, exit_codes, iso, log_options, parse_time
 
 _NO_BODY = hashlib.sha256(b"").hexdigest()
 
@@ -34,22 +22,8 @@ _NO_BODY = hashlib.sha256(b"").hexdigest()
 @click.option("--from", "from_", help="From this time (ms since epoch or ISO 8601, inclusive).")
 @click.option("--to", help="Up to this time (ms since epoch or ISO 8601, exclusive).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, each with its inclusion proof.")
-@bundle_option
-@trust_options
-@shard_option
-@bootstrap_option
-def refusals(
-    from_: str | None,
-    to: str | None,
-    as_json: bool,
-    bundle: Path | None,
-    vkeys: tuple[str, ...],
-    vkeys_file: Path | None,
-    quorum: int,
-    witness_vkeys: tuple[str, ...],
-    shard: int,
-    bootstrap: str | None,
-) -> None:
+@log_options
+def refusals(from_: str | None, to: str | None, as_json: bool, log: LogSource) -> None:
     """Every refused attempt to act as another principal (gateway 403s), in log order.
 
     Each line: when, who (the authenticated caller; a person as the keyed
@@ -61,9 +35,9 @@ def refusals(
     from broker.audit.verify import prove_leaves, verify_bundle  # noqa: PLC0415
 
     with exit_codes():
-        trusted = trusted_keys(vkeys, vkeys_file, shard)
-        b = load_bundle(bundle, bootstrap, shard)
-        report = verify_bundle(b, trusted, witness_vkeys=witness_vkeys, witness_quorum=quorum)
+        b = log.load()
+        report = verify_bundle(b, log.trusted(), witness_vkeys=log.witness_vkeys,
+                               witness_quorum=log.quorum)
         lo, hi = parse_time(from_, 0), parse_time(to, MAX_MS)
         found = [(i, leaf) for i, leaf in enumerate(report.leaves)
                  if leaf.kind is LeafKind.REFUSED and lo <= leaf.time_ms < hi]

@@ -12,18 +12,16 @@ from __future__ import annotations
 import getpass
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from broker.cli._audit_options import (
-    bundle_option,
-    load_bundle,
-    shard_option,
-    trust_options,
-    trusted_keys,
-)
+from broker.cli._audit_options import LogSource, log_options, subject_key
 from broker.cli.common import bootstrap_option, resolve_bootstrap, settings
 from broker.cli.gateway import reader_key
+
+if TYPE_CHECKING:
+    from broker.workspace.reports import Trust
 
 
 @click.group()
@@ -114,6 +112,13 @@ def report() -> None:
     """Reports for DPOs and auditors, from the verified audit log."""
 
 
+def _trust(log: LogSource) -> Trust:
+    """What a report trusts: the log keys, the witnesses and their quorum."""
+    from broker.workspace import reports  # noqa: PLC0415
+
+    return reports.Trust(log.trusted(), log.witness_vkeys, log.quorum)
+
+
 def _write(out: Path | None, data: str | bytes) -> None:
     if out is None:
         click.echo(data if isinstance(data, str) else data.decode(), nl=False)
@@ -134,14 +139,9 @@ def _write(out: Path | None, data: str | bytes) -> None:
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The router's subject pseudonym key "
               "(default $SAFESHARE_HOME/keys/subject-pseudonym.key).")
-@bundle_option
-@trust_options
-@shard_option
-@bootstrap_option
+@log_options
 def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs: Path | None,
-                       key_file: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
-                       vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...],
-                       shard: int, bootstrap: str | None) -> None:
+                       key_file: Path | None, log: LogSource) -> None:
     """A child's subject-access report: who received what, when, on which basis,
     what was withheld and why, break-glass shares and their reviews; each line
     with its inclusion proof. Exit 1 if the log does not verify."""
@@ -149,17 +149,11 @@ def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs:
     from broker.workspace import reports  # noqa: PLC0415
 
     s = settings()
-    path = key_file or s.home / "keys" / "subject-pseudonym.key"
-    try:
-        key = path.read_bytes()
-    except OSError as exc:
-        raise click.UsageError(f"cannot read the subject pseudonym key {path}: "
-                               f"{exc.strerror}") from None
-    trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
-    b = load_bundle(bundle, bootstrap, shard)
+    key = subject_key(key_file)
     r = reports.subject_access_report(
-        b, subject, key, trust, None if bundle is not None else lambda glass: reports.read_reviews(
-            resolve_bootstrap(bootstrap), s.topics, Codec.from_dir(s.schemas_dir), glass))
+        log.load(), subject, key, _trust(log), None if log.bundle is not None else
+        lambda glass: reports.read_reviews(resolve_bootstrap(log.bootstrap), s.topics,
+                                           Codec.from_dir(s.schemas_dir), glass))
     html = reports.subject_access_html(r)
     _write(out, html)
     if proofs is not None:
@@ -180,13 +174,8 @@ def subject_access_cmd(subject: str, out: Path | None, pdf: Path | None, proofs:
 @click.option("--users", "users_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="The workspace's users file: name the people who consulted "
               "(the log holds only a keyed pseudonym of each; needs $SAFESHARE_HOME/keys).")
-@bundle_option
-@trust_options
-@shard_option
-@bootstrap_option
-def s62_cmd(out: Path | None, users_file: Path | None, bundle: Path | None,
-            vkeys: tuple[str, ...], vkeys_file: Path | None, quorum: int,
-            witness_vkeys: tuple[str, ...], shard: int, bootstrap: str | None) -> None:
+@log_options
+def s62_cmd(out: Path | None, users_file: Path | None, log: LogSource) -> None:
     """DPA 2018 s.62 log as CSV: consultations (gateway and workspace reads) and
     disclosures of law-enforcement data (shares of police agencies' events)."""
     from broker.audit.exceptions import AuditError  # noqa: PLC0415
@@ -201,9 +190,10 @@ def s62_cmd(out: Path | None, users_file: Path | None, bundle: Path | None,
     except PolicyError as exc:
         raise click.UsageError(f"cannot load the policy: {exc}") from None
     police = reports.law_enforcement(policy)
-    b = load_bundle(bundle, bootstrap, shard)
-    trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
-    consultations = reports.read_consultations(resolve_bootstrap(bootstrap), s.topics.consultations)
+    b = log.load()
+    trust = _trust(log)
+    consultations = reports.read_consultations(resolve_bootstrap(log.bootstrap),
+                                               s.topics.consultations)
     names = None
     if users_file is not None:
         from broker.workspace.sessions import UserError, load_users  # noqa: PLC0415
@@ -222,19 +212,13 @@ def s62_cmd(out: Path | None, users_file: Path | None, bundle: Path | None,
 @report.command("checkpoints")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file (default: standard output).")
-@bundle_option
-@trust_options
-@shard_option
-@bootstrap_option
-def checkpoints_cmd(out: Path | None, bundle: Path | None, vkeys: tuple[str, ...],
-                    vkeys_file: Path | None, quorum: int, witness_vkeys: tuple[str, ...],
-                    shard: int, bootstrap: str | None) -> None:
+@log_options
+def checkpoints_cmd(out: Path | None, log: LogSource) -> None:
     """The checkpoint history with witness cosignatures and the verification result
     (exit 1 if the log does not verify)."""
     from broker.workspace import reports  # noqa: PLC0415
 
-    trust = reports.Trust(trusted_keys(vkeys, vkeys_file, shard), witness_vkeys, quorum)
-    h = reports.checkpoint_history(load_bundle(bundle, bootstrap, shard), trust)
+    h = reports.checkpoint_history(log.load(), _trust(log))
     _write(out, reports.checkpoint_html(h))
     click.echo(h.verification, err=True)
     if not h.verified:

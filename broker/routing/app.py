@@ -15,7 +15,7 @@ from broker.clock import Clock
 from broker.codec import Codec
 from broker.config import Settings
 from broker.identity.exceptions import IdentityError
-from broker.keyfiles import load_or_create_secret
+from broker.keyfiles import SUBJECT_KEY_FILE, load_or_create_secret
 from broker.loop.starter import ClockStarter
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import RoutingCore
@@ -25,9 +25,6 @@ from broker.routing.service import RouterService
 from broker.routing.sources import policy_topics
 
 log = logging.getLogger(__name__)
-
-SUBJECT_KEY_FILE = "subject-pseudonym.key"
-
 
 def settle_memory() -> None:
     """Garbage-collector settings for a process whose main job is routing.

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from broker.audit.bundle import Bundle
 from broker.audit.exceptions import AuditError
 from broker.gateway.consultations import READER_KEY_FILE
+from broker.keyfiles import SUBJECT_KEY_FILE
 from broker.workspace import reports
 from broker.workspace.render import DpoConfig, Workspace
 from broker.workspace.views import _HEADERS, _page, _ws, signed_in
@@ -61,7 +62,7 @@ def _bundle(ws: Workspace, cfg: DpoConfig) -> Bundle:
 
 def sar(ws: Workspace, pseudonym: str) -> reports.SubjectAccess:
     cfg = _config(ws)
-    path = cfg.keys_dir / "subject-pseudonym.key"
+    path = cfg.keys_dir / SUBJECT_KEY_FILE
     try:
         key = path.read_bytes()
     except OSError:
