@@ -116,7 +116,7 @@ def signed_policy(settings: config.Settings) -> tuple[dict[str, AgencySigner], P
     doc = yaml.safe_load(example.read_text(encoding="utf-8"))
     signers = {}
     for agency in doc["agencies"]:
-        path = settings.home / "keys" / "agencies" / f"{agency['id']}.pem"
+        path = settings.keys_dir / "agencies" / f"{agency['id']}.pem"
         if not path.exists():
             AgencySigner.generate(agency["id"]).save(path)
         signers[agency["id"]] = signer = AgencySigner.load(agency["id"], path)
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             f"  checkpoint: {cp.origin} size {cp.size} root {cp.root_hash.hex()[:16]}… "
             "(C2SP signed note, Ed25519)"
         )
-        store = LogKeyStore(settings.home / "keys", origin=cp.origin, shard=0)
+        store = LogKeyStore(settings.keys_dir, origin=cp.origin, shard=0)
         anchor = store.anchor()
         assert anchor is not None
         bundle = read_log(bootstrap, topics, shard=0)
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             f"  verify: OK, {report.tree_size} leaves recomputed against "
             f"{report.checkpoints} signed checkpoint(s); root matches"
         )
-        key = (settings.home / "keys" / SUBJECT_KEY_FILE).read_bytes()
+        key = (settings.keys_dir / SUBJECT_KEY_FILE).read_bytes()
         seen = [
             lf
             for lf in report.leaves

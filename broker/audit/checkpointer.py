@@ -115,12 +115,12 @@ class Checkpointer:
         clock: Clock | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
     ) -> Checkpointer:
-        """A checkpointer with its keys under ``settings.home/keys``."""
+        """A checkpointer with its keys in ``settings.keys_dir``."""
         origin = origin_for_shard(shard)
         return cls(
             bootstrap=bootstrap,
             topics=settings.topics,
-            keys=LogKeyStore(settings.home / "keys", origin=origin, shard=shard),
+            keys=LogKeyStore(settings.keys_dir, origin=origin, shard=shard),
             clock=clock or SystemClock(),
             shard=shard,
             interval_s=interval_s,

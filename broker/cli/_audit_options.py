@@ -104,7 +104,7 @@ def trusted_keys(vkeys: Sequence[str], vkeys_file: Path | None, shard: int) -> l
         out += read_vkeys(vkeys_file)
     if out:
         return out
-    store = LogKeyStore(settings().home / "keys", origin=origin_for_shard(shard), shard=shard)
+    store = LogKeyStore(settings().keys_dir, origin=origin_for_shard(shard), shard=shard)
     anchor = store.anchor()
     if anchor is None:
         raise click.UsageError(

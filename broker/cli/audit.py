@@ -468,7 +468,7 @@ def keys(rotate: bool, overlap: str, shard: int, bootstrap: str | None) -> None:
     with exit_codes():
         s = settings()
         origin = origin_for_shard(shard)
-        store = LogKeyStore(s.home / "keys", origin=origin, shard=shard)
+        store = LogKeyStore(s.keys_dir, origin=origin, shard=shard)
         if rotate:
             overlap_ms = parse_duration(overlap)
             with Checkpointer.from_settings(s, resolve_bootstrap(bootstrap), shard=shard) as cp:

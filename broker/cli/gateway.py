@@ -28,7 +28,7 @@ def reader_key(s: Any) -> bytes:
 
 def signing_keys_dir() -> Path:
     """Keys of agencies that delegate signing to the gateway (``signing: gateway``)."""
-    return settings().home / "keys" / "gateway"
+    return settings().keys_dir / "gateway"
 
 
 @click.group()

@@ -13,7 +13,7 @@ from broker.cli.common import settings
 
 def agency_key_path(agency: str) -> Path:
     """Where an agency's private signing key lives by default."""
-    return settings().home / "keys" / "agencies" / f"{agency}.pem"
+    return settings().keys_dir / "agencies" / f"{agency}.pem"
 
 
 @click.group()

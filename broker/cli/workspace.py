@@ -91,7 +91,7 @@ def serve(users_path: Path, host: str, port: int, plain: bool, tls_cert: Path | 
         reader_key=reader_key(s),
         workspace=WorkspaceConfig(users=users, bootstrap=bootstrap_, topics=s.topics,
                                   policy=policy, keyrings=keyrings,
-                                  dpo=DpoConfig(keys_dir=s.home / "keys"))))
+                                  dpo=DpoConfig(keys_dir=s.keys_dir))))
     tls: dict[str, str] = {}
     if not plain:
         cert = tls_cert or s.home / "gateway" / "server.pem"
