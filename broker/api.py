@@ -11,7 +11,10 @@ Subscribers read their own feed::
     from broker.api import FeedReader
     with FeedReader(bootstrap="localhost:9092", subscriber="torbay-mash") as feed:
         for item in feed.poll(timeout_ms=1000):
-            print(item.record["event"]["summary"])
+            if item.is_identity_notice:  # two pseudonyms are one child, or two again
+                print(item.record["action"], item.record["other_record_key"])
+            else:
+                print(item.record["event"]["summary"])
 
 A deciding subscriber's people link and unlink children (docs/IDENTITY.md)::
 
@@ -43,7 +46,7 @@ from broker.policy import Policy
 from broker.policy.consent import consent_key
 from broker.signing import AgencySigner
 from broker.signing.feedkeys import FeedKeyring
-from broker.signing.feeds import FeedDecryptionError, is_sealed
+from broker.signing.feeds import FeedDecryptionError, feed_schema, is_sealed
 from broker.topics import DEFAULT, Topics
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
 
 ENVELOPE = "safeshare.ConcernEvent"
 FEED_RECORD = "safeshare.FeedRecord"
+IDENTITY_NOTICE = "safeshare.IdentityNotice"
 CONSENT_RECORD = "safeshare.ConsentRecord"
 
 
@@ -78,7 +82,10 @@ class Receipt:
 
 @dataclass(frozen=True)
 class FeedItem:
-    """One minimised event as a subscriber receives it, with its Kafka coordinates."""
+    """One minimised event as a subscriber receives it, with its Kafka coordinates;
+    or an identity notice (``schema`` is ``safeshare.IdentityNotice``): a person
+    linked the child of ``other_record_key`` into the child of ``record_key``
+    (LINK) or split them again (UNLINK) -- see broker/routing/identity_notices.py."""
 
     topic: str
     partition: int
@@ -87,6 +94,12 @@ class FeedItem:
     record: dict[str, Any]
     sealed_with: str | None = None
     """On a confidential feed, the id of the subscriber's feed key that opened it."""
+    schema: str = FEED_RECORD
+    """What ``record`` is: a FeedRecord, or an IdentityNotice."""
+
+    @property
+    def is_identity_notice(self) -> bool:
+        return self.schema == IDENTITY_NOTICE
 
     @property
     def where(self) -> str:
@@ -249,16 +262,19 @@ class FeedReader(Closeable):
             for r in self._consumer.poll_records(timeout_ms=timeout_ms, max_records=max_records)
         ]
 
-    def _record(self, value: bytes) -> tuple[dict[str, Any], str | None]:
-        """The FeedRecord, and the id of the key that opened it if it was sealed."""
+    def _record(self, value: bytes) -> tuple[dict[str, Any], str | None, str]:
+        """The FeedRecord or IdentityNotice, the id of the key that opened it if it
+        was sealed, and which of the two it is."""
         if not is_sealed(self._codec, value):
-            return self._codec.decode(value, FEED_RECORD), None
+            schema = feed_schema(self._codec, value)
+            return self._codec.decode(value, schema), None, schema
         if self._opener is None:
             raise FeedDecryptionError(
                 f"the feed of {self.subscriber!r} is encrypted: pass the subscriber's feed keyring"
             )
         outer, record = self._opener.open_message(self._codec, value)
-        return record, outer["key_id"]
+        schema = IDENTITY_NOTICE if "notice_id" in record else FEED_RECORD
+        return record, outer["key_id"], schema
 
     def __iter__(self) -> Iterator[FeedItem]:
         while True:

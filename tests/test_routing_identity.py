@@ -115,7 +115,8 @@ def test_link_and_unlink_are_undone_by_a_rollback_and_a_refused_one_changes_noth
     assert (ix.records, ix.anchors) == before and ix.merged == {}
 
     identity.begin()
-    records = identity.link(jamie, sam)
+    records, told = identity.link(jamie, sam)
+    assert told == {}  # no one holds sam's records yet
     assert [k for k, _ in records] == [jamie.encode(), sam.encode()]
     assert records[1][1] is None and sam not in ix.records  # tombstoned: merged into jamie
     identity.rollback()
@@ -123,8 +124,9 @@ def test_link_and_unlink_are_undone_by_a_rollback_and_a_refused_one_changes_noth
 
     identity.link(jamie, sam)
     identity.begin()
-    records, shares = identity.unlink(jamie, sam)
+    records, shares, told = identity.unlink(jamie, sam)
     assert [k for k, _ in records] == [jamie.encode(), sam.encode()] and shares == ()
+    assert told == {}
     assert (ix.records, ix.anchors) == before
     identity.rollback()
     assert sam not in ix.records and sam in ix.merged[jamie]

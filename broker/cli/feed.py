@@ -50,7 +50,10 @@ def tail(
     key_file: Path | None,
     bootstrap: str | None,
 ) -> None:
-    """Print the subscriber's events, one JSON object per line."""
+    """Print the subscriber's events, one JSON object per line.
+
+    A line {"at": ..., "identity_notice": {...}} says a person linked two of the
+    feed's children as one (LINK) or split them again (UNLINK)."""
     from broker.api import FeedReader  # noqa: PLC0415
     from broker.cli.keys import feed_keyring_path  # noqa: PLC0415
     from broker.codec import Codec  # noqa: PLC0415
@@ -84,8 +87,10 @@ def tail(
             except SafeshareError as exc:
                 raise click.ClickException(str(exc)) from None
             for item in items:
-                shown = codec.to_json(item.record, "safeshare.FeedRecord")
+                shown = codec.to_json(item.record, item.schema)
                 sealed = {"sealed_with": item.sealed_with} if item.sealed_with else {}
+                if item.is_identity_notice:  # a line of its own kind, not an event
+                    shown = {"identity_notice": shown}
                 click.echo(json.dumps({"at": item.where, **sealed, **shown}))
             if items:
                 last = time.monotonic()

@@ -332,6 +332,11 @@ class Index:
     )
     #: Survivor -> shares made under the merged identity since the link.
     shares: dict[str, list[str]] = field(default_factory=dict)
+    #: Child -> {subscriber: whether its copies showed the pseudonym}: who holds
+    #: records under it, to be told of a link or unlink (broker/routing/identity_notices.py).
+    recipients: dict[str, dict[str, bool]] = field(default_factory=dict)
+    #: Survivor -> {merged pseudonym: the recipients told of that link}, for an unlink.
+    told: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
     _counts: dict[str, Counter[str]] = field(
         default_factory=lambda: {"given": Counter(), "family": Counter()}
     )

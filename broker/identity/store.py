@@ -23,6 +23,10 @@ unlink wrote: a reader replaces the child's records with it instead of adding
 to them (the child's earlier values, on the same partition, came before).
 ``"tentative": [i, ...]``: the positions of records a link below 0.99 brought
 (``Index.add``), which are not evidence for another automatic link.
+``"recipients": {subscriber: shown}``: who received records under the child
+(shown: its copies showed the pseudonym), and ``"told": {pseudonym:
+{subscriber: shown}}``: who was told of each link into it; both so that a link
+or unlink is announced to exactly those feeds (broker/routing/identity_notices.py).
 """
 
 from __future__ import annotations
@@ -116,7 +120,13 @@ class IndexSealer:
             shares=[str(x) for x in obj.get("shares") or ()],
             replace=bool(obj.get("replace")),
             tentative=[int(i) for i in obj.get("tentative") or ()],
+            recipients=_recipients(obj.get("recipients")),
+            told={str(p): _recipients(r) for p, r in (obj.get("told") or {}).items()},
         )
+
+
+def _recipients(value: object) -> dict[str, bool]:
+    return {str(k): bool(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _anchor(value: object) -> tuple[str, str] | None:
@@ -137,6 +147,8 @@ class Entry:
     shares: list[str] = field(default_factory=list)
     replace: bool = False
     tentative: list[int] = field(default_factory=list)
+    recipients: dict[str, bool] = field(default_factory=dict)
+    told: dict[str, dict[str, bool]] = field(default_factory=dict)
 
     def add_to(self, index: Index, pseudonym: str) -> None:
         """Add the entry's records to ``index`` as the child ``pseudonym``'s."""
@@ -161,6 +173,10 @@ def entry(
         }
     if index.shares.get(pseudonym):
         extra["shares"] = list(index.shares[pseudonym])
+    if index.recipients.get(pseudonym):
+        extra["recipients"] = dict(index.recipients[pseudonym])
+    if index.told.get(pseudonym):
+        extra["told"] = {p: dict(r) for p, r in index.told[pseudonym].items()}
     if replace:
         extra["replace"] = True
     if unsure := index.tentative_of(pseudonym):
@@ -202,4 +218,6 @@ def rebuild(
             index.anchors[pseudonym] = e.anchor
         index.merged[pseudonym] = e.merged
         index.shares[pseudonym] = e.shares
+        index.recipients[pseudonym] = e.recipients
+        index.told[pseudonym] = e.told
     return sum(1 for v in latest.values() if v is not None)

@@ -28,6 +28,7 @@ from broker.codec.exceptions import CodecError
 from broker.patterns.detectors import DAY_MS, AlertState, Detectors, Kind, Observation, Threshold
 from broker.patterns.observe import ALERT, observations, payload_of
 from broker.signing.events import AgencySigner, sign_message
+from broker.signing.feeds import feed_schema
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class PatternsCore:
     # -- a turn ---------------------------------------------------------------------------
     def on_feed(self, value: bytes | None) -> list[Out]:
         """One feed record: its observations, and the alerts they raise or update."""
+        if feed_schema(self.codec, value or b"") != FEED_RECORD:
+            return []  # an identity notice: no observation in it
         try:
             record = self.codec.decode(value or b"", FEED_RECORD)
         except CodecError as exc:

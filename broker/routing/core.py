@@ -43,6 +43,7 @@ from broker.routing.dedup import SeenEvents
 from broker.routing.feed import FeedWriter, Recipients
 from broker.routing.identity import SubjectIdentity
 from broker.routing.identity_decisions import consent_subject, handle_decision, name_subject
+from broker.routing.identity_notices import note_shares
 from broker.signing import signature_problem
 from broker.topics import Topics
 
@@ -531,6 +532,7 @@ class RoutingCore:
             )  # fmt: skip
         self.seen_event_ids.add(event_id)
         feed_keys: dict[bool, bytes | None] = {}
+        shown: dict[str, bool] = {}  # recipient -> its copy shows the pseudonym
         outputs, leaves, leaf = routed.outputs, routed.leaves, self._leaves.decision
         for decision in self.decider.decide_all(event, self.consents, now):
             subscriber = decision.subscriber
@@ -552,16 +554,16 @@ class RoutingCore:
                 feed_keys[granted] = self._to.key(pseudonym, granted)
             outputs.append(Outbound(topic, feed_keys[granted], data))
             routed.shared.append(subscriber)
+            shown[subscriber] = "pseudonym" in classes
             if self._clock_starter is not None:
                 for start in self._clock_starter(event, decision, subject, now):
                     outputs.append(Outbound(*start))
             delivered = hashlib.sha256(data).hexdigest()
             leaves.append(leaf(decision, audited, delivered))
-        if self.identity is not None and routed.shared:
-            # Under a linked child: remembered, so an unlink can say what went out.
-            noted = self.identity.note_shares(pseudonym, event_id, routed.shared)
-            if noted is not None:
-                outputs.append(Outbound(self.topics.identity, *noted))
+        if self.identity is not None and shown:
+            # Who holds the child's records (told of a link), what went out under a
+            # linked child (an unlink says): in its index entry.
+            note_shares(self, routed, pseudonym, event_id, shown)
         take_expired = getattr(self.consents, "take_expired", None)
         if take_expired is not None:
             self._expiry_leaves(take_expired(), now, routed)

@@ -17,7 +17,10 @@ for the routing core:
 - :meth:`link`, :meth:`unlink` apply a person's decision
   (broker/identity/decisions.py) and give the identity-topic records to write;
   :meth:`note_shares` remembers what was shared under a linked child, so an
-  unlink can say. All of it is taken back by :meth:`rollback` as well.
+  unlink can say, and which subscribers hold records under each child the
+  index knows, so a link or unlink is announced to them
+  (broker/routing/identity_notices.py). All of it is taken back by
+  :meth:`rollback` as well.
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class SubjectIdentity:
             undo()
         self._undo.clear()
 
+    def undo_last(self) -> None:
+        """Take back the last change (a decision applied whose notices failed)."""
+        if self._undo:
+            self._undo.pop()()
+
     def _take_back(self, pseudonym: str, f: Features | None) -> None:
         """Undo one :meth:`resolve`: a new child goes, a known one loses ``f``."""
         anchor = self.index.anchors.get(pseudonym)
@@ -105,29 +113,60 @@ class SubjectIdentity:
         saved = [
             (p, list(ix.records.get(p, ())), ix.anchors.get(p),
              dict(ix.merged[p]) if p in ix.merged else None,
-             list(ix.shares[p]) if p in ix.shares else None)
+             list(ix.shares[p]) if p in ix.shares else None,
+             dict(ix.recipients[p]) if p in ix.recipients else None,
+             dict(ix.told[p]) if p in ix.told else None)
             for p in pseudonyms
         ]  # fmt: skip
 
         def restore() -> None:
-            for p, records, anchor, merged, shares in saved:
+            for p, records, anchor, merged, shares, recipients, told in saved:
                 ix.remove(p)
                 for f in records:
                     ix.add(p, f)
                 _put(ix.anchors, p, anchor)
                 _put(ix.merged, p, merged)
                 _put(ix.shares, p, shares)
+                _put(ix.recipients, p, recipients)
+                _put(ix.told, p, told)
 
         self._undo.append(restore)
 
-    def link(self, survivor: str, other: str) -> list[IndexRecord]:
-        """Apply a LINK; the identity-topic records to write (DecisionProblem if not)."""
-        return self._records(self._apply(decisions.link, survivor, other))
+    def link(self, survivor: str, other: str) -> tuple[list[IndexRecord], dict[str, bool]]:
+        """Apply a LINK; the identity-topic records to write (DecisionProblem if not)
+        and who is to be told: the subscribers that hold records under ``other``
+        (subscriber -> whether its copies showed the pseudonym)."""
+        applied = self._apply(decisions.link, survivor, other)
+        ix = self.index
+        told = ix.recipients.pop(other, {})
+        nested = ix.told.pop(other, {})
+        into = ix.told.setdefault(survivor, {})
+        into.update(nested)
+        into[other] = dict(told)
+        # They hold the merged child now: a later link of the survivor concerns them.
+        held = ix.recipients.setdefault(survivor, {})
+        for subscriber, shown in told.items():
+            held[subscriber] = held.get(subscriber, False) or shown
+        return self._records(applied), told
 
-    def unlink(self, survivor: str, other: str) -> tuple[list[IndexRecord], tuple[str, ...]]:
-        """Apply an UNLINK; the records to write and the shares made under the merged child."""
+    def unlink(
+        self, survivor: str, other: str
+    ) -> tuple[list[IndexRecord], tuple[str, ...], dict[str, bool]]:
+        """Apply an UNLINK; the records to write, the shares made under the merged
+        child, and who is to be told: those told of the link and those that
+        received records under the merged child since (subscriber -> shown)."""
+        ix = self.index
+        held = dict(ix.recipients.get(survivor, {}))
         applied = self._apply(decisions.unlink, survivor, other)
-        return self._records(applied), applied.shares
+        told = dict(ix.told.get(survivor, {}).pop(other, {}))
+        if not ix.told.get(survivor):
+            ix.told.pop(survivor, None)
+        for share in applied.shares:
+            subscriber = share.partition(" ")[2]
+            told[subscriber] = told.get(subscriber, False) or held.get(subscriber, False)
+        # What they hold may be the split child's: a later link of it concerns them.
+        ix.recipients[other] = dict(told)
+        return self._records(applied), applied.shares, told
 
     def _apply(
         self, decide: Callable[[Index, str, str], decisions.Applied], survivor: str, other: str
@@ -145,15 +184,26 @@ class SubjectIdentity:
         return out + [(p.encode(), None) for p in applied.tombstone]
 
     def note_shares(
-        self, pseudonym: str, event_id: str, recipients: list[str]
+        self, pseudonym: str, event_id: str, shown: Mapping[str, bool]
     ) -> IndexRecord | None:
-        """After an event is shared under ``pseudonym``: if it is a linked child, the
-        entry to write (it now lists these shares), else None."""
-        if pseudonym not in self.index.merged or not recipients:
+        """After an event is shared under ``pseudonym`` (``shown``: each recipient,
+        and whether its copy showed the pseudonym): the child's entry to write if
+        the index knows the child and this changed it (a linked child lists every
+        share; any child lists each subscriber holding records under it), else None."""
+        ix = self.index
+        if not shown or pseudonym not in ix.records:
+            return None
+        held = ix.recipients.get(pseudonym, {})
+        new = {s: v for s, v in shown.items() if s not in held or (v and not held[s])}
+        linked = pseudonym in ix.merged
+        if not new and not linked:
             return None
         self._snapshot(pseudonym)
-        decisions.note_shares(self.index, pseudonym, event_id, recipients)
-        return entry(self.sealer, self.index, pseudonym)
+        if new:
+            ix.recipients.setdefault(pseudonym, {}).update(new)
+        if linked:
+            decisions.note_shares(ix, pseudonym, event_id, list(shown))
+        return entry(self.sealer, ix, pseudonym)
 
     def linked_with(self, pseudonym: str) -> Iterable[str]:
         """The pseudonyms a person linked into ``pseudonym`` (empty for most children)."""
@@ -181,6 +231,8 @@ class SubjectIdentity:
             ix.remove(pseudonym)
             ix.merged.pop(pseudonym, None)
             ix.shares.pop(pseudonym, None)
+            ix.recipients.pop(pseudonym, None)
+            ix.told.pop(pseudonym, None)
             return True
         try:
             e = self.sealer.open_full(pseudonym, value)
@@ -195,6 +247,12 @@ class SubjectIdentity:
             ix.anchors[pseudonym] = e.anchor
         _put(ix.merged, pseudonym, e.merged or None)
         _put(ix.shares, pseudonym, e.shares if e.merged else None)
+        # Entries hold the whole state; one not written by a decision only adds.
+        held = {} if e.replace else dict(ix.recipients.get(pseudonym, {}))
+        for subscriber, shown in e.recipients.items():
+            held[subscriber] = held.get(subscriber, False) or shown
+        _put(ix.recipients, pseudonym, held or None)
+        _put(ix.told, pseudonym, e.told or None)
         return True
 
 

@@ -19,7 +19,10 @@
   unlink rewrites the children's index entries in the same transaction; each
   decision is a LINKED, UNLINKED or KEPT_APART audit leaf (no personal data:
   keyed pseudonyms and digests); an UNLINKED leaf lists the shares made under
-  the merged identity since the link. Anything else is quarantined with its reason (and so audited).
+  the merged identity since the link. A link or unlink is told, in the same
+  transaction, to the feeds that hold the children's records
+  (broker/routing/identity_notices.py). Anything else is quarantined with its
+  reason (and so audited).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 from broker.codec.exceptions import CodecError, EncodingError, UnknownSchemaError
 from broker.identity.decisions import DecisionProblem
 from broker.identity.resolver import Placed, Resolution
+from broker.routing.identity_notices import notices
+from broker.signing.feeds import FeedKeyError
 
 if TYPE_CHECKING:
     from broker.routing.core import Inbound, Outbound, Routed, RoutingCore
@@ -187,19 +192,29 @@ def handle_decision(core: RoutingCore, msg: Inbound) -> Routed:
         )
     shares: tuple[str, ...] = ()
     records: list[tuple[bytes, bytes | None]] = []
+    told: dict[str, bool] = {}
     try:
         if d["action"] == "LINK":
-            records = core.identity.link(survivor, other)
+            records, told = core.identity.link(survivor, other)
         elif d["action"] == "UNLINK":
-            records, shares = core.identity.unlink(survivor, other)
+            records, shares, told = core.identity.unlink(survivor, other)
         else:  # KEEP_APART: two children, as they are; the decision answers the review
             for name, p in (("pseudonym", survivor), ("other_pseudonym", other)):
                 if not core.identity.knows(p):
                     raise DecisionProblem(f"{name} is not a child the identity index knows")
     except DecisionProblem as exc:
         return core._quarantine(msg, "OTHER", f"identity decision not applicable: {exc}", routed)
+    try:
+        told_feeds = notices(core, d, told, now)
+    except (FeedKeyError, CodecError) as exc:  # nothing half-announced: taken back whole
+        core.identity.undo_last()
+        return core._quarantine(
+            msg, "OTHER", f"identity decision not applied: its notice cannot be written: {exc}",
+            routed,
+        )  # fmt: skip
     core.seen_event_ids.add(decision_id)
     routed.outputs.extend(Outbound(core.topics.identity, k, v) for k, v in records)
+    routed.outputs.extend(told_feeds)
     kind = _LEAF_KIND[d["action"]]
     routed.identity = kind
     routed.leaves.append(core._leaves.other({
@@ -218,7 +233,8 @@ def handle_decision(core: RoutingCore, msg: Inbound) -> Routed:
         "identity_shares": list(shares),
     }))  # fmt: skip
     log.info("identity decision %s event=%s applied: %s by %s (%d share(s) under the merged"
-             " child)", msg.where, decision_id, kind, subscriber, len(shares))
+             " child, %d feed(s) told)", msg.where, decision_id, kind, subscriber, len(shares),
+             len(told_feeds))
     return routed
 
 

@@ -18,7 +18,8 @@ single shot, from ``cryptography.hazmat.primitives.hpke``:
   relabelled with another event id does not open. The AEAD's associated data
   is empty (the single-shot API; RFC 9180 section 8.1 puts such context in
   ``info``);
-- the plaintext is the FeedRecord's own single-object encoding;
+- the plaintext is the FeedRecord's own single-object encoding (or an
+  IdentityNotice's, sealed under its notice id: broker/routing/identity_notices.py);
 - ``enc`` and ``ciphertext`` are HPKE's ``enc`` and ``ct`` as RFC 9180 defines
   them, so any HPKE implementation with the subscriber's private key opens it.
 
@@ -48,6 +49,7 @@ from broker.errors import SafeshareError
 
 ENCRYPTED_FEED_RECORD = "safeshare.EncryptedFeedRecord"
 FEED_RECORD = "safeshare.FeedRecord"
+IDENTITY_NOTICE = "safeshare.IdentityNotice"
 INFO_LABEL = b"safeshare.EncryptedFeedRecord/v1"
 
 XWING = "MLKEM768-X25519"
@@ -275,17 +277,23 @@ class FeedOpener:
         return self.open_message(codec, data)[1]
 
     def open_message(self, codec: Codec, data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The EncryptedFeedRecord of a sealed message and the FeedRecord inside it.
+        """The EncryptedFeedRecord of a sealed message and the FeedRecord (or
+        IdentityNotice) inside it.
 
         The FeedRecord must name the same subscriber and event as the envelope
-        (it always does when the router wrote it; anything else is refused).
+        (the notice: the same subscriber and notice id; it always does when the
+        router wrote it; anything else is refused).
         """
         outer = codec.decode(data, ENCRYPTED_FEED_RECORD)
-        inner = codec.decode(self.open(outer), FEED_RECORD)
-        if (inner["decision"]["subscriber"], inner["event"]["event_id"]) != (
-            outer["subscriber"],
-            outer["event_id"],
-        ):
+        plaintext = self.open(outer)
+        schema = feed_schema(codec, plaintext)
+        inner = codec.decode(plaintext, schema)
+        named = (
+            (inner["subscriber"], inner["notice_id"])
+            if schema == IDENTITY_NOTICE
+            else (inner["decision"]["subscriber"], inner["event"]["event_id"])
+        )
+        if named != (outer["subscriber"], outer["event_id"]):
             raise FeedDecryptionError(
                 f"sealed record for event {outer['event_id']} holds a copy of another"
                 " event or for another subscriber"
@@ -330,6 +338,15 @@ def seal_message(
 ) -> bytes:
     """:func:`seal`, as the EncryptedFeedRecord's single-object encoding."""
     return codec.encode(seal(key, subscriber, event_id, plaintext), ENCRYPTED_FEED_RECORD)
+
+
+def feed_schema(codec: Codec, data: bytes) -> str:
+    """What a plain feed message is: an IdentityNotice by its fingerprint, else a
+    FeedRecord (decoding it as one says what is wrong with anything else)."""
+    try:
+        return IDENTITY_NOTICE if codec.schema_name_of(data) == IDENTITY_NOTICE else FEED_RECORD
+    except CodecError:
+        return FEED_RECORD
 
 
 def is_sealed(codec: Codec, data: bytes) -> bool:

@@ -144,6 +144,8 @@ class FeedStore:
     def _add(self, items: list[Any]) -> None:
         with self._lock:
             for it in items:
+                if it.is_identity_notice:  # links are folded from the audit log (links.py)
+                    continue
                 event = it.record["event"]
                 if event["event_id"] in self._by_id:
                     continue
