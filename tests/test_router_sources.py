@@ -2,8 +2,9 @@
 
 What an operator would notice: an agency onboarded after the router started
 (its topics created later) is routed without a restart; a topic that looks
-like an agency's but that the policy does not name is still read, and its
-records are quarantined with their bytes, not left unread; and the router asks
+like an agency's but that the policy does not name is still read, and a
+record on it that claims another agency is quarantined with its bytes, not
+left unread; and the router asks
 the broker about its own topics only, however many others the cluster holds
 (a regex made it decode the whole cluster's metadata every 5 s: the latency
 tail in docs/PERFORMANCE.md).

@@ -10,8 +10,9 @@ ingest and consent topic, each subscriber's identity decisions topic. Their
 metadata is a few topics; one the policy names but nobody has created yet is
 read from the refresh after it appears. Any other topic that matches the
 router's pattern on the cluster at start (an agency the policy does not name)
-is subscribed too, so its records are still quarantined with a reason, and is
-named in the log.
+is subscribed too, so its records are still routed to their end (withheld
+from everyone as UNKNOWN_AGENCY, or quarantined) and audited, and is named in
+the log.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Sources:
     missing: tuple[str, ...]
     """Named by the policy, not on the cluster yet (read once created)."""
     unnamed: tuple[str, ...]
-    """On the cluster, matching the pattern, named by no policy entry (read and quarantined)."""
+    """On the cluster, matching the pattern, named by no policy entry (read; nothing shared)."""
 
 
 def subscribe_sources(
@@ -76,6 +77,6 @@ def subscribe_sources(
     if unnamed:
         log.warning(
             "router %s: %d topic(s) belong to no agency or subscriber of the policy; "
-            "their records are quarantined: %s", who, len(unnamed), ", ".join(unnamed),
+            "nothing from them is shared: %s", who, len(unnamed), ", ".join(unnamed),
         )
     return Sources(tuple(chosen), tuple(missing), tuple(unnamed))
