@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "to compare: name (the policy's topics, as shipped), regex (its pattern)",
     )
     ap.add_argument("--rounds", type=int, default=1, help="latency rounds per setting")
+    ap.add_argument("--routers", default="1",
+                    help="router processes (one group) in the latency phase, comma-separated")
     ap.add_argument("--profile", action="store_true", help="cProfile the routing core")
     ap.add_argument("--only", default="core,send,throughput,metadata,latency,cycle,rss")
     args = ap.parse_args(list(argv or ()))
@@ -146,8 +148,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     for _ in range(args.rounds):
                         for pause in (float(p) for p in args.txn_retry_ms.split(",")):
                             for how in args.sources.split(","):
-                                phase_latency(cluster.bootstrap, base, policy, tmpls, rate,
-                                              args.latency_s, txn_retry_ms=pause, sources=how)
+                                for n in (int(r) for r in args.routers.split(",")):
+                                    phase_latency(cluster.bootstrap, base, policy, tmpls, rate,
+                                                  args.latency_s, txn_retry_ms=pause,
+                                                  sources=how, routers=n)
             if "cycle" in phases:
                 phase_cycle(cluster.bootstrap, base, policy, tmpls, 1000.0, args.latency_s)
             if "rss" in phases:

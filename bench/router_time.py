@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def latency_settings(txn_retry_ms: float) -> str:
 def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
                   tmpls: Sequence[Template], rate: float, seconds: float,
                   warmup_s: float = 5.0, txn_retry_ms: float = TXN_RETRY_BACKOFF_MS,
-                  sources: str = "name") -> None:
+                  sources: str = "name", routers: int = 1) -> None:
     codec = Codec.default()
     policy = Policy.load(policy_path, field_classes=codec.data_classes())
     now = int(time.time() * 1000)
@@ -177,7 +178,10 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             finally:
                 consumer.close()
 
-        with router_process(env, "bench-latency", txn_retry_ms, sources):
+        with ExitStack() as stack:
+            for i in range(routers):
+                stack.enter_context(
+                    router_process(env, f"bench-latency-{i}", txn_retry_ms, sources))
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
             time.sleep(5)  # the router joins its group meanwhile
@@ -196,8 +200,11 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             return
         q = statistics.quantiles(lat, n=100)
         note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
-        print(f"  {latency_settings(txn_retry_ms)}; subscribed by {sources}")
+        print(f"  {latency_settings(txn_retry_ms)}; subscribed by {sources}; "
+              f"{routers} router process(es)")
         at = f"at {rate:,.0f}/s, txn retry {txn_retry_ms:g} ms"
+        if routers != 1:
+            at += f", {routers} routers"
         if sources != "name":
             at += f", by {sources}"
         report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
