@@ -168,6 +168,7 @@ class FeedStore:
             partition: int
             offset: int
             record: dict[str, Any]
+            is_identity_notice: bool = False
 
         self._add([_It(*r) for r in records])
 
