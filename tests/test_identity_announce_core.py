@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from broker.clock import FixedClock
+from broker.gateway.feeds import item_of
 from broker.identity.linkage import Thresholds
+from broker.kafka.structs import Record
 from broker.policy import ConsentStore, Policy
 from broker.routing.core import Outbound, Routed, RoutingCore
 from broker.routing.identity import IndexRecord, SubjectIdentity
@@ -136,6 +138,13 @@ def test_a_link_is_told_to_the_feeds_of_the_child_merged_in_keyed_as_its_records
     assert again.quarantined == "OTHER" and _feeds(again) == {}
     replayed = core.handle(link)
     assert replayed.duplicate and _feeds(replayed) == {}
+
+    # The gateway hands a plain notice over as such (not as a record it cannot read).
+    o = told[T.feed(RHI)]
+    item = item_of(CODEC, Record(o.topic, 0, 9, o.key, o.value))
+    assert item.disclosed and item.json["record"] is None
+    assert item.json["identity_notice"]["action"] == "LINK"
+    assert item.json["event_id"] == item.consulted.event_id == _notice(o)["notice_id"]
 
     unlink = core.handle(_decision("UNLINK", child.decode(), other.decode(), 5))
     assert unlink.identity == "UNLINKED"

@@ -55,6 +55,9 @@ class FeedRecordOut(BaseModel):
     key_id: str | None
     message: str | None = Field(description="A sealed copy's bytes, base64 (confidential feeds)")
     record: dict[str, object] | None = Field(description="The FeedRecord, JSON form")
+    identity_notice: dict[str, object] | None = Field(
+        default=None, description="Instead of a FeedRecord: the IdentityNotice (JSON form) of a"
+        " person's link or unlink of two of the feed's children; event_id is its notice_id")
     problem: str | None = Field(
         default=None, description="Set when the gateway could not read this record (a schema"
         " it does not know yet): only its coordinates are given and the cursor moves past it")

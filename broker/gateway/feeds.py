@@ -10,7 +10,9 @@ gateway that could open every sealed copy would undo what sealing is for), so
 a sealed copy is returned as it is: the EncryptedFeedRecord's bytes (base64)
 with its event id and key id, for the subscriber to open with its keyring
 (``FeedKeyring.opener().open_message``). Plain copies are returned as the
-FeedRecord's JSON form.
+FeedRecord's JSON form; a plain identity notice (a link or unlink of the feed's
+children, broker/routing/identity_notices.py) as ``identity_notice``, its id
+in ``event_id``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from broker.errors import SafeshareError
 from broker.gateway.consultations import Consulted
 from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.structs import Record, TopicPartition
-from broker.signing.feeds import ENCRYPTED_FEED_RECORD, is_sealed
+from broker.signing.feeds import ENCRYPTED_FEED_RECORD, IDENTITY_NOTICE, feed_schema, is_sealed
 
 FEED_RECORD = "safeshare.FeedRecord"
 CURSOR = re.compile(r"^\d{1,4}:\d{1,19}(,\d{1,4}:\d{1,19})*$")
@@ -79,6 +81,12 @@ def item_of(codec: Codec, r: Record) -> Item:
             event_id = str(outer["event_id"])
             body = {**where, "event_id": event_id, "sealed": True, "key_id": outer["key_id"],
                     "message": base64.b64encode(value).decode("ascii"), "record": None}
+        elif feed_schema(codec, value) == IDENTITY_NOTICE:
+            notice = codec.decode(value, IDENTITY_NOTICE)
+            event_id = str(notice["notice_id"])
+            body = {**where, "event_id": event_id, "sealed": False, "key_id": None,
+                    "message": None, "record": None,
+                    "identity_notice": codec.to_json(notice, IDENTITY_NOTICE)}
         else:
             record = codec.decode(value, FEED_RECORD)
             event_id = str(record["event"]["event_id"])
