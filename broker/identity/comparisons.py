@@ -45,7 +45,7 @@ def family_level(a: str | None, b: str | None) -> int | None:
     return 3 if jw >= 0.88 else 4 if jw >= 0.70 else 5
 
 
-def given_level(a: str | None, b: str | None) -> int | None:
+def given_level(a: str | None, b: str | None, *, keying: bool = True) -> int | None:
     """The given name as one comparison: exact 0, JW>=0.92 1, a familiar form 2 (Jim
     for James, Jim and Jimmy: ``nicknames.same_name``), one keying error of it or
     of a form of it 3 (``typo_level``: Tqeo for Theo, Jaems for Jamie), JW>=0.88
@@ -54,7 +54,8 @@ def given_level(a: str | None, b: str | None) -> int | None:
     Spelling and formal form are one question, is it the same name? Weighed as
     two comparisons, an exact name counted twice and a typo or a nickname as a
     disagreement. A keying error has a level of its own: one letter wrong is far
-    rarer between two children's names than a Jaro-Winkler of 0.7-0.88."""
+    rarer between two children's names than a Jaro-Winkler of 0.7-0.88.
+    ``keying=False``: two names, not a slip (Millie and Willie), so not that level."""
     if a is None or b is None:
         return None
     if a == b:
@@ -64,7 +65,7 @@ def given_level(a: str | None, b: str | None) -> int | None:
         return 1
     if same_name(a, b):
         return 2
-    if typo_level(a, b) == 0:
+    if keying and typo_level(a, b) == 0:
         return 3
     return 4 if jw >= 0.88 else 5 if jw >= 0.70 else 6
 
@@ -126,7 +127,7 @@ def typo_level(a: str | None, b: str | None) -> int | None:
     the form is a formal one, at least as long (``formal_forms``: Chuck is not a
     keying error of Charlotte through "Chick").
     Names under four letters never (Ava, Eva; but see
-    ``Index._unmistakable_typo``). Not weighed: it only keeps such a name from
+    ``GivenNames.unmistakable_typo``). Not weighed: it only keeps such a name from
     counting as another child's (the twins rule)."""
     if a is None or b is None:
         return None

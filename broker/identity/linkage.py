@@ -26,11 +26,15 @@ different NHS numbers are two children, and a given name that disagrees
 (not the same, not within Jaro-Winkler 0.92 or one keying error of it or of
 one of its familiar forms, not a familiar form: twins, as Oliver and Olivia;
 nor two names each given to many children in their own right, Elsie and Alice,
-Sophie and Sophia; a short name one keying error away counts as the same only
-when no other such name is as near: Aa for Ava, not Ea, Eva's or Ava's)
-is never linked automatically, only offered for review (a child that agrees
-may still be linked when such a twin scores higher: the rule keeps the link
-from the twin); nor, with the family name, a birth date a day apart and a home
+Sophie and Sophia; nor two real names a letter apart, Millie and Willie; a
+short name one keying error away counts as the same only when no other name
+in use is as near: Aa for Ava, not Ea, Eva's or Ava's, nor Mxa, Mia's or
+Max's) is never linked automatically, only offered for review (a child that
+agrees may still be linked when such a twin scores higher: the rule keeps the
+link from the twin); nor is a child known under another name of its own than
+the event's (Elizabeth for Alice, whatever familiar form they share), nor one
+of two children the event fits whose names tell them apart (Issy: Isabella
+and Isabelle); nor, with the family name, a birth date a day apart and a home
 not known to differ, a name of its own that is a familiar form of another
 (Millie: Amelia's twin may be recorded as Millie); nor is an event without the
 given name, or without the family name or birth date unless the postcode
@@ -50,8 +54,6 @@ from datetime import date
 from importlib import resources
 from typing import Any, Final
 
-from rapidfuzz.distance import OSA
-
 from broker.identity.comparisons import (
     dob_level,
     family_level,
@@ -61,6 +63,7 @@ from broker.identity.comparisons import (
     soundex,
     typo_level,
 )
+from broker.identity.given_names import GivenNames
 from broker.identity.nicknames import forms
 
 __all__ = [
@@ -247,11 +250,8 @@ _TYPO: Final = "given_typo"
 _OWN: Final = "given_own"
 #: Not weighed: 1 if the new record's given name is a name of its own and a
 #: familiar form of another name of its own (Millie: Amelia, Emily), see
-#: :meth:`Index._ambiguous`.
+#: :meth:`GivenNames.ambiguous`.
 _AMBIGUOUS: Final = "given_ambiguous"
-#: The least share of the index's records a given name has to be a name of its
-#: own (one child in 200: Elsie, Alice; a rare familiar form such as Belle is not).
-_OWN_NAME: Final = 5e-3
 #: A record a link below this brought is tentative (:meth:`Index.add`).
 _TRUSTED: Final = 0.99
 
@@ -344,7 +344,11 @@ class Index:
     #: Records a link below 0.99 brought (pseudonym, features): not evidence for
     #: another automatic link (kept when a record is removed, for an undo).
     tentative: set[tuple[str, Features]] = field(default_factory=set)
-    _own_cache: tuple[int, frozenset[str]] | None = None
+    #: The twins rule's knowledge of given names, from the index's own counts.
+    names: GivenNames = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = GivenNames(self._counts["given"])
 
     def add(self, pseudonym: str, f: Features, probability: float | None = None) -> bool:
         """Record that ``f`` is a record of the child ``pseudonym``; False if it was already.
@@ -403,72 +407,10 @@ class Index:
             return None
         return counts[value] / total
 
-    def _names_of_their_own(
-        self, a: str | None, b: str | None, level: int | None, *, same_home: bool = False,
-        typo: int | None = 1,
-    ) -> int | None:
-        """1 if two given names are close spellings or familiar forms of each other
-        (given ``level`` 1 or 2), or one is a keying error of the other or of a
-        form of it (``typo`` 0: Ella, Bella for Isabella), and each is a name of
-        its own, many children's given name in the index; else 0; None if null.
-
-        The nicknames data set lists Elsie as a form of Alice, and Millie of Emily;
-        Sophie and Sophia are a letter apart: twins may be given both. Such a pair
-        is not the same name for the twins rule once the index holds enough
-        records to tell (term frequencies). Until then (a young index) a close
-        spelling or a familiar form at the same home counts as two names: twins
-        living together are never linked for want of counts; the pair goes to a
-        person (a keying error, Ixla for Isla, does not: it is no name at all)."""
-        if a is None or b is None or level is None:
-            return None
-        if level == 0 or (level > 2 and typo != 0):
-            return 0
-        ta, tb = self._tf("given", a), self._tf("given", b)
-        if ta is None or tb is None:
-            return int(same_home and level <= 2)
-        return int(min(ta, tb) >= _OWN_NAME)
-
-    def _names_of_own(self) -> frozenset[str] | None:
-        """The given names that are names of their own (None until 1,000 records),
-        recounted every 1,000 records."""
-        counts = self._counts["given"]
-        total = counts.total()
-        if total < 1000:
-            return None
-        if self._own_cache is None or total // 1000 != self._own_cache[0]:
-            own = frozenset(n for n, c in counts.items() if c >= total * _OWN_NAME)
-            self._own_cache = (total // 1000, own)
-        return self._own_cache[1]
-
-    def _ambiguous(self, given: str | None) -> bool:
-        """True if ``given`` is a name of its own and a familiar form of another name
-        of its own (Millie: Amelia, Emily; Elsie: Alice), so that it may be either
-        twin's: one recorded under a familiar form that is the other's name. While
-        the index is too young to tell names of their own, a familiar form of
-        another name the index holds."""
-        if given is None:
-            return False
-        others = forms(given) - {given}
-        own = self._names_of_own()
-        if own is None:
-            return any(self._counts["given"][n] > 0 for n in others)
-        return given in own and not others.isdisjoint(own)
-
-    def _unmistakable_typo(self, a: str | None, b: str | None) -> bool:
-        """True if one given name is one keying error from the other, is not a name
-        of its own, and no other name of its own is one keying error from it: Aa
-        and Iy can only be Ava and Ivy (Ea may be Eva or Ava, twins' names: no)."""
-        if a is None or b is None or OSA.distance(a, b) != 1:
-            return False
-        own = self._names_of_own()
-        if own is None:
-            return False
-        for typed, meant in ((a, b), (b, a)):
-            if typed in own or meant not in own:
-                continue
-            if not any(OSA.distance(typed, n) <= 1 for n in own if n != meant):
-                return True
-        return False
+    def _apart(self, a: str, b: str) -> bool:
+        """True if the names two children are known by tell them apart."""
+        return self.names.apart((r.given for r in self.records[a]),
+                                (r.given for r in self.records[b]))
 
     def candidates(self, f: Features) -> set[str]:
         out: set[str] = set()
@@ -483,11 +425,14 @@ class Index:
         if f.upn and f.upn in self.by_upn:
             return Match(LINK, self.by_upn[f.upn], 1.0)
         best: tuple[float, str, bool] | None = None
-        ambiguous = int(self._ambiguous(f.given))
+        names = self.names
+        ambiguous = int(names.ambiguous(f.given))
         agreeing: tuple[float, str] | None = None  # the best child the rules allow
+        fitting: list[tuple[float, str]] = []  # every child the rules allow
         for pseudonym in self.candidates(f):
             per_record: list[dict[str, int | None]] = []
             trusted: list[dict[str, int | None]] = []
+            another = False  # a record names the child otherwise (Elizabeth for Alice)
             for other in self.records[pseudonym]:
                 if f.nhs and other.nhs and f.nhs != other.nhs:
                     per_record = []
@@ -495,14 +440,18 @@ class Index:
                 if f.upn and other.upn and f.upn != other.upn:
                     continue  # another pupil's record
                 levels = levels_of(f, other)
-                levels[_OWN] = self._names_of_their_own(
+                if levels["given"] == 3 and names.two_names(f.given, other.given):
+                    levels["given"] = given_level(f.given, other.given, keying=False)
+                    levels[_TYPO] = 1  # Millie is not Willie mistyped
+                levels[_OWN] = names.of_their_own(
                     f.given, other.given, levels["given"], same_home=levels["postcode"] == 0,
                     typo=levels[_TYPO])
-                if levels[_TYPO] == 1 and self._unmistakable_typo(f.given, other.given):
+                if levels[_TYPO] == 1 and names.unmistakable_typo(f.given, other.given):
                     levels[_TYPO] = 0
                 per_record.append(levels)
                 if (pseudonym, other) not in self.tentative:
                     trusted.append(levels)
+                    another = another or names.another_name(f.given, other.given)
             if not per_record:
                 continue
             w, disagree = self.model.weigh(_with(best_levels(per_record), ambiguous), f, self._tf)
@@ -512,7 +461,10 @@ class Index:
                 if not trusted:
                     continue
                 w, disagree = self.model.weigh(_with(best_levels(trusted), ambiguous), f, self._tf)
-            if not disagree and (agreeing is None or w > agreeing[0]):
+            if disagree or another:
+                continue
+            fitting.append((w, pseudonym))
+            if agreeing is None or w > agreeing[0]:
                 agreeing = (w, pseudonym)
         if best is None:
             return Match(NEW, None, 0.0)
@@ -522,6 +474,11 @@ class Index:
             # that child's later events along with it (one wrong link, several).
             # A twin scoring higher (the same home, another name) is not this child:
             # the rule keeps the link from the twin, not from the child that agrees.
+            if any(p != agreeing[1] and probability(w) >= self.thresholds.lower
+                   and self._apart(agreeing[1], p) for w, p in fitting):
+                # It fits two children whose names tell them apart (Issy: Isabella
+                # and Isabelle; Eve: Evie, and Evelyn): which one is for a person.
+                return Match(REVIEW, agreeing[1], probability(agreeing[0]))
             return Match(LINK, agreeing[1], probability(agreeing[0]))
         p = probability(best[0])
         if p >= self.thresholds.lower:

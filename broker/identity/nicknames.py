@@ -34,6 +34,14 @@ def formal_forms(given: str) -> frozenset[str]:
     return frozenset(f for f in forms(name) if len(f) >= len(name))
 
 
+@lru_cache(maxsize=65536)
+def listed(given: str) -> bool:
+    """True if the data set knows ``given`` as a name or a familiar form of one (Max,
+    Willie; not a keying error such as Mxa)."""
+    name = given.lower()
+    return bool(_namer().canonicals_of(name) or _namer().nicknames_of(name))
+
+
 def nicknames_of(given: str) -> list[str]:
     """Familiar forms of a formal name, lower case, sorted (for test data)."""
     return sorted(_namer().nicknames_of(given.lower()))

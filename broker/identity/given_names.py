@@ -1,0 +1,160 @@
+"""What the twins rule knows about given names: which are names in their own right.
+
+Record linkage (broker/identity/linkage.py) may never join two children, and
+twins share everything but the given name. Whether two given names are one
+child's (a familiar form, a keying error) or two children's depends on what
+names children in the partnership are actually given, which the index counts:
+
+- a *name of its own* is at least 1 in 200 of the index's records (Elsie,
+  Alice, Millie: twins may be given both, though the nicknames data set lists
+  one as a form of the other);
+- a *name in use* is at least 1 in 1,000 (Max, Luca, a familiar form such as
+  Ollie): not a one-off misspelling;
+- a *real name* is a name of its own or one the nicknames data set knows
+  (Willie): one letter from another real name (Millie) is another name, not
+  a keying error.
+
+These counts are the index's own (recounted every 1,000 records), never a list
+tuned to a population.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from rapidfuzz.distance import OSA
+
+from broker.identity.nicknames import forms, listed, same_name
+
+__all__ = ["GivenNames"]
+
+#: The least share of the index's records a given name has to be a name of its
+#: own (one child in 200: Elsie, Alice; a rare familiar form such as Belle is not).
+OWN_NAME: Final = 5e-3
+#: The least share of records a name in use has (1 in 1,000: Max, Luca).
+IN_USE: Final = 1e-3
+#: Below this many records the index is too young to tell (term frequencies too).
+YOUNG: Final = 1000
+
+
+@dataclass
+class GivenNames:
+    """The index's counts of given names (shared with it), and the rules on them."""
+
+    counts: Counter[str]
+    _cache: tuple[int, frozenset[str], frozenset[str]] | None = field(default=None, repr=False)
+
+    def share(self, name: str) -> float | None:
+        """Share of indexed records with this given name (None while the index is young)."""
+        total = self.counts.total()
+        if total < YOUNG:
+            return None
+        return self.counts[name] / total
+
+    def _recount(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        total = self.counts.total()
+        if total < YOUNG:
+            return None
+        if self._cache is None or total // YOUNG != self._cache[0]:
+            own = frozenset(n for n, c in self.counts.items() if c >= total * OWN_NAME)
+            used = frozenset(n for n, c in self.counts.items() if c >= total * IN_USE)
+            self._cache = (total // YOUNG, own, used)
+        return self._cache[1], self._cache[2]
+
+    def own(self) -> frozenset[str] | None:
+        """The names of their own (None while the index is young)."""
+        known = self._recount()
+        return None if known is None else known[0]
+
+    def in_use(self) -> frozenset[str] | None:
+        """The names in use, names of their own among them (None while young)."""
+        known = self._recount()
+        return None if known is None else known[1]
+
+    def real(self, name: str) -> bool:
+        """A name of its own or one the nicknames data set knows (Willie, Max), not
+        a keying error (Mxa)."""
+        own = self.own()
+        return listed(name) or (own is not None and name in own)
+
+    def of_their_own(
+        self, a: str | None, b: str | None, level: int | None, *, same_home: bool = False,
+        typo: int | None = 1,
+    ) -> int | None:
+        """1 if two given names are close spellings or familiar forms of each other
+        (given ``level`` 1 or 2), or one is a keying error of the other or of a
+        form of it (``typo`` 0: Ella, Bella for Isabella), and each is a name of
+        its own; else 0; None if null.
+
+        The nicknames data set lists Elsie as a form of Alice, and Millie of Emily;
+        Sophie and Sophia are a letter apart: twins may be given both. Such a pair
+        is not the same name for the twins rule once the index holds enough
+        records to tell. Until then (a young index) a close spelling or a
+        familiar form at the same home counts as two names: twins living together
+        are never linked for want of counts; the pair goes to a person (a keying
+        error, Ixla for Isla, does not: it is no name at all)."""
+        if a is None or b is None or level is None:
+            return None
+        if level == 0 or (level > 2 and typo != 0):
+            return 0
+        ta, tb = self.share(a), self.share(b)
+        if ta is None or tb is None:
+            return int(same_home and level <= 2)
+        return int(min(ta, tb) >= OWN_NAME)
+
+    def ambiguous(self, given: str | None) -> bool:
+        """True if ``given`` is a name of its own and a familiar form of another name
+        of its own (Millie: Amelia, Emily; Elsie: Alice), so that it may be either
+        twin's: one recorded under a familiar form that is the other's name. While
+        the index is too young to tell names of their own, a familiar form of
+        another name the index holds."""
+        if given is None:
+            return False
+        others = forms(given) - {given}
+        own = self.own()
+        if own is None:
+            return any(self.counts[n] > 0 for n in others)
+        return given in own and not others.isdisjoint(own)
+
+    def unmistakable_typo(self, a: str | None, b: str | None) -> bool:
+        """True if one given name is one keying error from the other, is no real name
+        itself, the other is a name of its own, and no other name in use is one
+        keying error from it: Aa and Iy can only be Ava and Ivy; Mxa and Mai may
+        be Mia or Max, Lua Luna or Luca (twins' names: no); Willie is a name, not
+        a keying error of Millie."""
+        if a is None or b is None or OSA.distance(a, b) != 1:
+            return False
+        own, used = self.own(), self.in_use()
+        if own is None or used is None:
+            return False
+        for typed, meant in ((a, b), (b, a)):
+            if typed in own or meant not in own or listed(typed):
+                continue
+            if not any(OSA.distance(typed, n) <= 1 for n in used if n not in (meant, typed)):
+                return True
+        return False
+
+    def two_names(self, a: str | None, b: str | None) -> bool:
+        """True if two given names one keying error apart are both real names (Millie
+        and Willie, William's familiar form): two names, not a slip of one."""
+        return a is not None and b is not None and a != b and self.real(a) and self.real(b)
+
+    def another_name(self, a: str | None, b: str | None) -> bool:
+        """True if two given names are each a name of its own, and neither is a
+        familiar form of the other (Alice, Elizabeth; Isabella, Isabelle; Evie,
+        Evelyn): two children, whatever familiar form they may share (Lisa, Bella).
+        Forms of each other (Amelia, Millie) are not: one child is often recorded
+        under both."""
+        own = self.own()
+        if own is None or a is None or b is None or a == b:
+            return False
+        return a in own and b in own and not same_name(a, b)
+
+    def apart(self, a: Iterable[str | None], b: Iterable[str | None]) -> bool:
+        """True if two children's given names tell them apart (:meth:`another_name`
+        for some name of each)."""
+        names_b = {y for y in b if y is not None}
+        return any(self.another_name(x, y) for x in set(a) for y in names_b)
