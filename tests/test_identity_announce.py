@@ -14,6 +14,7 @@ and its keyring opens them.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from broker.api import IdentityDesk
+from broker.api import FeedReader, IdentityDesk
 from broker.audit.leaf import AuditLeaf, LeafKind
 from broker.clock import SystemClock
 from broker.identity.pseudonym import PartnershipKeys
@@ -41,6 +42,7 @@ from tests.helpers import (
     publish,
     read_all,
     read_leaves,
+    safeshare,
     settings_for,
     wait_for,
 )
@@ -152,6 +154,17 @@ def _uncommitted(bootstrap: str, topic: str) -> list[bytes]:
         consumer.close()
 
 
+def _drain(reader: FeedReader) -> list[Any]:
+    """Every item of a feed, through the public API (until two empty polls)."""
+    items: list[Any] = []
+    quiet = 0
+    while quiet < 2:
+        got = reader.poll(timeout_ms=1500)
+        items += got
+        quiet = 0 if got or not items else quiet + 1
+    return items
+
+
 def _sealed_ids(bootstrap: str, topics: Topics) -> list[str]:
     """The ids the MASH's sealed records name, aborted ones too."""
     return [CODEC.decode(v, ENCRYPTED_FEED_RECORD)["event_id"]
@@ -172,7 +185,8 @@ def home(
 
 @pytest.mark.timeout(900)  # two router incarnations, a fencing and six routed steps
 def test_link_and_unlink_are_told_once_to_the_feeds_holding_the_child_and_to_no_other(
-    kafka_bootstrap: str, topics: Topics, home: tuple[Any, FeedKeyring, list[str]]
+    kafka_bootstrap: str, topics: Topics, home: tuple[Any, FeedKeyring, list[str]],
+    tmp_path: Path,
 ) -> None:
     s, ring, subscribers = home
     instance = f"announce-{uuid.uuid4().hex[:6]}"
@@ -255,6 +269,29 @@ def test_link_and_unlink_are_told_once_to_the_feeds_holding_the_child_and_to_no_
             [(key, notice)] = unlinks
             assert notice["decision_id"] == unlink_id
             assert notice["other_record_key"].encode() == key
+
+        # The Python API and the CLI say what these records are, sealed or not.
+        with FeedReader(bootstrap=kafka_bootstrap, subscriber=MASH, topics=topics,
+                        keyring=ring, group_id=f"announce-{uuid.uuid4().hex[:6]}") as reader:
+            items = _drain(reader)
+        assert [(i.record["action"], i.sealed_with == ring.keys[0].id)
+                for i in items if i.is_identity_notice] == [("LINK", True), ("UNLINK", True)]
+        assert all("event" in i.record for i in items if not i.is_identity_notice)
+        ring.save(tmp_path / "ring.json")
+        env = {"SAFESHARE_BOOTSTRAP": kafka_bootstrap, "SAFESHARE_NAMESPACE": topics.namespace,
+               "SAFESHARE_HOME": str(tmp_path)}
+        for x, keys in ((MASH, ["--keyring", str(tmp_path / "ring.json")]),
+                        ("dc-police-exploitation", [])):
+            assert x in holders
+            out = safeshare("feed", "tail", "--subscriber", x, "--idle", "3", *keys, env=env)
+            assert out.returncode == 0, out.stderr
+            lines = [json.loads(line) for line in out.stdout.splitlines()]
+            told = [ln["identity_notice"] for ln in lines if "identity_notice" in ln]
+            assert [(n["action"], n["other_pseudonym"]) for n in told] == [
+                ("LINK", provisional), ("UNLINK", provisional)]
+            assert len(lines) - len(told) == len(
+                [lf for lf in read_leaves(kafka_bootstrap, topics)
+                 if lf.kind is LeafKind.SHARED and lf.recipient == x])
     finally:
         release.set()
         for r in (first, second):
