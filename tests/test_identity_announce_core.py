@@ -8,6 +8,7 @@ unlink, an abort and a rebuild, and the notices a decision writes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from broker.policy import ConsentStore, Policy
 from broker.routing.core import Outbound, Routed, RoutingCore
 from broker.routing.identity import IndexRecord, SubjectIdentity
 from broker.routing.identity_notices import NOTICE, notice_id
+from broker.signing.feeds import is_sealed
 from tests.helpers import CODEC
+from tests.test_feed_encryption import MASH, entry, keyring, policy_with_feed_keys
 from tests.test_routing_consent_identity import NOW, POLICY, T, _decision, _index_keys
 from tests.test_routing_identity import _anonymous, _identity, _subject
 
@@ -27,11 +30,11 @@ JAMIE, SAM = "9434765919", "9434765870"
 RHI = "safe-return-rhi"
 
 
-def _core(tmp_path: Path) -> RoutingCore:
-    """The example policy, but the return-home interviewers never see the pseudonym:
-    their copies are keyed by an opaque digest of it."""
+def _core(tmp_path: Path, text: str | None = None) -> RoutingCore:
+    """The example policy (or ``text``), but the return-home interviewers never see
+    the pseudonym: their copies are keyed by an opaque digest of it."""
     grant = "    data_classes: [pseudonym, identity, concern_summary, location]\n"
-    text = POLICY.read_text()
+    text = text or POLICY.read_text()
     assert text.count(grant) == 1
     text = text.replace(grant, grant.replace("pseudonym, ", ""))
     return RoutingCore(
@@ -150,3 +153,27 @@ def test_a_link_is_told_to_the_feeds_of_the_child_merged_in_keyed_as_its_records
     assert unlink.identity == "UNLINKED"
     assert {t: _notice(o)["action"] for t, o in _feeds(unlink).items()} == dict.fromkeys(
         copies, "UNLINK")
+
+
+def test_a_link_whose_notice_cannot_be_sealed_is_not_applied_at_all(tmp_path: Path) -> None:
+    """Should the MASH's feed keys all be retired (the policy refuses that at load; here
+    the router's copy of them is aged by hand), the link is quarantined and the index
+    is as before: nothing half-announced, and the same decision applies once a key
+    is there."""
+    core = _core(tmp_path, policy_with_feed_keys(entry(keyring())))
+    a = core.handle(_anonymous(1, nhs_number=JAMIE, given_name="Jamie"))
+    b = core.handle(_anonymous(2, nhs_number=SAM, given_name="Sam", family_name="Other",
+                               date_of_birth="2011-07-02"))
+    [child], [other] = _index_keys(a), _index_keys(b)
+    assert child is not None and other is not None
+    assert is_sealed(CODEC, _feeds(b)[T.feed(MASH)].value or b"")
+    topic, keys = core._to.of(MASH)
+    core._to._found[MASH] = (topic, tuple(replace(k, not_after_ms=NOW - 1) for k in keys))
+    refused = core.handle(_decision("LINK", child.decode(), other.decode(), 3))
+    assert refused.quarantined == "OTHER" and refused.identity is None
+    assert _index_keys(refused) == [] and _feeds(refused) == {}
+    assert core.identity is not None and core.identity.knows(other.decode())
+    core._to._found[MASH] = (topic, keys)
+    applied = core.handle(_decision("LINK", child.decode(), other.decode(), 4))
+    assert applied.identity == "LINKED" and T.feed(MASH) in _feeds(applied)
+    assert not core.identity.knows(other.decode())
