@@ -474,8 +474,8 @@ class Index:
             # that child's later events along with it (one wrong link, several).
             # A twin scoring higher (the same home, another name) is not this child:
             # the rule keeps the link from the twin, not from the child that agrees.
-            if any(p != agreeing[1] and probability(w) >= self.thresholds.lower
-                   and self._apart(agreeing[1], p) for w, p in fitting):
+            likely = [p for w, p in fitting if probability(w) >= self.thresholds.lower]
+            if any(self._apart(a, b) for i, a in enumerate(likely) for b in likely[i + 1:]):
                 # It fits two children whose names tell them apart (Issy: Isabella
                 # and Isabelle; Eve: Evie, and Evelyn): which one is for a person.
                 return Match(REVIEW, agreeing[1], probability(agreeing[0]))
