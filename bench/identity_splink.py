@@ -52,8 +52,9 @@ def given_comparison() -> cl.CustomComparison:
     """The router's given-name levels (broker/identity/comparisons.py ``given_level``):
     Splink's NameComparison with a familiar form (``nicknames.same_name``: one name
     a form of the other, or both forms of a name at least as long as each) and one
-    keying error of the name or of a form of it (``typo_level``, four letters or
-    more) as levels of their own, after the close spellings."""
+    keying error of the name or of a form of it (``typo_level``: the name mistyped
+    and the name measured against four letters or more) as levels of their own,
+    after the close spellings."""
     jw = "jaro_winkler_similarity(given_l, given_r) >= "
     familiar = (
         "list_contains(given_forms_r, given_l) OR list_contains(given_forms_l, given_r)"
@@ -61,9 +62,12 @@ def given_comparison() -> cl.CustomComparison:
         " lambda c: length(c) >= greatest(length(given_l), length(given_r)))) > 0"
     )
     keying = (
-        "length(given_l) >= 4 AND length(given_r) >= 4 AND ("
-        "len(list_filter(given_formal_r, lambda x: damerau_levenshtein(given_l, x) <= 1)) > 0"
-        " OR len(list_filter(given_formal_l, lambda x: damerau_levenshtein(x, given_r) <= 1)) > 0)"
+        "(length(given_l) >= 4 AND length(given_r) >= 4"
+        " AND damerau_levenshtein(given_l, given_r) <= 1)"
+        " OR (length(given_l) >= 4 AND len(list_filter(given_formal_r,"
+        " lambda x: length(x) >= 4 AND damerau_levenshtein(given_l, x) <= 1)) > 0)"
+        " OR (length(given_r) >= 4 AND len(list_filter(given_formal_l,"
+        " lambda x: length(x) >= 4 AND damerau_levenshtein(x, given_r) <= 1)) > 0)"
     )
     return cl.CustomComparison(
         output_column_name="given",

@@ -499,3 +499,16 @@ def test_a_keying_error_in_the_family_name_is_weighed_as_one() -> None:
     index.add("v1:evie", Features.of(given="Evie", family="Ward", dob=DOB, postcode="TQ2 8QW"))
     m = index.match(Features.of(given="Evie", family="Wqrd", dob=DOB))
     assert (m.decision, m.pseudonym) == (LINK, "v1:evie")
+
+
+def test_a_keying_error_of_the_formal_form_of_a_short_familiar_form_is_one() -> None:
+    """Danirl is one keying error from Daniel, whose familiar form Dan the child was
+    recorded under (Arthar, Art: Arthur): the name mistyped and the name it is
+    measured against have four letters or more, the other may be short. Two short
+    names are still never a keying error of each other (Ava, Eva)."""
+    assert typo_level("danirl", "dan") == 0 and typo_level("art", "arthar") == 0
+    assert typo_level("ava", "eva") == 1 and typo_level("dn", "dan") == 1
+    index = _index()
+    index.add("v1:dan", Features.of(given="Dan", family="King", dob=DOB, postcode="TQ2 3GP"))
+    m = index.match(Features.of(given="Danirl", family="King", dob=DOB, postcode="TQ2 3GP"))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:dan")

@@ -126,17 +126,18 @@ def typo_level(a: str | None, b: str | None) -> int | None:
     from a form of the other is two steps from it (Lily, Robert: Lilly, Billy);
     the form is a formal one, at least as long (``formal_forms``: Chuck is not a
     keying error of Charlotte through "Chick").
-    Names under four letters never (Ava, Eva; but see
-    ``GivenNames.unmistakable_typo``). Not weighed: it only keeps such a name from
-    counting as another child's (the twins rule)."""
+    The name mistyped and the name it is measured against have four letters or
+    more (Ava, Eva never; but see ``GivenNames.unmistakable_typo``); the other
+    may be a short form (Danirl for Dan: Daniel; Arthar for Art: Arthur). Not
+    weighed: it only keeps such a name from counting as another child's (the
+    twins rule)."""
     if a is None or b is None:
         return None
-    if len(a) < 4 or len(b) < 4:
-        return 1
-    if OSA.distance(a, b) <= 1:
+    if len(a) >= 4 and len(b) >= 4 and OSA.distance(a, b) <= 1:
         return 0
-    near = any(OSA.distance(a, y) <= 1 for y in formal_forms(b)) or any(
-        OSA.distance(x, b) <= 1 for x in formal_forms(a))
+    near = (len(a) >= 4 and any(OSA.distance(a, y) <= 1 for y in formal_forms(b) if len(y) >= 4)
+            ) or (len(b) >= 4 and any(OSA.distance(x, b) <= 1 for x in formal_forms(a)
+                                      if len(x) >= 4))
     return 0 if near else 1
 
 
