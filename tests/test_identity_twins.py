@@ -129,3 +129,19 @@ def test_two_children_apart_are_held_even_when_a_third_entry_fits_best() -> None
     index.add("v1:issy", Features.of(given="Issy", family="Gray", dob=DOB))
     m = index.match(Features.of(given="Bella", family="Gray", dob=DOB))
     assert m.decision == REVIEW
+
+
+def test_two_keying_errors_of_one_name_and_of_no_other_are_that_name() -> None:
+    """Abigail Marshall recorded as "Abizail", then as "Abigasl": each one keying error
+    from Abigail and from no other name in use, neither a name: the same child (was:
+    two names for the twins rule, a person). Miax and Mias are not: Miax is as near
+    Max as Mia."""
+    index = _index(("Abigail", "Mia"), ("Max",))
+    index.add("v1:abigail", Features.of(given="Abizail", family="Marshall", dob=DOB,
+                                        postcode="TQ4 6FU"))
+    m = index.match(Features.of(given="Abigasl", family="Marshall", dob=DOB,
+                                postcode="TQ4 6FU"))
+    assert (m.decision, m.pseudonym) == (LINK, "v1:abigail")
+    assert index.names.one_name_mistyped("abigasl", "abizail")
+    assert index.names.one_name_mistyped("miaa", "mias")
+    assert not index.names.one_name_mistyped("miax", "mias")

@@ -137,6 +137,20 @@ class GivenNames:
                 return True
         return False
 
+    def one_name_mistyped(self, a: str | None, b: str | None) -> bool:
+        """True if two given names are each one keying error from the same name of
+        its own and from no other name in use, and neither is a real name: Abigasl
+        and Abizail are Abigail twice mistyped (a name in use near either, as
+        Max is near Mxa: no)."""
+        if a is None or b is None or len(a) < 4 or len(b) < 4:
+            return False
+        own, used = self.own(), self.in_use()
+        if own is None or used is None or a in used or b in used or listed(a) or listed(b):
+            return False
+        near_a = {n for n in used if OSA.distance(a, n) <= 1}
+        return (len(near_a) == 1 and not near_a.isdisjoint(own)
+                and near_a == {n for n in used if OSA.distance(b, n) <= 1})
+
     def two_names(self, a: str | None, b: str | None) -> bool:
         """True if two given names one keying error apart are both real names (Millie
         and Willie, William's familiar form): two names, not a slip of one."""

@@ -446,7 +446,8 @@ class Index:
                 levels[_OWN] = names.of_their_own(
                     f.given, other.given, levels["given"], same_home=levels["postcode"] == 0,
                     typo=levels[_TYPO])
-                if levels[_TYPO] == 1 and names.unmistakable_typo(f.given, other.given):
+                if levels[_TYPO] == 1 and (names.unmistakable_typo(f.given, other.given)
+                                           or names.one_name_mistyped(f.given, other.given)):
                     levels[_TYPO] = 0
                 per_record.append(levels)
                 if (pseudonym, other) not in self.tentative:
