@@ -272,8 +272,7 @@ class FeedReader(Closeable):
             raise FeedDecryptionError(
                 f"the feed of {self.subscriber!r} is encrypted: pass the subscriber's feed keyring"
             )
-        outer, record = self._opener.open_message(self._codec, value)
-        schema = IDENTITY_NOTICE if "notice_id" in record else FEED_RECORD
+        outer, record, schema = self._opener.open_typed(self._codec, value)
         return record, outer["key_id"], schema
 
     def __iter__(self) -> Iterator[FeedItem]:

@@ -121,8 +121,7 @@ def _feed(
         value = r.value or b""
         if is_sealed(CODEC, value):
             assert ring is not None, f"{subscriber}'s feed is sealed"
-            outer, record = ring.opener().open_message(CODEC, value)
-            schema = NOTICE if "notice_id" in record else "safeshare.FeedRecord"
+            outer, record, schema = ring.opener().open_typed(CODEC, value)
             assert outer["event_id"] == record.get("notice_id", outer["event_id"])
         else:
             schema = feed_schema(CODEC, value)

@@ -278,7 +278,15 @@ class FeedOpener:
 
     def open_message(self, codec: Codec, data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         """The EncryptedFeedRecord of a sealed message and the FeedRecord (or
-        IdentityNotice) inside it.
+        IdentityNotice) inside it (:meth:`open_typed` says which)."""
+        outer, inner, _ = self.open_typed(codec, data)
+        return outer, inner
+
+    def open_typed(
+        self, codec: Codec, data: bytes
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """The EncryptedFeedRecord, the record inside and its schema: a FeedRecord, or
+        an IdentityNotice (broker/routing/identity_notices.py).
 
         The FeedRecord must name the same subscriber and event as the envelope
         (the notice: the same subscriber and notice id; it always does when the
@@ -298,7 +306,7 @@ class FeedOpener:
                 f"sealed record for event {outer['event_id']} holds a copy of another"
                 " event or for another subscriber"
             )
-        return outer, inner
+        return outer, inner, schema
 
     def open(self, record: Mapping[str, Any]) -> bytes:
         """The plaintext of an EncryptedFeedRecord, or :class:`FeedDecryptionError`."""
