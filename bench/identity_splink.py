@@ -29,7 +29,7 @@ import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 from bench.identity_population import population
-from broker.identity.nicknames import formal_forms, forms
+from broker.identity.nicknames import familiar_forms, formal_forms, forms
 
 
 def frame(events) -> pd.DataFrame:  # type: ignore[no-untyped-def]
@@ -40,6 +40,7 @@ def frame(events) -> pd.DataFrame:  # type: ignore[no-untyped-def]
             "given": e.given.lower() if e.given else None,
             "given_forms": sorted(forms(e.given)) if e.given else None,
             "given_formal": sorted(formal_forms(e.given)) if e.given else None,
+            "given_familiar": sorted(familiar_forms(e.given)) if e.given else None,
             "family": e.family.lower() if e.family else None,
             "dob": e.dob.isoformat() if e.dob else None,
             "postcode": e.postcode,
@@ -53,8 +54,9 @@ def given_comparison() -> cl.CustomComparison:
     Splink's NameComparison with a familiar form (``nicknames.same_name``: one name
     a form of the other, or both forms of a name at least as long as each) and one
     keying error of the name or of a form of it (``typo_level``: the name mistyped
-    and the name measured against four letters or more) as levels of their own,
-    after the close spellings."""
+    and the name measured against four letters or more) and one keying error of a
+    familiar form (``familiar_typo``) as levels of their own, after the close
+    spellings."""
     jw = "jaro_winkler_similarity(given_l, given_r) >= "
     familiar = (
         "list_contains(given_forms_r, given_l) OR list_contains(given_forms_l, given_r)"
@@ -69,6 +71,12 @@ def given_comparison() -> cl.CustomComparison:
         " OR (length(given_r) >= 4 AND len(list_filter(given_formal_l,"
         " lambda x: length(x) >= 4 AND damerau_levenshtein(x, given_r) <= 1)) > 0)"
     )
+    familiar_keying = (
+        "(length(given_l) >= 3 AND len(list_filter(given_familiar_r,"
+        " lambda x: length(x) >= 3 AND damerau_levenshtein(given_l, x) <= 1)) > 0)"
+        " OR (length(given_r) >= 3 AND len(list_filter(given_familiar_l,"
+        " lambda x: length(x) >= 3 AND damerau_levenshtein(x, given_r) <= 1)) > 0)"
+    )
     return cl.CustomComparison(
         output_column_name="given",
         comparison_levels=[
@@ -77,6 +85,8 @@ def given_comparison() -> cl.CustomComparison:
             cll.CustomLevel(jw + "0.92", label_for_charts="Jaro-Winkler >= 0.92"),
             cll.CustomLevel(familiar, label_for_charts="a familiar form"),
             cll.CustomLevel(keying, label_for_charts="one keying error of it or a form"),
+            cll.CustomLevel(familiar_keying,
+                            label_for_charts="one keying error of a familiar form"),
             cll.CustomLevel(jw + "0.88", label_for_charts="Jaro-Winkler >= 0.88"),
             cll.CustomLevel(jw + "0.7", label_for_charts="Jaro-Winkler >= 0.7"),
             cll.ElseLevel(),

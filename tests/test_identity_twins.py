@@ -145,3 +145,21 @@ def test_two_keying_errors_of_one_name_and_of_no_other_are_that_name() -> None:
     assert index.names.one_name_mistyped("abigasl", "abizail")
     assert index.names.one_name_mistyped("miaa", "mias")
     assert not index.names.one_name_mistyped("miax", "mias")
+
+
+def test_a_keying_error_of_a_familiar_form_is_that_name_when_no_other_is_as_near() -> None:
+    """Amelia Moore, then "Ammy Moore" (Amy, her familiar form, mistyped): the same
+    child (was: another name, a person). Where Tammy is a name in use too, Ammy may
+    be a slip of either: a person decides. Willie is a name, never Millie mistyped."""
+    from broker.identity.comparisons import given_level
+
+    assert given_level("ammy", "amelia") == 4 and given_level("fiffi", "phoebe") == 4
+    for used, expected in (((), LINK), (("Tammy",), REVIEW)):
+        index = _index(("Amelia", "Millie", "William"), used)
+        index.add("v1:amelia", Features.of(given="Amelia", family="Moore", dob=DOB,
+                                           postcode="TQ2 3RQ"))
+        m = index.match(Features.of(given="Ammy", family="Moore", dob=DOB, postcode="TQ2 3RQ"))
+        assert (m.decision, m.pseudonym) == (expected, "v1:amelia"), used
+    index.add("v1:william", Features.of(given="William", family="Morgan", dob=DOB))
+    m = index.match(Features.of(given="Millie", family="Morgan", dob=DOB))
+    assert m.decision != LINK

@@ -14,7 +14,7 @@ from typing import Final
 
 from rapidfuzz.distance import OSA, JaroWinkler, Levenshtein
 
-from broker.identity.nicknames import formal_forms, same_name
+from broker.identity.nicknames import familiar_forms, formal_forms, same_name
 
 
 def name_level(a: str | None, b: str | None) -> int | None:
@@ -48,14 +48,16 @@ def family_level(a: str | None, b: str | None) -> int | None:
 def given_level(a: str | None, b: str | None, *, keying: bool = True) -> int | None:
     """The given name as one comparison: exact 0, JW>=0.92 1, a familiar form 2 (Jim
     for James, Jim and Jimmy: ``nicknames.same_name``), one keying error of it or
-    of a form of it 3 (``typo_level``: Tqeo for Theo, Jaems for Jamie), JW>=0.88
-    4, >=0.70 5, else 6; None if null.
+    of a form of it 3 (``typo_level``: Tqeo for Theo, Jaems for Jamie), one
+    keying error of a familiar form of it 4 (``familiar_typo``: Ammy for Amelia's
+    Amy), JW>=0.88 5, >=0.70 6, else 7; None if null.
 
     Spelling and formal form are one question, is it the same name? Weighed as
     two comparisons, an exact name counted twice and a typo or a nickname as a
     disagreement. A keying error has a level of its own: one letter wrong is far
     rarer between two children's names than a Jaro-Winkler of 0.7-0.88.
-    ``keying=False``: two names, not a slip (Millie and Willie), so not that level."""
+    ``keying=False``: two names, not a slip (Millie and Willie), so neither keying
+    level."""
     if a is None or b is None:
         return None
     if a == b:
@@ -67,7 +69,9 @@ def given_level(a: str | None, b: str | None, *, keying: bool = True) -> int | N
         return 2
     if keying and typo_level(a, b) == 0:
         return 3
-    return 4 if jw >= 0.88 else 5 if jw >= 0.70 else 6
+    if keying and familiar_typo(a, b):
+        return 4
+    return 5 if jw >= 0.88 else 6 if jw >= 0.70 else 7
 
 
 def dob_level(a: str | None, b: str | None) -> int | None:
@@ -139,6 +143,17 @@ def typo_level(a: str | None, b: str | None) -> int | None:
             ) or (len(b) >= 4 and any(OSA.distance(x, b) <= 1 for x in formal_forms(a)
                                       if len(x) >= 4))
     return 0 if near else 1
+
+
+def familiar_typo(a: str, b: str) -> bool:
+    """True if one given name (three letters or more) is one keying error from a
+    familiar form (three letters or more) of the other or of a formal form of it
+    (Ammy: Amy, Amelia's; Fiffi: Fifi, Phoebe's). Slips in nicknames are as common
+    as in names, but far more names lie one letter from some nickname, hence a
+    level of its own below the name's keying errors."""
+    return (len(a) >= 3 and any(len(n) >= 3 and OSA.distance(a, n) <= 1
+                                for n in familiar_forms(b))) or (
+        len(b) >= 3 and any(len(n) >= 3 and OSA.distance(n, b) <= 1 for n in familiar_forms(a)))
 
 
 _SOUNDEX: Final = {c: str(d) for d, letters in enumerate(

@@ -27,7 +27,8 @@ from typing import Final
 
 from rapidfuzz.distance import OSA
 
-from broker.identity.nicknames import forms, listed, same_name
+from broker.identity.comparisons import familiar_typo
+from broker.identity.nicknames import familiar_forms, forms, listed, same_name
 
 __all__ = ["GivenNames"]
 
@@ -150,6 +151,27 @@ class GivenNames:
         near_a = {n for n in used if OSA.distance(a, n) <= 1}
         return (len(near_a) == 1 and not near_a.isdisjoint(own)
                 and near_a == {n for n in used if OSA.distance(b, n) <= 1})
+
+    def unmistakable_familiar_typo(self, a: str | None, b: str | None) -> bool:
+        """True if one given name is one keying error from a familiar form of the
+        other (``comparisons.familiar_typo``: Ammy for Amelia's Amy), is no name
+        itself, and every name in use one keying error from it is a form of that
+        name: then it is that name mistyped, not another child's (Albie is a name,
+        not Abbie mistyped; Nanny may be Danny or Fanny: no)."""
+        if a is None or b is None or not familiar_typo(a, b):
+            return False
+        used = self.in_use()
+        if used is None:
+            return False
+        for typed, meant in ((a, b), (b, a)):
+            if typed in used or listed(typed):
+                continue
+            kin = familiar_forms(meant) | forms(meant)
+            if not any(len(n) >= 3 and OSA.distance(typed, n) <= 1 for n in kin):
+                continue
+            if all(n in kin for n in used if n != typed and OSA.distance(typed, n) <= 1):
+                return True
+        return False
 
     def two_names(self, a: str | None, b: str | None) -> bool:
         """True if two given names one keying error apart are both real names (Millie

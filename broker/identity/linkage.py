@@ -14,7 +14,8 @@ An event is compared with a known *child*: each comparison at its closest
 level over the child's records (its postcode may be on another record than
 its exact birth date). The given name is one comparison, its spelling and its
 formal form (a familiar form, Jim for James, is a level of it, and so is one
-keying error of it or of a formal form, Tqeo for Theo), so an exact
+keying error of it or of a formal form, Tqeo for Theo, and one of a familiar
+form, Ammy for Amelia's Amy), so an exact
 name is not counted twice nor a typo or nickname against. The birth date has
 two keying errors as levels of their own, day and month swapped and one day
 apart (by chance ten times rarer between two children than any one digit off).
@@ -440,14 +441,17 @@ class Index:
                 if f.upn and other.upn and f.upn != other.upn:
                     continue  # another pupil's record
                 levels = levels_of(f, other)
-                if levels["given"] == 3 and names.two_names(f.given, other.given):
+                if levels["given"] in (3, 4) and names.two_names(f.given, other.given):
                     levels["given"] = given_level(f.given, other.given, keying=False)
                     levels[_TYPO] = 1  # Millie is not Willie mistyped
                 levels[_OWN] = names.of_their_own(
                     f.given, other.given, levels["given"], same_home=levels["postcode"] == 0,
                     typo=levels[_TYPO])
-                if levels[_TYPO] == 1 and (names.unmistakable_typo(f.given, other.given)
-                                           or names.one_name_mistyped(f.given, other.given)):
+                if levels[_TYPO] == 1 and (
+                        names.unmistakable_typo(f.given, other.given)
+                        or names.one_name_mistyped(f.given, other.given)
+                        or levels["given"] == 4
+                        and names.unmistakable_familiar_typo(f.given, other.given)):
                     levels[_TYPO] = 0
                 per_record.append(levels)
                 if (pseudonym, other) not in self.tentative:

@@ -35,6 +35,14 @@ def formal_forms(given: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=65536)
+def familiar_forms(given: str) -> frozenset[str]:
+    """The familiar forms of ``given`` and of the formal forms it is a form of (Amy,
+    Millie, Mel for Amelia; Fifi for Phoebe): what a keying error of a familiar
+    form is measured against."""
+    return frozenset(n for f in formal_forms(given) for n in _namer().nicknames_of(f))
+
+
+@lru_cache(maxsize=65536)
 def listed(given: str) -> bool:
     """True if the data set knows ``given`` as a name or a familiar form of one (Max,
     Willie; not a keying error such as Mxa)."""
