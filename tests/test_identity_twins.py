@@ -163,3 +163,15 @@ def test_a_keying_error_of_a_familiar_form_is_that_name_when_no_other_is_as_near
     index.add("v1:william", Features.of(given="William", family="Morgan", dob=DOB))
     m = index.match(Features.of(given="Millie", family="Morgan", dob=DOB))
     assert m.decision != LINK
+
+
+def test_the_index_keeps_its_count_of_given_names_as_it_changes() -> None:
+    """The twins rule asks for the number of records for every record it compares;
+    the count is kept as records come and go, not summed each time."""
+    index = _index(("Mia",))
+    counts = index.names.counts
+    assert counts.sum == counts.total() == 1200
+    index.add("v1:x", Features.of(given="Ava", family="Lee", dob=DOB))
+    index.remove("v1:0")
+    assert counts.sum == counts.total() == 1200
+    assert counts.copy().sum == 1200

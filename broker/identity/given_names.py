@@ -21,7 +21,7 @@ tuned to a population.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -30,7 +30,7 @@ from rapidfuzz.distance import OSA
 from broker.identity.comparisons import familiar_typo
 from broker.identity.nicknames import familiar_forms, forms, listed, same_name
 
-__all__ = ["GivenNames"]
+__all__ = ["GivenNames", "Tally"]
 
 #: The least share of the index's records a given name has to be a name of its
 #: own (one child in 200: Elsie, Alice; a rare familiar form such as Belle is not).
@@ -41,22 +41,42 @@ IN_USE: Final = 1e-3
 YOUNG: Final = 1000
 
 
+class Tally(Counter[str]):
+    """A Counter that keeps its total as it changes (``Counter.total()`` sums every
+    value, and the twins rule asks for it for every record compared)."""
+
+    def __init__(self, counts: Mapping[str, int] | None = None) -> None:
+        super().__init__()
+        self.sum = 0
+        for key, value in (counts or {}).items():
+            self[key] = value
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self.sum += value - self.get(key, 0)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: object) -> None:
+        if isinstance(key, str):
+            self.sum -= self.get(key, 0)
+        super().__delitem__(key)
+
+
 @dataclass
 class GivenNames:
     """The index's counts of given names (shared with it), and the rules on them."""
 
-    counts: Counter[str]
+    counts: Tally
     _cache: tuple[int, frozenset[str], frozenset[str]] | None = field(default=None, repr=False)
 
     def share(self, name: str) -> float | None:
         """Share of indexed records with this given name (None while the index is young)."""
-        total = self.counts.total()
+        total = self.counts.sum
         if total < YOUNG:
             return None
         return self.counts[name] / total
 
     def _recount(self) -> tuple[frozenset[str], frozenset[str]] | None:
-        total = self.counts.total()
+        total = self.counts.sum
         if total < YOUNG:
             return None
         if self._cache is None or total // YOUNG != self._cache[0]:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -64,7 +63,7 @@ from broker.identity.comparisons import (
     soundex,
     typo_level,
 )
-from broker.identity.given_names import GivenNames
+from broker.identity.given_names import GivenNames, Tally
 from broker.identity.nicknames import forms
 
 __all__ = [
@@ -338,8 +337,8 @@ class Index:
     recipients: dict[str, dict[str, bool]] = field(default_factory=dict)
     #: Survivor -> {merged pseudonym: the recipients told of that link}, for an unlink.
     told: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
-    _counts: dict[str, Counter[str]] = field(
-        default_factory=lambda: {"given": Counter(), "family": Counter()}
+    _counts: dict[str, Tally] = field(
+        default_factory=lambda: {"given": Tally(), "family": Tally()}
     )
     _blocks: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
     #: Records a link below 0.99 brought (pseudonym, features): not evidence for
@@ -403,7 +402,7 @@ class Index:
     def _tf(self, attr: str, value: str) -> float | None:
         """Share of indexed records with this value (None until 1,000 are indexed)."""
         counts = self._counts[attr]
-        total = counts.total()
+        total = counts.sum
         if total < 1000:
             return None
         return counts[value] / total
