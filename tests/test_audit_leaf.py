@@ -426,6 +426,19 @@ def test_identity_leaf_has_its_own_members_and_round_trips() -> None:
     assert b"identity_other" not in shared.to_bytes()
 
 
+def test_review_raised_leaf_names_the_other_child_keyed_and_nothing_a_decision_has() -> None:
+    fields = {k: v for k, v in _UNLINKED.items()
+              if k not in ("identity_decided_by", "identity_shares")}
+    fields.update(kind="REVIEW_RAISED", outcome="REVIEW", rule_id="identity.review_above")
+    leaf = AuditLeaf.from_bytes(leaf_bytes(fields))
+    assert leaf.kind is LeafKind.REVIEW_RAISED and leaf.identity_other == _sha
+    assert leaf.identity_decided_by is None and b"identity_decided_by" not in leaf.to_bytes()
+    for change, says in (({"identity_other": "v1:ABC"}, "identity_other"),
+                         ({"identity_decided_by": _sha}, "identity_decided_by")):
+        with pytest.raises(MalformedError, match=says):
+            leaf_bytes({**fields, **change})
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [

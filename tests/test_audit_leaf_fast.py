@@ -69,7 +69,7 @@ def leaf_fields(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any
             "kind": st.sampled_from(
                 [k for k in [*LeafKind, *(k.value for k in LeafKind)]
                  if k not in ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART",
-                              "REFUSED")]
+                              "REVIEW_RAISED", "REFUSED")]
             ),
             "event_id": text,
             "event_digest": digests,

@@ -75,6 +75,17 @@ chronology can be told; LINKED and KEPT_APART: empty). A KEPT_APART leaf
 records that a review item's two children are two: ``subject`` the candidate,
 ``identity_other`` the provisional child; the index is unchanged.
 
+A ``REVIEW_RAISED`` leaf records a review item the router raised for two
+children two of its instances named at the same moment, each not yet knowing
+the other's (:func:`broker.routing.identity_decisions.pair_reviews`):
+``event_id`` is the review id, ``event_digest`` the SHA-256 of the item's
+bytes, ``source_agency`` the agency whose event started the child learned,
+``subject`` the keyed pseudonym of the candidate, ``outcome`` ``REVIEW``,
+``rule_id`` ``identity.review_above``. It alone has one more member,
+``identity_other``: the keyed pseudonym of the provisional child. (An event's
+own review item needs no leaf of its own: the event's leaves carry its
+provisional pseudonym.)
+
 A ``REFUSED`` leaf records a caller the gateway refused (403) because it
 tried to act as another principal: publish as another agency, read or
 acknowledge another subscriber's feed, read another agency's receipts
@@ -162,6 +173,7 @@ class LeafKind(StrEnum):
     LINKED = "LINKED"  # a person linked two pseudonyms as one child
     UNLINKED = "UNLINKED"  # a person split a wrongly linked child apart again
     KEPT_APART = "KEPT_APART"  # a person decided a review item's two records are two children
+    REVIEW_RAISED = "REVIEW_RAISED"  # two children two router instances named: to a person
     REFUSED = "REFUSED"  # a caller tried to act as another principal (gateway, 403)
     SIGNED_FOR = "SIGNED_FOR"  # the gateway signed an event for an agency delegating to it
 
@@ -298,7 +310,12 @@ class AuditLeaf:
             set_(self, "identity_shares",
                  _strings("identity_shares", self.identity_shares, sort=True))
         else:
-            for name in _IDENTITY_FIELDS:
+            if self.kind is LeafKind.REVIEW_RAISED:
+                _hex64("identity_other", self.identity_other)
+            elif self.identity_other is not None:
+                raise _fail("identity_other", "belongs to a LINKED, UNLINKED or KEPT_APART leaf"
+                            " only, or a REVIEW_RAISED one")
+            for name in ("identity_decided_by", "identity_shares"):
                 if getattr(self, name) is not None:
                     raise _fail(name, "belongs to a LINKED, UNLINKED or KEPT_APART leaf only")
         if self.kind is LeafKind.REFUSED:
@@ -351,6 +368,8 @@ class AuditLeaf:
             d.update((name, getattr(self, name)) for name in _CONSULTED_FIELDS)
         elif self.kind in _IDENTITY_KINDS:
             d.update((name, getattr(self, name)) for name in _IDENTITY_FIELDS)
+        elif self.kind is LeafKind.REVIEW_RAISED:
+            d["identity_other"] = self.identity_other
         elif self.kind is LeafKind.REFUSED:
             d["refused_by"] = self.refused_by
         d["kind"] = self.kind.value
@@ -411,7 +430,7 @@ _REFUSED_NAMES = frozenset({"refused_by"})
 _KIND_NAMES: dict[object, frozenset[str]] = {
     "CONSENT": _CONSENT_NAMES, "CONSULTED": _CONSULTED_NAMES,
     "LINKED": _IDENTITY_NAMES, "UNLINKED": _IDENTITY_NAMES, "KEPT_APART": _IDENTITY_NAMES,
-    "REFUSED": _REFUSED_NAMES,
+    "REVIEW_RAISED": frozenset({"identity_other"}), "REFUSED": _REFUSED_NAMES,
 }
 _FIELD_ORDER = tuple(
     f.name for f in fields(AuditLeaf)

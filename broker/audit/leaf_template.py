@@ -82,9 +82,10 @@ def _dataclass_bytes(fields: Mapping[str, Any]) -> bytes:
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-# Not CONSENT, CONSULTED, LINKED, UNLINKED, KEPT_APART or REFUSED: their leaves have
-# members of their own (dataclass path).
-_OWN_MEMBERS_LIST = ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART", "REFUSED")
+# Not CONSENT, CONSULTED, LINKED, UNLINKED, KEPT_APART, REVIEW_RAISED or REFUSED: their
+# leaves have members of their own (dataclass path).
+_OWN_MEMBERS_LIST = ("CONSENT", "CONSULTED", "LINKED", "UNLINKED", "KEPT_APART",
+                     "REVIEW_RAISED", "REFUSED")
 _OWN_MEMBERS = frozenset(_OWN_MEMBERS_LIST)
 _ALL_NAMES = (_FIELD_NAMES | _CONSENT_NAMES | _CONSULTED_NAMES | _IDENTITY_NAMES
               | _REFUSED_NAMES)

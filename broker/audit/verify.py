@@ -457,7 +457,8 @@ SUBJECT_DECISIONS = frozenset({LeafKind.SHARED, LeafKind.WITHHELD})
 #: shared about the subject (``safeshare audit who-saw``; DPA 2018 s.62) and the
 #: identity decisions about it.
 SUBJECT_HISTORY = SUBJECT_DECISIONS | {
-    LeafKind.CONSENT, LeafKind.CONSULTED, LeafKind.LINKED, LeafKind.UNLINKED, LeafKind.KEPT_APART
+    LeafKind.CONSENT, LeafKind.CONSULTED, LeafKind.LINKED, LeafKind.UNLINKED, LeafKind.KEPT_APART,
+    LeafKind.REVIEW_RAISED,
 }
 
 
