@@ -78,8 +78,8 @@ class IdentityDesk(Closeable):
             consumer.close()
 
     def items(self, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        """Every review item raised for this subscriber, oldest first."""
-        return self._read({self.reviews_topic: REVIEW_ITEM}, timeout_s)[self.reviews_topic]
+        """Every review item raised for this subscriber, oldest first (one per review id)."""
+        return _once(self._read({self.reviews_topic: REVIEW_ITEM}, timeout_s)[self.reviews_topic])
 
     def decisions(self, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Every decision this subscriber's people wrote, oldest first."""
@@ -91,7 +91,7 @@ class IdentityDesk(Closeable):
         read = self._read({self.reviews_topic: REVIEW_ITEM, self.decisions_topic: DECISION},
                           timeout_s)
         answered = {d["review_id"] for d in read[self.decisions_topic]}
-        return [i for i in read[self.reviews_topic] if i["review_id"] not in answered]
+        return [i for i in _once(read[self.reviews_topic]) if i["review_id"] not in answered]
 
     def show(self, pseudonym: str, *, timeout_s: float = 10.0) -> dict[str, list[dict[str, Any]]]:
         """The review items and decisions that name ``pseudonym``."""
@@ -143,3 +143,16 @@ class IdentityDesk(Closeable):
 
     def close(self) -> None:
         self._producer.close()
+
+
+def _once(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first item of each review id: two router instances that met the same two
+    children each raise the pair's item (broker/routing/identity_decisions.py), and a
+    router replaying a batch after a failure may write an item again."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if item["review_id"] not in seen:
+            seen.add(item["review_id"])
+            out.append(item)
+    return out

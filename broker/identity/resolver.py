@@ -41,6 +41,8 @@ class Resolution:
     #: The event's features, and whether they were new to the child (for an undo).
     features: Features | None = None
     added: bool = False
+    #: For a new child: what its first entry says of where it came from (store.py).
+    origin: Mapping[str, str | None] | None = None
 
 
 class Resolver:
@@ -73,8 +75,13 @@ class Resolver:
             return m.pseudonym
         return self.keys.pseudonym("nhs", f.nhs) if f.nhs else None
 
-    def resolve(self, subject: Mapping[str, Any], placed: Placed | None = None) -> Resolution:
-        """The pseudonym for ``subject`` (placed already, or now); its record joins the index."""
+    def resolve(
+        self, subject: Mapping[str, Any], placed: Placed | None = None,
+        origin: Mapping[str, str] | None = None,
+    ) -> Resolution:
+        """The pseudonym for ``subject`` (placed already, or now); its record joins the index.
+        ``origin`` (event id, agency, local authority) goes into a new child's entry
+        with the candidate of its review, for the other router instances."""
         f, m = placed or self.place(subject)
         if m.decision == LINK and m.pseudonym is not None:
             pseudonym, candidate = m.pseudonym, None
@@ -83,14 +90,17 @@ class Resolver:
             candidate = m.pseudonym if m.decision == REVIEW else None
         added = self.index.add(pseudonym, f, m.probability if m.decision == LINK else 1.0)
         decision = m.decision if m.decision in (LINK, REVIEW) else NEW
+        first = ({**origin, "reviewed": candidate}
+                 if origin is not None and decision != LINK else None)
         return Resolution(
             pseudonym=pseudonym,
             decision=decision,
             probability=m.probability,
             candidate=candidate,
-            index_record=entry(self.sealer, self.index, pseudonym),
+            index_record=entry(self.sealer, self.index, pseudonym, origin=first),
             features=f,
             added=added,
+            origin=first,
         )
 
     def _new_child(self, f: Features) -> str:

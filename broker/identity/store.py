@@ -27,6 +27,11 @@ to them (the child's earlier values, on the same partition, came before).
 (shown: its copies showed the pseudonym), and ``"told": {pseudonym:
 {subscriber: shown}}``: who was told of each link into it; both so that a link
 or unlink is announced to exactly those feeds (broker/routing/identity_notices.py).
+``"origin": {"event_id", "agency", "local_authority", "reviewed"}``: on a new
+child's first entry, the event that started it and the candidate a review item
+already pairs it with (or null), so that another router instance learning the
+child can raise the review the two would have met in one index
+(broker/routing/identity.py), and not one already raised.
 """
 
 from __future__ import annotations
@@ -122,11 +127,18 @@ class IndexSealer:
             tentative=[int(i) for i in obj.get("tentative") or ()],
             recipients=_recipients(obj.get("recipients")),
             told={str(p): _recipients(r) for p, r in (obj.get("told") or {}).items()},
+            origin=_origin(obj.get("origin")),
         )
 
 
 def _recipients(value: object) -> dict[str, bool]:
     return {str(k): bool(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _origin(value: object) -> dict[str, str | None]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): None if v is None else str(v) for k, v in value.items()}
 
 
 def _anchor(value: object) -> tuple[str, str] | None:
@@ -149,6 +161,7 @@ class Entry:
     tentative: list[int] = field(default_factory=list)
     recipients: dict[str, bool] = field(default_factory=dict)
     told: dict[str, dict[str, bool]] = field(default_factory=dict)
+    origin: dict[str, str | None] = field(default_factory=dict)
 
     def add_to(self, index: Index, pseudonym: str) -> None:
         """Add the entry's records to ``index`` as the child ``pseudonym``'s."""
@@ -158,9 +171,11 @@ class Entry:
 
 
 def entry(
-    sealer: IndexSealer, index: Index, pseudonym: str, *, replace: bool = False
+    sealer: IndexSealer, index: Index, pseudonym: str, *, replace: bool = False,
+    origin: Mapping[str, str | None] | None = None,
 ) -> tuple[bytes, bytes | None]:
-    """The topic record (key, value) for one child as the index now holds it."""
+    """The topic record (key, value) for one child as the index now holds it
+    (``origin``: a new child's, see the module docstring)."""
     records = index.records.get(pseudonym)
     if not records:
         return pseudonym.encode(), None
@@ -179,6 +194,8 @@ def entry(
         extra["told"] = {p: dict(r) for p, r in index.told[pseudonym].items()}
     if replace:
         extra["replace"] = True
+    if origin:
+        extra["origin"] = dict(origin)
     if unsure := index.tentative_of(pseudonym):
         extra["tentative"] = unsure
     return pseudonym.encode(), sealer.seal(

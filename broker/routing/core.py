@@ -442,9 +442,14 @@ class RoutingCore:
         if rollback is not None:
             rollback()
 
-    def learn_identity_record(self, key: bytes | None, value: bytes | None) -> bool:
-        """Fold a committed identity-topic record into the index (see broker.routing.identity)."""
-        return self.identity.learn(key, value) if self.identity is not None else False
+    def learn_identity_record(
+        self, key: bytes | None, value: bytes | None, *, live: bool = False
+    ) -> bool:
+        """Fold a committed identity-topic record into the index (see broker.routing.identity);
+        ``live``: following, not rebuilding (another instance's new child is scored)."""
+        if self.identity is None:
+            return False
+        return self.identity.learn(key, value, live=live)
 
     def learn_consent_leaf(self, data: bytes) -> bool:
         """Fold a committed CONSENT leaf (another instance's, or any after a restart) into

@@ -68,13 +68,16 @@ class Followers:
         audit, checkpoints = self.topics.audit, self.topics.audit_checkpoints
         identity = self.topics.identity
         own = ((AUDIT_WRITER_HEADER, self._writer_token),)
+        # Rebuilding the index (the first read from the start) is not following it:
+        # another instance's new children are scored only as they come.
+        live = self._audit_caught_up_for is not None
 
         def learn(r: Record) -> None:
             if r.topic == checkpoints:
                 self._note_checkpoint(r)
                 return
             if r.topic == identity:
-                self.core.learn_identity_record(r.key, r.value)
+                self.core.learn_identity_record(r.key, r.value, live=live)
                 return
             if r.topic != audit:
                 return

@@ -20,7 +20,14 @@ for the routing core:
   unlink can say, and which subscribers hold records under each child the
   index knows, so a link or unlink is announced to them
   (broker/routing/identity_notices.py). All of it is taken back by
-  :meth:`rollback` as well.
+  :meth:`rollback` as well;
+- :meth:`learn` of a new child another instance wrote (while following, not
+  while rebuilding) scores it against the children this instance knows: two
+  instances may each have named one child at the same moment, neither
+  knowing the other's. A pair at or above the policy's lower threshold is a
+  :class:`Pair` for review (never linked automatically; a person decides), which
+  :meth:`take_pairs` hands to the router's next transaction
+  (broker/routing/identity_decisions.py: ``pair_reviews``).
 """
 
 from __future__ import annotations
@@ -28,19 +35,40 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from broker.identity import decisions
 from broker.identity.exceptions import IdentityError
-from broker.identity.linkage import NEW, REVIEW, Features, Index, Model, Thresholds
+from broker.identity.linkage import LINK, NEW, REVIEW, Features, Index, Model, Thresholds
 from broker.identity.pseudonym import PartnershipKeys
 from broker.identity.resolver import Placed, Resolution, Resolver
-from broker.identity.store import IndexSealer, entry
+from broker.identity.store import Entry, IndexSealer, entry
 
 IndexRecord = tuple[bytes, bytes | None]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two children that may be one, met when one instance learned the other's:
+    ``candidate`` stays if a person links them (the one named by NHS number if
+    only one is), ``provisional`` the other; where the learned child came from."""
+
+    candidate: str
+    provisional: str
+    probability: float
+    event_id: str
+    agency: str
+    local_authority: str
+
+    @property
+    def children(self) -> tuple[str, str]:
+        """The two pseudonyms in a fixed order: what the review id is derived from."""
+        a, b = sorted((self.candidate, self.provisional))
+        return a, b
 
 
 class SubjectIdentity:
@@ -53,6 +81,13 @@ class SubjectIdentity:
         # Per open transaction: what takes each change back, in order.
         self._undo: list[Callable[[], None]] = []
         self.reviews = 0
+        # Pairs met while learning, for the next transaction; and the pairs this
+        # instance raised (so a pair is raised once, whichever child is learned).
+        self._pairs: dict[tuple[str, str], Pair] = {}
+        self._raised: set[tuple[str, str]] = set()
+        # New children of the open transaction: their origin, kept in every entry
+        # the transaction writes for them (the last one is the one others read).
+        self._origins: dict[str, Mapping[str, str | None]] = {}
 
     @classmethod
     def from_keys_dir(
@@ -62,16 +97,22 @@ class SubjectIdentity:
         keys = PartnershipKeys.load(directory, create=create)
         return cls(Resolver(keys=keys, index=Index(Model.default(), thresholds)))
 
-    def resolve(self, subject: Mapping[str, Any], placed: Placed | None = None) -> Resolution:
+    def resolve(
+        self, subject: Mapping[str, Any], placed: Placed | None = None,
+        origin: Mapping[str, str] | None = None,
+    ) -> Resolution:
         """The pseudonym for ``subject`` (placed by :meth:`certain`, or now); the
-        index now holds the event's record."""
-        r = self.resolver.resolve(subject, placed)
+        index now holds the event's record (``origin``: the event's id, agency and
+        local authority, kept in a new child's entry for the other instances)."""
+        r = self.resolver.resolve(subject, placed, origin)
         if r.decision in (NEW, REVIEW):
             self._undo.append(functools.partial(self._take_back, r.pseudonym, None))
         elif r.added:
             self._undo.append(functools.partial(self._take_back, r.pseudonym, r.features))
         if r.decision == REVIEW:
             self.reviews += 1
+        if r.origin is not None:
+            self._origins[r.pseudonym] = r.origin
         return r
 
     def certain(self, subject: Mapping[str, Any]) -> tuple[str | None, Placed]:
@@ -83,6 +124,7 @@ class SubjectIdentity:
 
     def begin(self) -> None:
         self._undo.clear()
+        self._origins.clear()
 
     def rollback(self) -> None:
         """Take back every change made since :meth:`begin`."""
@@ -203,7 +245,7 @@ class SubjectIdentity:
             ix.recipients.setdefault(pseudonym, {}).update(new)
         if linked:
             decisions.note_shares(ix, pseudonym, event_id, list(shown))
-        return entry(self.sealer, ix, pseudonym)
+        return entry(self.sealer, ix, pseudonym, origin=self._origins.get(pseudonym))
 
     def linked_with(self, pseudonym: str) -> Iterable[str]:
         """The pseudonyms a person linked into ``pseudonym`` (empty for most children)."""
@@ -221,8 +263,12 @@ class SubjectIdentity:
     def knows(self, pseudonym: str) -> bool:
         return pseudonym in self.index.records
 
-    def learn(self, key: bytes | None, value: bytes | None) -> bool:
-        """Fold one committed identity-topic record into the index; False if unusable."""
+    def learn(self, key: bytes | None, value: bytes | None, *, live: bool = False) -> bool:
+        """Fold one committed identity-topic record into the index; False if unusable.
+
+        ``live``: following the topic, not rebuilding the index from it: a new
+        child another instance wrote is first scored against the children this
+        one knows (:meth:`_meet`)."""
         if key is None:
             return False
         pseudonym = key.decode("utf-8", "replace")
@@ -242,6 +288,8 @@ class SubjectIdentity:
             return False
         if e.replace:
             ix.remove(pseudonym)
+        elif live and e.origin and pseudonym not in ix.records:
+            self._meet(pseudonym, e)
         e.add_to(ix, pseudonym)
         if e.anchor is not None:
             ix.anchors[pseudonym] = e.anchor
@@ -254,6 +302,50 @@ class SubjectIdentity:
         _put(ix.recipients, pseudonym, held or None)
         _put(ix.told, pseudonym, e.told or None)
         return True
+
+    def _meet(self, pseudonym: str, e: Entry) -> None:
+        """Score a new child another instance named against this instance's children
+        (before it joins the index); the best one at or above the lower threshold,
+        but not the one its writer already raised a review with, makes a :class:`Pair`."""
+        reviewed = e.origin.get("reviewed")
+        best: tuple[float, str] | None = None
+        for f in e.records:
+            m = self.index.match(f)
+            if m.decision not in (LINK, REVIEW) or m.pseudonym in (None, pseudonym, reviewed):
+                continue
+            if best is None or m.probability > best[0]:
+                best = (m.probability, str(m.pseudonym))
+        if best is None:
+            return
+        p, known = best
+        by_nhs = (e.anchor or ("", ""))[0] == "nhs"
+        known_by_nhs = self.index.anchors.get(known, ("", ""))[0] == "nhs"
+        candidate, provisional = (pseudonym, known) if by_nhs and not known_by_nhs else (
+            known, pseudonym)
+        pair = Pair(candidate, provisional, p, e.origin.get("event_id") or "",
+                    e.origin.get("agency") or "", e.origin.get("local_authority") or "")
+        if pair.children not in self._raised:
+            self._pairs.setdefault(pair.children, pair)
+
+    def pairs_pending(self) -> bool:
+        return bool(self._pairs)
+
+    def take_pairs(self) -> list[Pair]:
+        """The pairs met since the last transaction whose children are both still
+        known apart (a link may have joined them meanwhile); given back by
+        :meth:`rollback` if the transaction aborts."""
+        taken = list(self._pairs.values())
+        self._pairs.clear()
+        out = [p for p in taken if self.knows(p.candidate) and self.knows(p.provisional)]
+        self._raised.update(p.children for p in out)
+
+        def give_back() -> None:
+            self._raised.difference_update(p.children for p in out)
+            for p in taken:
+                self._pairs.setdefault(p.children, p)
+
+        self._undo.append(give_back)
+        return out
 
 
 def _put(d: dict[str, Any], key: str, value: Any) -> None:

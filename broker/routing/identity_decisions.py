@@ -10,6 +10,11 @@
   ``IdentityReview`` on the review topic of each subscriber the policy's
   ``identity.deciders`` names for the child's local authority (all deciders
   if none covers it), in the transaction that routes the event.
+- :func:`pair_reviews`: two router instances named one child twice at the same
+  moment (broker/routing/identity.py, ``Pair``): one review item for the pair,
+  its id derived from the two pseudonyms so that both instances raising it
+  give one item (the desk collapses repeats), with a REVIEW_RAISED audit leaf;
+  written in the router's next transaction. Never a link: a person decides.
 - :func:`handle_decision`: a message of a subscriber's identity decisions
   topic. Accepted only if it is an ``IdentityDecision`` of the topic's owner
   (Kafka ACLs let only that subscriber write it), naming the person who
@@ -56,6 +61,13 @@ def review_id(event_id: str) -> str:
     return str(uuid.uuid5(_REVIEW_NS, event_id))
 
 
+def pair_review_id(a: str, b: str) -> str:
+    """The review item's id for two children met by two instances: derived from the
+    pair (in either order), so every instance raising it gives the same id."""
+    first, second = sorted((a, b))
+    return str(uuid.uuid5(_REVIEW_NS, f"pair\x00{first}\x00{second}"))
+
+
 def name_subject(
     core: RoutingCore, event: dict[str, Any], routed: Routed, now_ms: int,
     placed: Placed | None = None,
@@ -65,7 +77,10 @@ def name_subject(
     from broker.routing.core import Outbound  # noqa: PLC0415
 
     assert core.identity is not None
-    resolution = core.identity.resolve(event["subject"], placed)
+    origin = {"event_id": str(event["event_id"]),
+              "agency": str(event["source"]["agency_id"]),
+              "local_authority": str(event["subject"].get("local_authority") or "")}
+    resolution = core.identity.resolve(event["subject"], placed, origin)
     pseudonym = event["subject"]["pseudonym"] = resolution.pseudonym
     key, value = resolution.index_record
     assert value is not None  # the index holds at least this event's record
@@ -127,6 +142,53 @@ def review_outputs(
     data = core.codec.encode(item, REVIEW_ITEM)
     return [Outbound(core.topics.identity_reviews(s), r.pseudonym.encode(), data)
             for s in deciders]
+
+
+def pair_reviews(core: RoutingCore, now_ms: int) -> tuple[list[Outbound], list[bytes]]:
+    """The review items (and their audit leaves) for the pairs of children the
+    router met while learning another instance's index entries (module docstring)."""
+    from broker.routing.core import Outbound  # noqa: PLC0415
+
+    if core.identity is None or not core.identity.pairs_pending():
+        return [], []
+    outputs: list[Outbound] = []
+    leaves: list[bytes] = []
+    for pair in core.identity.take_pairs():
+        deciders = _deciders(core, pair.local_authority)
+        if not deciders:
+            log.warning("two children met across router instances need an identity review"
+                        " but the policy names no identity.deciders")
+            continue
+        rid = pair_review_id(*pair.children)
+        item = {
+            "review_id": rid,
+            "event_id": pair.event_id,
+            "source_agency": pair.agency,
+            "provisional": pair.provisional,
+            "candidate": pair.candidate,
+            "match_probability": float(pair.probability),
+            "raised_at": now_ms,
+        }
+        data = core.codec.encode(item, REVIEW_ITEM)
+        outputs += [Outbound(core.topics.identity_reviews(s), rid.encode(), data)
+                    for s in deciders]
+        leaves.append(core._leaves.other({
+            "kind": "REVIEW_RAISED",
+            "time_ms": now_ms,
+            "event_id": rid,
+            "event_digest": hashlib.sha256(data).hexdigest(),
+            "source_agency": pair.agency,
+            "subject": core.subject_hmac(pair.candidate),
+            "outcome": "REVIEW",
+            "rule_id": "identity.review_above",
+            "reason": f"one child named twice by two router instances: review {rid} for"
+                      f" {', '.join(deciders)}",
+            "policy_digest": str(getattr(core.decider, "digest", "") or ""),
+            "identity_other": core.subject_hmac(pair.provisional),
+        }))  # fmt: skip
+        log.info("identity review %s raised: two router instances named one child twice"
+                 " (match probability %.3f)", rid, pair.probability)
+    return outputs, leaves
 
 
 def _deciders(core: RoutingCore, local_authority: str) -> list[str]:

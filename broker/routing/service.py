@@ -407,6 +407,8 @@ class RouterService(Followers, Transactions):
                         last_activity = time.monotonic()
                         assert group is not None
                         self._process(batches, group)
+                    elif group and self.core.identity and self.core.identity.pairs_pending():
+                        self._process({}, group)  # review items met in another's entries
                 except ProducerFencedError as exc:
                     self._fenced(exc)
                     break

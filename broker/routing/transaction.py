@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from broker.kafka.exceptions import KafkaError, ProducerFencedError
@@ -23,6 +24,7 @@ from broker.kafka.producer import Producer, SendFuture, Sent, make_producer
 from broker.kafka.structs import GroupMetadata, OffsetAndMetadata, Record, TopicPartition
 from broker.routing._records import _describe, _inbound, _span, _where
 from broker.routing.core import Routed, RoutingCore
+from broker.routing.identity_decisions import pair_reviews
 from broker.routing.metrics import RouterMetrics
 from broker.topics import Topics
 
@@ -172,7 +174,8 @@ class Transactions:
                 for tp, records in batches.items()
                 if records
             }
-            txn.offsets_sent = producer.start_sending_offsets(offsets, group)
+            txn.offsets_sent = (producer.start_sending_offsets(offsets, group) if offsets
+                                else lambda timeout=None: None)
             send = producer.send
             handle = self.core.handle
             debug = log.isEnabledFor(logging.DEBUG)
@@ -184,12 +187,17 @@ class Transactions:
                         wheres.append(_where(r))
                     leaves.extend(routed.leaves)
                     routed_all.append(routed)
+            # Review items for children two instances named twice (learned since the
+            # last transaction; taken back with the rest if this one aborts).
+            raised, raised_leaves = pair_reviews(self.core, self.core.clock.now_ms())
+            leaves.extend(raised_leaves)
             # Sent after the whole batch is routed, in one run: the client's
             # send path stays hot in the CPU caches instead of alternating with
             # routing (cheaper per record). Nothing leaves before
             # the flush anyway (the producer lingers longer than a transaction).
+            outputs = (out for routed in routed_all for out in routed.outputs)
             txn.copies = producer.send_all(
-                (out.topic, out.key, out.value) for routed in routed_all for out in routed.outputs
+                (out.topic, out.key, out.value) for out in chain(outputs, raised)
             )
             for payload in self._audit_encoder(leaves):
                 futures.append(send(self.topics.audit, payload, headers=self._audit_headers))
@@ -305,7 +313,7 @@ class Transactions:
                 "router %s: committed %s: %d record(s), %d leaves",
                 self.instance_id, _span(txn.batches), len(routed_all), len(txn.leaves),
             )
-        if self._on_batch is not None:
+        if self._on_batch is not None and routed_all:
             self._on_batch(routed_all)
 
     def _log_quarantined(self, txn: _Open) -> None:
