@@ -144,13 +144,18 @@ def review_outputs(
             for s in deciders]
 
 
-def pair_reviews(core: RoutingCore, now_ms: int) -> tuple[list[Outbound], list[bytes]]:
+def pair_reviews(
+    core: RoutingCore, now_ms: int | None = None
+) -> tuple[list[Outbound], list[bytes]]:
     """The review items (and their audit leaves) for the pairs of children the
-    router met while learning another instance's index entries (module docstring)."""
+    router met while learning another instance's index entries (module docstring);
+    ``now_ms`` defaults to the core's clock, read only if a pair waits."""
+    if core.identity is None or not core.identity.pairs_pending():
+        return [], []  # every transaction asks: nothing more than this when none waits
     from broker.routing.core import Outbound  # noqa: PLC0415
 
-    if core.identity is None or not core.identity.pairs_pending():
-        return [], []
+    if now_ms is None:
+        now_ms = core.clock.now_ms()
     outputs: list[Outbound] = []
     leaves: list[bytes] = []
     for pair in core.identity.take_pairs():

@@ -189,7 +189,7 @@ class Transactions:
                     routed_all.append(routed)
             # Review items for children two instances named twice (learned since the
             # last transaction; taken back with the rest if this one aborts).
-            raised, raised_leaves = pair_reviews(self.core, self.core.clock.now_ms())
+            raised, raised_leaves = pair_reviews(self.core)
             leaves.extend(raised_leaves)
             # Sent after the whole batch is routed, in one run: the client's
             # send path stays hot in the CPU caches instead of alternating with
