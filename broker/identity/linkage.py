@@ -41,7 +41,10 @@ not known to differ, a name of its own that is a familiar form of another
 given name, or without the family name or birth date unless the postcode
 agrees, the given name is one the twins rule allows and nothing else differs
 by more than a keying error (a first name and a birthday alone fit too many
-children).
+children), or, without the family name, the exact birth date and the same
+name or a familiar form score at least 0.95 and no other child the event fits
+is known under another family name (the name it lacks is what would tell
+them apart).
 """
 
 from __future__ import annotations
@@ -67,9 +70,9 @@ from broker.identity.given_names import GivenNames, Tally
 from broker.identity.nicknames import forms
 
 __all__ = [
-    "LINK", "NEW", "REVIEW", "Features", "Index", "Match", "Model", "Thresholds",
+    "LINK", "NEW", "REVIEW", "THIN_LINK", "Features", "Index", "Match", "Model", "Thresholds",
     "best_levels", "dob_level", "family_level", "given_level", "levels_of", "name_level",
-    "postcode_level", "probability", "soundex", "typo_level",
+    "postcode_level", "probability", "soundex", "thin", "typo_level",
 ]
 LINK: Final = "LINK"
 NEW: Final = "NEW"
@@ -234,10 +237,11 @@ class Model:
             levels["postcode"] == 0
             and (levels["family"] or 0) <= _KEYING_ERROR["family"]
             and (levels["dob"] or 0) <= _KEYING_ERROR["dob"]
-        ):
+        ) and not thin(levels):
             # Too little to be sure: without the family name or the birth date,
             # only the same address, a name the twins rule allows and no other
-            # difference than a keying error will do.
+            # difference than a keying error will do; or, without the family
+            # name, the exact birth date, the name and the bar Index.match sets.
             disagree = True
         return total, disagree
 
@@ -254,6 +258,25 @@ _OWN: Final = "given_own"
 _AMBIGUOUS: Final = "given_ambiguous"
 #: A record a link below this brought is tentative (:meth:`Index.add`).
 _TRUSTED: Final = 0.99
+#: The least probability of a link without the family name or the postcode
+#: (:func:`thin`), whatever the policy's ``link_above`` below it.
+THIN_LINK: Final = 0.95
+
+
+def thin(levels: Mapping[str, int | None]) -> bool:
+    """True if an event and a child are compared on little more than the given name
+    and birth date: one side lacks the family name, neither the postcode, the
+    birth dates are the same and the given names the same, close or a familiar
+    form (Ellie for Eleanor).
+
+    Such a link is allowed, but only at :data:`THIN_LINK` and when the event
+    fits no child known under another family name (``Index.match``): agencies
+    often leave the family name out (the return-home service knows a child by
+    first name), and an uncommon first name with an exact birthday is rarely
+    another child's; a common one scores below the bar by its frequency."""
+    given = levels["given"]
+    return (levels["family"] is None and levels["dob"] == 0 and levels["postcode"] is None
+            and given is not None and given <= 2)
 
 
 def levels_of(a: Features, b: Features) -> dict[str, int | None]:
@@ -412,6 +435,15 @@ class Index:
         return self.names.apart((r.given for r in self.records[a]),
                                 (r.given for r in self.records[b]))
 
+    def _families_apart(self, a: str, b: str) -> bool:
+        """True unless two children are known under family names at most a keying error
+        apart (one child recorded twice under one family name is not told apart by
+        it; a child known without one may be anyone's)."""
+        fa = {r.family for r in self.records[a] if r.family}
+        fb = {r.family for r in self.records[b] if r.family}
+        return not any((family_level(x, y) or 0) <= _KEYING_ERROR["family"]
+                       for x in fa for y in fb)
+
     def candidates(self, f: Features) -> set[str]:
         out: set[str] = set()
         for key in _keys(f, probe=True):
@@ -429,6 +461,7 @@ class Index:
         ambiguous = int(names.ambiguous(f.given))
         agreeing: tuple[float, str] | None = None  # the best child the rules allow
         fitting: list[tuple[float, str]] = []  # every child the rules allow
+        thinly = False  # the agreeing child fits on given name and birth date alone
         for pseudonym in self.candidates(f):
             per_record: list[dict[str, int | None]] = []
             trusted: list[dict[str, int | None]] = []
@@ -458,18 +491,21 @@ class Index:
                     another = another or names.another_name(f.given, other.given)
             if not per_record:
                 continue
-            w, disagree = self.model.weigh(_with(best_levels(per_record), ambiguous), f, self._tf)
+            levels = _with(best_levels(per_record), ambiguous)
+            w, disagree = self.model.weigh(levels, f, self._tf)
             if best is None or w > best[0]:
                 best = (w, pseudonym, disagree)
             if len(trusted) < len(per_record):
                 if not trusted:
                     continue
-                w, disagree = self.model.weigh(_with(best_levels(trusted), ambiguous), f, self._tf)
+                levels = _with(best_levels(trusted), ambiguous)
+                w, disagree = self.model.weigh(levels, f, self._tf)
             if disagree or another:
                 continue
             fitting.append((w, pseudonym))
             if agreeing is None or w > agreeing[0]:
                 agreeing = (w, pseudonym)
+                thinly = thin(levels)
         if best is None:
             return Match(NEW, None, 0.0)
         if agreeing is not None and probability(agreeing[0]) >= self.thresholds.upper:
@@ -482,6 +518,13 @@ class Index:
             if any(self._apart(a, b) for i, a in enumerate(likely) for b in likely[i + 1:]):
                 # It fits two children whose names tell them apart (Issy: Isabella
                 # and Isabelle; Eve: Evie, and Evelyn): which one is for a person.
+                return Match(REVIEW, agreeing[1], probability(agreeing[0]))
+            if thinly and (
+                probability(agreeing[0]) < max(self.thresholds.upper, THIN_LINK)
+                or any(self._families_apart(agreeing[1], p) for p in likely if p != agreeing[1])
+            ):
+                # Without the family name: a stricter bar, and never when another
+                # child it fits has another family name (Luna Williams, Luna Patel).
                 return Match(REVIEW, agreeing[1], probability(agreeing[0]))
             return Match(LINK, agreeing[1], probability(agreeing[0]))
         p = probability(best[0])
