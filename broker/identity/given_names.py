@@ -203,14 +203,34 @@ class GivenNames:
         familiar form of the other (Alice, Elizabeth; Isabella, Isabelle; Evie,
         Evelyn): two children, whatever familiar form they may share (Lisa, Bella).
         Forms of each other (Amelia, Millie) are not: one child is often recorded
-        under both."""
+        under both.
+
+        Also true if one is a name of its own and the other meets it only at a
+        third name while being a familiar form of another name of its own, not
+        a form of the first: Meg and Daisy are both Margaret's in the data set,
+        but Meg is Megan's, and Daisy a name given in its own right (twins Megan
+        and Daisy Webb were joined through "Meg"). Mel for Millie is not: Mel's
+        Amelia is a form of Millie."""
         own = self.own()
         if own is None or a is None or b is None or a == b:
             return False
-        return a in own and b in own and not same_name(a, b)
+        if a in own and b in own and not same_name(a, b):
+            return True
+        for typed, known in ((a, b), (b, a)):
+            if known in own and same_name(typed, known) and not _direct(typed, known) and any(
+                    other in own and other != known and not _direct(other, known)
+                    for other in forms(typed) - {typed}):
+                return True
+        return False
 
     def apart(self, a: Iterable[str | None], b: Iterable[str | None]) -> bool:
         """True if two children's given names tell them apart (:meth:`another_name`
         for some name of each)."""
         names_b = {y for y in b if y is not None}
         return any(self.another_name(x, y) for x in set(a) for y in names_b)
+
+
+def _direct(a: str, b: str) -> bool:
+    """True if one given name is a form of the other (Meg, Megan), not only through a
+    third name both are forms of (Meg, Daisy: Margaret)."""
+    return a in forms(b) or b in forms(a)
