@@ -186,7 +186,9 @@ class Model:
         self, a: Features, b: Features, tf: Callable[[str, str], float | None] | None = None
     ) -> tuple[float, bool]:
         """Total match weight of two records, and whether a person must decide (the
-        given names disagree, or either lacks a name or the date of birth).
+        given names disagree, or either lacks a name or the date of birth, unless
+        the postcode agrees or the comparison is :func:`thin`, on which
+        ``Index.match`` sets a bar of its own).
 
         ``tf(attribute, value)``: the share of records with that value, where
         known. An exact agreement of names is then weighed by how common the
