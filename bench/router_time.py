@@ -134,6 +134,11 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
         sent: dict[bytes, int] = {}
         expected: set[bytes] = set()
         latencies: list[float] = []
+        # The same split at the router's send (the feed record's CreateTime, set
+        # when the router hands it to its producer, after routing it): before it
+        # (ingest, poll, routing) and after it (flush, commit, the reader's fetch).
+        to_send: list[float] = []
+        after_send: list[float] = []
         received: set[bytes] = set()
         halt = threading.Event()
         measure_from = [float("inf")]
@@ -174,6 +179,8 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
                                 received.add(eid)
                                 if sent[eid] >= measure_from[0]:
                                     latencies.append(at - sent[eid])
+                                    to_send.append(r.timestamp - sent[eid])
+                                    after_send.append(at - r.timestamp)
                                 break
             finally:
                 consumer.close()
@@ -210,6 +217,11 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
         report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
         report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
         report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")
+        for part, values in (("reported_at -> router's send", to_send),
+                             ("router's send -> feed", after_send)):
+            qs = statistics.quantiles(sorted(values), n=100)
+            report(f"latency {at}, {part}, p50", qs[49], "ms")
+            report(f"latency {at}, {part}, p99", qs[98], "ms")
         if missing:
             print(f"  ({missing} expected events had not arrived 30 s after the load stopped)")
 
