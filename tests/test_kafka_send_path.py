@@ -223,6 +223,26 @@ def test_send_all_writes_what_send_writes_and_checks_per_batch(
     assert all(len(p) == 1 for p in placed.values())  # send_all and send agree
 
 
+def test_send_all_wakes_the_sender_once_for_a_run_of_new_batches(
+    kafka_bootstrap: str, names: list[str], txn_producer: object
+) -> None:
+    """Each wake-up is a system call and lets the sender ask the coordinator to
+    add the partitions met so far; one after the run adds them all at once."""
+    producer = txn_producer
+    appender = producer._appender  # type: ignore[attr-defined]
+    woken = []
+    real = appender._wakeup
+    appender._wakeup = lambda: (woken.append(1), real())
+    keys = [os.urandom(16) for _ in range(200)]
+    producer.begin_transaction()  # type: ignore[attr-defined]
+    producer.send_all((names[0], key, b"x") for key in keys)  # type: ignore[attr-defined]
+    producer.send_all((names[0], key, b"y") for key in keys)  # type: ignore[attr-defined]
+    producer.flush()  # type: ignore[attr-defined]
+    producer.commit_transaction()  # type: ignore[attr-defined]
+    assert len(woken) == 1  # the first run opened a batch per partition; the second none
+    assert len(_read(kafka_bootstrap, names[:1], 2 * len(keys))) == 2 * len(keys)
+
+
 def test_send_all_reports_a_batch_the_broker_did_not_write(
     kafka_bootstrap: str, admin: Admin, topics: Topics
 ) -> None:

@@ -429,9 +429,9 @@ class KeyedAppender:
         makes a future per record and its sender completes each with callbacks;
         a router needs neither the offsets nor the callbacks, only to know that
         everything was written before it commits. A record that needs a new
-        batch goes through kafka-python's append (which makes the batch and
-        wakes the sender), one this appender declines through ``send``; both
-        give a record future, checked as well.
+        batch goes through kafka-python's append (which makes the batch; the
+        sender is woken once, after the last record), one this appender
+        declines through ``send``; both give a record future, checked as well.
         """
         acc = self._acc
         if acc._closed:
@@ -441,6 +441,7 @@ class KeyedAppender:
         queues, tp_lock = acc._batches, acc._tp_lock
         batches, futures = sent.batches, sent.futures
         no_headers: list[tuple[str, bytes]] = []
+        append, wake = self._append, False
         # While this runs an append is in progress (kafka-python's abort of a
         # force-closed producer waits for appends to finish).
         acc._appends_in_progress.increment()
@@ -460,9 +461,17 @@ class KeyedAppender:
                             if batch.records.append(None, key, value, no_headers) is not None:
                                 batches[id(batch)] = batch
                                 continue
-                futures.append(self._append_record(tp, key, value, no_headers))
+                # A new batch: kafka-python's append; the sender is woken once at
+                # the end, not per new batch (each wake-up is a system call,
+                # and the partitions of the whole run then go to the coordinator
+                # in one AddPartitionsToTxn instead of several in turn).
+                future, full, new, _ = append(tp, None, key, value, no_headers)
+                futures.append(future)
+                wake = wake or full or new
         finally:
             acc._appends_in_progress.decrement()
+            if wake:
+                self._wakeup()
 
 
 class Sent:
