@@ -72,6 +72,29 @@ def bench_quality(events: int) -> None:
         print(f"    of which {kind}: {sum(1 for a in false if a.kind == kind)}")
     figure("patterns.detect_events_per_s", len(m.events) / elapsed, "events/s",
            f"detectors alone: {len(m.events) / elapsed:,.0f} events/s")
+    bench_links(d, m.events)
+
+
+def bench_links(d: Detectors, events: list[dict[str, Any]], pairs: int = 200) -> None:
+    """A person's link and its unlink applied to the month's whole state: each counts
+    again every pattern the two children's observations are in (a scan of the state)."""
+    import random  # noqa: PLC0415
+
+    kids = sorted({e["subject"]["pseudonym"] for e in events})
+    rng = random.Random(7)
+    took: dict[str, list[float]] = {"link": [], "unlink": []}
+    for i in range(pairs):
+        a, b = rng.sample(kids, 2)
+        for what, into in (("link", b), ("unlink", None)):
+            started = time.perf_counter()
+            d.relink(a, into, f"{what}-{i}")
+            took[what].append((time.perf_counter() - started) * 1000)
+    for what, ms in took.items():
+        ms.sort()
+        p50, p99 = statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
+        figure(f"patterns.{what}_ms_p99", p99, "ms",
+               f"{what} of two children ({pairs}, {d.size():,} observations held): "
+               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
 
 def bench_memory(children: int = 100_000) -> None:

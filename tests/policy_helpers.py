@@ -73,9 +73,11 @@ payload.PatternAlert.alert_id metadata
 payload.PatternAlert.children pseudonym
 payload.PatternAlert.evidence metadata
 payload.PatternAlert.first_at metadata
+payload.PatternAlert.identity_decision metadata
 payload.PatternAlert.kind metadata
 payload.PatternAlert.last_at metadata
 payload.PatternAlert.matched third_party
+payload.PatternAlert.meets_threshold metadata
 payload.PatternAlert.place.area location
 payload.PatternAlert.place.place location
 payload.PatternAlert.place.postcode_district location

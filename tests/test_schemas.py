@@ -373,7 +373,7 @@ def test_cli_fingerprints(codec: Codec) -> None:
     assert f"{codec.fingerprint().hex()}  safeshare.ConcernEvent" in lines
     assert len(lines) == len(codec.names())
     result = CliRunner().invoke(schemas_cli, ["fingerprints", "--all", "--dir", str(SCHEMAS)])
-    assert f"{codec.fingerprint().hex()}  safeshare.ConcernEvent  (kept v4)" in result.output
+    assert f"{codec.fingerprint().hex()}  safeshare.ConcernEvent  (kept v5)" in result.output
 
 
 def test_cli_reports_a_broken_directory(schemas_dir: Path) -> None:

@@ -10,6 +10,12 @@ Every alert version has a deterministic event id (UUID v5 of alert id and
 version): a replayed turn publishes the same event and the router's dedup
 drops the copy.
 
+An ``IdentityNotice`` (a person linked or unlinked two children) is applied
+to the detectors (:meth:`Detectors.relink`), written to the changelog (key
+``l|<merged-in pseudonym>``, a tombstone on unlink) and may raise or update
+alerts as an observation does; an alert a link leaves below its threshold gets
+a version saying so, naming the decision.
+
 Changelog values are compact JSON: internal state, read back only by this
 module, never shared.
 """
@@ -28,7 +34,7 @@ from broker.codec.exceptions import CodecError
 from broker.patterns.detectors import DAY_MS, AlertState, Detectors, Kind, Observation, Threshold
 from broker.patterns.observe import ALERT, observations, payload_of
 from broker.signing.events import AgencySigner, sign_message
-from broker.signing.feeds import feed_schema
+from broker.signing.feeds import IDENTITY_NOTICE, feed_schema
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,8 @@ FEED_RECORD = "safeshare.FeedRecord"
 EVENT = "safeshare.ConcernEvent"
 _NS = uuid.UUID("4d6f1e2a-5b8c-4f3d-9a7e-0c1b2d3e4f50")
 
+_BELOW = ("Below its threshold since a person linked two of the children it counted as "
+          "one child: {n} of {threshold}. Kept for review, not withdrawn.")
 _SUMMARY = {
     Kind.REPEAT_MISSING: "A child missing {n} times within {days} days.",
     Kind.SHARED_PLACE: "{n} children last seen, found or named at one place within {days} days.",
@@ -97,12 +105,17 @@ class PatternsCore:
             data["children"], data["event_ids"] = tuple(data["children"]), tuple(data["event_ids"])
             data["local_authorities"] = tuple(data["local_authorities"])
             self.detectors.restore_alert(AlertState(**data))
+        elif k.startswith("l|"):
+            self.detectors.links.set(k[2:], data["into"])
         elif k.startswith("p|"):
             self.places.setdefault(k[2:], data)
 
     def _forget(self, k: str) -> None:
-        """A tombstone read after its observation: forget it (a rebuild reads in order)."""
-        if k.startswith("o|"):
+        """A tombstone read after its observation or link: forget it (a rebuild reads
+        in order)."""
+        if k.startswith("l|"):
+            self.detectors.links.set(k[2:], None)
+        elif k.startswith("o|"):
             kind, obs_key = k[2:].split("|", 2)[:2]
             per = self.detectors._obs.get(kind, {}).get(obs_key)
             if per is not None:
@@ -111,8 +124,8 @@ class PatternsCore:
     # -- a turn ---------------------------------------------------------------------------
     def on_feed(self, value: bytes | None) -> list[Out]:
         """One feed record: its observations, and the alerts they raise or update."""
-        if feed_schema(self.codec, value or b"") != FEED_RECORD:
-            return []  # an identity notice: no observation in it
+        if feed_schema(self.codec, value or b"") == IDENTITY_NOTICE:
+            return self.on_notice(value or b"")
         try:
             record = self.codec.decode(value or b"", FEED_RECORD)
         except CodecError as exc:
@@ -133,6 +146,36 @@ class PatternsCore:
         out += self._alerts(added, fired)
         out += self._expire(added)
         return out
+
+    def on_notice(self, value: bytes) -> list[Out]:
+        """A LINK or UNLINK told to the detector's feed: the link in the changelog,
+        and the alerts it raises, updates or leaves below their threshold."""
+        try:
+            notice = self.codec.decode(value, IDENTITY_NOTICE)
+        except CodecError as exc:
+            log.warning("patterns: unreadable identity notice skipped: %s", exc)
+            return []
+        survivor, other = notice["pseudonym"], notice["other_pseudonym"]
+        if not survivor or not other:  # the detector's feed shows pseudonyms: not expected
+            log.warning("patterns: identity notice %s names no pseudonyms; skipped",
+                        notice["notice_id"])
+            return []
+        links = self.detectors.links
+        if notice["action"] == "LINK":
+            into: str | None = survivor
+        elif links.into.get(other) == survivor:
+            into = None
+        else:  # an unlink of a link this detector never folded: nothing to undo
+            return []
+        fired = self.detectors.relink(other, into, notice["decision_id"])
+        if links.into.get(other) != into:
+            log.warning("patterns: identity notice %s would link a child into itself; skipped",
+                        notice["notice_id"])
+            return []
+        value_out = None if into is None else _json({"into": into,
+                                                     "decision_id": notice["decision_id"]})
+        return [Out(self.state_topic, f"l|{other}".encode(), value_out),
+                *self._alerts([], fired)]
 
     def end_turn(self) -> list[Out]:
         """After a turn's records: returns whose interview is now overdue.
@@ -172,7 +215,9 @@ class PatternsCore:
 
     def _alert_event(self, alert: AlertState, latest: Observation | None) -> Out:
         rule = self.detectors.thresholds[alert.kind]
-        child = latest.child if latest is not None else alert.children[-1]
+        # Under the pseudonym it is counted as (a linked child's survivor).
+        child = self.detectors.links.canonical(
+            latest.child if latest is not None else alert.children[-1])
         la = (latest.local_authority if latest is not None and latest.local_authority
               else (alert.local_authorities or ("",))[0])
         if alert.kind in (Kind.REPEAT_MISSING, Kind.OVERDUE_INTERVIEW):
@@ -180,8 +225,11 @@ class PatternsCore:
         elif alert.kind == Kind.RISING_RISK:
             n = len(alert.event_ids) - 1
         else:
-            n = len(alert.children)
+            n = len({self.detectors.links.canonical(c) for c in alert.children})
         hours = self.detectors.thresholds[Kind.OVERDUE_INTERVIEW].hours
+        summary = _SUMMARY[alert.kind].format(n=n, days=rule.days, hours=hours)
+        if not alert.meets:
+            summary = _BELOW.format(n=alert.count, threshold=rule.count)
         place = self.places.get(alert.key) if alert.kind == Kind.SHARED_PLACE else None
         matched = alert.key.split(":", 1)[1] if alert.kind == Kind.SHARED_PERSON else None
         event = {
@@ -194,7 +242,7 @@ class PatternsCore:
             "subject": {"pseudonym": child, "local_authority": la},
             "category": "PATTERN",
             "risk_level": "HIGH",
-            "summary": _SUMMARY[alert.kind].format(n=n, days=rule.days, hours=hours),
+            "summary": summary,
             "sharing": {
                 "no_consent_reason": "WOULD_PREJUDICE_PROTECTION",
                 "justification": "A pattern of exploitation across children; asking would "
@@ -207,6 +255,7 @@ class PatternsCore:
                 "children": list(alert.children), "evidence": list(alert.event_ids),
                 "first_at": alert.first_ms, "last_at": alert.last_ms,
                 "place": place, "matched": matched,
+                "meets_threshold": alert.meets, "identity_decision": alert.decision or None,
             }),
             "signature": None,
         }

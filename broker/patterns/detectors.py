@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from broker.patterns.links import Links
 from broker.patterns.normalise import PlaceKey, same_name, same_place
 
 DAY_MS = 86_400_000
@@ -39,6 +40,8 @@ class Kind:
     # Observations that feed a detector but are not themselves alert kinds.
     RETURNED = "RETURNED"  # key: the child; at: when found or returned
     INTERVIEWED = "INTERVIEWED"  # key: the child; at: the return-home interview
+    # Kinds keyed by the child: a link counts the linked children's keys as one.
+    BY_CHILD = frozenset((REPEAT_MISSING, OVERDUE_INTERVIEW, RISING_RISK, RETURNED, INTERVIEWED))
 
 
 #: The order of ``safeshare.RiskLevel`` (its symbols are ordered LOW < ... < CRITICAL).
@@ -110,6 +113,11 @@ class AlertState:
     first_ms: int
     last_ms: int
     local_authorities: tuple[str, ...] = ()
+    # False on a version published because a link left the pattern below its
+    # threshold (the alert is kept for a person to review, not withdrawn).
+    meets: bool = True
+    decision: str = ""  # the identity decision that made this version, if one did
+    count: int = 0  # what was counted against the threshold, when ``meets`` is False
 
 
 def alert_id(kind: str, key: str) -> str:
@@ -132,6 +140,7 @@ class Detectors:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     # returns waiting for their interview deadline: (deadline, id, the return)
     _pending: list[tuple[int, str, Observation]] = field(default_factory=list)
+    links: Links = field(default_factory=Links)
 
     # -- canonical keys -------------------------------------------------------------
     def canonical_place(self, place: PlaceKey) -> str:
@@ -197,16 +206,24 @@ class Detectors:
         return gone
 
     # -- firing ---------------------------------------------------------------------
-    def evaluate(self, kind: str, key: str) -> AlertState | None:
-        """The new version of the alert for ``(kind, key)`` if it fires and changed, else None.
+    def _gather(self, kind: str, key: str) -> list[Observation]:
+        """The observations counted under ``key``: a linked child's with its survivor's."""
+        per_kind = self._obs[kind]
+        if kind not in Kind.BY_CHILD or not self.links.into:
+            return per_kind.get(key, [])
+        return [o for child in self.links.members(key) for o in per_kind.get(child, ())]
 
-        Counted within the window ending at the newest observation: event time, not
-        arrival time, so a replay decides the same.
-        """
+    def _live(self, kind: str, key: str) -> tuple[list[Observation], int]:
+        """The observations within the window ending at the newest, and their count
+        (episodes, rises, or children with linked children counted once)."""
         rule = self.thresholds[kind]
-        obs = self._obs[kind].get(key, [])
+        obs = self._gather(kind, key)
         if not obs:
-            return None
+            return [], 0
+        if kind in (Kind.OVERDUE_INTERVIEW, Kind.OVERDUE_AREA) and self.links.into:
+            obs = [o for o in obs if not self._met_under_another(o)]
+            if not obs:
+                return [], 0
         newest = max(o.at_ms for o in obs)
         live = sorted((o for o in obs if o.at_ms > newest - rule.window_ms),
                       key=lambda o: (o.at_ms, o.event_id))
@@ -215,16 +232,40 @@ class Detectors:
             count = len(live) - 1
         elif kind in (Kind.REPEAT_MISSING, Kind.OVERDUE_INTERVIEW):
             count = len({o.event_id for o in live})
+        elif self.links.into:
+            canonical = self.links.canonical
+            count = len({canonical(o.child) for o in live})
         else:
             count = len({o.child for o in live})
-        if count < rule.count:
+        return live, count
+
+    def _met_under_another(self, late: Observation) -> bool:
+        """Whether an overdue return was met in time by an interview of the same child
+        under a pseudonym since linked to its own (a return judged before the link)."""
+        group = self.links.members(self.links.canonical(late.child))
+        if len(group) == 1:
+            return False
+        deadline = late.at_ms + self.thresholds[Kind.OVERDUE_INTERVIEW].hours * HOUR_MS
+        interviews = self._obs[Kind.INTERVIEWED]
+        return any(late.at_ms <= i.at_ms <= deadline for child in group if child != late.child
+                   for i in interviews.get(child, ()))
+
+    def evaluate(self, kind: str, key: str, decision: str = "") -> AlertState | None:
+        """The new version of the alert for ``(kind, key)`` if it fires and changed, else None.
+
+        Counted within the window ending at the newest observation: event time, not
+        arrival time, so a replay decides the same. ``decision``: the identity
+        decision this evaluation follows, if any (named in the version it makes).
+        """
+        live, count = self._live(kind, key)
+        if not live or count < self.thresholds[kind].count:
             return None
         aid = alert_id(kind, key)
         children = tuple(dict.fromkeys(o.child for o in live))
         events = tuple(dict.fromkeys(o.event_id for o in live))
         las = tuple(sorted({o.local_authority for o in live if o.local_authority}))
         old = self.alerts.get(aid)
-        if old is not None and set(events) <= set(old.event_ids) and \
+        if old is not None and old.meets and set(events) <= set(old.event_ids) and \
                 set(children) <= set(old.children):
             return None  # nothing new: never repeated
         new = AlertState(
@@ -232,10 +273,61 @@ class Detectors:
             children=children if old is None else _merge(old.children, children),
             event_ids=events if old is None else _merge(old.event_ids, events),
             first_ms=live[0].at_ms if old is None else min(old.first_ms, live[0].at_ms),
-            last_ms=live[-1].at_ms, local_authorities=las,
+            last_ms=live[-1].at_ms, local_authorities=las, decision=decision,
         )
         self.alerts[aid] = new
         return new
+
+    # -- links ----------------------------------------------------------------------
+    def relink(self, other: str, into: str | None, decision: str) -> list[AlertState]:
+        """A person linked ``other`` into ``into`` (None: unlinked it): the alerts
+        this raises, updates, or leaves below their threshold.
+
+        Every pattern either child's observations count in is counted again. One
+        that meets its threshold is raised or updated as by a new observation; an
+        alert that met it before the change and does not now (counted under the
+        survivor, for a child's own patterns) gets a version saying so (``meets``
+        False, naming the decision): kept for a person, not withdrawn.
+        """
+        links = self.links
+        group = {other, *links.members(links.canonical(other))}
+        if into is not None:
+            group |= set(links.members(links.canonical(into)))
+        # A link changes who is counted, not which place or person: those keys are
+        # found once (a scan of the state); a child's own are looked up.
+        places = self._places_of(group)
+        before = [k for k in sorted(self._of_children(group) | places) if self._meets(*k)]
+        if not links.set(other, into):
+            return []
+        fired: list[AlertState] = []
+        for kind, key in sorted(self._of_children(group) | places):
+            if (alert := self.evaluate(kind, key, decision)) is not None:
+                fired.append(alert)
+        for kind, key in before:
+            now = links.canonical(key) if kind in Kind.BY_CHILD else key
+            old = self.alerts.get(alert_id(kind, key))
+            if old is None or not old.meets or self._meets(kind, now):
+                continue
+            new = replace(old, version=old.version + 1, meets=False, decision=decision,
+                          count=self._live(kind, now)[1])
+            self.alerts[new.alert_id] = new
+            fired.append(new)
+        return fired
+
+    def _meets(self, kind: str, key: str) -> bool:
+        return self._live(kind, key)[1] >= self.thresholds[kind].count
+
+    def _of_children(self, children: set[str]) -> set[tuple[str, str]]:
+        """(kind, key) of the children's own alert kinds, keyed as counted now."""
+        canonical = self.links.canonical
+        return {(kind, canonical(c)) for kind in Kind.ALL if kind in Kind.BY_CHILD
+                for c in children if c in self._obs.get(kind, {})}
+
+    def _places_of(self, children: set[str]) -> set[tuple[str, str]]:
+        """(kind, key) of every place, person or area the children's observations are at."""
+        return {(kind, key) for kind in Kind.ALL if kind not in Kind.BY_CHILD
+                for key, obs in self._obs.get(kind, {}).items()
+                if any(o.child in children for o in obs)}
 
     def observe(self, batch: Iterable[Observation]) -> tuple[list[Observation], list[AlertState]]:
         """Canonicalise, remember and evaluate: (new observations, alerts raised or updated)."""
@@ -248,7 +340,10 @@ class Detectors:
                 o = replace(o, key=self.canonical_person(o.key))
             if self.remember(o):
                 added.append(o)
-                touched[(o.kind, o.key)] = None
+                key = o.key
+                if self.links.into and o.kind in Kind.BY_CHILD:
+                    key = self.links.canonical(key)
+                touched[(o.kind, key)] = None
         # Returns and interviews fire nothing themselves: :meth:`overdue` decides.
         fired = [a for k in touched if k[0] in Kind.ALL and (a := self.evaluate(*k)) is not None]
         return added, fired
@@ -263,7 +358,8 @@ class Detectors:
         late: list[Observation] = []
         while self._pending and self._pending[0][0] <= now_ms - GRACE_MS:
             deadline, _, ret = heapq.heappop(self._pending)
-            interviews = self._obs[Kind.INTERVIEWED].get(ret.child, ())
+            # An interview of the child under a pseudonym linked to this one counts.
+            interviews = self._gather(Kind.INTERVIEWED, self.links.canonical(ret.child))
             if any(ret.at_ms <= i.at_ms <= deadline for i in interviews):
                 continue
             late.append(replace(ret, kind=Kind.OVERDUE_INTERVIEW))
