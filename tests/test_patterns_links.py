@@ -143,3 +143,14 @@ def test_an_overdue_alert_the_link_answers_is_followed_up() -> None:
     assert (follow["alert_id"], follow["version"], follow["meets_threshold"]) == (
         overdue["alert_id"], 2, False)
     assert follow["identity_decision"] == link_id and "0 of 1" in follow["summary"]
+
+
+def test_a_chain_of_links_is_one_child_and_a_cycle_is_refused() -> None:
+    core = _core()
+    for child, days in (("psn-a", 9), ("psn-b", 5), ("psn-c", 2)):
+        core.on_feed(_feed(missing(child, f"{days} Other Street", days, NOW)))
+    core.on_feed(_notice("LINK", "psn-b", "psn-a")[1])
+    [alert] = _alerts(core.on_feed(_notice("LINK", "psn-c", "psn-b")[1]), "REPEAT_MISSING")
+    assert alert["subject"] == "psn-c" and len(alert["evidence"]) == 3
+    # A link back (c into a) would make each child the other's: refused, nothing written.
+    assert core.on_feed(_notice("LINK", "psn-a", "psn-c")[1]) == []

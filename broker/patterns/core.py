@@ -43,8 +43,8 @@ FEED_RECORD = "safeshare.FeedRecord"
 EVENT = "safeshare.ConcernEvent"
 _NS = uuid.UUID("4d6f1e2a-5b8c-4f3d-9a7e-0c1b2d3e4f50")
 
-_BELOW = ("Below its threshold since a person linked two of the children it counted as "
-          "one child: {n} of {threshold}. Kept for review, not withdrawn.")
+_BELOW = ("Below its threshold since a person linked children it counted as one child, or "
+          "separated them: {n} of {threshold}. Kept for review, not withdrawn.")
 _SUMMARY = {
     Kind.REPEAT_MISSING: "A child missing {n} times within {days} days.",
     Kind.SHARED_PLACE: "{n} children last seen, found or named at one place within {days} days.",

@@ -211,7 +211,10 @@ class Detectors:
         per_kind = self._obs[kind]
         if kind not in Kind.BY_CHILD or not self.links.into:
             return per_kind.get(key, [])
-        return [o for child in self.links.members(key) for o in per_kind.get(child, ())]
+        group = self.links.members(key)
+        if len(group) == 1:
+            return per_kind.get(key, [])
+        return [o for child in group for o in per_kind.get(child, ())]
 
     def _live(self, kind: str, key: str) -> tuple[list[Observation], int]:
         """The observations within the window ending at the newest, and their count
