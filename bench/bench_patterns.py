@@ -4,6 +4,9 @@
   the detectors: recall of planted patterns (an alert of the same kind joining the
   planted children), false alerts per 10,000 events, detector throughput;
 * memory: state held per 100,000 children (tracemalloc);
+* turn: the detector's turn without Kafka (feed records decoded, detected, the
+  changelog and alert records made), with and without identity notices (a
+  person's link of two children) among them;
 * latency: feed records written at 1,000 events/s to the detector's feed on the
   local broker, the service running; event -> alert committed on its ingest topic
   (overdue interviews left out: a deadline passing makes them, not the newest event).
@@ -118,6 +121,63 @@ def bench_memory(children: int = 100_000) -> None:
            f"state: {per:,.0f} MB per 100,000 children ({d.size():,} observations)")
 
 
+def bench_turn(events: int, links_per_10k: int = 10, rounds: int = 2) -> None:
+    """The detector's turn without Kafka (PatternsCore: decode, detect, changelog and
+    alert records; end_turn every 200 records) over a generated month of feed
+    records: alternately without and with ``links_per_10k`` identity notices (a
+    person linking two children already seen) per 10,000 events."""
+    import random  # noqa: PLC0415
+
+    from broker.codec import Codec  # noqa: PLC0415
+    from broker.patterns.core import PatternsCore  # noqa: PLC0415
+
+    codec = Codec.default()
+    m = month(events, seed=11)
+    records = _feed_records(codec, m)
+    rng = random.Random(5)
+    linked: list[bytes] = []
+    seen: list[str] = []
+    every = 10_000 // links_per_10k
+    for i, (e, value) in enumerate(zip(m.events, records, strict=True)):
+        linked.append(value)
+        seen.append(e["subject"]["pseudonym"])
+        if i % every == every - 1:
+            a, b = rng.sample(seen, 2)
+            linked.append(codec.encode({
+                "notice_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "decision_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "subscriber": "safeshare-patterns", "action": "LINK", "pseudonym": b,
+                "other_pseudonym": a, "record_key": b, "other_record_key": a,
+                "decided_at": 0, "applied_at": 0}, "safeshare.IdentityNotice"))
+    print(f"turn: {len(records):,} feed records, {len(linked) - len(records)} links "
+          f"in the second stream", flush=True)
+    for _ in range(rounds):
+        for links, stream in ((0, records), (links_per_10k, linked)):
+            core = PatternsCore(codec=codec, ingest_topic="ingest", state_topic="state",
+                                thresholds=dict(Detectors().thresholds),
+                                now_ms=lambda: 1 << 60)
+            started = time.perf_counter()
+            for i, value in enumerate(stream):
+                core.on_feed(value)
+                if i % 200 == 199:
+                    core.end_turn()
+            per_s = len(stream) / (time.perf_counter() - started)
+            figure(f"patterns.turn_records_per_s.links_{links}", per_s, "records/s",
+                   f"detector turn, {links} links per 10,000 events: {per_s:,.0f} records/s")
+
+
+def _feed_records(codec: Any, m: Any) -> list[bytes]:
+    """The month's events as the router writes them to the detector's feed."""
+    from broker.patterns.core import AGENCY  # noqa: PLC0415
+
+    decision = {"subscriber": AGENCY, "outcome": "SHARE", "rule_id": "bench",
+                "reason_code": "NONE", "reason": "bench", "lawful_basis": "CONSENT",
+                "purpose": "SAFEGUARDING", "data_classes_shared": [], "fields_redacted": [],
+                "obligations": [], "policy_digest": "0" * 64, "decided_at": 0}
+    return [codec.encode({"decision": _decision(codec, decision), "event": _full(e)},
+                         "safeshare.FeedRecord") for e in m.events]
+
+
 def bench_latency(events: int, rate: float) -> None:
     from broker.codec import Codec  # noqa: PLC0415
     from broker.config import load  # noqa: PLC0415
@@ -132,14 +192,7 @@ def bench_latency(events: int, rate: float) -> None:
 
     codec = Codec.default()
     m = month(events, seed=9, start_ms=time.time_ns() // 1_000_000 - 31 * 86_400_000)
-    decision = {"subscriber": AGENCY, "outcome": "SHARE", "rule_id": "bench",
-                "reason_code": "NONE", "reason": "bench", "lawful_basis": "CONSENT",
-                "purpose": "SAFEGUARDING", "data_classes_shared": [], "fields_redacted": [],
-                "obligations": [], "policy_digest": "0" * 64, "decided_at": 0}
-    records = []
-    for e in m.events:
-        records.append(codec.encode({"decision": _decision(codec, decision),
-                                     "event": _full(e)}, "safeshare.FeedRecord"))
+    records = _feed_records(codec, m)
     print(f"latency: {len(records):,} feed records at {rate:,.0f} events/s", flush=True)
     topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
     with obtain_cluster(load()) as cluster:
@@ -235,13 +288,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--latency-events", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=1_000.0)
-    ap.add_argument("--only", default="quality,memory,latency")
+    ap.add_argument("--only", default="quality,memory,turn,latency")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     if "quality" in only:
         bench_quality(args.events)
     if "memory" in only:
         bench_memory()
+    if "turn" in only:
+        bench_turn(args.events)
     if "latency" in only:
         bench_latency(args.latency_events, args.rate)
 
