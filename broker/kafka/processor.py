@@ -50,7 +50,11 @@ class ChangelogProcessor:
         topics: Sequence[str] | None = None,
         pattern: str | None = None,
         credentials: Credentials | None = None,
+        group_instance_id: str | None = None,
     ) -> None:
+        """``group_instance_id``: a static member (KIP-345, see make_consumer): an
+        instance restarted after a crash takes its partitions back at once, instead
+        of waiting for the group to give up on its dead predecessor."""
         self.name = name
         self.last_error: str | None = None
         self.aborted = 0
@@ -62,7 +66,7 @@ class ChangelogProcessor:
         self.consumer: Consumer = make_consumer(
             bootstrap, group_id=group_id, topics=list(topics) if topics else None,
             pattern=pattern, isolation_level="read_committed", assignors=("range",),
-            client_id=client_id, credentials=credentials,
+            client_id=client_id, credentials=credentials, group_instance_id=group_instance_id,
         )
         self._changelog: Consumer = make_consumer(
             bootstrap, group_id=None, topics=None, isolation_level="read_committed",

@@ -87,6 +87,10 @@ class PatternService:
             bootstrap, name=f"patterns {instance_id}", group_id=f"{topics.namespace}.patterns",
             topics=[self.feed], transactional_id=f"{topics.namespace}.patterns.{instance_id}",
             client_id=f"safeshare-patterns-{instance_id}", credentials=credentials,
+            # Static member: a detector restarted after a crash (same instance id)
+            # resumes at once; as a dynamic member it waited ~90 s for the group
+            # to drop its killed predecessors (tests/test_patterns_faults.py).
+            group_instance_id=instance_id,
         )
         self._owned: frozenset[int] = frozenset()
         self._stop = threading.Event()
