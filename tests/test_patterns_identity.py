@@ -29,10 +29,10 @@ from broker.patterns.service import topic_specs
 from broker.policy import Policy
 from broker.signing.feeds import feed_schema
 from broker.topics import Topics
-from tests.helpers import CODEC, create_topics, publish, read_all, settings_for, wait_for
+from tests.helpers import CODEC, create_topics, publish, read_to_end, settings_for, wait_for
 from tests.patterns_helpers import detect, iso, missing
 from tests.test_router_identity import _police
-from tests.test_router_identity_decisions import MASH, WORKER, _jim, _Router, _under
+from tests.test_router_identity_decisions import MASH, WORKER, _jim, _Router
 
 pytestmark = pytest.mark.kafka
 
@@ -69,8 +69,15 @@ def _routed(router: _Router, identity: str | None = None) -> None:
 def _events(bootstrap: str, topics: Topics, subscriber: str) -> list[dict[str, Any]]:
     """The events on a subscriber's feed (its identity notices left out)."""
     return [CODEC.decode(r.value or b"", FEED_RECORD)["event"]
-            for r in read_all(bootstrap, topics.feed(subscriber), timeout_s=1.0)
+            for r in read_to_end(bootstrap, topics.feed(subscriber))
             if feed_schema(CODEC, r.value or b"") == FEED_RECORD]
+
+
+def _under(bootstrap: str, topics: Topics, event_id: str) -> str:
+    """The pseudonym the MASH received an event under (read to the feed's end: the
+    router committed it before it said so, so no waiting for silence)."""
+    [event] = [e for e in _events(bootstrap, topics, MASH) if e["event_id"] == event_id]
+    return str(event["subject"]["pseudonym"])
 
 
 def _mash_alerts(bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
@@ -81,7 +88,7 @@ def _mash_alerts(bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
 def _place_alerts(bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
     """Every SHARED_PLACE alert version the detector published, in order."""
     out = []
-    for r in read_all(bootstrap, topics.ingest(AGENCY), timeout_s=1.0):
+    for r in read_to_end(bootstrap, topics.ingest(AGENCY)):
         event = CODEC.decode(r.value or b"", "safeshare.ConcernEvent")
         if event["payload"][1]["kind"] == "SHARED_PLACE":
             out.append({**event["payload"][1], "summary": event["summary"]})
