@@ -80,19 +80,28 @@ def _under(bootstrap: str, topics: Topics, event_id: str) -> str:
     return str(event["subject"]["pseudonym"])
 
 
+def _by_version(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alert versions as a reader orders them: by version, not by arrival. An alert's
+    subject (so its partition) is the child of its newest observation, or the
+    survivor of a link, so two versions may sit in different partitions and be
+    read in either order (the follow-up before the alert: seen in a full run)."""
+    return sorted(alerts, key=lambda a: (a["alert_id"], a["version"]))
+
+
 def _mash_alerts(bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
-    return [e["payload"][1] for e in _events(bootstrap, topics, MASH)
-            if e["category"] == "PATTERN" and e["payload"][1]["kind"] == "SHARED_PLACE"]
+    return _by_version([e["payload"][1] for e in _events(bootstrap, topics, MASH)
+                        if e["category"] == "PATTERN"
+                        and e["payload"][1]["kind"] == "SHARED_PLACE"])
 
 
 def _place_alerts(bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
-    """Every SHARED_PLACE alert version the detector published, in order."""
+    """Every SHARED_PLACE alert version the detector published, by version."""
     out = []
     for r in read_to_end(bootstrap, topics.ingest(AGENCY)):
         event = CODEC.decode(r.value or b"", "safeshare.ConcernEvent")
         if event["payload"][1]["kind"] == "SHARED_PLACE":
             out.append({**event["payload"][1], "summary": event["summary"]})
-    return out
+    return _by_version(out)
 
 
 @pytest.mark.timeout(900)  # five routed steps and three detector incarnations
