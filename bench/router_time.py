@@ -244,6 +244,7 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
             on_batch=lambda batch: sizes.append(len(batch)),
         )
         spent: dict[str, float] = {}
+        ages: list[tuple[float, float]] = []  # per poll: newest, oldest record (ms)
 
         def timed(obj: Any, name: str, label: str) -> None:
             inner = getattr(obj, name)
@@ -255,6 +256,13 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
                 # empty polls once the load has stopped.
                 if sizes and (label != "poll" or out):
                     spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+                if sizes and label == "poll" and out:
+                    # How old the batch is when the loop gets it (the loader's
+                    # CreateTime): what a fetch sent early in the previous
+                    # transaction would add to every event's latency.
+                    now_ms = time.time() * 1000
+                    stamps = [r.timestamp for records in out.values() for r in records]
+                    ages.append((now_ms - max(stamps), now_ms - min(stamps)))
                 return out
 
             setattr(obj, name, run)
@@ -303,6 +311,13 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
     for label in [label for _, label in steps] + ["  of which commit"]:
         report(f"loop at {rate:,.0f}/s: {label.strip()}", spent.get(label, 0) / cycles * 1000,
                "ms per transaction")
+    if len(ages) > 1:
+        for i, which in enumerate(("newest", "oldest")):
+            qs = statistics.quantiles(sorted(a[i] for a in ages), n=100)
+            report(f"loop at {rate:,.0f}/s: age of the {which} record at the poll, p50",
+                   qs[49], "ms", "now - its CreateTime (the loader's send)")
+            report(f"loop at {rate:,.0f}/s: age of the {which} record at the poll, p99",
+                   qs[98], "ms")
     for generation in (0, 1, 2):
         mine = [d for g, d in pauses_gc if g == generation]
         report(f"loop at {rate:,.0f}/s: garbage collections, generation {generation}",
