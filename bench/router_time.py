@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import inspect
 import multiprocessing
+import os
 import statistics
 import sys
 import threading
@@ -186,15 +187,21 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
                 consumer.close()
 
         with ExitStack() as stack:
-            for i in range(routers):
+            procs = [
                 stack.enter_context(
                     router_process(env, f"bench-latency-{i}", txn_retry_ms, sources))
+                for i in range(routers)
+            ]
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
             time.sleep(5)  # the router joins its group meanwhile
             loader = threading.Thread(target=load, daemon=True)
             loader.start()
+            time.sleep(warmup_s)
+            cpu_from, sent_from = sum(_cpu_s(p.pid) for p in procs), len(sent)
             loader.join()
+            cpu_used = sum(_cpu_s(p.pid) for p in procs) - cpu_from
+            sent_measured = len(sent) - sent_from
             deadline = time.monotonic() + 30
             while not expected <= received and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -217,6 +224,10 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
         report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
         report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
         report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")
+        if sent_measured and cpu_used:
+            # At low rates mostly each transaction's own CPU (docs/PERFORMANCE.md).
+            report(f"latency {at}, router CPU per event", cpu_used / sent_measured * 1e6, "µs",
+                   "all router processes, user + system, over the measured load")
         for part, values in (("reported_at -> router's send", to_send),
                              ("router's send -> feed", after_send)):
             qs = statistics.quantiles(sorted(values), n=100)
@@ -224,6 +235,15 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             report(f"latency {at}, {part}, p99", qs[98], "ms")
         if missing:
             print(f"  ({missing} expected events had not arrived 30 s after the load stopped)")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
