@@ -32,7 +32,7 @@ def figure(name: str, value: float, unit: str, text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     from broker import config  # noqa: PLC0415
     from broker.config import PROJECT_ROOT  # noqa: PLC0415
-    from broker.kafka.local import LocalKafka  # noqa: PLC0415
+    from broker.kafka.local import THROWAWAY_JVM_OPTS, LocalKafka  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--routers", type=int, default=2)
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     home = tempfile.mkdtemp(prefix="crashloop-")  # kept: the routers' log is routers.log
     broker = None
     if args.own_broker:
-        broker = LocalKafka(config.load().home, instance_dir=Path(home) / "kafka")
+        broker = LocalKafka(config.load().home, instance_dir=Path(home) / "kafka",
+                            jvm_opts=THROWAWAY_JVM_OPTS)
         broker.start()
     try:
         run(args, home, broker.bootstrap if broker is not None else None)

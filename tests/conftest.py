@@ -34,7 +34,7 @@ from broker import config
 from broker.kafka.admin import Admin
 from broker.kafka.cluster import Cluster, obtain_cluster
 from broker.kafka.exceptions import ClusterUnavailableError, KafkaError
-from broker.kafka.local import LocalKafka
+from broker.kafka.local import THROWAWAY_JVM_OPTS, LocalKafka
 from broker.topics import Topics
 from tests.secured import Secured, start_secured
 
@@ -102,7 +102,9 @@ def secured(
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     """A throwaway single-node broker, started (own data dir and ports), for tests that
     stop, kill or restart the broker: the session's broker is not touched. Wiped after."""
-    broker = LocalKafka(config.load().home, instance_dir=tmp_path / "kafka")
+    broker = LocalKafka(
+        config.load().home, instance_dir=tmp_path / "kafka", jvm_opts=THROWAWAY_JVM_OPTS
+    )
     broker.start()
     try:
         yield broker

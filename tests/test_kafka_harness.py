@@ -28,7 +28,7 @@ from broker.kafka.exceptions import (
     KafkaTimeoutError,
     ProducerFencedError,
 )
-from broker.kafka.local import LocalKafka, probe_broker
+from broker.kafka.local import THROWAWAY_JVM_OPTS, LocalKafka, probe_broker
 from broker.kafka.producer import make_producer
 from broker.kafka.structs import OffsetAndMetadata, Record, TopicPartition, offsets_after
 from broker.topics import Topics
@@ -329,7 +329,8 @@ def own_broker(settings: config.Settings, tmp_path: Path) -> Iterator[LocalKafka
 
     Restarting it cannot disturb the session's broker that other tests use.
     """
-    kafka = LocalKafka(settings.home, settings.kafka_version, instance_dir=tmp_path / "kafka")
+    kafka = LocalKafka(settings.home, settings.kafka_version, instance_dir=tmp_path / "kafka",
+                       jvm_opts=THROWAWAY_JVM_OPTS)
     try:
         yield kafka
     finally:

@@ -65,9 +65,17 @@ answering) is reused instead of started twice.
 from broker.kafka.local.probe import probe_broker
 from broker.kafka.local.process import (
     DEFAULT_JVM_OPTS,
+    THROWAWAY_JVM_OPTS,
     BrokerState,
     LocalKafka,
     running_bootstrap,
 )
 
-__all__ = ["DEFAULT_JVM_OPTS", "BrokerState", "LocalKafka", "probe_broker", "running_bootstrap"]
+__all__ = [
+    "DEFAULT_JVM_OPTS",
+    "THROWAWAY_JVM_OPTS",
+    "BrokerState",
+    "LocalKafka",
+    "probe_broker",
+    "running_bootstrap",
+]
