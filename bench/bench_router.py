@@ -42,7 +42,8 @@ Phases (``--only``, comma-separated, default all):
                 a backlog, and the latency grows with the run;
 ``cycle``       the router in this process at a steady 1,000 events/s: how long each
                 step of its loop takes per transaction (poll, catch-ups, lag,
-                route + send, flush + commit) -- what the latency is made of;
+                route + send, flush + commit) -- what the latency is made of --
+                and when each Kafka request of a transaction is sent and answered;
 ``rss``         the router as a process routing ``--events`` events
                 (SAFESHARE_BENCH_EVENTS, default 100,000; the issue's target is a
                 million) preloaded: its resident set size as it goes.

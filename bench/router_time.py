@@ -34,6 +34,7 @@ from bench.router_load import (  # noqa: E402
     router_process,
     steady_load,
 )
+from bench.router_timeline import Timeline  # noqa: E402
 from broker import config  # noqa: E402
 from broker.clock import SystemClock  # noqa: E402
 from broker.codec import Codec  # noqa: E402
@@ -265,13 +266,16 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
         )
         spent: dict[str, float] = {}
         ages: list[tuple[float, float]] = []  # per poll: newest, oldest record (ms)
+        timeline = Timeline()
 
         def timed(obj: Any, name: str, label: str) -> None:
             inner = getattr(obj, name)
 
             def run(*a: Any, **k: Any) -> Any:
                 started = time.perf_counter()
+                timeline.step("begins", label.strip())
                 out = inner(*a, **k)
+                timeline.step("ends", label.strip())
                 # From the first commit on (not the wait for the loader), and not the
                 # empty polls once the load has stopped.
                 if sizes and (label != "poll" or out):
@@ -322,7 +326,8 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
 
         gc.callbacks.append(on_gc)
         try:
-            service.run(idle_exit_s=3)
+            with timeline.recording():
+                service.run(idle_exit_s=3)
         finally:
             gc.callbacks.remove(on_gc)
         loader.join(60)
@@ -338,6 +343,8 @@ def phase_cycle(bootstrap: str, base: config.Settings, policy: Path,
                    qs[49], "ms", "now - its CreateTime (the loader's send)")
             report(f"loop at {rate:,.0f}/s: age of the {which} record at the poll, p99",
                    qs[98], "ms")
+    # Skip the transactions before the load (joining) and the last (idle, then stopping).
+    timeline.report(rate, "route + send", skip=1)
     for generation in (0, 1, 2):
         mine = [d for g, d in pauses_gc if g == generation]
         report(f"loop at {rate:,.0f}/s: garbage collections, generation {generation}",
