@@ -34,7 +34,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from broker.kafka import _kafka_python
-from broker.kafka.configuration import DEFAULT_TIMEOUT_S, _construct
+from broker.kafka.configuration import CLIENT_METRICS, DEFAULT_TIMEOUT_S, _construct
 from broker.kafka.exceptions import KafkaError, translated
 from broker.kafka.security import Credentials, resolve
 from broker.kafka.structs import (
@@ -256,6 +256,7 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": isolation_level,
         "bootstrap_timeout_ms": int(DEFAULT_TIMEOUT_S * 1000),
+        "metrics_enabled": CLIENT_METRICS,
     }
     if pattern is not None:
         cfg["metadata_max_age_ms"] = 5000

@@ -48,7 +48,7 @@ from broker.kafka import _kafka_python
 from broker.kafka._kafka_python import KeyedAppender, producer_fenced, raise_if_record_failed
 from broker.kafka._kafka_python import RetryPauses as RetryPauses  # Producer.retry_pauses
 from broker.kafka._kafka_python import Sent as Sent  # what send_all returns
-from broker.kafka.configuration import DEFAULT_TIMEOUT_S, _construct
+from broker.kafka.configuration import CLIENT_METRICS, DEFAULT_TIMEOUT_S, _construct
 from broker.kafka.exceptions import (
     KafkaError,
     KafkaTimeoutError,
@@ -424,6 +424,7 @@ def make_producer(
         "max_block_ms": int(DEFAULT_TIMEOUT_S * 1000),
         "bootstrap_timeout_ms": int(DEFAULT_TIMEOUT_S * 1000),
         "partitioner": KeyHashCachingPartitioner(),
+        "metrics_enabled": CLIENT_METRICS,
     }
     if transactional_id is not None:
         cfg["transactional_id"] = transactional_id
