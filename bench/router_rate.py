@@ -39,6 +39,7 @@ from broker import config  # noqa: E402
 from broker.audit.leaf import audit_encoder  # noqa: E402
 from broker.clock import SystemClock  # noqa: E402
 from broker.codec import Codec  # noqa: E402
+from broker.kafka import configuration as kafka_configuration  # noqa: E402
 from broker.kafka.consumer import make_consumer  # noqa: E402
 from broker.kafka.producer import make_producer  # noqa: E402
 from broker.kafka.structs import OffsetAndMetadata  # noqa: E402
@@ -119,16 +120,17 @@ class Timeline:
 
 
 def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
-                deadline_s: float = 600) -> Timeline:
+                v2: bool = True, deadline_s: float = 600) -> Timeline:
     """Consume each ingest record, produce PASSTHROUGH_COPIES copies; its commits.
 
     Each copy is sent with kafka-python's own ``KafkaProducer.send`` (the bare
     baseline the issue names), or with ``ours`` through :meth:`Producer.send_all`,
     the router's send path (:class:`broker.kafka._kafka_python.KeyedAppender`), flushed
     and checked before the commit as the router does. The producer's settings
-    are the router's either way."""
+    are the router's either way. ``v2``: transactions v2 when the cluster has it
+    (as the router), else kafka-python's own protocol (v1) as it ships."""
     topics = env.topics
-    mode = ("txn" if transactional else "plain") + ("-ours" if ours else "")
+    mode = ("txn" if transactional else "plain") + ("-ours" if ours else "") + ("" if v2 else "-v1")
     consumer = make_consumer(
         env.bootstrap,
         group_id=f"{topics.namespace}.passthrough-{mode}",
@@ -136,13 +138,17 @@ def passthrough(env: Env, n: int, *, transactional: bool, ours: bool = False,
         isolation_level="read_committed",
         max_poll_records=500,
     )
-    producer = make_producer(
-        env.bootstrap,
-        transactional_id=f"{topics.namespace}.passthrough-{mode}" if transactional else None,
-        # As the router's producer: a batch's records leave together at the flush.
-        linger_ms=PRODUCER_LINGER_MS,
-        batch_size=PRODUCER_BATCH_BYTES,
-    )
+    shipped, kafka_configuration.TRANSACTIONS_V2 = kafka_configuration.TRANSACTIONS_V2, v2
+    try:
+        producer = make_producer(
+            env.bootstrap,
+            transactional_id=f"{topics.namespace}.passthrough-{mode}" if transactional else None,
+            # As the router's producer: a batch's records leave together at the flush.
+            linger_ms=PRODUCER_LINGER_MS,
+            batch_size=PRODUCER_BATCH_BYTES,
+        )
+    finally:
+        kafka_configuration.TRANSACTIONS_V2 = shipped
     outputs = [topics.feed(f"passthrough-{i}") for i in range(PASSTHROUGH_COPIES)]
     line = Timeline()
     try:
@@ -276,19 +282,22 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     per event too, if less), so a ratio is taken within each round and the median
     of the rounds reported."""
     plains, txns, ours_, rates, ratios, ratios_ours = [], [], [], [], [], []
+    v1s: list[float] = []
+    ratios_v1: list[float] = []
     cpus: list[tuple[float, float, float]] = []
     for k in range(rounds):
         with namespace(bootstrap, base, policy, f"tput{k}") as env:
             took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], n)
             plain = passthrough(env, n, transactional=False).rate()
             txn_line = passthrough(env, n, transactional=True)
+            v1 = passthrough(env, n, transactional=True, v2=False).rate()
             ours_line = passthrough(env, n, transactional=True, ours=True)
             line, stats = router_in_process(env, n)
             txn, ours, rate = txn_line.rate(), ours_line.rate(), line.rate()
             cpus.append((txn_line.cpu_us(), ours_line.cpu_us(), line.cpu_us()))
             per_event = max(stats.consumed, 1)
             print(f"  round {k + 1}: preloaded {n:,} in {took:.1f} s; passthrough {plain:,.0f}"
-                  f" (txn {txn:,.0f}, txn through our send path {ours:,.0f}),"
+                  f" (txn {txn:,.0f}, txn v1 {v1:,.0f}, txn through our send path {ours:,.0f}),"
                   f" router {rate:,.0f} events/s -> {rate / txn:.2f} ({rate / ours:.2f});"
                   f" CPU per event {cpus[-1][0]:.0f} / {cpus[-1][1]:.0f} / {cpus[-1][2]:.0f} us"
                   f" ({stats.shared / per_event:.2f} copies and"
@@ -296,18 +305,26 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
                   f" {stats.transactions} transactions)")
             plains.append(plain)
             txns.append(txn)
+            v1s.append(v1)
+            ratios_v1.append(rate / v1)
             ours_.append(ours)
             rates.append(rate)
             ratios.append(rate / txn)
             ratios_ours.append(rate / ours)
     report("passthrough (no txn), 1 in -> 3 out", statistics.median(plains), "events/s",
            f"median of {rounds}")
-    report("passthrough (transactional), 1 in -> 3 out", statistics.median(txns), "events/s")
+    report("passthrough (transactional), 1 in -> 3 out", statistics.median(txns), "events/s",
+           f"transactions v2: {_v2_in_use(bootstrap)}")
+    report("passthrough (transactional, v1), 1 in -> 3 out", statistics.median(v1s), "events/s",
+           "kafka-python's own transaction protocol")
     report("passthrough (transactional, our send path), 1 in -> 3 out",
            statistics.median(ours_), "events/s")
     report("router (transactional, audited)", statistics.median(rates), "events/s")
     report("router / transactional passthrough", statistics.median(ratios), "ratio",
-           f"median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f})")
+           f"median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f}); both on v2")
+    report("router / transactional passthrough on v1", statistics.median(ratios_v1), "ratio",
+           f"the router on v2, the passthrough on kafka-python's v1"
+           f" ({min(ratios_v1):.2f}-{max(ratios_v1):.2f})")
     cpu_txn, cpu_ours, cpu_router = (statistics.median(c) for c in zip(*cpus, strict=True))
     report("passthrough (transactional), CPU per event", cpu_txn, "us",
            "this process, all threads, over the same window as the rate")
@@ -328,6 +345,12 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     report("router, 1 process", one, "events/s", f"{3 * n:,} events")
     two = router_processes(bootstrap, base, policy, 3 * n, tmpls, 2)
     report("router, 2 processes in one group", two, "events/s", f"{two / one:.2f}x one process")
+
+
+def _v2_in_use(bootstrap: str) -> str:
+    """'yes' when a transactional producer here uses transactions v2, else 'no'."""
+    with make_producer(bootstrap, transactional_id="bench-v2-probe") as producer:
+        return "yes" if producer.transactions_v2 else "no"
 
 
 def router_processes(bootstrap: str, base: config.Settings, policy: Path, n: int,

@@ -101,11 +101,15 @@ def phase_txn(bootstrap: str, base: config.Settings, policy: Path,
                walls[int(len(walls) * 0.99)] * 1000, "ms")
 
 
-def latency_settings(txn_retry_ms: float) -> str:
+def latency_settings(txn_retry_ms: float, bootstrap: str) -> str:
     """The router's settings that the latency depends on, for the report."""
     from kafka import KafkaProducer  # noqa: PLC0415 - the client's own default, as used
 
+    from broker.kafka._kafka_python import HANDOVER_S  # noqa: PLC0415
     from broker.routing.service import RouterService  # noqa: PLC0415
+
+    with make_producer(bootstrap, transactional_id="bench-v2-probe") as probe:
+        v2 = "transactions v2 (KIP-890)" if probe.transactions_v2 else "transactions v1"
 
     retry_ms = KafkaProducer.DEFAULT_CONFIG["retry_backoff_ms"]
     max_batch = inspect.signature(RouterService.__init__).parameters["max_batch"].default
@@ -113,7 +117,8 @@ def latency_settings(txn_retry_ms: float) -> str:
         f"router: transactional retry pause {txn_retry_ms:g} ms doubling to "
         f"retry_backoff_ms {retry_ms} ms (kafka-python's default, which it "
         f"used to sleep whole), linger_ms {PRODUCER_LINGER_MS}, batch.size "
-        f"{PRODUCER_BATCH_BYTES // 1024} KiB, max {max_batch} events a transaction"
+        f"{PRODUCER_BATCH_BYTES // 1024} KiB, max {max_batch} events a transaction; "
+        f"{v2}; offsets handed to the sender for up to {HANDOVER_S * 1000:g} ms"
     )
 
 
@@ -215,7 +220,7 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             return
         q = statistics.quantiles(lat, n=100)
         note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
-        print(f"  {latency_settings(txn_retry_ms)}; subscribed by {sources}; "
+        print(f"  {latency_settings(txn_retry_ms, bootstrap)}; subscribed by {sources}; "
               f"{routers} router process(es)")
         at = f"at {rate:,.0f}/s, txn retry {txn_retry_ms:g} ms"
         if routers != 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -144,12 +145,30 @@ def test_offsets_are_sent_through_the_transaction_manager_without_blocking() -> 
 
     params = list(inspect.signature(TransactionManager.send_offsets_to_transaction).parameters)
     assert params == ["self", "offsets", "group_metadata"]
+    assert "self._enqueue_request(handler)" in inspect.getsource(
+        TransactionManager.send_offsets_to_transaction)
+    assert "heapq.heappop(self._pending_requests)" in inspect.getsource(
+        TransactionManager.next_request_handler)  # the sender takes it off this queue
     calls: list[Any] = []
-    manager = SimpleNamespace(send_offsets_to_transaction=lambda o, g: calls.append((o, g)) or "r")
+    pending: list[str] = []
+
+    def enqueue(offsets: Any, group: Any) -> str:
+        calls.append((offsets, group))
+        pending.append("request")
+        return "r"
+
+    manager = SimpleNamespace(send_offsets_to_transaction=enqueue, _pending_requests=pending)
+    # The sender thread takes the request as soon as it is woken: no wait after that.
     raw = SimpleNamespace(_transaction_manager=manager, _sender=SimpleNamespace(
-        wakeup=lambda: calls.append("wakeup")))
+        wakeup=lambda: calls.append("wakeup") or pending.clear()))
     assert kp.start_sending_offsets(raw, {"tp": 1}, "group") == "r"
     assert calls == [({"tp": 1}, "group"), "wakeup"]
+    # A sender that does not take it (no coordinator yet, broker away): the
+    # hand-over gives up after HANDOVER_S, the request stays queued.
+    raw._sender = SimpleNamespace(wakeup=lambda: None)
+    started = time.monotonic()
+    assert kp.start_sending_offsets(raw, {"tp": 2}, "group") == "r"
+    assert pending == ["request"] and time.monotonic() - started < kp.HANDOVER_S + 0.5
 
 
 def test_refused_topics_are_in_the_cluster_metadata() -> None:
@@ -260,3 +279,65 @@ def test_an_eager_join_keeps_positions_unless_the_assignment_is_cleared_first() 
     state.assign_from_subscribed([tp])
     assert not state.assignment[tp].has_valid_position  # ... unless cleared: committed refetched
     assert RebalanceProtocol.EAGER != RebalanceProtocol.COOPERATIVE
+
+
+# -- transactions v2 (tests/test_kafka_transactions_v2.py on a broker) ----------------------
+def test_the_library_still_drives_transactions_v1_only() -> None:
+    """When kafka-python drives KIP-890 itself, transactions_v2 is to be retired."""
+    from kafka.producer import sender
+    from kafka.producer.transaction_manager import EndTxnHandler, TxnOffsetCommitHandler
+
+    assert "max_version=3" in inspect.getsource(EndTxnHandler.__init__)
+    assert "max_version=3" in inspect.getsource(TxnOffsetCommitHandler._build_request)
+    assert "max_version = 9" in inspect.getsource(sender.Sender._produce_request)
+    assert "producer_id" not in inspect.getsource(EndTxnHandler.handle_response)
+
+
+def test_the_protocol_has_the_v2_request_versions() -> None:
+    from kafka.protocol.producer import (
+        EndTxnRequest,
+        EndTxnResponse,
+        ProduceRequest,
+        TxnOffsetCommitRequest,
+    )
+
+    from broker.kafka._kafka_python import transactions_v2 as tv2
+
+    assert ProduceRequest.max_version >= tv2.PRODUCE_VERSION
+    assert EndTxnRequest.max_version >= tv2.END_TXN_VERSION
+    assert TxnOffsetCommitRequest.max_version >= tv2.TXN_OFFSET_COMMIT_VERSION
+    fields = {f["name"]: f["versions"] for f in EndTxnResponse.json["fields"]}
+    assert fields["ProducerId"] == fields["ProducerEpoch"] == "5+"
+    request = EndTxnRequest(transactional_id="t", producer_id=1, producer_epoch=0,
+                            committed=True, max_version=3)
+    request._min_version = request._max_version = 5  # how transactions_v2 pins a version
+    assert (request._min_version, request._max_version) == (5, 5)
+
+
+def test_the_transaction_manager_has_what_v2_replaces_and_sets() -> None:
+    from kafka.producer.sender import Sender
+    from kafka.producer.transaction_manager import TransactionManager
+
+    manager = TransactionManager(transactional_id="t", api_version=(4, 1))
+    for name in ("_partitions_in_transaction", "_transaction_started",
+                 "_pending_txn_offset_commits", "_sequence_numbers", "_last_acked_offset",
+                 "_new_partitions_in_transaction", "producer_id_and_epoch", "_lock",
+                 "_current_state"):
+        assert hasattr(manager, name), name
+    for name in ("_begin_completing_transaction", "_fail_if_not_ready_for_send",
+                 "_ensure_transactional", "_maybe_fail_with_error", "_enqueue_request",
+                 "_add_partitions_to_transaction_handler", "classify_batch_error",
+                 "maybe_add_partition_to_transaction", "send_offsets_to_transaction"):
+        assert callable(getattr(manager, name)), name
+    assert "EndTxnHandler(self, committed)" in inspect.getsource(
+        TransactionManager._begin_completing_transaction)
+    # Each is looked up on the instance where it is called, so the per-producer
+    # replacement is the one used.
+    assert "self._transaction_manager.maybe_add_partition_to_transaction(tp)" in (
+        inspect.getsource(kafka.KafkaProducer))
+    assert "self._produce_request(" in inspect.getsource(Sender)
+    assert "classify_batch_error(" in inspect.getsource(Sender)
+    assert "self._transaction_manager.bump_producer_id_and_epoch()" in inspect.getsource(Sender)
+    error = kerr.InvalidProducerEpochError
+    assert manager.classify_batch_error(error, None) == manager.ERROR_CLASS_NEEDS_EPOCH_BUMP
+

@@ -32,6 +32,13 @@ DEFAULT_TIMEOUT_S = 30.0
 #: 186 us: bench router --only cycle,throughput).
 CLIENT_METRICS = False
 
+#: Transactional producers use transactions v2 (KIP-890) when the cluster has
+#: finalized ``transaction.version`` 2 (Kafka 4.x formats new clusters so): two
+#: round trips fewer per transaction, and an epoch per transaction
+#: (:mod:`broker.kafka._kafka_python.transactions_v2`). False: always v1, for
+#: ``bench router`` to compare the two in one run.
+TRANSACTIONS_V2 = True
+
 
 def _construct(what: str, cls: Any, cfg: dict[str, Any]) -> Any:
     """``cls(**cfg)`` with our errors; a refused login is reported as such."""

@@ -45,9 +45,11 @@ import kafka.errors as _kerr
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from broker.kafka import _kafka_python
+from broker.kafka import configuration as _configuration
 from broker.kafka._kafka_python import KeyedAppender, producer_fenced, raise_if_record_failed
 from broker.kafka._kafka_python import RetryPauses as RetryPauses  # Producer.retry_pauses
 from broker.kafka._kafka_python import Sent as Sent  # what send_all returns
+from broker.kafka._kafka_python import transactions_v2 as _tv2
 from broker.kafka.configuration import CLIENT_METRICS, DEFAULT_TIMEOUT_S, _construct
 from broker.kafka.exceptions import (
     KafkaError,
@@ -111,6 +113,8 @@ class Producer(Closeable):
         """When set (a process stopping), waits for the broker end at once."""
         self.retry_pauses: RetryPauses | None = None
         """Pauses before transactional retries (:func:`quick_transactional_retries`)."""
+        self.transactions_v2 = False
+        """Transactions v2 (KIP-890) in use (:mod:`~broker.kafka._kafka_python.transactions_v2`)."""
 
     @property
     def raw(self) -> Any:
@@ -430,11 +434,32 @@ def make_producer(
         cfg["transactional_id"] = transactional_id
     cfg.update(resolve(credentials).client_config())
     cfg.update(overrides)
+    v2 = transactional_id is not None and _cluster_has_transactions_v2(cfg)
     raw = _construct("create producer", kafka.KafkaProducer, cfg)
     producer = Producer(raw, transactional=transactional_id is not None)
     if transactional_id is not None:
+        producer.transactions_v2 = v2 and _tv2.use_transactions_v2(raw)
         # TXN_RETRY_BACKOFF_MS read here, at the call: bench router sets it per run.
         producer.retry_pauses = _kafka_python.quick_transactional_retries(
             raw, TXN_RETRY_BACKOFF_MS
         )
     return producer
+
+
+def _cluster_has_transactions_v2(cfg: Mapping[str, Any]) -> bool:
+    """Whether a transactional producer with ``cfg`` should use transactions v2:
+    :data:`~broker.kafka.configuration.TRANSACTIONS_V2` and the cluster's finalized
+    ``transaction.version`` (asked once per producer, about 10 ms: the Java
+    client reads it from each connection's ApiVersions answer, which
+    kafka-python does not keep)."""
+    if not (_configuration.TRANSACTIONS_V2 and _kafka_python.PINNED):
+        return False
+    what = "create producer: read the cluster's transaction.version"
+    allowed = kafka.KafkaAdminClient.DEFAULT_CONFIG
+    admin = _construct(what, kafka.KafkaAdminClient, {k: v for k, v in cfg.items() if k in allowed})
+    try:
+        with translated(what):
+            return _tv2.finalized_transaction_version(admin) >= _tv2.TRANSACTION_VERSION_V2
+    finally:
+        with suppress(Exception):
+            admin.close()

@@ -12,6 +12,7 @@ tests/test_kafka_python_pin.py fails until the pieces are checked again.
 - :class:`AuthFailureRecorder`: a refused login that reads as "broker down".
 - :class:`KeyedAppender` and :class:`Sent`: ``send`` without its per-record
   bookkeeping, and the layout of a refused batch's future.
+- :mod:`.transactions_v2`: transactions v2 (KIP-890), which kafka-python lacks.
 - :func:`producer_fenced`, :func:`producer_broken`, :func:`start_sending_offsets`,
   :func:`start_ending`, :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
   but does not expose, and waits it does not bound.
@@ -233,14 +234,32 @@ def start_sending_offsets(raw: Any, offsets: dict[Any, Any], group: Any) -> Any 
     blocking on it: the pending result (its ``wait()`` blocks), or None under
     another version (then the caller uses the blocking method). The Java client
     blocks too (KIP-447); kafka-python's transaction manager orders the request
-    before the commit, so waiting later is safe."""
+    before the commit, so waiting later is safe.
+
+    ! Then waits, at most :data:`HANDOVER_S`, until the sender thread has taken
+    the request off its queue. Woken, that thread still needs the GIL, which a
+    caller about to route a batch holds for milliseconds: the request left
+    3.3 ms after it was queued, and its answer held back the Produce (median
+    transaction, ``bench router --only cycle``). Handed over, it leaves after
+    0.5 ms and is answered while the batch is routed.
+    """
     manager = getattr(raw, "_transaction_manager", None)
     sender = getattr(raw, "_sender", None)
     if not PINNED or manager is None or sender is None:
         return None
     result = manager.send_offsets_to_transaction(offsets, group)
     sender.wakeup()
+    deadline = time.monotonic() + HANDOVER_S
+    while manager._pending_requests and time.monotonic() < deadline:
+        time.sleep(HANDOVER_POLL_S)  # lets the sender thread have the GIL
     return result
+
+
+#: How long :func:`start_sending_offsets` waits for the sender to take the
+#: offsets (0: not at all). Bounded: with no coordinator known (the first
+#: transaction) or the broker away, it waits this long and goes on.
+HANDOVER_S = 0.002
+HANDOVER_POLL_S = 0.00005
 
 
 def start_ending(raw: Any, commit: bool) -> Any | None:
