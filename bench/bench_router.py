@@ -109,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="how the latency phase's router subscribes, comma-separated and alternated "
         "to compare: name (the policy's topics, as shipped), regex (its pattern)",
     )
+    ap.add_argument(
+        "--transactions", default="v2",
+        help="the latency phase's transaction protocol, comma-separated and alternated to "
+        "compare: v2 (KIP-890, as shipped when the cluster has it), v1 (kafka-python's own)",
+    )
     ap.add_argument("--rounds", type=int, default=1, help="latency rounds per setting")
     ap.add_argument("--routers", default="1",
                     help="router processes (one group) in the latency phase, comma-separated")
@@ -150,9 +155,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         for pause in (float(p) for p in args.txn_retry_ms.split(",")):
                             for how in args.sources.split(","):
                                 for n in (int(r) for r in args.routers.split(",")):
-                                    phase_latency(cluster.bootstrap, base, policy, tmpls, rate,
-                                                  args.latency_s, txn_retry_ms=pause,
-                                                  sources=how, routers=n)
+                                    for txn in args.transactions.split(","):
+                                        phase_latency(
+                                            cluster.bootstrap, base, policy, tmpls, rate,
+                                            args.latency_s, txn_retry_ms=pause, sources=how,
+                                            routers=n, transactions=txn,
+                                        )
             if "cycle" in phases:
                 phase_cycle(cluster.bootstrap, base, policy, tmpls, 1000.0, args.latency_s)
             if "rss" in phases:

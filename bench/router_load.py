@@ -224,12 +224,16 @@ def namespace(bootstrap: str, base: config.Settings, policy_path: Path, what: st
 
 
 #: Runs ``safeshare`` with the first argument as the transactional retry pause (ms)
-#: ("-": the router's own) and the second as how it subscribes ("name": the
-#: topics its policy names, as shipped; "regex": every topic matching its pattern).
+#: ("-": the router's own), the second as how it subscribes ("name": the
+#: topics its policy names, as shipped; "regex": every topic matching its pattern)
+#: and the third as its transaction protocol ("v2": as shipped, when the cluster
+#: has it; "v1": kafka-python's own).
 _ROUTER = (
     "import sys, broker.kafka.producer as p, broker.routing.app as a; "
-    "pause, how = sys.argv.pop(1), sys.argv.pop(1)\n"
+    "import broker.kafka.configuration as c; "
+    "pause, how, txn = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)\n"
     "if pause != '-': p.TXN_RETRY_BACKOFF_MS = float(pause)\n"
+    "c.TRANSACTIONS_V2 = txn == 'v2'\n"
     "if how == 'regex':\n"
     "    build = a.build_service\n"
     "    a.build_service = lambda *x, **k: build(*x, source_topics=None, **k)\n"
@@ -239,15 +243,17 @@ _ROUTER = (
 
 @contextmanager
 def router_process(
-    env: Env, instance: str, txn_retry_ms: float | None = None, sources: str = "name"
+    env: Env, instance: str, txn_retry_ms: float | None = None, sources: str = "name",
+    transactions: str = "v2",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``safeshare route`` as a process; ``txn_retry_ms``: its first pause before a
     transactional retry (default the router's own, TXN_RETRY_BACKOFF_MS);
-    ``sources``: "name" (as shipped) or "regex" (broker/routing/sources.py)."""
+    ``sources``: "name" (as shipped) or "regex" (broker/routing/sources.py);
+    ``transactions``: "v2" (as shipped) or "v1" (kafka-python's own protocol)."""
     log = open(env.home / "router.log", "ab")  # noqa: SIM115 - closed below
     args = ["route", "--idle", "0", "--instance", instance]
     pause = "-" if txn_retry_ms is None else str(txn_retry_ms)
-    cmd = [sys.executable, "-c", _ROUTER, pause, sources, *args]
+    cmd = [sys.executable, "-c", _ROUTER, pause, sources, transactions, *args]
     proc = subprocess.Popen(
         cmd, env=env.env(), stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT
     )

@@ -101,7 +101,7 @@ def phase_txn(bootstrap: str, base: config.Settings, policy: Path,
                walls[int(len(walls) * 0.99)] * 1000, "ms")
 
 
-def latency_settings(txn_retry_ms: float, bootstrap: str) -> str:
+def latency_settings(txn_retry_ms: float, bootstrap: str, transactions: str = "v2") -> str:
     """The router's settings that the latency depends on, for the report."""
     from kafka import KafkaProducer  # noqa: PLC0415 - the client's own default, as used
 
@@ -109,7 +109,8 @@ def latency_settings(txn_retry_ms: float, bootstrap: str) -> str:
     from broker.routing.service import RouterService  # noqa: PLC0415
 
     with make_producer(bootstrap, transactional_id="bench-v2-probe") as probe:
-        v2 = "transactions v2 (KIP-890)" if probe.transactions_v2 else "transactions v1"
+        v2 = transactions == "v2" and probe.transactions_v2
+    protocol = "transactions v2 (KIP-890)" if v2 else "transactions v1 (kafka-python's own)"
 
     retry_ms = KafkaProducer.DEFAULT_CONFIG["retry_backoff_ms"]
     max_batch = inspect.signature(RouterService.__init__).parameters["max_batch"].default
@@ -118,14 +119,14 @@ def latency_settings(txn_retry_ms: float, bootstrap: str) -> str:
         f"retry_backoff_ms {retry_ms} ms (kafka-python's default, which it "
         f"used to sleep whole), linger_ms {PRODUCER_LINGER_MS}, batch.size "
         f"{PRODUCER_BATCH_BYTES // 1024} KiB, max {max_batch} events a transaction; "
-        f"{v2}; offsets handed to the sender for up to {HANDOVER_S * 1000:g} ms"
+        f"{protocol}; offsets handed to the sender for up to {HANDOVER_S * 1000:g} ms"
     )
 
 
 def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
                   tmpls: Sequence[Template], rate: float, seconds: float,
                   warmup_s: float = 5.0, txn_retry_ms: float = TXN_RETRY_BACKOFF_MS,
-                  sources: str = "name", routers: int = 1) -> None:
+                  sources: str = "name", routers: int = 1, transactions: str = "v2") -> None:
     codec = Codec.default()
     policy = Policy.load(policy_path, field_classes=codec.data_classes())
     now = int(time.time() * 1000)
@@ -195,7 +196,8 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
         with ExitStack() as stack:
             procs = [
                 stack.enter_context(
-                    router_process(env, f"bench-latency-{i}", txn_retry_ms, sources))
+                    router_process(env, f"bench-latency-{i}", txn_retry_ms, sources,
+                                   transactions))
                 for i in range(routers)
             ]
             reader = threading.Thread(target=read, daemon=True)
@@ -220,13 +222,15 @@ def phase_latency(bootstrap: str, base: config.Settings, policy_path: Path,
             return
         q = statistics.quantiles(lat, n=100)
         note = f"{len(lat):,} events to {LATENCY_FEED} over {seconds:.0f} s"
-        print(f"  {latency_settings(txn_retry_ms, bootstrap)}; subscribed by {sources}; "
-              f"{routers} router process(es)")
+        print(f"  {latency_settings(txn_retry_ms, bootstrap, transactions)}; "
+              f"subscribed by {sources}; {routers} router process(es)")
         at = f"at {rate:,.0f}/s, txn retry {txn_retry_ms:g} ms"
         if routers != 1:
             at += f", {routers} routers"
         if sources != "name":
             at += f", by {sources}"
+        if transactions != "v2":
+            at += f", transactions {transactions}"
         report(f"latency {at}, reported_at -> feed, p50", q[49], "ms", note)
         report(f"latency {at}, reported_at -> feed, p99", q[98], "ms")
         report(f"latency {at}, reported_at -> feed, max", lat[-1], "ms")
