@@ -341,3 +341,91 @@ def test_the_transaction_manager_has_what_v2_replaces_and_sets() -> None:
     error = kerr.InvalidProducerEpochError
     assert manager.classify_batch_error(error, None) == manager.ERROR_CLASS_NEEDS_EPOCH_BUMP
 
+
+def _v2_manager() -> tuple[Any, Any]:
+    """A transaction manager in a transaction, made v2 as a producer's would be."""
+    from kafka.producer.transaction_manager import (
+        ProducerIdAndEpoch,
+        TransactionManager,
+        TransactionState,
+    )
+
+    from broker.kafka._kafka_python import transactions_v2 as tv2
+
+    manager = TransactionManager(transactional_id="t", api_version=(4, 1))
+    raw = SimpleNamespace(_transaction_manager=manager,
+                          _sender=SimpleNamespace(_produce_request=lambda *a: None))
+    assert tv2.use_transactions_v2(raw)
+    manager.set_producer_id_and_epoch(ProducerIdAndEpoch(7, 3))
+    manager._current_state = TransactionState.READY
+    manager.begin_transaction()
+    return manager, TransactionState
+
+
+def _queued(manager: Any) -> Any:
+    return manager._pending_requests[-1][2]
+
+
+def test_v2_a_partition_joins_the_transaction_without_a_request() -> None:
+    manager, _ = _v2_manager()
+    tp = TopicPartition("t", 0)
+    manager.maybe_add_partition_to_transaction(tp)
+    assert manager.is_send_to_partition_allowed(tp)
+    assert not manager.has_partitions_to_add() and manager._pending_requests == []
+
+
+def test_v2_ending_a_transaction_takes_the_epoch_the_coordinator_returns() -> None:
+    manager, state = _v2_manager()
+    manager._sequence_numbers[TopicPartition("t", 0)] = 12
+    manager.maybe_add_partition_to_transaction(TopicPartition("t", 0))
+    result = manager.begin_commit()
+    handler = _queued(manager)
+    assert (handler.request._min_version, handler.request._max_version) == (5, 5)
+    with manager._lock:
+        handler.handle_response(SimpleNamespace(error_code=0, producer_id=7, producer_epoch=4))
+    assert result.is_done and result.succeeded
+    now = manager.producer_id_and_epoch
+    assert (now.producer_id, now.epoch) == (7, 4)
+    assert manager._sequence_numbers.get(TopicPartition("t", 0), 0) == 0
+    assert manager._current_state == state.READY
+
+
+def test_v2_transaction_abortable_aborts_a_commit_and_fails_an_abort() -> None:
+    abortable = kerr.TransactionAbortableError.errno
+    manager, state = _v2_manager()
+    manager.maybe_add_partition_to_transaction(TopicPartition("t", 0))
+    manager.begin_commit()
+    with manager._lock:
+        _queued(manager).handle_response(
+            SimpleNamespace(error_code=abortable, producer_id=-1, producer_epoch=-1))
+    assert manager._current_state == state.ABORTABLE_ERROR
+    manager.begin_abort()
+    with manager._lock:
+        _queued(manager).handle_response(
+            SimpleNamespace(error_code=abortable, producer_id=-1, producer_epoch=-1))
+    assert manager._current_state == state.FATAL_ERROR
+
+
+def test_v2_offsets_go_straight_to_the_group_and_abort_on_transaction_abortable() -> None:
+    from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
+
+    manager, state = _v2_manager()
+    tp = TopicPartition("t", 0)
+    result = manager.send_offsets_to_transaction(
+        {tp: OffsetAndMetadata(5, "", -1)}, ConsumerGroupMetadata(group_id="g"))
+    handler = _queued(manager)
+    assert type(handler).__name__ == "_TxnOffsetCommitV2"
+    assert (handler.request._min_version, handler.request._max_version) == (5, 5)
+    with manager._lock:
+        handler.handle_response(SimpleNamespace(
+            topics=[("t", [(0, kerr.TransactionAbortableError.errno)])]))
+    assert result.is_done and manager._current_state == state.ABORTABLE_ERROR
+
+
+def test_v2_a_refused_batch_aborts_instead_of_bumping_the_epoch_from_the_client() -> None:
+    manager, _ = _v2_manager()
+    for error in (kerr.InvalidProducerEpochError, kerr.OutOfOrderSequenceNumberError):
+        assert manager.classify_batch_error(error, None) == manager.ERROR_CLASS_ABORTABLE
+    assert manager.classify_batch_error(kerr.ProducerFencedError, None) == (
+        manager.ERROR_CLASS_FATAL)
+

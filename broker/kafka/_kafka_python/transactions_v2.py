@@ -33,6 +33,11 @@ from typing import Any
 
 import kafka.errors as _kerr
 
+try:
+    import kafka.producer.transaction_manager as _tm
+except ImportError:  # another kafka-python layout (PINNED is False there)
+    _tm = None  # type: ignore[assignment]
+
 from broker.kafka._kafka_python import PINNED
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,65 @@ def finalized_transaction_version(admin: Any) -> int:
     return int(finalized[1]) if finalized else 0
 
 
+def _pin(request: Any, version: int) -> Any:
+    """Send ``request`` as ``version`` only. A broker without it refuses the
+    request (IncompatibleBrokerVersion) rather than have it go as v1, which the
+    coordinator would refuse."""
+    request._min_version = request._max_version = version
+    return request
+
+
+if PINNED:  # subclasses of kafka-python 3.0.12's handlers; none under another version
+
+    class _TxnOffsetCommitV2(_tm.TxnOffsetCommitHandler):  # type: ignore[misc]
+        """TxnOffsetCommit v5, sent without AddOffsetsToTxn before it."""
+
+        def _build_request(self) -> Any:
+            return _pin(super()._build_request(), TXN_OFFSET_COMMIT_VERSION)
+
+        def handle_response(self, response: Any) -> None:
+            # TRANSACTION_ABORTABLE (KIP-890: the implicit add failed, e.g. the
+            # coordinator is aborting the transaction): abort, as the Java client
+            # does; kafka-python takes the unknown code for fatal.
+            codes = {code for _topic, partitions in response.topics for _p, code in partitions}
+            if _kerr.TransactionAbortableError.errno in codes:
+                self.abortable_error(_kerr.TransactionAbortableError())
+                return
+            super().handle_response(response)
+
+
+    class _EndTxnV2(_tm.EndTxnHandler):  # type: ignore[misc]
+        """EndTxn v5: the epoch it answers with replaces the producer's."""
+
+        def __init__(self, transaction_manager: Any, committed: bool) -> None:
+            super().__init__(transaction_manager, committed)
+            self.committed = committed
+            _pin(self.request, END_TXN_VERSION)
+
+        def handle_response(self, response: Any) -> None:
+            # Called with the manager's lock held. The next transaction's batches
+            # are drained after this (no record is appended between begin_commit
+            # and the end), so each is stamped with the new epoch.
+            manager = self.transaction_manager
+            if response.error_code == 0 and response.producer_id != -1:
+                manager.producer_id_and_epoch = _tm.ProducerIdAndEpoch(
+                    response.producer_id, response.producer_epoch)
+                manager._sequence_numbers.clear()
+                manager._last_acked_offset.clear()
+                log.debug("transaction ended; producer id %s, epoch %s",
+                          response.producer_id, response.producer_epoch)
+            elif response.error_code == _kerr.TransactionAbortableError.errno:
+                # As the Java client: a commit is aborted instead; an abort that
+                # meets it again would loop, so it is fatal.
+                if self.committed:
+                    self.abortable_error(_kerr.TransactionAbortableError())
+                else:
+                    self.fatal_error(_kerr.KafkaError("Failed to abort transaction: "
+                                                      "TRANSACTION_ABORTABLE"))
+                return
+            super().handle_response(response)
+
+
 def use_transactions_v2(raw: Any) -> bool:
     """Make ``raw`` (a transactional KafkaProducer, before its first transaction)
     use transactions v2. The caller has checked the cluster
@@ -64,41 +128,6 @@ def use_transactions_v2(raw: Any) -> bool:
     sender: Any = getattr(raw, "_sender", None)
     if not PINNED or manager is None or sender is None or not manager.is_transactional():
         return False
-    from kafka.producer import transaction_manager as tm
-
-    def pin(request: Any, version: int) -> Any:
-        # The connection picks the highest version within these that the broker
-        # has; a broker without it refuses the request (IncompatibleBrokerVersion)
-        # rather than have it sent as v1, which the coordinator would refuse.
-        request._min_version = request._max_version = version
-        return request
-
-    class TxnOffsetCommitV2(tm.TxnOffsetCommitHandler):  # type: ignore[misc]
-        def _build_request(self) -> Any:
-            return pin(super()._build_request(), TXN_OFFSET_COMMIT_VERSION)
-
-    class EndTxnV2(tm.EndTxnHandler):  # type: ignore[misc]
-        def __init__(self, transaction_manager: Any, committed: bool) -> None:
-            super().__init__(transaction_manager, committed)
-            pin(self.request, END_TXN_VERSION)
-
-        def handle_response(self, response: Any) -> None:
-            # Called with manager._lock held. The next transaction's batches
-            # are drained after this (no record is appended between begin_commit
-            # and the end), so each is stamped with the new epoch.
-            if response.error_code == 0 and response.producer_id != -1:
-                manager.producer_id_and_epoch = tm.ProducerIdAndEpoch(
-                    response.producer_id, response.producer_epoch
-                )
-                manager._sequence_numbers.clear()
-                manager._last_acked_offset.clear()
-                log.debug(
-                    "transaction ended; producer id %s, epoch %s",
-                    response.producer_id,
-                    response.producer_epoch,
-                )
-            super().handle_response(response)
-
     def maybe_add_partition_to_transaction(tp: Any) -> None:
         with manager._lock:
             manager._fail_if_not_ready_for_send()
@@ -107,19 +136,19 @@ def use_transactions_v2(raw: Any) -> bool:
 
     def send_offsets_to_transaction(offsets: Any, group_metadata: Any) -> Any:
         if isinstance(group_metadata, str):  # as the library's: a bare group id
-            group_metadata = tm.ConsumerGroupMetadata(group_id=group_metadata)
+            group_metadata = _tm.ConsumerGroupMetadata(group_id=group_metadata)
         with manager._lock:
             manager._ensure_transactional()
             manager._maybe_fail_with_error()
-            if manager._current_state != tm.TransactionState.IN_TRANSACTION:
+            if manager._current_state != _tm.TransactionState.IN_TRANSACTION:
                 raise _kerr.KafkaError(
                     "Cannot send offsets to transaction because the"
                     " producer is not in an active transaction"
                 )
             pending = manager._pending_txn_offset_commits
             pending.update(offsets)
-            handler = TxnOffsetCommitV2(
-                manager, group_metadata, pending, tm.TransactionalRequestResult()
+            handler = _TxnOffsetCommitV2(
+                manager, group_metadata, pending, _tm.TransactionalRequestResult()
             )
             manager._enqueue_request(handler)
             manager._transaction_started = True
@@ -128,7 +157,7 @@ def use_transactions_v2(raw: Any) -> bool:
     def begin_completing_transaction(committed: bool) -> Any:
         if manager._new_partitions_in_transaction:  # none under v2; kept as the library has it
             manager._enqueue_request(manager._add_partitions_to_transaction_handler())
-        handler = EndTxnV2(manager, committed)
+        handler = _EndTxnV2(manager, committed)
         manager._enqueue_request(handler)
         return handler.result
 
@@ -151,7 +180,7 @@ def use_transactions_v2(raw: Any) -> bool:
     build_produce_request = sender._produce_request
 
     def produce_request(node_id: int, acks: int, timeout: int, batches: Any) -> Any:
-        return pin(build_produce_request(node_id, acks, timeout, batches), PRODUCE_VERSION)
+        return _pin(build_produce_request(node_id, acks, timeout, batches), PRODUCE_VERSION)
 
     manager.maybe_add_partition_to_transaction = maybe_add_partition_to_transaction
     manager.send_offsets_to_transaction = send_offsets_to_transaction
