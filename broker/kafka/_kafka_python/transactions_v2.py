@@ -36,7 +36,7 @@ import kafka.errors as _kerr
 try:
     import kafka.producer.transaction_manager as _tm
 except ImportError:  # another kafka-python layout (PINNED is False there)
-    _tm = None  # type: ignore[assignment]
+    _tm = None
 
 from broker.kafka._kafka_python import PINNED
 
