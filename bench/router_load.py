@@ -223,6 +223,13 @@ def namespace(bootstrap: str, base: config.Settings, policy_path: Path, what: st
             admin.delete_topics([s.name for s in specs])
 
 
+def transactions_v2_in_use(bootstrap: str) -> bool:
+    """Whether a transactional producer made here uses transactions v2 (the
+    cluster has them and broker.kafka.configuration.TRANSACTIONS_V2 is on)."""
+    with make_producer(bootstrap, transactional_id="bench-v2-probe") as probe:
+        return probe.transactions_v2
+
+
 #: Runs ``safeshare`` with the first argument as the transactional retry pause (ms)
 #: ("-": the router's own), the second as how it subscribes ("name": the
 #: topics its policy names, as shipped; "regex": every topic matching its pattern)

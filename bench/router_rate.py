@@ -34,6 +34,7 @@ from bench.router_load import (  # noqa: E402
     report,
     router_process,
     rss_mb,
+    transactions_v2_in_use,
 )
 from broker import config  # noqa: E402
 from broker.audit.leaf import audit_encoder  # noqa: E402
@@ -314,7 +315,7 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     report("passthrough (no txn), 1 in -> 3 out", statistics.median(plains), "events/s",
            f"median of {rounds}")
     report("passthrough (transactional), 1 in -> 3 out", statistics.median(txns), "events/s",
-           f"transactions v2: {_v2_in_use(bootstrap)}")
+           f"transactions v2: {'yes' if transactions_v2_in_use(bootstrap) else 'no'}")
     report("passthrough (transactional, v1), 1 in -> 3 out", statistics.median(v1s), "events/s",
            "kafka-python's own transaction protocol")
     report("passthrough (transactional, our send path), 1 in -> 3 out",
@@ -345,12 +346,6 @@ def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int
     report("router, 1 process", one, "events/s", f"{3 * n:,} events")
     two = router_processes(bootstrap, base, policy, 3 * n, tmpls, 2)
     report("router, 2 processes in one group", two, "events/s", f"{two / one:.2f}x one process")
-
-
-def _v2_in_use(bootstrap: str) -> str:
-    """'yes' when a transactional producer here uses transactions v2, else 'no'."""
-    with make_producer(bootstrap, transactional_id="bench-v2-probe") as producer:
-        return "yes" if producer.transactions_v2 else "no"
 
 
 def router_processes(bootstrap: str, base: config.Settings, policy: Path, n: int,

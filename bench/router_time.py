@@ -33,6 +33,7 @@ from bench.router_load import (  # noqa: E402
     report,
     router_process,
     steady_load,
+    transactions_v2_in_use,
 )
 from bench.router_timeline import Timeline  # noqa: E402
 from broker import config  # noqa: E402
@@ -108,8 +109,7 @@ def latency_settings(txn_retry_ms: float, bootstrap: str, transactions: str = "v
     from broker.kafka._kafka_python import HANDOVER_S  # noqa: PLC0415
     from broker.routing.service import RouterService  # noqa: PLC0415
 
-    with make_producer(bootstrap, transactional_id="bench-v2-probe") as probe:
-        v2 = transactions == "v2" and probe.transactions_v2
+    v2 = transactions == "v2" and transactions_v2_in_use(bootstrap)
     protocol = "transactions v2 (KIP-890)" if v2 else "transactions v1 (kafka-python's own)"
 
     retry_ms = KafkaProducer.DEFAULT_CONFIG["retry_backoff_ms"]

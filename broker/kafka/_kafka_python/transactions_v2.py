@@ -128,6 +128,7 @@ def use_transactions_v2(raw: Any) -> bool:
     sender: Any = getattr(raw, "_sender", None)
     if not PINNED or manager is None or sender is None or not manager.is_transactional():
         return False
+
     def maybe_add_partition_to_transaction(tp: Any) -> None:
         with manager._lock:
             manager._fail_if_not_ready_for_send()
@@ -155,8 +156,8 @@ def use_transactions_v2(raw: Any) -> bool:
             return handler.result
 
     def begin_completing_transaction(committed: bool) -> Any:
-        if manager._new_partitions_in_transaction:  # none under v2; kept as the library has it
-            manager._enqueue_request(manager._add_partitions_to_transaction_handler())
+        # The library's also sends AddPartitionsToTxn for partitions not yet
+        # added; under v2 none are ever waiting to be.
         handler = _EndTxnV2(manager, committed)
         manager._enqueue_request(handler)
         return handler.result
