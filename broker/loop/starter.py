@@ -14,7 +14,8 @@ Nothing here holds personal data: the subject is the audit HMAC, the rest are
 ids and times.
 
 Called for every share, so it keeps what depends only on the policy (which
-clocks a subscriber's share of a category starts) and writes records it built
+clocks a subscriber's share of a category starts, and the due dates of the
+clocks started in the last millisecond) and writes records it built
 from checked values without validating them again (``Codec.encode_trusted``).
 ``ClockStarter(plain=True)`` is the same without either shortcut: the rules'
 ``clocks_for_share`` and the validating ``Codec.encode``; tests hold the two
@@ -68,6 +69,10 @@ class ClockStarter:
                 for la in s.local_authorities:
                     self._social_care[la] = (*self._social_care.get(la, ()), s.id)
         self._kinds: dict[tuple[Any, ...], list[tuple[str, bool]]] = {}
+        # Shares come several to a millisecond at full speed: their due dates are kept
+        # for the last start time seen (a due date depends on the kind and start only).
+        self._dues_at: int | None = None
+        self._dues: dict[str, int] = {}
 
     def starts(
         self, event: Mapping[str, Any], decision: Any, subject: str, now_ms: int
@@ -123,10 +128,18 @@ class ClockStarter:
                 break_glass=break_glass, returned=returned is not None,
             )  # fmt: skip
         due_ms = self._clocks.due_ms
+        if now_ms != self._dues_at:  # the due dates of clocks started at now_ms, per kind
+            self._dues_at, self._dues = now_ms, {}
+        dues = self._dues
         out = []
         for kind, from_return in kinds:
-            begin = returned if from_return and returned is not None else now_ms
-            out.append((kind, begin, due_ms(kind, begin)))
+            if from_return and returned is not None:
+                out.append((kind, returned, due_ms(kind, returned)))
+                continue
+            due = dues.get(kind)
+            if due is None:
+                due = dues[kind] = due_ms(kind, now_ms)
+            out.append((kind, now_ms, due))
         return out
 
     def _access(

@@ -11,7 +11,8 @@ tests/test_kafka_python_pin.py fails until the pieces are checked again.
   stale position partitions another member has routed meanwhile.
 - :class:`AuthFailureRecorder`: a refused login that reads as "broker down".
 - :class:`KeyedAppender` and :class:`Sent`: ``send`` without its per-record
-  bookkeeping, and the layout of a refused batch's future.
+  bookkeeping, and the layout of a refused batch's future; :mod:`.records`: a
+  record appended to an open batch without the builder's per-record checks.
 - :mod:`.transactions_v2`: transactions v2 (KIP-890), which kafka-python lacks.
 - :func:`producer_fenced`, :func:`producer_broken`, :func:`start_sending_offsets`,
   :func:`start_ending`, :func:`force_close`, :func:`unauthorized_topics`: state kafka-python keeps
@@ -34,6 +35,7 @@ import kafka
 import kafka.errors as _kerr
 import kafka.structs as _kstructs
 
+from broker.kafka._kafka_python.records import append_record
 from broker.kafka.exceptions import KafkaTimeoutError, translate, translated
 
 PINNED_VERSION = "3.0.12"
@@ -442,8 +444,9 @@ class KeyedAppender:
         """Append ``(topic, key, value)`` records, noting in ``sent`` what to check.
 
         A record that fits the partition's open batch is appended to it under
-        the partition's lock, as ``RecordAccumulator.append`` does, but without
-        a ``FutureRecordMetadata``: its batch is noted instead, and the batch's
+        the partition's lock, as ``RecordAccumulator.append`` does (the bytes of
+        kafka-python's builder, written by :mod:`.records`), but without a
+        ``FutureRecordMetadata``: its batch is noted instead, and the batch's
         own future says after the flush whether the broker wrote it. kafka-python
         makes a future per record and its sender completes each with callbacks;
         a router needs neither the offsets nor the callbacks, only to know that
@@ -461,6 +464,7 @@ class KeyedAppender:
         batches, futures = sent.batches, sent.futures
         no_headers: list[tuple[str, bytes]] = []
         append, wake = self._append, False
+        now_ms = int(time.time() * 1000)  # the records' CreateTime: sent together
         # While this runs an append is in progress (kafka-python's abort of a
         # force-closed producer waits for appends to finish).
         acc._appends_in_progress.increment()
@@ -477,14 +481,14 @@ class KeyedAppender:
                     with tp_lock(tp):
                         if queue:
                             batch = queue[-1]
-                            if batch.records.append(None, key, value, no_headers) is not None:
+                            if append_record(batch.records, now_ms, key, value):
                                 batches[id(batch)] = batch
                                 continue
                 # A new batch: kafka-python's append; the sender is woken once at
                 # the end, not per new batch (each wake-up is a system call,
                 # and the partitions of the whole run then go to the coordinator
                 # in one AddPartitionsToTxn instead of several in turn).
-                future, full, new, _ = append(tp, None, key, value, no_headers)
+                future, full, new, _ = append(tp, now_ms, key, value, no_headers)
                 futures.append(future)
                 wake = wake or full or new
         finally:
