@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,16 @@ def test_an_invalid_nhs_number_that_arrives_anyway_is_quarantined_never_shared(
     assert quarantined[0]["original"] == forged
     for subscriber in policy.subscribers:
         assert read_all(kafka_bootstrap, topics.feed(subscriber.id), timeout_s=1.0) == []
+
+
+def test_the_check_digit_is_the_weighted_sum_for_every_kind_of_input() -> None:
+    # The ASCII fast path against the definition (weights 10..2, modulus 11).
+    rng = random.Random(11)
+    nines = [f"{rng.randrange(10**9):09d}" for _ in range(5_000)] + ["000000000", "999999999"]
+    for nine in nines:
+        check = 11 - sum(int(d) * w for d, w in zip(nine, range(10, 1, -1), strict=True)) % 11
+        assert nhs_check_digit(nine) == (0 if check == 11 else None if check == 10 else check)
+    # Other digits int() reads (the slow path) and wrong lengths still answer as before.
+    assert nhs_check_digit("٤٠١٠٢٣٢١٣") == nhs_check_digit("401023213")
+    with pytest.raises(ValueError):
+        nhs_check_digit("12345678")

@@ -29,7 +29,12 @@ _UPN_LETTERS: Final = "ABCDEFGHJKLMNPQRTUVWXYZ"
 
 def nhs_check_digit(nine: str) -> int | None:
     """The check digit of the first nine digits, or None when it would be 10 (invalid)."""
-    total = sum(int(d) * w for d, w in zip(nine, range(10, 1, -1), strict=True))
+    b = nine.encode()
+    if len(b) == 9 and b.isdigit():  # ASCII digits (every event's NHS number is checked)
+        total = (10 * b[0] + 9 * b[1] + 8 * b[2] + 7 * b[3] + 6 * b[4] + 5 * b[5] + 4 * b[6]
+                 + 3 * b[7] + 2 * b[8] - 54 * 48)  # the weights sum to 54; b"0" is 48
+    else:
+        total = sum(int(d) * w for d, w in zip(nine, range(10, 1, -1), strict=True))
     check = 11 - total % 11
     if check == 11:
         return 0

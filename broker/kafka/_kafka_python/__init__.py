@@ -465,12 +465,15 @@ class KeyedAppender:
         no_headers: list[tuple[str, bytes]] = []
         append, wake = self._append, False
         now_ms = int(time.time() * 1000)  # the records' CreateTime: sent together
+        known: dict[str, Any] = {}
         # While this runs an append is in progress (kafka-python's abort of a
         # force-closed producer waits for appends to finish).
         acc._appends_in_progress.increment()
         try:
             for topic, key, value in records:
-                partitions = partitions_for(topic)
+                partitions = known.get(topic)  # the metadata's set, once per topic and call
+                if partitions is None:
+                    partitions = known[topic] = partitions_for(topic)
                 if (key is None or value is None or not partitions
                         or len(value) + len(key) > max_bytes):
                     futures.append(send(topic, value=value, key=key))
