@@ -15,11 +15,13 @@ ids and times.
 
 Called for every share, so it keeps what depends only on the policy (which
 clocks a subscriber's share of a category starts, and the due dates of the
-clocks started in the last millisecond) and writes records it built
-from checked values without validating them again (``Codec.encode_trusted``).
-``ClockStarter(plain=True)`` is the same without either shortcut: the rules'
-``clocks_for_share`` and the validating ``Codec.encode``; tests hold the two
-byte-for-byte equal.
+clocks started in the last millisecond), writes clock records by splicing their
+ids and times into bytes kept per (owner, kind, referrer)
+(:mod:`broker.loop._clock_bytes`), and writes the rest, built from checked
+values, without validating them again (``Codec.encode_trusted``).
+``ClockStarter(plain=True)`` is the same without these shortcuts: the rules'
+``clocks_for_share`` and the validating ``Codec.encode`` of each record's dict;
+tests hold the two byte-for-byte equal.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from broker.codec import Codec
+from broker.loop._clock_bytes import ClockBytes, clock_record
 from broker.loop.core import CLOCK_RECORD, NOTICE
 from broker.loop.rules import (
     BREAK_GLASS_OBLIGATION,
     ClockPolicy,
     Share,
-    clock_id,
     clocks_for_share,
     kinds_for_share,
 )
@@ -73,6 +75,9 @@ class ClockStarter:
         # for the last start time seen (a due date depends on the kind and start only).
         self._dues_at: int | None = None
         self._dues: dict[str, int] = {}
+        #: The clock records' bytes from kept templates (fast path), if they match
+        #: the codec's encoding of sample records; else None (the dicts are encoded).
+        self.clock_bytes = None if plain else ClockBytes.checked(codec)
 
     def starts(
         self, event: Mapping[str, Any], decision: Any, subject: str, now_ms: int
@@ -99,15 +104,21 @@ class ClockStarter:
             clocks = self._clocks_of(subscriber, roles, category, risk, decision, returned, now_ms)
         out = []
         key = event_id.encode()
-        for kind, begin, due in clocks:
-            record = {
-                "clock_id": clock_id(kind, event_id, subscriber), "kind": kind,
-                "event_id": event_id, "subject": subject, "owner": subscriber,
-                "referrer": referrer, "started_at": begin, "due_at": due,
-                "escalate_to": list(escalate_to), "status": "OPEN",
-                "tiers_escalated": 0, "stopped_at": None, "stopped_by": None,
-            }  # fmt: skip
-            out.append((self._topic, key, self._encode(record, CLOCK_RECORD)))
+        if clocks:
+            made = self.clock_bytes
+            ids = made.ids(key, subject) if made is not None and type(event_id) is str else None
+            for kind, begin, due in clocks:
+                value = None
+                if made is not None and ids is not None:
+                    value = made.record(
+                        subscriber, kind, referrer, escalate_to, key, ids, begin, due
+                    )
+                if value is None:  # not of the template's shape: the record's dict
+                    record = clock_record(
+                        kind, event_id, subject, subscriber, referrer, begin, due, escalate_to
+                    )
+                    value = self._encode(record, CLOCK_RECORD)
+                out.append((self._topic, key, value))
         if event["subject"].get("social_care_status") in ACCESS_NOTIFIED:
             out += self._access(event, subscriber, subject, now_ms)
         return out
