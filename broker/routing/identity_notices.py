@@ -98,12 +98,12 @@ def note_shares(
     linked child). It replaces an entry of the same child written earlier for
     this event (:func:`~broker.routing.identity_decisions.name_subject`): one
     record, the child's whole state."""
-    from broker.routing.core import Outbound  # noqa: PLC0415
-
     assert core.identity is not None
     noted = core.identity.note_shares(pseudonym, event_id, shown)
     if noted is None:
         return
+    from broker.routing.core import Outbound  # noqa: PLC0415 - after the common early return
+
     outputs, topic = routed.outputs, core.topics.identity
     for i in range(len(outputs) - 1, -1, -1):
         if outputs[i].topic == topic and outputs[i].key == noted[0]:
