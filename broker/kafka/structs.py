@@ -87,16 +87,14 @@ def _kom(om: OffsetAndMetadata | int) -> Any:
 
 
 def _record(raw: Any) -> Record:
-    headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (raw.headers or ()))
+    headers = raw.headers  # made per consumed record: no generator when there are none
+    if headers:
+        headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in headers)
+    timestamp = raw.timestamp
     return Record(
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        key=raw.key,
-        value=raw.value,
-        headers=headers,
-        timestamp=raw.timestamp if raw.timestamp is not None else -1,
-    )
+        raw.topic, raw.partition, raw.offset, raw.key, raw.value, headers or (),
+        timestamp if timestamp is not None else -1,
+    )  # fmt: skip
 
 
 def offsets_after(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -108,6 +108,7 @@ class SeenEvents:
         self._log = array("H" if self._other <= 0xFFFF else "I")
         self._head = 0
         self._added = 0  # ids newly added since creation (for mark/forget_since)
+        self._last: tuple[str | None, bytes | str] = (None, b"")  # (id, its key)
 
     @property
     def capacity(self) -> int:
@@ -117,10 +118,20 @@ class SeenEvents:
     def __len__(self) -> int:
         return len(self._log) - self._head
 
+    def _key_of(self, event_id: str) -> bytes | str:
+        """:func:`_key` of ``event_id``, kept for the last id: the router asks whether
+        an id was seen, then adds it (the bytes keep their hash, too)."""
+        last = self._last
+        if last[0] == event_id:
+            return last[1]
+        key = _key(event_id)
+        self._last = (event_id, key)
+        return key
+
     def __contains__(self, event_id: object) -> bool:
         if not isinstance(event_id, str):
             return False
-        key = _key(event_id)
+        key = self._key_of(event_id)
         if isinstance(key, str):
             return key in self._others
         bucket = self._buckets[hash(key) % self._nbuckets]
@@ -131,7 +142,7 @@ class SeenEvents:
 
     def add(self, event_id: str) -> None:
         """Note ``event_id`` as routed. An id already held stays where it is."""
-        key = _key(event_id)
+        key = self._key_of(event_id)
         if isinstance(key, bytes):
             self._add_key(key)
         elif key not in self._others:
