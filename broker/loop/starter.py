@@ -48,6 +48,9 @@ MISSING_EPISODE = "safeshare.MissingEpisode"
 _KINDS_MAX = 4096
 
 Start = tuple[str, bytes, bytes]
+# Of one event, for its shares' clocks: event id, record key, category, risk level,
+# referrer, the child's return (ms, a missing episode's), the encoded ids, notified.
+_Facts = tuple[str, bytes, str, str, Any, int | None, bytes | None, bool]
 
 
 class ClockStarter:
@@ -75,6 +78,11 @@ class ClockStarter:
         # for the last start time seen (a due date depends on the kind and start only).
         self._dues_at: int | None = None
         self._dues: dict[str, int] = {}
+        # The last event asked about (held, so the identity test cannot meet a new
+        # object at its address), its subject, and its facts (:meth:`_facts`).
+        self._last_event: Any = None
+        self._last_subject: str | None = None
+        self._last_facts: _Facts | None = None
         #: The clock records' bytes from kept templates (fast path), if they match
         #: the codec's encoding of sample records; else None (the dicts are encoded).
         self.clock_bytes = None if plain else ClockBytes.checked(codec)
@@ -84,13 +92,16 @@ class ClockStarter:
     ) -> list[Start]:
         subscriber = decision.subscriber
         roles, escalate_to = self._subscribers.get(subscriber, (frozenset(), ()))
-        payload = event.get("payload")
-        returned = None
-        if isinstance(payload, tuple) and payload[0] == MISSING_EPISODE:
-            returned = _ms(payload[1].get("ended_at"))
-        event_id = event["event_id"]
-        category, risk = str(event["category"]), str(event["risk_level"])
-        referrer = event["source"]["agency_id"]
+        if self._plain:
+            facts = self._facts(event, subject)
+        else:  # one event's shares ask in turn: what is the event's, read once
+            kept = self._last_facts
+            if kept is not None and self._last_event is event and self._last_subject == subject:
+                facts = kept
+            else:
+                facts = self._last_facts = self._facts(event, subject)
+                self._last_event, self._last_subject = event, subject
+        event_id, key, category, risk, referrer, returned, ids, notified = facts
         if self._plain:
             share = Share(
                 event_id=event_id, subject=subject, subscriber=subscriber, roles=roles,
@@ -103,10 +114,8 @@ class ClockStarter:
         else:
             clocks = self._clocks_of(subscriber, roles, category, risk, decision, returned, now_ms)
         out = []
-        key = event_id.encode()
         if clocks:
             made = self.clock_bytes
-            ids = made.ids(key, subject) if made is not None and type(event_id) is str else None
             for kind, begin, due in clocks:
                 value = None
                 if made is not None and ids is not None:
@@ -119,9 +128,25 @@ class ClockStarter:
                     )
                     value = self._encode(record, CLOCK_RECORD)
                 out.append((self._topic, key, value))
-        if event["subject"].get("social_care_status") in ACCESS_NOTIFIED:
+        if notified:
             out += self._access(event, subscriber, subject, now_ms)
         return out
+
+    def _facts(self, event: Mapping[str, Any], subject: str) -> _Facts:
+        """What the clocks of any share of ``event`` need of it."""
+        payload = event.get("payload")
+        returned = None
+        if isinstance(payload, tuple) and payload[0] == MISSING_EPISODE:
+            returned = _ms(payload[1].get("ended_at"))
+        event_id = event["event_id"]
+        key = event_id.encode()
+        made = self.clock_bytes
+        ids = made.ids(key, subject) if made is not None and type(event_id) is str else None
+        return (
+            event_id, key, str(event["category"]), str(event["risk_level"]),
+            event["source"]["agency_id"], returned, ids,
+            event["subject"].get("social_care_status") in ACCESS_NOTIFIED,
+        )  # fmt: skip
 
     def _clocks_of(
         self, subscriber: str, roles: frozenset[str], category: str, risk: str, decision: Any,

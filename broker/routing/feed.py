@@ -40,11 +40,7 @@ class FeedWriter:
         FEED_RECORD)`` (an Avro record is its fields' encodings one after the
         other; tests hold the two equal), without encoding the event again.
         """
-        data = (
-            self._header
-            + self._decision_body(decision)
-            + event_body
-        )
+        data = b"".join((self._header, self._decision_body(decision), event_body))  # one copy
         if len(data) > self.codec.max_message_bytes:
             raise EncodingError(
                 f"(root): feed record is {len(data)} bytes, over the limit of"
