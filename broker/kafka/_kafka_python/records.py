@@ -20,20 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.codec._write import long_bytes
 
-def _varint(n: int) -> bytes:
-    """Kafka's zig-zag varint (kafka.record.util.encode_varint's bytes)."""
-    v = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while v > 0x7F:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-#: The varints of 0 .. 8191 (at most two bytes each): lengths and deltas are mostly these.
-_SMALL = tuple(_varint(i) for i in range(1 << 13))
+#: The varints of 0 .. 8191 (at most two bytes each), indexed: lengths and deltas are
+#: mostly these. A Kafka record varint is Avro's long encoding (zig-zag, then
+#: base-128 little-endian), so the codec's encoder writes the rest.
+_SMALL = tuple(long_bytes(i) for i in range(1 << 13))
 _N_SMALL = len(_SMALL)
 _NO_HEADERS: list[tuple[str, bytes]] = []
 
@@ -48,13 +40,13 @@ def append_record(records: Any, timestamp_ms: int, key: bytes, value: bytes) -> 
     small, n = _SMALL, _N_SMALL
     delta = timestamp_ms - builder._first_timestamp
     key_len, value_len = len(key), len(value)
-    v_delta = small[delta] if 0 <= delta < n else _varint(delta)
-    v_offset = small[offset] if offset < n else _varint(offset)
-    v_key = small[key_len] if key_len < n else _varint(key_len)
-    v_value = small[value_len] if value_len < n else _varint(value_len)
+    v_delta = small[delta] if 0 <= delta < n else long_bytes(delta)
+    v_offset = small[offset] if offset < n else long_bytes(offset)
+    v_key = small[key_len] if key_len < n else long_bytes(key_len)
+    v_value = small[value_len] if value_len < n else long_bytes(value_len)
     # attributes + the four varints + key + value + a header count of 0
     size = 2 + len(v_delta) + len(v_offset) + len(v_key) + key_len + len(v_value) + value_len
-    v_size = small[size] if size < n else _varint(size)
+    v_size = small[size] if size < n else long_bytes(size)
     buffer = builder._buffer
     if len(v_size) + size + len(buffer) > builder._batch_size:
         return False
