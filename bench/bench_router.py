@@ -77,6 +77,7 @@ from bench.router_time import (  # noqa: E402
 from broker import config  # noqa: E402
 from broker.codec import Codec  # noqa: E402
 from broker.kafka.producer import TXN_RETRY_BACKOFF_MS  # noqa: E402
+from broker.routing.service import MAX_BATCH  # noqa: E402
 from broker.topics import Topics  # noqa: E402
 
 
@@ -94,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--events", type=int,
                     default=int(os.environ.get("SAFESHARE_BENCH_EVENTS") or 100_000))
     ap.add_argument("--throughput-events", type=int, default=20_000)
+    ap.add_argument(
+        "--max-batch", default=str(MAX_BATCH),
+        help="the throughput phase's router: most events a transaction, comma-separated to "
+        "compare (rounds go to each in turn; the first is reported in full)",
+    )
     ap.add_argument("--latency-s", type=float, default=20.0)
     ap.add_argument(
         "--rates", default="1000,250",
@@ -145,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "send" in phases:
                 phase_send(cluster.bootstrap, base, policy, tmpls)
             if "throughput" in phases:
-                phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls)
+                phase_throughput(cluster.bootstrap, base, policy, args.throughput_events, tmpls,
+                                 max_batches=[int(b) for b in args.max_batch.split(",")])
             if "metadata" in phases:
                 phase_metadata(cluster.bootstrap, base, policy)
             if "latency" in phases:

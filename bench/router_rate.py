@@ -46,6 +46,7 @@ from broker.kafka.producer import make_producer  # noqa: E402
 from broker.kafka.structs import OffsetAndMetadata  # noqa: E402
 from broker.routing.app import build_core, build_service, settle_memory  # noqa: E402
 from broker.routing.core import Inbound, Routed  # noqa: E402
+from broker.routing.service import MAX_BATCH  # noqa: E402
 from broker.routing.transaction import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
 
 
@@ -256,7 +257,7 @@ def phase_send(bootstrap: str, base: config.Settings, policy: Path,
                vs.format(wall / base_wall) if vs else "")
 
 
-def router_in_process(env: Env, n: int) -> tuple[Timeline, Any]:
+def router_in_process(env: Env, n: int, max_batch: int = MAX_BATCH) -> tuple[Timeline, Any]:
     clock = SystemClock()
     line = Timeline()
 
@@ -270,6 +271,7 @@ def router_in_process(env: Env, n: int) -> tuple[Timeline, Any]:
         instance_id="bench",
         core=build_core(env.settings, clock=clock, codec=Codec.default()),
         on_batch=on_batch,
+        max_batch=max_batch,
     )
     settle_memory()  # as `safeshare route` does
     stats = service.run(max_events=n, idle_exit_s=60)
@@ -277,76 +279,97 @@ def router_in_process(env: Env, n: int) -> tuple[Timeline, Any]:
 
 
 def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int,
-                     tmpls: Sequence[Template], rounds: int = 5) -> None:
+                     tmpls: Sequence[Template], rounds: int = 5,
+                     max_batches: Sequence[int] = (MAX_BATCH,)) -> None:
     """Passthrough and router taking turns, ``rounds`` times, each round on fresh topics:
     the machine's speed drifts by tens of percent over a minute (a shared VM; CPU
     per event too, if less), so a ratio is taken within each round and the median
     of the rounds reported. A warm-up round on a quarter of the events comes
     first and is not counted: the first transactional passthrough of a process ran
-    a third slower than the later ones, which flattered the router's first ratio."""
-    plains, txns, ours_, rates, ratios, ratios_ours = [], [], [], [], [], []
-    v1s: list[float] = []
-    ratios_v1: list[float] = []
-    cpus: list[tuple[float, float, float]] = []
-    for k in range(-1, rounds):
+    a third slower than the later ones, which flattered the router's first ratio.
+    With several ``max_batches`` (the router's most events per transaction) the
+    rounds go to each in turn, ``rounds`` each; the first is reported in full,
+    the others as a comparison."""
+    plains, txns, ours_, v1s = [], [], [], []
+    by: dict[int, dict[str, list[float]]] = {
+        b: {"rate": [], "ratio": [], "ratio_v1": [], "ratio_ours": [], "cpu": [], "by_cpu": []}
+        for b in max_batches
+    }
+    cpus: list[tuple[float, float]] = []  # the passthroughs' (txn, ours) CPU per event
+    for k in range(-1, rounds * len(max_batches)):
         warm_up = k < 0
         m = max(n // 4, 1) if warm_up else n
+        batch = max_batches[max(k, 0) % len(max_batches)]
         with namespace(bootstrap, base, policy, f"tput{k + 1}") as env:
             took = preload(bootstrap, [replace_topic(t, env.topics) for t in tmpls], m)
             plain = passthrough(env, m, transactional=False).rate()
             txn_line = passthrough(env, m, transactional=True)
             v1 = passthrough(env, m, transactional=True, v2=False).rate()
             ours_line = passthrough(env, m, transactional=True, ours=True)
-            line, stats = router_in_process(env, m)
+            line, stats = router_in_process(env, m, batch)
             txn, ours, rate = txn_line.rate(), ours_line.rate(), line.rate()
-            cpus.append((txn_line.cpu_us(), ours_line.cpu_us(), line.cpu_us()))
+            cpu_txn, cpu_ours, cpu = txn_line.cpu_us(), ours_line.cpu_us(), line.cpu_us()
             per_event = max(stats.consumed, 1)
             name = "warm-up (not counted)" if warm_up else f"round {k + 1}"
             print(f"  {name}: preloaded {m:,} in {took:.1f} s; passthrough {plain:,.0f}"
                   f" (txn {txn:,.0f}, txn v1 {v1:,.0f}, txn through our send path {ours:,.0f}),"
-                  f" router {rate:,.0f} events/s -> {rate / txn:.2f} ({rate / ours:.2f});"
-                  f" CPU per event {cpus[-1][0]:.0f} / {cpus[-1][1]:.0f} / {cpus[-1][2]:.0f} us"
+                  f" router (at most {batch:,} a transaction) {rate:,.0f} events/s ->"
+                  f" {rate / txn:.2f} ({rate / ours:.2f});"
+                  f" CPU per event {cpu_txn:.0f} / {cpu_ours:.0f} / {cpu:.0f} us"
                   f" ({stats.shared / per_event:.2f} copies and"
                   f" {(stats.shared + stats.withheld) / per_event:.2f} leaves per event,"
                   f" {stats.transactions} transactions)")
             if warm_up:
-                cpus.pop()
                 continue
             plains.append(plain)
             txns.append(txn)
             v1s.append(v1)
-            ratios_v1.append(rate / v1)
             ours_.append(ours)
-            rates.append(rate)
-            ratios.append(rate / txn)
-            ratios_ours.append(rate / ours)
-    report("passthrough (no txn), 1 in -> 3 out", statistics.median(plains), "events/s",
-           f"median of {rounds}")
-    report("passthrough (transactional), 1 in -> 3 out", statistics.median(txns), "events/s",
+            cpus.append((cpu_txn, cpu_ours))
+            got = by[batch]
+            got["rate"].append(rate)
+            got["ratio"].append(rate / txn)
+            got["ratio_v1"].append(rate / v1)
+            got["ratio_ours"].append(rate / ours)
+            got["cpu"].append(cpu)
+            got["by_cpu"].append(cpu_txn / cpu)
+    med = statistics.median
+    report("passthrough (no txn), 1 in -> 3 out", med(plains), "events/s",
+           f"median of {len(plains)}")
+    report("passthrough (transactional), 1 in -> 3 out", med(txns), "events/s",
            f"transactions v2: {'yes' if transactions_v2_in_use(bootstrap) else 'no'}")
-    report("passthrough (transactional, v1), 1 in -> 3 out", statistics.median(v1s), "events/s",
+    report("passthrough (transactional, v1), 1 in -> 3 out", med(v1s), "events/s",
            "kafka-python's own transaction protocol")
-    report("passthrough (transactional, our send path), 1 in -> 3 out",
-           statistics.median(ours_), "events/s")
-    report("router (transactional, audited)", statistics.median(rates), "events/s")
-    report("router / transactional passthrough", statistics.median(ratios), "ratio",
+    report("passthrough (transactional, our send path), 1 in -> 3 out", med(ours_), "events/s")
+    shipped = max_batches[0]
+    got = by[shipped]
+    ratios, by_cpu, ratios_v1 = got["ratio"], got["by_cpu"], got["ratio_v1"]
+    ratios_ours = got["ratio_ours"]
+    report("router (transactional, audited)", med(got["rate"]), "events/s",
+           f"at most {shipped:,} events a transaction")
+    report("router / transactional passthrough", med(ratios), "ratio",
            f"median of the rounds' ratios ({min(ratios):.2f}-{max(ratios):.2f}); both on v2")
-    report("router / transactional passthrough on v1", statistics.median(ratios_v1), "ratio",
+    report("router / transactional passthrough on v1", med(ratios_v1), "ratio",
            f"the router on v2, the passthrough on kafka-python's v1"
            f" ({min(ratios_v1):.2f}-{max(ratios_v1):.2f})")
-    cpu_txn, cpu_ours, cpu_router = (statistics.median(c) for c in zip(*cpus, strict=True))
+    cpu_txn, cpu_ours = (med(c) for c in zip(*cpus, strict=True))
     report("passthrough (transactional), CPU per event", cpu_txn, "us",
            "this process, all threads, over the same window as the rate")
     report("passthrough (transactional, our send path), CPU per event", cpu_ours, "us")
-    report("router (transactional, audited), CPU per event", cpu_router, "us")
-    by_cpu = [t / r for t, _, r in cpus]
-    report("router / transactional passthrough, by CPU", statistics.median(by_cpu), "ratio",
+    report("router (transactional, audited), CPU per event", med(got["cpu"]), "us")
+    report("router / transactional passthrough, by CPU", med(by_cpu), "ratio",
            f"passthrough CPU / router CPU per event, median of the rounds'"
            f" ({min(by_cpu):.2f}-{max(by_cpu):.2f})")
-    report("router / transactional passthrough on our send path",
-           statistics.median(ratios_ours), "ratio",
+    report("router / transactional passthrough on our send path", med(ratios_ours), "ratio",
            f"the routing work alone: both send alike ({min(ratios_ours):.2f}-"
            f"{max(ratios_ours):.2f})")
+    for other in max_batches[1:]:
+        alt = by[other]
+        report(f"router at most {other:,} a transaction / transactional passthrough",
+               med(alt["ratio"]), "ratio",
+               f"median of its {len(alt['ratio'])} rounds ({min(alt['ratio']):.2f}-"
+               f"{max(alt['ratio']):.2f}); CPU per event {med(alt['cpu']):.0f} us,"
+               f" by CPU {med(alt['by_cpu']):.2f}; {shipped:,}: {med(ratios):.2f}")
     # Scaling out: router processes in one group share the partitions (docs/DESIGN.md).
     # Three times the events: the second process's join (a rebalance, seconds)
     # falls inside the timing, and over 20,000 events it was a third of the run.

@@ -98,6 +98,11 @@ JOIN_GRACE_S = 60.0
 #: Backoff between attempts after a failed transaction: doubles from the first
 #: value up to the second.
 RETRY_BACKOFF_S = (0.2, 5.0)
+#: Most events in one poll, so in one transaction. Only a backlog fills it (at a
+#: steady 1,000/s a poll holds tens); each transaction also costs a flush and a
+#: commit round trip, so a larger batch drains a backlog faster, at the price of
+#: a longer wait for the batch's first event (docs/PERFORMANCE.md).
+MAX_BATCH = 2500
 
 #: A crashed router's partitions wait this long for it to restart before they
 #: move (static membership: its restart rebalances nothing, the others carry
@@ -136,7 +141,7 @@ class RouterService(Followers, Transactions):
         topics: Topics,
         instance_id: str,
         audit_encoder: AuditEncoder,
-        max_batch: int = 1000,
+        max_batch: int = MAX_BATCH,
         poll_timeout_ms: int = 200,
         on_batch: Callable[[list[Routed]], None] | None = None,
         metrics: RouterMetrics | None = None,
