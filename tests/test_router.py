@@ -6,14 +6,21 @@ Each test has its own topic namespace (``topics`` fixture) and key directory.
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from broker import config
 from broker.api import FeedReader, Publisher
+from broker.clock import SystemClock
 from broker.codec.exceptions import EncodingError
+from broker.errors import ConfigError
 from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
+from broker.routing.app import build_core, build_service
+from broker.routing.core import Routed
 from broker.topics import Topics
 from tests.helpers import (
     CODEC,
@@ -257,3 +264,39 @@ def test_feed_reader_reads_only_committed_minimised_copies(
     # Police exploitation team: places and the people mentioned, not the free-text disclosures.
     assert payload["places_mentioned"] and payload["people_mentioned"]
     assert payload["disclosures"] is None
+
+
+def test_a_backlog_is_routed_in_transactions_of_at_most_the_configured_batch(
+    kafka_bootstrap: str, topics: Topics, admin: Admin, tmp_path: Path
+) -> None:
+    # SAFESHARE_ROUTER_MAX_BATCH bounds what one transaction carries (and holds in
+    # memory until its commit); a backlog larger than it still all gets routed.
+    s = replace(
+        settings_for(topics, tmp_path),
+        router_max_batch=config.load({"SAFESHARE_ROUTER_MAX_BATCH": "3"}).router_max_batch,
+    )
+    create_topics(admin, s)
+    events = []
+    for _ in range(7):
+        event = example("missing_episode")
+        event["event_id"] = str(uuid.uuid4())
+        events.append(event)
+    publish(kafka_bootstrap, topics, "devon-cornwall-police", *events)
+    batches: list[list[Routed]] = []
+    clock = SystemClock()
+    service = build_service(
+        s, kafka_bootstrap, clock=clock, instance_id=f"test-{uuid.uuid4().hex[:6]}",
+        core=build_core(s, clock=clock, codec=CODEC), on_batch=batches.append,
+    )  # fmt: skip
+    service.run(idle_exit_s=2.0)
+    assert sorted(r.event_id for b in batches for r in b) == sorted(e["event_id"] for e in events)
+    assert max(len(b) for b in batches) == 3
+    assert service.stats.transactions >= 3
+
+
+def test_the_batch_bound_comes_from_configuration() -> None:
+    assert config.load({}).router_max_batch == 2500
+    assert config.load({"SAFESHARE_ROUTER_MAX_BATCH": "400"}).router_max_batch == 400
+    for bad in ("0", "-5", "many", "50001"):
+        with pytest.raises(ConfigError, match="SAFESHARE_ROUTER_MAX_BATCH: .* from 1 to 50000"):
+            config.load({"SAFESHARE_ROUTER_MAX_BATCH": bad})

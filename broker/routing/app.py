@@ -88,6 +88,7 @@ def build_service(
             (a.id for a in core.decider.agencies),
             (s.id for s in core.decider.subscribers),
         )
+    kwargs.setdefault("max_batch", settings.router_max_batch)
     return RouterService(
         bootstrap=bootstrap,
         core=core,

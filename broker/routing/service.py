@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from broker.config import DEFAULT_ROUTER_MAX_BATCH
 from broker.kafka.consumer import Consumer, make_consumer
 from broker.kafka.exceptions import KafkaError, ProducerFencedError
 from broker.kafka.logs import REMOVED_FROM_GROUP, client_summary, condition
@@ -98,11 +99,8 @@ JOIN_GRACE_S = 60.0
 #: Backoff between attempts after a failed transaction: doubles from the first
 #: value up to the second.
 RETRY_BACKOFF_S = (0.2, 5.0)
-#: Most events in one poll, so in one transaction. Only a backlog fills it (at a
-#: steady 1,000/s a poll holds tens); each transaction also costs a flush and a
-#: commit round trip, so a larger batch drains a backlog faster, at the price of
-#: a longer wait for the batch's first event (docs/PERFORMANCE.md).
-MAX_BATCH = 2500
+#: Most events in one poll, so in one transaction (broker.config says why this many).
+MAX_BATCH = DEFAULT_ROUTER_MAX_BATCH
 
 #: A crashed router's partitions wait this long for it to restart before they
 #: move (static membership: its restart rebalances nothing, the others carry
