@@ -77,7 +77,6 @@ from bench.router_time import (  # noqa: E402
 from broker import config  # noqa: E402
 from broker.codec import Codec  # noqa: E402
 from broker.kafka.producer import TXN_RETRY_BACKOFF_MS  # noqa: E402
-from broker.routing.service import MAX_BATCH  # noqa: E402
 from broker.topics import Topics  # noqa: E402
 
 
@@ -96,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     default=int(os.environ.get("SAFESHARE_BENCH_EVENTS") or 100_000))
     ap.add_argument("--throughput-events", type=int, default=20_000)
     ap.add_argument(
-        "--max-batch", default=str(MAX_BATCH),
+        "--max-batch", default=str(config.DEFAULT_ROUTER_MAX_BATCH),
         help="the throughput phase's router: most events a transaction, comma-separated to "
         "compare (rounds go to each in turn; the first is reported in full)",
     )

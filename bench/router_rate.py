@@ -46,7 +46,6 @@ from broker.kafka.producer import make_producer  # noqa: E402
 from broker.kafka.structs import OffsetAndMetadata  # noqa: E402
 from broker.routing.app import build_core, build_service, settle_memory  # noqa: E402
 from broker.routing.core import Inbound, Routed  # noqa: E402
-from broker.routing.service import MAX_BATCH  # noqa: E402
 from broker.routing.transaction import PRODUCER_BATCH_BYTES, PRODUCER_LINGER_MS  # noqa: E402
 
 
@@ -257,7 +256,9 @@ def phase_send(bootstrap: str, base: config.Settings, policy: Path,
                vs.format(wall / base_wall) if vs else "")
 
 
-def router_in_process(env: Env, n: int, max_batch: int = MAX_BATCH) -> tuple[Timeline, Any]:
+def router_in_process(
+    env: Env, n: int, max_batch: int = config.DEFAULT_ROUTER_MAX_BATCH
+) -> tuple[Timeline, Any]:
     clock = SystemClock()
     line = Timeline()
 
@@ -280,7 +281,7 @@ def router_in_process(env: Env, n: int, max_batch: int = MAX_BATCH) -> tuple[Tim
 
 def phase_throughput(bootstrap: str, base: config.Settings, policy: Path, n: int,
                      tmpls: Sequence[Template], rounds: int = 5,
-                     max_batches: Sequence[int] = (MAX_BATCH,)) -> None:
+                     max_batches: Sequence[int] = (config.DEFAULT_ROUTER_MAX_BATCH,)) -> None:
     """Passthrough and router taking turns, ``rounds`` times, each round on fresh topics:
     the machine's speed drifts by tens of percent over a minute (a shared VM; CPU
     per event too, if less), so a ratio is taken within each round and the median

@@ -181,34 +181,28 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _future_skew_ms(env: Mapping[str, str]) -> int:
-    text = env.get("SAFESHARE_FUTURE_SKEW_S")
-    if not text:
-        return DEFAULT_FUTURE_SKEW_MS
-    try:
-        seconds = int(text)
-    except ValueError:
-        seconds = -1
-    if not 0 <= seconds <= 86_400:
-        raise ConfigError(
-            f"SAFESHARE_FUTURE_SKEW_S: {text!r} is not a number of seconds from 0 to 86400"
-        )
-    return seconds * 1000
+    seconds = _bounded_int(env, "SAFESHARE_FUTURE_SKEW_S", 0, 86_400, "seconds")
+    return DEFAULT_FUTURE_SKEW_MS if seconds is None else seconds * 1000
 
 
 def _router_max_batch(env: Mapping[str, str]) -> int:
-    text = env.get("SAFESHARE_ROUTER_MAX_BATCH")
+    events = _bounded_int(env, "SAFESHARE_ROUTER_MAX_BATCH", 1, MAX_ROUTER_MAX_BATCH, "events")
+    return DEFAULT_ROUTER_MAX_BATCH if events is None else events
+
+
+def _bounded_int(env: Mapping[str, str], name: str, low: int, high: int, unit: str) -> int | None:
+    """The whole number ``name`` holds, from ``low`` to ``high``; None when unset.
+    Anything else is refused in one line naming the variable and the range."""
+    text = env.get(name)
     if not text:
-        return DEFAULT_ROUTER_MAX_BATCH
+        return None
     try:
-        events = int(text)
+        value = int(text)
     except ValueError:
-        events = 0
-    if not 1 <= events <= MAX_ROUTER_MAX_BATCH:
-        raise ConfigError(
-            f"SAFESHARE_ROUTER_MAX_BATCH: {text!r} is not a number of events from 1 to"
-            f" {MAX_ROUTER_MAX_BATCH}"
-        )
-    return events
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {text!r} is not a number of {unit} from {low} to {high}")
+    return value
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

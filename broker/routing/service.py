@@ -99,8 +99,6 @@ JOIN_GRACE_S = 60.0
 #: Backoff between attempts after a failed transaction: doubles from the first
 #: value up to the second.
 RETRY_BACKOFF_S = (0.2, 5.0)
-#: Most events in one poll, so in one transaction (broker.config says why this many).
-MAX_BATCH = DEFAULT_ROUTER_MAX_BATCH
 
 #: A crashed router's partitions wait this long for it to restart before they
 #: move (static membership: its restart rebalances nothing, the others carry
@@ -139,7 +137,7 @@ class RouterService(Followers, Transactions):
         topics: Topics,
         instance_id: str,
         audit_encoder: AuditEncoder,
-        max_batch: int = MAX_BATCH,
+        max_batch: int = DEFAULT_ROUTER_MAX_BATCH,
         poll_timeout_ms: int = 200,
         on_batch: Callable[[list[Routed]], None] | None = None,
         metrics: RouterMetrics | None = None,
