@@ -16,7 +16,6 @@ from broker import config
 from broker.api import FeedReader, Publisher
 from broker.clock import SystemClock
 from broker.codec.exceptions import EncodingError
-from broker.errors import ConfigError
 from broker.kafka.admin import Admin
 from broker.kafka.producer import make_producer
 from broker.routing.app import build_core, build_service
@@ -292,11 +291,3 @@ def test_a_backlog_is_routed_in_transactions_of_at_most_the_configured_batch(
     assert sorted(r.event_id for b in batches for r in b) == sorted(e["event_id"] for e in events)
     assert max(len(b) for b in batches) == 3
     assert service.stats.transactions >= 3
-
-
-def test_the_batch_bound_comes_from_configuration() -> None:
-    assert config.load({}).router_max_batch == 2500
-    assert config.load({"SAFESHARE_ROUTER_MAX_BATCH": "400"}).router_max_batch == 400
-    for bad in ("0", "-5", "many", "50001"):
-        with pytest.raises(ConfigError, match="SAFESHARE_ROUTER_MAX_BATCH: .* from 1 to 50000"):
-            config.load({"SAFESHARE_ROUTER_MAX_BATCH": bad})

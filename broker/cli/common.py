@@ -10,11 +10,18 @@ from broker import config
 from broker.errors import SafeshareError
 
 
+class SettingRefused(click.ClickException):
+    """A bad SAFESHARE_* variable: one line naming it, exit 2, and no usage text (the
+    command line was fine; the environment was not)."""
+
+    exit_code = 2
+
+
 def settings() -> config.Settings:
     try:
         return config.load()
     except SafeshareError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise SettingRefused(str(exc)) from None
 
 
 def bootstrap_option(f: Any) -> Any:

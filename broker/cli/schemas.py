@@ -9,8 +9,6 @@ from pathlib import Path
 
 import click
 
-from broker.errors import SafeshareError
-
 _DIR_OPTION = click.option(
     "--dir",
     "schemas_dir",
@@ -23,12 +21,9 @@ _DIR_OPTION = click.option(
 def _schemas_dir(given: Path | None) -> Path:
     if given is not None:
         return given
-    from broker import config  # noqa: PLC0415 - keep `--help` fast
+    from broker.cli.common import settings  # noqa: PLC0415 - keep `--help` fast
 
-    try:
-        return config.load().schemas_dir
-    except SafeshareError as exc:
-        raise click.UsageError(str(exc)) from exc
+    return settings().schemas_dir
 
 
 @click.group(name="schemas")
