@@ -1,0 +1,3 @@
+module safeshare.example/hpke_crosscheck
+
+go 1.26
