@@ -14,7 +14,7 @@ help:
 	@echo "make test       run the test suite against a real Kafka (started if needed)"
 	@echo "make bench      print benchmark figures"
 	@echo "make fuzz       hostile corpus + 100,000 mutated inputs through the router core"
-	@echo "make check      ruff + mypy + every test that needs no Kafka (fast feedback)"
+	@echo "make check      ruff + mypy + every test that needs no Kafka or JVM (fast)"
 	@echo "make lint       ruff + mypy"
 	@echo "make kafka-up   leave a local Kafka running; last line is its bootstrap address"
 	@echo "make kafka-down stop the local Kafka"
@@ -22,10 +22,11 @@ help:
 venv: $(STAMP)
 
 # System packages the project needs, installed only where missing (run as root):
-# Java and Maven for the local Kafka broker, chromium for the workspace's browser tests.
+# Java and Maven for the local Kafka broker (and the JDK's javac for the Avro Java
+# cross-check, tests/test_codec_java_interop.py), chromium for the workspace's browser tests.
 setup:
 	@need=""; \
-	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
+	command -v javac >/dev/null || need="$$need openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || need="$$need maven"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	ldconfig -p | grep -q libpangoft2-1.0 || need="$$need libpango-1.0-0 libpangoft2-1.0-0"; \

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 # -- markers ------------------------------------------------------------------------
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``kafka`` every test that uses the cluster (directly or through another
-    fixture), so ``make check`` (``-m "not kafka"``) runs exactly the tests that
-    need no broker. Tests that start a broker of their own carry the mark themselves.
+    fixture), so ``make check`` (``-m "not kafka and not jvm"``) leaves out every test that
+    needs a broker. Tests that start a broker of their own carry the mark themselves;
+    ``jvm`` (a Maven fetch and a JVM, no broker) is set by its module.
     """
     for item in items:
         if "kafka_cluster" in getattr(item, "fixturenames", ()):
