@@ -122,3 +122,17 @@ def decode_with_java(
     text = res.stdout.decode("utf-8")
     out = [json.loads(line) for line in text.split("\n") if line.strip()]
     return {o["label"]: o for o in out}
+
+
+def read_schema_files(home: Path, schemas_dir: Path) -> list[dict[str, Any]]:
+    """Avro Java's own parse of every ``.avsc`` under ``schemas_dir`` (``--avsc`` mode):
+    per file, the named type's full name, kind and fingerprint, or Avro's refusal."""
+    java = _tool("java", "Java 17 (apt-get install openjdk-17-jdk-headless)")
+    libs = fetch_jars(home)
+    classes = compiled(home, libs)
+    res = _run(
+        [java, "-cp", f"{classes}{os.pathsep}{libs}/*", "AvroJavaCheck", "--avsc",
+         str(schemas_dir)],
+        "java AvroJavaCheck --avsc", 300,
+    )  # fmt: skip
+    return [json.loads(line) for line in res.stdout.decode("utf-8").split("\n") if line.strip()]

@@ -18,7 +18,9 @@ both sides can write: Java's ``JsonEncoder`` of what it decoded, fastavro's
 symbol, and logical types as their underlying type (``timestamp-millis`` the long of
 milliseconds, ``date`` the int of days: Java's GenericData without conversions gives
 exactly those; ours are datetimes and dates that fastavro turns back), so no branch,
-byte or time can differ unnoticed.
+byte or time can differ unnoticed. And Java's own parser reads ``schemas/*.avsc`` (and
+the kept versions) to the codec's fingerprints, since an outside reader starts from
+the files, not from our expansion of them.
 
 Marked ``jvm`` (a Maven fetch on the first run, then a JVM): ``make test`` runs it,
 ``make check`` does not. It never skips: a missing ``mvn``, ``java`` or ``javac`` fails
@@ -46,8 +48,8 @@ from broker.routing.core import Inbound, RoutingCore
 from broker.signing import AgencySigner, sign_message
 from broker.signing.feedkeys import FeedKeyring
 from broker.signing.feeds import X25519, feed_schema, is_sealed
-from tests.avro_java import AvroJavaError, decode_with_java
-from tests.helpers import CODEC, EVENTS, example
+from tests.avro_java import AvroJavaError, decode_with_java, read_schema_files
+from tests.helpers import CODEC, EVENTS, ROOT, example
 
 pytestmark = pytest.mark.jvm
 
@@ -279,3 +281,24 @@ def test_a_fingerprint_not_in_the_store_is_refused_by_java_as_by_us(
     assert read["stranger"]["error"].startswith("MissingSchemaException")
     with pytest.raises(UnknownSchemaError):
         CODEC.decode(stranger, good.schema)
+
+
+def test_avro_java_parses_the_schema_files_themselves_to_our_fingerprints() -> None:
+    """An outside reader starts from schemas/*.avsc, not from our expanded schemas:
+    Avro Java's own parser (names resolved across files, as Avro 1.12's SchemaParser
+    does) reads every file, current and kept, and finds each writer schema we know
+    (every version a reader may meet on the wire) at our fingerprint."""
+    try:
+        parsed = read_schema_files(config.load().home, ROOT / "schemas")
+    except AvroJavaError as exc:
+        pytest.fail(f"Avro Java cross-check: {exc}", pytrace=False)
+    files = sorted(ROOT.glob("schemas/*.avsc")) + sorted(ROOT.glob("schemas/history/*/*.avsc"))
+    assert len(parsed) == len(files), "Java did not answer for every schema file"
+    refused = [f"{p['file']}: {p['error']}" for p in parsed if not p["ok"]]
+    assert not refused, "Avro Java refuses schema files:\n" + "\n".join(refused)
+    java = {(p["schema"], p["fingerprint"]) for p in parsed if p["type"] == "record"}
+    ours = {(v.name, v.fingerprint.hex()) for v in CODEC.versions()}
+    assert ours <= java, f"writer schemas Java's parse of the files does not give: {ours - java}"
+    current = {p["schema"]: p["fingerprint"] for p in parsed if "/history/" not in p["file"]}
+    for name in CODEC.raw_schemas():
+        assert current[name] == CODEC.fingerprint(name).hex(), name

@@ -34,6 +34,14 @@
  *
  * tests/test_codec_java_interop.py does all of this and compares every line with the
  * project's own reading of the same bytes.
+ *
+ * Second mode, the schema files themselves: "AvroJavaCheck --avsc DIR" parses every
+ * DIR/*.avsc with one org.apache.avro.SchemaParser (Avro 1.12: a name another file
+ * defines resolves once all are parsed), and every DIR/history/<record>/<n>.avsc on its
+ * own (a kept version is self-contained), and prints one JSON line per record schema:
+ *
+ *   {"file", "ok": true, "schema": full name, "fingerprint": as above}
+ *   {"file", "ok": false, "error": "ExceptionClass: message"}   when Avro refuses it
  */
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -56,6 +64,7 @@ import java.util.List;
 import java.util.Map;
 import org.apache.avro.Schema;
 import org.apache.avro.SchemaNormalization;
+import org.apache.avro.SchemaParser;
 import org.apache.avro.generic.GenericData;
 import org.apache.avro.generic.GenericDatumWriter;
 import org.apache.avro.generic.GenericRecord;
@@ -69,8 +78,12 @@ public final class AvroJavaCheck {
   private static final ObjectMapper JSON = new ObjectMapper();
 
   public static void main(String[] args) throws Exception {
+    if (args.length == 2 && args[0].equals("--avsc")) {
+      schemaFiles(Path.of(args[1]));
+      return;
+    }
     if (args.length != 2) {
-      System.err.println("usage: AvroJavaCheck SCHEMAS.json MESSAGES.tsv");
+      System.err.println("usage: AvroJavaCheck SCHEMAS.json MESSAGES.tsv | --avsc DIR");
       System.exit(2);
     }
     SchemaStore.Cache store = new SchemaStore.Cache();
@@ -117,6 +130,62 @@ public final class AvroJavaCheck {
       }
       stdout.print(JSON.writeValueAsString(out) + "\n");
     }
+  }
+
+  /** Each schema file as Avro's own parser reads it: its record's name and fingerprint. */
+  private static void schemaFiles(Path dir) throws Exception {
+    PrintStream stdout = new PrintStream(new FileOutputStream(FileDescriptor.out), true, "UTF-8");
+    SchemaParser current = new SchemaParser();
+    Map<Path, SchemaParser.ParseResult> parsed = new java.util.TreeMap<>();
+    List<Path> files;
+    try (var listing = Files.list(dir)) {
+      files = listing.filter(p -> p.toString().endsWith(".avsc")).sorted().toList();
+    }
+    for (Path file : files) {
+      try {
+        parsed.put(file, current.parse(file));
+      } catch (Exception e) {
+        stdout.print(refused(file, e));
+      }
+    }
+    for (Map.Entry<Path, SchemaParser.ParseResult> each : parsed.entrySet()) {
+      try {
+        stdout.print(described(each.getKey(), current.resolve(each.getValue())));
+      } catch (Exception e) {
+        stdout.print(refused(each.getKey(), e));
+      }
+    }
+    List<Path> kept;
+    try (var walk = Files.walk(dir.resolve("history"))) {
+      kept = walk.filter(p -> p.toString().endsWith(".avsc")).sorted().toList();
+    }
+    for (Path file : kept) {
+      try {
+        stdout.print(described(file, SchemaParser.parseSingle(file)));
+      } catch (Exception e) {
+        stdout.print(refused(file, e));
+      }
+    }
+  }
+
+  private static String described(Path file, Schema schema) throws Exception {
+    ObjectNode out = JSON.createObjectNode();
+    out.put("file", file.toString());
+    out.put("ok", true);
+    out.put("schema", schema.getFullName());
+    out.put("type", schema.getType().getName());
+    long fp = SchemaNormalization.parsingFingerprint64(schema);
+    byte[] le = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(fp).array();
+    out.put("fingerprint", HexFormat.of().formatHex(le));
+    return JSON.writeValueAsString(out) + "\n";
+  }
+
+  private static String refused(Path file, Exception e) throws Exception {
+    ObjectNode out = JSON.createObjectNode();
+    out.put("file", file.toString());
+    out.put("ok", false);
+    out.put("error", e.getClass().getSimpleName() + ": " + e.getMessage());
+    return JSON.writeValueAsString(out) + "\n";
   }
 
   /** The record in the Avro specification's JSON encoding, as Avro's JsonEncoder writes it. */
