@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from broker.signing.feeds import (
     seal_message,
 )
 from broker.topics import Topics
+from tests.go_tool import GoToolError, build
 from tests.helpers import CODEC, ROOT, example
 
 CROSSCHECK = ROOT / "tests" / "data" / "feeds" / "hpke_crosscheck"
@@ -58,37 +58,12 @@ Go = Callable[[dict[str, Any]], dict[str, Any]]
 def go(settings: config.Settings, tmp_path_factory: pytest.TempPathFactory) -> Go:
     """Runs the Go cross-checker on one JSON request (byte strings as bytes) and
     returns its JSON answer (byte strings decoded). Fails, never skips, without Go."""
-    # Go's own installer puts it in /usr/local/go, which a non-login shell may not have
-    # on PATH.
-    exe = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
-    if exe is None:
-        pytest.fail(
-            "go is not on PATH: tests/test_feed_hpke_interop.py needs Go 1.26+ (crypto/hpke)",
-            pytrace=False,
-        )
-    state = settings.home / "go"
-    env = dict(
-        os.environ,
-        GOTOOLCHAIN="local",  # never download another toolchain
-        GOFLAGS="-mod=mod",
-        GOENV="off",  # nothing from the user's go env file
-        GOCACHE=str(state / "cache"),
-        GOPATH=str(state / "path"),
-        CGO_ENABLED="0",
-    )
     binary = tmp_path_factory.mktemp("go") / "hpke_crosscheck"
-    built = subprocess.run(
-        [exe, "build", "-o", str(binary), "."],
-        cwd=CROSSCHECK,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if built.returncode != 0:
+    try:
+        build(settings.home, CROSSCHECK, binary)
+    except GoToolError as exc:
         pytest.fail(
-            f"go build of {CROSSCHECK} failed (Go 1.26+ is needed for crypto/hpke):"
-            f" {built.stderr.strip()}",
+            f"{exc} (tests/test_feed_hpke_interop.py needs Go 1.26+ for crypto/hpke)",
             pytrace=False,
         )
 
