@@ -59,7 +59,7 @@ def settings_for(topics: Topics, home: Path) -> config.Settings:
 
 
 def create_topics(admin: Admin, s: config.Settings) -> Policy:
-    policy = Policy.load(s.policy_path, field_classes=CODEC.data_classes())
+    policy = Policy.load(s.policy_file(), field_classes=CODEC.data_classes())
     admin.ensure_topics(
         standard_topic_specs(
             s.topics,
