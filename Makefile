@@ -49,11 +49,12 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Fast feedback: lint, types and every test not marked `kafka` (conftest marks each
-# test that uses the cluster) or `jvm` (a Maven fetch and a JVM: the Avro Java
-# cross-check), on every core (pytest-xdist). Needs no broker.
+# test that uses the cluster), `jvm` (a Maven fetch and a JVM: the Avro Java
+# cross-check) or `gomod` (Go modules from the proxy: the audit cross-check), on
+# every core (pytest-xdist). Needs no broker.
 CHECK_WORKERS ?= auto
 check: lint
-	$(PY) -m pytest -q -m "not kafka and not jvm" -n $(CHECK_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not kafka and not jvm and not gomod" -n $(CHECK_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The workspace's screenshots (README) from its browser test; needs the broker up.
 screenshots: venv

@@ -2,7 +2,13 @@
 // implementations: golang.org/x/mod/sumdb/note, transparency-dev/formats/note
 // (cosignature/v1) and transparency-dev/merkle (RFC 6962 hashing and proofs).
 //
-//	cd tests/data/audit/crosscheck && go run . ../golden_bundle.json
+//	cd tests/data/audit/crosscheck && go run . ../golden_bundle.json [proofs.json]
+//
+// With a second file, {"inclusion": [{"index", "size", "proof": [base64 ...]}],
+// "consistency": [{"size1", "size2", "proof": [base64 ...]}]} (proofs our
+// MerkleTree made), it also verifies each with proof.VerifyInclusion /
+// proof.VerifyConsistency against the roots recomputed here from the leaves
+// (tests/test_audit_go_crosscheck.py writes one).
 //
 // It trusts the bundle's own log_vkeys and witness_vkeys: it checks format
 // compatibility, not trust.
@@ -22,6 +28,19 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 )
+
+type proofs struct {
+	Inclusion []struct {
+		Index uint64   `json:"index"`
+		Size  uint64   `json:"size"`
+		Proof [][]byte `json:"proof"`
+	} `json:"inclusion"`
+	Consistency []struct {
+		Size1 uint64   `json:"size1"`
+		Size2 uint64   `json:"size2"`
+		Proof [][]byte `json:"proof"`
+	} `json:"consistency"`
+}
 
 type bundle struct {
 	Origin      string   `json:"origin"`
@@ -96,6 +115,31 @@ func main() {
 			p := path(idx, leafHashes[:size])
 			must(proof.VerifyInclusion(h, idx, size, leafHashes[idx], p, root))
 		}
+	}
+	if len(os.Args) > 2 {
+		raw, err := os.ReadFile(os.Args[2])
+		must(err)
+		var ps proofs
+		must(json.Unmarshal(raw, &ps))
+		for _, p := range ps.Inclusion {
+			if p.Size == 0 || p.Size > uint64(len(leafHashes)) {
+				must(fmt.Errorf("inclusion proof for size %d: no such tree", p.Size))
+			}
+			err := proof.VerifyInclusion(h, p.Index, p.Size, leafHashes[p.Index], p.Proof, roots[p.Size])
+			if err != nil {
+				must(fmt.Errorf("our inclusion proof of leaf %d in size %d: %w", p.Index, p.Size, err))
+			}
+		}
+		for _, p := range ps.Consistency {
+			if p.Size2 == 0 || p.Size2 > uint64(len(leafHashes)) {
+				must(fmt.Errorf("consistency proof to size %d: no such tree", p.Size2))
+			}
+			err := proof.VerifyConsistency(h, p.Size1, p.Size2, p.Proof, roots[p.Size1], roots[p.Size2])
+			if err != nil {
+				must(fmt.Errorf("our consistency proof %d -> %d: %w", p.Size1, p.Size2, err))
+			}
+		}
+		fmt.Printf("%d inclusion and %d consistency proofs verified\n", len(ps.Inclusion), len(ps.Consistency))
 	}
 	fmt.Println("OK")
 }
