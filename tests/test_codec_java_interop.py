@@ -42,19 +42,17 @@ from broker import config
 from broker.clock import FixedClock
 from broker.codec import UnknownSchemaError
 from broker.loop.core import LoopCore, Source
-from broker.policy import Policy
 from broker.routing.app import build_core
 from broker.routing.core import Inbound, RoutingCore
 from broker.signing import AgencySigner, sign_message
 from broker.signing.feedkeys import FeedKeyring
 from broker.signing.feeds import X25519, feed_schema, is_sealed
 from tests.avro_java import AvroJavaError, decode_with_java, read_schema_files
+from tests.feed_helpers import MASH, confidential_policy
 from tests.helpers import CODEC, EVENTS, ROOT, example
 
 pytestmark = pytest.mark.jvm
 
-POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
-MASH = "torbay-mash"
 NOW = 1_795_000_000_000
 EXAMPLES = sorted(p.stem for p in EVENTS.glob("*.json"))
 CONSENT_EXAMPLES = {"consent_record"}
@@ -82,16 +80,7 @@ class Message(NamedTuple):
 
 def _core(home: Path, ring: FeedKeyring) -> RoutingCore:
     """The router's core as ``safeshare route`` builds it, the MASH's feed confidential."""
-    key = ring.keys[-1]
-    entry = (
-        f"    feed_keys:\n      - id: {key.id}\n        kem: {key.kem}\n"
-        f"        public_key: {key.public().public_key_b64}\n"
-    )
-    marker = f"  - id: {MASH}\n"
-    text = POLICY.read_text()
-    assert marker in text
-    policy = Policy.from_text(text.replace(marker, marker + entry),
-                              field_classes=CODEC.data_classes())  # fmt: skip
+    policy = confidential_policy(ring)
     settings = replace(config.load(), home=home)
     return build_core(settings, clock=FixedClock(NOW), codec=CODEC, policy=policy)
 

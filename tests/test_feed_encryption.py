@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from broker.api import FeedItem, FeedReader, Publisher
-from broker.clock import FixedClock
 from broker.kafka.admin import Admin
-from broker.policy import ConsentStore, Policy
-from broker.routing.core import Inbound, RoutingCore
+from broker.policy import Policy
+from broker.routing.core import Inbound
 from broker.signing.feedkeys import FeedKeyring
 from broker.signing.feeds import (
     ENCRYPTED_FEED_RECORD,
@@ -24,24 +23,9 @@ from broker.signing.feeds import (
     is_sealed,
 )
 from broker.topics import Topics
+from tests.feed_helpers import MASH, core_at, policy_with_feed_keys
+from tests.feed_helpers import feed_key_entry as entry
 from tests.helpers import CODEC, create_topics, example, publish, read_all, run_router, settings_for
-
-POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example-mash.yaml"
-MASH = "torbay-mash"
-
-
-def policy_with_feed_keys(*entries: str) -> str:
-    text = POLICY.read_text()
-    marker = f"  - id: {MASH}\n"
-    assert marker in text
-    return text.replace(marker, marker + "    feed_keys:\n" + "".join(entries))
-
-
-def entry(ring: FeedKeyring, index: int = -1, **window: str) -> str:
-    key = ring.keys[index]
-    lines = [f"id: {key.id}", f"kem: {key.kem}", f"public_key: {key.public().public_key_b64}"]
-    lines += [f"{k}: '{v}'" for k, v in window.items()]
-    return "      - " + "\n        ".join(lines) + "\n"
 
 
 def keyring(*kems: str) -> FeedKeyring:
@@ -85,17 +69,6 @@ def test_policy_lists_feed_keys_and_refuses_bad_ones() -> None:
     for text, message in bad:
         with pytest.raises(PolicyError, match=message):
             load(policy_with_feed_keys(text))
-
-
-def core_at(policy: Policy, t: Topics, now_ms: int) -> RoutingCore:
-    return RoutingCore(
-        codec=CODEC,
-        decider=policy,
-        consents=ConsentStore(),
-        topics=t,
-        clock=FixedClock(now_ms),
-        pseudonym_key=b"e" * 32,
-    )
 
 
 def test_router_seals_only_a_confidential_subscribers_copies_to_its_current_key() -> None:

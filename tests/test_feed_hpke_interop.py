@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 
 from broker import config
-from broker.clock import FixedClock
 from broker.codec.limits import MAX_EVENT_BYTES
-from broker.policy import ConsentStore, Policy
-from broker.routing.core import Inbound, RoutingCore
+from broker.policy import Policy
+from broker.routing.core import Inbound
 from broker.signing.feedkeys import FeedKeyring
 from broker.signing.feeds import (
     AEAD_AES_256_GCM,
@@ -39,12 +38,11 @@ from broker.signing.feeds import (
     seal_message,
 )
 from broker.topics import Topics
+from tests.feed_helpers import MASH, POLICY, confidential_policy, core_at
 from tests.go_tool import GoToolError, build
 from tests.helpers import CODEC, ROOT, example
 
 CROSSCHECK = ROOT / "tests" / "data" / "feeds" / "hpke_crosscheck"
-POLICY = ROOT / "deploy" / "policy" / "example-mash.yaml"
-MASH = "torbay-mash"
 NOW_MS = 1_795_000_000_000
 
 Go = Callable[[dict[str, Any]], dict[str, Any]]
@@ -125,33 +123,17 @@ def confidential_mash(kem: str, tmp_path: Path) -> tuple[FeedKeyring, bytes, Pol
     """A MASH keyring with one new key, that key's private bytes read back from the
     saved keyring file (as another program would), and a policy listing its public key."""
     ring = FeedKeyring(MASH)
-    key = ring.new_key(kem)
+    ring.new_key(kem)
     ring.save(tmp_path / "keyring.json")
     stored = json.loads((tmp_path / "keyring.json").read_text())["keys"][0]
-    text = POLICY.read_text()
-    marker = f"  - id: {MASH}\n"
-    assert marker in text
-    listed = (
-        f"    feed_keys:\n      - id: {key.id}\n        kem: {kem}\n"
-        f"        public_key: {key.public().public_key_b64}\n"
-    )
-    policy = Policy.from_text(
-        text.replace(marker, marker + listed), field_classes=CODEC.data_classes()
-    )
+    policy = confidential_policy(ring)
     return ring, base64.b64decode(stored["private_key"]), policy
 
 
 def route(policy: Policy, source: dict[str, Any]) -> bytes:
     """The MASH's copy of one event, as the routing core writes it."""
     t = Topics("interop")
-    core = RoutingCore(
-        codec=CODEC,
-        decider=policy,
-        consents=ConsentStore(),
-        topics=t,
-        clock=FixedClock(NOW_MS),
-        pseudonym_key=b"i" * 32,
-    )
+    core = core_at(policy, t, NOW_MS, pseudonym_key=b"i" * 32)
     routed = core.handle(
         Inbound(
             t.ingest(source["source"]["agency_id"]),
