@@ -14,7 +14,7 @@ help:
 	@echo "make test       run the test suite against a real Kafka (started if needed)"
 	@echo "make bench      print benchmark figures"
 	@echo "make fuzz       hostile corpus + 100,000 mutated inputs through the router core"
-	@echo "make check      ruff + mypy + every test that needs no Kafka or JVM (fast)"
+	@echo "make check      ruff + mypy + every test that needs no Kafka, JVM or Go modules"
 	@echo "make lint       ruff + mypy"
 	@echo "make kafka-up   leave a local Kafka running; last line is its bootstrap address"
 	@echo "make kafka-down stop the local Kafka"
