@@ -97,6 +97,14 @@ def compiled(home: Path, libs: Path) -> Path:
     return classes
 
 
+def _checker(home: Path) -> list[str]:
+    """The command that runs AvroJavaCheck: jars fetched and the class compiled if need be."""
+    java = _tool("java", "Java 17 (apt-get install openjdk-17-jdk-headless)")
+    libs = fetch_jars(home)
+    classes = compiled(home, libs)
+    return [java, "-cp", f"{classes}{os.pathsep}{libs}/*", "AvroJavaCheck"]
+
+
 def decode_with_java(
     home: Path,
     work: Path,
@@ -104,17 +112,13 @@ def decode_with_java(
     messages: Iterable[tuple[str, str, bytes]],
 ) -> dict[str, dict[str, Any]]:
     """Avro Java's reading of each ``(label, expected record name, message)``, by label."""
-    java = _tool("java", "Java 17 (apt-get install openjdk-17-jdk-headless)")
-    libs = fetch_jars(home)
-    classes = compiled(home, libs)
     schemas_file = work / "schemas.json"
     schemas_file.write_text(json.dumps(list(schemas)))
     lines = [f"{label}\t{name}\t{data.hex()}" for label, name, data in messages]
     messages_file = work / "messages.tsv"
     messages_file.write_text("\n".join(lines) + "\n")
     res = _run(
-        [java, "-cp", f"{classes}{os.pathsep}{libs}/*", "AvroJavaCheck",
-         str(schemas_file), str(messages_file)],
+        [*_checker(home), str(schemas_file), str(messages_file)],
         "java AvroJavaCheck", 300,
     )  # fmt: skip
     # Split on "\n" only: str.splitlines() also breaks at U+0085 and U+2028, which a
@@ -127,12 +131,8 @@ def decode_with_java(
 def read_schema_files(home: Path, schemas_dir: Path) -> list[dict[str, Any]]:
     """Avro Java's own parse of every ``.avsc`` under ``schemas_dir`` (``--avsc`` mode):
     per file, the named type's full name, kind and fingerprint, or Avro's refusal."""
-    java = _tool("java", "Java 17 (apt-get install openjdk-17-jdk-headless)")
-    libs = fetch_jars(home)
-    classes = compiled(home, libs)
     res = _run(
-        [java, "-cp", f"{classes}{os.pathsep}{libs}/*", "AvroJavaCheck", "--avsc",
-         str(schemas_dir)],
+        [*_checker(home), "--avsc", str(schemas_dir)],
         "java AvroJavaCheck --avsc", 300,
     )  # fmt: skip
     return [json.loads(line) for line in res.stdout.decode("utf-8").split("\n") if line.strip()]
